@@ -1,0 +1,32 @@
+# qemud's tasks. Run them through ./dev (it installs what is missing first), e.g. `./dev test`.
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+py := ".venv/bin/python"
+
+# list the recipes
+default:
+    @just --list
+
+# install qemud and its development tools into .venv, and build the test guest (cached)
+setup:
+    {{py}} -m pip install -q -e '.[dev]'
+    {{py}} -m tests.support.guest --link /var/tmp/qemud/test-guest
+
+# bring the reconciler up on the samples
+run:
+    {{py}} -m tests.support.guest --link /var/tmp/qemud/test-guest
+    .venv/bin/reconcile validate samples
+    for f in samples/*.xml; do echo "# $f"; .venv/bin/reconcile argv "$f"; done
+
+# run the whole test suite (unit, property and integration tests with real QEMU)
+test *args:
+    {{py}} -m pytest {{args}}
+
+# ruff and mypy --strict on the packages
+lint:
+    .venv/bin/ruff check model reconciler tests
+    .venv/bin/mypy
+
+# print the performance figures
+bench:
+    {{py}} -m tests.bench

@@ -1,0 +1,28 @@
+"""qemud's domain model: libvirt domain XML in, validated frozen models and QEMU argv out.
+
+This package is pure (no processes, no sockets) and never imports `reconciler`.
+"""
+
+from model.argv import Runtime, command_line, options
+from model.domain import NAMESPACE, Desired, Domain, uuid_for_name
+from model.errors import InvalidDomainError, Issue, ModelError, RenderError
+from model.parse import Parsed, parse, parse_file
+from model.serialize import to_xml
+
+__all__ = [
+    "NAMESPACE",
+    "Desired",
+    "Domain",
+    "InvalidDomainError",
+    "Issue",
+    "ModelError",
+    "Parsed",
+    "RenderError",
+    "Runtime",
+    "command_line",
+    "options",
+    "parse",
+    "parse_file",
+    "to_xml",
+    "uuid_for_name",
+]
