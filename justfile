@@ -12,11 +12,13 @@ setup:
     {{py}} -m pip install -q -e '.[dev]'
     {{py}} -m tests.support.guest --link /var/tmp/qemud/test-guest
 
-# bring the reconciler up on the samples
+# bring the reconciler up on the samples: copy them into .qemud/ (keeping your edits) and run the daemon
 run:
     {{py}} -m tests.support.guest --link /var/tmp/qemud/test-guest
     .venv/bin/reconcile validate samples
-    for f in samples/*.xml; do echo "# $f"; .venv/bin/reconcile argv "$f"; done
+    mkdir -p -m 0700 .qemud && cp -n samples/*.xml .qemud/
+    @echo "reconcile: config dir $PWD/.qemud; try: .venv/bin/reconcile --config-dir .qemud status"
+    exec .venv/bin/reconcile --config-dir .qemud
 
 # run the whole test suite (unit, property and integration tests with real QEMU)
 test *args:

@@ -1,0 +1,1 @@
+"""qemud's reconciler: scan the config directory, plan, run QEMU, publish status."""

@@ -7,30 +7,29 @@ Exit codes follow one rule everywhere: 0 success, 1 something the user's files g
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import os
 import shlex
+import stat
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 import model
+from model.edit import set_state
+from reconciler.errors import ReconcilerError
+from reconciler.loop import DirLock, Reconciler, exit_code
+from reconciler.paths import Layout
+from reconciler.plan import Action, Start, Stop, Wait
+from reconciler.scan import Scanner, is_domain_file
+from reconciler.status import DomainStatus, iso, read_status, write_atomic
+from reconciler.status import schema as status_schema
 
 EXIT_OK = 0
 EXIT_INVALID = 1
 EXIT_USAGE = 2
-
-IGNORED_SUFFIXES = ("~", ".swp", ".swx", ".tmp")
-
-
-def is_domain_file(path: Path) -> bool:
-    """Whether a directory entry's name is a domain file: `*.xml`, not hidden, not editor debris."""
-    name = path.name
-    return (
-        name.endswith(".xml")
-        and not name.startswith((".", "#"))
-        and not name.endswith(IGNORED_SUFFIXES)
-    )
 
 
 def expand(paths: Sequence[str]) -> Iterator[Path]:
@@ -38,7 +37,7 @@ def expand(paths: Sequence[str]) -> Iterator[Path]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            yield from sorted(p for p in path.iterdir() if is_domain_file(p) and p.is_file())
+            yield from sorted(p for p in path.iterdir() if is_domain_file(p.name) and p.is_file())
         else:
             yield path
 
@@ -110,8 +109,120 @@ def cmd_argv(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
+def layout_of(args: argparse.Namespace) -> Layout:
+    """The directories to use: --system, --config-dir, or the session default ~/.qemud."""
+    if getattr(args, "system", False):
+        if os.geteuid() != 0:
+            raise UsageError("--system needs root; run it as root or drop --system")
+        return Layout.system()
+    if getattr(args, "config_dir", None):
+        return Layout.under(Path(args.config_dir).absolute())
+    return Layout.session(Path.home())
+
+
+class UsageError(Exception):
+    """A command-line mistake: reported on stderr with exit code 2."""
+
+
+def _describe(action: Action) -> str:
+    """One line of `--dry-run` output for an action."""
+    if isinstance(action, Start):
+        return f"start {action.name} ({action.reason})"
+    if isinstance(action, Stop):
+        return f"stop {action.name} ({action.reason})"
+    if isinstance(action, Wait):
+        return f"wait {action.name} until {iso(action.until)} (restart back-off)"
+    return f"adopt or clean runtime folder {action.uuid}"
+
+
+def format_table(statuses: Sequence[DomainStatus]) -> str:
+    """Render statuses as an aligned text table (like `virsh list --all`)."""
+    rows = [("NAME", "STATE", "DESIRED", "PID", "RESTARTS", "REASON")]
+    for st in statuses:
+        rows.append((st.name, st.state, st.desired, str(st.pid or "-"), str(st.restarts),
+                     st.reason or ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = ["  ".join(r[i].ljust(widths[i]) for i in range(5)) + "  " + r[5] for r in rows]
+    return "\n".join(line.rstrip() for line in lines) + "\n"
+
+
+def cmd_reconcile(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """`reconcile` (daemon) and `reconcile --once [--dry-run]`."""
+    if args.dry_run and not args.once:
+        raise UsageError("--dry-run goes with --once")
+    rec = Reconciler(layout_of(args), out=err)
+    if not args.once:
+        asyncio.run(rec.serve(resync=args.resync))
+        return EXIT_OK
+    result = asyncio.run(rec.once(dry_run=args.dry_run, lock_timeout=args.lock_timeout))
+    if args.dry_run:
+        for action in result.actions:
+            out.write(_describe(action) + "\n")
+        if not result.actions:
+            out.write("nothing to do\n")
+        return EXIT_OK
+    out.write(format_table(sorted(result.statuses, key=lambda s: s.name)))
+    return exit_code(result)
+
+
+def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """`reconcile status [NAME] [--json] [--schema]`: read the status files; no daemon needed."""
+    if args.schema:
+        json.dump(status_schema(), out, indent=2)
+        out.write("\n")
+        return EXIT_OK
+    layout = layout_of(args)
+    current = read_status(layout.status_dir)
+    domains = list(current.domains) if current else []
+    if args.name is not None:
+        domains = [d for d in domains if d.name == args.name]
+        if not domains:
+            err.write(f"reconcile: no domain named {args.name!r} in {layout.status_dir}\n")
+            return EXIT_INVALID
+    if args.json:
+        data = [d.model_dump(mode="json") for d in domains]
+        json.dump(data[0] if args.name is not None and len(data) == 1 else
+                  {"updated_at": current.updated_at if current else None, "domains": data},
+                  out, indent=2)
+        out.write("\n")
+    else:
+        out.write(format_table(domains))
+    return EXIT_OK
+
+
+def cmd_set_state(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """`reconcile start|stop NAME`: set the desired state in the file, apply it if no daemon runs."""
+    layout = layout_of(args)
+    state: Literal["running", "stopped"] = "running" if args.command == "start" else "stopped"
+    layout.ensure()
+    scan = Scanner(layout.config_dir).scan()
+    found = [c for c in scan.domains.values() if c.name == args.name]
+    if not found:
+        err.write(f"reconcile: no valid domain named {args.name!r} in {layout.config_dir}\n")
+        return EXIT_INVALID
+    path = found[0].path
+    try:
+        data = path.read_bytes()
+        new = set_state(data, state, str(path))
+    except model.InvalidDomainError as exc:
+        for issue in exc.issues:
+            err.write(f"{_where(str(path), issue.line)}: error: {issue.message}\n")
+        return EXIT_INVALID
+    write_atomic(path, new, stat.S_IMODE(path.stat().st_mode))
+    out.write(f"{args.name}: desired state is now {state} ({path})\n")
+    if DirLock(layout.run_dir / "daemon.lock").held_elsewhere():
+        out.write("the running daemon applies it\n")
+        return EXIT_OK
+    rec = Reconciler(layout, out=err)
+    result = asyncio.run(rec.once())
+    mine = [s for s in result.statuses if s.name == args.name and s.state != "conflict"]
+    out.write(format_table(mine))
+    return EXIT_OK if mine and mine[0].state == ("running" if state == "running" else "stopped") \
+        else EXIT_INVALID
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse that exits with 2 and a one-line hint on usage errors (its default is 2 too)."""
+    """argparse that exits with 2 and a one-line hint on usage errors."""
 
     def error(self, message: str) -> Any:
         """Print the usage error and exit 2."""
@@ -119,10 +230,32 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
+def _where_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    """Add --config-dir and --system (on subcommands without defaults, so either place works)."""
+    default = argparse.SUPPRESS if suppress else None
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--config-dir", metavar="DIR", default=default,
+                       help="keep config, runtime, logs and status under DIR (default ~/.qemud)")
+    group.add_argument("--system", action="store_true",
+                       default=argparse.SUPPRESS if suppress else False,
+                       help="the system instance: /etc/qemud, /run/qemud, /var/log/qemud (root)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `reconcile` and its subcommands."""
     parser = _Parser(prog="reconcile", description="Declarative reconciler for QEMU virtual "
-                     "machines described by libvirt domain XML files.")
+                     "machines described by libvirt domain XML files. Without a command, runs "
+                     "the daemon (or one pass with --once).")
+    _where_options(parser, suppress=False)
+    parser.add_argument("--once", action="store_true",
+                        help="run one full pass, wait for it to settle, and exit "
+                        "(0 converged, 1 something invalid, in conflict or failed, 2 setup)")
+    parser.add_argument("--dry-run", action="store_true", help="with --once: print the plan only")
+    parser.add_argument("--resync", type=float, default=30.0, metavar="SECONDS",
+                        help="daemon: full pass at least this often (default 30)")
+    parser.add_argument("--lock-timeout", type=float, default=120.0, metavar="SECONDS",
+                        help="--once: how long to wait for another reconciler (default 120)")
+    parser.set_defaults(func=cmd_reconcile)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     val = sub.add_parser("validate", help="check domain files (exit 1 when any is invalid)")
     val.add_argument("--json", action="store_true", help="print one JSON array, an object a file")
@@ -132,6 +265,18 @@ def build_parser() -> argparse.ArgumentParser:
     argv.add_argument("--json", action="store_true", help="print a JSON array of strings")
     argv.add_argument("file", type=Path, metavar="FILE")
     argv.set_defaults(func=cmd_argv)
+    status = sub.add_parser("status", help="show domain states from the status files")
+    _where_options(status, suppress=True)
+    status.add_argument("name", nargs="?", metavar="NAME")
+    status.add_argument("--json", action="store_true", help="print the status JSON")
+    status.add_argument("--schema", action="store_true", help="print the JSON Schema of status.json")
+    status.set_defaults(func=cmd_status)
+    for verb, text in (("start", "set a domain's desired state to running"),
+                       ("stop", "set a domain's desired state to stopped")):
+        cmd = sub.add_parser(verb, help=f"{text} (applied now when no daemon runs)")
+        _where_options(cmd, suppress=True)
+        cmd.add_argument("name", metavar="NAME")
+        cmd.set_defaults(func=cmd_set_state)
     return parser
 
 
@@ -140,8 +285,15 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
     """Run `reconcile` with `argv` (default: sys.argv); return the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help(err or sys.stderr)
+    stdout, stderr = out or sys.stdout, err or sys.stderr
+    try:
+        code: int = args.func(args, stdout, stderr)
+    except UsageError as exc:
+        stderr.write(f"reconcile: error: {exc}\n")
         return EXIT_USAGE
-    code: int = args.func(args, out or sys.stdout, err or sys.stderr)
+    except ReconcilerError as exc:
+        stderr.write(f"reconcile: {exc}\n")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
     return code

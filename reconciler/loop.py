@@ -1,0 +1,611 @@
+"""The reconciler: scan -> plan -> act -> publish, in one asyncio event loop that owns all state.
+
+`Reconciler.run_pass()` is the whole of `reconcile --once`; the daemon (`serve`) only decides
+*when* to run a pass: a watchdog event on the config directory (debounced), a periodic resync, a
+QEMU exit or QMP event, SIGHUP. Actions run as tasks, concurrently; a pass never waits for a
+slow stop, and the planner sees VMs that are starting or stopping as busy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import signal
+import sys
+import time
+import uuid as uuidlib
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TextIO
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+
+import model
+from reconciler.errors import QemuError, ReconcilerError, StartError
+from reconciler.paths import Layout
+from reconciler.plan import (
+    Action,
+    Adopt,
+    Ended,
+    Live,
+    Observed,
+    Phase,
+    Start,
+    Stop,
+    Wait,
+    Want,
+    pending_restart,
+    plan,
+    state_of,
+)
+from reconciler.policy import ExitKind, RestartState, after_exit, should_restart
+from reconciler.qemu import Exit, Primitives, QemuProcess, QmpEvent, Timeouts
+from reconciler.qemu import Phase as ProcPhase
+from reconciler.scan import FileIssue, FileKey, Scan, Scanner, is_domain_file
+from reconciler.status import DomainStatus, FileError, StatusWriter, iso
+
+DEFINITION_FILE = "domain.xml"
+"""Copy of the definition a VM was started with, in its runtime folder (like libvirt's status XML)."""
+
+QUIET_PERIOD = 0.25
+"""Seconds a domain file must stay missing before its VM is stopped (editors save by rename)."""
+
+
+class LockTimeoutError(ReconcilerError):
+    """Another reconciler kept the config directory busy for longer than we may wait."""
+
+    def __init__(self, path: Path, waited: float) -> None:
+        self.path = path
+        self.waited = waited
+        super().__init__(f"{path}: another reconciler has been acting on this directory for "
+                         f"{waited:g}s; try again later, or stop the other one")
+
+
+class DirLock:
+    """An flock on a file in the run directory: one reconciler acts on a directory at a time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def try_acquire(self) -> bool:
+        """Take the lock if it is free; never blocks."""
+        if self._fd is not None:
+            return True
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    async def acquire(self, timeout: float) -> None:
+        """Wait (without blocking the event loop) up to `timeout` s for the lock."""
+        deadline = time.monotonic() + timeout
+        while not self.try_acquire():
+            if time.monotonic() >= deadline:
+                raise LockTimeoutError(self.path, timeout)
+            await asyncio.sleep(0.05)
+
+    def release(self) -> None:
+        """Give the lock back (idempotent)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def held_elsewhere(self) -> bool:
+        """Whether another process holds the lock right now."""
+        if self._fd is not None:
+            return False
+        if self.try_acquire():
+            self.release()
+            return False
+        return True
+
+
+@dataclass
+class _Vm:
+    """What the reconciler knows about one VM it owns."""
+
+    proc: QemuProcess
+    domain: model.Domain | None
+    file: Path | None
+    started_at: float
+
+
+@dataclass(frozen=True)
+class PassResult:
+    """What one pass decided and saw; `reconcile --once` derives its exit code from it."""
+
+    actions: tuple[Action, ...]
+    statuses: tuple[DomainStatus, ...]
+
+
+@dataclass
+class Reconciler:
+    """Turns a config directory into running QEMU processes, and reports what happened.
+
+    All methods must run on one event loop. `clock` is wall-clock time (status timestamps and
+    back-off deadlines); `primitives` and `timeouts` go to every `QemuProcess`.
+    """
+
+    layout: Layout
+    clock: Callable[[], float] = time.time
+    primitives: Primitives | None = None
+    timeouts: Timeouts | None = None
+    out: TextIO = field(default_factory=lambda: sys.stderr)
+    quiet_period: float = QUIET_PERIOD
+    vms: dict[uuidlib.UUID, _Vm] = field(default_factory=dict)
+    ended: dict[uuidlib.UUID, Ended] = field(default_factory=dict)
+    restarts: dict[uuidlib.UUID, int] = field(default_factory=dict)
+    failures: dict[uuidlib.UUID, str] = field(default_factory=dict)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _tasks: dict[uuidlib.UUID, asyncio.Task[None]] = field(default_factory=dict)
+    _missing: dict[uuidlib.UUID, tuple[float, Want]] = field(default_factory=dict)
+    _scan: Scan | None = None
+    _stop_reasons: dict[uuidlib.UUID, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.scanner = Scanner(self.layout.config_dir)
+        self.writer = StatusWriter(self.layout.status_dir)
+        self.lock = DirLock(self.layout.run_dir / "reconcile.lock")
+
+    # ------------------------------------------------------------------ helpers
+
+    def say(self, text: str) -> None:
+        """One human line per action, to stderr (systemd's journal picks it up)."""
+        self.out.write(f"reconcile: {text}\n")
+        self.out.flush()
+
+    def _orphans(self) -> frozenset[uuidlib.UUID]:
+        """Runtime folders on disk that no owned VM accounts for."""
+        found = set()
+        try:
+            names = os.listdir(self.layout.run_dir)
+        except FileNotFoundError:
+            return frozenset()
+        for name in names:
+            try:
+                uuid = uuidlib.UUID(name)
+            except ValueError:
+                continue
+            if str(uuid) == name and uuid not in self.vms and uuid not in self._tasks:
+                found.add(uuid)
+        return frozenset(found)
+
+    def _phase(self, vm: _Vm) -> Phase:
+        """The planner's view of a process wrapper's phase."""
+        proc = vm.proc
+        if proc.phase is ProcPhase.STOPPING:
+            return "stopping"
+        if proc.phase is ProcPhase.ACTIVE:
+            return "paused" if proc.run_state not in (None, "running") else "running"
+        return "starting"
+
+    def _desired(self, scan: Scan, now: float) -> dict[uuidlib.UUID, Want]:
+        """Wanted domains from a scan; a vanished file counts only after the quiet period."""
+        desired = {u: Want(u, c.name, c.path, c.key, c.parsed.domain)
+                   for u, c in scan.domains.items()}
+        previous = dict(self._scan.domains) if self._scan is not None else {}
+        for uuid, cand in previous.items():
+            if uuid in desired or uuid in self._missing:
+                continue
+            self._missing[uuid] = (now, Want(uuid, cand.name, cand.path, cand.key,
+                                             cand.parsed.domain))
+        for uuid in list(self._missing):
+            since, want = self._missing[uuid]
+            if uuid in desired:
+                del self._missing[uuid]
+            elif now - since < self.quiet_period:
+                desired[uuid] = want
+                self._wake_later(since + self.quiet_period)
+            else:
+                del self._missing[uuid]
+        return desired
+
+    def _wake_later(self, when: float) -> None:
+        """Arrange a pass at wall-clock time `when` (for back-offs and quiet periods)."""
+        loop = asyncio.get_running_loop()
+        loop.call_later(max(0.0, when - self.clock()) + 0.01, self.wake.set)
+
+    # ------------------------------------------------------------------ the pass
+
+    async def run_pass(self, *, dry_run: bool = False) -> PassResult:
+        """Scan, plan, start the actions (as tasks), publish status. The same code as --once."""
+        now = self.clock()
+        running_files = {u: vm.file for u, vm in self.vms.items() if vm.file is not None}
+        scan = self.scanner.scan(running_files)
+        desired = self._desired(scan, now)
+        self._scan = scan
+        live = {u: Live(u, vm.proc.name, vm.proc.pid or 0, self._phase(vm), vm.domain)
+                for u, vm in self.vms.items()}
+        observed = Observed(live, dict(self.ended), self._orphans())
+        actions = plan(desired, observed, now)
+        if dry_run:
+            return PassResult(tuple(actions), ())
+        for action in actions:
+            if isinstance(action, Wait):
+                self._wake_later(action.until)
+            elif action.uuid not in self._tasks:
+                task = asyncio.get_running_loop().create_task(self._act(action, desired))
+                self._tasks[action.uuid] = task
+        statuses = self.publish(desired)
+        return PassResult(tuple(actions), tuple(statuses))
+
+    async def settle(self, timeout: float | None = None) -> None:
+        """Wait until every action under way has finished (used by --once and tests)."""
+        while self._tasks:
+            await asyncio.wait(list(self._tasks.values()), timeout=timeout)
+            if timeout is not None:
+                break
+
+    async def _act(self, action: Action, desired: dict[uuidlib.UUID, Want]) -> None:
+        """Carry out one action; errors become status, never exceptions out of the loop."""
+        try:
+            if isinstance(action, Adopt):
+                await self._adopt(action.uuid, desired.get(action.uuid))
+            elif isinstance(action, Start):
+                await self._start(action, desired[action.uuid])
+            elif isinstance(action, Stop):
+                await self._stop(action)
+        except QemuError as exc:
+            self.say(str(exc))
+            self.failures[action.uuid] = str(exc)
+        finally:
+            self._tasks.pop(action.uuid, None)
+            self.wake.set()
+
+    async def _adopt(self, uuid: uuidlib.UUID, want: Want | None) -> None:
+        """Take over the QEMU of a runtime folder, or clean the folder if it is stale."""
+        vm_dir = self.layout.vm_dir(str(uuid))
+        domain: model.Domain | None = None
+        with contextlib.suppress(model.ModelError):
+            domain = model.parse_file(vm_dir / DEFINITION_FILE).domain
+        name = domain.name if domain else (want.name if want else str(uuid))
+        paths = self.layout.vm(name, str(uuid))
+        proc = await QemuProcess.adopt(
+            name, str(uuid), paths, timeouts=self.timeouts, primitives=self.primitives,
+            on_exit=lambda e: self._exited(uuid, e), on_event=lambda e: self._event(uuid, e))
+        if proc is None:
+            self.say(f"{name}: removed stale runtime folder {vm_dir}")
+            return
+        file = want.file if want else None
+        self.vms[uuid] = _Vm(proc, domain or (want.domain if want else None), file, self.clock())
+        self.say(f"{name}: adopted running QEMU pid {proc.pid}")
+
+    async def _start(self, action: Start, want: Want) -> None:
+        """Start one VM from its current definition; a failure is recorded with QEMU's words."""
+        domain = want.domain
+        paths = self.layout.vm(want.name, str(want.uuid))
+        runtime = model.Runtime(paths.qmp_socket, paths.pidfile, paths.console_log)
+        argv = model.command_line(domain, runtime)
+        proc = QemuProcess(want.name, str(want.uuid), argv, paths, timeouts=self.timeouts,
+                           primitives=self.primitives,
+                           on_exit=lambda e: self._exited(want.uuid, e),
+                           on_event=lambda e: self._event(want.uuid, e))
+        vm = _Vm(proc, domain, want.file, self.clock())
+        self.vms[want.uuid] = vm
+        self.say(f"{want.name}: starting ({action.reason})")
+        try:
+            await proc.start()
+        except StartError as exc:
+            self.vms.pop(want.uuid, None)
+            self._record_end(want.uuid, domain, ExitKind.CRASH, uptime=0.0,
+                             message=_start_message(exc), key=want.key)
+            self.say(f"{want.name}: {exc}")
+            return
+        model_xml = model.to_xml(domain)
+        with contextlib.suppress(OSError):
+            (paths.vm_dir / DEFINITION_FILE).write_bytes(model_xml)
+        if action.reason != "desired state is running":
+            self.restarts[want.uuid] = self.restarts.get(want.uuid, 0) + 1
+        self.failures.pop(want.uuid, None)
+        vm.started_at = self.clock()
+        self.say(f"{want.name}: running, pid {proc.pid}")
+
+    async def _stop(self, action: Stop) -> None:
+        """Stop one VM gracefully within its shutdown timeout."""
+        vm = self.vms.get(action.uuid)
+        if vm is None:
+            return
+        timeout = vm.domain.desired.shutdown_timeout if vm.domain else 60
+        want = self._scan.domains.get(action.uuid) if self._scan else None
+        if want is not None:
+            timeout = want.parsed.domain.desired.shutdown_timeout
+        self.say(f"{action.name}: stopping ({action.reason})")
+        self._stop_reasons[action.uuid] = action.reason
+        exit_info = await vm.proc.stop(reason=action.reason.replace(" ", "-"),
+                                       shutdown_timeout=timeout)
+        self.say(f"{action.name}: stopped ({exit_info.describe()})")
+
+    # ------------------------------------------------------------------ events
+
+    def _event(self, uuid: uuidlib.UUID, event: QmpEvent) -> None:
+        """A QMP lifecycle event: republish status promptly."""
+        del uuid, event
+        self.wake.set()
+
+    def _exited(self, uuid: uuidlib.UUID, exit_info: Exit) -> None:
+        """A VM's QEMU is gone: remember how, decide about restarting, wake a pass."""
+        vm = self.vms.pop(uuid, None)
+        domain = vm.domain if vm else None
+        cand = self._scan.domains.get(uuid) if self._scan else None
+        key = cand.key if cand else None
+        if cand is not None:
+            domain = cand.parsed.domain if domain is None else domain
+        name = vm.proc.name if vm else str(uuid)
+        self.say(f"{name}: QEMU exited ({exit_info.describe()}, {exit_info.kind.value})")
+        if exit_info.kind is ExitKind.STOPPED:
+            message = f"stopped by qemud ({self._stop_reasons.pop(uuid, 'requested')})"
+        else:
+            message = _EXIT_MESSAGES[exit_info.kind] + f" ({exit_info.describe()})"
+        self._record_end(uuid, domain, exit_info.kind, uptime=exit_info.uptime,
+                         message=message, key=key)
+        self.wake.set()
+
+    def _record_end(self, uuid: uuidlib.UUID, domain: model.Domain | None, kind: ExitKind, *,
+                    uptime: float, message: str, key: FileKey | None) -> None:
+        """Fold an exit (or failed start) into the restart bookkeeping of `uuid`."""
+        now = self.clock()
+        previous = self.ended.get(uuid)
+        prev_state = previous.restart if previous else RestartState()
+        if kind is ExitKind.STOPPED or domain is None:
+            restart, state = False, RestartState()
+        else:
+            restart = should_restart(domain.desired.restart, domain.on_poweroff,
+                                     domain.on_crash, kind)
+            state = after_exit(prev_state, exited_at=now, uptime=uptime) if restart else \
+                replace(prev_state, next_retry_at=None)
+        self.ended[uuid] = Ended(kind, now, state, not restart, key, message)
+        if restart and state.next_retry_at is not None:
+            self._wake_later(state.next_retry_at)
+
+    # ------------------------------------------------------------------ status
+
+    def publish(self, desired: dict[uuidlib.UUID, Want]) -> list[DomainStatus]:
+        """Compute every domain's status from what is known now and write the files."""
+        now = self.clock()
+        stamp = iso(now) or ""
+        scan = self._scan
+        out: list[DomainStatus] = []
+        seen: set[uuidlib.UUID] = set()
+        for uuid, want in desired.items():
+            seen.add(uuid)
+            out.append(self._status(uuid, want, stamp, now))
+        for uuid, vm in self.vms.items():
+            if uuid not in seen:
+                out.append(self._status(uuid, None, stamp, now, vm))
+        if scan is not None:
+            for conflict in scan.conflicts:
+                out.append(DomainStatus(
+                    name=conflict.name, uuid=str(conflict.uuid), file=str(conflict.loser),
+                    state="conflict", reason=conflict.message(), updated_at=stamp,
+                    errors=(FileError(file=str(conflict.loser), message=conflict.message()),)))
+            for bad in scan.invalid:
+                out.append(DomainStatus(
+                    name=bad.path.stem, file=str(bad.path), state="invalid",
+                    reason="the file is invalid; fix the errors listed",
+                    errors=tuple(_file_error(i) for i in bad.errors), updated_at=stamp))
+        self.writer.publish(out, now)
+        return out
+
+    def _status(self, uuid: uuidlib.UUID, want: Want | None, stamp: str, now: float,
+                vm: _Vm | None = None) -> DomainStatus:
+        """The status of one valid domain (or of an owned VM whose file is gone)."""
+        vm = vm or self.vms.get(uuid)
+        live = None
+        if vm is not None:
+            live = Live(uuid, vm.proc.name, vm.proc.pid or 0, self._phase(vm), vm.domain)
+        ended = self.ended.get(uuid)
+        state, reason = state_of(live, ended, want, now)
+        if uuid in self.failures and state in ("stopped", "crashed"):
+            reason = self.failures[uuid]
+        name = want.name if want else (vm.proc.name if vm else str(uuid))
+        paths = self.layout.vm(name, str(uuid))
+        errors: tuple[FileError, ...] = ()
+        if self._scan is not None and uuid in self._scan.domains:
+            cand = self._scan.domains[uuid]
+            errors = tuple(_file_error(i) for i in cand.errors)
+            errors += tuple(FileError(file=str(c.winner), message=c.message())
+                            for c in self._scan.conflicts if c.winner == cand.path)
+        if errors and reason is None and any(e.file == str(want.file if want else "")
+                                             for e in errors):
+            reason = "the file is invalid; the last valid definition stays in effect"
+        retry = ended.restart.next_retry_at if ended and not ended.held else None
+        vnc = None
+        if want is not None and want.domain.devices.graphics and live is not None:
+            g = want.domain.devices.graphics[0]
+            vnc = f"{g.listen}:{g.port}" if g.port else None
+        return DomainStatus(
+            name=name, uuid=str(uuid), file=str(want.file) if want else None,
+            desired=want.domain.desired.state if want else "stopped",
+            state=state, reason=reason,
+            pid=vm.proc.pid if vm else None,
+            qmp=str(paths.qmp_socket) if vm else None,
+            vnc=vnc,
+            console_log=str(paths.console_log), log=str(paths.log_file),
+            started_at=iso(vm.started_at) if vm else None,
+            restarts=self.restarts.get(uuid, 0),
+            next_retry_at=iso(retry) if retry is not None and retry > now else None,
+            pending_restart=pending_restart(live, want),
+            errors=errors, updated_at=stamp)
+
+    # ------------------------------------------------------------------ entry points
+
+    def prepare(self) -> None:
+        """Create (or check) the private directories; raises `UnsafeDirectoryError`."""
+        self.layout.ensure()
+
+    async def once(self, *, lock_timeout: float = 120.0, dry_run: bool = False
+                   ) -> PassResult:
+        """`reconcile --once`: passes until every action has finished; returns the last one."""
+        self.prepare()
+        await self.lock.acquire(lock_timeout)
+        try:
+            result = await self.run_pass(dry_run=dry_run)
+            if dry_run:
+                return result
+            for _ in range(10):
+                if not self._tasks:
+                    break
+                await self.settle()
+                result = await self.run_pass()
+            return result
+        finally:
+            await self.detach_all()
+            self.lock.release()
+
+    async def serve(self, *, resync: float = 30.0, debounce: float = 0.05) -> None:
+        """The daemon: run passes when woken, until SIGTERM or SIGINT; VMs keep running after.
+
+        Wake-ups: watchdog events in the config and run directories (debounced by `debounce`
+        seconds of quiet), QEMU exits and QMP events, back-off deadlines, SIGHUP (which also
+        drops the parse cache), and a full resync every `resync` seconds as a safety net.
+        """
+        self.prepare()
+        daemon_lock = DirLock(self.layout.run_dir / "daemon.lock")
+        if not daemon_lock.try_acquire():
+            raise AlreadyRunningError(daemon_lock.path)
+        loop = asyncio.get_running_loop()
+        stopping = asyncio.Event()
+        pending: list[asyncio.TimerHandle] = []
+
+        def debounced() -> None:
+            """Runs on the loop: (re)arm the quiet-period timer that wakes a pass."""
+            for handle in pending:
+                handle.cancel()
+            pending[:] = [loop.call_later(debounce, self.wake.set)]
+
+        def rescan() -> None:
+            """SIGHUP: forget the parse cache and run a full pass."""
+            self.say("SIGHUP: full rescan")
+            self.scanner = Scanner(self.layout.config_dir)
+            self.wake.set()
+
+        def notify() -> None:
+            """Runs on the observer thread: only post a wake-up into the loop."""
+            loop.call_soon_threadsafe(debounced)
+
+        observer = watch([self.layout.config_dir, self.layout.run_dir], notify)
+        loop.add_signal_handler(signal.SIGHUP, rescan)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stopping.set)
+        self.say(f"watching {self.layout.config_dir} (pid {os.getpid()})")
+        try:
+            self.wake.set()
+            while not stopping.is_set():
+                waiter = asyncio.ensure_future(self.wake.wait())
+                stopper = asyncio.ensure_future(stopping.wait())
+                await asyncio.wait({waiter, stopper}, timeout=resync,
+                                   return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                stopper.cancel()
+                if stopping.is_set():
+                    break
+                self.wake.clear()
+                while not self.lock.try_acquire():
+                    if stopping.is_set():
+                        break
+                    await asyncio.sleep(0.05)
+                else:
+                    await self.run_pass()
+                    if not self._tasks:
+                        self.lock.release()
+        finally:
+            self.say("exiting; VMs keep running and are adopted by the next reconciler")
+            observer.stop()
+            for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+            await self.detach_all()
+            self.lock.release()
+            daemon_lock.release()
+            observer.join(timeout=2)
+
+    async def detach_all(self) -> None:
+        """Let go of every VM without stopping it (they are adopted next time)."""
+        for task in list(self._tasks.values()):
+            task.cancel()
+        for vm in list(self.vms.values()):
+            await vm.proc.detach()
+        self.vms.clear()
+
+
+class AlreadyRunningError(ReconcilerError):
+    """A reconciler daemon already serves this directory."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        super().__init__(f"another reconcile daemon already serves this directory (lock {path}); "
+                         "stop it first, or use 'reconcile --once', which waits for its turn")
+
+
+def watch(directories: list[Path], wake: Callable[[], None]) -> BaseObserver:
+    """Start a watchdog observer calling `wake()` (from its thread) on any event in `directories`.
+
+    Only domain files count in the config directory; any entry counts in the run directory
+    (a runtime folder appearing means another reconciler started a VM).
+    """
+    handler = _Handler(wake, directories[0])
+    observer = Observer()
+    for directory in directories:
+        observer.schedule(handler, str(directory), recursive=False)
+    observer.start()
+    return observer
+
+
+class _Handler(FileSystemEventHandler):
+    """Forwards relevant watchdog events as wake-ups; runs on the observer thread."""
+
+    def __init__(self, wake: Callable[[], None], config_dir: Path) -> None:
+        self._wake = wake
+        self._config_dir = str(config_dir)
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        """Wake the loop for a domain file event, or any event outside the config directory."""
+        if event.event_type in ("opened", "closed_no_write"):
+            return
+        for raw in (event.src_path, getattr(event, "dest_path", "")):
+            path = os.fsdecode(raw)
+            if not path:
+                continue
+            if os.path.dirname(path) != self._config_dir or is_domain_file(os.path.basename(path)):
+                self._wake()
+                return
+
+
+_EXIT_MESSAGES = {
+    ExitKind.POWEROFF: "the guest powered itself off",
+    ExitKind.HOST_SHUTDOWN: "QEMU was shut down from outside qemud",
+    ExitKind.CRASH: "QEMU crashed or was killed",
+    ExitKind.PANIC: "the guest kernel panicked",
+    ExitKind.STOPPED: "stopped by qemud",
+}
+
+
+def _start_message(exc: StartError) -> str:
+    """The user-facing reason of a failed start: QEMU's own words first."""
+    if exc.qemu_message:
+        return f"failed to start: {exc.qemu_message.strip().splitlines()[-1]}"
+    return f"failed to start: {exc.reason}"
+
+
+def _file_error(issue: FileIssue) -> FileError:
+    """A scanner issue as the status file's error object."""
+    return FileError(file=issue.file, line=issue.line, message=issue.message)
+
+
+def exit_code(result: PassResult) -> int:
+    """0 when everything converged; 1 when any domain is invalid, in conflict or failed."""
+    bad = {"invalid", "conflict", "crashed", "crash-loop"}
+    if any(s.state in bad for s in result.statuses):
+        return 1
+    if any(s.desired == "running" and s.state != "running" for s in result.statuses):
+        return 1
+    return 0

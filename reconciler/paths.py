@@ -1,0 +1,231 @@
+"""Where qemud keeps its files, and the safety checks on those directories.
+
+Two layouts exist, like libvirt's session and system daemons:
+
+========  ==================  ==================  ===================
+layout    config              runtime (per VM)    logs / status
+========  ==================  ==================  ===================
+session   ``~/.qemud``        ``~/.qemud/run``    ``~/.qemud/log``,
+                                                  ``~/.qemud/status``
+system    ``/etc/qemud``      ``/run/qemud``      ``/var/log/qemud``,
+                                                  ``/run/qemud/status``
+========  ==================  ==================  ===================
+
+Each running VM owns ``<run>/<uuid>/`` holding its QMP socket (``qmp.sock``)
+and QEMU's pidfile (``qemu.pid``); its logs are ``<log>/<name>.log`` and
+``<log>/<name>.console.log``.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import uuid as _uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from reconciler.errors import InvalidIdentifierError, SocketPathTooLongError, UnsafeDirectoryError
+
+#: Longest Unix socket path in bytes: ``sun_path`` is 108 bytes including the NUL.
+MAX_SOCKET_PATH = 107
+
+PRIVATE_DIR_MODE = 0o700
+
+_SAMPLE_UUID = "00000000-0000-0000-0000-000000000000"
+
+
+def canonical_uuid(vm_uuid: str) -> str:
+    """Return ``vm_uuid`` in canonical lowercase hyphenated form, or raise.
+
+    Accepts every spelling `uuid.UUID` does (upper case, no hyphens, braces);
+    the result is always safe as a single path component.
+    """
+    try:
+        return str(_uuid.UUID(vm_uuid))
+    except ValueError as err:
+        raise InvalidIdentifierError("uuid", vm_uuid, "not a UUID") from err
+
+
+def check_vm_name(name: str) -> str:
+    """Return ``name`` if it can be used as a log file name, else raise.
+
+    Guarantees the value is a single, non-hidden path component.
+    """
+    if not name:
+        raise InvalidIdentifierError("name", name, "empty")
+    if "/" in name or "\0" in name:
+        raise InvalidIdentifierError("name", name, "contains '/' or NUL")
+    if name.startswith("."):
+        raise InvalidIdentifierError("name", name, "starts with '.'")
+    return name
+
+
+def check_socket_path(path: Path) -> Path:
+    """Return ``path`` if it fits in ``sockaddr_un.sun_path``, else raise.
+
+    Raises `SocketPathTooLongError` naming the path and suggesting a shorter
+    ``--config-dir``.
+    """
+    length = len(os.fsencode(path))
+    if length > MAX_SOCKET_PATH:
+        raise SocketPathTooLongError(path, length, MAX_SOCKET_PATH)
+    return path
+
+
+def _describe_writable(mode: int) -> str | None:
+    """Say which of group/other may write given ``st_mode``, or None if neither."""
+    group = bool(mode & stat.S_IWGRP)
+    other = bool(mode & stat.S_IWOTH)
+    if group and other:
+        return "group- and world-writable"
+    if group:
+        return "group-writable"
+    if other:
+        return "world-writable"
+    return None
+
+
+def check_private_dir(path: Path) -> None:
+    """Raise `UnsafeDirectoryError` unless ``path`` is a safe private directory.
+
+    Safe means: a real directory (not a symlink), owned by the effective uid,
+    and neither group- nor world-writable.  Readable bits are allowed.
+    """
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError as err:
+        raise UnsafeDirectoryError(
+            path, "does not exist", f"mkdir -m 0700 {path}"
+        ) from err
+    if stat.S_ISLNK(st.st_mode):
+        target = os.readlink(path)
+        raise UnsafeDirectoryError(
+            path,
+            f"is a symlink to {target}",
+            f"replace it with a directory: rm {path} && mkdir -m 0700 {path}",
+        )
+    if not stat.S_ISDIR(st.st_mode):
+        raise UnsafeDirectoryError(
+            path, "not a directory", f"move it away or choose another --config-dir than {path}"
+        )
+    euid = os.geteuid()
+    if st.st_uid != euid:
+        raise UnsafeDirectoryError(
+            path, f"owned by uid {st.st_uid}, not {euid}", f"chown {euid} {path}"
+        )
+    writable = _describe_writable(st.st_mode)
+    if writable is not None:
+        mode = stat.S_IMODE(st.st_mode)
+        raise UnsafeDirectoryError(
+            path, f"{writable} (mode {mode:04o})", f"chmod 0700 {path}"
+        )
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create ``path`` (and missing parents) at mode 0700, or check the existing one.
+
+    Newly created directories get exactly mode 0700 whatever the umask.  An
+    existing ``path`` must pass `check_private_dir`; its parents are not
+    checked.  Returns ``path``.
+    """
+    missing: list[Path] = []
+    probe = path
+    while not os.path.lexists(probe):
+        missing.append(probe)
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, PRIVATE_DIR_MODE)
+        except FileExistsError:
+            continue  # created concurrently: checked below like any existing one
+        os.chmod(directory, PRIVATE_DIR_MODE)
+    check_private_dir(path)
+    return path
+
+
+@dataclass(frozen=True)
+class VmPaths:
+    """Every file one VM uses: its runtime folder, socket, pidfile and logs."""
+
+    vm_dir: Path
+    qmp_socket: Path
+    pidfile: Path
+    log_file: Path
+    console_log: Path
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The four top-level directories of one qemud instance."""
+
+    config_dir: Path
+    run_dir: Path
+    log_dir: Path
+    status_dir: Path
+
+    @classmethod
+    def under(cls, config_dir: Path) -> Layout:
+        """Put everything below ``config_dir`` (what ``--config-dir`` selects)."""
+        return cls(
+            config_dir=config_dir,
+            run_dir=config_dir / "run",
+            log_dir=config_dir / "log",
+            status_dir=config_dir / "status",
+        )
+
+    @classmethod
+    def session(cls, home: Path) -> Layout:
+        """Per-user layout below ``home/.qemud``."""
+        return cls.under(home / ".qemud")
+
+    @classmethod
+    def system(cls) -> Layout:
+        """System-wide layout following the FHS (``/etc``, ``/run``, ``/var/log``)."""
+        return cls(
+            config_dir=Path("/etc/qemud"),
+            run_dir=Path("/run/qemud"),
+            log_dir=Path("/var/log/qemud"),
+            status_dir=Path("/run/qemud/status"),
+        )
+
+    def ensure(self) -> None:
+        """Create or check all four directories as private (see `ensure_private_dir`).
+
+        Also checks that a VM's QMP socket path will fit in ``sun_path``, so a
+        too-deep ``--config-dir`` is refused at startup rather than per VM.
+        """
+        for directory in (self.config_dir, self.run_dir, self.log_dir, self.status_dir):
+            ensure_private_dir(directory)
+        check_socket_path(self.qmp_socket(_SAMPLE_UUID))
+
+    def vm_dir(self, vm_uuid: str) -> Path:
+        """Runtime folder of the VM with this UUID (any spelling, see `canonical_uuid`)."""
+        return self.run_dir / canonical_uuid(vm_uuid)
+
+    def qmp_socket(self, vm_uuid: str) -> Path:
+        """QMP monitor socket of the VM with this UUID."""
+        return self.vm_dir(vm_uuid) / "qmp.sock"
+
+    def pidfile(self, vm_uuid: str) -> Path:
+        """Pidfile QEMU writes for the VM with this UUID."""
+        return self.vm_dir(vm_uuid) / "qemu.pid"
+
+    def log_file(self, name: str) -> Path:
+        """QEMU stdout/stderr and lifecycle log of the VM with this name."""
+        return self.log_dir / f"{check_vm_name(name)}.log"
+
+    def console_log(self, name: str) -> Path:
+        """Serial console log of the VM with this name."""
+        return self.log_dir / f"{check_vm_name(name)}.console.log"
+
+    def vm(self, name: str, vm_uuid: str) -> VmPaths:
+        """Gather all paths of one VM."""
+        return VmPaths(
+            vm_dir=self.vm_dir(vm_uuid),
+            qmp_socket=self.qmp_socket(vm_uuid),
+            pidfile=self.pidfile(vm_uuid),
+            log_file=self.log_file(name),
+            console_log=self.console_log(name),
+        )

@@ -1,0 +1,1091 @@
+"""One VM's QEMU process: start it, watch it, talk QMP to it, stop it, adopt it.
+
+The stages mirror QEMU's own ``python/qemu/machine``:
+
+``prepare``
+    check the command line and the runtime folder ``<run>/<uuid>/``.
+``launch``
+    spawn QEMU paused (``-S``) in its own session, detached from qemud, with
+    stdin on /dev/null and stdout+stderr appended to ``<log>/<name>.log``.
+``attach``
+    wait for the QMP socket, connect with `qemu.qmp.QMPClient`, listen to
+    lifecycle events.
+``resume``
+    ``cont``: the guest starts running.
+``stop``
+    ``system_powerdown``, then ``quit``, then SIGTERM, then SIGKILL.
+``cleanup``
+    remove the runtime folder once QEMU is gone (done automatically on exit).
+
+`QemuProcess.adopt` takes over a QEMU left running by an earlier qemud.
+
+Exits are noticed without polling: a pidfd (``os.pidfd_open``) registered
+with ``loop.add_reader`` becomes readable when the process terminates (a
+zombie counts), for children and adopted processes alike.  Signals are sent
+through that pidfd, so only the very process that was started or verified at
+adoption can ever be signalled, even if its pid is reused.
+
+Everything runs on the caller's asyncio event loop; OS primitives (clocks,
+spawning, QMP connection) come from `Primitives` so tests can replace them.
+The VM log gets libvirt-style lifecycle lines::
+
+    2026-11-25 15:30:00.123+0000: starting: qemu-system-x86_64 -name guest=t1 ...
+    2026-11-25 15:30:00.125+0000: started pid 4242
+    2026-11-25 15:30:09.001+0000: stopping reason=config-changed: system_powerdown ...
+    2026-11-25 15:30:10.002+0000: exited status=0 kind=stopped
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import os
+import re
+import select
+import shlex
+import shutil
+import signal
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import NoReturn
+
+from qemu.qmp import ExecuteError, QMPClient, QMPError, Runstate
+from qemu.qmp.message import Message
+
+from reconciler.errors import (
+    AdoptError,
+    InvalidArgvError,
+    InvalidIdentifierError,
+    MonitorError,
+    MonitorTimeoutError,
+    PhaseError,
+    StartError,
+    StopError,
+)
+from reconciler.paths import VmPaths, canonical_uuid, check_socket_path, ensure_private_dir
+from reconciler.policy import ExitKind, classify_exit
+
+logger = logging.getLogger(__name__)
+
+#: QMP events the wrapper listens to; every other event is dropped unread.
+LIFECYCLE_EVENTS = frozenset({"SHUTDOWN", "GUEST_PANICKED", "RESET", "STOP", "RESUME"})
+
+#: Matches the lifecycle lines this module writes, to tell them from QEMU's output.
+_LIFECYCLE_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}\+0000: ")
+
+#: How much of QEMU's output a `StartError` quotes at most.
+_MAX_QEMU_MESSAGE = 4096
+
+#: Pause between attempts to connect to a QMP socket that is not there yet.
+_CONNECT_RETRY = 0.02
+
+
+# --------------------------------------------------------------------------
+# Observations
+# --------------------------------------------------------------------------
+
+
+class Phase(enum.Enum):
+    """Where a `QemuProcess` is in its life."""
+
+    NEW = "new"
+    PREPARED = "prepared"
+    LAUNCHED = "launched"
+    ATTACHED = "attached"
+    #: QEMU is up and managed; `QemuProcess.run_state` says if vCPUs run.
+    ACTIVE = "active"
+    STOPPING = "stopping"
+    EXITED = "exited"
+    #: The wrapper let go of a QEMU that keeps running (see `QemuProcess.detach`).
+    DETACHED = "detached"
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Upper bounds, in seconds, for everything that waits on QEMU."""
+
+    #: Socket appearance plus QMP greeting after launch.
+    attach: float = 10.0
+    #: Any single QMP command.
+    qmp: float = 5.0
+    #: Exit after a successful QMP ``quit``.
+    quit: float = 5.0
+    #: Exit after SIGTERM.
+    term: float = 5.0
+    #: Exit after SIGKILL.
+    kill: float = 5.0
+    #: After the process is gone, how long to wait for the monitor's last events.
+    monitor_eof: float = 1.0
+
+
+@dataclass(frozen=True)
+class Exit:
+    """How and when a QEMU process ended.
+
+    ``returncode``/``signal`` are None when unknown (an adopted process is not
+    qemud's child, so its status cannot be read); ``at`` is wall-clock time
+    (`Primitives.wall_clock`), ``uptime`` seconds since QEMU started.
+    ``shutdown_reason`` is QEMU's SHUTDOWN ``reason`` (``guest-shutdown``,
+    ``host-qmp-quit``, ``host-signal``, ...) if that event was seen.
+    """
+
+    pid: int
+    returncode: int | None
+    signal: int | None
+    kind: ExitKind
+    at: float
+    uptime: float
+    shutdown_reason: str | None = None
+    shutdown_guest: bool = False
+
+    def describe(self) -> str:
+        """Render the status as in the log: ``status=0``, ``signal=SIGKILL`` or ``status=unknown``."""
+        return describe_status(self.returncode, self.signal)
+
+
+@dataclass(frozen=True)
+class QmpEvent:
+    """One lifecycle event QEMU sent; ``at`` is wall-clock time of receipt."""
+
+    name: str
+    data: Mapping[str, object]
+    at: float
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """QEMU's ``query-status`` answer: ``status`` is e.g. running, paused, prelaunch."""
+
+    status: str
+    running: bool
+
+
+@dataclass(frozen=True)
+class VncInfo:
+    """Where the VM's VNC server listens."""
+
+    host: str
+    port: int
+
+
+# --------------------------------------------------------------------------
+# OS primitives (injectable)
+# --------------------------------------------------------------------------
+
+#: Start ``argv`` detached with stdout/stderr on the given fd; return its pid.
+Spawner = Callable[[Sequence[str], int], int]
+#: Connect and negotiate a QMP session on a socket path; the str names the client.
+QmpConnector = Callable[[Path, str], Awaitable[QMPClient]]
+
+
+def spawn_detached(argv: Sequence[str], log_fd: int) -> int:
+    """Start ``argv`` in a new session, stdin /dev/null, stdout+stderr on ``log_fd``.
+
+    The child survives qemud being killed: it has its own session and process
+    group, so neither terminal signals nor a kill of qemud's group reach it.
+    ``argv[0]`` is looked up in PATH; signals ignored by Python (SIGPIPE,
+    SIGXFSZ) are reset to default and the signal mask is cleared; LC_ALL=C
+    keeps QEMU's messages in English.  Returns the pid; raises OSError if the
+    binary cannot be executed.
+    """
+    devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.posix_spawnp(
+            argv[0],
+            list(argv),
+            {**os.environ, "LC_ALL": "C"},
+            file_actions=[
+                (os.POSIX_SPAWN_DUP2, devnull, 0),
+                (os.POSIX_SPAWN_DUP2, log_fd, 1),
+                (os.POSIX_SPAWN_DUP2, log_fd, 2),
+            ],
+            setsid=True,
+            setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
+            setsigmask=(),
+        )
+    finally:
+        os.close(devnull)
+
+
+async def connect_qmp(socket_path: Path, name: str) -> QMPClient:
+    """Open a QMP session on ``socket_path``: greeting and capabilities negotiated.
+
+    Raises `qemu.qmp.QMPError` (ConnectError) if nothing listens or the
+    handshake fails; the caller bounds the time.
+    """
+    client = QMPClient(name)
+    await client.connect(str(socket_path))
+    return client
+
+
+@dataclass(frozen=True)
+class Primitives:
+    """The OS facilities `QemuProcess` uses, with the real ones as defaults."""
+
+    #: Monotonic seconds, for uptimes and deadlines.
+    clock: Callable[[], float] = time.monotonic
+    #: Wall-clock epoch seconds, for log lines and `Exit.at`.
+    wall_clock: Callable[[], float] = time.time
+    spawn: Spawner = field(default=spawn_detached)
+    connect_qmp: QmpConnector = field(default=connect_qmp)
+
+
+# --------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------
+
+
+def describe_status(returncode: int | None, signum: int | None) -> str:
+    """Render an exit status as ``status=N``, ``signal=SIGKILL`` or ``status=unknown``."""
+    if signum is not None:
+        try:
+            return f"signal={signal.Signals(signum).name}"
+        except ValueError:
+            return f"signal={signum}"
+    if returncode is not None:
+        return f"status={returncode}"
+    return "status=unknown"
+
+
+def format_log_line(wall: float, text: str) -> str:
+    """Format one lifecycle line like libvirt: ``2026-11-25 15:30:00.123+0000: text``."""
+    stamp = datetime.fromtimestamp(wall, UTC)
+    return f"{stamp:%Y-%m-%d %H:%M:%S}.{stamp.microsecond // 1000:03d}+0000: {text}\n"
+
+
+def read_pidfile(path: Path) -> int | None:
+    """Return the positive pid written in ``path``, or None if missing or garbled."""
+    try:
+        text = path.read_text(encoding="ascii", errors="replace").strip()
+    except OSError:
+        return None
+    if not text.isdigit():
+        return None
+    pid = int(text)
+    return pid if pid > 0 else None
+
+
+def _proc_stat_fields(pid: int) -> list[str] | None:
+    """Fields of ``/proc/PID/stat`` after the command name (field 3 first), or None."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    # The command name is in parentheses and may itself contain ') '.
+    return raw[raw.rfind(b")") + 2 :].decode("ascii", "replace").split()
+
+
+def read_cmdline(pid: int) -> list[str] | None:
+    """The argv of process ``pid`` from ``/proc/PID/cmdline``, or None if unreadable."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return [os.fsdecode(arg) for arg in raw.split(b"\0")[:-1]]
+
+
+def _argv_value(argv: Sequence[str], option: str) -> str | None:
+    """The value following ``-option`` or ``--option`` in ``argv``, or None."""
+    for i, arg in enumerate(argv[:-1]):
+        if arg in (f"-{option}", f"--{option}"):
+            return argv[i + 1]
+    return None
+
+
+def identify_qemu(pid: int, vm_uuid: str) -> str | None:
+    """Check that ``pid`` is a live QEMU running the VM ``vm_uuid``.
+
+    Returns None if it is, else why not: the process is gone or a zombie,
+    ``/proc/PID/exe`` is not a ``qemu-system-*`` binary (an upgraded binary's
+    `` (deleted)`` suffix is accepted), or its command line lacks
+    ``-uuid <vm_uuid>``.  Reads /proc only; never signals anything.
+    """
+    fields = _proc_stat_fields(pid)
+    if fields is None:
+        return f"pid {pid} does not exist"
+    if fields[0] in ("Z", "X"):
+        return f"pid {pid} has exited (zombie)"
+    try:
+        exe = os.readlink(f"/proc/{pid}/exe")
+    except OSError as err:
+        return f"pid {pid}: cannot read its executable ({err.strerror})"
+    exe = exe.removesuffix(" (deleted)")
+    if not os.path.basename(exe).startswith("qemu-system-"):
+        return f"pid {pid} runs {exe}, not qemu-system-*"
+    argv = read_cmdline(pid) or []
+    found = _argv_value(argv, "uuid")
+    if found is None:
+        return f"pid {pid} is a QEMU without -uuid"
+    try:
+        same = canonical_uuid(found) == canonical_uuid(vm_uuid)
+    except InvalidIdentifierError:
+        same = False
+    if not same:
+        return f"pid {pid} is the QEMU of another VM (-uuid {found})"
+    return None
+
+
+def _process_age(pid: int) -> float | None:
+    """Seconds since process ``pid`` started, from ``/proc/PID/stat``, or None."""
+    fields = _proc_stat_fields(pid)
+    if fields is None or len(fields) < 20:
+        return None
+    start_ticks = int(fields[19])  # field 22, starttime, in clock ticks since boot
+    now = time.clock_gettime(time.CLOCK_BOOTTIME)
+    return max(0.0, now - start_ticks / os.sysconf("SC_CLK_TCK"))
+
+
+def _pidfd_exited(pidfd: int) -> bool:
+    """True if the process behind ``pidfd`` has terminated (pidfd readable)."""
+    readable, _, _ = select.select([pidfd], [], [], 0)
+    return bool(readable)
+
+
+def _is_our_child(pidfd: int) -> bool:
+    """True if the process behind ``pidfd`` is a child of this process (reapable)."""
+    try:
+        os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return False
+    return True
+
+
+def _remove_runtime_dir(vm_dir: Path) -> None:
+    """Delete ``vm_dir`` (socket, pidfile, anything else); missing is fine."""
+    shutil.rmtree(vm_dir, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------
+# The wrapper
+# --------------------------------------------------------------------------
+
+
+class QemuProcess:
+    """One QEMU process of one VM, from launch (or adoption) to exit.
+
+    Not thread-safe: use it from the event loop that launched or adopted it.
+    ``on_exit`` is called exactly once, on the loop, with the `Exit` of a VM
+    that was started successfully or adopted (a failed start raises
+    `StartError` instead); ``on_event`` gets each lifecycle `QmpEvent`.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        vm_uuid: str,
+        argv: Sequence[str],
+        paths: VmPaths,
+        *,
+        timeouts: Timeouts | None = None,
+        primitives: Primitives | None = None,
+        on_exit: Callable[[Exit], None] | None = None,
+        on_event: Callable[[QmpEvent], None] | None = None,
+    ) -> None:
+        """Describe a VM's QEMU; nothing happens until `start` (or use `adopt`)."""
+        self.name = name
+        self.uuid = canonical_uuid(vm_uuid)
+        self.argv: list[str] = list(argv)
+        self.paths = paths
+        self.timeouts = timeouts or Timeouts()
+        self.primitives = primitives or Primitives()
+        self.phase = Phase.NEW
+        self.pid: int | None = None
+        #: Last known QEMU run state (query-status, STOP/RESUME events), if any.
+        self.run_state: str | None = None
+        self.exit: Exit | None = None
+        self._on_exit = on_exit
+        self._on_event = on_event
+        self._pidfd: int | None = None
+        self._is_child = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._exit_seen: asyncio.Future[None] | None = None
+        self._exit_done: asyncio.Future[Exit] | None = None
+        self._finalizer: asyncio.Task[None] | None = None
+        self._qmp: QMPClient | None = None
+        self._event_task: asyncio.Task[None] | None = None
+        self._started_at = 0.0
+        self._log_offset = 0
+        self._report_exit = False
+        self._requested_stop = False
+        self._stop_task: asyncio.Task[Exit] | None = None
+        self._shutdown_seen = False
+        self._shutdown_guest = False
+        self._shutdown_reason: str | None = None
+        self._panicked = False
+
+    def __repr__(self) -> str:
+        """Show name, pid and phase for logs and debugging."""
+        return f"<QemuProcess {self.name} pid={self.pid} phase={self.phase.value}>"
+
+    # ---------------------------------------------------------------- logging
+
+    def _log(self, text: str) -> None:
+        """Append a timestamped lifecycle line to the VM log (and the Python log)."""
+        logger.info("VM %s: %s", self.name, text)
+        line = format_log_line(self.primitives.wall_clock(), text)
+        try:
+            fd = os.open(
+                self.paths.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
+            )
+        except OSError as err:
+            logger.warning("VM %s: cannot write %s: %s", self.name, self.paths.log_file, err)
+            return
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+
+    def qemu_output(self) -> str:
+        """What QEMU printed since this launch, without qemud's lifecycle lines.
+
+        At most the last 4 KiB; empty if nothing or the log is unreadable.
+        """
+        try:
+            with open(self.paths.log_file, "rb") as log:
+                log.seek(self._log_offset)
+                raw = log.read()
+        except OSError:
+            return ""
+        lines = [
+            line.rstrip()
+            for line in raw.decode("utf-8", "replace").splitlines()
+            if line.strip() and not _LIFECYCLE_LINE.match(line)
+        ]
+        return "\n".join(lines)[-_MAX_QEMU_MESSAGE:]
+
+    # ---------------------------------------------------------------- stages
+
+    def prepare(self) -> None:
+        """Check the command line and make the runtime folder ready.
+
+        The argv must name this VM's ``-uuid``, ``-pidfile`` and QMP socket and
+        must not ``-daemonize`` (raises `InvalidArgvError`); ``-S`` is appended
+        so QEMU starts paused.  The folder is created private (0700) and
+        emptied of leftovers; if it still belongs to a live QEMU of this VM,
+        `StartError` is raised instead of touching it.
+        """
+        if self.phase is not Phase.NEW:
+            raise PhaseError(self.name, "prepare()", self.phase.value)
+        found_uuid = _argv_value(self.argv, "uuid")
+        try:
+            same_uuid = found_uuid is not None and canonical_uuid(found_uuid) == self.uuid
+        except InvalidIdentifierError:
+            same_uuid = False
+        if not same_uuid:
+            raise InvalidArgvError(self.name, f"missing '-uuid {self.uuid}'")
+        if _argv_value(self.argv, "pidfile") != str(self.paths.pidfile):
+            raise InvalidArgvError(self.name, f"missing '-pidfile {self.paths.pidfile}'")
+        if not any(f"path={self.paths.qmp_socket}" in arg for arg in self.argv):
+            raise InvalidArgvError(
+                self.name, f"no QMP chardev with path={self.paths.qmp_socket}"
+            )
+        if "-daemonize" in self.argv or "--daemonize" in self.argv:
+            raise InvalidArgvError(self.name, "-daemonize would hide QEMU's pid")
+        if "-S" not in self.argv:
+            self.argv.append("-S")
+        check_socket_path(self.paths.qmp_socket)
+        ensure_private_dir(self.paths.vm_dir)
+        old_pid = read_pidfile(self.paths.pidfile)
+        if old_pid is not None and identify_qemu(old_pid, self.uuid) is None:
+            raise StartError(
+                self.name,
+                stage="prepare",
+                reason=f"QEMU pid {old_pid} of this VM is still running; adopt or stop it first",
+                log_file=self.paths.log_file,
+                pid=old_pid,
+            )
+        for leftover in self.paths.vm_dir.iterdir():
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover)
+            else:
+                leftover.unlink()
+        self.phase = Phase.PREPARED
+
+    async def launch(self) -> None:
+        """Spawn QEMU (paused) and start watching for its exit.
+
+        Logs ``starting: <argv>`` and ``started pid N``.  On failure to spawn,
+        cleans the runtime folder and raises `StartError`.
+        """
+        if self.phase is not Phase.PREPARED:
+            raise PhaseError(self.name, "launch()", self.phase.value)
+        self._loop = asyncio.get_running_loop()
+        self._log(f"starting: {shlex.join(self.argv)}")
+        try:
+            self._log_offset = os.path.getsize(self.paths.log_file)
+        except OSError:
+            self._log_offset = 0
+        try:
+            log_fd = os.open(
+                self.paths.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
+            )
+        except OSError as err:
+            self.cleanup()
+            raise StartError(
+                self.name, stage="launch", reason=f"cannot open the log: {err}",
+                log_file=self.paths.log_file,
+            ) from err
+        try:
+            pid = self.primitives.spawn(self.argv, log_fd)
+            pidfd = os.pidfd_open(pid)
+        except OSError as err:
+            self._log(f"failed to start: {err}")
+            self.cleanup()
+            raise StartError(
+                self.name,
+                stage="launch",
+                reason=f"cannot execute {self.argv[0]}: {err.strerror or err}",
+                log_file=self.paths.log_file,
+            ) from err
+        finally:
+            os.close(log_fd)
+        self._watch(pid, pidfd, is_child=True, started_at=self.primitives.clock())
+        self._log(f"started pid {pid}")
+        self.phase = Phase.LAUNCHED
+
+    async def attach(self) -> None:
+        """Connect QMP once QEMU's socket answers, and listen to lifecycle events.
+
+        Waits at most `Timeouts.attach`.  If QEMU exits first, raises
+        `StartError` quoting what QEMU printed (e.g. ``Could not open
+        '/nope.img': No such file or directory``); on timeout, kills the
+        process it launched.  Either way the runtime folder is removed.
+        """
+        if self.phase is not Phase.LAUNCHED:
+            raise PhaseError(self.name, "attach()", self.phase.value)
+        assert self._exit_seen is not None
+        clock = self.primitives.clock
+        deadline = clock() + self.timeouts.attach
+        last_error: BaseException | None = None
+        while True:
+            if self._exit_seen.done():
+                await self._fail("attach", "QEMU exited before its monitor came up")
+            remaining = deadline - clock()
+            if remaining <= 0:
+                reason = (
+                    f"QMP socket {self.paths.qmp_socket} did not answer within "
+                    f"{self.timeouts.attach:g}s"
+                )
+                if last_error is not None:
+                    reason += f" (last error: {last_error})"
+                await self._fail("attach", reason, last_error)
+            if self.paths.qmp_socket.exists():
+                try:
+                    client = await asyncio.wait_for(
+                        self.primitives.connect_qmp(self.paths.qmp_socket, self.name),
+                        min(remaining, self.timeouts.qmp),
+                    )
+                except (QMPError, OSError, TimeoutError) as err:
+                    last_error = err
+                else:
+                    break
+            await asyncio.wait({self._exit_seen}, timeout=min(_CONNECT_RETRY, remaining))
+        self._listen(client)
+        self.phase = Phase.ATTACHED
+
+    async def resume(self) -> None:
+        """Let the guest run (QMP ``cont``); from now on exits go to ``on_exit``.
+
+        On failure kills the process it launched, cleans up and raises `StartError`.
+        """
+        if self.phase is not Phase.ATTACHED:
+            raise PhaseError(self.name, "resume()", self.phase.value)
+        try:
+            await self.execute("cont")
+        except MonitorError as err:
+            await self._fail("resume", f"'cont' failed: {err.reason}", err)
+        self.run_state = "running"
+        self._report_exit = True
+        self.phase = Phase.ACTIVE
+
+    async def start(self) -> None:
+        """Run prepare, launch, attach and resume; the guest is running on return.
+
+        On any failure the process just launched (and only that one) is
+        killed, the runtime folder removed, and `StartError` raised.
+        """
+        self.prepare()
+        await self.launch()
+        await self.attach()
+        await self.resume()
+
+    async def _fail(self, stage: str, reason: str, cause: BaseException | None = None) -> NoReturn:
+        """Abort a start: kill our process if alive, await its exit, clean up, raise."""
+        if self._exit_seen is not None and not self._exit_seen.done():
+            self._log(f"stopping reason=start-failed: {reason}; sending SIGKILL")
+            self._send_signal(signal.SIGKILL)
+        if self._exit_done is not None:
+            await asyncio.wait({self._exit_done}, timeout=self.timeouts.kill)
+        self.cleanup()
+        status = self.exit
+        if status is not None:
+            reason = f"{reason} ({status.describe()})"
+        raise StartError(
+            self.name,
+            stage=stage,
+            reason=reason,
+            log_file=self.paths.log_file,
+            pid=self.pid,
+            returncode=status.returncode if status else None,
+            signal=status.signal if status else None,
+            qemu_message=self.qemu_output(),
+        ) from cause
+
+    # ---------------------------------------------------------------- adoption
+
+    @classmethod
+    async def adopt(
+        cls,
+        name: str,
+        vm_uuid: str,
+        paths: VmPaths,
+        *,
+        timeouts: Timeouts | None = None,
+        primitives: Primitives | None = None,
+        on_exit: Callable[[Exit], None] | None = None,
+        on_event: Callable[[QmpEvent], None] | None = None,
+    ) -> QemuProcess | None:
+        """Take over the QEMU a previous qemud left running in ``paths.vm_dir``.
+
+        The pidfile's pid must be a live (non-zombie) ``qemu-system-*`` whose
+        command line has ``-uuid <vm_uuid>`` (see `identify_qemu`).  If so,
+        reconnects QMP, reads ``query-status`` and returns an ACTIVE wrapper.
+        Otherwise the folder is stale: it is removed *without signalling
+        anything* and None is returned.  A verified QEMU whose monitor does
+        not answer is left alone and `AdoptError` is raised.
+        """
+        self = cls(
+            name, vm_uuid, [], paths,
+            timeouts=timeouts, primitives=primitives, on_exit=on_exit, on_event=on_event,
+        )
+        if not paths.vm_dir.exists():
+            return None
+        pid = read_pidfile(paths.pidfile)
+        pidfd: int | None = None
+        problem: str | None
+        if pid is None:
+            problem = f"no valid pidfile {paths.pidfile}"
+        else:
+            try:
+                # Open the pidfd first: if the pid is the same process after the
+                # checks below, the checks were about the process the pidfd holds.
+                pidfd = os.pidfd_open(pid)
+            except OSError:
+                problem = f"pid {pid} does not exist"
+            else:
+                problem = identify_qemu(pid, self.uuid)
+                if problem is None and _pidfd_exited(pidfd):
+                    problem = f"pid {pid} exited while being checked"
+        if problem is not None:
+            if pidfd is not None:
+                os.close(pidfd)
+            self._log(f"removing stale runtime folder {paths.vm_dir}: {problem}")
+            _remove_runtime_dir(paths.vm_dir)
+            return None
+        assert pid is not None
+        assert pidfd is not None
+        self._loop = asyncio.get_running_loop()
+        self.argv = read_cmdline(pid) or []
+        age = _process_age(pid) or 0.0
+        self._watch(
+            pid, pidfd, is_child=_is_our_child(pidfd), started_at=self.primitives.clock() - age
+        )
+        try:
+            client = await asyncio.wait_for(
+                self.primitives.connect_qmp(paths.qmp_socket, name), self.timeouts.qmp
+            )
+        except (QMPError, OSError, TimeoutError) as err:
+            await self.detach()
+            reason = f"its QMP socket {paths.qmp_socket} does not answer ({err or 'timeout'})"
+            raise AdoptError(name, pid=pid, socket=paths.qmp_socket, reason=reason) from err
+        self._listen(client)
+        try:
+            status = await self.query_status()
+        except MonitorError as err:
+            await self.detach()
+            raise AdoptError(name, pid=pid, socket=paths.qmp_socket, reason=str(err)) from err
+        if status.status == "guest-panicked":
+            self._panicked = True
+        elif status.status == "shutdown":
+            self._shutdown_seen = True
+        self._report_exit = True
+        self.phase = Phase.ACTIVE
+        self._log(f"adopted pid {pid} (run state {status.status})")
+        return self
+
+    async def detach(self) -> None:
+        """Let go of QEMU without stopping it: close QMP, stop watching the pid.
+
+        The process keeps running and can be adopted later; nothing is
+        signalled and the runtime folder is kept.  ``on_exit`` will not be
+        called.
+        """
+        if self._pidfd is not None:
+            if self._loop is not None:
+                self._loop.remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
+        await self._close_monitor()
+        self._report_exit = False
+        if self.phase is not Phase.EXITED:
+            self.phase = Phase.DETACHED
+
+    # ---------------------------------------------------------------- exit watching
+
+    def _watch(self, pid: int, pidfd: int, *, is_child: bool, started_at: float) -> None:
+        """Own ``pidfd`` and get `_on_pidfd_readable` called when the process ends."""
+        assert self._loop is not None
+        self.pid = pid
+        self._pidfd = pidfd
+        self._is_child = is_child
+        self._started_at = started_at
+        self._exit_seen = self._loop.create_future()
+        self._exit_done = self._loop.create_future()
+        self._loop.add_reader(pidfd, self._on_pidfd_readable)
+
+    def _on_pidfd_readable(self) -> None:
+        """Event-loop callback: the process terminated; finish up in a task."""
+        assert self._loop is not None and self._pidfd is not None
+        self._loop.remove_reader(self._pidfd)
+        if self._exit_seen is not None and not self._exit_seen.done():
+            self._exit_seen.set_result(None)
+        self._finalizer = self._loop.create_task(self._finalize())
+
+    def _reap(self) -> tuple[int | None, int | None]:
+        """Collect the exit status of our child as (returncode, signal); (None, None) if unknown."""
+        if not self._is_child or self._pidfd is None:
+            return None, None
+        try:
+            result = os.waitid(os.P_PIDFD, self._pidfd, os.WEXITED | os.WNOHANG)
+        except ChildProcessError:
+            return None, None  # reaped by someone else
+        if result is None:
+            return None, None
+        if result.si_code == os.CLD_EXITED:
+            return result.si_status, None
+        return None, result.si_status
+
+    async def _finalize(self) -> None:
+        """Turn a terminated process into an `Exit`: reap, drain events, clean, report.
+
+        Always resolves the exit future, even if a step fails.
+        """
+        assert self._exit_done is not None and self.pid is not None
+        exit_info: Exit | None = None
+        try:
+            returncode, signum = self._reap()
+            at = self.primitives.wall_clock()
+            uptime = max(0.0, self.primitives.clock() - self._started_at)
+            await self._drain_monitor()
+            kind = classify_exit(
+                requested_stop=self._requested_stop,
+                shutdown_seen=self._shutdown_seen,
+                shutdown_guest=self._shutdown_guest,
+                panicked=self._panicked,
+                returncode=returncode,
+                signal=signum,
+            )
+            exit_info = Exit(
+                pid=self.pid,
+                returncode=returncode,
+                signal=signum,
+                kind=kind,
+                at=at,
+                uptime=uptime,
+                shutdown_reason=self._shutdown_reason,
+                shutdown_guest=self._shutdown_guest,
+            )
+            if self._pidfd is not None:
+                os.close(self._pidfd)
+                self._pidfd = None
+            self.cleanup()
+            self._log(f"exited {exit_info.describe()} kind={kind.value}")
+        finally:
+            if exit_info is None:  # a step above failed: still report something
+                exit_info = Exit(self.pid, None, None, ExitKind.CRASH, time.time(), 0.0)
+                logger.error("VM %s: could not fully handle the exit of pid %s", self.name, self.pid)
+            self.exit = exit_info
+            self.phase = Phase.EXITED
+            self.run_state = None
+            if not self._exit_done.done():
+                self._exit_done.set_result(exit_info)
+        if self._report_exit and self._on_exit is not None:
+            try:
+                self._on_exit(exit_info)
+            except Exception:
+                logger.exception("VM %s: on_exit callback failed", self.name)
+
+    async def wait(self) -> Exit:
+        """Wait until QEMU has exited and been cleaned up; return how it ended."""
+        if self.exit is not None:
+            return self.exit
+        if self._exit_done is None or self.phase is Phase.DETACHED:
+            raise PhaseError(self.name, "wait()", self.phase.value)
+        return await asyncio.shield(self._exit_done)
+
+    async def _wait_exit(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for the exit to be fully handled; True if it was."""
+        if self._exit_done is None:
+            return True
+        await asyncio.wait({self._exit_done}, timeout=max(0.0, timeout))
+        return self._exit_done.done()
+
+    def _send_signal(self, signum: int) -> bool:
+        """Signal our process through its pidfd; False if it is already gone or unknown."""
+        if self._pidfd is None:
+            return False
+        try:
+            signal.pidfd_send_signal(self._pidfd, signum)
+        except ProcessLookupError:
+            return False
+        return True
+
+    # ---------------------------------------------------------------- QMP
+
+    def _listen(self, client: QMPClient) -> None:
+        """Adopt ``client`` as our monitor and consume its lifecycle events."""
+        assert self._loop is not None
+        # The default listener is the only one; keep it to lifecycle events so
+        # nothing else accumulates in its queue.
+        client.events.names.update(LIFECYCLE_EVENTS)
+        self._qmp = client
+        self._event_task = self._loop.create_task(self._consume_events(client))
+
+    async def _consume_events(self, client: QMPClient) -> None:
+        """Handle events from ``client`` in arrival order until cancelled."""
+        async for message in client.events:
+            self._handle_event(message)
+
+    def _handle_event(self, message: Message) -> None:
+        """Record one QMP event's effect on the exit classification and run state."""
+        name = str(message.get("event", ""))
+        raw_data = message.get("data")
+        data: Mapping[str, object] = raw_data if isinstance(raw_data, Mapping) else {}
+        if name == "SHUTDOWN":
+            self._shutdown_seen = True
+            self._shutdown_guest = bool(data.get("guest", False))
+            self._shutdown_reason = str(data.get("reason", "")) or None
+            self._log(
+                f"event SHUTDOWN guest={str(self._shutdown_guest).lower()} "
+                f"reason={self._shutdown_reason}"
+            )
+        elif name == "GUEST_PANICKED":
+            self._panicked = True
+            self._log(f"event GUEST_PANICKED action={data.get('action')}")
+        elif name == "STOP":
+            self.run_state = "paused"
+        elif name == "RESUME":
+            self.run_state = "running"
+        if name in LIFECYCLE_EVENTS and self._on_event is not None:
+            try:
+                self._on_event(QmpEvent(name, dict(data), self.primitives.wall_clock()))
+            except Exception:
+                logger.exception("VM %s: on_event callback failed", self.name)
+
+    async def _drain_monitor(self) -> None:
+        """After exit: read the monitor to EOF (bounded), handle the last events, close it."""
+        client = self._qmp
+        if client is None:
+            return
+
+        async def until_eof() -> None:
+            """Return once the library has read the monitor to its end."""
+            while client.runstate is Runstate.RUNNING:
+                await client.runstate_changed()
+
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(until_eof(), self.timeouts.monitor_eof)
+        await self._close_monitor()
+
+    async def _close_monitor(self) -> None:
+        """Stop event handling (processing what is queued) and disconnect QMP."""
+        client, self._qmp = self._qmp, None
+        task, self._event_task = self._event_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if client is None:
+            return
+        for message in client.events.clear():
+            self._handle_event(message)
+        # disconnect() re-raises why the connection ended (EOFError when QEMU
+        # went away); that is expected here.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(client.disconnect(), self.timeouts.qmp)
+
+    async def execute(
+        self, command: str, arguments: Mapping[str, object] | None = None,
+        *, timeout: float | None = None,
+    ) -> object:
+        """Run one QMP command and return its result, within `Timeouts.qmp` (or ``timeout``).
+
+        Raises `MonitorTimeoutError` if QEMU does not answer in time (e.g. it is
+        SIGSTOPped) and `MonitorError` if it answers with an error (carrying
+        QEMU's message and error class) or the connection is gone.
+        """
+        client = self._qmp
+        socket_path = self.paths.qmp_socket
+        if client is None:
+            raise MonitorError(
+                self.name, command=command, socket=socket_path, reason="monitor not connected"
+            )
+        limit = self.timeouts.qmp if timeout is None else timeout
+        try:
+            return await asyncio.wait_for(client.execute(command, arguments), limit)
+        except ExecuteError as err:
+            raise MonitorError(
+                self.name, command=command, socket=socket_path, reason="QEMU refused it",
+                qemu_message=str(err), error_class=err.error_class,
+            ) from err
+        except TimeoutError as err:
+            raise MonitorTimeoutError(
+                self.name, command=command, socket=socket_path,
+                reason=f"no answer within {limit:g}s (is QEMU stopped or hung?)",
+            ) from err
+        except (QMPError, OSError, EOFError) as err:
+            raise MonitorError(
+                self.name, command=command, socket=socket_path,
+                reason=f"monitor connection lost ({err})",
+            ) from err
+
+    async def query_status(self) -> RunStatus:
+        """QEMU's run state via ``query-status``; also refreshes `run_state`."""
+        result = await self.execute("query-status")
+        if not isinstance(result, Mapping):
+            raise MonitorError(
+                self.name, command="query-status", socket=self.paths.qmp_socket,
+                reason=f"unexpected answer {result!r}",
+            )
+        status = RunStatus(str(result.get("status", "")), bool(result.get("running", False)))
+        self.run_state = status.status
+        return status
+
+    async def query_vnc(self) -> VncInfo | None:
+        """The VNC server's address via ``query-vnc``; None if the VM has no VNC display."""
+        try:
+            result = await self.execute("query-vnc")
+        except MonitorError as err:
+            if err.error_class == "CommandNotFound":
+                return None
+            raise
+        if not isinstance(result, Mapping) or not result.get("enabled"):
+            return None
+        service = str(result.get("service", ""))
+        if not service.isdigit():
+            return None
+        return VncInfo(host=str(result.get("host", "")), port=int(service))
+
+    # ---------------------------------------------------------------- stopping
+
+    async def stop(self, *, reason: str, shutdown_timeout: float, graceful: bool = True) -> Exit:
+        """Stop QEMU and return its `Exit` (kind STOPPED unless it died otherwise first).
+
+        Steps, each logged with ``reason`` and skipped once QEMU is gone:
+        QMP ``system_powerdown`` then wait ``shutdown_timeout`` s for the guest
+        (skipped if not ``graceful``); QMP ``quit`` then wait `Timeouts.quit`;
+        SIGTERM (+SIGCONT, so a stopped QEMU can act on it) then wait
+        `Timeouts.term`; SIGKILL then wait `Timeouts.kill`.  A monitor that
+        does not answer in `Timeouts.qmp` is given up on and signals follow.
+        Raises `StopError` if QEMU survives SIGKILL.  Concurrent calls share
+        one stop.
+        """
+        if self.exit is not None:
+            return self.exit
+        if self._exit_done is None or self.phase is Phase.DETACHED:
+            raise PhaseError(self.name, "stop()", self.phase.value)
+        if self._stop_task is None:
+            self._stop_task = asyncio.get_running_loop().create_task(
+                self._stop(reason, shutdown_timeout, graceful)
+            )
+        return await asyncio.shield(self._stop_task)
+
+    async def _stop(self, reason: str, shutdown_timeout: float, graceful: bool) -> Exit:
+        """The stop sequence behind `stop`."""
+        self._requested_stop = True
+        self.phase = Phase.STOPPING
+        monitor_ok = self._monitor_connected()
+        if graceful and monitor_ok:
+            self._log(
+                f"stopping reason={reason}: system_powerdown, waiting up to "
+                f"{shutdown_timeout:g}s for the guest to power off"
+            )
+            try:
+                await self.execute("system_powerdown")
+            except MonitorTimeoutError as err:
+                self._log(f"stopping reason={reason}: {err.reason}; giving up on QMP")
+                monitor_ok = False
+            except MonitorError as err:
+                self._log(f"stopping reason={reason}: system_powerdown failed: {err.reason}")
+            else:
+                if await self._wait_exit(shutdown_timeout):
+                    return self._stopped()
+                self._log(
+                    f"stopping reason={reason}: guest did not power off within "
+                    f"{shutdown_timeout:g}s"
+                )
+        if monitor_ok and self._monitor_connected() and not self._exit_seen_done():
+            self._log(f"stopping reason={reason}: quit")
+            try:
+                await self.execute("quit")
+            except MonitorTimeoutError as err:
+                self._log(f"stopping reason={reason}: {err.reason}; giving up on QMP")
+            except MonitorError as err:
+                # The reply is often lost because QEMU exits right away.
+                if await self._wait_exit(self.timeouts.quit):
+                    return self._stopped()
+                self._log(f"stopping reason={reason}: quit failed: {err.reason}")
+            else:
+                if await self._wait_exit(self.timeouts.quit):
+                    return self._stopped()
+                self._log(
+                    f"stopping reason={reason}: still running {self.timeouts.quit:g}s after quit"
+                )
+        if await self._wait_exit(0):
+            return self._stopped()
+        self._log(f"stopping reason={reason}: SIGTERM")
+        if self._send_signal(signal.SIGTERM):
+            self._send_signal(signal.SIGCONT)
+        if await self._wait_exit(self.timeouts.term):
+            return self._stopped()
+        self._log(
+            f"stopping reason={reason}: still running {self.timeouts.term:g}s after SIGTERM; "
+            "SIGKILL"
+        )
+        self._send_signal(signal.SIGKILL)
+        if await self._wait_exit(self.timeouts.kill):
+            return self._stopped()
+        assert self.pid is not None
+        raise StopError(self.name, pid=self.pid, waited=self.timeouts.kill)
+
+    def _monitor_connected(self) -> bool:
+        """True if a QMP session is up (not closed by QEMU or by us)."""
+        return self._qmp is not None and self._qmp.runstate is Runstate.RUNNING
+
+    def _exit_seen_done(self) -> bool:
+        """True once the process has terminated (even if not yet finalized)."""
+        return self._exit_seen is not None and self._exit_seen.done()
+
+    def _stopped(self) -> Exit:
+        """The final `Exit` once `_wait_exit` confirmed it."""
+        assert self.exit is not None
+        return self.exit
+
+    # ---------------------------------------------------------------- cleanup
+
+    def cleanup(self) -> None:
+        """Remove the runtime folder (QMP socket, pidfile, the folder itself).
+
+        Idempotent.  Refuses (does nothing) while the process is still alive,
+        so a live QEMU never loses its pidfile.
+        """
+        if self._pidfd is not None and not _pidfd_exited(self._pidfd):
+            logger.warning("VM %s: not cleaning %s: QEMU still alive", self.name, self.paths.vm_dir)
+            return
+        _remove_runtime_dir(self.paths.vm_dir)
+

@@ -1,0 +1,212 @@
+"""The config directory -> the desired set: an mtime cache, last-known-good definitions, clashes.
+
+`Scanner.scan()` costs one `stat` per unchanged file: a file is reparsed only when its
+(mtime_ns, size, inode) changed. `resolve()` is the pure part that picks clash winners.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid as uuidlib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import model
+
+EDITOR_DEBRIS = ("~", ".swp", ".swx", ".swo", ".tmp", ".bak", ".orig", ".part")
+
+
+def is_domain_file(name: str) -> bool:
+    """Whether a directory entry name is a domain file: `*.xml`, not hidden, not editor debris."""
+    return (
+        name.endswith(".xml")
+        and not name.startswith((".", "#"))
+        and not name.endswith(EDITOR_DEBRIS)
+    )
+
+
+@dataclass(frozen=True)
+class FileKey:
+    """What identifies one version of a file without reading it."""
+
+    mtime_ns: int
+    size: int
+    inode: int
+
+
+@dataclass(frozen=True)
+class FileIssue:
+    """An error about one file, as status files and logs show it."""
+
+    file: str
+    line: int | None
+    message: str
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One domain file's usable definition: current, or last known good when it is invalid now."""
+
+    path: Path
+    key: FileKey
+    parsed: model.Parsed
+    errors: tuple[FileIssue, ...] = ()
+
+    @property
+    def uuid(self) -> uuidlib.UUID:
+        """The domain's identity."""
+        return self.parsed.domain.uuid
+
+    @property
+    def name(self) -> str:
+        """The domain's name."""
+        return self.parsed.domain.name
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A file that lost a clash: same name or same uuid as the winner's file."""
+
+    loser: Path
+    winner: Path
+    kind: Literal["name", "uuid"]
+    name: str
+    uuid: uuidlib.UUID
+
+    def message(self) -> str:
+        """A sentence naming both files and what to do."""
+        what = f"name '{self.name}'" if self.kind == "name" else f"uuid {self.uuid}"
+        return (f"{self.loser} has the same {what} as {self.winner}, which wins; "
+                f"give {self.loser.name} its own {self.kind} or remove it")
+
+
+@dataclass(frozen=True)
+class Invalid:
+    """A file that is invalid and has no earlier valid version to fall back on."""
+
+    path: Path
+    errors: tuple[FileIssue, ...]
+
+
+@dataclass(frozen=True)
+class Scan:
+    """The result of one pass over the config directory."""
+
+    domains: Mapping[uuidlib.UUID, Candidate]
+    conflicts: tuple[Conflict, ...]
+    invalid: tuple[Invalid, ...]
+    parsed: int = 0
+    """How many files were (re)parsed in this pass (0 when nothing changed)."""
+
+
+def _rank(c: Candidate, running: Mapping[uuidlib.UUID, Path]) -> tuple[int, int, str]:
+    """Sort key of clash candidates: running first, then `<name>.xml`, then path order."""
+    is_running = running.get(c.uuid) == c.path
+    return (0 if is_running else 1, 0 if c.path.name == f"{c.name}.xml" else 1, str(c.path))
+
+
+def resolve(candidates: Iterable[Candidate], running: Mapping[uuidlib.UUID, Path]
+            ) -> tuple[dict[uuidlib.UUID, Candidate], list[Conflict]]:
+    """Pick one winner per uuid and per name, deterministically; report every loser.
+
+    `running` maps the uuid of each running VM to the file it was started from: a running
+    definition always wins, so a clash never stops or restarts a VM.
+    """
+    ordered = sorted(candidates, key=lambda c: _rank(c, running))
+    by_uuid: dict[uuidlib.UUID, Candidate] = {}
+    by_name: dict[str, Candidate] = {}
+    conflicts: list[Conflict] = []
+    for cand in ordered:
+        first = by_uuid.get(cand.uuid)
+        if first is not None:
+            conflicts.append(Conflict(cand.path, first.path, "uuid", cand.name, cand.uuid))
+            continue
+        other = by_name.get(cand.name)
+        if other is not None:
+            conflicts.append(Conflict(cand.path, other.path, "name", cand.name, cand.uuid))
+            continue
+        by_uuid[cand.uuid] = cand
+        by_name[cand.name] = cand
+    return by_uuid, conflicts
+
+
+def _issues(path: Path, exc: model.InvalidDomainError) -> tuple[FileIssue, ...]:
+    """The issues of an invalid file as `FileIssue`s naming the file."""
+    return tuple(FileIssue(str(path), i.line, i.message) for i in exc.issues)
+
+
+@dataclass
+class _Entry:
+    """Cache entry for one path: the version seen last, and its last valid parse."""
+
+    key: FileKey
+    parsed: model.Parsed | None
+    errors: tuple[FileIssue, ...]
+    last_good: model.Parsed | None
+    good_key: FileKey | None
+
+
+@dataclass
+class Scanner:
+    """Reads the config directory, parsing only files whose (mtime, size, inode) changed.
+
+    Keeps the last valid definition of each path, so an invalid edit never takes a domain away.
+    """
+
+    config_dir: Path
+    parse: Callable[[bytes, str], model.Parsed] = model.parse
+    _cache: dict[str, _Entry] = field(default_factory=dict)
+
+    def _read(self, path: str, key: FileKey, old: _Entry | None) -> _Entry:
+        """Parse one changed file and fold the result into its cache entry."""
+        last_good = old.last_good if old else None
+        good_key = old.good_key if old else None
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+            parsed = self.parse(data, path)
+        except OSError as exc:
+            errors = (FileIssue(path, None, f"cannot read the file: {exc.strerror}"),)
+            return _Entry(key, None, errors, last_good, good_key)
+        except model.InvalidDomainError as exc:
+            return _Entry(key, None, _issues(Path(path), exc), last_good, good_key)
+        return _Entry(key, parsed, (), parsed, key)
+
+    def scan(self, running: Mapping[uuidlib.UUID, Path] | None = None) -> Scan:
+        """One pass: stat every domain file, reparse the changed ones, resolve clashes."""
+        seen: dict[str, _Entry] = {}
+        parsed = 0
+        try:
+            entries = list(os.scandir(self.config_dir))
+        except FileNotFoundError:
+            entries = []
+        for entry in entries:
+            if not is_domain_file(entry.name):
+                continue
+            try:
+                if not entry.is_file(follow_symlinks=True):
+                    continue
+                st = entry.stat(follow_symlinks=True)
+            except OSError:
+                continue  # vanished between listing and stat: judged on the next pass
+            key = FileKey(st.st_mtime_ns, st.st_size, st.st_ino)
+            old = self._cache.get(entry.path)
+            if old is None or old.key != key:
+                old = self._read(entry.path, key, old)
+                parsed += 1
+            seen[entry.path] = old
+        self._cache = seen
+        candidates: list[Candidate] = []
+        invalid: list[Invalid] = []
+        for path, ent in seen.items():
+            usable = ent.parsed or ent.last_good
+            if usable is None:
+                invalid.append(Invalid(Path(path), ent.errors))
+                continue
+            key = ent.key if ent.parsed is not None else (ent.good_key or ent.key)
+            candidates.append(Candidate(Path(path), key, usable, ent.errors))
+        winners, conflicts = resolve(candidates, running or {})
+        invalid.sort(key=lambda i: str(i.path))
+        return Scan(winners, tuple(conflicts), tuple(invalid), parsed)

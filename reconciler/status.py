@@ -1,0 +1,160 @@
+"""Status files: what users read about each domain, written atomically as JSON.
+
+`status/<name>.json` per domain and `status.json` for all. Every write goes to a temporary file
+in the same directory, is fsynced, then renamed over the old one, so a reader never sees half a
+file. The JSON Schema (`reconcile status --schema`) is generated from these models.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+State = Literal["stopped", "starting", "running", "paused", "stopping", "crashed", "crash-loop",
+                "invalid", "conflict"]
+
+
+class FileError(BaseModel):
+    """One problem with a domain file."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    file: str
+    line: int | None = None
+    message: str
+
+
+class DomainStatus(BaseModel):
+    """Everything a user needs to know about one domain, as of `updated_at`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    uuid: str | None = None
+    file: str | None = None
+    desired: Literal["running", "stopped"] = "stopped"
+    state: State = "stopped"
+    reason: str | None = None
+    pid: int | None = None
+    qmp: str | None = Field(default=None, description="path of the QMP unix socket")
+    vnc: str | None = Field(default=None, description="host:port of the VNC server")
+    console_log: str | None = None
+    log: str | None = None
+    started_at: str | None = None
+    restarts: int = 0
+    next_retry_at: str | None = None
+    pending_restart: bool = False
+    errors: tuple[FileError, ...] = ()
+    updated_at: str
+
+
+class StatusFile(BaseModel):
+    """`status.json`: every domain the reconciler knows about, sorted by name."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    updated_at: str
+    domains: tuple[DomainStatus, ...] = ()
+
+
+def iso(ts: float | None) -> str | None:
+    """Render a Unix time as an ISO 8601 UTC timestamp with milliseconds (None stays None)."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def schema() -> dict[str, Any]:
+    """The JSON Schema of `status.json` (per-domain files follow `$defs/DomainStatus`)."""
+    return StatusFile.model_json_schema()
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Replace `path` with `data` atomically: temp file in the same dir, fsync, rename, fsync dir."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def _dump(model: BaseModel) -> bytes:
+    """Serialise a status model as indented JSON with a trailing newline."""
+    return (json.dumps(model.model_dump(mode="json"), indent=2) + "\n").encode()
+
+
+class StatusWriter:
+    """Writes status files into one directory; an unchanged domain keeps its file and `updated_at`."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._written: dict[str, bytes] = {}
+        self._prev: dict[tuple[str, str | None, str], DomainStatus] = {}
+
+    def _write(self, name: str, data: bytes) -> None:
+        """Write one file atomically unless it already holds exactly `data`."""
+        if self._written.get(name) == data:
+            return
+        write_atomic(self.directory / name, data)
+        self._written[name] = data
+
+    def publish(self, domains: list[DomainStatus], now: float) -> list[DomainStatus]:
+        """Write every domain's file and `status.json`; remove files of domains that are gone.
+
+        A domain whose status equals the previous one but for `updated_at` keeps the previous
+        object (and timestamp), so unchanged files are not rewritten on every pass. Returns the
+        statuses as published.
+        """
+        final: list[DomainStatus] = []
+        prev: dict[tuple[str, str | None, str], DomainStatus] = {}
+        for fresh in sorted(domains, key=lambda d: (d.name, d.state == "conflict", d.file or "")):
+            key = (fresh.name, fresh.file, fresh.state)
+            old = self._prev.get(key)
+            dom = old if old is not None and _stable(old) == _stable(fresh) else fresh
+            prev[key] = dom
+            final.append(dom)
+        self._prev = prev
+        keep: set[str] = {"status.json"}
+        for dom in final:
+            fname = f"{dom.name}.json"
+            if dom.state == "conflict" and fname in keep:
+                continue  # a name-clash loser: listed in status.json, never over the winner
+            keep.add(fname)
+            self._write(fname, _dump(dom))
+        stamp = max((d.updated_at for d in final), default=iso(now) or "")
+        self._write("status.json", _dump(StatusFile(updated_at=stamp, domains=tuple(final))))
+        for path in self.directory.glob("*.json"):
+            if path.name not in keep:
+                path.unlink(missing_ok=True)
+                self._written.pop(path.name, None)
+        return final
+
+
+def _stable(model: DomainStatus) -> bytes:
+    """A domain status without its `updated_at` stamp, for change detection."""
+    return _dump(model.model_copy(update={"updated_at": ""}))
+
+
+def read_status(directory: Path) -> StatusFile | None:
+    """Read `status.json` from a status directory; None when there is none yet."""
+    try:
+        return StatusFile.model_validate_json((directory / "status.json").read_bytes())
+    except FileNotFoundError:
+        return None

@@ -1,0 +1,696 @@
+"""The QEMU process wrapper against real, bare QEMU (TCG, no guest kernel)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from reconciler.errors import InvalidArgvError, StartError
+from reconciler.paths import Layout, VmPaths
+from reconciler.policy import ExitKind
+from reconciler.qemu import (
+    Exit,
+    Phase,
+    Primitives,
+    QemuProcess,
+    QmpEvent,
+    Timeouts,
+    format_log_line,
+    identify_qemu,
+    read_pidfile,
+    spawn_detached,
+)
+from tests.support.guest import READY_LINE, Guest
+
+QEMU = shutil.which("qemu-system-x86_64")
+REPO = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
+
+# Short waits so the whole file runs in seconds; still generous for TCG.
+FAST = Timeouts(attach=10.0, qmp=1.0, quit=2.0, term=2.0, kill=2.0, monitor_eof=1.0)
+
+needs_qemu = pytest.mark.skipif(QEMU is None, reason="qemu-system-x86_64 not installed")
+
+
+def run(coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
+    """Run one test coroutine on a fresh event loop, bounded in time."""
+
+    async def bounded() -> T:
+        return await asyncio.wait_for(coro, timeout)
+
+    return asyncio.run(bounded())
+
+
+def qemu_pids_under(base: Path) -> list[int]:
+    """Pids of live processes whose command line mentions ``base``."""
+    needle = os.fsencode(base)
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if needle in cmdline and int(entry) != os.getpid():
+            found.append(int(entry))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """True if ``pid`` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2] not in "ZX"
+
+
+@pytest.fixture
+def layout() -> Iterator[Layout]:
+    """A private qemud layout in a short /tmp dir; kills any QEMU a test leaked."""
+    # pytest's tmp_path is too deep for a 107-byte socket path.
+    base = Path(tempfile.mkdtemp(prefix="qd", dir="/tmp"))
+    lay = Layout.under(base)
+    lay.ensure()
+    yield lay
+    leaked = qemu_pids_under(base)
+    for pid in leaked:
+        os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+    shutil.rmtree(base, ignore_errors=True)
+    assert not leaked, f"test leaked processes {leaked}"
+
+
+def make_argv(paths: VmPaths, name: str, vm_uuid: str, *extra: str) -> list[str]:
+    """A bare QEMU command line shaped like the model builds it."""
+    return [
+        "qemu-system-x86_64",
+        "-name", f"guest={name}",
+        "-uuid", vm_uuid,
+        "-machine", "pc",
+        "-accel", "tcg",
+        "-nodefaults",
+        "-no-user-config",
+        "-display", "none",
+        "-m", "64",
+        "-pidfile", str(paths.pidfile),
+        "-chardev", f"socket,id=charmonitor,path={paths.qmp_socket},server=on,wait=off",
+        "-mon", "chardev=charmonitor,id=monitor,mode=control",
+        *extra,
+    ]
+
+
+def new_vm(
+    layout: Layout, *extra: str, name: str = "t1", timeouts: Timeouts = FAST, **kwargs: Any
+) -> QemuProcess:
+    """A wrapper for a fresh VM (not started)."""
+    vm_uuid = str(uuid.uuid4())
+    paths = layout.vm(name, vm_uuid)
+    return QemuProcess(
+        name, vm_uuid, make_argv(paths, name, vm_uuid, *extra), paths, timeouts=timeouts, **kwargs
+    )
+
+
+# --------------------------------------------------------------------------
+# No QEMU needed
+# --------------------------------------------------------------------------
+
+
+def test_format_log_line_is_libvirt_style() -> None:
+    assert format_log_line(0.123, "started pid 7") == "1970-01-01 00:00:00.123+0000: started pid 7\n"
+
+
+def test_read_pidfile(tmp_path: Path) -> None:
+    pidfile = tmp_path / "qemu.pid"
+    assert read_pidfile(pidfile) is None
+    pidfile.write_text("1234\n")
+    assert read_pidfile(pidfile) == 1234
+    for garbage in ("", "abc", "-5", "0", "12 34"):
+        pidfile.write_text(garbage)
+        assert read_pidfile(pidfile) is None
+
+
+@pytest.mark.parametrize(
+    ("drop", "problem"),
+    [
+        ("-uuid", "missing '-uuid"),
+        ("-pidfile", "missing '-pidfile"),
+        ("-chardev", "no QMP chardev"),
+    ],
+)
+def test_prepare_rejects_argv_without_essentials(layout: Layout, drop: str, problem: str) -> None:
+    vm = new_vm(layout)
+    i = vm.argv.index(drop)
+    del vm.argv[i : i + 2]
+    with pytest.raises(InvalidArgvError, match=problem) as info:
+        vm.prepare()
+    assert info.value.vm == "t1"
+
+
+def test_prepare_rejects_daemonize(layout: Layout) -> None:
+    vm = new_vm(layout, "-daemonize")
+    with pytest.raises(InvalidArgvError, match="daemonize"):
+        vm.prepare()
+
+
+def test_prepare_appends_S_once_and_makes_private_dir(layout: Layout) -> None:
+    vm = new_vm(layout, "-S")
+    os.umask(0o022)
+    vm.paths.vm_dir.mkdir(mode=0o700)
+    (vm.paths.vm_dir / "qmp.sock").write_text("leftover")
+    vm.prepare()
+    assert vm.argv.count("-S") == 1
+    assert vm.paths.vm_dir.stat().st_mode & 0o777 == 0o700
+    assert list(vm.paths.vm_dir.iterdir()) == []
+    assert vm.phase is Phase.PREPARED
+
+
+def test_launch_of_missing_binary_is_start_error(layout: Layout) -> None:
+    vm = new_vm(layout)
+    vm.argv[0] = "/nonexistent/qemu-system-x86_64"
+    with pytest.raises(StartError) as info:
+        run(vm.start())
+    err = info.value
+    assert err.stage == "launch"
+    assert "/nonexistent/qemu-system-x86_64" in str(err)
+    assert not vm.paths.vm_dir.exists()
+
+
+def test_adopt_with_no_runtime_dir_is_none(layout: Layout) -> None:
+    vm_uuid = str(uuid.uuid4())
+    assert run(QemuProcess.adopt("t1", vm_uuid, layout.vm("t1", vm_uuid))) is None
+
+
+def test_adopt_with_dead_pid_cleans_up(layout: Layout) -> None:
+    vm_uuid = str(uuid.uuid4())
+    paths = layout.vm("t1", vm_uuid)
+    paths.vm_dir.mkdir(mode=0o700)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    paths.pidfile.write_text(f"{dead.pid}\n")
+    assert run(QemuProcess.adopt("t1", vm_uuid, paths)) is None
+    assert not paths.vm_dir.exists()
+    assert "removing stale runtime folder" in paths.log_file.read_text()
+
+
+def test_adopt_of_live_non_qemu_pid_cleans_without_signalling(layout: Layout) -> None:
+    vm_uuid = str(uuid.uuid4())
+    paths = layout.vm("t1", vm_uuid)
+    paths.vm_dir.mkdir(mode=0o700)
+    (paths.vm_dir / "qmp.sock").write_text("not a socket")
+    # A shell whose command line even carries "-uuid <uuid>": only its
+    # executable gives it away as not QEMU.
+    sleeper = subprocess.Popen(
+        ["bash", "-c", "sleep 60; true", "fake", "-uuid", vm_uuid], start_new_session=True
+    )
+    try:
+        # Popen may return before the kernel has finished exec'ing bash.
+        deadline = time.monotonic() + 2
+        while "-uuid" not in Path(f"/proc/{sleeper.pid}/cmdline").read_text():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        paths.pidfile.write_text(f"{sleeper.pid}\n")
+        assert run(QemuProcess.adopt("t1", vm_uuid, paths)) is None
+        assert not paths.vm_dir.exists()
+        time.sleep(0.1)
+        assert sleeper.poll() is None, "adopt must never signal a process it did not verify"
+        assert "not qemu-system-*" in paths.log_file.read_text()
+    finally:
+        os.killpg(sleeper.pid, signal.SIGKILL)
+        sleeper.wait()
+
+
+# --------------------------------------------------------------------------
+# Real QEMU
+# --------------------------------------------------------------------------
+
+
+@needs_qemu
+@pytest.mark.qemu
+def test_start_query_and_stop_when_guest_ignores_powerdown(layout: Layout) -> None:
+    exits: list[Exit] = []
+    events: list[QmpEvent] = []
+    vm = new_vm(layout, on_exit=exits.append, on_event=events.append)
+
+    async def scenario() -> tuple[Exit, float]:
+        await vm.start()
+        assert vm.phase is Phase.ACTIVE
+        assert vm.pid is not None
+        assert read_pidfile(vm.paths.pidfile) == vm.pid
+        assert b"-S" in Path(f"/proc/{vm.pid}/cmdline").read_bytes().split(b"\0")
+        status = await vm.query_status()
+        assert (status.status, status.running) == ("running", True)
+        assert await vm.query_vnc() is None
+        # A bare machine has no OS to act on the ACPI power button.
+        t0 = time.monotonic()
+        ended = await vm.stop(reason="test", shutdown_timeout=1.0)
+        return ended, time.monotonic() - t0
+
+    ended, took = run(scenario())
+    assert 1.0 <= took < 1.0 + FAST.quit
+    assert ended.kind is ExitKind.STOPPED
+    assert (ended.returncode, ended.signal) == (0, None)
+    assert ended.shutdown_reason == "host-qmp-quit"
+    assert exits == [ended]
+    assert [e.name for e in events if e.name == "SHUTDOWN"] == ["SHUTDOWN"]
+    assert vm.phase is Phase.EXITED
+    assert not vm.paths.vm_dir.exists()
+    assert not alive(ended.pid)
+    log = vm.paths.log_file.read_text()
+    for expected in (
+        f"started pid {ended.pid}",
+        "stopping reason=test: system_powerdown, waiting up to 1s",
+        "stopping reason=test: guest did not power off within 1s",
+        "stopping reason=test: quit",
+        "exited status=0 kind=stopped",
+    ):
+        assert expected in log
+    assert log.splitlines()[0].split(": ", 1)[1].startswith("starting: qemu-system-x86_64 -name")
+
+
+@needs_qemu
+@pytest.mark.qemu
+def test_start_failure_reports_qemu_message_and_cleans_up(layout: Layout) -> None:
+    exits: list[Exit] = []
+    vm = new_vm(
+        layout, "-drive", "file=/nonexistent.img,format=raw,if=none,id=d0", on_exit=exits.append
+    )
+    with pytest.raises(StartError) as info:
+        run(vm.start())
+    err = info.value
+    assert err.stage == "attach"
+    assert err.returncode == 1
+    assert "Could not open '/nonexistent.img': No such file or directory" in err.qemu_message
+    assert "Could not open '/nonexistent.img'" in str(err)
+    assert str(vm.paths.log_file) in str(err)
+    assert not vm.paths.vm_dir.exists()
+    assert "Could not open '/nonexistent.img'" in vm.paths.log_file.read_text()
+    assert exits == [], "a failed start is reported by StartError, not on_exit"
+
+
+@needs_qemu
+@pytest.mark.qemu
+def test_attach_timeout_kills_only_what_it_started(layout: Layout) -> None:
+    async def never_answers(socket_path: Path, name: str) -> Any:
+        raise ConnectionRefusedError("injected")
+
+    vm = new_vm(
+        layout,
+        timeouts=Timeouts(attach=0.5, qmp=0.5, kill=2.0),
+        primitives=Primitives(connect_qmp=never_answers),
+    )
+    with pytest.raises(StartError, match=r"did not answer within 0\.5s") as info:
+        run(vm.start())
+    assert info.value.signal == signal.SIGKILL
+    assert vm.pid is not None and not alive(vm.pid)
+    assert not vm.paths.vm_dir.exists()
+    assert "stopping reason=start-failed" in vm.paths.log_file.read_text()
+
+
+@needs_qemu
+@pytest.mark.qemu
+def test_sigkill_is_seen_within_a_second_as_crash(layout: Layout) -> None:
+    exits: list[Exit] = []
+    vm = new_vm(layout, on_exit=exits.append)
+
+    async def scenario() -> tuple[Exit, float]:
+        await vm.start()
+        assert vm.pid is not None
+        os.kill(vm.pid, signal.SIGKILL)
+        t0 = time.monotonic()
+        ended = await vm.wait()
+        return ended, time.monotonic() - t0
+
+    ended, took = run(scenario())
+    assert took < 1.0
+    assert ended.kind is ExitKind.CRASH
+    assert (ended.returncode, ended.signal) == (None, signal.SIGKILL)
+    assert exits == [ended]
+    assert not vm.paths.vm_dir.exists()
+    assert "exited signal=SIGKILL kind=crash" in vm.paths.log_file.read_text()
+
+
+@needs_qemu
+@pytest.mark.qemu
+def test_outside_sigterm_is_host_shutdown(layout: Layout) -> None:
+    vm = new_vm(layout)
+
+    async def scenario() -> Exit:
+        await vm.start()
+        assert vm.pid is not None
+        os.kill(vm.pid, signal.SIGTERM)
+        return await vm.wait()
+
+    ended = run(scenario())
+    assert ended.kind is ExitKind.HOST_SHUTDOWN
+    assert ended.returncode == 0
+    assert ended.shutdown_reason == "host-signal"
+
+
+@needs_qemu
+@pytest.mark.qemu
+def test_start_refuses_when_the_vm_is_already_running(layout: Layout) -> None:
+    vm = new_vm(layout)
+
+    async def scenario() -> None:
+        await vm.start()
+        twin = QemuProcess(vm.name, vm.uuid, make_argv(vm.paths, vm.name, vm.uuid), vm.paths)
+        with pytest.raises(StartError, match="still running; adopt or stop it first"):
+            twin.prepare()
+        assert vm.paths.qmp_socket.exists()
+        await vm.stop(reason="test", shutdown_timeout=0)
+
+    run(scenario())
+
+
+@needs_qemu
+@pytest.mark.qemu
+def test_detach_then_adopt_in_a_fresh_wrapper(layout: Layout) -> None:
+    first = new_vm(layout)
+
+    async def scenario() -> Exit:
+        await first.start()
+        await first.detach()  # what a restarting reconciler leaves behind
+        assert first.phase is Phase.DETACHED
+        assert first.pid is not None and alive(first.pid)
+        adopted = await QemuProcess.adopt(first.name, first.uuid, first.paths, timeouts=FAST)
+        assert adopted is not None
+        assert adopted.pid == first.pid
+        assert adopted.phase is Phase.ACTIVE
+        assert adopted.run_state == "running"
+        assert (await adopted.query_status()).running
+        return await adopted.stop(reason="test", shutdown_timeout=0.5)
+
+    ended = run(scenario())
+    assert ended.kind is ExitKind.STOPPED
+    # Still our child here, so its status is known.
+    assert ended.returncode == 0
+    assert not first.paths.vm_dir.exists()
+    assert f"adopted pid {ended.pid} (run state running)" in first.paths.log_file.read_text()
+
+
+_LAUNCHER = """
+import asyncio, json, sys
+from pathlib import Path
+from reconciler.paths import Layout
+from reconciler.qemu import QemuProcess
+
+async def main() -> None:
+    base, name, vm_uuid, argv = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+    vm = QemuProcess(name, vm_uuid, argv, Layout.under(Path(base)).vm(name, vm_uuid))
+    await vm.start()
+    print(vm.pid, flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+def launch_from_doomed_reconciler(layout: Layout, name: str, vm_uuid: str) -> int:
+    """Start a VM from a separate Python process, SIGKILL that process, return QEMU's pid."""
+    argv = make_argv(layout.vm(name, vm_uuid), name, vm_uuid)
+    reconciler = subprocess.Popen(
+        [sys.executable, "-c", _LAUNCHER, str(layout.config_dir), name, vm_uuid, json.dumps(argv)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert reconciler.stdout is not None
+        pid = int(reconciler.stdout.readline())
+    finally:
+        reconciler.kill()
+        reconciler.wait()
+    return pid
+
+
+@needs_qemu
+@pytest.mark.qemu
+def test_qemu_survives_sigkilled_reconciler_and_is_adopted(layout: Layout) -> None:
+    name, vm_uuid = "t2", str(uuid.uuid4())
+    paths = layout.vm(name, vm_uuid)
+    pid = launch_from_doomed_reconciler(layout, name, vm_uuid)
+    assert alive(pid), "QEMU must outlive the reconciler that started it"
+    assert identify_qemu(pid, vm_uuid) is None
+
+    async def scenario() -> Exit:
+        adopted = await QemuProcess.adopt(name, vm_uuid, paths, timeouts=FAST)
+        assert adopted is not None and adopted.pid == pid
+        assert (await adopted.query_status()).status == "running"
+        t0 = time.monotonic()
+        ended = await adopted.stop(reason="test", shutdown_timeout=0.5)
+        assert time.monotonic() - t0 < 0.5 + FAST.quit
+        return ended
+
+    ended = run(scenario())
+    assert ended.pid == pid
+    assert ended.kind is ExitKind.STOPPED
+    assert (ended.returncode, ended.signal) == (None, None), "not our child: status unknown"
+    assert ended.shutdown_reason == "host-qmp-quit"
+    assert not alive(pid)
+    assert not paths.vm_dir.exists()
+
+
+@needs_qemu
+@pytest.mark.qemu
+def test_exit_of_adopted_non_child_is_seen_within_a_second(layout: Layout) -> None:
+    name, vm_uuid = "t3", str(uuid.uuid4())
+    pid = launch_from_doomed_reconciler(layout, name, vm_uuid)
+    exits: list[Exit] = []
+
+    async def scenario() -> tuple[Exit, float]:
+        adopted = await QemuProcess.adopt(
+            name, vm_uuid, layout.vm(name, vm_uuid), timeouts=FAST, on_exit=exits.append
+        )
+        assert adopted is not None
+        os.kill(pid, signal.SIGKILL)
+        t0 = time.monotonic()
+        ended = await adopted.wait()
+        return ended, time.monotonic() - t0
+
+    ended, took = run(scenario())
+    assert took < 1.0
+    assert ended.kind is ExitKind.CRASH  # no SHUTDOWN event, status unreadable
+    assert (ended.returncode, ended.signal) == (None, None)
+    assert exits == [ended]
+    assert not layout.vm_dir(vm_uuid).exists()
+
+
+@needs_qemu
+@pytest.mark.qemu
+def test_adopt_refuses_a_qemu_of_another_vm(layout: Layout) -> None:
+    other = new_vm(layout, name="other")
+
+    async def scenario() -> None:
+        await other.start()
+        assert other.pid is not None
+        vm_uuid = str(uuid.uuid4())
+        paths = layout.vm("t1", vm_uuid)
+        paths.vm_dir.mkdir(mode=0o700)
+        paths.pidfile.write_text(f"{other.pid}\n")
+        assert await QemuProcess.adopt("t1", vm_uuid, paths) is None
+        assert not paths.vm_dir.exists()
+        assert "is the QEMU of another VM" in paths.log_file.read_text()
+        assert (await other.query_status()).running, "the other VM must be untouched"
+        await other.stop(reason="test", shutdown_timeout=0)
+
+    run(scenario())
+
+
+@needs_qemu
+@pytest.mark.qemu
+def test_stop_of_sigstopped_qemu_is_bounded(layout: Layout) -> None:
+    vm = new_vm(layout, timeouts=Timeouts(qmp=0.5, quit=1.0, term=2.0, kill=2.0))
+
+    async def scenario() -> tuple[Exit, float]:
+        await vm.start()
+        assert vm.pid is not None
+        os.kill(vm.pid, signal.SIGSTOP)
+        t0 = time.monotonic()
+        ended = await vm.stop(reason="test", shutdown_timeout=1.0)
+        return ended, time.monotonic() - t0
+
+    ended, took = run(scenario())
+    # system_powerdown times out (0.5 s), QMP is given up, SIGTERM+SIGCONT ends it.
+    assert took < 0.5 + 2.0
+    assert ended.kind is ExitKind.STOPPED
+    assert not alive(ended.pid)
+    log = vm.paths.log_file.read_text()
+    assert "no answer within 0.5s" in log
+    assert "giving up on QMP" in log
+    assert "stopping reason=test: SIGTERM" in log
+    assert "stopping reason=test: quit" not in log
+
+
+_IGNORES_SIGTERM = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+
+
+def test_stop_escalates_to_sigkill_when_sigterm_is_ignored(layout: Layout) -> None:
+    # A stand-in process without a monitor that ignores SIGTERM: only SIGKILL ends it.
+    def spawn_stubborn(argv: Any, log_fd: int) -> int:
+        return spawn_detached([sys.executable, "-c", _IGNORES_SIGTERM, str(layout.run_dir)], log_fd)
+
+    exits: list[Exit] = []
+    vm = new_vm(
+        layout,
+        timeouts=Timeouts(qmp=0.5, term=0.5, kill=2.0),
+        primitives=Primitives(spawn=spawn_stubborn),
+        on_exit=exits.append,
+    )
+
+    async def scenario() -> tuple[Exit, float]:
+        vm.prepare()
+        await vm.launch()
+        await asyncio.sleep(0.2)  # let it install its SIGTERM handler
+        t0 = time.monotonic()
+        ended = await vm.stop(reason="test", shutdown_timeout=1.0)
+        return ended, time.monotonic() - t0
+
+    ended, took = run(scenario())
+    assert 0.5 <= took < 0.5 + 2.0
+    assert ended.kind is ExitKind.STOPPED
+    assert (ended.returncode, ended.signal) == (None, signal.SIGKILL)
+    assert exits == [], "not started successfully, so on_exit stays silent"
+    log = vm.paths.log_file.read_text()
+    assert "system_powerdown" not in log, "no monitor: straight to signals"
+    assert "still running 0.5s after SIGTERM; SIGKILL" in log
+    assert "exited signal=SIGKILL kind=stopped" in log
+    assert not vm.paths.vm_dir.exists()
+
+
+@needs_qemu
+@pytest.mark.qemu
+def test_concurrent_stops_share_one_sequence(layout: Layout) -> None:
+    vm = new_vm(layout)
+
+    async def scenario() -> tuple[Exit, Exit]:
+        await vm.start()
+        first, second = await asyncio.gather(
+            vm.stop(reason="a", shutdown_timeout=0), vm.stop(reason="b", shutdown_timeout=0)
+        )
+        return first, second
+
+    first, second = run(scenario())
+    assert first is second
+    assert "reason=b" not in vm.paths.log_file.read_text()
+
+
+# --------------------------------------------------------------------------
+# With the real test guest (kernel + initramfs)
+# --------------------------------------------------------------------------
+
+
+def guest_vm(layout: Layout, guest: Guest, append: str, *extra: str, **kwargs: Any) -> QemuProcess:
+    """A wrapper booting the test guest with ACPI, console on a file."""
+    vm_uuid = str(uuid.uuid4())
+    paths = layout.vm("g1", vm_uuid)
+    argv = make_argv(
+        paths,
+        "g1",
+        vm_uuid,
+        "-m",
+        "256",
+        "-kernel",
+        str(guest.kernel),
+        "-initrd",
+        str(guest.initrd),
+        "-append",
+        append,
+        "-chardev",
+        f"file,id=s0,path={paths.console_log}",
+        "-device",
+        "isa-serial,chardev=s0",
+        *extra,
+    )
+    return QemuProcess("g1", vm_uuid, argv, paths, timeouts=FAST, **kwargs)
+
+
+async def wait_ready(vm: QemuProcess, timeout: float = 30.0) -> None:
+    """Wait until the guest printed its ready line on the console."""
+    deadline = time.monotonic() + timeout
+    while READY_LINE not in vm.paths.console_log.read_text(errors="replace"):
+        assert vm.exit is None, f"QEMU exited: {vm.exit}"
+        assert time.monotonic() < deadline, "guest not ready"
+        await asyncio.sleep(0.05)
+
+
+@needs_qemu
+@pytest.mark.qemu
+@pytest.mark.guest
+def test_graceful_stop_lets_the_guest_power_itself_off(layout: Layout, guest: Guest) -> None:
+    vm = guest_vm(layout, guest, guest.cmdline())
+
+    async def scenario() -> Exit:
+        await vm.start()
+        await wait_ready(vm)
+        # The guest's init prints its ready line right after forking the reader
+        # of the power button device, which may not have opened it yet; a press
+        # before that is lost (a race in tests/support/guest.py).  Give it a moment.
+        await asyncio.sleep(1.0)
+        return await vm.stop(reason="test", shutdown_timeout=20.0)
+
+    ended = run(scenario(), timeout=60)
+    console = vm.paths.console_log.read_text(errors="replace")
+    assert ended.kind is ExitKind.STOPPED
+    assert (ended.returncode, ended.signal) == (0, None), "exited by itself, not killed"
+    assert ended.shutdown_guest is True, console
+    assert ended.shutdown_reason == "guest-shutdown"
+    log = vm.paths.log_file.read_text()
+    assert "event SHUTDOWN guest=true reason=guest-shutdown" in log
+    for escalation in ("did not power off", ": quit", "SIGTERM", "SIGKILL"):
+        assert escalation not in log
+
+
+@needs_qemu
+@pytest.mark.qemu
+@pytest.mark.guest
+def test_guest_poweroff_on_its_own_is_poweroff(layout: Layout, guest: Guest) -> None:
+    exits: list[Exit] = []
+    vm = guest_vm(layout, guest, guest.cmdline(poweroff_after=0), on_exit=exits.append)
+
+    async def scenario() -> Exit:
+        await vm.start()
+        return await vm.wait()
+
+    ended = run(scenario(), timeout=60)
+    assert ended.kind is ExitKind.POWEROFF
+    assert (ended.returncode, ended.signal) == (0, None)
+    assert exits == [ended]
+
+
+@needs_qemu
+@pytest.mark.qemu
+@pytest.mark.guest
+def test_guest_panic_is_panic(layout: Layout, guest: Guest) -> None:
+    if not guest.pvpanic:
+        pytest.skip("the guest kernel lacks pvpanic")
+    events: list[QmpEvent] = []
+    vm = guest_vm(
+        layout, guest, guest.cmdline(panic_after=0), "-device", "pvpanic", on_event=events.append
+    )
+
+    async def scenario() -> Exit:
+        await vm.start()
+        return await vm.wait()
+
+    ended = run(scenario(), timeout=60)
+    # QEMU's default panic action powers the VM off: GUEST_PANICKED, SHUTDOWN, exit 0.
+    assert ended.kind is ExitKind.PANIC
+    assert ended.returncode == 0
+    assert "GUEST_PANICKED" in [e.name for e in events]
