@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import fcntl
 import os
+import re
 import signal
 import sys
 import time
@@ -118,6 +119,7 @@ class _Vm:
     domain: model.Domain | None
     file: Path | None
     started_at: float
+    vnc: str | None = None
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,8 @@ class Reconciler:
     _missing: dict[uuidlib.UUID, tuple[float, Want]] = field(default_factory=dict)
     _scan: Scan | None = None
     _stop_reasons: dict[uuidlib.UUID, str] = field(default_factory=dict)
+    _memo: dict[uuidlib.UUID, tuple[object, tuple[object, object], DomainStatus]] = field(
+        default_factory=dict)
 
     def __post_init__(self) -> None:
         self.scanner = Scanner(self.layout.config_dir)
@@ -277,7 +281,8 @@ class Reconciler:
             self.say(f"{name}: removed stale runtime folder {vm_dir}")
             return
         file = want.file if want else None
-        self.vms[uuid] = _Vm(proc, domain or (want.domain if want else None), file, self.clock())
+        self.vms[uuid] = _Vm(proc, domain or (want.domain if want else None), file, self.clock(),
+                             await _vnc_of(proc))
         self.say(f"{name}: adopted running QEMU pid {proc.pid}")
 
     async def _start(self, action: Start, want: Want) -> None:
@@ -304,6 +309,7 @@ class Reconciler:
         model_xml = model.to_xml(domain)
         with contextlib.suppress(OSError):
             (paths.vm_dir / DEFINITION_FILE).write_bytes(model_xml)
+        vm.vnc = await _vnc_of(proc)
         if action.reason != "desired state is running":
             self.restarts[want.uuid] = self.restarts.get(want.uuid, 0) + 1
         self.failures.pop(want.uuid, None)
@@ -398,8 +404,33 @@ class Reconciler:
 
     def _status(self, uuid: uuidlib.UUID, want: Want | None, stamp: str, now: float,
                 vm: _Vm | None = None) -> DomainStatus:
-        """The status of one valid domain (or of an owned VM whose file is gone)."""
+        """The status of one valid domain (or of an owned VM whose file is gone), memoised.
+
+        Recomputed only when something it depends on changed, so a pass over many unchanged
+        domains stays cheap.
+        """
         vm = vm or self.vms.get(uuid)
+        ended = self.ended.get(uuid)
+        cand = self._scan.domains.get(uuid) if self._scan is not None else None
+        retry = ended.restart.next_retry_at if ended is not None else None
+        sig = (
+            (want.file, want.key) if want else None,
+            (vm.proc.pid, self._phase(vm), vm.started_at) if vm else None,
+            ended, self.restarts.get(uuid), self.failures.get(uuid),
+            cand.errors if cand else None, self._scan.conflicts if self._scan else None,
+            retry is not None and retry > now,
+        )
+        memo = self._memo.get(uuid)
+        refs = (want.domain if want else None, vm.domain if vm else None)
+        if memo is not None and memo[0] == sig and memo[1][0] is refs[0] and memo[1][1] is refs[1]:
+            return memo[2]
+        status = self._compute_status(uuid, want, stamp, now, vm)
+        self._memo[uuid] = (sig, refs, status)
+        return status
+
+    def _compute_status(self, uuid: uuidlib.UUID, want: Want | None, stamp: str, now: float,
+                        vm: _Vm | None) -> DomainStatus:
+        """Build the status of one domain from scratch (see `_status`)."""
         live = None
         if vm is not None:
             live = Live(uuid, vm.proc.name, vm.proc.pid or 0, self._phase(vm), vm.domain)
@@ -419,10 +450,7 @@ class Reconciler:
                                              for e in errors):
             reason = "the file is invalid; the last valid definition stays in effect"
         retry = ended.restart.next_retry_at if ended and not ended.held else None
-        vnc = None
-        if want is not None and want.domain.devices.graphics and live is not None:
-            g = want.domain.devices.graphics[0]
-            vnc = f"{g.listen}:{g.port}" if g.port else None
+        vnc = vm.vnc if vm is not None else None
         return DomainStatus(
             name=name, uuid=str(uuid), file=str(want.file) if want else None,
             desired=want.domain.desired.state if want else "stopped",
@@ -589,10 +617,20 @@ _EXIT_MESSAGES = {
 }
 
 
+async def _vnc_of(proc: QemuProcess) -> str | None:
+    """`host:port` of a VM's VNC server (from QMP, so automatic ports are right), or None."""
+    try:
+        info = await proc.query_vnc()
+    except QemuError:
+        return None
+    return f"{info.host}:{info.port}" if info is not None else None
+
+
 def _start_message(exc: StartError) -> str:
     """The user-facing reason of a failed start: QEMU's own words first."""
     if exc.qemu_message:
-        return f"failed to start: {exc.qemu_message.strip().splitlines()[-1]}"
+        last = exc.qemu_message.strip().splitlines()[-1]
+        return "failed to start: " + re.sub(r"^\d{4}-\d\d-\d\dT[\d:.]+Z ", "", last)
     return f"failed to start: {exc.reason}"
 
 

@@ -107,6 +107,8 @@ class StatusWriter:
         self.directory = directory
         self._written: dict[str, bytes] = {}
         self._prev: dict[tuple[str, str | None, str], DomainStatus] = {}
+        self._final: list[DomainStatus] | None = None
+        self._objects: dict[str, DomainStatus] = {}
 
     def _write(self, name: str, data: bytes) -> None:
         """Write one file atomically unless it already holds exactly `data`."""
@@ -127,23 +129,32 @@ class StatusWriter:
         for fresh in sorted(domains, key=lambda d: (d.name, d.state == "conflict", d.file or "")):
             key = (fresh.name, fresh.file, fresh.state)
             old = self._prev.get(key)
-            dom = old if old is not None and _stable(old) == _stable(fresh) else fresh
+            same = old is fresh or (old is not None and _stable(old) == _stable(fresh))
+            dom = old if same and old is not None else fresh
             prev[key] = dom
             final.append(dom)
         self._prev = prev
+        last = self._final
+        if last is not None and len(final) == len(last) and all(
+                a is b for a, b in zip(final, last, strict=True)):
+            return final  # nothing changed since the last publish: no file to touch
+        self._final = final
         keep: set[str] = {"status.json"}
         for dom in final:
             fname = f"{dom.name}.json"
             if dom.state == "conflict" and fname in keep:
                 continue  # a name-clash loser: listed in status.json, never over the winner
             keep.add(fname)
-            self._write(fname, _dump(dom))
+            if self._objects.get(fname) is not dom:
+                self._write(fname, _dump(dom))
+                self._objects[fname] = dom
         stamp = max((d.updated_at for d in final), default=iso(now) or "")
         self._write("status.json", _dump(StatusFile(updated_at=stamp, domains=tuple(final))))
         for path in self.directory.glob("*.json"):
             if path.name not in keep:
                 path.unlink(missing_ok=True)
                 self._written.pop(path.name, None)
+                self._objects.pop(path.name, None)
         return final
 
 
