@@ -638,11 +638,7 @@ def test_graceful_stop_lets_the_guest_power_itself_off(layout: Layout, guest: Gu
 
     async def scenario() -> Exit:
         await vm.start()
-        await wait_ready(vm)
-        # The guest's init prints its ready line right after forking the reader
-        # of the power button device, which may not have opened it yet; a press
-        # before that is lost (a race in tests/support/guest.py).  Give it a moment.
-        await asyncio.sleep(1.0)
+        await wait_ready(vm)  # the guest opens its power button device before this line
         return await vm.stop(reason="test", shutdown_timeout=20.0)
 
     ended = run(scenario(), timeout=60)
