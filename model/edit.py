@@ -15,6 +15,16 @@ from model.errors import InvalidDomainError, Issue
 from model.parse import parse
 
 _STATE = re.compile(rb"""(\sstate\s*=\s*)(["'])([^"']*)\2""")
+_OPAQUE = re.compile(rb"<!--.*?-->|<!\[CDATA\[.*?\]\]>|<\?.*?\?>", re.DOTALL)
+
+
+def _masked(data: bytes) -> bytes:
+    """`data` with comments, CDATA sections and processing instructions blanked, same length.
+
+    Searching the masked copy finds only real markup (not a commented-out `<qemud:desired>`),
+    and its offsets are valid in `data`.
+    """
+    return _OPAQUE.sub(lambda m: b" " * len(m.group(0)), data)
 
 
 def _desired_tags(data: bytes) -> list[re.Match[bytes]]:
@@ -29,9 +39,10 @@ def set_state(data: bytes, state: Literal["running", "stopped"], file: str | Non
     output, which is checked by parsing it.
     """
     before = parse(data, file)
-    if before.domain.desired.state == state and _find_desired(data) is not None:
+    text = _masked(data)
+    match = _find_desired(text)
+    if before.domain.desired.state == state and match is not None:
         return data
-    match = _find_desired(data)
     if match is not None:
         tag = match.group(0)
         found = _STATE.search(tag)
@@ -43,15 +54,15 @@ def set_state(data: bytes, state: Literal["running", "stopped"], file: str | Non
         out = data[:match.start()] + new_tag + data[match.end():]
     else:
         element = f"<qemud:desired xmlns:qemud='{NAMESPACE}' state='{state}'/>".encode()
-        meta = re.search(rb"<metadata\s*>", data)
-        empty_meta = re.search(rb"<metadata\s*/>", data)
+        meta = re.search(rb"<metadata\s*>", text)
+        empty_meta = re.search(rb"<metadata\s*/>", text)
         if meta is not None:
             out = data[:meta.end()] + b"\n    " + element + data[meta.end():]
         elif empty_meta is not None:
             out = (data[:empty_meta.start()] + b"<metadata>" + element + b"</metadata>"
                    + data[empty_meta.end():])
         else:
-            close = data.rfind(b"</domain>")
+            close = text.rfind(b"</domain>")
             if close < 0:
                 raise InvalidDomainError(file, [Issue(None, "no </domain> end tag found")])
             out = (data[:close] + b"  <metadata>\n    " + element + b"\n  </metadata>\n"

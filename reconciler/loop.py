@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import json
 import os
 import re
 import signal
@@ -48,8 +49,9 @@ from reconciler.policy import ExitKind, RestartState, after_exit, should_restart
 from reconciler.qemu import Exit, Primitives, QemuProcess, QmpEvent, Timeouts
 from reconciler.qemu import Phase as ProcPhase
 from reconciler.scan import FileIssue, FileKey, Scan, Scanner, is_domain_file
-from reconciler.status import DomainStatus, FileError, StatusWriter, iso
+from reconciler.status import DomainStatus, FileError, StatusWriter, iso, write_atomic
 
+MEMORY_FILE = "exits.json"
 DEFINITION_FILE = "domain.xml"
 """Copy of the definition a VM was started with, in its runtime folder (like libvirt's status XML)."""
 
@@ -312,6 +314,7 @@ class Reconciler:
         vm.vnc = await _vnc_of(proc)
         if action.reason != "desired state is running":
             self.restarts[want.uuid] = self.restarts.get(want.uuid, 0) + 1
+            self._save_memory()
         self.failures.pop(want.uuid, None)
         vm.started_at = self.clock()
         self.say(f"{want.name}: running, pid {proc.pid}")
@@ -370,6 +373,7 @@ class Reconciler:
             state = after_exit(prev_state, exited_at=now, uptime=uptime) if restart else \
                 replace(prev_state, next_retry_at=None)
         self.ended[uuid] = Ended(kind, now, state, not restart, key, message)
+        self._save_memory()
         if restart and state.next_retry_at is not None:
             self._wake_later(state.next_retry_at)
 
@@ -468,8 +472,53 @@ class Reconciler:
     # ------------------------------------------------------------------ entry points
 
     def prepare(self) -> None:
-        """Create (or check) the private directories; raises `UnsafeDirectoryError`."""
+        """Create (or check) the private directories and recall what earlier runs learnt.
+
+        Raises `UnsafeDirectoryError` for a directory that is not private.
+        """
         self.layout.ensure()
+        self._load_memory()
+
+    @property
+    def _memory_file(self) -> Path:
+        """Where exits, back-offs and restart counts survive the reconciler (`run/exits.json`)."""
+        return self.layout.run_dir / MEMORY_FILE
+
+    def _save_memory(self) -> None:
+        """Persist `ended` and `restarts`, so holds and back-offs outlive this process."""
+        data = {
+            str(uuid): {
+                "kind": e.kind.value, "at": e.at, "failures": e.restart.failures,
+                "next_retry_at": e.restart.next_retry_at, "held": e.held, "message": e.message,
+                "key": [e.key.mtime_ns, e.key.size, e.key.inode] if e.key else None,
+                "restarts": self.restarts.get(uuid, 0),
+            } for uuid, e in self.ended.items()
+        }
+        for uuid, count in self.restarts.items():
+            data.setdefault(str(uuid), {"restarts": count})
+        with contextlib.suppress(OSError):
+            write_atomic(self._memory_file, json.dumps(data, indent=1).encode())
+
+    def _load_memory(self) -> None:
+        """Read what `_save_memory` wrote; a missing or damaged file means a fresh start."""
+        try:
+            data = json.loads(self._memory_file.read_bytes())
+        except (OSError, ValueError):
+            return
+        if not isinstance(data, dict):
+            return
+        for raw, rec in data.items():
+            try:
+                uuid = uuidlib.UUID(raw)
+                self.restarts[uuid] = int(rec.get("restarts", 0))
+                if "kind" not in rec:
+                    continue
+                key = FileKey(*rec["key"]) if rec.get("key") else None
+                state = RestartState(int(rec["failures"]), rec.get("next_retry_at"))
+                self.ended[uuid] = Ended(ExitKind(rec["kind"]), float(rec["at"]), state,
+                                         bool(rec["held"]), key, str(rec.get("message", "")))
+            except (ValueError, TypeError, KeyError, AttributeError):
+                continue
 
     async def once(self, *, lock_timeout: float = 120.0, dry_run: bool = False
                    ) -> PassResult:
@@ -588,6 +637,10 @@ def watch(directories: list[Path], wake: Callable[[], None]) -> BaseObserver:
     return observer
 
 
+_LOCK_FILES = frozenset({"reconcile.lock", "daemon.lock"})
+"""Lock files in the run directory: opening and closing them is no reason for a pass."""
+
+
 class _Handler(FileSystemEventHandler):
     """Forwards relevant watchdog events as wake-ups; runs on the observer thread."""
 
@@ -601,8 +654,8 @@ class _Handler(FileSystemEventHandler):
             return
         for raw in (event.src_path, getattr(event, "dest_path", "")):
             path = os.fsdecode(raw)
-            if not path:
-                continue
+            if not path or os.path.basename(path) in _LOCK_FILES:
+                continue  # our own locking: a pass releasing the lock must not wake the next
             if os.path.dirname(path) != self._config_dir or is_domain_file(os.path.basename(path)):
                 self._wake()
                 return

@@ -126,7 +126,10 @@ class StatusWriter:
         """
         final: list[DomainStatus] = []
         prev: dict[tuple[str, str | None, str], DomainStatus] = {}
-        for fresh in sorted(domains, key=lambda d: (d.name, d.state == "conflict", d.file or "")):
+        # a clash loser or an invalid file (named after its file stem) never takes the file of a
+        # domain really named so: they sort after it and are only listed in status.json then
+        placeholder = ("conflict", "invalid")
+        for fresh in sorted(domains, key=lambda d: (d.name, d.state in placeholder, d.file or "")):
             key = (fresh.name, fresh.file, fresh.state)
             old = self._prev.get(key)
             same = old is fresh or (old is not None and _stable(old) == _stable(fresh))
@@ -142,13 +145,15 @@ class StatusWriter:
         keep: set[str] = {"status.json"}
         for dom in final:
             fname = f"{dom.name}.json"
-            if dom.state == "conflict" and fname in keep:
+            if dom.state in placeholder and fname in keep:
                 continue  # a name-clash loser: listed in status.json, never over the winner
             keep.add(fname)
             if self._objects.get(fname) is not dom:
                 self._write(fname, _dump(dom))
                 self._objects[fname] = dom
-        stamp = max((d.updated_at for d in final), default=iso(now) or "")
+        # something changed (else we returned above), so the summary is as of now: the newest
+        # domain stamp alone would go back in time when only a removal changed it
+        stamp = max([d.updated_at for d in final] + [iso(now) or ""])
         self._write("status.json", _dump(StatusFile(updated_at=stamp, domains=tuple(final))))
         for path in self.directory.glob("*.json"):
             if path.name not in keep:
