@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from model import units
-from model.domain import Controller, Disk, Domain, Serial, mac_for
+from model.domain import Controller, Disk, Domain, Serial, Video, mac_for
 from model.errors import RenderError
 
 Option = tuple[str, ...]
@@ -89,12 +89,25 @@ def _smp(d: Domain) -> Option:
     parts = [str(d.vcpu.current or count), f"maxcpus={count}"]
     topo = d.cpu.topology if d.cpu is not None else None
     if topo is not None:
+        # QEMU numbers APIC IDs with a power-of-two field per level; without x2APIC (TCG has
+        # none) the highest must stay below 255: 'current -smp configuration requires ... X2APIC'
+        t, c, d_ = ((n - 1).bit_length() for n in (topo.threads, topo.cores, topo.dies))
+        top = ((topo.sockets - 1) << (d_ + c + t) | (topo.dies - 1) << (c + t)
+               | (topo.cores - 1) << t | (topo.threads - 1))
+        if top >= MAX_APIC_ID:
+            raise RenderError(f"<topology> sockets={topo.sockets} dies={topo.dies} cores="
+                              f"{topo.cores} threads={topo.threads} needs APIC ID {top}, but QEMU "
+                              f"allows up to {MAX_APIC_ID - 1} here; use powers of two for cores "
+                              "and threads, or fewer vCPUs")
         parts.append(f"sockets={topo.sockets}")
         if topo.dies > 1:
             parts.append(f"dies={topo.dies}")
         parts += [f"cores={topo.cores}", f"threads={topo.threads}"]
     return ("-smp", ",".join(parts))
 
+
+MAX_APIC_ID = 255
+"""APIC IDs QEMU allows without x2APIC interrupt remapping: 0-254."""
 
 _BOOT_LETTER = {"hd": "c", "cdrom": "d", "fd": "a", "network": "n"}
 
@@ -162,6 +175,8 @@ _USB_MODELS = {
     "none": None,
 }
 USB_MODELS = tuple(m for m in _USB_MODELS if m is not None)
+SCSI_TARGETS = {"virtio-scsi-pci": (255, "sdiv"), "lsi": (7, "sdh")}
+"""Highest SCSI id (`scsi-id=`, from the dev name) each adapter takes, and that dev name."""
 SCSI_MODELS = {None: "virtio-scsi-pci", "virtio-scsi": "virtio-scsi-pci", "lsilogic": "lsi",
                "auto": "virtio-scsi-pci"}
 
@@ -193,7 +208,13 @@ def _scsi_controller(d: Domain) -> str | None:
     if model not in SCSI_MODELS:
         raise RenderError(f"SCSI controller model {model!r} is not supported; use 'virtio-scsi' "
                           "or 'lsilogic'")
-    return SCSI_MODELS[model]
+    adapter = SCSI_MODELS[model]
+    top, last = SCSI_TARGETS[adapter]
+    for disk in d.devices.disks:
+        if disk.target_bus == "scsi" and disk_index(disk.target_dev) > top:
+            raise RenderError(f"<target dev='{disk.target_dev}'>: the {model or 'virtio-scsi'} "
+                              f"SCSI controller has targets sda to {last}; use one of those")
+    return adapter
 
 
 def disk_index(dev: str) -> int:
@@ -231,13 +252,16 @@ def _disk(d: Domain, disk: Disk) -> Iterator[Option]:
     drive += ["if=none", f"id=drive-{alias}"]
     if disk.readonly or cd:
         drive.append("readonly=on")
-    if disk.cache not in (None, "default"):
-        drive.append(f"cache={disk.cache}")
-    if disk.discard is not None:
-        drive.append(f"discard={disk.discard}")
+    if disk.source is not None:  # QEMU refuses these on an empty drive (no driver or file)
+        if disk.cache not in (None, "default"):
+            drive.append(f"cache={disk.cache}")
+        if disk.discard is not None:
+            drive.append(f"discard={disk.discard}")
     yield ("-drive", ",".join(drive))
     dev += [f"drive=drive-{alias}", f"id={alias}"]
-    if disk.boot_order is not None:
+    if disk.boot_order is not None and bus == "fdc":  # QEMU's floppy has no bootindex; the fdc has
+        yield ("-global", f"isa-fdc.bootindex{'AB'[idx]}={disk.boot_order}")
+    elif disk.boot_order is not None:
         dev.append(f"bootindex={disk.boot_order}")
     if disk.serial is not None and bus != "fdc":
         dev.append(f"serial={esc(disk.serial)}")
@@ -319,7 +343,13 @@ _VIDEO = {"vga": ("VGA", "secondary-vga"), "cirrus": ("cirrus-vga", None),
 
 def _videos(d: Domain) -> Iterator[Option]:
     """`-device` for each video adapter; the first one is the primary VGA."""
-    for i, video in enumerate(v for v in d.devices.videos if v.model != "none"):
+    shown = [v for v in d.devices.videos if v.model != "none"]
+    if not d.devices.videos and d.devices.graphics:
+        # like libvirt, graphics without any <video> get the default adapter, not a blank screen
+        shown = [Video()]
+    if sum(v.model == "ramfb" for v in shown) > 1:  # QEMU: duplicate fw_cfg file name
+        raise RenderError("video model 'ramfb' can be used only once")
+    for i, video in enumerate(shown):
         primary, secondary = _VIDEO[video.model]
         device = primary if i == 0 else secondary
         if device is None:
@@ -354,6 +384,17 @@ def _misc(d: Domain) -> Iterator[Option]:
         yield ("-device", dev)
     if d.devices.panic == "isa":
         yield ("-device", "pvpanic")
+
+
+PCI_SLOTS = 30
+"""Free slots on the root bus of pc and q35 with -nodefaults (32 less host bridge and PIIX/ICH9)."""
+_PCI_DEVICES = frozenset(
+    {m for m in _USB_MODELS.values() if m is not None} | set(SCSI_MODELS.values())
+    | set(_NIC_DEVICES.values()) | {v for pair in _VIDEO.values() for v in pair if v}
+    | {v for v in _INPUT.values() if v.endswith("-pci")}
+    | {"ahci", "virtio-blk-pci", "virtio-balloon-pci", "virtio-rng-pci"}
+) - {"ramfb"}
+"""The `-device`s that take a PCI slot (ramfb, ISA, IDE, SCSI and USB devices do not)."""
 
 
 def options(d: Domain, runtime: Runtime | None = None) -> list[Option]:
@@ -397,6 +438,10 @@ def options(d: Domain, runtime: Runtime | None = None) -> list[Option]:
     out += _videos(d)
     out += _inputs(d)
     out += _misc(d)
+    used = sum(1 for o in out if o[0] == "-device" and o[1].split(",", 1)[0] in _PCI_DEVICES)
+    if used > PCI_SLOTS:
+        raise RenderError(f"the devices need {used} PCI slots but the machine has {PCI_SLOTS} "
+                          "(qemud adds no PCI bridges); remove some devices")
     return out
 
 

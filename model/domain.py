@@ -21,6 +21,11 @@ _NAME_UUID_NS = uuidlib.UUID("6f1c1a4e-2d0b-4e6b-9a53-1b7c0d6e2f10")
 
 Positive = Annotated[int, Field(ge=1)]
 NonNegative = Annotated[int, Field(ge=0)]
+BootOrder = Annotated[int, Field(ge=1, le=2**31 - 1)]
+"""A `<boot order=>`: QEMU's `bootindex` is an int32."""
+
+MAX_VCPUS = 255
+"""Most vCPUs QEMU starts on pc and q35 without x2APIC interrupt remapping (TCG refuses more)."""
 
 
 class Frozen(BaseModel):
@@ -51,7 +56,7 @@ class Desired(Frozen):
 class Vcpu(Frozen):
     """`<vcpu current=>count</vcpu>`: maximum and (optionally) initially online vCPUs."""
 
-    count: Positive = 1
+    count: Annotated[int, Field(ge=1, le=MAX_VCPUS)] = 1
     current: Positive | None = None
 
     @model_validator(mode="after")
@@ -103,6 +108,15 @@ class Os(Frozen):
     initrd: str | None = None
     cmdline: str | None = None
 
+    @model_validator(mode="after")
+    def _boot_order_fits(self) -> Os:
+        """Guarantee what QEMU's PC firmware takes: at most 3 boot devices, none twice."""
+        if len(set(self.boot)) != len(self.boot):
+            raise ValueError("a <boot dev=> appears twice; give each device once")
+        if len(self.boot) > 3:
+            raise ValueError("at most 3 <boot dev=> are supported by the PC firmware")
+        return self
+
 
 class Features(Frozen):
     """`<features>`: the switches qemud renders (vmport and pae are accepted for completeness)."""
@@ -145,7 +159,7 @@ class Disk(Frozen):
     target_dev: Annotated[str, Field(pattern=r"^(hd|sd|vd|fd)[a-z]{1,3}$")]
     target_bus: Literal["ide", "sata", "scsi", "virtio", "fdc"]
     readonly: bool = False
-    boot_order: Positive | None = None
+    boot_order: BootOrder | None = None
     serial: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.+\- ]{1,20}$")] | None = None
 
     @model_validator(mode="after")
@@ -165,7 +179,7 @@ class Interface(Frozen):
         "rtl8139"
     )
     source: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:\-]{1,15}$")] | None = None
-    boot_order: Positive | None = None
+    boot_order: BootOrder | None = None
 
     @field_validator("mac", mode="before")
     @classmethod
@@ -199,7 +213,8 @@ class Serial(Frozen):
     """`<serial type=>` (and a `<console>` that stands for a serial port): a guest serial port."""
 
     type: CharType = "pty"
-    port: NonNegative = 0
+    port: Annotated[int, Field(ge=0, le=3)] = 0
+    """QEMU has 4 ISA serial ports (COM1-COM4)."""
     path: str | None = None
     mode: Literal["bind", "connect"] = "bind"
     log: str | None = None
@@ -238,8 +253,10 @@ class Rng(Frozen):
 
     model: Literal["virtio"] = "virtio"
     backend: str = "/dev/urandom"
-    rate_bytes: Positive | None = None
-    rate_period: Positive | None = None
+    rate_bytes: Annotated[int, Field(ge=1, le=2**63 - 1)] | None = None
+    """QEMU's `max-bytes`: below 2**63."""
+    rate_period: Annotated[int, Field(ge=1, le=2**32 - 1)] | None = None
+    """QEMU's `period` in ms: a uint32."""
 
 
 class Controller(Frozen):

@@ -11,14 +11,15 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 from pydantic import BaseModel, ValidationError
 
 from model import units
-from model.argv import disk_index, options
+from model.argv import USB_MODELS, disk_index, options
 from model.domain import (
     NAMESPACE,
+    BootDev,
     Clock,
     Controller,
     Cpu,
@@ -246,10 +247,10 @@ def _read_cpu(ctx: _Context, node: Node) -> Cpu | None:
     return _make(ctx, Cpu, fields)
 
 
-def _read_os(ctx: _Context, node: Node | None) -> Os | None:
-    """`<os>`: type, boot devices, boot menu and direct kernel boot."""
+def _read_os(ctx: _Context, node: Node | None, line: int | None = None) -> Os | None:
+    """`<os>`: type, boot devices, boot menu and direct kernel boot (`line`: the domain's)."""
     if node is None:
-        ctx.error(None, "<os> is missing; add <os><type arch='x86_64'>hvm</type></os>")
+        ctx.error(line, "<os> is missing; add <os><type arch='x86_64'>hvm</type></os>")
         return None
     fields = _Fields(node)
     typ = node.child("type")
@@ -268,7 +269,13 @@ def _read_os(ctx: _Context, node: Node | None) -> Os | None:
         _leftovers(ctx, typ)
     boots = []
     for boot in node.children("boot"):
-        boots.append(boot.attr("dev"))
+        dev = boot.attr("dev")
+        if dev in get_args(BootDev):
+            boots.append(dev)
+        else:  # reported here, at the line of the <boot> itself
+            what = "is missing" if dev is None else f"{dev!r} is not allowed"
+            ctx.error(boot.line, f"<boot dev>: {what}; use one of 'hd', 'cdrom', 'fd' or 'network'")
+            fields.fail("boot")
         _leftovers(ctx, boot)
     fields.put("boot", tuple(boots), "<boot dev>")
     menu = node.child("bootmenu")
@@ -548,12 +555,22 @@ def _check_devices(ctx: _Context, devices: Devices, lines: dict[int, int | None]
     """Cross-device rules: unique targets, bus and device fit, the machine has the bus."""
     q35 = os is not None and os.machine is not None and "q35" in os.machine
     seen: dict[str, int] = {}
+    units: dict[tuple[str, int], str] = {}
     for i, disk in enumerate(devices.disks):
         line = lines.get(id(disk))
         if disk.target_dev in seen:
             ctx.error(line, f"<target dev='{disk.target_dev}'> is used by two disks; "
                       "each disk needs its own")
+        elif (disk.target_bus, disk_index(disk.target_dev)) in units:
+            # e.g. hda and sda both on bus='sata': the same port (and the same QEMU device id)
+            other = units[(disk.target_bus, disk_index(disk.target_dev))]
+            ctx.error(line, f"<target dev='{disk.target_dev}'> is the same unit of "
+                      f"bus='{disk.target_bus}' as <target dev='{other}'>; rename one")
         seen[disk.target_dev] = i
+        units.setdefault((disk.target_bus, disk_index(disk.target_dev)), disk.target_dev)
+        if disk.readonly and disk.device == "disk" and disk.target_bus in ("ide", "sata"):
+            ctx.error(line, f"a <readonly/> disk cannot be on bus='{disk.target_bus}' (QEMU's "
+                      "IDE hard disks are writable); use bus='virtio' or 'scsi', or a cdrom")
         if (disk.device == "floppy") != (disk.target_bus == "fdc"):
             ctx.error(line, "a floppy goes on bus='fdc', and only a floppy does")
         if disk.device == "cdrom" and disk.target_bus == "virtio":
@@ -566,17 +583,23 @@ def _check_devices(ctx: _Context, devices: Devices, lines: dict[int, int | None]
             ctx.error(line, "SATA has 6 ports (sda-sdf)")
         if disk.target_bus == "fdc" and (q35 or index > 1):
             ctx.error(line, "floppies are fda and fdb, and only on machine 'pc'")
-    ports = [s.port for s in devices.serials]
-    if len(ports) != len(set(ports)):
-        ctx.error(None, "two <serial> devices use the same <target port>")
-    if len(devices.graphics) > 1:
-        ctx.error(None, "more than one <graphics> is not supported; keep one")
-    orders = [d.boot_order for d in devices.disks] + [n.boot_order for n in devices.interfaces]
-    given = [o for o in orders if o is not None]
-    if len(given) != len(set(given)):
-        ctx.error(None, "two devices have the same <boot order>")
-    if given and os is not None and os.boot:
-        ctx.error(None, "<os><boot dev=> and per-device <boot order=> cannot be mixed; use one")
+    ports: set[int] = set()
+    for port in devices.serials:  # reported at the second device of a pair
+        if port.port in ports:
+            ctx.error(lines.get(id(port)), f"two <serial> devices use <target port='{port.port}'>")
+        ports.add(port.port)
+    for extra in devices.graphics[1:]:
+        ctx.error(lines.get(id(extra)), "more than one <graphics> is not supported; keep one")
+    booted: list[Disk | Interface] = [d for d in devices.disks if d.boot_order is not None]
+    booted += [n for n in devices.interfaces if n.boot_order is not None]
+    orders: set[int] = set()
+    for dev in sorted(booted, key=lambda d: lines.get(id(d)) or 0):
+        if dev.boot_order in orders:
+            ctx.error(lines.get(id(dev)), f"two devices have <boot order='{dev.boot_order}'>")
+        orders.add(dev.boot_order or 0)
+    if booted and os is not None and os.boot:
+        first = min((lines.get(id(d)) or 0 for d in booted), default=0) or None
+        ctx.error(first, "<os><boot dev=> and per-device <boot order=> cannot be mixed; use one")
 
 
 def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | None:
@@ -588,6 +611,7 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
     serial_ports: dict[int, Node] = {}
     consoles: list[Node] = []
     emulator: str | None = None
+    emulator_line: int | None = None
 
     readers: dict[str, Callable[[_Context, Node], Any]] = {
         "disk": _read_disk,
@@ -603,13 +627,14 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
     for kid in node.kids():
         node.consume(kid)
         if kid.tag == "emulator":
-            emulator = kid.text
+            emulator, emulator_line = kid.text, kid.line
             _leftovers(ctx, kid)
         elif kid.tag == "serial":
             made = _read_serial(ctx, kid)
             if made is not None:
                 found.setdefault("serials", []).append(made)
                 serial_ports[made.port] = kid
+                lines[id(made)] = kid.line
         elif kid.tag == "console":
             consoles.append(kid)
         elif kid.tag in readers:
@@ -629,11 +654,15 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
             continue  # libvirt mirrors serial port N as a console: the same device
         found.setdefault("serials", []).append(made)
         serial_ports[made.port] = con
+        lines[id(made)] = con.line
     if emulator is not None:
         base = Path(emulator).name
         if base not in EMULATORS:
-            ctx.error(None, f"<emulator>: {base!r} is not supported; use "
+            ctx.error(emulator_line, f"<emulator>: {base!r} is not supported; use "
                       "/usr/bin/qemu-system-x86_64 or /usr/bin/qemu-system-i386")
+        elif os is not None and os.arch == "x86_64" and EMULATORS[base] == "i686":
+            ctx.error(emulator_line, "<emulator> qemu-system-i386 cannot run arch='x86_64'; "
+                      "use qemu-system-x86_64")
     balloons = found.get("memballoon", [])
     panics = found.get("panic", [])
     devices = Devices(
@@ -668,6 +697,12 @@ def _read_controller(ctx: _Context, node: Node) -> Controller | None:
     fields.attr("type")
     fields.attr("index")
     fields.attr("model")
+    model = node.attr("model")
+    if node.attr("type") == "usb" and model is not None and model not in USB_MODELS:
+        # an unknown model must not silently become the default controller
+        ctx.error(node.line, f"<controller type='usb' model>: {model!r} is not supported; use "
+                  "one of " + ", ".join(repr(m) for m in USB_MODELS))
+        fields.fail("model")
     node.ignore_attrs("ports", "vectors")
     _leftovers(ctx, node, (*IGNORED_EVERYWHERE, "target", "model", "driver", "master"))
     return _make(ctx, Controller, fields)
@@ -687,7 +722,9 @@ def _read_text(ctx: _Context, root: Node, tag: str) -> tuple[str | None, int | N
 def _read_domain(ctx: _Context, root: Node) -> Domain | None:
     """Read a whole `<domain>`; returns None when any issue was found."""
     if root.tag != "domain" or root.namespace is not None:
-        ctx.error(root.line, f"the root element is <{root.tag}>; a domain file holds <domain>")
+        where = f" in namespace {root.namespace!r}" if root.namespace is not None else ""
+        ctx.error(root.line, f"the root element is <{root.tag}>{where}; a domain file holds "
+                  "<domain> without a namespace")
         return None
     fields = _Fields(root)
     fields.attr("type")
@@ -699,6 +736,8 @@ def _read_domain(ctx: _Context, root: Node) -> Domain | None:
         ctx.warn(root.line, f"no <uuid>; using {uuid_for_name(name)}, derived from the name "
                  "(add it to the file to keep it if the name changes)")
         raw_uuid = str(uuid_for_name(name))
+    elif raw_uuid is None:
+        fields.fail("uuid")  # it would come from the name, whose absence is reported
     fields.put("uuid", raw_uuid, "<uuid>", uuid_line)
     for tag in ("title", "description"):
         text, line = _read_text(ctx, root, tag)
@@ -711,6 +750,12 @@ def _read_domain(ctx: _Context, root: Node) -> Domain | None:
                 fields.fail(key)
             fields.put(key, size, f"<{tag}>", found[0].line)
             _leftovers(ctx, found[0])
+    current = fields.data.get("current_memory")
+    if current is not None and current > fields.data.get("memory", current):
+        ctx.error(fields.where["current_memory"][1], "<currentMemory> is larger than <memory>; "
+                  "it can be at most as large")
+        del fields.data["current_memory"]
+        fields.fail("current_memory")
     if "memory" not in fields.data and "memory" not in fields.failed:
         ctx.error(root.line, "<memory> is missing; add e.g. <memory unit='MiB'>512</memory>")
         fields.fail("memory")
@@ -727,7 +772,7 @@ def _read_domain(ctx: _Context, root: Node) -> Domain | None:
     if cpu is not None:
         sub("cpu", _read_cpu(ctx, cpu), "cpu", cpu.line)
     os_node = root.child("os")
-    os = _read_os(ctx, os_node)
+    os = _read_os(ctx, os_node, root.line)
     sub("os", os, "os", os_node.line if os_node else None)
     for key, reader in (("features", _read_features), ("clock", _read_clock), ("pm", _read_pm)):
         kid = root.child(key)
@@ -759,11 +804,6 @@ def _check_domain(ctx: _Context, domain: Domain, fields: _Fields) -> None:
         if product != domain.vcpu.count:
             ctx.error(fields.where["cpu"][1], f"<topology> gives {product} vCPUs but <vcpu> is "
                       f"{domain.vcpu.count}; they must match")
-    emulator = domain.devices.emulator
-    if emulator is not None and domain.os.arch == "x86_64" and Path(emulator).name == (
-            "qemu-system-i386"):
-        ctx.error(fields.where["devices"][1], "<emulator> qemu-system-i386 cannot run "
-                  "arch='x86_64'; use qemu-system-x86_64")
     try:
         options(domain)
     except RenderError as exc:

@@ -54,11 +54,11 @@ def _interface(nic: Interface) -> Element:
 def _serial(port: Serial) -> Element:
     """Render one `<serial>`."""
     source = None
-    if port.path is not None:
+    if port.path is not None or port.mode != "bind":  # keep mode='connect' even without a path
         source = Element("source", {"path": port.path,
                                     "mode": port.mode if port.mode != "bind" else None})
     log = None
-    if port.log is not None:
+    if port.log is not None or port.log_append:  # keep append='on' even without a file
         log = Element("log", {"file": port.log, "append": _yn(port.log_append or None,
                                                                ("on", "off"))})
     return Element("serial", {"type": port.type}, [

@@ -6,6 +6,7 @@ library could be swapped without touching the domain code.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,9 @@ from model.errors import Issue
 
 MAX_BYTES = 1024 * 1024
 """Largest domain file accepted; real libvirt domains are a few KiB."""
+
+_PROLOG = re.compile(rb"(?:\xef\xbb\xbf)?(?:<\?.*?\?>|<!--.*?-->|\s)*", re.DOTALL)
+"""What may precede a DOCTYPE: a BOM, the XML declaration, comments, processing instructions."""
 
 
 class XmlError(Exception):
@@ -48,18 +52,25 @@ def load(data: bytes) -> Node:
         raise XmlError(Issue(None, f"file is {len(data)} bytes; the limit is {MAX_BYTES} bytes"))
     if not data.strip():
         raise XmlError(Issue(None, "file is empty; a domain file holds one <domain> element"))
+    prolog = _PROLOG.match(data)
+    if prolog is not None and data.startswith(b"<!DOCTYPE", prolog.end()):
+        # refused before libxml2 sees it: its entities are never parsed, let alone expanded
+        at = data.count(b"\n", 0, prolog.end()) + 1
+        raise XmlError(Issue(at, "a DOCTYPE is not allowed in domain files; remove it"))
     try:
         root = etree.fromstring(data, _parser())
     except etree.XMLSyntaxError as exc:
         line = exc.lineno if exc.lineno and exc.lineno > 0 else None
-        message = str(exc.msg or exc).rsplit(", line ", 1)[0]
+        message = str(exc.msg or exc).rsplit(", line ", 1)[0].strip()
         raise XmlError(Issue(line, f"not well-formed XML: {message}")) from exc
     except (ValueError, TypeError) as exc:  # lxml rejects some encodings and declarations this way
         raise XmlError(Issue(None, f"not acceptable XML: {exc}")) from exc
     tree = root.getroottree()
     docinfo: Any = tree.docinfo
     if docinfo.doctype or docinfo.internalDTD is not None:
-        raise XmlError(Issue(1, "a DOCTYPE is not allowed in domain files; remove it"))
+        at = data.find(b"<!DOCTYPE")
+        line = data.count(b"\n", 0, at) + 1 if at >= 0 else 1
+        raise XmlError(Issue(line, "a DOCTYPE is not allowed in domain files; remove it"))
     return Node(root)
 
 

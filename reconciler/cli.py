@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shlex
@@ -284,8 +285,12 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
          err: TextIO | None = None) -> int:
     """Run `reconcile` with `argv` (default: sys.argv); return the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
     stdout, stderr = out or sys.stdout, err or sys.stderr
+    try:  # argparse prints to sys.stdout/sys.stderr and exits: send both to out/err, return its code
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
         code: int = args.func(args, stdout, stderr)
     except UsageError as exc:
