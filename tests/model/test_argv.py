@@ -9,28 +9,12 @@ import pytest
 
 import model
 from model.domain import Domain
-
-UUID = "4dea22b3-1d52-d8f3-2516-782e98ab3fa0"
-SAMPLES = Path(__file__).resolve().parents[2] / "samples"
-
-PARTS = {
-    "name": "<name>t</name>",
-    "uuid": f"<uuid>{UUID}</uuid>",
-    "memory": "<memory unit='MiB'>64</memory>",
-    "os": "<os><type arch='x86_64' machine='pc'>hvm</type></os>",
-}
+from tests.support.snippets import SAMPLES, UUID, domain_xml
 
 
 def domain(extra: str = "", *, kind: str = "kvm", **parts: str | None) -> Domain:
     """Parse a minimal valid domain with `extra` top-level elements and some parts replaced."""
-    lines = [f"<domain type='{kind}'>"]
-    for key, default in PARTS.items():
-        value = parts.pop(key, default)
-        lines.append(f"  {value}" if value is not None else f"  <!-- no {key} -->")
-    assert not parts, parts
-    lines += textwrap.dedent(extra).strip("\n").splitlines()
-    lines.append("</domain>")
-    return model.parse(("\n".join(lines) + "\n").encode()).domain
+    return model.parse(domain_xml(extra, kind=kind, **parts)).domain
 
 
 def devices(snippet: str, **parts: str | None) -> Domain:
