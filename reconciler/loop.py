@@ -122,6 +122,8 @@ class _Vm:
     file: Path | None
     started_at: float
     vnc: str | None = None
+    stopping: bool = False
+    """A stop is under way (set when it is planned, so the status says so at once)."""
 
 
 @dataclass(frozen=True)
@@ -189,7 +191,7 @@ class Reconciler:
     def _phase(self, vm: _Vm) -> Phase:
         """The planner's view of a process wrapper's phase."""
         proc = vm.proc
-        if proc.phase is ProcPhase.STOPPING:
+        if proc.phase is ProcPhase.STOPPING or vm.stopping:
             return "stopping"
         if proc.phase is ProcPhase.ACTIVE:
             return "paused" if proc.run_state not in (None, "running") else "running"
@@ -242,6 +244,8 @@ class Reconciler:
             elif action.uuid not in self._tasks:
                 task = asyncio.get_running_loop().create_task(self._act(action, desired))
                 self._tasks[action.uuid] = task
+                if isinstance(action, Stop) and action.uuid in self.vms:
+                    self.vms[action.uuid].stopping = True  # published below, not after the stop
         statuses = self.publish(desired)
         return PassResult(tuple(actions), tuple(statuses))
 
@@ -308,15 +312,16 @@ class Reconciler:
                              message=_start_message(exc), key=want.key)
             self.say(f"{want.name}: {exc}")
             return
-        model_xml = model.to_xml(domain)
-        with contextlib.suppress(OSError):
-            (paths.vm_dir / DEFINITION_FILE).write_bytes(model_xml)
-        vm.vnc = await _vnc_of(proc)
+        # Book the restart before the next await: from here on a pass publishes it as running.
         if action.reason != "desired state is running":
             self.restarts[want.uuid] = self.restarts.get(want.uuid, 0) + 1
             self._save_memory()
         self.failures.pop(want.uuid, None)
         vm.started_at = self.clock()
+        model_xml = model.to_xml(domain)
+        with contextlib.suppress(OSError):
+            (paths.vm_dir / DEFINITION_FILE).write_bytes(model_xml)
+        vm.vnc = await _vnc_of(proc)
         self.say(f"{want.name}: running, pid {proc.pid}")
 
     async def _stop(self, action: Stop) -> None:
@@ -526,6 +531,10 @@ class Reconciler:
         self.prepare()
         await self.lock.acquire(lock_timeout)
         try:
+            if not dry_run and DirLock(self.layout.run_dir / "daemon.lock").held_elsewhere():
+                # the daemon owns the VMs (and their only QMP connection): adopting them fails
+                # and this pass would publish them as stopped
+                raise DaemonServesError(self.layout.config_dir)
             result = await self.run_pass(dry_run=dry_run)
             if dry_run:
                 return result
@@ -548,7 +557,11 @@ class Reconciler:
         """
         self.prepare()
         daemon_lock = DirLock(self.layout.run_dir / "daemon.lock")
-        if not daemon_lock.try_acquire():
+        for _ in range(10):  # `held_elsewhere()` (--once, start, stop) takes it for an instant
+            if daemon_lock.try_acquire():
+                break
+            await asyncio.sleep(0.02)
+        else:
             raise AlreadyRunningError(daemon_lock.path)
         loop = asyncio.get_running_loop()
         stopping = asyncio.Event()
@@ -620,7 +633,16 @@ class AlreadyRunningError(ReconcilerError):
     def __init__(self, path: Path) -> None:
         self.path = path
         super().__init__(f"another reconcile daemon already serves this directory (lock {path}); "
-                         "stop it first, or use 'reconcile --once', which waits for its turn")
+                         "it applies every change by itself ('reconcile status' shows its work)")
+
+
+class DaemonServesError(ReconcilerError):
+    """`reconcile --once` on a directory a daemon serves: the daemon owns its VMs."""
+
+    def __init__(self, config_dir: Path) -> None:
+        self.config_dir = config_dir
+        super().__init__(f"a reconcile daemon serves {config_dir} and applies every change by "
+                         "itself; see 'reconcile status', or stop the daemon to use --once")
 
 
 def watch(directories: list[Path], wake: Callable[[], None]) -> BaseObserver:
@@ -637,8 +659,16 @@ def watch(directories: list[Path], wake: Callable[[], None]) -> BaseObserver:
     return observer
 
 
-_LOCK_FILES = frozenset({"reconcile.lock", "daemon.lock"})
-"""Lock files in the run directory: opening and closing them is no reason for a pass."""
+def _is_runtime_folder(name: str) -> bool:
+    """Whether a run-directory entry is a VM's runtime folder (named by its canonical uuid).
+
+    Everything else there (locks, exits.json and its temporary files) is the reconciler's own
+    bookkeeping, and touching it must not wake another pass.
+    """
+    try:
+        return str(uuidlib.UUID(name)) == name
+    except ValueError:
+        return False
 
 
 class _Handler(FileSystemEventHandler):
@@ -649,14 +679,19 @@ class _Handler(FileSystemEventHandler):
         self._config_dir = str(config_dir)
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        """Wake the loop for a domain file event, or any event outside the config directory."""
+        """Wake the loop for a domain file event, or a runtime folder appearing or going."""
         if event.event_type in ("opened", "closed_no_write"):
             return
         for raw in (event.src_path, getattr(event, "dest_path", "")):
             path = os.fsdecode(raw)
-            if not path or os.path.basename(path) in _LOCK_FILES:
-                continue  # our own locking: a pass releasing the lock must not wake the next
-            if os.path.dirname(path) != self._config_dir or is_domain_file(os.path.basename(path)):
+            if not path:
+                continue
+            name = os.path.basename(path)
+            if os.path.dirname(path) == self._config_dir:
+                relevant = is_domain_file(name)
+            else:
+                relevant = _is_runtime_folder(name)
+            if relevant:
                 self._wake()
                 return
 

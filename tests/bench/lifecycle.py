@@ -1,0 +1,189 @@
+"""Start latency: qemud's path from a pass to QMP `running`, against bare QEMU's floor.
+
+`bench_start_latency()` measures, for 1 VM and for 10 VMs started in one pass (in parallel):
+
+* qemud: `Reconciler.run_pass()` + `settle()` on a config dir of diskless, kernel-less domains
+  (`type='qemu'`, TCG), from just before the pass until every VM's start has finished (QEMU
+  spawned paused, QMP attached, `cont` answered: the guest runs); each VM's `query-status` is
+  then checked to say `running` (not timed);
+* the floor: the same number of bare ``qemu-system-x86_64 -S -nodefaults -display none
+  -machine pc -accel tcg -m 64 -qmp unix:...`` processes launched by a minimal asyncio script,
+  until each one's QMP greeting has been received (qemu.qmp connect).
+
+Rounds alternate qemud and floor so background load hits both alike; medians are printed with
+their ratio (target: qemud within 1.5x of the floor). Everything started is stopped, and any
+leftover process mentioning the scratch directory is killed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import os
+import shutil
+import signal
+import statistics
+import tempfile
+import time
+import uuid as uuidlib
+from pathlib import Path
+
+from qemu.qmp import QMPClient
+
+from reconciler.loop import Reconciler
+from reconciler.paths import Layout
+
+QEMU_BIN = "qemu-system-x86_64"
+ROUNDS = 5
+COUNTS = (1, 10)
+TARGET_RATIO = 1.5
+
+
+def _domain_xml(name: str) -> str:
+    """A diskless domain with no kernel and no devices: QEMU starts and idles in firmware."""
+    return f"""<domain type='qemu'>
+  <name>{name}</name>
+  <uuid>{uuidlib.uuid4()}</uuid>
+  <memory unit='MiB'>64</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type></os>
+  <metadata>
+    <qemud:desired xmlns:qemud='urn:qemud:1' state='running' restart='never'/>
+  </metadata>
+</domain>
+"""
+
+
+async def _qemud_round(base: Path, count: int) -> float:
+    """Seconds from the start of a pass until `count` VMs run; stops them again."""
+    config = base / f"q{count}-{time.monotonic_ns()}"
+    config.mkdir(mode=0o700)
+    for i in range(count):
+        (config / f"b{i:02d}.xml").write_text(_domain_xml(f"b{i:02d}"))
+    rec = Reconciler(Layout.under(config), out=io.StringIO())
+    rec.prepare()
+    try:
+        t0 = time.perf_counter()
+        await rec.run_pass()
+        await rec.settle()
+        elapsed = time.perf_counter() - t0
+        states = {vm.proc.name: (await vm.proc.query_status()).status for vm in rec.vms.values()}
+        if len(states) != count or set(states.values()) != {"running"}:
+            raise RuntimeError(f"not all VMs running: {states}; failures {rec.failures}")
+        return elapsed
+    finally:
+        for vm in list(rec.vms.values()):
+            with contextlib.suppress(Exception):
+                await vm.proc.stop(reason="bench", shutdown_timeout=0, graceful=False)
+        await rec.detach_all()
+
+
+async def _greet(sock: Path, proc: asyncio.subprocess.Process, timeout: float = 30.0
+                 ) -> QMPClient:
+    """Connect to a bare QEMU's QMP socket as soon as it accepts (polling every 5 ms).
+
+    Like any careful client, it waits for the socket file before trying to connect.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        if sock.exists():
+            client = QMPClient("floor")
+            try:
+                await client.connect(str(sock))
+                return client
+            except Exception:
+                if proc.returncode is not None or time.monotonic() > deadline:
+                    raise
+        elif proc.returncode is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"QEMU exited ({proc.returncode}) or never made {sock}")
+        await asyncio.sleep(0.005)
+
+
+async def _floor_round(base: Path, count: int) -> float:
+    """Seconds from spawning `count` bare QEMUs until each one's QMP has greeted; quits them."""
+    socks = [base / f"f{count}-{i}.sock" for i in range(count)]
+    procs: list[asyncio.subprocess.Process] = []
+    clients: list[QMPClient] = []
+    try:
+        t0 = time.perf_counter()
+        procs = list(await asyncio.gather(*(
+            asyncio.create_subprocess_exec(
+                QEMU_BIN, "-S", "-nodefaults", "-display", "none", "-machine", "pc",
+                "-accel", "tcg", "-m", "64", "-qmp", f"unix:{sock},server=on,wait=off",
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL)
+            for sock in socks)))
+        clients = list(await asyncio.gather(*(_greet(s, p) for s, p in zip(socks, procs,
+                                                                            strict=True))))
+        return time.perf_counter() - t0
+    finally:
+        for client in clients:
+            with contextlib.suppress(Exception):
+                await client.execute("quit")
+            with contextlib.suppress(Exception):
+                await client.disconnect()
+        for proc in procs:
+            try:
+                await asyncio.wait_for(proc.wait(), 5)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        for sock in socks:
+            sock.unlink(missing_ok=True)
+
+
+def _kill_leftovers(base: Path) -> list[int]:
+    """SIGKILL every process whose command line mentions a path below `base`; return their pids."""
+    needle = os.fsencode(f"{base}/")
+    killed = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            if needle not in Path(f"/proc/{entry}/cmdline").read_bytes():
+                continue
+            os.kill(int(entry), signal.SIGKILL)
+        except OSError:
+            continue
+        killed.append(int(entry))
+    return killed
+
+
+def bench_start_latency() -> None:
+    """Print qemud's start -> QMP running latency for 1 and 10 VMs beside bare QEMU's floor."""
+    if shutil.which(QEMU_BIN) is None:
+        print(f"start latency: skipped ({QEMU_BIN} not installed)")
+        return
+    # A short path: QMP socket paths must fit in 107 bytes.
+    base = Path(tempfile.mkdtemp(prefix="qdb", dir="/tmp"))
+    os.chmod(base, 0o700)
+    results: dict[int, tuple[list[float], list[float]]] = {}
+    try:
+        for count in COUNTS:
+            ours: list[float] = []
+            floor: list[float] = []
+            for _ in range(ROUNDS):
+                floor.append(asyncio.run(_floor_round(base, count)))
+                ours.append(asyncio.run(_qemud_round(base, count)))
+            results[count] = (ours, floor)
+    finally:
+        leftovers = _kill_leftovers(base)
+        shutil.rmtree(base, ignore_errors=True)
+    print(f"start latency: start -> QMP running (median of {ROUNDS}, rounds alternate); "
+          "floor: bare QEMU until its QMP greets")
+    for count, (ours, floor) in results.items():
+        med, fmed = statistics.median(ours), statistics.median(floor)
+        ratio = med / fmed
+        verdict = "ok" if ratio <= TARGET_RATIO else f"OVER the {TARGET_RATIO}x target"
+        label = f"{count} VM" + ("s in one pass" if count > 1 else "")
+        print(f"  {label:<18} qemud {med * 1000:7.1f} ms   floor {fmed * 1000:7.1f} ms   "
+              f"ratio {ratio:4.2f}x ({verdict})   "
+              f"[qemud {', '.join(f'{x * 1000:.0f}' for x in ours)} ms; "
+              f"floor {', '.join(f'{x * 1000:.0f}' for x in floor)} ms]")
+    if leftovers:
+        print(f"  warning: killed leftover processes {leftovers}")
+
+
+if __name__ == "__main__":
+    bench_start_latency()
