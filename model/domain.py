@@ -167,6 +167,8 @@ class Disk(Frozen):
         """Guarantee a disk has a source, and only cdroms and floppies can be empty."""
         if self.source is None and self.device == "disk":
             raise ValueError("a disk needs <source>; only a cdrom or a floppy may be empty")
+        if self.source == "":  # QEMU: A block device must be specified for "file"
+            raise ValueError("<source> names no file; give its path, or remove <source>")
         return self
 
 
