@@ -74,40 +74,33 @@ def load(data: bytes) -> Node:
     return Node(root)
 
 
-def _local(tag: object) -> str | None:
-    """Return an element's local name, or None for comments and processing instructions."""
-    if not isinstance(tag, str):
-        return None
-    return tag.rsplit("}", 1)[-1]
-
-
-def _namespace(tag: str) -> str | None:
-    """Return an element's namespace URI, or None when it has none."""
-    return tag[1:].split("}", 1)[0] if tag.startswith("{") else None
-
-
-@dataclass
 class Node:
     """An element being read; it remembers which attributes and children were looked at.
 
-    `leftovers()` then lists what no reader consumed, so unsupported settings are reported
-    instead of silently dropped.
+    `leftover_attrs()` and `leftover_children()` then list what no reader consumed, so
+    unsupported settings are reported instead of silently dropped. Name, namespace and the
+    index of children by name are computed once per element: parsing is a hot path.
     """
 
-    element: etree._Element
-    _seen_attrs: set[str] = field(default_factory=set)
-    _seen_children: set[int] = field(default_factory=set)
-    _kids: list[Node] | None = None
+    __slots__ = ("_by_name", "_index", "_kids", "_seen_attrs", "_seen_children", "element",
+                 "namespace", "tag")
 
-    @property
-    def tag(self) -> str:
-        """The element's local name (namespace stripped)."""
-        return _local(self.element.tag) or ""
-
-    @property
-    def namespace(self) -> str | None:
-        """The element's namespace URI, or None."""
-        return _namespace(str(self.element.tag))
+    def __init__(self, element: etree._Element, index: int = 0) -> None:
+        self.element = element
+        raw = element.tag
+        text = raw if isinstance(raw, str) else ""
+        if text.startswith("{"):
+            uri, _, local = text[1:].partition("}")
+            self.namespace: str | None = uri
+            self.tag: str = local
+        else:
+            self.namespace = None
+            self.tag = text
+        self._index = index
+        self._seen_attrs: set[str] = set()
+        self._seen_children: set[int] = set()
+        self._kids: list[Node] | None = None
+        self._by_name: dict[tuple[str, str | None], list[Node]] | None = None
 
     @property
     def line(self) -> int | None:
@@ -139,15 +132,24 @@ class Node:
     def kids(self) -> list[Node]:
         """All child elements (comments and processing instructions skipped), in order."""
         if self._kids is None:
-            self._kids = [Node(e) for e in self.element if _local(e.tag) is not None]
+            elements = [e for e in self.element if isinstance(e.tag, str)]
+            self._kids = [Node(e, i) for i, e in enumerate(elements)]
         return self._kids
+
+    def _named(self) -> dict[tuple[str, str | None], list[Node]]:
+        """Children grouped by (local name, namespace), in document order."""
+        if self._by_name is None:
+            groups: dict[tuple[str, str | None], list[Node]] = {}
+            for kid in self.kids():
+                groups.setdefault((kid.tag, kid.namespace), []).append(kid)
+            self._by_name = groups
+        return self._by_name
 
     def children(self, tag: str, namespace: str | None = None) -> Iterator[Node]:
         """Yield (and mark as consumed) the children with this local name and namespace."""
-        for i, kid in enumerate(self.kids()):
-            if kid.tag == tag and kid.namespace == namespace:
-                self._seen_children.add(i)
-                yield kid
+        for kid in self._named().get((tag, namespace), ()):
+            self._seen_children.add(kid._index)
+            yield kid
 
     def child(self, tag: str, namespace: str | None = None) -> Node | None:
         """Return (and mark as consumed) the first child with this name, or None."""
@@ -155,24 +157,25 @@ class Node:
 
     def consume(self, node: Node) -> None:
         """Mark one child as consumed (used when iterating over `kids()` directly)."""
-        for i, kid in enumerate(self.kids()):
-            if kid is node:
-                self._seen_children.add(i)
+        self._seen_children.add(node._index)
 
     def ignore(self, *tags: str) -> None:
         """Mark children with these names (any namespace) as consumed without reading them."""
-        for i, kid in enumerate(self.kids()):
-            if kid.tag in tags:
-                self._seen_children.add(i)
+        for (tag, _), kids in self._named().items():
+            if tag in tags:
+                self._seen_children.update(k._index for k in kids)
 
     def leftover_attrs(self) -> list[str]:
         """Unqualified attributes nobody read; namespaced attributes are never reported."""
-        return [str(a) for a in self.element.attrib if not str(a).startswith("{")
-                and str(a) not in self._seen_attrs]
+        seen = self._seen_attrs
+        return [str(a) for a in self.element.attrib
+                if not str(a).startswith("{") and str(a) not in seen]
 
     def leftover_children(self) -> list[Node]:
         """Child elements nobody consumed, in document order."""
-        return [k for i, k in enumerate(self.kids()) if i not in self._seen_children]
+        if len(self._seen_children) == len(self.kids()):
+            return []
+        return [k for k in self.kids() if k._index not in self._seen_children]
 
 
 @dataclass(frozen=True)

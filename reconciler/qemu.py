@@ -82,7 +82,7 @@ _LIFECYCLE_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}\+0000: ")
 _MAX_QEMU_MESSAGE = 4096
 
 #: Pause between attempts to connect to a QMP socket that is not there yet.
-_CONNECT_RETRY = 0.02
+_CONNECT_RETRY = 0.005
 
 
 # --------------------------------------------------------------------------
