@@ -21,7 +21,7 @@ from typing import Any, Literal, TextIO
 import model
 from model.edit import set_state
 from reconciler.errors import ReconcilerError
-from reconciler.loop import DirLock, Reconciler, exit_code
+from reconciler.loop import DAEMON_LOCK, DirLock, Reconciler, exit_code
 from reconciler.paths import Layout
 from reconciler.plan import Action, Start, Stop, Wait
 from reconciler.scan import Scanner, is_domain_file
@@ -211,7 +211,7 @@ def cmd_set_state(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return EXIT_INVALID
     write_atomic(path, new, stat.S_IMODE(path.stat().st_mode))
     out.write(f"{args.name}: desired state is now {state} ({path})\n")
-    if DirLock(layout.run_dir / "daemon.lock").held_elsewhere():
+    if DirLock(layout.run_dir / DAEMON_LOCK).held_elsewhere():
         out.write("the running daemon applies it\n")
         return EXIT_OK
     rec = Reconciler(layout, out=err)

@@ -49,9 +49,20 @@ from reconciler.policy import ExitKind, RestartState, after_exit, should_restart
 from reconciler.qemu import Exit, Primitives, QemuProcess, QmpEvent, Timeouts
 from reconciler.qemu import Phase as ProcPhase
 from reconciler.scan import FileIssue, FileKey, Scan, Scanner, is_domain_file
-from reconciler.status import DomainStatus, FileError, StatusWriter, iso, write_atomic
+from reconciler.status import (
+    DomainStatus,
+    FileError,
+    StatusWriter,
+    iso,
+    read_status,
+    write_atomic,
+)
 
 MEMORY_FILE = "exits.json"
+DAEMON_LOCK = "daemon.lock"
+"""Held by the daemon for its whole life; holds its pid (for `reconcile --once` to signal)."""
+SETTLED_FILE = "settled"
+"""Wall-clock start of the daemon's last pass after which no action was under way."""
 DEFINITION_FILE = "domain.xml"
 """Copy of the definition a VM was started with, in its runtime folder (like libvirt's status XML)."""
 
@@ -102,6 +113,20 @@ class DirLock:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+    def set_owner(self, pid: int) -> None:
+        """Write the holder's pid into the lock file (the lock itself is the flock)."""
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, f"{pid}\n".encode(), 0)
+
+    def owner(self) -> int | None:
+        """The pid written by the holder, or None."""
+        try:
+            text = self.path.read_text().strip()
+        except OSError:
+            return None
+        return int(text) if text.isdigit() else None
 
     def held_elsewhere(self) -> bool:
         """Whether another process holds the lock right now."""
@@ -527,14 +552,21 @@ class Reconciler:
 
     async def once(self, *, lock_timeout: float = 120.0, dry_run: bool = False
                    ) -> PassResult:
-        """`reconcile --once`: passes until every action has finished; returns the last one."""
+        """`reconcile --once`: passes until every action has finished; returns the last one.
+
+        When a daemon serves the directory, it owns the VMs (and their only QMP connection):
+        instead of acting twice, this asks the daemon for a full pass, waits (bounded) until a
+        pass that began after the request has settled, and reports the daemon's status files.
+        """
         self.prepare()
+        daemon = DirLock(self.layout.run_dir / DAEMON_LOCK)
+        if not dry_run and daemon.held_elsewhere():
+            return await self._delegate(daemon, lock_timeout)
         await self.lock.acquire(lock_timeout)
         try:
-            if not dry_run and DirLock(self.layout.run_dir / "daemon.lock").held_elsewhere():
-                # the daemon owns the VMs (and their only QMP connection): adopting them fails
-                # and this pass would publish them as stopped
-                raise DaemonServesError(self.layout.config_dir)
+            if not dry_run and daemon.held_elsewhere():  # a daemon started meanwhile
+                self.lock.release()
+                return await self._delegate(daemon, lock_timeout)
             result = await self.run_pass(dry_run=dry_run)
             if dry_run:
                 return result
@@ -548,6 +580,29 @@ class Reconciler:
             await self.detach_all()
             self.lock.release()
 
+    async def _delegate(self, daemon: DirLock, timeout: float) -> PassResult:
+        """Have the daemon run a full pass (SIGUSR1) and wait for it to settle; see `once`."""
+        pid = daemon.owner()
+        if pid is None:
+            raise DaemonServesError(self.layout.config_dir)
+        asked = time.time()
+        self.say(f"a daemon (pid {pid}) serves this directory; asking it for a full pass")
+        try:
+            os.kill(pid, signal.SIGUSR1)
+        except OSError as exc:
+            raise DaemonServesError(self.layout.config_dir) from exc
+        deadline = time.monotonic() + timeout
+        marker = self.layout.run_dir / SETTLED_FILE
+        while True:
+            with contextlib.suppress(OSError, ValueError):
+                if float(marker.read_text().strip() or 0) >= asked:
+                    break
+            if time.monotonic() >= deadline:
+                raise LockTimeoutError(marker, timeout)
+            await asyncio.sleep(0.02)
+        current = read_status(self.layout.status_dir)
+        return PassResult((), current.domains if current else ())
+
     async def serve(self, *, resync: float = 30.0, debounce: float = 0.05) -> None:
         """The daemon: run passes when woken, until SIGTERM or SIGINT; VMs keep running after.
 
@@ -556,13 +611,14 @@ class Reconciler:
         drops the parse cache), and a full resync every `resync` seconds as a safety net.
         """
         self.prepare()
-        daemon_lock = DirLock(self.layout.run_dir / "daemon.lock")
+        daemon_lock = DirLock(self.layout.run_dir / DAEMON_LOCK)
         for _ in range(10):  # `held_elsewhere()` (--once, start, stop) takes it for an instant
             if daemon_lock.try_acquire():
                 break
             await asyncio.sleep(0.02)
         else:
             raise AlreadyRunningError(daemon_lock.path)
+        daemon_lock.set_owner(os.getpid())
         loop = asyncio.get_running_loop()
         stopping = asyncio.Event()
         pending: list[asyncio.TimerHandle] = []
@@ -584,7 +640,12 @@ class Reconciler:
             loop.call_soon_threadsafe(debounced)
 
         observer = watch([self.layout.config_dir, self.layout.run_dir], notify)
+        def requested() -> None:
+            """SIGUSR1 from `reconcile --once`: run a full pass now (it waits for it to settle)."""
+            self.wake.set()
+
         loop.add_signal_handler(signal.SIGHUP, rescan)
+        loop.add_signal_handler(signal.SIGUSR1, requested)
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stopping.set)
         self.say(f"watching {self.layout.config_dir} (pid {os.getpid()})")
@@ -605,18 +666,25 @@ class Reconciler:
                         break
                     await asyncio.sleep(0.05)
                 else:
+                    began = self.clock()
                     await self.run_pass()
                     if not self._tasks:
                         self.lock.release()
+                        self._mark_settled(began)  # all asked for before `began` is done
         finally:
             self.say("exiting; VMs keep running and are adopted by the next reconciler")
             observer.stop()
-            for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            for signum in (signal.SIGHUP, signal.SIGUSR1, signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
             await self.detach_all()
             self.lock.release()
             daemon_lock.release()
             observer.join(timeout=2)
+
+    def _mark_settled(self, since: float) -> None:
+        """Record that everything asked for since `since` (wall clock) is done (`run/settled`)."""
+        with contextlib.suppress(OSError):
+            write_atomic(self.layout.run_dir / SETTLED_FILE, f"{since!r}\n".encode())
 
     async def detach_all(self) -> None:
         """Let go of every VM without stopping it (they are adopted next time)."""

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import model
 from tests.bench.lifecycle import bench_start_latency
+from tests.bench.loop import bench_loop
 from tests.support.domains import write_domains
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -119,7 +120,8 @@ def bench_validate_cli() -> None:
         print(f"  stderr: {done.stderr.decode(errors='replace')[-500:]}")
 
 
-BENCHES: list[Callable[[], None]] = [bench_parse, bench_validate_cli, bench_start_latency]
+BENCHES: list[Callable[[], None]] = [bench_parse, bench_validate_cli, bench_loop,
+                                     bench_start_latency]
 """Run in this order; later benchmarks (process start latency, scan passes) go here too."""
 
 
