@@ -257,22 +257,33 @@ class Reconciler:
         scan = self.scanner.scan(running_files)
         desired = self._desired(scan, now)
         self._scan = scan
-        live = {u: Live(u, vm.proc.name, vm.proc.pid or 0, self._phase(vm), vm.domain)
-                for u, vm in self.vms.items()}
-        observed = Observed(live, dict(self.ended), self._orphans())
-        actions = plan(desired, observed, now)
+        actions = self._plan(desired, now)
         if dry_run:
             return PassResult(tuple(actions), ())
+        adopt = [a for a in actions if isinstance(a, Adopt)]
+        if adopt:
+            # adoption first and inline (it is quick): the plan and the status then see the
+            # adopted VMs as they are, never as stopped for a moment
+            await asyncio.gather(*(self._act(a, desired) for a in adopt))
+            actions = [*adopt, *(a for a in self._plan(desired, now)
+                                 if not isinstance(a, Adopt))]
         for action in actions:
             if isinstance(action, Wait):
                 self._wake_later(action.until)
-            elif action.uuid not in self._tasks:
+            elif not isinstance(action, Adopt) and action.uuid not in self._tasks:
                 task = asyncio.get_running_loop().create_task(self._act(action, desired))
                 self._tasks[action.uuid] = task
                 if isinstance(action, Stop) and action.uuid in self.vms:
                     self.vms[action.uuid].stopping = True  # published below, not after the stop
+        await asyncio.sleep(0)  # let new start tasks register their VMs: published as starting
         statuses = self.publish(desired)
         return PassResult(tuple(actions), tuple(statuses))
+
+    def _plan(self, desired: dict[uuidlib.UUID, Want], now: float) -> list[Action]:
+        """`plan()` on what is known right now about owned VMs, exits and runtime folders."""
+        live = {u: Live(u, vm.proc.name, vm.proc.pid or 0, self._phase(vm), vm.domain)
+                for u, vm in self.vms.items()}
+        return plan(desired, Observed(live, dict(self.ended), self._orphans()), now)
 
     async def settle(self, timeout: float | None = None) -> None:
         """Wait until every action under way has finished (used by --once and tests)."""
