@@ -357,7 +357,8 @@ class Reconciler:
         model_xml = model.to_xml(domain)
         with contextlib.suppress(OSError):
             (paths.vm_dir / DEFINITION_FILE).write_bytes(model_xml)
-        vm.vnc = await _vnc_of(proc)
+        if domain.devices.graphics:
+            vm.vnc = await _vnc_of(proc)
         self.say(f"{want.name}: running, pid {proc.pid}")
 
     async def _stop(self, action: Stop) -> None:
