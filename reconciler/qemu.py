@@ -194,6 +194,9 @@ def spawn_detached(argv: Sequence[str], log_fd: int) -> int:
     binary cannot be executed.
     """
     devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    # posix_spawn cannot set the child's umask; the child inherits ours, so for the instant of
+    # the spawn it is 177: QEMU's QMP socket, pidfile and console logs are then private (0600)
+    old_umask = os.umask(0o177)
     try:
         return os.posix_spawnp(
             argv[0],
@@ -209,6 +212,7 @@ def spawn_detached(argv: Sequence[str], log_fd: int) -> int:
             setsigmask=(),
         )
     finally:
+        os.umask(old_umask)
         os.close(devnull)
 
 

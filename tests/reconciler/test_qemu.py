@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -247,6 +248,8 @@ def test_start_query_and_stop_when_guest_ignores_powerdown(layout: Layout) -> No
     exits: list[Exit] = []
     events: list[QmpEvent] = []
     vm = new_vm(layout, on_exit=exits.append, on_event=events.append)
+    umask = os.umask(0o022)
+    os.umask(umask)
 
     async def scenario() -> tuple[Exit, float]:
         await vm.start()
@@ -254,6 +257,10 @@ def test_start_query_and_stop_when_guest_ignores_powerdown(layout: Layout) -> No
         assert vm.pid is not None
         assert read_pidfile(vm.paths.pidfile) == vm.pid
         assert b"-S" in Path(f"/proc/{vm.pid}/cmdline").read_bytes().split(b"\0")
+        # QEMU creates its socket and pidfile private, whatever our umask is
+        assert stat.S_IMODE(os.stat(vm.paths.qmp_socket).st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(vm.paths.pidfile).st_mode) == 0o600
+        assert os.umask(umask) == umask, "spawning must restore the reconciler's umask"
         status = await vm.query_status()
         assert (status.status, status.running) == ("running", True)
         assert await vm.query_vnc() is None
