@@ -63,6 +63,10 @@ class StatusFile(BaseModel):
     domains: tuple[DomainStatus, ...] = ()
 
 
+SUMMARY = "status.json"
+"""The file listing every domain; a domain named `status` is found only there."""
+
+
 def iso(ts: float | None) -> str | None:
     """Render a Unix time as an ISO 8601 UTC timestamp with milliseconds (None stays None)."""
     if ts is None:
@@ -142,11 +146,13 @@ class StatusWriter:
                 a is b for a, b in zip(final, last, strict=True)):
             return final  # nothing changed since the last publish: no file to touch
         self._final = final
-        keep: set[str] = {"status.json"}
+        keep: set[str] = {SUMMARY}
         for dom in final:
             fname = f"{dom.name}.json"
             if dom.state in placeholder and fname in keep:
                 continue  # a name-clash loser: listed in status.json, never over the winner
+            if fname == SUMMARY:
+                continue  # a domain named "status": only in status.json, which it would overwrite
             keep.add(fname)
             if self._objects.get(fname) is not dom:
                 self._write(fname, _dump(dom))
@@ -154,7 +160,7 @@ class StatusWriter:
         # something changed (else we returned above), so the summary is as of now: the newest
         # domain stamp alone would go back in time when only a removal changed it
         stamp = max([d.updated_at for d in final] + [iso(now) or ""])
-        self._write("status.json", _dump(StatusFile(updated_at=stamp, domains=tuple(final))))
+        self._write(SUMMARY, _dump(StatusFile(updated_at=stamp, domains=tuple(final))))
         for path in self.directory.glob("*.json"):
             if path.name not in keep:
                 path.unlink(missing_ok=True)
@@ -171,6 +177,6 @@ def _stable(model: DomainStatus) -> bytes:
 def read_status(directory: Path) -> StatusFile | None:
     """Read `status.json` from a status directory; None when there is none yet."""
     try:
-        return StatusFile.model_validate_json((directory / "status.json").read_bytes())
+        return StatusFile.model_validate_json((directory / SUMMARY).read_bytes())
     except FileNotFoundError:
         return None

@@ -160,6 +160,17 @@ def test_publish_writes_one_file_per_domain_and_status_json(tmp_path: Path) -> N
         assert (tmp_path / name).read_bytes().endswith(b"}\n")
 
 
+def test_a_domain_named_status_is_listed_in_status_json_and_never_overwrites_it(
+        tmp_path: Path) -> None:
+    writer = StatusWriter(tmp_path)
+    named_status, other = st("status", pid=7), st("b", T0 + 1)
+    writer.publish([named_status, other], T0 + 2)
+    assert listing(tmp_path) == ["b.json", "status.json"]
+    summary = read_status(tmp_path)
+    assert summary is not None
+    assert summary.domains == (other, named_status)
+
+
 def test_publish_keeps_unchanged_domains_and_files(tmp_path: Path) -> None:
     writer = StatusWriter(tmp_path)
     writer.publish([st("a"), st("b")], T0)
