@@ -642,9 +642,10 @@ class Reconciler:
             pending[:] = [loop.call_later(debounce, self.wake.set)]
 
         def rescan() -> None:
-            """SIGHUP: forget the parse cache and run a full pass."""
+            """SIGHUP: forget the parse cache and what was published; run a full pass."""
             self.say("SIGHUP: full rescan")
             self.scanner = Scanner(self.layout.config_dir)
+            self.writer = StatusWriter(self.layout.status_dir)  # rewrites every status file
             self.wake.set()
 
         def notify() -> None:
