@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid as uuidlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -146,6 +147,14 @@ class _Entry:
     errors: tuple[FileIssue, ...]
     last_good: model.Parsed | None
     good_key: FileKey | None
+    racy: bool = False
+    """Modified so recently that a same-size rewrite could keep (mtime, size, inode): reread."""
+
+
+RACY_NS = 100_000_000
+"""A file modified less than this long before it was read may change again without changing its
+key (mtime has the kernel's coarse-clock granularity), so it is read again on the next pass, as
+git does for its "racily clean" index entries."""
 
 
 @dataclass
@@ -157,6 +166,7 @@ class Scanner:
 
     config_dir: Path
     parse: Callable[[bytes, str], model.Parsed] = model.parse
+    clock_ns: Callable[[], int] = time.time_ns
     _cache: dict[str, _Entry] = field(default_factory=dict)
 
     def _read(self, path: str, key: FileKey, old: _Entry | None) -> _Entry:
@@ -193,9 +203,14 @@ class Scanner:
                 continue  # vanished between listing and stat: judged on the next pass
             key = FileKey(st.st_mtime_ns, st.st_size, st.st_ino)
             old = self._cache.get(entry.path)
-            if old is None or old.key != key:
-                old = self._read(entry.path, key, old)
+            if old is None or old.key != key or old.racy:
+                new = self._read(entry.path, key, old)
                 parsed += 1
+                if (old is not None and old.key == key and new.parsed is not None
+                        and old.parsed is not None and new.parsed.domain == old.parsed.domain):
+                    new = old  # a racy entry read again, unchanged: keep the same objects
+                new.racy = self.clock_ns() - key.mtime_ns < RACY_NS
+                old = new
             seen[entry.path] = old
         self._cache = seen
         candidates: list[Candidate] = []

@@ -14,6 +14,7 @@ import pytest
 
 import model
 from reconciler.scan import (
+    RACY_NS,
     Candidate,
     Conflict,
     FileKey,
@@ -26,6 +27,12 @@ from reconciler.scan import (
 U1 = uuidlib.UUID("11111111-1111-4111-8111-111111111111")
 U2 = uuidlib.UUID("22222222-2222-4222-8222-222222222222")
 U3 = uuidlib.UUID("33333333-3333-4333-8333-333333333333")
+
+
+
+def long_after() -> int:
+    """A clock far past every file's mtime: no entry is racily clean, keys alone decide."""
+    return 2**62
 
 
 def dom(name: str, uuid: uuidlib.UUID | None = None, memory: int = 64, state: str = "running") -> bytes:
@@ -133,7 +140,7 @@ def test_only_xml_files_directly_in_the_directory_count(tmp_path: Path, counting
     write(tmp_path / "dir.xml" / "inner.xml", dom("inner"))
     os.mkfifo(tmp_path / "fifo.xml")  # opening it would block the scanner forever
     with unix_socket(tmp_path / "sock.xml"):
-        scanner = Scanner(tmp_path, parse=counting)
+        scanner = Scanner(tmp_path, clock_ns=long_after, parse=counting)
         scan = scanner.scan()
     assert {c.name for c in scan.domains.values()} == {"good"}
     assert scan.invalid == ()
@@ -143,7 +150,7 @@ def test_only_xml_files_directly_in_the_directory_count(tmp_path: Path, counting
 
 
 def test_a_missing_directory_is_an_empty_scan(tmp_path: Path) -> None:
-    scan = Scanner(tmp_path / "nope").scan()
+    scan = Scanner(tmp_path / "nope", clock_ns=long_after).scan()
     assert (dict(scan.domains), scan.conflicts, scan.invalid, scan.parsed) == ({}, (), (), 0)
 
 
@@ -153,7 +160,7 @@ def test_symlinked_file_counts_but_a_dangling_link_does_not(tmp_path: Path) -> N
     target = write(tmp_path / "elsewhere.xml", dom("linked"))
     (cfg / "linked.xml").symlink_to(target)
     (cfg / "dangling.xml").symlink_to(tmp_path / "missing.xml")
-    scan = Scanner(cfg).scan()
+    scan = Scanner(cfg, clock_ns=long_after).scan()
     assert [c.name for c in scan.domains.values()] == ["linked"]
     assert scan.invalid == ()
 
@@ -164,7 +171,7 @@ def test_symlinked_file_counts_but_a_dangling_link_does_not(tmp_path: Path) -> N
 def test_an_unchanged_file_is_never_reparsed(tmp_path: Path, counting: CountingParse) -> None:
     write(tmp_path / "a.xml", dom("a", U1))
     write(tmp_path / "b.xml", dom("b", U2))
-    scanner = Scanner(tmp_path, parse=counting)
+    scanner = Scanner(tmp_path, clock_ns=long_after, parse=counting)
     first = scanner.scan()
     assert first.parsed == 2
     assert sorted(counting.calls) == ["a.xml", "b.xml"]
@@ -177,7 +184,7 @@ def test_an_unchanged_file_is_never_reparsed(tmp_path: Path, counting: CountingP
 
 def test_an_invalid_unchanged_file_is_not_reparsed_either(tmp_path: Path, counting: CountingParse) -> None:
     write(tmp_path / "bad.xml", NOT_WELL_FORMED)
-    scanner = Scanner(tmp_path, parse=counting)
+    scanner = Scanner(tmp_path, clock_ns=long_after, parse=counting)
     assert scanner.scan().parsed == 1
     second = scanner.scan()
     assert second.parsed == 0
@@ -222,7 +229,7 @@ def test_a_changed_key_is_reparsed(tmp_path: Path, counting: CountingParse, chan
                                    new_memory: int, differs: str) -> None:
     path = write(tmp_path / "a.xml", dom("a", U1, memory=64))
     write(tmp_path / "other.xml", dom("other", U2))
-    scanner = Scanner(tmp_path, parse=counting)
+    scanner = Scanner(tmp_path, clock_ns=long_after, parse=counting)
     scanner.scan()
     before = key_of(path)
     counting.calls.clear()
@@ -242,7 +249,7 @@ def test_a_changed_key_is_reparsed(tmp_path: Path, counting: CountingParse, chan
 def test_the_key_is_the_whole_story(tmp_path: Path, counting: CountingParse) -> None:
     """A same-size in-place rewrite with the mtime put back is invisible by design (one stat per file)."""
     path = write(tmp_path / "a.xml", dom("a", U1, memory=64))
-    scanner = Scanner(tmp_path, parse=counting)
+    scanner = Scanner(tmp_path, clock_ns=long_after, parse=counting)
     scanner.scan()
     st = path.stat()
     with open(path, "r+b") as fh:
@@ -259,7 +266,7 @@ def test_the_key_is_the_whole_story(tmp_path: Path, counting: CountingParse) -> 
 
 def test_a_known_domain_whose_file_breaks_keeps_its_definition(tmp_path: Path) -> None:
     path = write(tmp_path / "a.xml", dom("a", U1, memory=64))
-    scanner = Scanner(tmp_path)
+    scanner = Scanner(tmp_path, clock_ns=long_after)
     good = scanner.scan().domains[U1]
     assert good.errors == ()
     path.write_bytes(BAD_MEMORY)
@@ -299,7 +306,7 @@ def test_a_known_domain_whose_file_breaks_keeps_its_definition(tmp_path: Path) -
 def test_a_new_invalid_file_is_listed_as_invalid(tmp_path: Path, data: bytes, line: int) -> None:
     write(tmp_path / "ok.xml", dom("ok", U2))
     path = write(tmp_path / "bad.xml", data)
-    scan = Scanner(tmp_path).scan()
+    scan = Scanner(tmp_path, clock_ns=long_after).scan()
     assert list(scan.domains) == [U2]
     assert len(scan.invalid) == 1
     bad = scan.invalid[0]
@@ -310,7 +317,7 @@ def test_a_new_invalid_file_is_listed_as_invalid(tmp_path: Path, data: bytes, li
 def test_invalid_files_are_sorted_by_path(tmp_path: Path) -> None:
     for fname in ("c.xml", "a.xml", "b.xml"):
         write(tmp_path / fname, NOT_WELL_FORMED)
-    scan = Scanner(tmp_path).scan()
+    scan = Scanner(tmp_path, clock_ns=long_after).scan()
     assert [i.path.name for i in scan.invalid] == ["a.xml", "b.xml", "c.xml"]
     assert all(isinstance(i, Invalid) and i.errors for i in scan.invalid)
 
@@ -325,7 +332,7 @@ def test_an_unreadable_file_is_invalid_not_fatal_and_keeps_its_last_good(tmp_pat
         return model.parse(data, file)
 
     known = write(tmp_path / "known.xml", dom("known", U1))
-    scanner = Scanner(tmp_path, parse=parse)
+    scanner = Scanner(tmp_path, clock_ns=long_after, parse=parse)
     good = scanner.scan().domains[U1]
     fail["on"] = True
     touch(known, b"")
@@ -344,7 +351,7 @@ def test_an_unreadable_file_is_invalid_not_fatal_and_keeps_its_last_good(tmp_pat
 @pytest.mark.parametrize("uuid", [U1, None], ids=["explicit-uuid", "uuid-from-name"])
 def test_a_renamed_file_keeps_its_uuid(tmp_path: Path, uuid: uuidlib.UUID | None) -> None:
     old = write(tmp_path / "a.xml", dom("vm", uuid))
-    scanner = Scanner(tmp_path)
+    scanner = Scanner(tmp_path, clock_ns=long_after)
     (first,) = scanner.scan().domains.items()
     expected = uuid if uuid is not None else model.uuid_for_name("vm")
     assert first[0] == expected
@@ -360,7 +367,7 @@ def test_a_deleted_file_disappears(tmp_path: Path, counting: CountingParse) -> N
     a = write(tmp_path / "a.xml", dom("a", U1))
     write(tmp_path / "b.xml", dom("b", U2))
     bad = write(tmp_path / "bad.xml", NOT_WELL_FORMED)
-    scanner = Scanner(tmp_path, parse=counting)
+    scanner = Scanner(tmp_path, clock_ns=long_after, parse=counting)
     assert set(scanner.scan().domains) == {U1, U2}
     a.unlink()
     bad.unlink()
@@ -372,7 +379,7 @@ def test_a_deleted_file_disappears(tmp_path: Path, counting: CountingParse) -> N
 
 def test_a_deleted_file_forgets_its_last_good_version(tmp_path: Path) -> None:
     a = write(tmp_path / "a.xml", dom("a", U1))
-    scanner = Scanner(tmp_path)
+    scanner = Scanner(tmp_path, clock_ns=long_after)
     scanner.scan()
     a.unlink()
     scanner.scan()
@@ -470,7 +477,7 @@ def test_scan_resolves_clashes(tmp_path: Path, files: list[tuple[str, str, uuidl
                                conflicts: list[tuple[str, str, str]]) -> None:
     for fname, name, uuid in files:
         write(tmp_path / fname, dom(name, uuid))
-    scan = Scanner(tmp_path).scan({u: tmp_path / f for u, f in running.items()})
+    scan = Scanner(tmp_path, clock_ns=long_after).scan({u: tmp_path / f for u, f in running.items()})
     assert _shape(tmp_path, dict(scan.domains), scan.conflicts) == (winners, conflicts)
     by_file = {c.path.name: c for c in scan.domains.values()}
     for conflict in scan.conflicts:
@@ -487,9 +494,40 @@ def test_scan_resolves_clashes(tmp_path: Path, files: list[tuple[str, str, uuidl
 def test_a_clash_loser_that_is_invalid_now_still_loses_with_its_last_good_version(tmp_path: Path) -> None:
     write(tmp_path / "web.xml", dom("web", U1))
     copy = write(tmp_path / "copy.xml", dom("web", U2))
-    scanner = Scanner(tmp_path)
+    scanner = Scanner(tmp_path, clock_ns=long_after)
     scanner.scan()
     copy.write_bytes(NOT_WELL_FORMED + b"\n")
     scan = scanner.scan()
     assert [c.path.name for c in scan.domains.values()] == ["web.xml"]
     assert [(c.loser.name, c.winner.name) for c in scan.conflicts] == [("copy.xml", "web.xml")]
+
+
+def test_a_racily_clean_file_is_read_again_on_the_next_pass(tmp_path: Path,
+                                                            counting: CountingParse) -> None:
+    """Written within RACY_NS of being read, a file may change again keeping (mtime, size,
+    inode) (coarse mtime ticks): it is read once more on the next pass, then trusted."""
+    path = write(tmp_path / "a.xml", dom("a", U1, memory=64))
+    st = path.stat()
+    now = [st.st_mtime_ns + 1]  # read in the same tick as the write: racy
+    scanner = Scanner(tmp_path, parse=counting, clock_ns=lambda: now[0])
+    assert scanner.scan().parsed == 1
+    with open(path, "r+b") as fh:  # same size, same inode, mtime put back: the key is unchanged
+        fh.write(dom("a", U1, memory=65))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert key_of(path) == FileKey(st.st_mtime_ns, st.st_size, st.st_ino)
+    now[0] = st.st_mtime_ns + RACY_NS  # by now the entry is old enough to be trusted
+    scan = scanner.scan()
+    assert scan.parsed == 1
+    assert scan.domains[U1].parsed.domain.memory == 65 * 1024 * 1024
+    assert scanner.scan().parsed == 0
+
+
+def test_a_racy_reread_without_change_keeps_the_same_objects(tmp_path: Path) -> None:
+    path = write(tmp_path / "a.xml", dom("a", U1, memory=64))
+    now = [path.stat().st_mtime_ns]
+    scanner = Scanner(tmp_path, clock_ns=lambda: now[0])
+    first = scanner.scan().domains[U1].parsed
+    now[0] += RACY_NS
+    second = scanner.scan()
+    assert second.parsed == 1
+    assert second.domains[U1].parsed is first
