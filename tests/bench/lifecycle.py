@@ -22,7 +22,6 @@ import contextlib
 import io
 import os
 import shutil
-import signal
 import statistics
 import tempfile
 import time
@@ -33,6 +32,7 @@ from qemu.qmp import QMPClient
 
 from reconciler.loop import Reconciler
 from reconciler.paths import Layout
+from tests.support.procs import kill_mentioning
 
 QEMU_BIN = "qemu-system-x86_64"
 ROUNDS = 5
@@ -133,23 +133,6 @@ async def _floor_round(base: Path, count: int) -> float:
             sock.unlink(missing_ok=True)
 
 
-def _kill_leftovers(base: Path) -> list[int]:
-    """SIGKILL every process whose command line mentions a path below `base`; return their pids."""
-    needle = os.fsencode(f"{base}/")
-    killed = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            if needle not in Path(f"/proc/{entry}/cmdline").read_bytes():
-                continue
-            os.kill(int(entry), signal.SIGKILL)
-        except OSError:
-            continue
-        killed.append(int(entry))
-    return killed
-
-
 def bench_start_latency() -> None:
     """Print qemud's start -> QMP running latency for 1 and 10 VMs beside bare QEMU's floor."""
     if shutil.which(QEMU_BIN) is None:
@@ -168,7 +151,7 @@ def bench_start_latency() -> None:
                 ours.append(asyncio.run(_qemud_round(base, count)))
             results[count] = (ours, floor)
     finally:
-        leftovers = _kill_leftovers(base)
+        leftovers = kill_mentioning(f"{base}/")
         shutil.rmtree(base, ignore_errors=True)
     print(f"start latency: start -> QMP running (median of {ROUNDS}, rounds alternate); "
           "floor: bare QEMU until its QMP greets")

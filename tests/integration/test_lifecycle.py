@@ -34,6 +34,7 @@ import pytest
 
 from reconciler.paths import Layout
 from tests.support.guest import READY_LINE, Guest
+from tests.support.procs import alive, cmdline_of, pids_mentioning, proc_state
 from tests.support.vms import broken_xml, guest_xml, write
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,44 +56,6 @@ _FORCE_STEPS = re.compile(r": (quit|SIGTERM|SIGKILL)\b|SIGKILL|SIGTERM")
 
 # --------------------------------------------------------------------------------------------
 # Helpers
-
-
-def alive(pid: int) -> bool:
-    """True if ``pid`` exists and is neither a zombie nor dead (an unreaped zombie is gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rfind(")") + 2] not in "ZXx"
-
-
-def proc_state(pid: int) -> str | None:
-    """The one-letter state of ``pid`` from /proc (R, S, T, Z, ...), or None if gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat[stat.rfind(")") + 2]
-
-
-def cmdline_of(pid: int) -> bytes:
-    """The raw /proc/PID/cmdline, empty if unreadable."""
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
-
-
-def pids_mentioning(base: Path) -> list[int]:
-    """Live processes (not this one) whose command line mentions a path below ``base``."""
-    needle = os.fsencode(f"{base}/")
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        if needle in cmdline_of(int(entry)) and alive(int(entry)):
-            found.append(int(entry))
-    return found
 
 
 def cpu_and_switches(pid: int) -> tuple[float, int]:
@@ -273,7 +236,7 @@ class Env:
                 candidates.add(int(path.read_text().strip()))
         # Only kill what is really ours: a recorded pid may have been reused meanwhile.
         victims = {p for p in candidates if alive(p) and needle in cmdline_of(p)}
-        victims |= set(pids_mentioning(self.base))
+        victims |= set(pids_mentioning(f"{self.base}/"))
         for pid in victims:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)

@@ -40,6 +40,7 @@ from reconciler.paths import Layout
 from reconciler.status import DomainStatus, StatusFile
 from tests.support import vms
 from tests.support.guest import READY_LINE, Guest
+from tests.support.procs import kill_mentioning, pids_mentioning
 
 try:
     import jsonschema
@@ -83,47 +84,6 @@ def light_xml(name: str, *, uuid: str | None = None, state: str = "running",
 
 
 # ---------------------------------------------------------------------------------------- processes
-
-
-def _cmdlines() -> Iterator[tuple[int, bytes]]:
-    """(pid, raw cmdline) of every process we can see (zombies have an empty one)."""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            raw = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except OSError:
-            continue
-        yield int(entry), raw
-
-
-def pids_with(text: str) -> list[int]:
-    """Pids of the processes whose command line contains `text`."""
-    needle = text.encode()
-    return sorted(pid for pid, raw in _cmdlines() if needle in raw)
-
-
-def alive(pid: int) -> bool:
-    """Whether `pid` exists and is not a zombie."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return False
-    return fields[fields.rfind(b")") + 2:][:1] not in (b"Z", b"X")
-
-
-def kill_everything_under(root: Path) -> None:
-    """SIGKILL every process whose command line mentions `root`, and wait for them to go."""
-    me = os.getpid()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        pids = [p for p in pids_with(str(root)) if p != me and alive(p)]
-        if not pids:
-            return
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.05)
 
 
 def qmp_query(socket: Path, command: str = "query-status") -> Any:
@@ -240,7 +200,7 @@ class World:
 
     def qemu(self, uuid: str) -> list[int]:
         """Live processes whose command line has `uuid` (QEMUs of that domain)."""
-        return [p for p in pids_with(uuid) if alive(p)]
+        return pids_mentioning(uuid)
 
     # -- status
 
@@ -307,7 +267,7 @@ class World:
                 daemon.proc.kill()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 daemon.proc.wait(timeout=5)
-        kill_everything_under(self.root)
+        kill_mentioning(self.root, timeout=10)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -319,7 +279,7 @@ def world() -> Iterator[World]:
         yield w
     finally:
         w.close()
-    assert not [p for p in pids_with(str(w.root)) if alive(p)], "a process outlived the cleanup"
+    assert not pids_mentioning(w.root), "a process outlived the cleanup"
 
 
 def snapshot(top: Path, skip: tuple[str, ...] = ()) -> dict[str, tuple[int, int, int, str]]:

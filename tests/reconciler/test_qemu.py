@@ -36,6 +36,7 @@ from reconciler.qemu import (
     spawn_detached,
 )
 from tests.support.guest import READY_LINE, Guest
+from tests.support.procs import alive, pids_mentioning
 
 QEMU = shutil.which("qemu-system-x86_64")
 REPO = Path(__file__).resolve().parents[2]
@@ -56,31 +57,6 @@ def run(coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
     return asyncio.run(bounded())
 
 
-def qemu_pids_under(base: Path) -> list[int]:
-    """Pids of live processes whose command line mentions ``base``."""
-    needle = os.fsencode(base)
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if needle in cmdline and int(entry) != os.getpid():
-            found.append(int(entry))
-    return found
-
-
-def alive(pid: int) -> bool:
-    """True if ``pid`` exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rfind(")") + 2] not in "ZX"
-
-
 @pytest.fixture
 def layout() -> Iterator[Layout]:
     """A private qemud layout in a short /tmp dir; kills any QEMU a test leaked."""
@@ -89,7 +65,7 @@ def layout() -> Iterator[Layout]:
     lay = Layout.under(base)
     lay.ensure()
     yield lay
-    leaked = qemu_pids_under(base)
+    leaked = pids_mentioning(base, include_zombies=True)
     for pid in leaked:
         os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):
