@@ -42,6 +42,7 @@ import model
 from reconciler.loop import Reconciler
 from reconciler.paths import Layout
 from reconciler.scan import Scanner
+from tests.support.procs import kill_mentioning
 
 REPO = Path(__file__).resolve().parents[2]
 REPEATS = 7
@@ -99,22 +100,6 @@ def _verdict(value: float, target: float) -> str:
     return "ok" if value < target else f"OVER the {target:g} target"
 
 
-def _kill_under(root: Path) -> list[int]:
-    """SIGKILL every process whose command line mentions `root`; return their pids."""
-    needle = str(root).encode()
-    killed = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            raw = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if needle in raw:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(entry), signal.SIGKILL)
-                killed.append(int(entry))
-    return killed
 
 
 # ------------------------------------------------------------------------------------------ scans
@@ -224,7 +209,7 @@ def _bench_latency(base: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=5)
-        _kill_under(config)
+        kill_mentioning(str(config))
     med = statistics.median(latencies)
     print(f"  {'write -> QEMU exec (daemon)':<32}median {med:7.1f} ms   (target < "
           f"{LATENCY_TARGET_MS:g} ms: {_verdict(med, LATENCY_TARGET_MS)}; includes the 50 ms "
@@ -261,7 +246,7 @@ def _bench_rss(base: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=5)
-        _kill_under(config)
+        kill_mentioning(str(config))
     print(f"  {'daemon RSS, 1,000 stopped':<32}VmRSS {rss:6.1f} MB   (target < {RSS_TARGET_MB:g} MB: "
           f"{_verdict(rss, RSS_TARGET_MB)}; peak VmHWM {peak:.1f} MB; start to all published "
           f"{settled:.1f} s incl. interpreter start)   ({source})")
@@ -281,7 +266,7 @@ def bench_loop() -> None:
             _bench_latency(base)
         _bench_rss(base)
     finally:
-        leftovers = _kill_under(base)
+        leftovers = kill_mentioning(str(base))
         shutil.rmtree(base, ignore_errors=True)
     if leftovers:
         print(f"  warning: killed leftover processes {leftovers}")

@@ -42,7 +42,6 @@ import os
 import random
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -60,6 +59,7 @@ import model
 from model.domain import Disk, Domain, Graphics, Interface, Rng, Serial
 from tests.support.domains import edge_domains, random_domain
 from tests.support.guest import Guest
+from tests.support.procs import kill_mentioning, pids_mentioning
 
 pytestmark = pytest.mark.qemu
 
@@ -368,17 +368,6 @@ def _labelled() -> list[tuple[str, Domain]]:
 LABELS = [label for label, _ in _labelled()]
 
 
-def _processes_mentioning(marker: str) -> list[int]:
-    """Pids of processes whose command line mentions `marker` (our scratch directory)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            with contextlib.suppress(OSError):
-                if marker.encode() in (entry / "cmdline").read_bytes():
-                    pids.append(int(entry.name))
-    return pids
-
-
 LEFTOVERS: list[int] = []
 """QEMU processes found still running after all launches finished (they are killed)."""
 
@@ -396,12 +385,11 @@ def outcomes(guest: Guest, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             sockets.mkdir()
             setups.append((adapt(label, domain, work, sockets, guest, taken), work))
         results = asyncio.run(_launch_all(setups))
-        LEFTOVERS[:] = _processes_mentioning(str(short))  # every QMP socket lives under `short`
+        # every QMP socket lives under `short`
+        LEFTOVERS[:] = pids_mentioning(str(short), include_zombies=True)
         yield {o.setup.label: o for o in results}
     finally:
-        for pid in _processes_mentioning(str(short)):  # only QEMUs started here mention it
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        kill_mentioning(str(short))  # only QEMUs started here mention it
         for setup, _ in setups:
             for listener in setup.listeners:
                 listener.close()
