@@ -921,7 +921,12 @@ def test_sighup_rescans_everything(world: World) -> None:
     daemon = world.start_daemon()
     uuid = light_uuid("h")
     path = world.write("h", light_xml("h", state="stopped"))
+    world.write("k", light_xml("k", state="stopped"))
     world.wait_status("h", lambda s: s["state"] == "stopped", "stopped")
+    world.wait_status("k", lambda s: s["state"] == "stopped", "stopped")
+    (world.layout.status_dir / "k.json").unlink()  # deleted by hand: unchanged, so not rewritten
+    time.sleep(SETTLE)
+    assert not (world.layout.status_dir / "k.json").exists()
     st = path.stat()
     new = light_xml("h", state="running").encode()
     assert len(new) == st.st_size
@@ -935,4 +940,6 @@ def test_sighup_rescans_everything(world: World) -> None:
     world.wait(lambda: daemon.lines("SIGHUP: full rescan"), "the rescan log line")
     world.wait_running("h")
     assert world.qemu(uuid)
+    # ... and rewrites every status file, so the one deleted by hand is back
+    world.wait_status("k", lambda s: s["state"] == "stopped", "k.json rewritten after SIGHUP")
     assert daemon.proc.poll() is None
