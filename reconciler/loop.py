@@ -114,28 +114,34 @@ class DirLock:
             os.close(self._fd)
             self._fd = None
 
-    def set_owner(self, pid: int) -> None:
-        """Write the holder's pid into the lock file (the lock itself is the flock)."""
-        if self._fd is not None:
-            os.ftruncate(self._fd, 0)
-            os.pwrite(self._fd, f"{pid}\n".encode(), 0)
-
     def owner(self) -> int | None:
-        """The pid written by the holder, or None."""
+        """The pid holding the lock right now, read from the kernel (`/proc/locks`); None if free.
+
+        Asking the kernel (not a pid written in the file) means a stale or reused pid is never
+        reported, and looking never takes the lock, so it cannot disturb its holder.
+        """
         try:
-            text = self.path.read_text().strip()
+            st = os.stat(self.path)
         except OSError:
             return None
-        return int(text) if text.isdigit() else None
+        where = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+        try:
+            with open("/proc/locks", encoding="ascii", errors="replace") as locks:
+                for line in locks:
+                    # "1: FLOCK  ADVISORY  WRITE 4242 fe:00:2146344 0 EOF"; waiters have "->"
+                    parts = line.split()
+                    if len(parts) >= 6 and parts[1] == "FLOCK" and parts[5] == where:
+                        return int(parts[4])
+        except (OSError, ValueError):
+            return None
+        return None
 
     def held_elsewhere(self) -> bool:
-        """Whether another process holds the lock right now."""
+        """Whether another process holds the lock right now (never takes it to find out)."""
         if self._fd is not None:
             return False
-        if self.try_acquire():
-            self.release()
-            return False
-        return True
+        holder = self.owner()
+        return holder is not None and holder != os.getpid()
 
 
 @dataclass
@@ -572,13 +578,16 @@ class Reconciler:
         """
         self.prepare()
         daemon = DirLock(self.layout.run_dir / DAEMON_LOCK)
-        if not dry_run and daemon.held_elsewhere():
-            return await self._delegate(daemon, lock_timeout)
+        if not dry_run and (delegated := await self._delegate(daemon, lock_timeout)):
+            return delegated
         await self.lock.acquire(lock_timeout)
         try:
-            if not dry_run and daemon.held_elsewhere():  # a daemon started meanwhile
-                self.lock.release()
-                return await self._delegate(daemon, lock_timeout)
+            if not dry_run and daemon.held_elsewhere():  # a daemon started while we waited
+                self.lock.release()  # it needs this lock for the pass we are about to ask for
+                delegated = await self._delegate(daemon, lock_timeout)
+                if delegated is not None:
+                    return delegated
+                await self.lock.acquire(lock_timeout)
             result = await self.run_pass(dry_run=dry_run)
             if dry_run:
                 return result
@@ -592,11 +601,14 @@ class Reconciler:
             await self.detach_all()
             self.lock.release()
 
-    async def _delegate(self, daemon: DirLock, timeout: float) -> PassResult:
-        """Have the daemon run a full pass (SIGUSR1) and wait for it to settle; see `once`."""
+    async def _delegate(self, daemon: DirLock, timeout: float) -> PassResult | None:
+        """Have the daemon run a full pass (SIGUSR1) and wait for it to settle; see `once`.
+
+        Returns None, having done nothing, when no daemon holds the directory.
+        """
         pid = daemon.owner()
-        if pid is None:
-            raise DaemonServesError(self.layout.config_dir)
+        if pid is None or pid == os.getpid():
+            return None
         asked = time.time()
         self.say(f"a daemon (pid {pid}) serves this directory; asking it for a full pass")
         try:
@@ -623,14 +635,6 @@ class Reconciler:
         drops the parse cache), and a full resync every `resync` seconds as a safety net.
         """
         self.prepare()
-        daemon_lock = DirLock(self.layout.run_dir / DAEMON_LOCK)
-        for _ in range(10):  # `held_elsewhere()` (--once, start, stop) takes it for an instant
-            if daemon_lock.try_acquire():
-                break
-            await asyncio.sleep(0.02)
-        else:
-            raise AlreadyRunningError(daemon_lock.path)
-        daemon_lock.set_owner(os.getpid())
         loop = asyncio.get_running_loop()
         stopping = asyncio.Event()
         pending: list[asyncio.TimerHandle] = []
@@ -648,51 +652,60 @@ class Reconciler:
             self.writer = StatusWriter(self.layout.status_dir)  # rewrites every status file
             self.wake.set()
 
-        def notify() -> None:
-            """Runs on the observer thread: only post a wake-up into the loop."""
-            loop.call_soon_threadsafe(debounced)
-
-        observer = watch([self.layout.config_dir, self.layout.run_dir], notify)
         def requested() -> None:
             """SIGUSR1 from `reconcile --once`: run a full pass now (it waits for it to settle)."""
             self.wake.set()
 
-        loop.add_signal_handler(signal.SIGHUP, rescan)
-        loop.add_signal_handler(signal.SIGUSR1, requested)
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stopping.set)
-        self.say(f"watching {self.layout.config_dir} (pid {os.getpid()})")
+        def notify() -> None:
+            """Runs on the observer thread: only post a wake-up into the loop."""
+            loop.call_soon_threadsafe(debounced)
+
+        # handlers first: `reconcile --once` signals the lock's holder as soon as it sees one
+        handlers = {signal.SIGHUP: rescan, signal.SIGUSR1: requested,
+                    signal.SIGTERM: stopping.set, signal.SIGINT: stopping.set}
+        for signum, handler in handlers.items():
+            loop.add_signal_handler(signum, handler)
+        daemon_lock = DirLock(self.layout.run_dir / DAEMON_LOCK)
         try:
-            self.wake.set()
-            while not stopping.is_set():
-                waiter = asyncio.ensure_future(self.wake.wait())
-                stopper = asyncio.ensure_future(stopping.wait())
-                await asyncio.wait({waiter, stopper}, timeout=resync,
-                                   return_when=asyncio.FIRST_COMPLETED)
-                waiter.cancel()
-                stopper.cancel()
-                if stopping.is_set():
-                    break
-                self.wake.clear()
-                while not self.lock.try_acquire():
-                    if stopping.is_set():
-                        break
-                    await asyncio.sleep(0.05)
-                else:
-                    began = self.clock()
-                    await self.run_pass()
-                    if not self._tasks:
-                        self.lock.release()
-                        self._mark_settled(began)  # all asked for before `began` is done
+            if not daemon_lock.try_acquire():
+                raise AlreadyRunningError(daemon_lock.path)
+            observer = watch([self.layout.config_dir, self.layout.run_dir], notify)
+            self.say(f"watching {self.layout.config_dir} (pid {os.getpid()})")
+            try:
+                await self._serve(stopping, resync)
+            finally:
+                self.say("exiting; VMs keep running and are adopted by the next reconciler")
+                observer.stop()
+                await self.detach_all()
+                self.lock.release()
+                observer.join(timeout=2)
         finally:
-            self.say("exiting; VMs keep running and are adopted by the next reconciler")
-            observer.stop()
-            for signum in (signal.SIGHUP, signal.SIGUSR1, signal.SIGTERM, signal.SIGINT):
+            for signum in handlers:
                 loop.remove_signal_handler(signum)
-            await self.detach_all()
-            self.lock.release()
             daemon_lock.release()
-            observer.join(timeout=2)
+
+    async def _serve(self, stopping: asyncio.Event, resync: float) -> None:
+        """The daemon's loop: a pass per wake-up (or per `resync` seconds) until `stopping`."""
+        self.wake.set()
+        while not stopping.is_set():
+            waiter = asyncio.ensure_future(self.wake.wait())
+            stopper = asyncio.ensure_future(stopping.wait())
+            await asyncio.wait({waiter, stopper}, timeout=resync,
+                               return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            stopper.cancel()
+            if stopping.is_set():
+                break
+            self.wake.clear()
+            while not self.lock.try_acquire():
+                if stopping.is_set():
+                    return
+                await asyncio.sleep(0.05)
+            began = self.clock()
+            await self.run_pass()
+            if not self._tasks:
+                self.lock.release()
+                self._mark_settled(began)  # all asked for before `began` is done
 
     def _mark_settled(self, since: float) -> None:
         """Record that everything asked for since `since` (wall clock) is done (`run/settled`)."""
