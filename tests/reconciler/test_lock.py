@@ -1,0 +1,53 @@
+"""DirLock: one reconciler acts on a directory at a time; its holder is found without taking it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from reconciler.loop import DirLock
+
+HOLD = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+def test_the_holder_is_another_process_found_in_proc_locks(tmp_path: Path) -> None:
+    path = tmp_path / "daemon.lock"
+    lock = DirLock(path)
+    assert lock.owner() is None and not lock.held_elsewhere()
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(path)], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
+        assert lock.owner() == holder.pid
+        assert lock.held_elsewhere()
+        assert not lock.try_acquire()
+        assert lock.owner() == holder.pid  # looking never took it
+    finally:
+        holder.kill()
+        holder.wait()
+    deadline = time.monotonic() + 5
+    while lock.owner() is not None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert lock.owner() is None and not lock.held_elsewhere()
+
+
+def test_our_own_lock_is_not_held_elsewhere(tmp_path: Path) -> None:
+    lock = DirLock(tmp_path / "reconcile.lock")
+    assert lock.try_acquire()
+    try:
+        assert lock.owner() == os.getpid()
+        assert not lock.held_elsewhere()
+        other = DirLock(tmp_path / "reconcile.lock")
+        assert not other.try_acquire()  # flock: a second open file description must wait
+        assert not other.held_elsewhere()  # ... but it is this process that holds it
+    finally:
+        lock.release()
+    assert DirLock(tmp_path / "reconcile.lock").owner() is None
