@@ -201,7 +201,14 @@ def _bench_latency(base: Path) -> None:
                     line = next((x for x in log.read_text().splitlines() if ": started pid " in x),
                                 None)
             pid = int(line.rsplit(" ", 1)[1])
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            # posix_spawn returns once the child's old memory is released, a moment before
+            # the kernel has set up the new program's arguments: its cmdline may read empty
+            cmdline = b""
+            for _ in range(200):
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                if cmdline:
+                    break
+                time.sleep(0.005)
             assert uuid.encode() in cmdline and b"qemu-system" in cmdline, cmdline
             latencies.append((_log_stamp(line) - written) * 1000)
             time.sleep(0.4)  # let the start finish: each write meets an idle daemon
