@@ -33,6 +33,7 @@ from reconciler.paths import Layout
 from reconciler.plan import (
     Action,
     Adopt,
+    Clean,
     Ended,
     Live,
     Observed,
@@ -46,7 +47,15 @@ from reconciler.plan import (
     state_of,
 )
 from reconciler.policy import ExitKind, RestartState, after_exit, should_restart
-from reconciler.qemu import Exit, Primitives, QemuProcess, QmpEvent, Timeouts
+from reconciler.qemu import (
+    Exit,
+    Primitives,
+    QemuProcess,
+    QmpEvent,
+    Timeouts,
+    identify_qemu,
+    read_pidfile,
+)
 from reconciler.qemu import Phase as ProcPhase
 from reconciler.scan import FileIssue, FileKey, Scan, Scanner, is_domain_file
 from reconciler.status import (
@@ -263,9 +272,9 @@ class Reconciler:
         scan = self.scanner.scan(running_files)
         desired = self._desired(scan, now)
         self._scan = scan
-        actions = self._plan(desired, now)
         if dry_run:
-            return PassResult(tuple(actions), ())
+            return PassResult(tuple(self._dry_plan(desired, now)), ())
+        actions = self._plan(desired, now)
         adopt = [a for a in actions if isinstance(a, Adopt)]
         if adopt:
             # adoption first and inline (it is quick): the plan and the status then see the
@@ -284,6 +293,29 @@ class Reconciler:
         await asyncio.sleep(0)  # let new start tasks register their VMs: published as starting
         statuses = self.publish(desired)
         return PassResult(tuple(actions), tuple(statuses))
+
+    def _dry_plan(self, desired: dict[uuidlib.UUID, Want], now: float) -> list[Action]:
+        """The plan `--dry-run` prints: runtime folders judged read-only, never adopted.
+
+        A folder whose pidfile names this VM's live QEMU is shown as an adoption and that VM is
+        planned as running; any other folder is shown as stale. Nothing is connected to,
+        signalled, written or removed.
+        """
+        live = {u: Live(u, vm.proc.name, vm.proc.pid or 0, self._phase(vm), vm.domain)
+                for u, vm in self.vms.items()}
+        found: list[Action] = []
+        for uuid in sorted(self._orphans()):
+            pid = read_pidfile(self.layout.pidfile(str(uuid)))
+            problem = identify_qemu(pid, str(uuid)) if pid is not None else "no valid pidfile"
+            want = desired.get(uuid)
+            if problem is not None:
+                found.append(Clean(uuid, problem))
+                continue
+            name = want.name if want else str(uuid)
+            assert pid is not None
+            found.append(Adopt(uuid))
+            live[uuid] = Live(uuid, name, pid, "running", want.domain if want else None)
+        return found + plan(desired, Observed(live, dict(self.ended)), now)
 
     def _plan(self, desired: dict[uuidlib.UUID, Want], now: float) -> list[Action]:
         """`plan()` on what is known right now about owned VMs, exits and runtime folders."""

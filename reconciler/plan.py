@@ -106,7 +106,18 @@ class Wait:
     until: float
 
 
-Action = Adopt | Start | Stop | Wait
+@dataclass(frozen=True)
+class Clean:
+    """A runtime folder whose process is not this VM's QEMU: removed without signalling anything.
+
+    Only `--dry-run` shows it as such; a real pass finds it out while adopting.
+    """
+
+    uuid: uuidlib.UUID
+    reason: str
+
+
+Action = Adopt | Clean | Start | Stop | Wait
 
 
 def _same_definition(a: Domain | None, b: Domain) -> bool:

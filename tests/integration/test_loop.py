@@ -747,9 +747,21 @@ def test_dry_run_prints_plan_and_changes_nothing(world: World) -> None:
     before = snapshot(world.config)
     out = world.cli("--once", "--dry-run")
     assert out.returncode == 0, out.stdout + out.stderr
-    assert out.stdout == f"adopt or clean runtime folder {light_uuid('d1')}\n"
+    # judged read-only: the live QEMU would be adopted, then stopped as its file now says
+    assert out.stdout == (f"adopt the running QEMU of {light_uuid('d1')}\n"
+                          "stop d1 (desired state is stopped)\n")
     assert snapshot(world.config) == before
     assert world.qemu(light_uuid("d1")) == pid
+    # a runtime folder whose pidfile names a process that is not this VM's QEMU: shown as stale
+    stale = light_uuid("gone")
+    folder = world.layout.run_dir / stale
+    folder.mkdir(mode=0o700)
+    (folder / "qemu.pid").write_text(f"{os.getpid()}\n")
+    before = snapshot(world.config)
+    out = world.cli("--once", "--dry-run")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"clean stale runtime folder {stale} (pid {os.getpid()} runs " in out.stdout
+    assert snapshot(world.config) == before and folder.exists()
 
 
 def test_once_concurrent_with_daemon_one_qemu_per_domain(world: World) -> None:
