@@ -54,6 +54,7 @@ from reconciler.qemu import (
     QmpEvent,
     Timeouts,
     identify_qemu,
+    process_age,
     read_pidfile,
 )
 from reconciler.qemu import Phase as ProcPhase
@@ -361,7 +362,8 @@ class Reconciler:
             self.say(f"{name}: removed stale runtime folder {vm_dir}")
             return
         file = want.file if want else None
-        self.vms[uuid] = _Vm(proc, domain or (want.domain if want else None), file, self.clock(),
+        started = self.clock() - (process_age(proc.pid) or 0.0) if proc.pid else self.clock()
+        self.vms[uuid] = _Vm(proc, domain or (want.domain if want else None), file, started,
                              await _vnc_of(proc))
         self.say(f"{name}: adopted running QEMU pid {proc.pid}")
 

@@ -334,7 +334,7 @@ def identify_qemu(pid: int, vm_uuid: str) -> str | None:
     return None
 
 
-def _process_age(pid: int) -> float | None:
+def process_age(pid: int) -> float | None:
     """Seconds since process ``pid`` started, from ``/proc/PID/stat``, or None."""
     fields = _proc_stat_fields(pid)
     if fields is None or len(fields) < 20:
@@ -695,7 +695,7 @@ class QemuProcess:
         assert pidfd is not None
         self._loop = asyncio.get_running_loop()
         self.argv = read_cmdline(pid) or []
-        age = _process_age(pid) or 0.0
+        age = process_age(pid) or 0.0
         self._watch(
             pid, pidfd, is_child=_is_our_child(pidfd), started_at=self.primitives.clock() - age
         )
