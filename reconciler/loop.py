@@ -302,8 +302,7 @@ class Reconciler:
         planned as running; any other folder is shown as stale. Nothing is connected to,
         signalled, written or removed.
         """
-        live = {u: Live(u, vm.proc.name, vm.proc.pid or 0, self._phase(vm), vm.domain)
-                for u, vm in self.vms.items()}
+        live = self._live()
         found: list[Action] = []
         for uuid in sorted(self._orphans()):
             pid = read_pidfile(self.layout.pidfile(str(uuid)))
@@ -320,9 +319,15 @@ class Reconciler:
 
     def _plan(self, desired: dict[uuidlib.UUID, Want], now: float) -> list[Action]:
         """`plan()` on what is known right now about owned VMs, exits and runtime folders."""
-        live = {u: Live(u, vm.proc.name, vm.proc.pid or 0, self._phase(vm), vm.domain)
-                for u, vm in self.vms.items()}
-        return plan(desired, Observed(live, dict(self.ended), self._orphans()), now)
+        return plan(desired, Observed(self._live(), dict(self.ended), self._orphans()), now)
+
+    def _live(self) -> dict[uuidlib.UUID, Live]:
+        """The planner's view of every owned VM."""
+        return {u: self._live_of(u, vm) for u, vm in self.vms.items()}
+
+    def _live_of(self, uuid: uuidlib.UUID, vm: _Vm) -> Live:
+        """The planner's view of one owned VM."""
+        return Live(uuid, vm.proc.name, vm.proc.pid or 0, self._phase(vm), vm.domain)
 
     async def settle(self, timeout: float | None = None) -> None:
         """Wait until every action under way has finished (used by --once and tests)."""
@@ -389,7 +394,7 @@ class Reconciler:
             self.say(f"{want.name}: {exc}")
             return
         # Book the restart before the next await: from here on a pass publishes it as running.
-        if action.reason != "desired state is running":
+        if action.restart:
             self.restarts[want.uuid] = self.restarts.get(want.uuid, 0) + 1
             self._save_memory()
         self.failures.pop(want.uuid, None)
@@ -517,9 +522,7 @@ class Reconciler:
     def _compute_status(self, uuid: uuidlib.UUID, want: Want | None, stamp: str, now: float,
                         vm: _Vm | None) -> DomainStatus:
         """Build the status of one domain from scratch (see `_status`)."""
-        live = None
-        if vm is not None:
-            live = Live(uuid, vm.proc.name, vm.proc.pid or 0, self._phase(vm), vm.domain)
+        live = self._live_of(uuid, vm) if vm is not None else None
         ended = self.ended.get(uuid)
         state, reason = state_of(live, ended, want, now)
         if uuid in self.failures and state in ("stopped", "crashed"):

@@ -86,6 +86,8 @@ class Start:
     uuid: uuidlib.UUID
     name: str
     reason: str
+    restart: bool = False
+    """True when this start is an automatic restart after an exit (counted in the status)."""
 
 
 @dataclass(frozen=True)
@@ -170,7 +172,7 @@ def plan(desired: Mapping[uuidlib.UUID, Want], observed: Observed, now: float) -
                 continue
             actions.append(Start(uuid, want.name,
                                  f"restart after {ended.kind.value} "
-                                 f"(failure {ended.restart.failures})"))
+                                 f"(failure {ended.restart.failures})", restart=True))
             continue
         actions.append(Start(uuid, want.name, "desired state is running"))
     return actions
