@@ -176,6 +176,9 @@ def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return EXIT_OK
     layout = layout_of(args)
     current = read_status(layout.status_dir)
+    if current is None:
+        err.write(f"reconcile: no status yet in {layout.status_dir}: run 'reconcile' (the daemon) "
+                  "or 'reconcile --once' on this directory first\n")
     domains = list(current.domains) if current else []
     if args.name is not None:
         domains = [d for d in domains if d.name == args.name]
@@ -220,8 +223,7 @@ def cmd_set_state(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     result = asyncio.run(rec.once())
     mine = [s for s in result.statuses if s.name == args.name and s.state != "conflict"]
     out.write(format_table(mine))
-    return EXIT_OK if mine and mine[0].state == ("running" if state == "running" else "stopped") \
-        else EXIT_INVALID
+    return EXIT_OK if mine and mine[0].state == state else EXIT_INVALID
 
 
 class _Parser(argparse.ArgumentParser):
