@@ -401,7 +401,7 @@ class Reconciler:
         vm.started_at = self.clock()
         model_xml = model.to_xml(domain)
         with contextlib.suppress(OSError):
-            write_atomic(paths.vm_dir / DEFINITION_FILE, model_xml)
+            write_atomic(paths.vm_dir / DEFINITION_FILE, model_xml, durable=False)
         if domain.devices.graphics:
             vm.vnc = await _vnc_of(proc)
         self.say(f"{want.name}: running, pid {proc.pid}")

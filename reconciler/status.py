@@ -79,19 +79,27 @@ def schema() -> dict[str, Any]:
     return StatusFile.model_json_schema()
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Replace `path` with `data` atomically: temp file in the same dir, fsync, rename, fsync dir."""
+def write_atomic(path: Path, data: bytes, mode: int = 0o600, *, durable: bool = True) -> None:
+    """Replace `path` with `data` atomically: temp file in the same dir, fsync, rename, fsync dir.
+
+    Readers see the old file or the new one, never a part. `durable=False` skips both fsyncs
+    (the new content may then be lost in a power cut, but is never torn): for runtime state
+    that does not outlive the processes it describes, written on the event loop's hot path.
+    """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    if not durable:
+        return
     dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dfd)
