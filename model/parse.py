@@ -612,6 +612,7 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
     consoles: list[Node] = []
     emulator: str | None = None
     emulator_line: int | None = None
+    tag_lines: dict[str, list[int | None]] = {}
 
     readers: dict[str, Callable[[_Context, Node], Any]] = {
         "disk": _read_disk,
@@ -641,6 +642,7 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
             made = readers[kid.tag](ctx, kid)
             if made is not None:
                 found.setdefault(kid.tag, []).append(made)
+                tag_lines.setdefault(kid.tag, []).append(kid.line)
                 lines[id(made)] = kid.line
         else:
             ctx.error(kid.line, f"<{kid.tag}> devices are not supported by qemud; remove it "
@@ -665,6 +667,9 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
                       "use qemu-system-x86_64")
     balloons = found.get("memballoon", [])
     panics = found.get("panic", [])
+    for tag in ("memballoon", "panic"):
+        for line in tag_lines.get(tag, [])[1:]:  # never keep one silently: say which to remove
+            ctx.error(line, f"more than one <{tag}> is not supported; keep one")
     devices = Devices(
         emulator=emulator,
         disks=tuple(found.get("disk", [])),

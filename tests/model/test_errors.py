@@ -327,6 +327,11 @@ GRAPHICS = [
                  [(7, f"<graphics>: attribute 'passwd' {NOT_SUPPORTED}")], id="graphics-passwd"),
     pytest.param(devices("<graphics type='vnc'/>\n<graphics type='vnc'/>"),
                  [(8, "more than one <graphics> is not supported; keep one")], id="graphics-two"),
+    pytest.param(devices("<memballoon model='virtio'/>\n<memballoon model='none'/>"),
+                 [(8, "more than one <memballoon> is not supported; keep one")],
+                 id="memballoon-two"),
+    pytest.param(devices("<panic model='isa'/>\n<panic model='isa'/>"),
+                 [(8, "more than one <panic> is not supported; keep one")], id="panic-two"),
 ]
 
 DISKS = [
