@@ -570,7 +570,16 @@ class Reconciler:
         return self.layout.run_dir / MEMORY_FILE
 
     def _save_memory(self) -> None:
-        """Persist `ended` and `restarts`, so holds and back-offs outlive this process."""
+        """Persist `ended` and `restarts`, so holds and back-offs outlive this process.
+
+        Domains whose files are gone (and that run no VM) are forgotten, so the file stays as
+        small as the directory.
+        """
+        if self._scan is not None:
+            known = set(self._scan.domains) | set(self.vms) | set(self._missing)
+            for table in (self.ended, self.restarts):
+                for uuid in [u for u in table if u not in known]:
+                    del table[uuid]
         data = {
             str(uuid): {
                 "kind": e.kind.value, "at": e.at, "failures": e.restart.failures,
