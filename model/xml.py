@@ -114,11 +114,6 @@ class Node:
         text = self.element.text
         return text.strip() if text is not None and text.strip() else None
 
-    @property
-    def raw_text(self) -> str:
-        """The element's full text content exactly as written, including descendants' text."""
-        return "".join(str(t) for t in self.element.itertext())
-
     def attr(self, name: str) -> str | None:
         """Read (and mark as consumed) an unqualified attribute; None when absent."""
         self._seen_attrs.add(name)
