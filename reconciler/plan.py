@@ -136,6 +136,11 @@ def pending_restart(live: Live | None, want: Want | None) -> bool:
     return not _same_definition(live.domain, want.domain)
 
 
+def _by_uuid(item: tuple[uuidlib.UUID, object]) -> int:
+    """Sort key of (uuid, value) pairs: the uuid's integer (UUID's own ordering, but cheaper)."""
+    return item[0].int
+
+
 def plan(desired: Mapping[uuidlib.UUID, Want], observed: Observed, now: float) -> list[Action]:
     """Decide what to do now. Pure; the result is sorted for determinism.
 
@@ -151,7 +156,7 @@ def plan(desired: Mapping[uuidlib.UUID, Want], observed: Observed, now: float) -
     actions: list[Action] = []
     for uuid in sorted(observed.orphans):
         actions.append(Adopt(uuid))
-    for uuid, live in sorted(observed.live.items()):
+    for uuid, live in sorted(observed.live.items(), key=_by_uuid):
         want = desired.get(uuid)
         if live.phase in ("starting", "stopping"):
             continue  # an action is under way; judged again when it ends
@@ -159,7 +164,7 @@ def plan(desired: Mapping[uuidlib.UUID, Want], observed: Observed, now: float) -
             actions.append(Stop(uuid, live.name, "domain file removed"))
         elif not want.running:
             actions.append(Stop(uuid, live.name, "desired state is stopped"))
-    for uuid, want in sorted(desired.items()):
+    for uuid, want in sorted(desired.items(), key=_by_uuid):
         if not want.running or uuid in observed.live or uuid in observed.orphans:
             continue
         ended = observed.ended.get(uuid)

@@ -10,7 +10,7 @@ import os
 import time
 import uuid as uuidlib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -149,6 +149,19 @@ class _Entry:
     good_key: FileKey | None
     racy: bool = False
     """Modified so recently that a same-size rewrite could keep (mtime, size, inode): reread."""
+    candidate: Candidate | Invalid | None = None
+    """What this version of the file contributes to a scan, computed once."""
+
+    def contribution(self, path: str) -> Candidate | Invalid:
+        """The file version as a clash candidate, or as an invalid file with no fallback."""
+        if self.candidate is None:
+            usable = self.parsed or self.last_good
+            if usable is None:
+                self.candidate = Invalid(Path(path), self.errors)
+            else:
+                key = self.key if self.parsed is not None else (self.good_key or self.key)
+                self.candidate = Candidate(Path(path), key, usable, self.errors)
+        return self.candidate
 
 
 RACY_NS = 100_000_000
@@ -168,6 +181,7 @@ class Scanner:
     parse: Callable[[bytes, str], model.Parsed] = model.parse
     clock_ns: Callable[[], int] = time.time_ns
     _cache: dict[str, _Entry] = field(default_factory=dict)
+    _last: tuple[dict[str, _Entry], dict[uuidlib.UUID, Path], Scan] | None = None
 
     def _read(self, path: str, key: FileKey, old: _Entry | None) -> _Entry:
         """Parse one changed file and fold the result into its cache entry."""
@@ -213,15 +227,22 @@ class Scanner:
                 old = new
             seen[entry.path] = old
         self._cache = seen
+        running = dict(running or {})
+        same = (self._last is not None and parsed == 0 and running == self._last[1]
+                and len(seen) == len(self._last[0])
+                and all(self._last[0].get(p) is e for p, e in seen.items()))
+        if same and self._last is not None:
+            return self._last[2]  # nothing changed (parsed == 0): the resolution cannot either
         candidates: list[Candidate] = []
         invalid: list[Invalid] = []
         for path, ent in seen.items():
-            usable = ent.parsed or ent.last_good
-            if usable is None:
-                invalid.append(Invalid(Path(path), ent.errors))
-                continue
-            key = ent.key if ent.parsed is not None else (ent.good_key or ent.key)
-            candidates.append(Candidate(Path(path), key, usable, ent.errors))
-        winners, conflicts = resolve(candidates, running or {})
+            found = ent.contribution(path)
+            if isinstance(found, Invalid):
+                invalid.append(found)
+            else:
+                candidates.append(found)
+        winners, conflicts = resolve(candidates, running)
         invalid.sort(key=lambda i: str(i.path))
-        return Scan(winners, tuple(conflicts), tuple(invalid), parsed)
+        result = Scan(winners, tuple(conflicts), tuple(invalid), parsed)
+        self._last = (dict(seen), running, replace(result, parsed=0))
+        return result
