@@ -28,7 +28,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
 import model
-from reconciler.errors import QemuError, ReconcilerError, StartError
+from reconciler.errors import AdoptError, QemuError, ReconcilerError, StartError
 from reconciler.paths import Layout
 from reconciler.plan import (
     Action,
@@ -75,6 +75,9 @@ SETTLED_FILE = "settled"
 """Wall-clock start of the daemon's last pass after which no action was under way."""
 DEFINITION_FILE = "domain.xml"
 """Copy of the definition a VM was started with, in its runtime folder (like libvirt's status XML)."""
+
+ADOPT_RETRY = 30.0
+"""Seconds before trying again to adopt a QEMU whose monitor did not answer."""
 
 QUIET_PERIOD = 0.25
 """Seconds a domain file must stay missing before its VM is stopped (editors save by rename)."""
@@ -198,6 +201,7 @@ class Reconciler:
     _missing: dict[uuidlib.UUID, tuple[float, Want]] = field(default_factory=dict)
     _scan: Scan | None = None
     _stop_reasons: dict[uuidlib.UUID, str] = field(default_factory=dict)
+    _adopt_retry: dict[uuidlib.UUID, float] = field(default_factory=dict)
     _memo: dict[uuidlib.UUID, tuple[object, tuple[object, object], DomainStatus]] = field(
         default_factory=dict)
 
@@ -225,8 +229,11 @@ class Reconciler:
                 uuid = uuidlib.UUID(name)
             except ValueError:
                 continue
-            if str(uuid) == name and uuid not in self.vms and uuid not in self._tasks:
-                found.add(uuid)
+            if str(uuid) != name or uuid in self.vms or uuid in self._tasks:
+                continue
+            if self._adopt_retry.get(uuid, 0.0) > self.clock():
+                continue  # its QEMU would not answer a moment ago: see ADOPT_RETRY
+            found.add(uuid)
         return frozenset(found)
 
     def _phase(self, vm: _Vm) -> Phase:
@@ -345,9 +352,19 @@ class Reconciler:
                 await self._start(action, desired[action.uuid])
             elif isinstance(action, Stop):
                 await self._stop(action)
-        except QemuError as exc:
+        except AdoptError as exc:
+            # a live QEMU of ours whose monitor does not answer: leave it alone, say so, and
+            # try again later instead of blocking every pass on its timeout
             self.say(str(exc))
             self.failures[action.uuid] = str(exc)
+            self._adopt_retry[action.uuid] = self.clock() + ADOPT_RETRY
+            self._wake_later(self._adopt_retry[action.uuid])
+        except (ReconcilerError, model.ModelError, OSError) as exc:
+            self.say(str(exc))
+            self.failures[action.uuid] = str(exc)
+        except Exception as exc:  # a bug must not kill the loop: report it like any failure
+            self.say(f"internal error while carrying out {action}: {exc!r}")
+            self.failures[action.uuid] = f"internal error: {exc!r} (please report it)"
         finally:
             self._tasks.pop(action.uuid, None)
             self.wake.set()
