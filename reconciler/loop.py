@@ -225,11 +225,10 @@ class Reconciler:
         except FileNotFoundError:
             return frozenset()
         for name in names:
-            try:
-                uuid = uuidlib.UUID(name)
-            except ValueError:
+            if not _is_runtime_folder(name):
                 continue
-            if str(uuid) != name or uuid in self.vms or uuid in self._tasks:
+            uuid = uuidlib.UUID(name)
+            if uuid in self.vms or uuid in self._tasks:
                 continue
             if self._adopt_retry.get(uuid, 0.0) > self.clock():
                 continue  # its QEMU would not answer a moment ago: see ADOPT_RETRY
