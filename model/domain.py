@@ -292,6 +292,11 @@ class PowerManagement(Frozen):
     suspend_to_disk: bool | None = None
 
 
+MAX_NAME_BYTES = 200
+"""Longest domain name in UTF-8 bytes: `<name>.console.log` and the status file's temporary
+`.<name>.json.XXXXXXXX.tmp` must fit in a 255-byte file name."""
+
+
 class Domain(Frozen):
     """A whole `<domain>`: the guest's hardware, lifecycle actions and qemud's desired state."""
 
@@ -326,6 +331,10 @@ class Domain(Frozen):
             raise ValueError("name is empty")
         if value.startswith("."):
             raise ValueError(f"name {value!r} starts with '.', which would hide its files")
+        size = len(value.encode())
+        if size > MAX_NAME_BYTES:
+            raise ValueError(f"name is {size} bytes in UTF-8; at most {MAX_NAME_BYTES} fit in the "
+                             "file names qemud derives from it (logs, status); shorten it")
         return value
 
     @model_validator(mode="after")

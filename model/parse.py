@@ -64,6 +64,8 @@ class Parsed:
     domain: Domain
     file: str | None
     warnings: tuple[Issue, ...] = ()
+    disk_lines: tuple[int | None, ...] = ()
+    """The line of each `<disk>`, in the order of `domain.devices.disks` (for conflict reports)."""
 
 
 @dataclass
@@ -72,6 +74,7 @@ class _Context:
 
     issues: list[Issue] = field(default_factory=list)
     warnings: list[Issue] = field(default_factory=list)
+    disk_lines: list[int | None] = field(default_factory=list)
 
     def error(self, line: int | None, message: str) -> None:
         """Record an error; parsing goes on so that every error is reported at once."""
@@ -657,6 +660,7 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
         found.setdefault("serials", []).append(made)
         serial_ports[made.port] = con
         lines[id(made)] = con.line
+    ctx.disk_lines = list(tag_lines.get("disk", []))
     if emulator is not None:
         base = Path(emulator).name
         if base not in EMULATORS:
@@ -836,7 +840,8 @@ def parse(data: bytes, file: str | Path | None = None) -> Parsed:
     if ctx.issues or domain is None:
         issues = ctx.issues or [Issue(None, "the domain is not valid")]
         raise InvalidDomainError(file, sorted(issues, key=lambda i: (i.line or 0)))
-    return Parsed(domain, None if file is None else str(file), tuple(ctx.warnings))
+    return Parsed(domain, None if file is None else str(file), tuple(ctx.warnings),
+                  tuple(ctx.disk_lines))
 
 
 def parse_file(path: str | Path) -> Parsed:

@@ -74,6 +74,9 @@ TOP_LEVEL = [
                  id="name-dot"),
     pytest.param(domain(name=f"<name>{'n' * 201}</name>"),
                  [(2, "<name> is too long (at most 200 characters)")], id="name-too-long"),
+    pytest.param(domain(name=f"<name>{'名' * 90}</name>"),
+                 [(2, "<name>: name is 270 bytes in UTF-8; at most 200 fit in the file names "
+                   "qemud derives from it (logs, status); shorten it")], id="name-too-many-bytes"),
     pytest.param(domain(name="<name>a</name>\n  <name>b</name>"),
                  [(3, "<name> appears more than once; keep one")], id="name-twice"),
     pytest.param(domain(name="<name lang='en'>t</name>"),
