@@ -23,7 +23,7 @@ from model.edit import set_state
 from reconciler.errors import ReconcilerError
 from reconciler.loop import DAEMON_LOCK, DirLock, Reconciler, exit_code
 from reconciler.paths import Layout
-from reconciler.plan import Action, Clean, Start, Stop, Wait
+from reconciler.plan import Action, Blocked, Clean, Start, Stop, Wait
 from reconciler.scan import Scanner, is_domain_file
 from reconciler.status import DomainStatus, iso, read_status, write_atomic
 from reconciler.status import schema as status_schema
@@ -133,6 +133,8 @@ def _describe(action: Action) -> str:
         return f"stop {action.name} ({action.reason})"
     if isinstance(action, Wait):
         return f"wait {action.name} until {iso(action.until)} (restart back-off)"
+    if isinstance(action, Blocked):
+        return f"keep {action.name} stopped ({action.reason})"
     if isinstance(action, Clean):
         return f"clean stale runtime folder {action.uuid} ({action.reason})"
     return f"adopt the running QEMU of {action.uuid}"

@@ -14,26 +14,12 @@ from pathlib import Path
 from typing import Literal
 
 from model import Domain
+from reconciler.desired import Want, writable_disks
 from reconciler.policy import ExitKind, RestartState
 from reconciler.scan import FileKey
 
-Phase = Literal["starting", "running", "paused", "stopping"]
-
-
-@dataclass(frozen=True)
-class Want:
-    """A domain the config directory defines (the clash winner for its uuid and name)."""
-
-    uuid: uuidlib.UUID
-    name: str
-    file: Path
-    key: FileKey
-    domain: Domain
-
-    @property
-    def running(self) -> bool:
-        """Whether the file asks for the VM to run."""
-        return self.domain.desired.state == "running"
+Phase = Literal["starting", "running", "paused", "stopping", "unresponsive"]
+"""`unresponsive`: a QEMU of this VM whose monitor did not answer at adoption; left alone."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +32,8 @@ class Live:
     phase: Phase
     domain: Domain | None
     """The definition it was started with; None for an adopted VM whose file is gone."""
+    file: Path | None = None
+    """The domain file it was started from, when known."""
 
 
 @dataclass(frozen=True)
@@ -119,7 +107,41 @@ class Clean:
     reason: str
 
 
-Action = Adopt | Clean | Start | Stop | Wait
+@dataclass(frozen=True)
+class Blocked:
+    """A wanted VM that may not start now, and why (its disk, file or name is in use)."""
+
+    uuid: uuidlib.UUID
+    name: str
+    reason: str
+
+
+Action = Adopt | Blocked | Clean | Start | Stop | Wait
+
+Claim = tuple[str, str]
+"""Something only one live QEMU may hold: ("uuid", u), ("name", n), ("file", path), ("disk", path)."""
+
+
+def claims(uuid: uuidlib.UUID, name: str, file: Path | None, domain: Domain | None
+           ) -> list[Claim]:
+    """What a VM holds while its QEMU lives: identity, log and status names, file, writable disks.
+
+    Two live QEMUs never share a claim: a new identity waits for the old one's QEMU to go (same
+    file), and one writable image is never opened by two guests.
+    """
+    out: list[Claim] = [("uuid", str(uuid)), ("name", name)]
+    if file is not None:
+        out.append(("file", str(file)))
+    if domain is not None:
+        out.extend(("disk", path) for _, path in writable_disks(domain))
+    return out
+
+
+def _describe_claim(claim: Claim) -> str:
+    """A claim in words, for a `Blocked` reason."""
+    kind, value = claim
+    return {"uuid": f"uuid {value}", "name": f"the name '{value}'", "file": f"the file {value}",
+            "disk": f"the disk image {value}"}[kind]
 
 
 def _same_definition(a: Domain | None, b: Domain) -> bool:
@@ -141,49 +163,90 @@ def _by_uuid(item: tuple[uuidlib.UUID, object]) -> int:
     return item[0].int
 
 
-def plan(desired: Mapping[uuidlib.UUID, Want], observed: Observed, now: float) -> list[Action]:
+def plan(desired: Mapping[uuidlib.UUID, Want], observed: Observed, now: float, *,
+         gone: Mapping[uuidlib.UUID, str] | None = None) -> list[Action]:
     """Decide what to do now. Pure; the result is sorted for determinism.
 
     Rules, per uuid:
     - a runtime folder nobody owns is adopted first; nothing else happens to it this pass;
-    - an owned VM whose file is gone or says `stopped` is stopped (once it is not starting or
-      already stopping);
+    - an owned VM that is not wanted (its reason in `gone`, else "domain file removed"), whose
+      definition says `stopped`, or whose name changed is stopped; a VM still starting gets its
+      Stop too (the supervisor runs it once the start ends);
     - a wanted VM that is not running is started, unless its last exit is held (policy says
-      stay stopped) or its back-off has not expired, both only while its file is unchanged;
-      a back-off yields `Wait` so the loop can wake up on time.
-    A running VM is never restarted because its file changed (see `pending_restart`).
+      stay stopped) or its back-off has not expired, both only while its file is unchanged (a
+      back-off yields `Wait`); a VM being stopped gets its Start queued behind the stop;
+    - a start whose claims (uuid, name, file, writable disks) another live QEMU holds, or that
+      the desired set blocked (disk conflict), yields `Blocked` instead.
+    A running VM is never restarted because its definition changed (see `pending_restart`),
+    and nothing here ever stops a VM for a clash or an invalid file: the desired set keeps them.
     """
+    gone = gone or {}
     actions: list[Action] = []
     for uuid in sorted(observed.orphans):
         actions.append(Adopt(uuid))
-    for uuid, live in sorted(observed.live.items(), key=_by_uuid):
+    held: dict[Claim, uuidlib.UUID] = {}
+    for uuid, owned in sorted(observed.live.items(), key=_by_uuid):
+        live = owned
+        for claim in claims(uuid, live.name, live.file, live.domain):
+            held.setdefault(claim, uuid)
         want = desired.get(uuid)
-        if live.phase in ("starting", "stopping"):
-            continue  # an action is under way; judged again when it ends
+        if live.phase in ("stopping", "unresponsive"):
+            continue  # a Start for it, if wanted, is queued behind the stop below
         if want is None:
-            actions.append(Stop(uuid, live.name, "domain file removed"))
+            actions.append(Stop(uuid, live.name, gone.get(uuid, "domain file removed")))
         elif not want.running:
             actions.append(Stop(uuid, live.name, "desired state is stopped"))
+        elif live.name != want.name:
+            actions.append(Stop(uuid, live.name, f"renamed to '{want.name}'"))
     for uuid, want in sorted(desired.items(), key=_by_uuid):
-        if not want.running or uuid in observed.live or uuid in observed.orphans:
+        if not want.running or uuid in observed.orphans:
             continue
-        ended = observed.ended.get(uuid)
-        if ended is not None and ended.key == want.key:
-            if ended.held:
-                continue
-            retry = ended.restart.next_retry_at
-            if retry is not None and retry > now:
-                actions.append(Wait(uuid, want.name, retry))
-                continue
-            actions.append(Start(uuid, want.name,
-                                 f"restart after {ended.kind.value} "
-                                 f"(failure {ended.restart.failures})", restart=True))
+        current = observed.live.get(uuid)
+        renamed = current is not None and current.name != want.name
+        if current is not None and current.phase != "stopping" and not renamed:
             continue
-        actions.append(Start(uuid, want.name, "desired state is running"))
+        start = _start_for(want, observed.ended.get(uuid), now, after_stop=current is not None)
+        if not isinstance(start, Start):
+            if start is not None:
+                actions.append(start)
+            continue
+        if want.blocked is not None:
+            actions.append(Blocked(uuid, want.name, want.blocked))
+            continue
+        mine = claims(uuid, want.name, want.file, want.domain)
+        taken = [(c, held[c]) for c in mine if held.get(c, uuid) != uuid]
+        if taken:
+            claim, other = taken[0]
+            who = observed.live[other].name if other in observed.live else str(other)
+            actions.append(Blocked(uuid, want.name, f"waiting for the QEMU of '{who}' to go: "
+                                   f"it holds {_describe_claim(claim)}"))
+            continue
+        for claim in mine:
+            held.setdefault(claim, uuid)
+        actions.append(start)
     return actions
 
 
-State = Literal["stopped", "starting", "running", "paused", "stopping", "crashed", "crash-loop"]
+def _start_for(want: Want, ended: Ended | None, now: float, *, after_stop: bool
+               ) -> Start | Wait | None:
+    """The Start (or back-off Wait, or nothing if held) for a wanted VM that does not run.
+
+    An exit qemud itself caused (kind STOPPED) holds nothing: the desired state decides. So
+    does a start queued behind a stop (`after_stop`): that stop is ours.
+    """
+    if after_stop or ended is None or ended.kind is ExitKind.STOPPED or ended.key != want.key:
+        return Start(want.uuid, want.name, "desired state is running")
+    if ended.held:
+        return None
+    retry = ended.restart.next_retry_at
+    if retry is not None and retry > now:
+        return Wait(want.uuid, want.name, retry)
+    return Start(want.uuid, want.name, f"restart after {ended.kind.value} "
+                 f"(failure {ended.restart.failures})", restart=True)
+
+
+State = Literal["stopped", "starting", "running", "paused", "stopping", "unresponsive", "crashed",
+                "crash-loop"]
 
 
 def state_of(live: Live | None, ended: Ended | None, want: Want | None, now: float

@@ -1,8 +1,10 @@
 """Status files: what users read about each domain, written atomically as JSON.
 
 `status/<name>.json` per domain and `status.json` for all. Every write goes to a temporary file
-in the same directory, is fsynced, then renamed over the old one, so a reader never sees half a
-file. The JSON Schema (`reconcile status --schema`) is generated from these models.
+in the same directory, then is renamed over the old one, so a reader never sees half a file (no
+fsync: status is runtime state, rewritten on every change). A write that fails is reported in
+`StatusWriter.errors` and retried by the next publish; it never raises. The JSON Schema
+(`reconcile status --schema`) is generated from these models.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-State = Literal["stopped", "starting", "running", "paused", "stopping", "crashed", "crash-loop",
-                "invalid", "conflict"]
+State = Literal["stopped", "starting", "running", "paused", "stopping", "unresponsive", "crashed",
+                "crash-loop", "invalid", "conflict"]
 
 
 class FileError(BaseModel):
@@ -121,13 +123,21 @@ class StatusWriter:
         self._prev: dict[tuple[str, str | None, str], DomainStatus] = {}
         self._final: list[DomainStatus] | None = None
         self._objects: dict[str, DomainStatus] = {}
+        self.errors: list[str] = []
+        """Why files could not be written in the last publish (retried by the next one)."""
 
-    def _write(self, name: str, data: bytes) -> None:
-        """Write one file atomically unless it already holds exactly `data`."""
+    def _write(self, name: str, data: bytes) -> bool:
+        """Write one file atomically unless it already holds exactly `data`; False if it failed."""
         if self._written.get(name) == data:
-            return
-        write_atomic(self.directory / name, data)
+            return True
+        try:
+            write_atomic(self.directory / name, data, durable=False)
+        except OSError as exc:
+            self.errors.append(f"cannot write {self.directory / name}: {exc.strerror or exc}")
+            self._written.pop(name, None)
+            return False
         self._written[name] = data
+        return True
 
     def publish(self, domains: list[DomainStatus], now: float) -> list[DomainStatus]:
         """Write every domain's file and `status.json`; remove files of domains that are gone.
@@ -153,7 +163,8 @@ class StatusWriter:
         if last is not None and len(final) == len(last) and all(
                 a is b for a, b in zip(final, last, strict=True)):
             return final  # nothing changed since the last publish: no file to touch
-        self._final = final
+        self.errors = []
+        ok = True
         keep: set[str] = {SUMMARY}
         for dom in final:
             fname = f"{dom.name}.json"
@@ -163,17 +174,25 @@ class StatusWriter:
                 continue  # a domain named "status": only in status.json, which it would overwrite
             keep.add(fname)
             if self._objects.get(fname) is not dom:
-                self._write(fname, _dump(dom))
-                self._objects[fname] = dom
+                if self._write(fname, _dump(dom)):
+                    self._objects[fname] = dom
+                else:
+                    ok = False
+                    self._objects.pop(fname, None)
         # something changed (else we returned above), so the summary is as of now: the newest
         # domain stamp alone would go back in time when only a removal changed it
         stamp = max([d.updated_at for d in final] + [iso(now) or ""])
-        self._write(SUMMARY, _dump(StatusFile(updated_at=stamp, domains=tuple(final))))
-        for path in self.directory.glob("*.json"):
-            if path.name not in keep:
+        ok = self._write(SUMMARY, _dump(StatusFile(updated_at=stamp, domains=tuple(final)))) and ok
+        try:
+            stale = [p for p in self.directory.glob("*.json") if p.name not in keep]
+            for path in stale:
                 path.unlink(missing_ok=True)
                 self._written.pop(path.name, None)
                 self._objects.pop(path.name, None)
+        except OSError as exc:
+            ok = False
+            self.errors.append(f"cannot clean {self.directory}: {exc.strerror or exc}")
+        self._final = final if ok else None  # a failed write is retried by the next publish
         return final
 
 

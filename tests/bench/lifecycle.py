@@ -68,14 +68,15 @@ async def _qemud_round(base: Path, count: int) -> float:
         await rec.run_pass()
         await rec.settle()
         elapsed = time.perf_counter() - t0
-        states = {vm.proc.name: (await vm.proc.query_status()).status for vm in rec.vms.values()}
+        states = {vm.name: vm.handle.run_state if vm.handle else None for vm in rec.vms.values()}
         if len(states) != count or set(states.values()) != {"running"}:
             raise RuntimeError(f"not all VMs running: {states}; failures {rec.failures}")
         return elapsed
     finally:
         for vm in list(rec.vms.values()):
             with contextlib.suppress(Exception):
-                await vm.proc.stop(reason="bench", shutdown_timeout=0, graceful=False)
+                if vm.handle is not None:
+                    await vm.handle.stop(reason="bench", shutdown_timeout=0, graceful=False)
         await rec.detach_all()
 
 

@@ -1,4 +1,8 @@
-"""DirLock: one reconciler acts on a directory at a time; its holder is found without taking it."""
+"""DirLock: one reconciler acts on a directory at a time; its holder is found without taking it.
+
+The holder here is another process using `DirLock` itself (an OFD lock, its pid written in the
+file after taking it); the kernel (`F_OFD_GETLK`) says whether it is held at all.
+"""
 
 from __future__ import annotations
 
@@ -11,15 +15,22 @@ from pathlib import Path
 from reconciler.loop import DirLock
 
 HOLD = """
-import fcntl, os, sys, time
-fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
-fcntl.flock(fd, fcntl.LOCK_EX)
+import sys, time
+from pathlib import Path
+from reconciler.daemon import DirLock
+assert DirLock(Path(sys.argv[1]), record_pid=True).try_acquire()
 print("locked", flush=True)
 time.sleep(60)
 """
 
 
-def test_the_holder_is_another_process_found_in_proc_locks(tmp_path: Path) -> None:
+def test_a_stale_pid_in_an_unlocked_file_is_not_an_owner(tmp_path: Path) -> None:
+    path = tmp_path / "daemon.lock"
+    path.write_text(f"{os.getpid()}\n")  # left by a daemon that died: nobody holds the lock
+    assert DirLock(path).owner() is None
+
+
+def test_the_holder_is_another_process_found_by_the_kernel(tmp_path: Path) -> None:
     path = tmp_path / "daemon.lock"
     lock = DirLock(path)
     assert lock.owner() is None and not lock.held_elsewhere()
@@ -40,13 +51,13 @@ def test_the_holder_is_another_process_found_in_proc_locks(tmp_path: Path) -> No
 
 
 def test_our_own_lock_is_not_held_elsewhere(tmp_path: Path) -> None:
-    lock = DirLock(tmp_path / "reconcile.lock")
+    lock = DirLock(tmp_path / "reconcile.lock", record_pid=True)
     assert lock.try_acquire()
     try:
         assert lock.owner() == os.getpid()
         assert not lock.held_elsewhere()
         other = DirLock(tmp_path / "reconcile.lock")
-        assert not other.try_acquire()  # flock: a second open file description must wait
+        assert not other.try_acquire()  # OFD lock: a second open file description must wait
         assert not other.held_elsewhere()  # ... but it is this process that holds it
     finally:
         lock.release()

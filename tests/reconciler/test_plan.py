@@ -96,15 +96,17 @@ PLAN = [
                  [Stop(U1, "a", "desired state is stopped")], id="desired-stopped"),
     pytest.param(wants(want(U1, running=False)), obs(live(U1, "paused")), NOW,
                  [Stop(U1, "a", "desired state is stopped")], id="desired-stopped-paused"),
-    # ---- an action under way: nothing
-    pytest.param({}, obs(live(U1, "starting")), NOW, [], id="starting-file-gone"),
+    # ---- an action under way: the next one is queued behind it (the supervisor runs it after)
+    pytest.param({}, obs(live(U1, "starting")), NOW, [Stop(U1, "a", "domain file removed")],
+                 id="starting-file-gone"),
     pytest.param({}, obs(live(U1, "stopping")), NOW, [], id="stopping-file-gone"),
     pytest.param(wants(want(U1, running=False)), obs(live(U1, "starting")), NOW,
-                 [], id="starting-desired-stopped"),
+                 [Stop(U1, "a", "desired state is stopped")], id="starting-desired-stopped"),
     pytest.param(wants(want(U1, running=False)), obs(live(U1, "stopping")), NOW,
                  [], id="stopping-desired-stopped"),
+    # a stop is never "held": stop then start within the shutdown timeout starts it again after
     pytest.param(wants(want(U1)), obs(live(U1, "stopping")), NOW,
-                 [], id="stopping-desired-running-no-start"),
+                 [Start(U1, "a", "desired state is running")], id="stopping-desired-running-queues-start"),
     pytest.param(wants(want(U1)), obs(live(U1, "starting")), NOW,
                  [], id="starting-desired-running-no-second-start"),
     # ---- orphans: adopt first, nothing else for them
@@ -123,7 +125,7 @@ PLAN = [
     pytest.param(wants(want(U1)), obs(ended_={U1: ended(ExitKind.CRASH, held=True)}), NOW + 10_000,
                  [], id="held-crash-forever"),
     pytest.param(wants(want(U1)), obs(ended_={U1: ended(ExitKind.STOPPED, held=True)}), NOW,
-                 [], id="held-stopped-by-qemud"),
+                 [Start(U1, "a", "desired state is running")], id="stopped-by-qemud-holds-nothing"),
     pytest.param(wants(want(U1, key=K2)), obs(ended_={U1: ended(ExitKind.POWEROFF, held=True)}), NOW,
                  [Start(U1, "a", START)], id="file-change-releases-hold"),
     # ---- back-off

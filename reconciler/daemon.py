@@ -1,0 +1,299 @@
+"""The daemon around the reconciler: when to run a pass, signals, the directory lock, watching.
+
+`serve()` runs `Reconciler.run_pass()` (the same code as `reconcile --once`) whenever it is
+woken: a completed save of a domain file (close after write, rename into place) at once, any
+other change in the config or run directory after a short debounce, a QEMU exit or QMP event,
+a back-off or quiet-period deadline, SIGHUP (a full rescan), SIGUSR1 (a pass asked for by
+`reconcile --once`) and a periodic resync. The watchdog thread only posts wake-ups into the
+loop. SIGTERM and SIGINT end the daemon and leave every VM running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import signal
+import struct
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+
+from reconciler.errors import ReconcilerError
+from reconciler.scan import is_domain_file
+from reconciler.status import write_atomic
+from reconciler.supervisor import is_runtime_folder
+
+if TYPE_CHECKING:
+    from reconciler.loop import Reconciler
+
+DAEMON_LOCK = "daemon.lock"
+"""Held by the daemon for its whole life; holds its pid (for `reconcile --once` to signal)."""
+PASS_LOCK = "reconcile.lock"
+"""Held while a pass acts, by the daemon or by `reconcile --once`."""
+SETTLED_FILE = "settled"
+"""Wall-clock start of the daemon's last pass after which no action was under way."""
+
+_FLOCK = "hhqqi4x"
+"""`struct flock` on Linux x86-64: l_type, l_whence, l_start, l_len, l_pid (and padding)."""
+
+
+class LockTimeoutError(ReconcilerError):
+    """Another reconciler kept the config directory busy for longer than we may wait."""
+
+    def __init__(self, path: Path, waited: float) -> None:
+        self.path = path
+        self.waited = waited
+        super().__init__(f"{path}: another reconciler has been acting on this directory for "
+                         f"{waited:g}s; try again later, or stop the other one")
+
+
+class AlreadyRunningError(ReconcilerError):
+    """A reconciler daemon already serves this directory."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        super().__init__(f"another reconcile daemon already serves this directory (lock {path}); "
+                         "it applies every change by itself ('reconcile status' shows its work)")
+
+
+class DaemonServesError(ReconcilerError):
+    """`reconcile --once` could not reach the daemon that serves the directory."""
+
+    def __init__(self, config_dir: Path) -> None:
+        self.config_dir = config_dir
+        super().__init__(f"a reconcile daemon serves {config_dir} and applies every change by "
+                         "itself; see 'reconcile status', or stop the daemon to use --once")
+
+
+class DirLock:
+    """An open-file-description lock (`F_OFD_SETLK`) on a file in the run directory.
+
+    With `record_pid`, the holder writes its pid into the file after taking the lock (the
+    daemon's lock: `reconcile --once` signals it); `owner()` asks the kernel (`F_OFD_GETLK`,
+    which never takes the lock) whether anybody holds it before believing that pid. Without
+    it, taking the lock changes nothing in the file (`--dry-run` writes nothing).
+    """
+
+    def __init__(self, path: Path, *, record_pid: bool = False) -> None:
+        self.path = path
+        self.record_pid = record_pid
+        self._fd: int | None = None
+
+    def try_acquire(self) -> bool:
+        """Take the lock if it is free and record our pid in it; never blocks."""
+        if self._fd is not None:
+            return True
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack(_FLOCK, fcntl.F_WRLCK, 0, 0, 0, 0))
+        except OSError:
+            os.close(fd)
+            return False
+        if self.record_pid:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return True
+
+    async def acquire(self, timeout: float) -> None:
+        """Wait (without blocking the event loop) up to `timeout` s for the lock."""
+        deadline = time.monotonic() + timeout
+        while not self.try_acquire():
+            if time.monotonic() >= deadline:
+                raise LockTimeoutError(self.path, timeout)
+            await asyncio.sleep(0.02)
+
+    def release(self) -> None:
+        """Give the lock back (idempotent)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def owner(self) -> int | None:
+        """The pid holding the lock right now, or None when nobody holds it.
+
+        The kernel says whether it is held (`F_OFD_GETLK`); the pid is what the holder wrote.
+        A holder that has not written its pid yet is waited for briefly.
+        """
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            for _ in range(50):
+                probe = struct.pack(_FLOCK, fcntl.F_WRLCK, 0, 0, 0, 0)
+                kind = struct.unpack(_FLOCK, fcntl.fcntl(fd, fcntl.F_OFD_GETLK, probe))[0]
+                if kind == fcntl.F_UNLCK:
+                    return None
+                text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+                if text.isdigit():
+                    return int(text)
+                time.sleep(0.002)
+            return None
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+
+    def held_elsewhere(self) -> bool:
+        """Whether another process holds the lock right now (never takes it to find out)."""
+        if self._fd is not None:
+            return False
+        holder = self.owner()
+        return holder is not None and holder != os.getpid()
+
+
+async def delegate(rec: Reconciler, daemon: DirLock, timeout: float) -> bool:
+    """Have the daemon holding `daemon` run a full pass (SIGUSR1) and wait until it settled.
+
+    Returns False, having done nothing, when no daemon holds the directory.
+    """
+    pid = daemon.owner()
+    if pid is None or pid == os.getpid():
+        return False
+    asked = time.time()
+    rec.say(f"a daemon (pid {pid}) serves this directory; asking it for a full pass")
+    try:
+        os.kill(pid, signal.SIGUSR1)
+    except OSError as exc:
+        raise DaemonServesError(rec.layout.config_dir) from exc
+    deadline = time.monotonic() + timeout
+    marker = rec.layout.run_dir / SETTLED_FILE
+    while True:
+        with contextlib.suppress(OSError, ValueError):
+            if float(marker.read_text().strip() or 0) >= asked:
+                return True
+        if time.monotonic() >= deadline:
+            raise LockTimeoutError(marker, timeout)
+        await asyncio.sleep(0.02)
+
+
+async def serve(rec: Reconciler, *, resync: float = 30.0, debounce: float = 0.05) -> None:
+    """The daemon: run passes when woken, until SIGTERM or SIGINT; VMs keep running after."""
+    rec.prepare()
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    pending: list[asyncio.TimerHandle] = []
+
+    def debounced() -> None:
+        """Runs on the loop: (re)arm the quiet-period timer that wakes a pass."""
+        for handle in pending:
+            handle.cancel()
+        pending[:] = [loop.call_later(debounce, rec.wake.set)]
+
+    def at_once() -> None:
+        """Runs on the loop: a completed save wakes a pass now."""
+        for handle in pending:
+            handle.cancel()
+        pending.clear()
+        rec.wake.set()
+
+    def rescan() -> None:
+        """SIGHUP: reread every file and rewrite every status file; run a full pass."""
+        rec.say("SIGHUP: full rescan")
+        rec.reload()
+        rec.wake.set()
+
+    def notify(completed: bool) -> None:
+        """Runs on the observer thread: only post a wake-up into the loop."""
+        loop.call_soon_threadsafe(at_once if completed else debounced)
+
+    # handlers first: `reconcile --once` signals the lock's holder as soon as it sees one
+    handlers: dict[signal.Signals, Callable[[], None]] = {
+        signal.SIGHUP: rescan, signal.SIGUSR1: rec.wake.set,
+        signal.SIGTERM: stopping.set, signal.SIGINT: stopping.set}
+    for signum, handler in handlers.items():
+        loop.add_signal_handler(signum, handler)
+    daemon_lock = DirLock(rec.layout.run_dir / DAEMON_LOCK, record_pid=True)
+    try:
+        if not daemon_lock.try_acquire():
+            raise AlreadyRunningError(daemon_lock.path)
+        observer = watch(rec.layout.config_dir, rec.layout.run_dir, notify)
+        rec.say(f"watching {rec.layout.config_dir} (pid {os.getpid()})")
+        try:
+            await _serve(rec, stopping, resync)
+        finally:
+            rec.say("exiting; VMs keep running and are adopted by the next reconciler")
+            observer.stop()
+            await rec.detach_all()
+            rec.lock.release()
+            observer.join(timeout=2)
+    finally:
+        for signum in handlers:
+            loop.remove_signal_handler(signum)
+        daemon_lock.release()
+
+
+async def _serve(rec: Reconciler, stopping: asyncio.Event, resync: float) -> None:
+    """The daemon's loop: a pass per wake-up (or per `resync` seconds) until `stopping`."""
+    rec.wake.set()
+    while not stopping.is_set():
+        waiter = asyncio.ensure_future(rec.wake.wait())
+        stopper = asyncio.ensure_future(stopping.wait())
+        await asyncio.wait({waiter, stopper}, timeout=resync, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        stopper.cancel()
+        if stopping.is_set():
+            break
+        rec.wake.clear()
+        while not rec.lock.try_acquire():
+            if stopping.is_set():
+                return
+            await asyncio.sleep(0.05)
+        began = rec.clock()
+        await rec.run_pass()
+        if not rec.supervisor.working:
+            rec.lock.release()
+            with contextlib.suppress(OSError):  # all asked for before `began` is done
+                write_atomic(rec.layout.run_dir / SETTLED_FILE, f"{began!r}\n".encode(),
+                             durable=False)
+
+
+def watch(config_dir: Path, run_dir: Path, wake: Callable[[bool], None]) -> BaseObserver:
+    """Start a watchdog observer calling `wake(completed)` (from its thread) on relevant events.
+
+    Relevant: a domain file in `config_dir` (`completed` when it was closed after writing or
+    renamed into place: an editor's save is done), a runtime folder appearing or going in
+    `run_dir` (another reconciler started a VM).
+    """
+    handler = _Handler(wake, config_dir)
+    observer = Observer()
+    for directory in (config_dir, run_dir):
+        observer.schedule(handler, str(directory), recursive=False)
+    observer.start()
+    return observer
+
+
+class _Handler(FileSystemEventHandler):
+    """Forwards relevant watchdog events as wake-ups; runs on the observer thread."""
+
+    def __init__(self, wake: Callable[[bool], None], config_dir: Path) -> None:
+        self._wake = wake
+        self._config_dir = str(config_dir)
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        """Wake the loop for a domain file event, or a runtime folder appearing or going."""
+        if event.event_type in ("opened", "closed_no_write"):
+            return
+        for raw, is_dest in ((event.src_path, False), (getattr(event, "dest_path", ""), True)):
+            path = os.fsdecode(raw)
+            if not path:
+                continue
+            name = os.path.basename(path)
+            if os.path.dirname(path) == self._config_dir:
+                if is_domain_file(name):
+                    completed = event.event_type == "closed" or (
+                        event.event_type == "moved" and is_dest)
+                    self._wake(completed)
+                    return
+            elif is_runtime_folder(name):
+                self._wake(False)
+                return

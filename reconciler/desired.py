@@ -1,0 +1,252 @@
+"""The desired set: the one place that says which VMs are wanted, with which definition.
+
+Pure (no I/O, no clock of its own). `DesiredSet.update()` folds a directory scan and what the
+supervisor owns into a `Desired`:
+
+- a valid clash winner is wanted with its file's definition;
+- a VM that runs keeps the definition it runs whenever its file cannot say anything better:
+  the file is invalid (even right after a restart or SIGHUP, when the parse cache is empty: the
+  definition in use, persisted in its runtime folder, is the last good one), the file lost a
+  name clash, or the file vanished less than the quiet period ago (editors save by rename);
+- a VM whose file now defines another uuid (an identity change, e.g. a rename of a domain
+  without `<uuid>`) or is gone for longer than the quiet period is *gone*, with the reason;
+- two wanted domains that name the same writable disk image are a disk conflict: the one that
+  runs (else the first by file path) may run, the other is `blocked`, and both report it with
+  file and line.
+
+Clashes and invalid files never take a running VM away: only the file's own desired state, its
+identity, or its removal do.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid as uuidlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from model import Domain
+from reconciler.scan import Candidate, Conflict, FileIssue, FileKey, Invalid, Scan
+
+
+@dataclass(frozen=True)
+class Owned:
+    """A VM the supervisor owns (starting, running, paused, stopping or unresponsive)."""
+
+    uuid: uuidlib.UUID
+    name: str
+    file: Path | None
+    """The domain file it was started from (persisted in its runtime folder); None if unknown."""
+    domain: Domain | None
+    """The definition it runs; None for an adopted VM whose definition copy is missing."""
+
+
+@dataclass(frozen=True)
+class Want:
+    """A domain that should exist, with the definition that applies to it now."""
+
+    uuid: uuidlib.UUID
+    name: str
+    file: Path
+    key: FileKey | None
+    """The version of `file` this want comes from (None: the file is gone for the moment)."""
+    domain: Domain
+    errors: tuple[FileIssue, ...] = ()
+    """Why the file does not fully apply (invalid now, clash, disk conflict), with file and line."""
+    kept: str | None = None
+    """Set when the running definition stays in effect instead of the file's: the reason."""
+    blocked: str | None = None
+    """Set when this domain must not start now (it lost a disk conflict): the reason."""
+    disk_lines: tuple[int | None, ...] = ()
+
+    @property
+    def running(self) -> bool:
+        """Whether the definition in effect asks for the VM to run."""
+        return self.domain.desired.state == "running"
+
+
+@dataclass(frozen=True)
+class DiskConflict:
+    """Two wanted domains name the same writable disk image; `loser` may not run while `winner` may."""
+
+    path: str
+    winner: Want
+    winner_line: int | None
+    loser: Want
+    loser_line: int | None
+
+    def message(self, about: Want) -> str:
+        """A sentence for `about`'s status naming the other file and line, and what to do."""
+        other, line = ((self.loser, self.loser_line) if about.uuid == self.winner.uuid
+                       else (self.winner, self.winner_line))
+        where = f"{other.file}:{line}" if line is not None else str(other.file)
+        lead = (f"disk image {self.path} is also used by '{other.name}' ({where})")
+        if about.uuid == self.winner.uuid:
+            return f"{lead}, which may not run while this domain does"
+        return (f"{lead}; this domain stays stopped while that one may run: give each its own "
+                "image, or mark it <readonly/> or <shareable/>")
+
+
+@dataclass(frozen=True)
+class Desired:
+    """What should be true, as of one scan: the wanted domains and the owned VMs that must go."""
+
+    wants: Mapping[uuidlib.UUID, Want]
+    gone: Mapping[uuidlib.UUID, str] = field(default_factory=dict)
+    """Owned VMs that no file wants any more, each with the reason (stopped gracefully)."""
+    conflicts: tuple[Conflict, ...] = ()
+    disk_conflicts: tuple[DiskConflict, ...] = ()
+    invalid: tuple[Invalid, ...] = ()
+    wake_at: float | None = None
+    """When a quiet period runs out (the caller runs a pass then), if any."""
+
+
+def writable_disks(domain: Domain) -> Iterable[tuple[int, str]]:
+    """(index, normalised path) of each disk image the guest may write and nobody may share."""
+    for i, disk in enumerate(domain.devices.disks):
+        if disk.source is None or disk.device != "disk" or disk.readonly:
+            continue
+        if getattr(disk, "shareable", False):
+            continue
+        yield i, os.path.normpath(disk.source)
+
+
+INVALID_KEPT = "the file is invalid; the last valid definition stays in effect"
+
+
+def _want(cand: Candidate, clashes: tuple[FileIssue, ...]) -> Want:
+    """A clash winner as a want (its last valid definition when the file is invalid now)."""
+    return Want(cand.uuid, cand.name, cand.path, cand.key, cand.parsed.domain,
+                cand.errors + clashes, INVALID_KEPT if cand.errors else None,
+                disk_lines=cand.parsed.disk_lines)
+
+
+def _kept(own: Owned, errors: tuple[FileIssue, ...], why: str) -> Want:
+    """A want that keeps an owned VM's running definition (and file) in effect."""
+    assert own.domain is not None and own.file is not None
+    return Want(own.uuid, own.name, own.file, None, own.domain, errors, kept=why)
+
+
+@dataclass
+class DesiredSet:
+    """Turns scans into `Desired`; remembers only when each owned VM's file went missing."""
+
+    quiet_period: float
+    _missing: dict[uuidlib.UUID, float] = field(default_factory=dict)
+
+    def update(self, scan: Scan, owned: Mapping[uuidlib.UUID, Owned], now: float) -> Desired:
+        """Fold a scan and the owned VMs into what should be true now (see the module doc)."""
+        clashes: dict[str, tuple[FileIssue, ...]] = {}
+        for conflict in scan.conflicts:
+            issue = FileIssue(str(conflict.winner), None, conflict.message())
+            clashes[str(conflict.winner)] = (*clashes.get(str(conflict.winner), ()), issue)
+        wants: dict[uuidlib.UUID, Want] = {
+            u: _want(c, clashes.get(str(c.path), ())) for u, c in scan.domains.items()}
+        gone: dict[uuidlib.UUID, str] = {}
+        wake_at: float | None = None
+        if owned:
+            by_path = {str(c.path): c for c in scan.domains.values()}
+            invalid = {str(i.path): i for i in scan.invalid}
+            losers = {str(c.loser): c for c in scan.conflicts}
+            for uuid, own in owned.items():
+                if uuid in wants:
+                    self._missing.pop(uuid, None)
+                    continue
+                verdict = self._judge(own, by_path, invalid, losers)
+                if isinstance(verdict, Want):
+                    self._missing.pop(uuid, None)
+                    wants[uuid] = verdict
+                    continue
+                if verdict is not None:
+                    self._missing.pop(uuid, None)
+                    gone[uuid] = verdict
+                    continue
+                since = self._missing.setdefault(uuid, now)
+                if now - since < self.quiet_period and own.domain is not None and own.file:
+                    wants[uuid] = _kept(own, (), "the domain file is missing for a moment")
+                    until = since + self.quiet_period
+                    wake_at = until if wake_at is None else min(wake_at, until)
+                else:
+                    gone[uuid] = "domain file removed"
+        for uuid in [u for u in self._missing if u not in owned]:
+            del self._missing[uuid]
+        disk_conflicts = _disk_conflicts(wants, owned)
+        if disk_conflicts:
+            wants = _mark_disk_conflicts(wants, disk_conflicts)
+        return Desired(wants, gone, scan.conflicts, disk_conflicts, scan.invalid, wake_at)
+
+    @staticmethod
+    def _judge(own: Owned, by_path: Mapping[str, Candidate], invalid: Mapping[str, Invalid],
+               losers: Mapping[str, Conflict]) -> Want | str | None:
+        """What an owned VM's file (which does not define it as a winner) says about it.
+
+        A `Want` keeps it (invalid file, clash loser); a string is why it must go (identity
+        changed); None means its file is missing (the caller applies the quiet period).
+        """
+        if own.file is None:
+            return None
+        path = str(own.file)
+        if path in invalid and own.domain is not None:
+            return _kept(own, invalid[path].errors, INVALID_KEPT)
+        conflict = losers.get(path)
+        if conflict is not None:
+            if conflict.uuid == own.uuid and own.domain is not None:
+                issue = FileIssue(path, None, conflict.message())
+                return _kept(own, (issue,),
+                             "the file lost a clash; the definition in use stays in effect")
+            return (f"{own.file} now defines '{conflict.name}' ({conflict.uuid}): "
+                    "identity changed")
+        cand = by_path.get(path)
+        if cand is not None:
+            return f"{own.file} now defines '{cand.name}' ({cand.uuid}): identity changed"
+        return None
+
+
+def _disk_conflicts(wants: Mapping[uuidlib.UUID, Want], owned: Mapping[uuidlib.UUID, Owned]
+                    ) -> tuple[DiskConflict, ...]:
+    """Every pair (first holder, other) of wanted domains naming one writable image.
+
+    The first holder is a domain whose VM is owned (it may be running on that image), else
+    the first by file path, then uuid: deterministic, and never the one that would have to stop.
+    """
+    users: dict[str, list[tuple[Want, int]]] = {}
+    for want in wants.values():
+        for index, path in writable_disks(want.domain):
+            users.setdefault(path, []).append((want, index))
+    found: list[DiskConflict] = []
+    for path, holders in users.items():
+        if len(holders) < 2:
+            continue
+        holders.sort(key=lambda h: (h[0].uuid not in owned, not h[0].running, str(h[0].file),
+                                    h[0].uuid.int))
+        first, first_index = holders[0]
+        for other, index in holders[1:]:
+            if other.uuid == first.uuid:
+                continue  # one domain naming its image twice is the model's business
+            found.append(DiskConflict(path, first, _line(first, first_index), other,
+                                      _line(other, index)))
+    return tuple(found)
+
+
+def _line(want: Want, index: int) -> int | None:
+    """The line of disk number `index` of a want's file, when known."""
+    return want.disk_lines[index] if index < len(want.disk_lines) else None
+
+
+def _mark_disk_conflicts(wants: dict[uuidlib.UUID, Want], conflicts: tuple[DiskConflict, ...]
+                         ) -> dict[uuidlib.UUID, Want]:
+    """Add each conflict to both domains' errors and block the losers."""
+    out = dict(wants)
+    for conflict in conflicts:
+        for side, line in ((conflict.winner, conflict.winner_line),
+                           (conflict.loser, conflict.loser_line)):
+            current = out[side.uuid]
+            issue = FileIssue(str(side.file), line, conflict.message(side))
+            blocked = current.blocked
+            if side is conflict.loser and blocked is None:
+                blocked = issue.message
+            out[side.uuid] = Want(current.uuid, current.name, current.file, current.key,
+                                  current.domain, (*current.errors, issue), current.kept,
+                                  blocked, current.disk_lines)
+    return out

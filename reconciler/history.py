@@ -1,0 +1,123 @@
+"""What happened to each VM: its last exit (or failed start), restart count and back-off.
+
+`History` is the one owner of this memory. It survives the reconciler in `run/exits.json`
+(atomic rename, no fsync: it is runtime state, rewritten on every change). A write that fails
+(full disk, read-only directory) is reported by `save()` and retried on the next one; the
+in-memory history is never lost because of it.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid as uuidlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from model import Domain
+from reconciler.plan import Ended
+from reconciler.policy import ExitKind, RestartState, after_exit, should_restart
+from reconciler.scan import FileKey
+from reconciler.status import write_atomic
+
+MEMORY_FILE = "exits.json"
+
+
+@dataclass
+class History:
+    """Exits, restart counts and start failures per uuid, persisted in `path`."""
+
+    path: Path
+    write: Callable[[Path, bytes], None] = field(
+        default=lambda p, d: write_atomic(p, d, durable=False))
+    ended: dict[uuidlib.UUID, Ended] = field(default_factory=dict)
+    restarts: dict[uuidlib.UUID, int] = field(default_factory=dict)
+    failures: dict[uuidlib.UUID, str] = field(default_factory=dict)
+    """The last failed action of a VM (start, adoption), shown as its reason until it starts."""
+    dirty: bool = False
+    """Something changed since the last successful save."""
+
+    def record_end(self, uuid: uuidlib.UUID, domain: Domain | None, kind: ExitKind, *,
+                   uptime: float, message: str, key: FileKey | None, now: float) -> Ended:
+        """Fold an exit (or failed start) into the restart bookkeeping of `uuid`; return it.
+
+        An exit qemud caused (STOPPED) or of a VM whose definition is unknown never restarts
+        and resets the back-off; otherwise the domain's restart policy decides.
+        """
+        previous = self.ended.get(uuid)
+        prev_state = previous.restart if previous else RestartState()
+        if kind is ExitKind.STOPPED or domain is None:
+            restart, state = False, RestartState()
+        else:
+            restart = should_restart(domain.desired.restart, domain.on_poweroff,
+                                     domain.on_crash, kind)
+            state = (after_exit(prev_state, exited_at=now, uptime=uptime) if restart
+                     else replace(prev_state, next_retry_at=None))
+        ended = Ended(kind, now, state, not restart, key, message)
+        self.ended[uuid] = ended
+        self.dirty = True
+        return ended
+
+    def record_start(self, uuid: uuidlib.UUID, *, restart: bool) -> None:
+        """A VM is running: count an automatic restart, clear its last failure."""
+        if restart:
+            self.restarts[uuid] = self.restarts.get(uuid, 0) + 1
+            self.dirty = True
+        self.failures.pop(uuid, None)
+
+    def fail(self, uuid: uuidlib.UUID, message: str) -> None:
+        """Remember why the last action on `uuid` failed (shown in its status)."""
+        self.failures[uuid] = message
+
+    def forget_except(self, known: Iterable[uuidlib.UUID]) -> None:
+        """Drop every uuid not in `known` (their files are gone and they run nothing)."""
+        keep = set(known)
+        for table in (self.ended, self.restarts, self.failures):
+            for uuid in [u for u in table if u not in keep]:
+                del table[uuid]
+                self.dirty = True
+
+    def save(self) -> OSError | None:
+        """Write `exits.json` if anything changed; return the error instead of raising."""
+        if not self.dirty:
+            return None
+        data: dict[str, dict[str, object]] = {
+            str(uuid): {
+                "kind": e.kind.value, "at": e.at, "failures": e.restart.failures,
+                "next_retry_at": e.restart.next_retry_at, "held": e.held, "message": e.message,
+                "key": [e.key.mtime_ns, e.key.size, e.key.inode] if e.key else None,
+                "restarts": self.restarts.get(uuid, 0),
+            } for uuid, e in self.ended.items()
+        }
+        for uuid, count in self.restarts.items():
+            data.setdefault(str(uuid), {"restarts": count})
+        try:
+            self.write(self.path, json.dumps(data, indent=1).encode())
+        except OSError as exc:
+            return exc
+        self.dirty = False
+        return None
+
+    @classmethod
+    def load(cls, path: Path) -> History:
+        """Read what `save` wrote; a missing or damaged file (or entry) means a fresh start."""
+        history = cls(path)
+        try:
+            data = json.loads(path.read_bytes())
+        except (OSError, ValueError):
+            return history
+        if not isinstance(data, dict):
+            return history
+        for raw, rec in data.items():
+            try:
+                uuid = uuidlib.UUID(raw)
+                history.restarts[uuid] = int(rec.get("restarts", 0))
+                if "kind" not in rec:
+                    continue
+                key = FileKey(*rec["key"]) if rec.get("key") else None
+                state = RestartState(int(rec["failures"]), rec.get("next_retry_at"))
+                history.ended[uuid] = Ended(ExitKind(rec["kind"]), float(rec["at"]), state,
+                                            bool(rec["held"]), key, str(rec.get("message", "")))
+            except (ValueError, TypeError, KeyError, AttributeError):
+                continue
+        return history

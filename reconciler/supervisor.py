@@ -1,0 +1,565 @@
+"""The supervisor: the VMs qemud owns, one worker per VM, and the process layer they drive.
+
+Like the kubelet's pod workers, each uuid has at most one worker task, which serialises that
+VM's adopt, start and stop. `deliver()` hands each worker the latest action the planner decided
+for its uuid; a worker that is busy keeps only the newest undelivered action (or none, if the
+latest plan has none) and runs it when its operation ends, so a stop is never "held" and a VM
+being torn down is never started again before its teardown has finished. Exits arrive through
+the process layer's callback (a pidfd under it) and are folded into `History` at once.
+
+The process layer (`ProcessLayer`) is the only side-effecting part: the real one wraps
+`QemuProcess`; the stateful tests use a fake one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import uuid as uuidlib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import model
+from reconciler.desired import Desired, Owned, Want
+from reconciler.errors import AdoptError, ReconcilerError, StartError, StopError
+from reconciler.history import History
+from reconciler.paths import Layout
+from reconciler.plan import Action, Adopt, Live, Phase, Start, Stop, claims
+from reconciler.policy import ExitKind
+from reconciler.qemu import (
+    Exit,
+    Primitives,
+    QemuProcess,
+    QmpEvent,
+    Timeouts,
+    VncInfo,
+    process_age,
+)
+
+ADOPT_RETRY = 30.0
+"""Seconds before trying again to adopt a QEMU whose monitor did not answer."""
+
+DEFINITION_FILE = "domain.xml"
+"""Copy of the definition a VM runs, in its runtime folder (like libvirt's status XML)."""
+SOURCE_FILE = "source"
+"""The path of the domain file a VM was started from, in its runtime folder."""
+
+EXIT_MESSAGES = {
+    ExitKind.POWEROFF: "the guest powered itself off",
+    ExitKind.HOST_SHUTDOWN: "QEMU was shut down from outside qemud",
+    ExitKind.CRASH: "QEMU crashed or was killed",
+    ExitKind.PANIC: "the guest kernel panicked",
+    ExitKind.STOPPED: "stopped by qemud",
+}
+
+
+# --------------------------------------------------------------------------- the process layer
+
+
+class Handle(Protocol):
+    """A live QEMU the process layer started or adopted."""
+
+    @property
+    def pid(self) -> int | None:
+        """Its process id."""
+
+    @property
+    def run_state(self) -> str | None:
+        """QEMU's last known run state (running, paused, prelaunch, ...)."""
+
+    async def stop(self, *, reason: str, shutdown_timeout: float, graceful: bool = True) -> Exit:
+        """Stop it (powerdown, quit, SIGTERM, SIGKILL); the exit callback fires too."""
+
+    async def detach(self) -> None:
+        """Let go of it without stopping it."""
+
+    async def query_vnc(self) -> VncInfo | None:
+        """Where its VNC server listens, if it has one."""
+
+
+ExitCallback = Callable[[Exit], None]
+EventCallback = Callable[[QmpEvent], None]
+
+
+class ProcessLayer(Protocol):
+    """Everything the supervisor does to processes and runtime folders."""
+
+    async def start(self, uuid: uuidlib.UUID, domain: model.Domain, on_exit: ExitCallback,
+                    on_event: EventCallback) -> Handle:
+        """Start a VM and let it run; raises `StartError` (nothing left running) on failure."""
+
+    async def adopt(self, uuid: uuidlib.UUID, name: str, on_exit: ExitCallback,
+                    on_event: EventCallback) -> Handle | None:
+        """Take over the QEMU of a runtime folder; None if the folder was stale (removed).
+
+        Raises `AdoptError` for a live QEMU of this VM whose monitor does not answer.
+        """
+
+    def runtime_folders(self) -> list[uuidlib.UUID]:
+        """The uuids that have a runtime folder."""
+
+    def save_definition(self, uuid: uuidlib.UUID, domain: model.Domain, file: Path | None) -> None:
+        """Persist the definition a VM runs and its file (raises OSError)."""
+
+    def load_definition(self, uuid: uuidlib.UUID) -> tuple[model.Domain | None, Path | None]:
+        """What `save_definition` persisted; (None, None) when missing or unreadable."""
+
+    def age(self, pid: int) -> float | None:
+        """Seconds since process `pid` started, if known."""
+
+
+@dataclass
+class QemuLayer:
+    """The real process layer: `QemuProcess` in the layout's runtime folders."""
+
+    layout: Layout
+    timeouts: Timeouts | None = None
+    primitives: Primitives | None = None
+
+    async def start(self, uuid: uuidlib.UUID, domain: model.Domain, on_exit: ExitCallback,
+                    on_event: EventCallback) -> Handle:
+        """Start QEMU for `domain` (see `QemuProcess.start`)."""
+        paths = self.layout.vm(domain.name, str(uuid))
+        runtime = model.Runtime(paths.qmp_socket, paths.pidfile, paths.console_log)
+        proc = QemuProcess(domain.name, str(uuid), model.command_line(domain, runtime), paths,
+                           timeouts=self.timeouts, primitives=self.primitives,
+                           on_exit=on_exit, on_event=on_event)
+        await proc.start()
+        return proc
+
+    async def adopt(self, uuid: uuidlib.UUID, name: str, on_exit: ExitCallback,
+                    on_event: EventCallback) -> Handle | None:
+        """Adopt the QEMU of `uuid`'s runtime folder (see `QemuProcess.adopt`)."""
+        return await QemuProcess.adopt(name, str(uuid), self.layout.vm(name, str(uuid)),
+                                       timeouts=self.timeouts, primitives=self.primitives,
+                                       on_exit=on_exit, on_event=on_event)
+
+    def runtime_folders(self) -> list[uuidlib.UUID]:
+        """Entries of the run directory named by a canonical uuid."""
+        try:
+            names = os.listdir(self.layout.run_dir)
+        except FileNotFoundError:
+            return []
+        return [uuidlib.UUID(n) for n in names if is_runtime_folder(n)]
+
+    def save_definition(self, uuid: uuidlib.UUID, domain: model.Domain, file: Path | None) -> None:
+        """Write `domain.xml` and `source` into the runtime folder (atomic rename, no fsync)."""
+        from reconciler.status import write_atomic
+        vm_dir = self.layout.vm_dir(str(uuid))
+        write_atomic(vm_dir / DEFINITION_FILE, model.to_xml(domain), durable=False)
+        write_atomic(vm_dir / SOURCE_FILE, os.fsencode(str(file or "")), durable=False)
+
+    def load_definition(self, uuid: uuidlib.UUID) -> tuple[model.Domain | None, Path | None]:
+        """Read back `domain.xml` and `source`; anything unreadable counts as missing."""
+        vm_dir = self.layout.vm_dir(str(uuid))
+        domain: model.Domain | None = None
+        with contextlib.suppress(model.ModelError):
+            domain = model.parse_file(vm_dir / DEFINITION_FILE).domain
+        file: Path | None = None
+        with contextlib.suppress(OSError):
+            raw = (vm_dir / SOURCE_FILE).read_bytes()
+            file = Path(os.fsdecode(raw)) if raw else None
+        return domain, file
+
+    def age(self, pid: int) -> float | None:
+        """Process age from /proc."""
+        return process_age(pid)
+
+
+def is_runtime_folder(name: str) -> bool:
+    """Whether a run-directory entry is a VM's runtime folder (named by its canonical uuid).
+
+    Everything else there (locks, exits.json and its temporary files) is the reconciler's own
+    bookkeeping.
+    """
+    try:
+        return str(uuidlib.UUID(name)) == name
+    except ValueError:
+        return False
+
+
+# --------------------------------------------------------------------------- the supervisor
+
+
+@dataclass(eq=False)
+class Vm:
+    """One VM the supervisor owns, from the moment a worker starts or adopts it until it exits."""
+
+    name: str
+    domain: model.Domain | None
+    file: Path | None
+    started_at: float
+    phase: Phase = "starting"
+    """starting, running (see `Supervisor.phase`), stopping or unresponsive."""
+    handle: Handle | None = None
+    pid: int | None = None
+    vnc: str | None = None
+    stop_reason: str | None = None
+    retry_at: float | None = None
+    """For an unresponsive VM: when to try adopting it again."""
+    exited: bool = False
+
+
+@dataclass
+class _Worker:
+    """The one task that acts on one uuid, and the newest action waiting for it."""
+
+    pending: Action | None = None
+    task: asyncio.Task[None] | None = None
+    operations: int = 0
+
+
+@dataclass
+class Supervisor:
+    """Owns the live VMs and their workers; carries out the planner's actions.
+
+    All methods run on one event loop. `say` gets one human line per event; `wake` asks for a
+    pass; `wake_at` for a pass at a wall-clock time; `clock` is wall-clock time.
+    """
+
+    layer: ProcessLayer
+    history: History
+    clock: Callable[[], float]
+    say: Callable[[str], None]
+    wake: Callable[[], None]
+    wake_at: Callable[[float], None]
+    vms: dict[uuidlib.UUID, Vm] = field(default_factory=dict)
+    desired: Desired = field(default_factory=lambda: Desired({}))
+    _workers: dict[uuidlib.UUID, _Worker] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ views
+
+    def owned(self) -> dict[uuidlib.UUID, Owned]:
+        """Every owned VM as the desired set sees it."""
+        return {u: Owned(u, vm.name, vm.file, vm.domain) for u, vm in self.vms.items()}
+
+    def running_files(self) -> dict[uuidlib.UUID, Path]:
+        """The file each owned VM was started from, by uuid (clash winners keep their VM)."""
+        return {u: vm.file for u, vm in self.vms.items() if vm.file is not None}
+
+    def phase(self, vm: Vm) -> Phase:
+        """The planner's phase of a VM: paused when QEMU says its vCPUs do not run."""
+        if vm.phase != "running":
+            return vm.phase
+        state = vm.handle.run_state if vm.handle is not None else None
+        return "running" if state in (None, "running") else "paused"
+
+    def live(self) -> dict[uuidlib.UUID, Live]:
+        """The planner's view of every owned VM."""
+        return {u: self.live_of(u, vm) for u, vm in self.vms.items()}
+
+    def live_of(self, uuid: uuidlib.UUID, vm: Vm) -> Live:
+        """The planner's view of one owned VM."""
+        return Live(uuid, vm.name, vm.pid or 0, self.phase(vm), vm.domain, vm.file)
+
+    def orphans(self) -> frozenset[uuidlib.UUID]:
+        """Runtime folders that no owned VM accounts for, and unresponsive VMs due a retry."""
+        now = self.clock()
+        found = {u for u in self.layer.runtime_folders() if u not in self.vms}
+        found |= {u for u, vm in self.vms.items()
+                  if vm.phase == "unresponsive" and (vm.retry_at or 0.0) <= now}
+        return frozenset(u for u in found if not self.busy(u))
+
+    def busy(self, uuid: uuidlib.UUID) -> bool:
+        """Whether a worker is acting on `uuid` right now."""
+        worker = self._workers.get(uuid)
+        return worker is not None and worker.task is not None
+
+    @property
+    def working(self) -> bool:
+        """Whether any worker is acting."""
+        return any(w.task is not None for w in self._workers.values())
+
+    def operations(self, uuid: uuidlib.UUID) -> int:
+        """How many operations the worker of `uuid` has finished (for tests)."""
+        worker = self._workers.get(uuid)
+        return worker.operations if worker else 0
+
+    # ------------------------------------------------------------------ delivering work
+
+    async def adopt_all(self, uuids: Iterable[uuidlib.UUID]) -> None:
+        """Adopt the QEMUs of these runtime folders (each by its worker); wait until done."""
+        tasks = [self._dispatch(u, Adopt(u)) for u in uuids]
+        if tasks:
+            await asyncio.gather(*(asyncio.shield(t) for t in tasks if t is not None))
+
+    def deliver(self, actions: Iterable[Action], desired: Desired) -> None:
+        """Give each worker the latest Start or Stop for its uuid (see the module doc).
+
+        A busy worker whose uuid has no action in this plan loses its pending one: the newest
+        plan is the only work that is ever delivered.
+        """
+        self.desired = desired
+        work = {a.uuid: a for a in actions if isinstance(a, Start | Stop)}
+        for uuid, worker in self._workers.items():
+            if worker.task is not None and uuid not in work:
+                worker.pending = None
+        for uuid, action in work.items():
+            self._dispatch(uuid, action)
+
+    def _dispatch(self, uuid: uuidlib.UUID, action: Action) -> asyncio.Task[None] | None:
+        """Queue `action` as `uuid`'s newest work; start its worker if it is idle."""
+        worker = self._workers.setdefault(uuid, _Worker())
+        worker.pending = action
+        if worker.task is None:
+            worker.task = asyncio.get_running_loop().create_task(self._work(uuid, worker))
+            # the status shows the operation from this very pass, not once it has begun
+            if isinstance(action, Start):
+                self._book_start(uuid, action)
+            elif (isinstance(action, Stop) and (vm := self.vms.get(uuid)) is not None
+                  and vm.handle is not None and vm.phase == "running"):
+                vm.phase, vm.stop_reason = "stopping", action.reason
+        return worker.task
+
+    async def _work(self, uuid: uuidlib.UUID, worker: _Worker) -> None:
+        """The worker: run the pending action, then the next one, until none is left."""
+        try:
+            while worker.pending is not None:
+                action, worker.pending = worker.pending, None
+                await self._act(uuid, action)
+                worker.operations += 1
+        finally:
+            worker.task = None
+            if uuid not in self.vms and worker.pending is None:
+                self._workers.pop(uuid, None)
+            self.wake()
+
+    async def _act(self, uuid: uuidlib.UUID, action: Action) -> None:
+        """Carry out one action; every failure becomes status and a log line, never an exception."""
+        try:
+            if isinstance(action, Adopt):
+                await self._adopt(uuid)
+            elif isinstance(action, Start):
+                await self._start(uuid, action)
+            elif isinstance(action, Stop):
+                await self._stop(uuid, action)
+        except asyncio.CancelledError:
+            raise
+        except (ReconcilerError, model.ModelError, OSError) as exc:
+            self.say(str(exc))
+            self.history.fail(uuid, str(exc))
+        except Exception as exc:  # a bug must not kill the loop: report it like any failure
+            self.say(f"internal error while carrying out {action}: {exc!r}")
+            self.history.fail(uuid, f"internal error: {exc!r} (please report it)")
+
+    # ------------------------------------------------------------------ adopt
+
+    async def _adopt(self, uuid: uuidlib.UUID) -> None:
+        """Take over the QEMU of a runtime folder, or let the layer clean a stale one.
+
+        The VM is registered before anything else is awaited, so an exit during adoption (or
+        during the VNC query after it) is handled like any other exit.
+        """
+        previous = self.vms.pop(uuid, None)  # an unresponsive VM due a retry
+        domain, file = self.layer.load_definition(uuid)
+        want = self.desired.wants.get(uuid)
+        if domain is None and want is not None:
+            domain = want.domain
+        if file is None and want is not None:
+            file = want.file
+        name = domain.name if domain else (want.name if want else str(uuid))
+        vm = Vm(name, domain, file, self.clock(), phase="running")
+        try:
+            handle = await self.layer.adopt(uuid, name, self._on_exit(uuid, vm),
+                                            self._on_event(uuid))
+        except AdoptError as exc:
+            # a live QEMU of ours whose monitor does not answer: leave it alone, keep its
+            # uuid busy (nothing else may start for it), say so, and try again later
+            retry = self.clock() + ADOPT_RETRY
+            self.vms[uuid] = Vm(name, domain, file, previous.started_at if previous else
+                                self.clock(), phase="unresponsive", pid=exc.pid,
+                                retry_at=retry)
+            self.say(str(exc))
+            self.history.fail(uuid, str(exc))
+            self.wake_at(retry)
+            return
+        if handle is None:
+            self.say(f"{name}: removed stale runtime folder of {uuid}")
+            return
+        vm.handle, vm.pid = handle, handle.pid
+        if handle.pid:
+            vm.started_at = self.clock() - (self.layer.age(handle.pid) or 0.0)
+        self.vms[uuid] = vm
+        self.history.failures.pop(uuid, None)
+        self.say(f"{name}: adopted running QEMU pid {handle.pid}")
+        if domain is not None and domain.devices.graphics:
+            vm.vnc = await _vnc_of(handle)
+
+    # ------------------------------------------------------------------ start
+
+    def _book_start(self, uuid: uuidlib.UUID, action: Start) -> None:
+        """Register a VM as starting the moment its start is dispatched (status shows it)."""
+        want = self.desired.wants.get(uuid)
+        if want is None or uuid in self.vms:
+            return
+        self.vms[uuid] = Vm(want.name, want.domain, want.file, self.clock())
+
+    def _may_start(self, uuid: uuidlib.UUID, want: Want) -> str | None:
+        """Why `want` may not start right now (another live QEMU holds a claim), or None."""
+        mine = set(claims(uuid, want.name, want.file, want.domain))
+        for other, vm in self.vms.items():
+            if other == uuid:
+                continue
+            if mine & set(claims(other, vm.name, vm.file, vm.domain)):
+                return f"'{vm.name}' still holds its identity, file or disk"
+        return None
+
+    async def _start(self, uuid: uuidlib.UUID, action: Start) -> None:
+        """Start one VM from the latest wanted definition; a failure is recorded with QEMU's words.
+
+        Re-checked here, at the moment of starting: the VM is still wanted to run, not blocked,
+        not live already, and no other live QEMU holds its uuid, name, file or writable disks.
+        """
+        want = self.desired.wants.get(uuid)
+        booked = self.vms.get(uuid)
+        if booked is not None and (booked.handle is not None or booked.phase != "starting"):
+            return  # live already (or adopted meanwhile): nothing to start
+        if want is None or not want.running or want.blocked is not None:
+            self._unbook(uuid, booked)
+            return
+        reason = self._may_start(uuid, want)
+        if reason is not None:
+            self._unbook(uuid, booked)
+            self.say(f"{want.name}: not starting yet: {reason}")
+            return
+        vm = booked if booked is not None else Vm(want.name, want.domain, want.file, self.clock())
+        vm.name, vm.domain, vm.file = want.name, want.domain, want.file
+        self.vms[uuid] = vm
+        self.say(f"{want.name}: starting ({action.reason})")
+        try:
+            handle = await self.layer.start(uuid, want.domain, self._on_exit(uuid, vm),
+                                            self._on_event(uuid))
+        except StartError as exc:
+            self._unbook(uuid, vm)
+            self.history.record_end(uuid, want.domain, ExitKind.CRASH, uptime=0.0,
+                                    message=start_message(exc), key=want.key, now=self.clock())
+            self._schedule_retry(uuid)
+            self.say(f"{want.name}: {exc}")
+            return
+        vm.handle, vm.pid = handle, handle.pid
+        if vm.exited:
+            return  # it died the instant it started; the exit is recorded already
+        vm.phase = "running"
+        vm.started_at = self.clock()
+        self.history.record_start(uuid, restart=action.restart)
+        try:
+            self.layer.save_definition(uuid, want.domain, want.file)
+        except OSError as exc:
+            self.say(f"{want.name}: cannot save the definition in use in its runtime folder "
+                     f"({exc}); after a daemon restart its file alone will say what it runs")
+        self.say(f"{want.name}: running, pid {handle.pid}")
+        if want.domain.devices.graphics:
+            vm.vnc = await _vnc_of(handle)
+
+    def _unbook(self, uuid: uuidlib.UUID, vm: Vm | None) -> None:
+        """Forget a VM registered for a start that did not happen."""
+        if vm is not None and self.vms.get(uuid) is vm and vm.handle is None:
+            del self.vms[uuid]
+
+    # ------------------------------------------------------------------ stop
+
+    async def _stop(self, uuid: uuidlib.UUID, action: Stop) -> None:
+        """Stop one VM gracefully within the shutdown timeout of its latest known definition."""
+        vm = self.vms.get(uuid)
+        if vm is None or vm.handle is None or vm.phase not in ("running", "stopping"):
+            return
+        want = self.desired.wants.get(uuid)
+        domain = want.domain if want is not None else vm.domain
+        timeout = domain.desired.shutdown_timeout if domain is not None else 60
+        graceful = domain is None or domain.features.acpi
+        self.say(f"{vm.name}: stopping ({action.reason})")
+        vm.phase, vm.stop_reason = "stopping", action.reason
+        try:
+            exit_info = await vm.handle.stop(reason=action.reason.replace(" ", "-"),
+                                             shutdown_timeout=timeout, graceful=graceful)
+        except StopError as exc:
+            if not vm.exited:
+                vm.phase = "running"
+            raise exc
+        self.say(f"{vm.name}: stopped ({exit_info.describe()})")
+
+    # ------------------------------------------------------------------ exits and events
+
+    def _on_exit(self, uuid: uuidlib.UUID, vm: Vm) -> ExitCallback:
+        """The exit callback of one VM's process (called once, on the loop)."""
+        return lambda exit_info: self._exited(uuid, vm, exit_info)
+
+    def _on_event(self, uuid: uuidlib.UUID) -> EventCallback:
+        """The QMP event callback of one VM: republish promptly."""
+        del uuid
+        return lambda event: self.wake()
+
+    def _exited(self, uuid: uuidlib.UUID, vm: Vm, exit_info: Exit) -> None:
+        """A VM's QEMU is gone: record how, decide about restarting, wake a pass."""
+        vm.exited = True
+        if self.vms.get(uuid) is vm:
+            del self.vms[uuid]
+        want = self.desired.wants.get(uuid)
+        domain = vm.domain or (want.domain if want else None)
+        key = want.key if want is not None else None
+        self.say(f"{vm.name}: QEMU exited ({exit_info.describe()}, {exit_info.kind.value})")
+        if exit_info.kind is ExitKind.STOPPED:
+            message = f"stopped by qemud ({vm.stop_reason or 'requested'})"
+        else:
+            message = EXIT_MESSAGES[exit_info.kind] + f" ({exit_info.describe()})"
+        self.history.record_end(uuid, domain, exit_info.kind, uptime=exit_info.uptime,
+                                message=message, key=key, now=self.clock())
+        self._schedule_retry(uuid)
+        self.wake()
+
+    def _schedule_retry(self, uuid: uuidlib.UUID) -> None:
+        """Arrange a pass when `uuid`'s restart back-off runs out."""
+        ended = self.history.ended.get(uuid)
+        if ended is not None and not ended.held and ended.restart.next_retry_at is not None:
+            self.wake_at(ended.restart.next_retry_at)
+
+    # ------------------------------------------------------------------ letting go
+
+    async def settle(self) -> None:
+        """Wait until no worker is acting."""
+        while True:
+            tasks = [w.task for w in self._workers.values() if w.task is not None]
+            if not tasks:
+                return
+            await asyncio.wait(tasks)
+
+    async def detach_all(self) -> None:
+        """Let go of every VM without stopping it (the next reconciler adopts them)."""
+        for worker in list(self._workers.values()):
+            if worker.task is not None:
+                worker.task.cancel()
+        tasks = [w.task for w in self._workers.values() if w.task is not None]
+        if tasks:
+            await asyncio.wait(tasks)
+        for vm in list(self.vms.values()):
+            if vm.handle is not None:
+                with contextlib.suppress(Exception):
+                    await vm.handle.detach()
+        self.vms.clear()
+        self._workers.clear()
+
+
+async def _vnc_of(handle: Handle) -> str | None:
+    """`host:port` of a VM's VNC server (from QMP, so automatic ports are right), or None."""
+    try:
+        info = await handle.query_vnc()
+    except ReconcilerError:
+        return None
+    return f"{info.host}:{info.port}" if info is not None else None
+
+
+def start_message(exc: StartError) -> str:
+    """The user-facing reason of a failed start: QEMU's own words first."""
+    if exc.qemu_message:
+        last = exc.qemu_message.strip().splitlines()[-1]
+        return "failed to start: " + re.sub(r"^\d{4}-\d\d-\d\dT[\d:.]+Z ", "", last)
+    return f"failed to start: {exc.reason}"
+
+
+def owned_uuids(vms: Mapping[uuidlib.UUID, Vm]) -> frozenset[uuidlib.UUID]:
+    """The uuids of a VM table (for forgetting history of domains that are gone)."""
+    return frozenset(vms)
