@@ -29,6 +29,10 @@ lint:
     .venv/bin/ruff check model reconciler tests
     .venv/bin/mypy
 
+# the stateful model check of the reconciler with many more examples (QEMUD_SOAK_EXAMPLES, default 2000)
+soak examples="2000":
+    QEMUD_SOAK_EXAMPLES={{examples}} {{py}} -m pytest -q tests/reconciler/test_stateful.py
+
 # print the performance figures
 bench:
     {{py}} -m tests.bench

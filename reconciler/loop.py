@@ -162,14 +162,14 @@ class Reconciler:
         self._report_files(desired)
         if dry_run:
             return PassResult(tuple(self._dry_plan(desired, now)), ())
-        self.supervisor.desired = desired
+        self.supervisor.follow(desired)
         orphans = self.supervisor.orphans()
         if orphans:
             await self.supervisor.adopt_all(sorted(orphans))
             # clashes are resolved in favour of running VMs: judge again with the adopted ones
             scan = self.scanner.scan(self.supervisor.running_files())
             desired = self.desired_set.update(scan, self.supervisor.owned(), now)
-            self.supervisor.desired = desired
+            self.supervisor.follow(desired)
         actions = self._plan(desired, now)
         for action in actions:
             if isinstance(action, Wait):

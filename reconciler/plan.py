@@ -175,6 +175,7 @@ def plan(desired: Mapping[uuidlib.UUID, Want], observed: Observed, now: float, *
     - a wanted VM that is not running is started, unless its last exit is held (policy says
       stay stopped) or its back-off has not expired, both only while its file is unchanged (a
       back-off yields `Wait`); a VM being stopped gets its Start queued behind the stop;
+    - at most one action per uuid (the supervisor keeps one pending action per VM);
     - a start whose claims (uuid, name, file, writable disks) another live QEMU holds, or that
       the desired set blocked (disk conflict), yields `Blocked` instead.
     A running VM is never restarted because its definition changed (see `pending_restart`),
@@ -202,9 +203,8 @@ def plan(desired: Mapping[uuidlib.UUID, Want], observed: Observed, now: float, *
         if not want.running or uuid in observed.orphans:
             continue
         current = observed.live.get(uuid)
-        renamed = current is not None and current.name != want.name
-        if current is not None and current.phase != "stopping" and not renamed:
-            continue
+        if current is not None and current.phase != "stopping":
+            continue  # at most one action per uuid: a renamed VM's Start follows its stop
         start = _start_for(want, observed.ended.get(uuid), now, after_stop=current is not None)
         if not isinstance(start, Start):
             if start is not None:

@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from reconciler.paths import ensure_private_dir
+
 State = Literal["stopped", "starting", "running", "paused", "stopping", "unresponsive", "crashed",
                 "crash-loop", "invalid", "conflict"]
 
@@ -131,7 +133,13 @@ class StatusWriter:
         if self._written.get(name) == data:
             return True
         try:
-            write_atomic(self.directory / name, data, durable=False)
+            try:
+                write_atomic(self.directory / name, data, durable=False)
+            except FileNotFoundError:
+                if self.directory.exists():
+                    raise
+                ensure_private_dir(self.directory)  # deleted by hand: made again, private
+                write_atomic(self.directory / name, data, durable=False)
         except OSError as exc:
             self.errors.append(f"cannot write {self.directory / name}: {exc.strerror or exc}")
             self._written.pop(name, None)
@@ -160,6 +168,10 @@ class StatusWriter:
             final.append(dom)
         self._prev = prev
         last = self._final
+        if not self.directory.is_dir():  # deleted by hand: everything is written again
+            self._written.clear()
+            self._objects.clear()
+            last = None
         if last is not None and len(final) == len(last) and all(
                 a is b for a, b in zip(final, last, strict=True)):
             return final  # nothing changed since the last publish: no file to touch

@@ -88,9 +88,13 @@ EventCallback = Callable[[QmpEvent], None]
 class ProcessLayer(Protocol):
     """Everything the supervisor does to processes and runtime folders."""
 
-    async def start(self, uuid: uuidlib.UUID, domain: model.Domain, on_exit: ExitCallback,
-                    on_event: EventCallback) -> Handle:
-        """Start a VM and let it run; raises `StartError` (nothing left running) on failure."""
+    async def start(self, uuid: uuidlib.UUID, domain: model.Domain, file: Path | None,
+                    on_exit: ExitCallback, on_event: EventCallback) -> Handle:
+        """Start a VM and let it run; raises `StartError` (nothing left running) on failure.
+
+        The definition and its file are persisted in the runtime folder before QEMU is
+        launched, so a reconciler killed at any later instant leaves them to the next one.
+        """
 
     async def adopt(self, uuid: uuidlib.UUID, name: str, on_exit: ExitCallback,
                     on_event: EventCallback) -> Handle | None:
@@ -120,15 +124,25 @@ class QemuLayer:
     timeouts: Timeouts | None = None
     primitives: Primitives | None = None
 
-    async def start(self, uuid: uuidlib.UUID, domain: model.Domain, on_exit: ExitCallback,
-                    on_event: EventCallback) -> Handle:
-        """Start QEMU for `domain` (see `QemuProcess.start`)."""
+    async def start(self, uuid: uuidlib.UUID, domain: model.Domain, file: Path | None,
+                    on_exit: ExitCallback, on_event: EventCallback) -> Handle:
+        """Start QEMU for `domain` (the stages of `QemuProcess.start`), persisting it first."""
         paths = self.layout.vm(domain.name, str(uuid))
         runtime = model.Runtime(paths.qmp_socket, paths.pidfile, paths.console_log)
         proc = QemuProcess(domain.name, str(uuid), model.command_line(domain, runtime), paths,
                            timeouts=self.timeouts, primitives=self.primitives,
                            on_exit=on_exit, on_event=on_event)
-        await proc.start()
+        proc.prepare()
+        try:
+            self.save_definition(uuid, domain, file)
+        except OSError as exc:
+            proc.cleanup()
+            raise StartError(domain.name, stage="prepare", log_file=paths.log_file,
+                             reason=f"cannot save the definition in {paths.vm_dir}: {exc}"
+                             ) from exc
+        await proc.launch()
+        await proc.attach()
+        await proc.resume()
         return proc
 
     async def adopt(self, uuid: uuidlib.UUID, name: str, on_exit: ExitCallback,
@@ -279,6 +293,25 @@ class Supervisor:
         worker = self._workers.get(uuid)
         return worker.operations if worker else 0
 
+    def follow(self, desired: Desired) -> None:
+        """Adopt what the desired set says about owned VMs: the file each is wanted by now.
+
+        A VM whose definition moved to another file (a rename, or its old file now defines
+        another domain while a second file still defines it) belongs to that file from now
+        on, so its old file's new identity is not kept waiting for it. Persisted for restarts.
+        """
+        self.desired = desired
+        for uuid, vm in self.vms.items():
+            want = desired.wants.get(uuid)
+            if want is None or want.file == vm.file or vm.domain is None:
+                continue
+            vm.file = want.file
+            try:
+                self.layer.save_definition(uuid, vm.domain, want.file)
+            except OSError as exc:
+                self.say(f"{vm.name}: cannot record its new domain file {want.file} in its "
+                         f"runtime folder ({exc})")
+
     # ------------------------------------------------------------------ delivering work
 
     async def adopt_all(self, uuids: Iterable[uuidlib.UUID]) -> None:
@@ -294,7 +327,10 @@ class Supervisor:
         plan is the only work that is ever delivered.
         """
         self.desired = desired
-        work = {a.uuid: a for a in actions if isinstance(a, Start | Stop)}
+        work: dict[uuidlib.UUID, Action] = {}
+        for action in actions:
+            if isinstance(action, Start | Stop):
+                work.setdefault(action.uuid, action)  # one per uuid; a Stop is never displaced
         for uuid, worker in self._workers.items():
             if worker.task is not None and uuid not in work:
                 worker.pending = None
@@ -381,6 +417,11 @@ class Supervisor:
             self.say(f"{name}: removed stale runtime folder of {uuid}")
             return
         vm.handle, vm.pid = handle, handle.pid
+        if domain is not None and self.layer.load_definition(uuid) != (domain, file):
+            try:  # an older reconciler's folder: record what it runs for the next one
+                self.layer.save_definition(uuid, domain, file)
+            except OSError as exc:
+                self.say(f"{name}: cannot record its definition in its runtime folder ({exc})")
         if handle.pid:
             vm.started_at = self.clock() - (self.layer.age(handle.pid) or 0.0)
         self.vms[uuid] = vm
@@ -431,8 +472,8 @@ class Supervisor:
         self.vms[uuid] = vm
         self.say(f"{want.name}: starting ({action.reason})")
         try:
-            handle = await self.layer.start(uuid, want.domain, self._on_exit(uuid, vm),
-                                            self._on_event(uuid))
+            handle = await self.layer.start(uuid, want.domain, want.file,
+                                            self._on_exit(uuid, vm), self._on_event(uuid))
         except StartError as exc:
             self._unbook(uuid, vm)
             self.history.record_end(uuid, want.domain, ExitKind.CRASH, uptime=0.0,
@@ -446,11 +487,6 @@ class Supervisor:
         vm.phase = "running"
         vm.started_at = self.clock()
         self.history.record_start(uuid, restart=action.restart)
-        try:
-            self.layer.save_definition(uuid, want.domain, want.file)
-        except OSError as exc:
-            self.say(f"{want.name}: cannot save the definition in use in its runtime folder "
-                     f"({exc}); after a daemon restart its file alone will say what it runs")
         self.say(f"{want.name}: running, pid {handle.pid}")
         if want.domain.devices.graphics:
             vm.vnc = await _vnc_of(handle)

@@ -1,0 +1,475 @@
+"""The whole reconciler, model-checked: Hypothesis drives files, passes, QEMUs and daemons.
+
+A `RuleBasedStateMachine` over a fake process layer (`FakeWorld`, our own boundary) and a fake
+clock. Rules write valid and invalid domain files, rename and delete them, change names and
+uuids, create clashes and shared disks, run passes (the same code as `reconcile --once`), let
+starts and stops finish (or not yet), kill and pause QEMUs, send SIGHUP, restart the daemon
+politely or by SIGKILL mid-operation. The promise is checked at every step:
+
+- never two live QEMUs for one uuid or one writable disk image (checked at every start);
+- a VM is stopped only when the pass that decided it saw no file wanting it as it runs: no
+  file whose last valid content defines its uuid and name with state running, none deleted
+  within the quiet period (checked at every stop);
+- after the quiet period and the back-offs everything converges: every domain whose status
+  wants it running runs (exactly one QEMU, not left paused by us), every QEMU is owned and
+  shown with its pid.
+
+`just soak` runs it with many more examples (QEMUD_SOAK_EXAMPLES).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import shutil
+import uuid as uuidlib
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+import model
+from reconciler.desired import writable_disks
+from reconciler.errors import AdoptError, StartError
+from reconciler.loop import QUIET_PERIOD, Reconciler
+from reconciler.paths import Layout
+from reconciler.policy import ExitKind
+from reconciler.qemu import Exit, VncInfo
+from reconciler.status import read_status
+from reconciler.supervisor import EventCallback, ExitCallback, Handle
+
+PATHS = ("a.xml", "b.xml", "c.xml", "d.xml")
+NAMES = ("n1", "n2", "n3")
+UUIDS = (uuidlib.UUID("11111111-1111-4111-8111-111111111111"),
+         uuidlib.UUID("22222222-2222-4222-8222-222222222222"), None)
+DISKS = (None, "/img/d1.img", "/img/d2.img")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What a valid domain file says, as the test knows it."""
+
+    name: str
+    uuid: uuidlib.UUID
+    state: str
+    disk: str | None
+    readonly: bool
+
+    def xml(self, explicit_uuid: bool) -> str:
+        """The domain file's text."""
+        uuid = f"<uuid>{self.uuid}</uuid>" if explicit_uuid else ""
+        disk = ""
+        if self.disk is not None:
+            disk = (f"<disk type='file' device='disk'><source file='{self.disk}'/>"
+                    f"<target dev='vda' bus='virtio'/>{'<readonly/>' if self.readonly else ''}"
+                    "</disk>")
+        return (f"<domain type='qemu'><name>{self.name}</name>{uuid}"
+                "<memory unit='MiB'>64</memory><os><type arch='x86_64'>hvm</type></os>"
+                f"<features><acpi/></features><devices>{disk}</devices><metadata>"
+                f"<qemud:desired xmlns:qemud='urn:qemud:1' state='{self.state}' "
+                "shutdown-timeout='5'/></metadata></domain>")
+
+
+@dataclass
+class FileModel:
+    """One path as the test wrote it: its current content and its last valid content there."""
+
+    valid: Spec | None
+    last_valid: Spec | None
+
+
+@dataclass
+class FakeQemu:
+    """One fake QEMU process."""
+
+    pid: int
+    uuid: uuidlib.UUID
+    domain: model.Domain
+    state: str = "prelaunch"
+    alive: bool = True
+    on_exit: ExitCallback | None = None
+    hung: bool = False
+    """Its monitor does not answer (SIGSTOPped): adoption fails and leaves it alone."""
+
+
+class FakeHandle:
+    """`Handle` over a `FakeQemu`."""
+
+    def __init__(self, world: FakeWorld, qemu: FakeQemu) -> None:
+        self.world = world
+        self.qemu = qemu
+
+    @property
+    def pid(self) -> int | None:
+        return self.qemu.pid
+
+    @property
+    def run_state(self) -> str | None:
+        return self.qemu.state
+
+    async def stop(self, *, reason: str, shutdown_timeout: float, graceful: bool = True) -> Exit:
+        self.world.check_stop(self.qemu, reason)
+        await self.world.gate()
+        return self.world.end(self.qemu, ExitKind.STOPPED)
+
+    async def detach(self) -> None:
+        self.qemu.on_exit = None
+
+    async def query_vnc(self) -> VncInfo | None:
+        return None
+
+
+@dataclass
+class FakeWorld:
+    """Fake processes and runtime folders shared by every reconciler of one test run."""
+
+    oracle: Callable[[uuidlib.UUID, str], str | None]
+    procs: dict[int, FakeQemu] = field(default_factory=dict)
+    folders: dict[uuidlib.UUID, int] = field(default_factory=dict)
+    definitions: dict[uuidlib.UUID, tuple[model.Domain, Path | None]] = field(default_factory=dict)
+    gates: list[asyncio.Future[None]] = field(default_factory=list)
+    violations: list[str] = field(default_factory=list)
+    fail_next_start: bool = False
+    next_pid: int = 1000
+    stops: int = 0
+
+    def live(self) -> list[FakeQemu]:
+        """The fake QEMUs that run."""
+        return [q for q in self.procs.values() if q.alive]
+
+    async def gate(self) -> None:
+        """Wait until the test lets the operation under way finish."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.gates.append(future)
+        await future
+
+    def release(self) -> None:
+        """Let every operation under way finish."""
+        gates, self.gates = self.gates, []
+        for future in gates:
+            if not future.done():
+                future.set_result(None)
+
+    def end(self, qemu: FakeQemu, kind: ExitKind) -> Exit:
+        """The fake QEMU exits: its folder goes, its owner (if any) hears of it once."""
+        exit_info = Exit(qemu.pid, 0, None, kind, 0.0, 1.0)
+        if qemu.alive:
+            qemu.alive = False
+            if self.folders.get(qemu.uuid) == qemu.pid:
+                del self.folders[qemu.uuid]
+            callback, qemu.on_exit = qemu.on_exit, None
+            if callback is not None:
+                callback(exit_info)
+        return exit_info
+
+    def check_start(self, uuid: uuidlib.UUID, domain: model.Domain) -> None:
+        """The promise at every start: no second QEMU for one uuid or one writable image."""
+        disks = {p for _, p in writable_disks(domain)}
+        for other in self.live():
+            if other.uuid == uuid:
+                self.violations.append(f"second QEMU for {uuid}")
+            shared = disks & {p for _, p in writable_disks(other.domain)}
+            if shared:
+                self.violations.append(f"{domain.name} started on {shared} used by "
+                                       f"{other.domain.name}")
+
+    def check_stop(self, qemu: FakeQemu, reason: str) -> None:
+        """The promise at every stop: the pass that decided it saw nothing wanting the VM."""
+        self.stops += 1
+        problem = self.oracle(qemu.uuid, qemu.domain.name)
+        if problem is not None:
+            self.violations.append(f"stopped {qemu.domain.name} ({reason}): {problem}")
+
+
+class FakeLayer:
+    """`ProcessLayer` over a `FakeWorld`."""
+
+    def __init__(self, world: FakeWorld) -> None:
+        self.world = world
+
+    async def start(self, uuid: uuidlib.UUID, domain: model.Domain, file: Path | None,
+                    on_exit: ExitCallback, on_event: EventCallback) -> Handle:
+        world = self.world
+        world.check_start(uuid, domain)
+        world.next_pid += 1
+        qemu = FakeQemu(world.next_pid, uuid, domain)
+        world.procs[qemu.pid] = qemu
+        world.folders[uuid] = qemu.pid
+        world.definitions[uuid] = (domain, file)
+        if world.fail_next_start:
+            world.fail_next_start = False
+            world.end(qemu, ExitKind.CRASH)
+            raise StartError(domain.name, stage="attach", reason="fake failure",
+                             log_file=Path("/dev/null"))
+        await world.gate()  # a daemon killed here leaves it in prelaunch (QEMU's -S)
+        if not qemu.alive:
+            raise StartError(domain.name, stage="resume", reason="died", log_file=Path("/dev/null"))
+        qemu.state, qemu.on_exit = "running", on_exit
+        return FakeHandle(world, qemu)
+
+    async def adopt(self, uuid: uuidlib.UUID, name: str, on_exit: ExitCallback,
+                    on_event: EventCallback) -> Handle | None:
+        pid = self.world.folders.get(uuid)
+        qemu = self.world.procs.get(pid) if pid is not None else None
+        if qemu is None or not qemu.alive:
+            self.world.folders.pop(uuid, None)
+            return None
+        if qemu.hung:
+            raise AdoptError(name, pid=qemu.pid, socket=Path("/dev/null"), reason="no answer")
+        if qemu.state == "prelaunch":
+            qemu.state = "running"  # the real layer resumes a QEMU that was never `cont`ed
+        qemu.on_exit = on_exit
+        return FakeHandle(self.world, qemu)
+
+    def runtime_folders(self) -> list[uuidlib.UUID]:
+        return list(self.world.folders)
+
+    def save_definition(self, uuid: uuidlib.UUID, domain: model.Domain, file: Path | None) -> None:
+        self.world.definitions[uuid] = (domain, file)
+
+    def load_definition(self, uuid: uuidlib.UUID) -> tuple[model.Domain | None, Path | None]:
+        return self.world.definitions.get(uuid, (None, None))
+
+    def age(self, pid: int) -> float | None:
+        return 0.0
+
+
+class ReconcilerMachine(RuleBasedStateMachine):
+    """Files, passes, QEMUs and daemons, with the promise as invariants."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+        self.root = Path(os.environ.get("QEMUD_STATEFUL_TMP", "/tmp")) / f"qsm-{os.getpid()}"
+        self._counter = getattr(ReconcilerMachine, "_runs", 0) + 1
+        ReconcilerMachine._runs = self._counter  # type: ignore[attr-defined]
+        self.dir = self.root / str(self._counter)
+        self.layout = Layout.under(self.dir)
+        self.now = 1_000_000.0
+        self.files: dict[str, FileModel] = {}
+        self.deleted: dict[str, tuple[float, Spec | None]] = {}
+        self.snapshot: tuple[dict[str, FileModel], dict[str, tuple[float, Spec | None]], float] = (
+            {}, {}, self.now)
+        self.world = FakeWorld(self.protects)
+        self.rec = self._new_reconciler()
+
+    # -------------------------------------------------------------- plumbing
+
+    def _new_reconciler(self) -> Reconciler:
+        """A reconciler on the same directory and the same fake world (a daemon (re)start)."""
+        rec = Reconciler(self.layout, clock=lambda: self.now, out=io.StringIO(),
+                         layer=FakeLayer(self.world))
+        rec.prepare()
+        return rec
+
+    def run(self, coro: Coroutine[object, object, object]) -> None:
+        """Run a coroutine on the machine's loop, then let every ready task run."""
+        self.loop.run_until_complete(coro)
+        self.drain()
+
+    def drain(self) -> None:
+        """Let tasks run until nothing is ready (operations wait on gates)."""
+        for _ in range(30):
+            self.loop.run_until_complete(asyncio.sleep(0))
+
+    def finish_all(self) -> None:
+        """Let operations finish, and the ones queued behind them, until every worker is idle."""
+        for _ in range(10):
+            self.world.release()
+            self.drain()
+            if not self.rec.supervisor.working:
+                return
+        raise AssertionError("a worker is still busy after every operation was let finish")
+
+    def protects(self, uuid: uuidlib.UUID, name: str) -> str | None:
+        """Why stopping (uuid, name) is forbidden by the last pass's view of the files, or None.
+
+        Forbidden: some file's last valid content wants this very uuid and name running (or
+        did, deleted within the quiet period), and every file's last valid content that
+        defines the uuid agrees (files clashing on a uuid may disagree: then the running VM's
+        own file decides, and either outcome is legal).
+        """
+        files, deleted, at = self.snapshot
+        if any(f.last_valid is not None and f.last_valid.uuid == uuid
+               and (f.last_valid.name, f.last_valid.state) != (name, "running")
+               for f in files.values()):
+            return None
+        for path, fm in files.items():
+            lv = fm.last_valid
+            if lv is not None and (lv.uuid, lv.name, lv.state) == (uuid, name, "running"):
+                return f"{path} still wants it running (last valid content)"
+        for path, (when, lv) in deleted.items():
+            if at - when < QUIET_PERIOD and lv is not None and (lv.uuid, lv.name, lv.state) == (
+                    uuid, name, "running"):
+                return f"{path} was deleted only {at - when:.2f}s before the pass"
+        return None
+
+    def _write(self, path: str, text: str, spec: Spec | None) -> None:
+        """Write a domain file atomically (editor-style) and record it in the model."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        target = self.dir / path
+        tmp = self.dir / f".{path}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, target)
+        old = self.files.get(path)
+        self.files[path] = FileModel(spec, spec if spec is not None else (old.last_valid if old
+                                                                           else None))
+        self.deleted.pop(path, None)
+
+    # -------------------------------------------------------------- rules: files
+
+    @rule(path=st.sampled_from(PATHS), name=st.sampled_from(NAMES),
+          uuid=st.sampled_from(UUIDS), running=st.booleans(), disk=st.sampled_from(DISKS),
+          readonly=st.booleans())
+    def write_valid(self, path: str, name: str, uuid: uuidlib.UUID | None, running: bool,
+                    disk: str | None, readonly: bool) -> None:
+        real = uuid if uuid is not None else model.uuid_for_name(name)
+        spec = Spec(name, real, "running" if running else "stopped", disk, readonly)
+        self._write(path, spec.xml(uuid is not None), spec)
+
+    @rule(path=st.sampled_from(PATHS))
+    def write_invalid(self, path: str) -> None:
+        self._write(path, "<domain type='qemu'><name>broken</name><memory>lots</memory>", None)
+
+    @rule(path=st.sampled_from(PATHS))
+    def delete(self, path: str) -> None:
+        if path in self.files:
+            (self.dir / path).unlink()
+            self.deleted[path] = (self.now, self.files.pop(path).last_valid)
+
+    @rule(src=st.sampled_from(PATHS), dst=st.sampled_from(PATHS))
+    def rename(self, src: str, dst: str) -> None:
+        if src == dst or src not in self.files:
+            return
+        os.replace(self.dir / src, self.dir / dst)
+        moved = self.files.pop(src)
+        self.deleted[src] = (self.now, moved.last_valid)
+        self.files[dst] = FileModel(moved.valid, moved.valid)
+        self.deleted.pop(dst, None)
+
+    # -------------------------------------------------------------- rules: the reconciler
+
+    @rule()
+    def run_pass(self) -> None:
+        self.snapshot = ({p: FileModel(f.valid, f.last_valid) for p, f in self.files.items()},
+                         dict(self.deleted), self.now)
+        self.run(self.rec.run_pass())
+
+    @rule(dt=st.sampled_from((0.1, 0.3, 2.0, 400.0)))
+    def advance_clock(self, dt: float) -> None:
+        self.now += dt
+
+    @rule()
+    def finish_operations(self) -> None:
+        self.world.release()
+        self.drain()
+
+    @rule()
+    def sighup(self) -> None:
+        self.rec.reload()
+
+    @rule(kill=st.booleans())
+    def restart_daemon(self, kill: bool) -> None:
+        """A polite restart (SIGTERM: detach) or a SIGKILL at any instant of an operation."""
+        old = self.rec
+        if kill:
+            for worker in list(old.supervisor._workers.values()):
+                if worker.task is not None:
+                    worker.task.cancel()
+            self.drain()
+        else:
+            self.run(old.detach_all())
+        for qemu in self.world.procs.values():
+            qemu.on_exit = None  # nobody listens to QEMUs the dead daemon watched
+        self.rec = self._new_reconciler()
+
+    # -------------------------------------------------------------- rules: QEMUs
+
+    @rule(index=st.integers(0, 5))
+    def kill_qemu(self, index: int) -> None:
+        live = self.world.live()
+        if live:
+            qemu = live[index % len(live)]
+
+            async def die() -> None:
+                self.world.end(qemu, ExitKind.CRASH)
+            self.run(die())
+
+    @rule(index=st.integers(0, 5))
+    def pause_qemu(self, index: int) -> None:
+        live = [q for q in self.world.live() if q.state == "running"]
+        if live:
+            live[index % len(live)].state = "paused"  # e.g. an I/O error: qemud leaves it so
+
+    @rule(index=st.integers(0, 5), hung=st.booleans())
+    def hang_qemu(self, index: int, hung: bool) -> None:
+        """SIGSTOP (or SIGCONT) a QEMU: only an adoption notices (its monitor stays silent)."""
+        live = self.world.live()
+        if live:
+            live[index % len(live)].hung = hung
+
+    @rule()
+    def delete_status_dir(self) -> None:
+        shutil.rmtree(self.layout.status_dir, ignore_errors=True)
+
+    @rule()
+    def fail_next_start(self) -> None:
+        self.world.fail_next_start = True
+
+    # -------------------------------------------------------------- checks
+
+    @invariant()
+    def promise_kept(self) -> None:
+        assert not self.world.violations, self.world.violations
+        uuids = [q.uuid for q in self.world.live()]
+        assert len(uuids) == len(set(uuids)), f"two QEMUs for one uuid: {uuids}"
+
+    @precondition(lambda self: bool(self.files))
+    @rule()
+    def converge(self) -> None:
+        """Quiet period and back-offs over, operations allowed to finish: everything converges."""
+        self.world.fail_next_start = False
+        for qemu in self.world.procs.values():
+            qemu.hung = False
+        for _ in range(12):
+            self.now += 400.0
+            self.run_pass()
+            self.finish_all()
+        self.run_pass()
+        self.finish_all()
+        statuses = self.rec.publish(self.rec.supervisor.desired, [], self.now)
+        live = {q.uuid: q for q in self.world.live()}
+        for status in statuses:
+            if status.uuid is None or status.state in ("invalid", "conflict"):
+                continue
+            uuid = uuidlib.UUID(status.uuid)
+            if status.desired == "running":
+                assert status.state in ("running", "paused"), status
+                assert uuid in live and live[uuid].pid == status.pid, (status, live)
+            if uuid in live:
+                assert live[uuid].state != "prelaunch", f"{status.name} left in prelaunch"
+        shown = {uuidlib.UUID(s.uuid) for s in statuses if s.uuid and s.pid}
+        assert set(live) <= shown, f"QEMUs nobody shows: {set(live) - shown}"
+        assert set(live) == set(self.rec.vms), "every QEMU is owned by the reconciler"
+        on_disk = read_status(self.layout.status_dir)
+        assert on_disk is not None and {d.uuid for d in on_disk.domains} == {
+            s.uuid for s in statuses}, "the status files say what the reconciler knows"
+
+    def teardown(self) -> None:
+        self.world.release()
+        self.drain()
+        self.loop.run_until_complete(self.rec.detach_all())
+        self.loop.close()
+
+
+ReconcilerMachine.TestCase.settings = settings(
+    max_examples=int(os.environ.get("QEMUD_SOAK_EXAMPLES", "60")),
+    stateful_step_count=40, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+test_reconciler_model = ReconcilerMachine.TestCase
+test_reconciler_model = pytest.mark.timeout(900)(test_reconciler_model)
