@@ -95,9 +95,10 @@ TOP_LEVEL = [
                  id="memory-missing"),
     pytest.param(domain(memory="<memory unit='MiB'>lots</memory>"),
                  [(4, "<memory>: 'lots' is not a whole number")], id="memory-not-a-number"),
-    pytest.param(domain(memory="<memory unit='mb'>1</memory>"),
-                 [(4, "<memory>: unit 'mb' is unknown; use one of b, bytes, KB, k, KiB, MB, M, "
-                      "MiB, GB, G, GiB, TB, T, TiB")], id="memory-unit"),
+    pytest.param(domain(memory="<memory unit='mbit'>1</memory>"),
+                 [(4, "<memory>: unit 'mbit' is unknown; use one of b, bytes, KB, k, KiB, MB, M, "
+                      "MiB, GB, G, GiB, TB, T, TiB, PB, P, PiB, EB, E, EiB (any case), or byte")],
+                 id="memory-unit"),
     pytest.param(domain(memory="<memory unit='MiB'>0</memory>"),
                  [(4, "<memory>: 0 is too small; the minimum is 1")], id="memory-zero"),
     pytest.param(domain(memory="<memory unit='MiB' slots='16'>64</memory>"),
