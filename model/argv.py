@@ -8,13 +8,14 @@ add hardware the domain did not ask for. Values QEMU parses as comma-separated o
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from model import units
-from model.domain import Controller, Disk, Domain, Serial, Video, mac_for
+from model import pci, units
+from model.domain import Channel, Controller, Disk, Domain, PciAddress, Serial, Video, mac_for
 from model.errors import RenderError
+from model.firmware import Descriptor, FirmwareChoice, choose
 
 Option = tuple[str, ...]
 """One option with its value(s), e.g. ("-m", "512"); a flag alone is ("-nodefaults",)."""
@@ -30,12 +31,23 @@ class Runtime:
     qmp_socket: Path
     pidfile: Path
     console_log: Path
+    state_dir: Path | None = None
+    """Where the VM's persistent state lives (e.g. ~/.qemud/state/<uuid>/): its UEFI variables."""
 
     def serial_log(self, port: int) -> Path:
         """The log file of serial port `port` (port 0 is the console log)."""
         if port == 0:
             return self.console_log
         return self.console_log.with_suffix(f".{port}.log")
+
+    @property
+    def folder(self) -> Path:
+        """The VM's runtime folder: the one holding the QMP socket (guest agent, spice sockets)."""
+        return self.qmp_socket.parent
+
+
+At = Callable[[str], str]
+"""Gives the `,bus=...,addr=...` suffix of a PCI device's -device value from its id."""
 
 
 def esc(value: str | Path) -> str:
@@ -55,23 +67,101 @@ def is_q35(d: Domain) -> bool:
     return d.os.machine is not None and "q35" in d.os.machine
 
 
-def _machine(d: Domain) -> Option:
-    """`-machine TYPE,...` with ACPI, vmport and HPET switches."""
+def _machine(d: Domain, fw: FirmwareChoice | None) -> Option:
+    """`-machine TYPE,...` with ACPI, vmport, SMM, HPET switches and the UEFI flash drives."""
     parts = [d.os.machine or "pc"]
     if not d.features.acpi:
         parts.append("acpi=off")
     if d.features.vmport is not None:
         parts.append("vmport=" + ("on" if d.features.vmport else "off"))
+    smm = d.features.smm
+    if fw is not None and fw.requires_smm:
+        if smm is False:
+            raise RenderError("the chosen UEFI firmware needs SMM (Secure Boot), but "
+                              "<smm state='off'> disables it; remove that or ask for "
+                              "<feature enabled='no' name='secure-boot'/>")
+        smm = True
+    if smm is not None:
+        parts.append("smm=" + ("on" if smm else "off"))
     if any(t.name == "hpet" and t.present is False for t in d.clock.timers):
         parts.append("hpet=off")
     parts.append("dump-guest-core=off")
+    if fw is not None:
+        parts += ["pflash0=pflash0", "pflash1=pflash1"]
     return ("-machine", ",".join(parts))
+
+
+def _firmware(fw: FirmwareChoice | None) -> Iterator[Option]:
+    """UEFI: the read-only code and the VM's own variable store as flash block devices."""
+    if fw is None:
+        return
+    yield ("-blockdev", f"driver=file,filename={esc(fw.code)},node-name=pflash0-file,"
+           "read-only=on")
+    yield ("-blockdev", f"driver={fw.code_format},file=pflash0-file,node-name=pflash0,"
+           "read-only=on")
+    yield ("-blockdev", f"driver=file,filename={esc(fw.vars)},node-name=pflash1-file")
+    yield ("-blockdev", f"driver={fw.vars_format},file=pflash1-file,node-name=pflash1")
+    if fw.requires_smm:
+        yield ("-global", "driver=cfi.pflash01,property=secure,value=on")
+
+
+_HV_PROPS = {"relaxed": "hv-relaxed", "vapic": "hv-vapic", "spinlocks": "hv-spinlocks",
+             "vpindex": "hv-vpindex", "runtime": "hv-runtime", "synic": "hv-synic",
+             "stimer": "hv-stimer", "reset": "hv-reset", "vendor_id": "hv-vendor-id",
+             "frequencies": "hv-frequencies", "reenlightenment": "hv-reenlightenment",
+             "tlbflush": "hv-tlbflush", "ipi": "hv-ipi", "evmcs": "hv-evmcs", "avic": "hv-avic"}
+
+
+def _on(value: bool) -> str:
+    """QEMU's on/off."""
+    return "on" if value else "off"
+
+
+def _cpu_props(d: Domain) -> list[str]:
+    """CPU properties from timers, `<hyperv>`, `<kvm>` and `<pvspinlock>`, in libvirt's order."""
+    props: list[str] = []
+    for t in d.clock.timers:
+        if t.name == "kvmclock" and t.present is not None:
+            props.append(f"kvmclock={_on(t.present)}")
+        elif t.name == "hypervclock" and t.present:
+            props.append("hv-time=on")
+        elif t.name == "tsc" and t.frequency is not None:
+            props.append(f"tsc-frequency={t.frequency}")
+    f = d.features
+    if f.hyperv is not None:
+        if f.hyperv.mode == "passthrough":
+            props.append("hv-passthrough=on")
+        for name, state in f.hyperv.enabled:
+            if not state:
+                continue  # libvirt renders only the enlightenments turned on (off is QEMU's default)
+            if name == "spinlocks":
+                props.append(f"hv-spinlocks={f.hyperv.spinlocks_retries or 0x1FFF:#x}")
+            elif name == "vendor_id":
+                props.append(f"hv-vendor-id={esc(f.hyperv.vendor_id or '')}")
+            else:
+                props.append(f"{_HV_PROPS[name]}=on")
+            if name == "stimer" and f.hyperv.stimer_direct:
+                props.append("hv-stimer-direct=on")
+    if f.kvm_hidden is not None:
+        props.append(f"kvm={_on(not f.kvm_hidden)}")
+    if f.kvm_hint_dedicated is not None:
+        props.append(f"kvm-hint-dedicated={_on(f.kvm_hint_dedicated)}")
+    if f.kvm_poll_control is not None:
+        props.append(f"kvm-poll-control={_on(f.kvm_poll_control)}")
+    if f.kvm_pv_ipi is not None:
+        props.append(f"kvm-pv-ipi={_on(f.kvm_pv_ipi)}")
+    if f.pvspinlock is not None:
+        props.append(f"kvm-pv-unhalt={_on(f.pvspinlock)}")
+    return props
 
 
 def _cpu(d: Domain) -> Iterator[Option]:
     """`-cpu`: host passthrough under KVM, `max` under TCG, or a named model with features."""
     cpu = d.cpu
+    props = _cpu_props(d)
     if cpu is None:
+        if props:  # QEMU's default model, as libvirt names it when it must add properties
+            yield ("-cpu", ",".join(["qemu64", *props]))
         return
     if cpu.mode in ("host-passthrough", "host-model"):
         name = "host" if d.type == "kvm" else "max"
@@ -80,7 +170,7 @@ def _cpu(d: Domain) -> Iterator[Option]:
     else:
         name = cpu.model or "qemu64"
     flags = [("-" if f.policy in ("disable", "forbid") else "+") + f.name for f in cpu.features]
-    yield ("-cpu", ",".join([name, *flags]))
+    yield ("-cpu", ",".join([name, *flags, *props]))
 
 
 def _smp(d: Domain) -> Option:
@@ -141,9 +231,9 @@ def _clock(d: Domain) -> Iterator[Option]:
     if any(t.name == "rtc" and t.tickpolicy == "catchup" for t in d.clock.timers):
         rtc += ",driftfix=slew"
     yield ("-rtc", rtc)
-    if d.type == "kvm" and any(t.name == "pit" and t.tickpolicy == "delay"
-                               for t in d.clock.timers):
-        yield ("-global", "kvm-pit.lost_tick_policy=delay")
+    for t in d.clock.timers:  # catchup: QEMU's in-kernel PIT does it already (libvirt: nothing)
+        if d.type == "kvm" and t.name == "pit" and t.tickpolicy in ("delay", "discard"):
+            yield ("-global", f"kvm-pit.lost_tick_policy={t.tickpolicy}")
 
 
 def _lifecycle(d: Domain) -> Iterator[Option]:
@@ -181,15 +271,22 @@ SCSI_MODELS = {None: "virtio-scsi-pci", "virtio-scsi": "virtio-scsi-pci", "lsilo
                "auto": "virtio-scsi-pci"}
 
 
+def _usb_needed(d: Domain) -> bool:
+    """Whether a device needs the USB bus: USB inputs and sound, and redirected USB devices."""
+    return (any(i.bus == "usb" for i in d.devices.inputs) or bool(d.devices.redirdevs)
+            or any(s.model == "usb" for s in d.devices.sounds))
+
+
 def _usb_controller(d: Domain) -> str | None:
     """The USB host controller device to add, or None when the guest has no USB."""
     usb = [c for c in d.devices.controllers if c.type == "usb" and c.index == 0]
-    needed = any(i.bus == "usb" for i in d.devices.inputs)
+    needed = _usb_needed(d)
     if usb:
         models = [c.model for c in usb]
         if "none" in models:
             if needed:
-                raise RenderError("USB input devices need a USB controller, but it is model='none'")
+                raise RenderError("USB devices (inputs, redirdev, usb sound) need a USB "
+                                  "controller, but it is model='none'")
             return None
         chosen = [_USB_MODELS.get(m) for m in models if _USB_MODELS.get(m)]
         if chosen:
@@ -225,7 +322,7 @@ def disk_index(dev: str) -> int:
     return index - 1
 
 
-def _disk(d: Domain, disk: Disk) -> Iterator[Option]:
+def _disk(d: Domain, disk: Disk, at: At) -> Iterator[Option]:
     """One disk: `-drive if=none,...` for the backend and `-device` for what the guest sees."""
     idx = disk_index(disk.target_dev)
     cd = disk.device == "cdrom"
@@ -242,7 +339,7 @@ def _disk(d: Domain, disk: Disk) -> Iterator[Option]:
                "lun=0"]
     elif bus == "virtio":
         alias = f"virtio-disk{idx}"
-        dev = ["virtio-blk-pci"]
+        dev = ["virtio-blk-pci" + at(alias)]
     else:
         alias = f"fdc0-0-{idx}"
         dev = ["floppy", f"unit={idx}"]
@@ -255,8 +352,12 @@ def _disk(d: Domain, disk: Disk) -> Iterator[Option]:
     if disk.source is not None:  # QEMU refuses these on an empty drive (no driver or file)
         if disk.cache not in (None, "default"):
             drive.append(f"cache={disk.cache}")
+        if disk.io is not None:
+            drive.append(f"aio={disk.io}")
         if disk.discard is not None:
             drive.append(f"discard={disk.discard}")
+        if disk.detect_zeroes is not None:
+            drive.append(f"detect-zeroes={disk.detect_zeroes}")
     yield ("-drive", ",".join(drive))
     dev += [f"drive=drive-{alias}", f"id={alias}"]
     if disk.boot_order is not None and bus == "fdc":  # QEMU's floppy has no bootindex; the fdc has
@@ -265,6 +366,11 @@ def _disk(d: Domain, disk: Disk) -> Iterator[Option]:
         dev.append(f"bootindex={disk.boot_order}")
     if disk.serial is not None and bus != "fdc":
         dev.append(f"serial={esc(disk.serial)}")
+    if disk.wwn is not None and not cd:
+        wwn = disk.wwn.lower().removeprefix("0x")
+        dev.append(f"wwn=0x{wwn}")
+    if disk.shareable:
+        dev.append("share-rw=on")
     yield ("-device", ",".join(dev))
 
 
@@ -280,7 +386,7 @@ def bridge_of(source: str | None, network: bool) -> str:
     return source or "virbr0"
 
 
-def _nics(d: Domain) -> Iterator[Option]:
+def _nics(d: Domain, at: At) -> Iterator[Option]:
     """`-netdev` + `-device` for each `<interface>`, with a stable MAC when none is given."""
     for i, nic in enumerate(d.devices.interfaces):
         net = f"hostnet{i}"
@@ -288,7 +394,7 @@ def _nics(d: Domain) -> Iterator[Option]:
             yield ("-netdev", f"user,id={net}")
         else:
             yield ("-netdev", f"bridge,id={net},br={bridge_of(nic.source, nic.type == 'network')}")
-        dev = [_NIC_DEVICES[nic.model], f"netdev={net}", f"id=net{i}",
+        dev = [_NIC_DEVICES[nic.model] + at(f"net{i}"), f"netdev={net}", f"id=net{i}",
                f"mac={nic.mac or mac_for(d.uuid, i)}"]
         if nic.boot_order is not None:
             dev.append(f"bootindex={nic.boot_order}")
@@ -323,17 +429,115 @@ def _serials(d: Domain, runtime: Runtime | None) -> Iterator[Option]:
         yield ("-device", f"isa-serial,chardev={cid},id=serial{port.port},index={port.port}")
 
 
-def _display(d: Domain) -> Iterator[Option]:
-    """`-vnc` for VNC graphics (a fixed display, or the first free one), else `-display none`."""
+def channel_path(channel: Channel, runtime: Runtime | None) -> Path:
+    """Where a unix channel's socket is: its `<source path>`, else `<name>` in the runtime folder.
+
+    The guest agent's socket of a running VM is `runtime.folder / 'org.qemu.guest_agent.0'`.
+    Without a runtime (`reconcile argv`) the path is shown relative.
+    """
+    if channel.path is not None:
+        return Path(channel.path)
+    name = channel.name or "channel"
+    return runtime.folder / name if runtime is not None else Path(name)
+
+
+def virtio_serial_controllers(d: Domain) -> list[Controller]:
+    """The virtio-serial controllers: those declared, plus index 0 when channels need it."""
+    declared = [c for c in d.devices.controllers if c.type == "virtio-serial"]
+    indexes = {c.index for c in declared}
+    needed = {ch.controller for ch in d.devices.channels}
+    return declared + [Controller(type="virtio-serial", index=i) for i in sorted(needed - indexes)]
+
+
+def _channel_ports(d: Domain) -> list[int]:
+    """The virtio-serial port (`nr`) of each channel: as given, else the next free from 1."""
+    used: dict[int, set[int]] = {}
+    for ch in d.devices.channels:
+        if ch.port is not None:
+            taken = used.setdefault(ch.controller, set())
+            if ch.port in taken:
+                raise RenderError(f"two channels use port {ch.port} of virtio-serial controller "
+                                  f"{ch.controller}")
+            taken.add(ch.port)
+    out = []
+    for ch in d.devices.channels:
+        port = ch.port
+        if port is None:
+            taken = used.setdefault(ch.controller, set())
+            port = next(n for n in range(1, 32) if n not in taken)
+            taken.add(port)
+        out.append(port)
+    return out
+
+
+def _channels(d: Domain, runtime: Runtime | None) -> Iterator[Option]:
+    """`-chardev` + `-device virtserialport` for each `<channel>`."""
+    for i, (ch, nr) in enumerate(zip(d.devices.channels, _channel_ports(d), strict=True)):
+        cid = f"charchannel{i}"
+        if ch.type == "unix":
+            server = "server=on,wait=off" if ch.mode == "bind" else "server=off"
+            yield ("-chardev", f"socket,id={cid},path={esc(channel_path(ch, runtime))},{server}")
+        elif ch.type == "spicevmc":
+            yield ("-chardev", f"spicevmc,id={cid},name=vdagent")
+        else:
+            yield ("-chardev", f"pty,id={cid}")
+        name = ch.name or "com.redhat.spice.0"
+        yield ("-device", f"virtserialport,bus=virtio-serial{ch.controller}.0,nr={nr},"
+               f"chardev={cid},id=channel{i},name={esc(name)}")
+
+
+def _secret(sid: str, value: str) -> Option:
+    """A `-object secret` holding a password (QEMU reads it from here, not from -vnc/-spice)."""
+    return ("-object", f"secret,id={sid},data={esc(value)},format=raw")
+
+
+def _display(d: Domain, runtime: Runtime | None) -> Iterator[Option]:
+    """`-vnc` and/or `-spice` for the graphics, else `-display none`."""
     if not d.devices.graphics:
         yield ("-display", "none")
         return
-    g = d.devices.graphics[0]
-    host = f"[{g.listen}]" if ":" in g.listen else g.listen
-    if g.port is None:
-        yield ("-vnc", f"{host}:0,to=99")
-    else:
-        yield ("-vnc", f"{host}:{g.port - 5900}")
+    for g in d.devices.graphics:
+        host = f"[{g.listen}]" if ":" in g.listen else g.listen
+        if g.type == "vnc":
+            vnc = f"{host}:0,to=99" if g.port is None else f"{host}:{g.port - 5900}"
+            if g.passwd is not None:
+                yield _secret("vnc-secret", g.passwd)
+                vnc += ",password-secret=vnc-secret"
+            yield ("-vnc", vnc)
+            continue
+        if g.port is None:  # QEMU has no automatic spice port: a socket in the runtime folder
+            where = runtime.folder / "spice.sock" if runtime is not None else Path("spice.sock")
+            parts = ["unix=on", f"addr={esc(where)}"]
+        else:
+            parts = [f"port={g.port}", f"addr={g.listen}"]
+        if g.passwd is not None:
+            yield _secret("spice-secret", g.passwd)
+            parts.append("password-secret=spice-secret")
+        else:
+            parts.append("disable-ticketing=on")
+        if g.image_compression is not None:
+            parts.append(f"image-compression={g.image_compression}")
+        if g.jpeg_compression is not None:
+            parts.append(f"jpeg-wan-compression={g.jpeg_compression}")
+        if g.zlib_compression is not None:
+            parts.append(f"zlib-glz-wan-compression={g.zlib_compression}")
+        if g.playback_compression is not None:
+            parts.append(f"playback-compression={_on(g.playback_compression)}")
+        if g.streaming is not None:
+            parts.append(f"streaming-video={g.streaming}")
+        if g.mouse is not None:
+            parts.append(f"agent-mouse={_on(g.mouse == 'client')}")
+        if g.clipboard is False:
+            parts.append("disable-copy-paste=on")
+        if g.filetransfer is False:
+            parts.append("disable-agent-file-xfer=on")
+        parts.append("seamless-migration=on")
+        yield ("-spice", ",".join(parts))
+
+
+def has_spice(d: Domain) -> bool:
+    """Whether the domain has spice graphics (spicevmc channels, redirdev and spice audio need it)."""
+    return any(g.type == "spice" for g in d.devices.graphics)
 
 
 _VIDEO = {"vga": ("VGA", "secondary-vga"), "cirrus": ("cirrus-vga", None),
@@ -341,12 +545,18 @@ _VIDEO = {"vga": ("VGA", "secondary-vga"), "cirrus": ("cirrus-vga", None),
           "bochs": ("bochs-display", "bochs-display"), "ramfb": ("ramfb", "ramfb")}
 
 
-def _videos(d: Domain) -> Iterator[Option]:
-    """`-device` for each video adapter; the first one is the primary VGA."""
+def shown_videos(d: Domain) -> list[Video]:
+    """The video adapters QEMU gets: none for model='none', the default one for bare graphics."""
     shown = [v for v in d.devices.videos if v.model != "none"]
     if not d.devices.videos and d.devices.graphics:
         # like libvirt, graphics without any <video> get the default adapter, not a blank screen
         shown = [Video()]
+    return shown
+
+
+def _videos(d: Domain, at: At) -> Iterator[Option]:
+    """`-device` for each video adapter; the first one is the primary VGA."""
+    shown = shown_videos(d)
     if sum(v.model == "ramfb" for v in shown) > 1:  # QEMU: duplicate fw_cfg file name
         raise RenderError("video model 'ramfb' can be used only once")
     for i, video in enumerate(shown):
@@ -354,31 +564,136 @@ def _videos(d: Domain) -> Iterator[Option]:
         device = primary if i == 0 else secondary
         if device is None:
             raise RenderError(f"video model {video.model!r} can only be the first video device")
-        yield ("-device", f"{device},id=video{i}")
+        parts = [device + ("" if video.model == "ramfb" else at(f"video{i}")), f"id=video{i}"]
+        if video.heads is not None and video.model in ("qxl", "virtio"):
+            parts.append(f"max_outputs={video.heads}")
+        if video.model == "qxl":  # libvirt's sizes are KiB; QEMU's ram_size/vram_size are bytes
+            if video.ram is not None:
+                parts.append(f"ram_size={video.ram * 1024}")
+            if video.vram is not None:
+                parts.append(f"vram_size={video.vram * 1024}")
+            if video.vgamem is not None:
+                parts.append(f"vgamem_mb={video.vgamem // 1024}")
+        elif video.model in ("vga", "bochs") and video.vram is not None:
+            parts.append(f"vgamem_mb={video.vram // 1024}")
+        yield ("-device", ",".join(parts))
 
 
 _INPUT = {("tablet", "usb"): "usb-tablet", ("mouse", "usb"): "usb-mouse",
           ("keyboard", "usb"): "usb-kbd", ("tablet", "virtio"): "virtio-tablet-pci",
           ("mouse", "virtio"): "virtio-mouse-pci", ("keyboard", "virtio"): "virtio-keyboard-pci"}
 
+USB_PORTS = {"piix3-usb-uhci": 2, "piix4-usb-uhci": 2, "usb-ehci": 6, "ich9-usb-ehci1": 6,
+             "qemu-xhci": 4, "nec-usb-xhci": 4}
+"""Top-level ports of each USB host controller (xhci: USB 2 and as many USB 3, `ports=` sets)."""
 
-def _inputs(d: Domain) -> Iterator[Option]:
+
+def usb_ports(d: Domain) -> dict[str, str]:
+    """The USB port of each USB device (keys input<i>, sound<i>, redir<i>): given, else libvirt's.
+
+    libvirt numbers the free top-level ports from 1, inputs first, then sound, then redirdevs.
+    When they do not fit on the controller's ports, those without an address get none (QEMU then
+    chains a usb-hub by itself, where libvirt would declare one).
+    """
+    wanted: list[tuple[str, str | None]] = []
+    wanted += [(f"input{i}", inp.usb_port) for i, inp in enumerate(d.devices.inputs)
+               if inp.bus == "usb"]
+    wanted += [(f"sound{i}", None) for i, s in enumerate(d.devices.sounds) if s.model == "usb"]
+    wanted += [(f"redir{i}", r.usb_port) for i, r in enumerate(d.devices.redirdevs)]
+    out: dict[str, str] = {}
+    for key, port in wanted:
+        if port is not None:
+            if port in out.values():
+                raise RenderError(f"two USB devices use <address type='usb' port='{port}'>")
+            out[key] = port
+    controller = _usb_controller(d)
+    top = USB_PORTS.get(controller or "", 2)
+    given = [c.ports for c in d.devices.controllers if c.type == "usb" and c.index == 0
+             and c.ports is not None]
+    if controller is not None and "xhci" in controller:  # as many USB 3 ports as USB 2 ones
+        top = 2 * (given[0] if given else top)
+    auto = [key for key, port in wanted if port is None]
+    free = [str(n) for n in range(1, top + 1) if str(n) not in out.values()]
+    if len(auto) <= len(free):
+        out.update(zip(auto, free, strict=False))
+    return out
+
+
+def _inputs(d: Domain, ports: dict[str, str], at: At) -> Iterator[Option]:
     """`-device` for USB and virtio input devices (PS/2 mouse and keyboard are built in)."""
     for i, inp in enumerate(d.devices.inputs):
         device = _INPUT.get((inp.type, inp.bus))
         if device is None:
             continue
-        bus = ",bus=usb.0" if inp.bus == "usb" else ""
-        yield ("-device", f"{device},id=input{i}{bus}")
+        port = ports.get(f"input{i}")
+        where = ",bus=usb.0" + (f",port={port}" if port else "") if inp.bus == "usb" else ""
+        yield ("-device", f"{device}{at(f'input{i}') if inp.bus == 'virtio' else ''},"
+               f"id=input{i}{where}")
 
 
-def _misc(d: Domain) -> Iterator[Option]:
+def audio_ids(d: Domain) -> dict[int, str]:
+    """The audiodevs: each `<audio>`, else libvirt's default when sound needs one.
+
+    The default is id 1: 'spice' with spice graphics, else 'none'.
+    """
+    out: dict[int, str] = {a.id: a.type for a in d.devices.audios}
+    if not out and d.devices.sounds:
+        out[1] = "spice" if has_spice(d) else "none"
+    return out
+
+
+_SOUND = {"ich9": "ich9-intel-hda", "ich6": "intel-hda", "ac97": "AC97", "usb": "usb-audio"}
+
+
+def _sounds(d: Domain, ports: dict[str, str], at: At) -> Iterator[Option]:
+    """`-audiodev` for each backend, then the sound cards (HD Audio with their codecs)."""
+    audios = audio_ids(d)
+    for aid, kind in audios.items():
+        yield ("-audiodev", f"{kind},id=audio{aid}")
+    for i, snd in enumerate(d.devices.sounds):
+        aid = snd.audio if snd.audio is not None else min(audios)
+        if aid not in audios:
+            raise RenderError(f"<sound> names <audio id='{aid}'>, which does not exist")
+        sid = f"sound{i}"
+        if snd.model == "usb":
+            port = f",port={ports[sid]}" if sid in ports else ""
+            yield ("-device", f"usb-audio,id={sid},audiodev=audio{aid},bus=usb.0{port}")
+        elif snd.model == "ac97":
+            yield ("-device", f"AC97{at(sid)},id={sid},audiodev=audio{aid}")
+        else:
+            yield ("-device", f"{_SOUND[snd.model]}{at(sid)},id={sid}")
+            for j, codec in enumerate(snd.codecs or ("duplex",)):
+                yield ("-device", f"hda-{codec},id={sid}-codec{j},bus={sid}.0,cad={j},"
+                       f"audiodev=audio{aid}")
+
+
+def _redirdevs(d: Domain, ports: dict[str, str]) -> Iterator[Option]:
+    """`-chardev spicevmc` + `-device usb-redir` for each `<redirdev>`."""
+    for i, _ in enumerate(d.devices.redirdevs):
+        yield ("-chardev", f"spicevmc,id=charredir{i},name=usbredir")
+        port = f",port={ports[f'redir{i}']}" if f"redir{i}" in ports else ""
+        yield ("-device", f"usb-redir,chardev=charredir{i},id=redir{i},bus=usb.0{port}")
+
+
+def _watchdogs(d: Domain, at: At) -> Iterator[Option]:
+    """`-device i6300esb|ib700` and the watchdog action (one action for all watchdogs)."""
+    actions = {w.action for w in d.devices.watchdogs}
+    if len(actions) > 1:
+        raise RenderError("QEMU has one watchdog action; give every <watchdog> the same action=")
+    for i, w in enumerate(d.devices.watchdogs):
+        place = at(f"watchdog{i}") if w.model == "i6300esb" else ""
+        yield ("-device", f"{w.model}{place},id=watchdog{i}")
+    if actions:
+        yield ("-action", f"watchdog={actions.pop()}")
+
+
+def _misc(d: Domain, at: At) -> Iterator[Option]:
     """Balloon, random number generators and the panic device."""
     if d.devices.memballoon == "virtio":
-        yield ("-device", "virtio-balloon-pci,id=balloon0")
+        yield ("-device", f"virtio-balloon-pci{at('balloon0')},id=balloon0")
     for i, rng in enumerate(d.devices.rngs):
         yield ("-object", f"rng-random,id=objrng{i},filename={esc(rng.backend)}")
-        dev = f"virtio-rng-pci,rng=objrng{i},id=rng{i}"
+        dev = f"virtio-rng-pci{at(f'rng{i}')},rng=objrng{i},id=rng{i}"
         if rng.rate_bytes is not None:
             dev += f",max-bytes={rng.rate_bytes},period={rng.rate_period or 1000}"
         yield ("-device", dev)
@@ -386,23 +701,153 @@ def _misc(d: Domain) -> Iterator[Option]:
         yield ("-device", "pvpanic")
 
 
-PCI_SLOTS = 30
-"""Free slots on the root bus of pc and q35 with -nodefaults (32 less host bridge and PIIX/ICH9)."""
-_PCI_DEVICES = frozenset(
-    {m for m in _USB_MODELS.values() if m is not None} | set(SCSI_MODELS.values())
-    | set(_NIC_DEVICES.values()) | {v for pair in _VIDEO.values() for v in pair if v}
-    | {v for v in _INPUT.values() if v.endswith("-pci")}
-    | {"ahci", "virtio-blk-pci", "virtio-balloon-pci", "virtio-rng-pci"}
-) - {"ramfb"}
-"""The `-device`s that take a PCI slot (ramfb, ISA, IDE, SCSI and USB devices do not)."""
+def balloon_target(d: Domain) -> int | None:
+    """The balloon target in bytes to set after start (QMP `balloon`), or None.
+
+    It is `<currentMemory>` when below `<memory>`. QEMU has no command-line option for it: the
+    process layer sets it once QEMU runs, as libvirt does.
+    """
+    if d.current_memory is None or d.current_memory >= d.memory:
+        return None
+    return d.current_memory
 
 
-def options(d: Domain, runtime: Runtime | None = None) -> list[Option]:
+_BRIDGES = {"pcie-root-port": ("pcie-root-port", "root-port"), "pci-bridge": ("pci-bridge", "bridge"),
+            "pcie-to-pci-bridge": ("pcie-pci-bridge", "bridge")}
+PCI_CONTROLLER_MODELS = ("pci-root", "pcie-root", *_BRIDGES)
+"""`<controller type='pci' model=>` values qemud renders."""
+_PCIE_DEVICES = frozenset({"virtio-blk-pci", "virtio-net-pci", "virtio-balloon-pci", "virtio-rng-pci",
+                           "virtio-serial-pci", "virtio-scsi-pci", "virtio-vga", "virtio-gpu-pci",
+                           "virtio-tablet-pci", "virtio-mouse-pci", "virtio-keyboard-pci",
+                           "qemu-xhci", "nec-usb-xhci", "e1000e", "vmxnet3", "bochs-display",
+                           "pcie-pci-bridge"})
+"""PCI Express endpoints: on 'q35' libvirt puts each behind its own pcie-root-port."""
+
+
+def _pci_controllers(d: Domain) -> list[Controller]:
+    """The pcie-root-ports and bridges to render, by index.
+
+    Index 0 is always the root bus; a pcie-root-port needs the PCI Express root of 'q35'.
+    """
+    q35 = is_q35(d)
+    return sorted((c for c in d.devices.controllers if c.type == "pci" and c.index > 0
+                   and c.model in _BRIDGES and (q35 or c.model != "pcie-root-port")),
+                  key=lambda c: c.index)
+
+
+def _pci_requests(d: Domain) -> list[pci.Request]:
+    """Every PCI device of the command line, in libvirt's assignment order, with its address."""
+    q35 = is_q35(d)
+    reqs: list[pci.Request] = []
+
+    def add(rid: str, driver: str, address: PciAddress | None,
+            home: PciAddress | None = None) -> None:
+        """Queue one device; its kind follows from the QEMU driver."""
+        kind: pci.Kind = "pcie" if driver in _PCIE_DEVICES else "pci"
+        reqs.append(pci.Request(rid, kind, address, home))
+
+    for c in _pci_controllers(d):
+        _, kind = _BRIDGES[c.model or ""]
+        reqs.append(pci.Request(f"pci.{c.index}", "root-port" if kind == "root-port" else "bridge",
+                                c.address, None, c.index))
+    shown = shown_videos(d)
+    if shown and shown[0].model != "ramfb":
+        add("video0", _VIDEO[shown[0].model][0], shown[0].address,
+            PciAddress(slot=1 if q35 else 2))
+    for i, nic in enumerate(d.devices.interfaces):
+        add(f"net{i}", _NIC_DEVICES[nic.model], nic.address)
+    for i, snd in enumerate(d.devices.sounds):
+        if snd.model != "usb":
+            home = PciAddress(slot=0x1B) if q35 and snd.model == "ich9" else None
+            add(f"sound{i}", _SOUND[snd.model], snd.address, home)
+    usb = _usb_controller(d)
+    usb_decl = next((c for c in d.devices.controllers if c.type == "usb" and c.index == 0), None)
+    scsi = _scsi_controller(d)
+    scsi_decl = next((c for c in d.devices.controllers if c.type == "scsi" and c.index == 0), None)
+    serials = virtio_serial_controllers(d)
+    ahci = not q35 and any(disk.target_bus == "sata" for disk in d.devices.disks)
+    sata_decl = next((c for c in d.devices.controllers if c.type == "sata" and c.index == 0), None)
+    done: set[str] = set()
+    for c in [*d.devices.controllers, *serials]:  # document order; implicit ones after
+        if c.type == "usb" and c.index == 0 and usb is not None and "usb" not in done:
+            home = PciAddress(slot=1, function=2) if not q35 and usb == "piix3-usb-uhci" else None
+            add("usb", usb, usb_decl.address if usb_decl else None, home)
+            done.add("usb")
+        elif c.type == "scsi" and c.index == 0 and scsi is not None and "scsi0" not in done:
+            add("scsi0", scsi, c.address)
+            done.add("scsi0")
+        elif c.type == "virtio-serial" and f"virtio-serial{c.index}" not in done:
+            add(f"virtio-serial{c.index}", "virtio-serial-pci", c.address)
+            done.add(f"virtio-serial{c.index}")
+        elif c.type == "sata" and c.index == 0 and ahci and "sata0" not in done:
+            add("sata0", "ahci", c.address)
+            done.add("sata0")
+    if usb is not None and "usb" not in done:
+        add("usb", usb, None,
+            PciAddress(slot=1, function=2) if not q35 and usb == "piix3-usb-uhci" else None)
+    if scsi is not None and "scsi0" not in done:
+        add("scsi0", scsi, scsi_decl.address if scsi_decl else None)
+    if ahci and "sata0" not in done:
+        add("sata0", "ahci", sata_decl.address if sata_decl else None)
+    for disk in d.devices.disks:
+        if disk.target_bus == "virtio":
+            add(f"virtio-disk{disk_index(disk.target_dev)}", "virtio-blk-pci", disk.address)
+    if d.devices.memballoon == "virtio":
+        add("balloon0", "virtio-balloon-pci", d.devices.memballoon_address)
+    for i, rng in enumerate(d.devices.rngs):
+        add(f"rng{i}", "virtio-rng-pci", rng.address)
+    for i, w in enumerate(d.devices.watchdogs):
+        if w.model == "i6300esb":
+            add(f"watchdog{i}", "i6300esb", w.address)
+    for i, video in enumerate(shown[1:], start=1):
+        if video.model != "ramfb":
+            add(f"video{i}", _VIDEO[video.model][1] or "", video.address)
+    for i, inp in enumerate(d.devices.inputs):
+        if inp.bus == "virtio":
+            add(f"input{i}", _INPUT[(inp.type, inp.bus)], inp.address)
+    return reqs
+
+
+def _pci_bridges(d: Domain, placement: pci.Placement, at: At) -> Iterator[Option]:
+    """`-device` for each pcie-root-port and bridge, declared or added, with libvirt's ids."""
+    declared = _pci_controllers(d)
+    added = [Controller(type="pci", index=i, model="pcie-root-port")
+             for i in placement.added_root_ports]
+    added += [Controller(type="pci", index=i, model="pci-bridge") for i in placement.added_bridges]
+    for c in sorted([*declared, *added], key=lambda c: c.index):
+        driver, kind = _BRIDGES[c.model or ""]
+        pid = f"pci.{c.index}"
+        if kind == "root-port":
+            a = placement.addresses[pid]
+            port = c.port if c.port is not None else (a.slot << 3 | a.function)
+            chassis = c.chassis if c.chassis is not None else c.index
+            yield ("-device", f"pcie-root-port,port={port:#x},chassis={chassis},id={pid}{at(pid)}")
+        elif driver == "pci-bridge":
+            chassis = c.chassis if c.chassis is not None else c.index
+            yield ("-device", f"pci-bridge,chassis_nr={chassis},id={pid}{at(pid)}")
+        else:
+            yield ("-device", f"pcie-pci-bridge,id={pid}{at(pid)}")
+
+
+def options(d: Domain, runtime: Runtime | None = None,
+            firmware: Sequence[Descriptor] | None = None) -> list[Option]:
     """The command line grouped by option: the emulator first, then one tuple per option.
 
     With `runtime`, the QMP monitor, the pidfile and console logs are included; without it the
-    result is what `reconcile argv` shows, like `virsh domxml-to-native`.
+    result is what `reconcile argv` shows, like `virsh domxml-to-native`. `firmware` is QEMU's
+    firmware descriptors (`/usr/share/qemu/firmware/*.json`, read by the caller with
+    `model.firmware.parse_descriptor`): `<os firmware='efi'>` picks from them. None means they
+    were not read: the firmware is then shown as a placeholder path (fine for `reconcile argv`;
+    QEMU refuses to start with it).
     """
+    q35 = is_q35(d)
+    fw = choose(d, firmware, runtime.state_dir if runtime is not None else None)
+    placement = pci.assign(_pci_requests(d), q35)
+
+    def at(rid: str) -> str:
+        """The bus/addr suffix of device `rid`."""
+        return "," + pci.render(placement.addresses[rid], q35)
+
     out: list[Option] = [(emulator(d),)]
     out.append(("-name", f"guest={esc(d.name)},debug-threads=on"))
     out.append(("-uuid", str(d.uuid)))
@@ -412,7 +857,8 @@ def options(d: Domain, runtime: Runtime | None = None) -> list[Option]:
                     f"socket,id=charmonitor,path={esc(runtime.qmp_socket)},server=on,wait=off"))
         out.append(("-mon", "chardev=charmonitor,id=monitor,mode=control"))
     out += [("-no-user-config",), ("-nodefaults",), ("-msg", "timestamp=on")]
-    out.append(_machine(d))
+    out += _firmware(fw)
+    out.append(_machine(d, fw))
     out.append(("-accel", "kvm" if d.type == "kvm" else "tcg"))
     out += _cpu(d)
     out.append(("-m", str(units.to_mib(d.memory))))
@@ -422,29 +868,41 @@ def options(d: Domain, runtime: Runtime | None = None) -> list[Option]:
     out += _pm(d)
     out += _boot(d)
     out += _kernel(d)
+    out += _pci_bridges(d, placement, at)
     usb = _usb_controller(d)
+    ports = usb_ports(d)
     if usb is not None:
-        out.append(("-device", f"{usb},id=usb"))
+        usb_decl = next((c for c in d.devices.controllers if c.type == "usb" and c.index == 0
+                         and c.ports is not None), None)
+        extra = ""
+        if usb_decl is not None and "xhci" in usb:
+            extra = f",p2={usb_decl.ports},p3={usb_decl.ports}"
+        out.append(("-device", f"{usb}{at('usb')},id=usb{extra}"))
     scsi = _scsi_controller(d)
     if scsi is not None:
-        out.append(("-device", f"{scsi},id=scsi0"))
-    if not is_q35(d) and any(disk.target_bus == "sata" for disk in d.devices.disks):
-        out.append(("-device", "ahci,id=sata0"))
+        out.append(("-device", f"{scsi}{at('scsi0')},id=scsi0"))
+    for c in virtio_serial_controllers(d):
+        extra = f",max_ports={c.ports}" if c.ports is not None else ""
+        out.append(("-device", f"virtio-serial-pci{at(f'virtio-serial{c.index}')},"
+                    f"id=virtio-serial{c.index}{extra}"))
+    if not q35 and any(disk.target_bus == "sata" for disk in d.devices.disks):
+        out.append(("-device", f"ahci{at('sata0')},id=sata0"))
     for disk in d.devices.disks:
-        out += _disk(d, disk)
-    out += _nics(d)
+        out += _disk(d, disk, at)
+    out += _nics(d, at)
     out += _serials(d, runtime)
-    out += _display(d)
-    out += _videos(d)
-    out += _inputs(d)
-    out += _misc(d)
-    used = sum(1 for o in out if o[0] == "-device" and o[1].split(",", 1)[0] in _PCI_DEVICES)
-    if used > PCI_SLOTS:
-        raise RenderError(f"the devices need {used} PCI slots but the machine has {PCI_SLOTS} "
-                          "(qemud adds no PCI bridges); remove some devices")
+    out += _channels(d, runtime)
+    out += _inputs(d, ports, at)
+    out += _display(d, runtime)
+    out += _videos(d, at)
+    out += _sounds(d, ports, at)
+    out += _redirdevs(d, ports)
+    out += _watchdogs(d, at)
+    out += _misc(d, at)
     return out
 
 
-def command_line(d: Domain, runtime: Runtime | None = None) -> list[str]:
+def command_line(d: Domain, runtime: Runtime | None = None,
+                 firmware: Sequence[Descriptor] | None = None) -> list[str]:
     """The QEMU argv (a list, never a shell string) for domain `d`; see `options`."""
-    return [arg for option in options(d, runtime) for arg in option]
+    return [arg for option in options(d, runtime, firmware) for arg in option]

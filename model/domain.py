@@ -45,6 +45,19 @@ def mac_for(uuid: uuidlib.UUID, index: int) -> str:
     return "52:54:00:{:02x}:{:02x}:{:02x}".format(*digest[:3])
 
 
+class PciAddress(Frozen):
+    """`<address type='pci' domain= bus= slot= function= multifunction=>`: where the guest sees a device.
+
+    Bus N is the bus behind `<controller type='pci' index='N'>` (0 is the root bus).
+    """
+
+    domain: Literal[0] = 0
+    bus: Annotated[int, Field(ge=0, le=255)] = 0
+    slot: Annotated[int, Field(ge=0, le=31)]
+    function: Annotated[int, Field(ge=0, le=7)] = 0
+    multifunction: bool = False
+
+
 class Desired(Frozen):
     """`<qemud:desired state= restart= shutdown-timeout=>`: what the reconciler should make true."""
 
@@ -107,6 +120,27 @@ class Os(Frozen):
     kernel: str | None = None
     initrd: str | None = None
     cmdline: str | None = None
+    firmware: Literal["bios", "efi"] | None = None
+    """`<os firmware=>`: 'efi' picks UEFI from QEMU's firmware descriptors (see model.firmware)."""
+    firmware_features: tuple[tuple[Literal["secure-boot", "enrolled-keys"], bool], ...] = ()
+    """`<firmware><feature enabled= name=/></firmware>`: what the chosen firmware must (not) have."""
+    loader: str | None = None
+    """`<loader>`: an explicit firmware code file (then `nvram` or the runtime's vars file)."""
+    loader_secure: bool | None = None
+    nvram: str | None = None
+    """`<nvram>`: the VM's UEFI variable store; None: `vars.fd` in the runtime's state folder."""
+    nvram_template: str | None = None
+
+    @model_validator(mode="after")
+    def _firmware_consistent(self) -> Os:
+        """Guarantee firmware features only with firmware='efi', and a loader for nvram."""
+        if self.firmware_features and self.firmware != "efi":
+            raise ValueError("<firmware><feature> needs <os firmware='efi'>")
+        if self.firmware == "bios" and (self.loader or self.nvram):
+            raise ValueError("firmware='bios' takes no <loader> or <nvram>")
+        if self.nvram is not None and self.loader is None and self.firmware != "efi":
+            raise ValueError("<nvram> needs <loader> or firmware='efi'")
+        return self
 
     @model_validator(mode="after")
     def _boot_order_fits(self) -> Os:
@@ -118,21 +152,56 @@ class Os(Frozen):
         return self
 
 
+HypervName = Literal["relaxed", "vapic", "spinlocks", "vpindex", "runtime", "synic", "stimer",
+                     "reset", "vendor_id", "frequencies", "reenlightenment", "tlbflush", "ipi",
+                     "evmcs", "avic"]
+"""The Hyper-V enlightenments of `<features><hyperv>` that QEMU 7.2 has (as libvirt names them)."""
+
+
+class Hyperv(Frozen):
+    """`<hyperv mode=>`: enlightenments for Windows guests, each on or off, with their values."""
+
+    mode: Literal["custom", "passthrough"] = "custom"
+    enabled: tuple[tuple[HypervName, bool], ...] = ()
+    """(name, state) in document order."""
+    spinlocks_retries: Annotated[int, Field(ge=4095, le=2**32 - 1)] | None = None
+    vendor_id: Annotated[str, Field(pattern=r"^[ -~]{1,12}$")] | None = None
+    stimer_direct: bool | None = None
+
+
 class Features(Frozen):
-    """`<features>`: the switches qemud renders (vmport and pae are accepted for completeness)."""
+    """`<features>`: acpi, apic, pae, vmport, hyperv, kvm, pvspinlock and smm."""
 
     acpi: bool = False
     apic: bool = False
     pae: bool = False
     vmport: bool | None = None
+    hyperv: Hyperv | None = None
+    kvm_hidden: bool | None = None
+    kvm_hint_dedicated: bool | None = None
+    kvm_poll_control: bool | None = None
+    kvm_pv_ipi: bool | None = None
+    pvspinlock: bool | None = None
+    smm: bool | None = None
 
 
 class Timer(Frozen):
-    """`<clock><timer name= tickpolicy= present=/>`."""
+    """`<clock><timer name= tickpolicy= present= frequency= mode=/>` (x86 timers QEMU has)."""
 
     name: Literal["rtc", "pit", "hpet", "kvmclock", "tsc", "hypervclock", "platform"]
     tickpolicy: Literal["delay", "catchup", "merge", "discard"] | None = None
     present: bool | None = None
+    frequency: Annotated[int, Field(ge=1, le=2**63 - 1)] | None = None
+    """tsc only: the guest's TSC frequency in Hz."""
+    mode: Literal["auto", "native", "emulate", "paravirt", "smpsafe"] | None = None
+    """tsc only: accepted as libvirt does (its QEMU driver renders nothing for it)."""
+
+    @model_validator(mode="after")
+    def _tsc_settings(self) -> Timer:
+        """Guarantee frequency and mode only on the tsc timer."""
+        if self.name != "tsc" and (self.frequency is not None or self.mode is not None):
+            raise ValueError("only the tsc timer takes frequency and mode")
+        return self
 
 
 class Clock(Frozen):
@@ -155,12 +224,17 @@ class Disk(Frozen):
         None
     )
     discard: Literal["unmap", "ignore"] | None = None
+    io: Literal["threads", "native", "io_uring"] | None = None
+    detect_zeroes: Literal["off", "on", "unmap"] | None = None
     source: str | None = None
     target_dev: Annotated[str, Field(pattern=r"^(hd|sd|vd|fd)[a-z]{1,3}$")]
     target_bus: Literal["ide", "sata", "scsi", "virtio", "fdc"]
     readonly: bool = False
     boot_order: BootOrder | None = None
     serial: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.+\- ]{1,20}$")] | None = None
+    shareable: bool = False
+    wwn: Annotated[str, Field(pattern=r"^(0x)?[0-9a-fA-F]{16}$")] | None = None
+    address: PciAddress | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Disk:
@@ -169,6 +243,17 @@ class Disk(Frozen):
             raise ValueError("a disk needs <source>; only a cdrom or a floppy may be empty")
         if self.source == "":  # QEMU: A block device must be specified for "file"
             raise ValueError("<source> names no file; give its path, or remove <source>")
+        if self.address is not None and self.target_bus != "virtio":
+            raise ValueError(f"a disk on bus='{self.target_bus}' has no PCI address of its own; "
+                             "remove <address type='pci'>")
+        if self.wwn is not None and self.target_bus not in ("ide", "sata", "scsi"):
+            raise ValueError("<wwn> is only for ide, sata and scsi disks")
+        if self.io == "native" and self.cache not in ("none", "directsync"):
+            raise ValueError("io='native' needs cache='none' or 'directsync' (QEMU needs O_DIRECT "
+                             "for it)")
+        if self.detect_zeroes == "unmap" and self.discard != "unmap":
+            raise ValueError("detect_zeroes='unmap' needs discard='unmap' (QEMU refuses it "
+                             "otherwise); or use detect_zeroes='on'")
         return self
 
 
@@ -182,6 +267,7 @@ class Interface(Frozen):
     )
     source: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:\-]{1,15}$")] | None = None
     boot_order: BootOrder | None = None
+    address: PciAddress | None = None
 
     @field_validator("mac", mode="before")
     @classmethod
@@ -201,11 +287,36 @@ class Interface(Frozen):
 
 
 class Graphics(Frozen):
-    """`<graphics type='vnc' port= autoport= listen=>`; port None means automatic."""
+    """`<graphics type='vnc'|'spice' port= autoport= listen= passwd=>`; port None means automatic."""
 
-    type: Literal["vnc"] = "vnc"
+    type: Literal["vnc", "spice"] = "vnc"
     port: Annotated[int, Field(ge=5900, le=65535)] | None = None
     listen: Annotated[str, Field(pattern=r"^[0-9A-Za-z.:\-]+$")] = "127.0.0.1"
+    passwd: Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f]*$")] | None = (
+        None
+    )
+    image_compression: Literal["auto_glz", "auto_lz", "quic", "glz", "lz", "off"] | None = None
+    """spice only: `<image compression=>`."""
+    jpeg_compression: Literal["auto", "never", "always"] | None = None
+    zlib_compression: Literal["auto", "never", "always"] | None = None
+    playback_compression: bool | None = None
+    streaming: Literal["filter", "all", "off"] | None = None
+    mouse: Literal["server", "client"] | None = None
+    clipboard: bool | None = None
+    filetransfer: bool | None = None
+
+    @model_validator(mode="after")
+    def _spice_options_need_spice(self) -> Graphics:
+        """Guarantee the spice-only settings are only on spice graphics."""
+        spice_only = (self.image_compression, self.jpeg_compression, self.zlib_compression,
+                      self.playback_compression, self.streaming, self.mouse, self.clipboard,
+                      self.filetransfer)
+        if self.type == "vnc" and any(v is not None for v in spice_only):
+            raise ValueError("image, jpeg, zlib, playback, streaming, mouse, clipboard and "
+                             "filetransfer are spice settings; VNC has none of them")
+        if self.type == "vnc" and self.passwd is not None and len(self.passwd) > 8:
+            raise ValueError("a VNC password has at most 8 characters")
+        return self
 
 
 CharType = Literal["pty", "file", "unix", "null"]
@@ -231,9 +342,14 @@ class Serial(Frozen):
 
 
 class Video(Frozen):
-    """`<video><model type=/></video>`."""
+    """`<video><model type= heads= vram= ram= vgamem=/></video>`; sizes in KiB as libvirt has them."""
 
     model: Literal["vga", "cirrus", "qxl", "virtio", "bochs", "ramfb", "none"] = "vga"
+    heads: Annotated[int, Field(ge=1, le=16)] | None = None
+    vram: Annotated[int, Field(ge=1024, le=2**22)] | None = None
+    ram: Annotated[int, Field(ge=1024, le=2**22)] | None = None
+    vgamem: Annotated[int, Field(ge=1024, le=2**22)] | None = None
+    address: PciAddress | None = None
 
 
 class Input(Frozen):
@@ -241,6 +357,8 @@ class Input(Frozen):
 
     type: Literal["tablet", "mouse", "keyboard"]
     bus: Literal["usb", "ps2", "virtio"] = "ps2"
+    usb_port: Annotated[str, Field(pattern=r"^[1-9][0-9]?(\.[1-9][0-9]?){0,4}$")] | None = None
+    address: PciAddress | None = None
 
     @model_validator(mode="after")
     def _ps2_has_no_tablet(self) -> Input:
@@ -259,14 +377,87 @@ class Rng(Frozen):
     """QEMU's `max-bytes`: below 2**63."""
     rate_period: Annotated[int, Field(ge=1, le=2**32 - 1)] | None = None
     """QEMU's `period` in ms: a uint32."""
+    address: PciAddress | None = None
 
 
 class Controller(Frozen):
-    """`<controller type= index= model=>`: only USB and SCSI controllers change the command line."""
+    """`<controller type= index= model= ports=>`: USB, SCSI, virtio-serial and PCI bridges and ports."""
 
     type: Literal["usb", "scsi", "ide", "sata", "pci", "virtio-serial", "fdc"]
     index: NonNegative = 0
     model: str | None = None
+    ports: Annotated[int, Field(ge=1, le=31)] | None = None
+    """usb (qemu-xhci, nec-xhci) ports, or virtio-serial ports (`max_ports`)."""
+    chassis: Annotated[int, Field(ge=0, le=255)] | None = None
+    """pcie-root-port and pci-bridge `<target chassis=>` (chassisNr for a bridge)."""
+    port: Annotated[int, Field(ge=0, le=255)] | None = None
+    """pcie-root-port `<target port=>`."""
+    address: PciAddress | None = None
+
+
+class Channel(Frozen):
+    """`<channel type='unix'|'spicevmc'|'pty'><target type='virtio' name=/>`: a virtio-serial port."""
+
+    type: Literal["unix", "spicevmc", "pty"]
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")] | None = None
+    path: str | None = None
+    """unix only; None means the runtime folder's `<name>` socket (libvirt's channel dir)."""
+    mode: Literal["bind", "connect"] = "bind"
+    controller: NonNegative = 0
+    port: Annotated[int, Field(ge=1, le=30)] | None = None
+    """The virtio-serial port (`nr`); None assigns the next free one, as libvirt does."""
+
+    @model_validator(mode="after")
+    def _name_fits_type(self) -> Channel:
+        """Guarantee a name (spicevmc defaults to spice's agent channel), and no path without unix."""
+        if self.type == "spicevmc" and self.name not in (None, "com.redhat.spice.0"):
+            raise ValueError("a spicevmc channel is the spice agent's: name it "
+                             "'com.redhat.spice.0' or leave the name out")
+        if self.type != "spicevmc" and self.name is None:
+            raise ValueError("<target name=> is required, e.g. 'org.qemu.guest_agent.0'")
+        if self.type != "unix" and self.path is not None:
+            raise ValueError(f"type='{self.type}' takes no <source path>")
+        if self.type == "unix" and self.path is None and self.mode == "connect":
+            raise ValueError("mode='connect' needs <source path='...'/>: the socket to connect to")
+        return self
+
+
+class Sound(Frozen):
+    """`<sound model=>` with optional `<codec type=>`s and `<audio id=>`."""
+
+    model: Literal["ich9", "ich6", "ac97", "usb"]
+    codecs: tuple[Literal["duplex", "micro", "output"], ...] = ()
+    audio: Positive | None = None
+    """The id of the `<audio>` backend; None is the first one."""
+    address: PciAddress | None = None
+
+    @model_validator(mode="after")
+    def _codecs_need_hda(self) -> Sound:
+        """Guarantee codecs only on HD Audio (ich6, ich9)."""
+        if self.codecs and self.model not in ("ich6", "ich9"):
+            raise ValueError(f"<codec> is for the HD Audio models ich6 and ich9, not {self.model!r}")
+        return self
+
+
+class Audio(Frozen):
+    """`<audio id= type=>`: where guest sound goes; 'none' drops it, 'spice' sends it to the client."""
+
+    id: Positive
+    type: Literal["none", "spice"]
+
+
+class Redirdev(Frozen):
+    """`<redirdev bus='usb' type='spicevmc'>`: a USB device of the spice client, passed through."""
+
+    usb_port: Annotated[str, Field(pattern=r"^[1-9][0-9]?(\.[1-9][0-9]?){0,4}$")] | None = None
+
+
+class Watchdog(Frozen):
+    """`<watchdog model= action=>`."""
+
+    model: Literal["i6300esb", "ib700"]
+    action: Literal["reset", "shutdown", "poweroff", "pause", "none", "inject-nmi"] = "reset"
+    address: PciAddress | None = None
 
 
 class Devices(Frozen):
@@ -281,8 +472,14 @@ class Devices(Frozen):
     inputs: tuple[Input, ...] = ()
     controllers: tuple[Controller, ...] = ()
     memballoon: Literal["virtio", "none"] | None = None
+    memballoon_address: PciAddress | None = None
     panic: Literal["isa"] | None = None
     rngs: tuple[Rng, ...] = ()
+    channels: tuple[Channel, ...] = ()
+    sounds: tuple[Sound, ...] = ()
+    audios: tuple[Audio, ...] = ()
+    redirdevs: tuple[Redirdev, ...] = ()
+    watchdogs: tuple[Watchdog, ...] = ()
 
 
 class PowerManagement(Frozen):

@@ -19,7 +19,9 @@ from model import units
 from model.argv import USB_MODELS, disk_index, options
 from model.domain import (
     NAMESPACE,
+    Audio,
     BootDev,
+    Channel,
     Clock,
     Controller,
     Cpu,
@@ -30,16 +32,21 @@ from model.domain import (
     Domain,
     Features,
     Graphics,
+    Hyperv,
     Input,
     Interface,
     Os,
+    PciAddress,
     PowerManagement,
+    Redirdev,
     Rng,
     Serial,
+    Sound,
     Timer,
     Topology,
     Vcpu,
     Video,
+    Watchdog,
     uuid_for_name,
 )
 from model.errors import InvalidDomainError, Issue, RenderError
@@ -47,8 +54,27 @@ from model.xml import Node, XmlError, load
 
 M = TypeVar("M", bound=BaseModel)
 
-IGNORED_EVERYWHERE = ("alias", "address")
-"""Children libvirt adds to devices that only matter to libvirt itself; QEMU's defaults serve."""
+UNSUPPORTED_DEVICES = {
+    "tpm": "a TPM needs an swtpm process beside QEMU, which qemud does not supervise yet",
+    "filesystem": "a shared folder needs a virtiofsd process beside QEMU, which qemud does "
+                  "not supervise yet",
+    "hostdev": "passing a host device through needs VFIO setup and privileges qemud does not "
+               "manage",
+    "smartcard": "smartcards need a host NSS database or a spice client qemud does not set up",
+    "hub": "USB hubs are not needed: qemu-xhci has up to 15 ports per speed (ports=)",
+    "shmem": "shared memory needs an ivshmem server qemud does not run",
+    "vsock": "vsock needs the host's vhost-vsock device and a context id qemud does not assign",
+    "iommu": "an IOMMU is not supported by qemud yet",
+    "memory": "memory hotplug needs NUMA and maxMemory, which qemud does not support",
+    "parallel": "QEMU's parallel port is not supported by qemud",
+    "lease": "leases belong to libvirt's lock manager, which qemud does not have",
+    "crypto": "crypto devices need a backend qemud does not set up",
+}
+"""libvirt devices qemud refuses, each with the sentence that says why."""
+
+IGNORED_EVERYWHERE = ("alias",)
+"""Children libvirt adds to devices that only matter to libvirt itself. (`<address>` is read by
+`_address`: PCI addresses are honoured, drive/usb/virtio-serial ones read where they matter.)"""
 
 IGNORED_TOP = ("seclabel", "resource")
 """Top-level elements of a `virsh dumpxml` that do not change the guest."""
@@ -199,6 +225,51 @@ def _size(ctx: _Context, node: Node) -> int | None:
         return None
 
 
+def _hex(ctx: _Context, node: Node, name: str, default: int) -> int | None:
+    """Read a libvirt number that may be hex ('0x1f') or decimal; report anything else."""
+    value = node.attr(name)
+    if value is None:
+        return default
+    try:
+        return int(value, 16) if value.lower().startswith("0x") else int(value, 10)
+    except ValueError:
+        ctx.error(node.line, f"<address {name}>: {value!r} is not a number")
+        return None
+
+
+def _address(ctx: _Context, node: Node, kinds: tuple[str, ...] = ("pci",)) -> PciAddress | None:
+    """Read a device's `<address>`: a PCI one into `PciAddress`.
+
+    The others libvirt writes for the device's own bus (drive, usb, virtio-serial, isa) are
+    accepted here; callers read the parts that matter (USB and virtio-serial ports).
+    """
+    addr = node.child("address")
+    if addr is None:
+        return None
+    kind = addr.attr("type")
+    if kind not in kinds:
+        ctx.error(addr.line, f"<address type>: {kind!r} is not possible for <{node.tag}>; use "
+                  + " or ".join(repr(k) for k in kinds))
+        return None
+    if kind != "pci":
+        addr.ignore_attrs("controller", "bus", "target", "unit", "port", "iobase", "irq",
+                          "slot")
+        _leftovers(ctx, addr)
+        return None
+    values = {n: _hex(ctx, addr, n, 0) for n in ("domain", "bus", "slot", "function")}
+    multi = _flag(ctx, addr, "multifunction", ("on", "off"))
+    _leftovers(ctx, addr)
+    if any(v is None for v in values.values()) or addr.attr("slot") is None:
+        if addr.attr("slot") is None:
+            ctx.error(addr.line, "<address type='pci'> needs slot=")
+        return None
+    fields = _Fields(addr)
+    for n, v in values.items():
+        fields.put(n, v, f"<address {n}>")
+    fields.put("multifunction", multi, "<address multifunction>")
+    return _make(ctx, PciAddress, fields)
+
+
 def _read_vcpu(ctx: _Context, node: Node | None) -> Vcpu | None:
     """`<vcpu placement= current=>N</vcpu>`."""
     if node is None:
@@ -206,7 +277,13 @@ def _read_vcpu(ctx: _Context, node: Node | None) -> Vcpu | None:
     fields = _Fields(node)
     fields.put("count", node.text, "<vcpu>")
     fields.attr("current")
-    node.ignore_attrs("placement")
+    placement = node.attr("placement")
+    if placement not in (None, "static"):
+        ctx.error(node.line, f"<vcpu placement>: {placement!r} needs numad, which qemud does not "
+                  "use; use 'static' or leave it out")
+    if node.attr("cpuset") is not None:
+        ctx.error(node.line, "<vcpu cpuset>: qemud does not pin QEMU to host CPUs yet; remove "
+                  "cpuset (or pin the qemud service with systemd's CPUAffinity=)")
     _leftovers(ctx, node)
     return _make(ctx, Vcpu, fields)
 
@@ -294,6 +371,38 @@ def _read_os(ctx: _Context, node: Node | None, line: int | None = None) -> Os | 
                 ctx.error(kid.line, f"<{name}> is empty; give the path of the file")
             fields.put(name, text, f"<{name}>", kid.line)
             _leftovers(ctx, kid)
+    fields.put("firmware", node.attr("firmware"), "<os firmware>")
+    fw = node.child("firmware")
+    if fw is not None:
+        wishes = []
+        for feat in fw.children("feature"):
+            wish = feat.attr("name")
+            enabled = _flag(ctx, feat, "enabled")
+            if wish not in ("secure-boot", "enrolled-keys"):
+                ctx.error(feat.line, f"<firmware><feature name>: {wish!r} is not known; use "
+                          "'secure-boot' or 'enrolled-keys'")
+            elif enabled is None:
+                ctx.error(feat.line, "<firmware><feature> needs enabled='yes' or 'no'")
+            else:
+                wishes.append((wish, enabled))
+            _leftovers(ctx, feat)
+        fields.put("firmware_features", tuple(wishes), "<firmware>", fw.line)
+        _leftovers(ctx, fw)
+    loader = node.child("loader")
+    if loader is not None:
+        if loader.attr("readonly") not in (None, "yes"):
+            ctx.error(loader.line, "<loader readonly='no'> is not supported: UEFI code is "
+                      "read-only; give the variables as <nvram>")
+        if loader.attr("type") not in (None, "pflash"):
+            ctx.error(loader.line, "<loader type>: only 'pflash' is supported")
+        fields.put("loader_secure", _flag(ctx, loader, "secure"), "<loader secure>", loader.line)
+        fields.put("loader", loader.text, "<loader>", loader.line)
+        _leftovers(ctx, loader)
+    nvram = node.child("nvram")
+    if nvram is not None:
+        fields.put("nvram", nvram.text, "<nvram>", nvram.line)
+        fields.attr("nvram_template", "template", nvram)
+        _leftovers(ctx, nvram)
     if fields.data.get("kernel") is None:
         for name in ("initrd", "cmdline"):
             if name in fields.data:
@@ -302,11 +411,75 @@ def _read_os(ctx: _Context, node: Node | None, line: int | None = None) -> Os | 
     return _make(ctx, Os, fields)
 
 
+_HYPERV_NAMES = ("relaxed", "vapic", "spinlocks", "vpindex", "runtime", "synic", "stimer", "reset",
+                 "vendor_id", "frequencies", "reenlightenment", "tlbflush", "ipi", "evmcs", "avic")
+
+
+def _read_hyperv(ctx: _Context, node: Node) -> Hyperv | None:
+    """`<hyperv mode=>` with one child per enlightenment, each `state='on'|'off'`."""
+    fields = _Fields(node)
+    fields.attr("mode")
+    enabled = []
+    for kid in node.kids():
+        node.consume(kid)
+        if kid.tag not in _HYPERV_NAMES:
+            ctx.error(kid.line, f"<{kid.tag}> inside <hyperv> is not an enlightenment QEMU 7.2 "
+                      "has; remove it (supported: " + ", ".join(_HYPERV_NAMES) + ")")
+            continue
+        state = _flag(ctx, kid, "state", ("on", "off"))
+        if state is None:
+            if kid.attr("state") is None:
+                ctx.error(kid.line, f"<{kid.tag}> needs state='on' or 'off'")
+            continue
+        enabled.append((kid.tag, state))
+        if kid.tag == "spinlocks":
+            fields.put("spinlocks_retries", _int(ctx, kid, "retries"), "<spinlocks retries>",
+                       kid.line)
+        elif kid.tag == "vendor_id":
+            fields.put("vendor_id", kid.attr("value"), "<vendor_id value>", kid.line)
+        elif kid.tag == "stimer":
+            direct = kid.child("direct")
+            if direct is not None:
+                fields.put("stimer_direct", _flag(ctx, direct, "state", ("on", "off")),
+                           "<direct state>", direct.line)
+                _leftovers(ctx, direct)
+        elif kid.tag == "tlbflush":
+            kid.ignore("direct", "extended")  # libvirt 9.0's QEMU driver renders no option for them
+        _leftovers(ctx, kid)
+    fields.put("enabled", tuple(enabled), "<hyperv>")
+    _leftovers(ctx, node)
+    return _make(ctx, Hyperv, fields)
+
+
 def _read_features(ctx: _Context, node: Node | None) -> Features | None:
-    """`<features>`: acpi, apic, pae, vmport."""
+    """`<features>`: acpi, apic, pae, vmport, hyperv, kvm, pvspinlock, smm."""
     if node is None:
         return Features()
     fields = _Fields(node)
+    hyperv = node.child("hyperv")
+    if hyperv is not None:
+        made = _read_hyperv(ctx, hyperv)
+        if made is None:
+            fields.fail("hyperv")
+        fields.put("hyperv", made, "<hyperv>", hyperv.line)
+    kvm = node.child("kvm")
+    if kvm is not None:
+        for tag, key in (("hidden", "kvm_hidden"), ("hint-dedicated", "kvm_hint_dedicated"),
+                         ("poll-control", "kvm_poll_control"), ("pv-ipi", "kvm_pv_ipi")):
+            kid = kvm.child(tag)
+            if kid is not None:
+                fields.put(key, _flag(ctx, kid, "state", ("on", "off")), f"<{tag} state>",
+                           kid.line)
+                _leftovers(ctx, kid)
+        _leftovers(ctx, kvm)
+    for tag in ("pvspinlock", "smm"):
+        kid = node.child(tag)
+        if kid is not None:
+            state = _flag(ctx, kid, "state", ("on", "off"))
+            fields.put(tag, True if state is None else state, f"<{tag} state>", kid.line)
+            if tag == "smm" and kid.child("tseg") is not None:
+                ctx.error(kid.line, "<smm><tseg> is not supported by qemud; remove it")
+            _leftovers(ctx, kid, ("tseg",))
     for name in ("acpi", "apic", "pae"):
         kid = node.child(name)
         if kid is not None:
@@ -333,6 +506,12 @@ def _read_clock(ctx: _Context, node: Node | None) -> Clock | None:
         tf.attr("name")
         tf.attr("tickpolicy")
         tf.put("present", _flag(ctx, timer, "present"), "<timer present>")
+        tf.attr("frequency")
+        tf.attr("mode")
+        catchup = timer.child("catchup")
+        if catchup is not None:  # libvirt's QEMU driver renders nothing for the catchup tuning
+            catchup.ignore_attrs("threshold", "slew", "limit")
+            _leftovers(ctx, catchup)
         _leftovers(ctx, timer)
         made = _make(ctx, Timer, tf)
         if made is not None:
@@ -395,6 +574,8 @@ def _read_disk(ctx: _Context, node: Node) -> Disk | None:
         fields.attr("driver_type", "type", driver)
         fields.attr("cache", node=driver)
         fields.attr("discard", node=driver)
+        fields.attr("io", node=driver)
+        fields.attr("detect_zeroes", node=driver)
         _leftovers(ctx, driver)
     source = node.child("source")
     if source is not None:
@@ -421,6 +602,12 @@ def _read_disk(ctx: _Context, node: Node) -> Disk | None:
     serial = node.child("serial")
     if serial is not None:
         fields.put("serial", serial.text, "<serial>", serial.line)
+    if node.child("shareable") is not None:
+        fields.put("shareable", True, "<shareable>")
+    wwn = node.child("wwn")
+    if wwn is not None:
+        fields.put("wwn", wwn.text, "<wwn>", wwn.line)
+    fields.put("address", _address(ctx, node, ("pci", "drive")), "<address>")
     _leftovers(ctx, node, (*IGNORED_EVERYWHERE, "backingStore"))
     return _make(ctx, Disk, fields)
 
@@ -454,14 +641,46 @@ def _read_interface(ctx: _Context, node: Node) -> Interface | None:
         ctx.warn(node.line, "<interface type='network'>: qemud has no libvirt networks; the guest "
                  "is attached with qemu-bridge-helper to the network's bridge (virbr0 for "
                  "'default', else a bridge of the network's name)")
+    fields.put("address", _address(ctx, node), "<address>")
     _leftovers(ctx, node, (*IGNORED_EVERYWHERE, "target", "actual"))
     return _make(ctx, Interface, fields)
 
 
+_SPICE_CHILDREN = {"image": ("compression", "image_compression"),
+                   "jpeg": ("compression", "jpeg_compression"),
+                   "zlib": ("compression", "zlib_compression"),
+                   "streaming": ("mode", "streaming"), "mouse": ("mode", "mouse")}
+
+
 def _read_graphics(ctx: _Context, node: Node) -> Graphics | None:
-    """`<graphics type='vnc' port= autoport= listen=>` with an optional `<listen>`."""
+    """`<graphics type='vnc'|'spice' port= autoport= listen= passwd=>` and its children."""
     fields = _Fields(node)
     fields.attr("type")
+    fields.attr("passwd")
+    node.ignore_attrs("keymap", "sharePolicy", "defaultMode")
+    if node.attr("keymap") not in (None, "en-us"):
+        ctx.error(node.line, "<graphics keymap>: QEMU's keymaps are deprecated; remove it and "
+                  "let the client send scancodes")
+    tls = node.attr("tlsPort")
+    if tls not in (None, "-1", "0"):
+        ctx.error(node.line, "<graphics tlsPort>: spice over TLS needs certificates qemud does not "
+                  "configure; remove tlsPort (or set it to -1)")
+    if node.attr("defaultMode") not in (None, "any", "insecure"):
+        ctx.error(node.line, "<graphics defaultMode='secure'> needs TLS, which qemud does not "
+                  "configure; remove it")
+    for tag, (attr, key) in _SPICE_CHILDREN.items():
+        kid = node.child(tag)
+        if kid is not None:
+            fields.put(key, kid.attr(attr), f"<{tag} {attr}>", kid.line)
+            _leftovers(ctx, kid)
+    for tag, attr, key, truth in (("playback", "compression", "playback_compression",
+                                   ("on", "off")),
+                                  ("clipboard", "copypaste", "clipboard", ("yes", "no")),
+                                  ("filetransfer", "enable", "filetransfer", ("yes", "no"))):
+        kid = node.child(tag)
+        if kid is not None:
+            fields.put(key, _flag(ctx, kid, attr, truth), f"<{tag} {attr}>", kid.line)
+            _leftovers(ctx, kid)
     port = _int(ctx, node, "port") if node.attr("port") not in ("-1", None) else None
     auto = _flag(ctx, node, "autoport")
     if auto is False and port is None:
@@ -472,9 +691,14 @@ def _read_graphics(ctx: _Context, node: Node) -> Graphics | None:
     for kid in node.children("listen"):
         if kid.attr("type") not in ("address", None):
             ctx.error(kid.line, "<listen type>: only type='address' is supported")
+        kid.ignore_attrs("fromConfig", "autoGenerated")
         listen = kid.attr("address") or listen
         _leftovers(ctx, kid)
     fields.put("listen", listen, "<graphics listen>")
+    if node.attr("type") == "spice" and fields.data.get("port") is None:
+        ctx.warn(node.line, "<graphics type='spice' autoport='yes'>: QEMU cannot choose a spice "
+                 "port itself, so qemud serves spice on the unix socket spice.sock in the VM's "
+                 "runtime folder (remote-viewer spice+unix://PATH); give port= for TCP")
     _leftovers(ctx, node)
     return _make(ctx, Graphics, fields)
 
@@ -516,8 +740,26 @@ def _read_video(ctx: _Context, node: Node) -> Video | None:
     fields = _Fields(node)
     if model is not None:
         fields.attr("model", "type", model)
-        model.ignore_attrs("vram", "heads", "primary", "ram", "vgamem", "vram64")
-        _leftovers(ctx, model, ("acceleration", "resolution"))
+        for name in ("heads", "vram", "ram", "vgamem"):
+            fields.attr(name, node=model)
+        model.ignore_attrs("primary")
+        if model.attr("vram64") not in (None, "0"):
+            ctx.error(model.line, "<model vram64>: 64-bit qxl VRAM is not supported by qemud; "
+                      "remove it")
+        accel = model.child("acceleration")
+        if accel is not None:
+            if accel.attr("accel3d") == "yes" or accel.attr("rendernode") is not None:
+                ctx.error(accel.line, "<acceleration accel3d='yes'> needs virgl and a host GPU "
+                          "(egl-headless), which qemud does not set up; remove it")
+            accel.ignore_attrs("accel3d", "accel2d")
+            _leftovers(ctx, accel)
+        resolution = model.child("resolution")
+        if resolution is not None:
+            ctx.error(resolution.line, "<resolution> is not supported by qemud; remove it")
+    fields.put("address", _address(ctx, node), "<address>")
+    driver = node.child("driver")
+    if driver is not None:
+        ctx.error(driver.line, "<video><driver> is not supported by qemud; remove it")
     _leftovers(ctx, node, (*IGNORED_EVERYWHERE, "driver"))
     return _make(ctx, Video, fields)
 
@@ -537,20 +779,130 @@ def _read_rng(ctx: _Context, node: Node) -> Rng | None:
         fields.attr("rate_bytes", "bytes", rate)
         fields.attr("rate_period", "period", rate)
         _leftovers(ctx, rate)
+    fields.put("address", _address(ctx, node), "<address>")
     _leftovers(ctx, node, IGNORED_EVERYWHERE)
     return _make(ctx, Rng, fields)
 
 
-def _read_model_only(ctx: _Context, node: Node, allowed: tuple[str, ...]) -> str | None:
-    """Read `<memballoon model=>` / `<panic model=>`: one model attribute, checked against `allowed`."""
+def _read_model_only(ctx: _Context, node: Node,
+                     allowed: tuple[str, ...]) -> tuple[str, PciAddress | None] | None:
+    """Read `<memballoon model=>` / `<panic model=>`: a model among `allowed`, and an address."""
     value = node.attr("model") or allowed[0]
     node.ignore_attrs("autodeflate", "freePageReporting")
+    address = _address(ctx, node, ("pci",) if node.tag == "memballoon" else ("isa",))
     if value not in allowed:
         ctx.error(node.line, f"<{node.tag} model>: {value!r} is not supported; use "
                   + " or ".join(repr(a) for a in allowed))
         return None
     _leftovers(ctx, node, (*IGNORED_EVERYWHERE, "stats", "driver"))
-    return value
+    return value, address
+
+
+def _read_channel(ctx: _Context, node: Node) -> Channel | None:
+    """`<channel type='unix'|'spicevmc'|'pty'>` with `<source>` and `<target type='virtio'>`."""
+    fields = _Fields(node)
+    fields.attr("type")
+    node.ignore_attrs("tty")
+    source = node.child("source")
+    if source is not None:
+        fields.attr("path", node=source)
+        fields.attr("mode", node=source)
+        _leftovers(ctx, source, ("seclabel",))
+    target = node.child("target")
+    if target is None:
+        ctx.error(node.line, "<channel> needs <target type='virtio' name='...'/>")
+        return None
+    ttype = target.attr("type")
+    if ttype != "virtio":
+        ctx.error(target.line, f"<channel><target type>: {ttype!r} is not supported; use "
+                  "'virtio' (guestfwd needs user networking rules qemud does not write)")
+    target.ignore_attrs("state")  # the guest agent's connection state, written by libvirt
+    fields.attr("name", node=target)
+    _leftovers(ctx, target)
+    addr = node.child("address")
+    if addr is not None and addr.attr("type") == "virtio-serial":
+        fields.put("controller", _hex(ctx, addr, "controller", 0), "<address controller>",
+                   addr.line)
+        if addr.attr("bus") not in (None, "0"):
+            ctx.error(addr.line, "<address bus>: a virtio-serial controller has bus 0 only")
+        fields.put("port", _hex(ctx, addr, "port", 0) or None, "<address port>", addr.line)
+    _address(ctx, node, ("virtio-serial",))
+    _leftovers(ctx, node, IGNORED_EVERYWHERE)
+    return _make(ctx, Channel, fields)
+
+
+def _usb_port(ctx: _Context, node: Node, fields: _Fields) -> None:
+    """Read `<address type='usb' bus='0' port='N'>` into the `usb_port` field."""
+    addr = node.child("address")
+    if addr is not None and addr.attr("type") == "usb":
+        if addr.attr("bus") not in (None, "0"):
+            ctx.error(addr.line, "<address bus>: qemud has one USB bus, bus='0'")
+        fields.put("usb_port", addr.attr("port"), "<address port>", addr.line)
+
+
+def _read_sound(ctx: _Context, node: Node) -> Sound | None:
+    """`<sound model=>` with `<codec type=>`s, `<audio id=>` and its address."""
+    fields = _Fields(node)
+    fields.attr("model")
+    codecs = []
+    for codec in node.children("codec"):
+        codecs.append(codec.attr("type"))
+        _leftovers(ctx, codec)
+    fields.put("codecs", tuple(codecs), "<codec type>")
+    audio = node.child("audio")
+    if audio is not None:
+        fields.put("audio", _int(ctx, audio, "id"), "<audio id>", audio.line)
+        _leftovers(ctx, audio)
+    fields.put("address", _address(ctx, node, ("pci", "usb")), "<address>")
+    _leftovers(ctx, node, IGNORED_EVERYWHERE)
+    return _make(ctx, Sound, fields)
+
+
+def _read_audio(ctx: _Context, node: Node) -> Audio | None:
+    """`<audio id= type=>`: 'none' or 'spice' (host sound servers need the daemon's session)."""
+    fields = _Fields(node)
+    fields.put("id", _int(ctx, node, "id"), "<audio id>")
+    kind = node.attr("type")
+    if kind not in ("none", "spice", None):
+        ctx.error(node.line, f"<audio type>: {kind!r} is not supported; use 'none' or 'spice' "
+                  "(qemud runs without the user's sound server)")
+        return None
+    fields.put("type", kind, "<audio type>")
+    _leftovers(ctx, node)
+    return _make(ctx, Audio, fields)
+
+
+def _read_redirdev(ctx: _Context, node: Node) -> Redirdev | None:
+    """`<redirdev bus='usb' type='spicevmc'>`."""
+    fields = _Fields(node)
+    ok = True
+    if node.attr("bus") not in (None, "usb"):
+        ctx.error(node.line, "<redirdev bus>: only 'usb' exists")
+        ok = False
+    if node.attr("type") != "spicevmc":
+        ctx.error(node.line, f"<redirdev type>: {node.attr('type')!r} is not supported; use "
+                  "'spicevmc' (USB redirection through the spice client)")
+        ok = False
+    _usb_port(ctx, node, fields)
+    _address(ctx, node, ("usb",))
+    node.ignore("boot")
+    _leftovers(ctx, node, IGNORED_EVERYWHERE)
+    return _make(ctx, Redirdev, fields) if ok else None
+
+
+def _read_watchdog(ctx: _Context, node: Node) -> Watchdog | None:
+    """`<watchdog model= action=>`."""
+    fields = _Fields(node)
+    fields.attr("model")
+    action = node.attr("action")
+    if action == "dump":
+        ctx.error(node.line, "<watchdog action='dump'> needs a memory dump qemud cannot take; "
+                  "use 'reset', 'poweroff', 'pause' or 'none'")
+        return None
+    fields.put("action", action, "<watchdog action>")
+    fields.put("address", _address(ctx, node, ("pci", "isa")), "<address>")
+    _leftovers(ctx, node, IGNORED_EVERYWHERE)
+    return _make(ctx, Watchdog, fields)
 
 
 def _check_devices(ctx: _Context, devices: Devices, lines: dict[int, int | None],
@@ -591,8 +943,25 @@ def _check_devices(ctx: _Context, devices: Devices, lines: dict[int, int | None]
         if port.port in ports:
             ctx.error(lines.get(id(port)), f"two <serial> devices use <target port='{port.port}'>")
         ports.add(port.port)
-    for extra in devices.graphics[1:]:
-        ctx.error(lines.get(id(extra)), "more than one <graphics> is not supported; keep one")
+    kinds: set[str] = set()
+    for g in devices.graphics:
+        if g.type in kinds:
+            ctx.error(lines.get(id(g)), f"more than one <graphics type='{g.type}'> is not "
+                      "supported; keep one (one VNC and one spice may go together)")
+        kinds.add(g.type)
+    needs_spice: list[Channel | Redirdev | Audio] = [
+        *(x for x in devices.channels if x.type == "spicevmc"), *devices.redirdevs,
+        *(x for x in devices.audios if x.type == "spice")]
+    if "spice" not in kinds:
+        for item in needs_spice:
+            what = type(item).__name__.lower()
+            ctx.error(lines.get(id(item)), f"this <{what}> goes through spice, but the domain has "
+                      "no <graphics type='spice'>; add one or remove it")
+    ids = [a.id for a in devices.audios]
+    for a in devices.audios:
+        if ids.count(a.id) > 1:
+            ctx.error(lines.get(id(a)), f"two <audio> have id='{a.id}'")
+            break
     booted: list[Disk | Interface] = [d for d in devices.disks if d.boot_order is not None]
     booted += [n for n in devices.interfaces if n.boot_order is not None]
     orders: set[int] = set()
@@ -627,6 +996,11 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
         "controller": _read_controller,
         "memballoon": lambda c, n: _read_model_only(c, n, ("virtio", "none")),
         "panic": lambda c, n: _read_model_only(c, n, ("isa",)),
+        "channel": _read_channel,
+        "sound": _read_sound,
+        "audio": _read_audio,
+        "redirdev": _read_redirdev,
+        "watchdog": _read_watchdog,
     }
     for kid in node.kids():
         node.consume(kid)
@@ -642,15 +1016,21 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
         elif kid.tag == "console":
             consoles.append(kid)
         elif kid.tag in readers:
-            made = readers[kid.tag](ctx, kid)
-            if made is not None:
-                found.setdefault(kid.tag, []).append(made)
+            read = readers[kid.tag](ctx, kid)
+            if read is not None and kid.tag == "controller" and kid.attr("index") is None:
+                read = _next_index(read, found.get("controller", []))
+            if read is not None:
+                found.setdefault(kid.tag, []).append(read)
                 tag_lines.setdefault(kid.tag, []).append(kid.line)
-                lines[id(made)] = kid.line
+                lines[id(read)] = kid.line
+        elif kid.tag in UNSUPPORTED_DEVICES:
+            ctx.error(kid.line, f"<{kid.tag}> devices are not supported by qemud: "
+                      f"{UNSUPPORTED_DEVICES[kid.tag]}; remove it")
         else:
             ctx.error(kid.line, f"<{kid.tag}> devices are not supported by qemud; remove it "
-                      "(supported: disk, interface, graphics, serial, console, video, input, "
-                      "controller, memballoon, panic, rng)")
+                      "(supported: disk, interface, graphics, serial, console, channel, video, "
+                      "input, controller, sound, audio, redirdev, watchdog, memballoon, panic, "
+                      "rng)")
     for con in consoles:
         made = _read_serial(ctx, con)
         if made is None:
@@ -670,7 +1050,7 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
             ctx.error(emulator_line, "<emulator> qemu-system-i386 cannot run arch='x86_64'; "
                       "use qemu-system-x86_64")
     balloons = found.get("memballoon", [])
-    panics = found.get("panic", [])
+    panics = [model for model, _ in found.get("panic", [])]
     for tag in ("memballoon", "panic"):
         for line in tag_lines.get(tag, [])[1:]:  # never keep one silently: say which to remove
             ctx.error(line, f"more than one <{tag}> is not supported; keep one")
@@ -683,12 +1063,30 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
         videos=tuple(found.get("video", [])),
         inputs=tuple(found.get("input", [])),
         controllers=tuple(found.get("controller", [])),
-        memballoon=balloons[-1] if balloons else None,
+        memballoon=balloons[-1][0] if balloons else None,
+        memballoon_address=balloons[-1][1] if balloons else None,
         panic=panics[-1] if panics else None,
         rngs=tuple(found.get("rng", [])),
+        channels=tuple(found.get("channel", [])),
+        sounds=tuple(found.get("sound", [])),
+        audios=tuple(found.get("audio", [])),
+        redirdevs=tuple(found.get("redirdev", [])),
+        watchdogs=tuple(found.get("watchdog", [])),
     )
     _check_devices(ctx, devices, lines, os)
     return devices
+
+
+def _next_index(controller: Controller, earlier: list[Controller]) -> Controller:
+    """Give a controller written without index= the next free index of its type, as libvirt does.
+
+    virt-install writes fourteen pcie-root-ports without indexes: they become 1 to 14.
+    """
+    taken = {c.index for c in earlier if c.type == controller.type}
+    if controller.type == "pci" and controller.model not in ("pci-root", "pcie-root"):
+        taken.add(0)  # index 0 is the root bus, even when written after its ports
+    index = next(i for i in range(len(taken) + 1) if i not in taken)
+    return controller.model_copy(update={"index": index})
 
 
 def _read_input(ctx: _Context, node: Node) -> Input | None:
@@ -696,6 +1094,8 @@ def _read_input(ctx: _Context, node: Node) -> Input | None:
     fields = _Fields(node)
     fields.attr("type")
     fields.attr("bus")
+    _usb_port(ctx, node, fields)
+    fields.put("address", _address(ctx, node, ("pci", "usb")), "<address>")
     _leftovers(ctx, node, IGNORED_EVERYWHERE)
     return _make(ctx, Input, fields)
 
@@ -712,8 +1112,28 @@ def _read_controller(ctx: _Context, node: Node) -> Controller | None:
         ctx.error(node.line, f"<controller type='usb' model>: {model!r} is not supported; use "
                   "one of " + ", ".join(repr(m) for m in USB_MODELS))
         fields.fail("model")
+    if node.attr("type") in ("usb", "virtio-serial"):
+        fields.attr("ports")
     node.ignore_attrs("ports", "vectors")
-    _leftovers(ctx, node, (*IGNORED_EVERYWHERE, "target", "model", "driver", "master"))
+    target = node.child("target")
+    if target is not None:
+        fields.attr("chassis", node=target)
+        if target.attr("chassisNr") is not None:
+            fields.attr("chassis", "chassisNr", target)
+        fields.put("port", _hex(ctx, target, "port", -1) if target.attr("port") else None,
+                   "<target port>", target.line)
+        target.ignore_attrs("busNr", "hotplug")
+        _leftovers(ctx, target)
+    name = node.child("model")
+    if name is not None:
+        expected = {"pcie-root-port": "pcie-root-port", "pci-bridge": "pci-bridge",
+                    "pcie-to-pci-bridge": "pcie-pci-bridge"}.get(model or "")
+        if name.attr("name") != expected:
+            ctx.error(name.line, f"<model name>: {name.attr('name')!r} is not supported for "
+                      f"model {model!r}; use {expected!r}")
+        _leftovers(ctx, name)
+    fields.put("address", _address(ctx, node), "<address>")
+    _leftovers(ctx, node, (*IGNORED_EVERYWHERE, "driver", "master"))
     return _make(ctx, Controller, fields)
 
 
@@ -804,6 +1224,10 @@ def _read_domain(ctx: _Context, root: Node) -> Domain | None:
     return domain
 
 
+KVM_ONLY_HYPERV = ("vpindex", "synic", "stimer", "tlbflush", "ipi")
+"""Hyper-V enlightenments QEMU provides only with KVM (they all rest on VP_INDEX)."""
+
+
 def _check_domain(ctx: _Context, domain: Domain, fields: _Fields) -> None:
     """Whole-domain rules that need several parts: topology, emulator vs arch, CPU vs accel."""
     cpu = domain.cpu
@@ -813,6 +1237,13 @@ def _check_domain(ctx: _Context, domain: Domain, fields: _Fields) -> None:
         if product != domain.vcpu.count:
             ctx.error(fields.where["cpu"][1], f"<topology> gives {product} vCPUs but <vcpu> is "
                       f"{domain.vcpu.count}; they must match")
+    hyperv = domain.features.hyperv
+    if domain.type == "qemu" and hyperv is not None:
+        kvm_only = [n for n, on in hyperv.enabled if on and n in KVM_ONLY_HYPERV]
+        if kvm_only:  # QEMU under TCG: "kernel doesn't allow setting HyperV VP_INDEX"
+            ctx.error(fields.where["features"][1], f"<hyperv> {', '.join(kvm_only)} need KVM "
+                      "(QEMU cannot emulate them under <domain type='qemu'>); use type='kvm' or "
+                      "turn them off")
     try:
         options(domain)
     except RenderError as exc:

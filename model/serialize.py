@@ -3,7 +3,22 @@
 from __future__ import annotations
 
 from model import units
-from model.domain import NAMESPACE, Desired, Devices, Disk, Domain, Interface, Serial
+from model.domain import (
+    NAMESPACE,
+    Channel,
+    Controller,
+    Desired,
+    Devices,
+    Disk,
+    Domain,
+    Features,
+    Graphics,
+    Interface,
+    Os,
+    PciAddress,
+    Serial,
+    Video,
+)
 from model.xml import Element, serialise
 
 
@@ -25,11 +40,20 @@ def _size(tag: str, size: int) -> Element:
     return Element(tag, {"unit": unit}, text=text)
 
 
+def _address(a: PciAddress | None) -> Element | None:
+    """Render a PCI `<address>` (None stays absent)."""
+    if a is None:
+        return None
+    return Element("address", {"type": "pci", "domain": "0x0000", "bus": f"{a.bus:#04x}",
+                               "slot": f"{a.slot:#04x}", "function": f"{a.function:#x}",
+                               "multifunction": "on" if a.multifunction else None})
+
+
 def _disk(disk: Disk) -> Element:
     """Render one `<disk>`."""
     key = "dev" if disk.type == "block" else "file"
     driver = {"name": "qemu", "type": disk.driver_type, "cache": disk.cache,
-              "discard": disk.discard}
+              "discard": disk.discard, "io": disk.io, "detect_zeroes": disk.detect_zeroes}
     return Element("disk", {"type": disk.type, "device": disk.device}, [
         Element("driver", driver),
         Element("source", {key: disk.source}) if disk.source is not None else None,
@@ -37,6 +61,9 @@ def _disk(disk: Disk) -> Element:
         Element("readonly") if disk.readonly else None,
         Element("boot", {"order": _num(disk.boot_order)}) if disk.boot_order else None,
         Element("serial", text=disk.serial) if disk.serial is not None else None,
+        Element("shareable") if disk.shareable else None,
+        Element("wwn", text=disk.wwn) if disk.wwn is not None else None,
+        _address(disk.address),
     ])
 
 
@@ -48,6 +75,7 @@ def _interface(nic: Interface) -> Element:
         Element("source", {key: nic.source}) if nic.source else None,
         Element("model", {"type": nic.model}),
         Element("boot", {"order": _num(nic.boot_order)}) if nic.boot_order else None,
+        _address(nic.address),
     ])
 
 
@@ -66,25 +94,93 @@ def _serial(port: Serial) -> Element:
     ])
 
 
+def _controller(c: Controller) -> Element:
+    """Render one `<controller>`."""
+    target = {"chassis": _num(c.chassis), "port": f"{c.port:#x}" if c.port is not None else None}
+    return Element("controller", {"type": c.type, "index": str(c.index), "model": c.model,
+                                  "ports": _num(c.ports)}, [
+        Element("target", target) if any(v is not None for v in target.values()) else None,
+        _address(c.address),
+    ])
+
+
+def _graphics(g: Graphics) -> Element:
+    """Render one `<graphics>` with its spice children."""
+    kids = [
+        Element("image", {"compression": g.image_compression}) if g.image_compression else None,
+        Element("jpeg", {"compression": g.jpeg_compression}) if g.jpeg_compression else None,
+        Element("zlib", {"compression": g.zlib_compression}) if g.zlib_compression else None,
+        Element("playback", {"compression": _yn(g.playback_compression, ("on", "off"))})
+        if g.playback_compression is not None else None,
+        Element("streaming", {"mode": g.streaming}) if g.streaming else None,
+        Element("mouse", {"mode": g.mouse}) if g.mouse else None,
+        Element("clipboard", {"copypaste": _yn(g.clipboard)}) if g.clipboard is not None else None,
+        Element("filetransfer", {"enable": _yn(g.filetransfer)})
+        if g.filetransfer is not None else None,
+    ]
+    return Element("graphics", {"type": g.type, "port": _num(g.port),
+                                "autoport": "no" if g.port else "yes", "listen": g.listen,
+                                "passwd": g.passwd}, kids)
+
+
+def _video(v: Video) -> Element:
+    """Render one `<video>`."""
+    return Element("video", children=[
+        Element("model", {"type": v.model, "heads": _num(v.heads), "vram": _num(v.vram),
+                          "ram": _num(v.ram), "vgamem": _num(v.vgamem)}),
+        _address(v.address),
+    ])
+
+
+def _channel(ch: Channel) -> Element:
+    """Render one `<channel>`."""
+    source = None
+    if ch.path is not None or ch.mode != "bind":
+        source = Element("source", {"path": ch.path, "mode": ch.mode if ch.mode != "bind" else None})
+    address = None
+    if ch.port is not None or ch.controller:
+        address = Element("address", {"type": "virtio-serial", "controller": str(ch.controller),
+                                      "bus": "0", "port": _num(ch.port)})
+    return Element("channel", {"type": ch.type}, [
+        source, Element("target", {"type": "virtio", "name": ch.name}), address,
+    ])
+
+
+def _usb(port: str | None) -> Element | None:
+    """Render a USB `<address>` (None stays absent)."""
+    return Element("address", {"type": "usb", "bus": "0", "port": port}) if port else None
+
+
 def _devices(dev: Devices) -> Element:
     """Render `<devices>` in libvirt's usual order."""
     kids: list[Element | None] = [
         Element("emulator", text=dev.emulator) if dev.emulator else None,
         *(_disk(d) for d in dev.disks),
-        *(Element("controller", {"type": c.type, "index": str(c.index), "model": c.model})
-          for c in dev.controllers),
+        *(_controller(c) for c in dev.controllers),
         *(_interface(n) for n in dev.interfaces),
         *(_serial(s) for s in dev.serials),
-        *(Element("input", {"type": i.type, "bus": i.bus}) for i in dev.inputs),
-        *(Element("graphics", {"type": g.type, "port": _num(g.port),
-                               "autoport": "no" if g.port else "yes", "listen": g.listen})
-          for g in dev.graphics),
-        *(Element("video", children=[Element("model", {"type": v.model})]) for v in dev.videos),
-        Element("memballoon", {"model": dev.memballoon}) if dev.memballoon else None,
+        *(_channel(c) for c in dev.channels),
+        *(Element("input", {"type": i.type, "bus": i.bus}, [_usb(i.usb_port), _address(i.address)])
+          for i in dev.inputs),
+        *(_graphics(g) for g in dev.graphics),
+        *(Element("sound", {"model": s.model}, [
+            *(Element("codec", {"type": c}) for c in s.codecs),
+            Element("audio", {"id": str(s.audio)}) if s.audio is not None else None,
+            _address(s.address),
+        ]) for s in dev.sounds),
+        *(Element("audio", {"id": str(a.id), "type": a.type}) for a in dev.audios),
+        *(_video(v) for v in dev.videos),
+        *(Element("redirdev", {"bus": "usb", "type": "spicevmc"}, [_usb(r.usb_port)])
+          for r in dev.redirdevs),
+        *(Element("watchdog", {"model": w.model, "action": w.action}, [_address(w.address)])
+          for w in dev.watchdogs),
+        Element("memballoon", {"model": dev.memballoon}, [_address(dev.memballoon_address)])
+        if dev.memballoon else None,
         *(Element("rng", {"model": r.model}, [
             Element("backend", {"model": "random"}, text=r.backend),
             Element("rate", {"bytes": _num(r.rate_bytes), "period": _num(r.rate_period)})
             if r.rate_bytes or r.rate_period else None,
+            _address(r.address),
         ]) for r in dev.rngs),
         Element("panic", {"model": dev.panic}) if dev.panic else None,
     ]
@@ -97,6 +193,63 @@ def _desired(desired: Desired) -> Element:
         "state": desired.state, "restart": desired.restart,
         "shutdown-timeout": str(desired.shutdown_timeout),
     }, namespace=NAMESPACE, prefix="qemud")])
+
+
+def _os(os: Os) -> Element:
+    """Render `<os>` with firmware, loader and nvram."""
+    fw = None
+    if os.firmware_features:
+        fw = Element("firmware", children=[Element("feature", {"enabled": _yn(on), "name": n})
+                                           for n, on in os.firmware_features])
+    return Element("os", {"firmware": os.firmware}, [
+        Element("type", {"arch": os.arch, "machine": os.machine}, text=os.type),
+        fw,
+        Element("loader", {"readonly": "yes", "type": "pflash", "secure": _yn(os.loader_secure)},
+                text=os.loader) if os.loader is not None else None,
+        Element("nvram", {"template": os.nvram_template}, text=os.nvram)
+        if os.nvram is not None else None,
+        *(Element("boot", {"dev": b}) for b in os.boot),
+        Element("bootmenu", {"enable": _yn(os.bootmenu), "timeout": _num(os.bootmenu_timeout)})
+        if os.bootmenu is not None or os.bootmenu_timeout is not None else None,
+        Element("kernel", text=os.kernel) if os.kernel is not None else None,
+        Element("initrd", text=os.initrd) if os.initrd is not None else None,
+        Element("cmdline", text=os.cmdline) if os.cmdline is not None else None,
+    ])
+
+
+def _features(f: Features) -> Element:
+    """Render `<features>`."""
+    def state(tag: str, value: bool | None) -> Element | None:
+        """An element with state='on'|'off', absent for None."""
+        return Element(tag, {"state": _yn(value, ("on", "off"))}) if value is not None else None
+
+    hyperv = None
+    if f.hyperv is not None:
+        kids: list[Element | None] = []
+        for name, on in f.hyperv.enabled:
+            attrs = {"state": _yn(on, ("on", "off"))}
+            sub: list[Element | None] = []
+            if name == "spinlocks":
+                attrs["retries"] = _num(f.hyperv.spinlocks_retries)
+            elif name == "vendor_id":
+                attrs["value"] = f.hyperv.vendor_id
+            elif name == "stimer" and f.hyperv.stimer_direct is not None:
+                sub.append(state("direct", f.hyperv.stimer_direct))
+            kids.append(Element(name, attrs, sub))
+        hyperv = Element("hyperv", {"mode": f.hyperv.mode}, kids)
+    kvm = [state("hidden", f.kvm_hidden), state("hint-dedicated", f.kvm_hint_dedicated),
+           state("poll-control", f.kvm_poll_control), state("pv-ipi", f.kvm_pv_ipi)]
+    return Element("features", children=[
+        Element("acpi") if f.acpi else None,
+        Element("apic") if f.apic else None,
+        Element("pae") if f.pae else None,
+        hyperv,
+        Element("kvm", children=kvm) if any(k is not None for k in kvm) else None,
+        state("pvspinlock", f.pvspinlock),
+        state("smm", f.smm),
+        Element("vmport", {"state": _yn(f.vmport, ("on", "off"))})
+        if f.vmport is not None else None,
+    ])
 
 
 def to_element(d: Domain) -> Element:
@@ -112,22 +265,8 @@ def to_element(d: Domain) -> Element:
         _size("memory", d.memory),
         _size("currentMemory", d.current_memory) if d.current_memory is not None else None,
         Element("vcpu", {"current": _num(d.vcpu.current)}, text=str(d.vcpu.count)),
-        Element("os", children=[
-            Element("type", {"arch": os.arch, "machine": os.machine}, text=os.type),
-            *(Element("boot", {"dev": b}) for b in os.boot),
-            Element("bootmenu", {"enable": _yn(os.bootmenu), "timeout": _num(os.bootmenu_timeout)})
-            if os.bootmenu is not None or os.bootmenu_timeout is not None else None,
-            Element("kernel", text=os.kernel) if os.kernel is not None else None,
-            Element("initrd", text=os.initrd) if os.initrd is not None else None,
-            Element("cmdline", text=os.cmdline) if os.cmdline is not None else None,
-        ]),
-        Element("features", children=[
-            Element("acpi") if d.features.acpi else None,
-            Element("apic") if d.features.apic else None,
-            Element("pae") if d.features.pae else None,
-            Element("vmport", {"state": _yn(d.features.vmport, ("on", "off"))})
-            if d.features.vmport is not None else None,
-        ]),
+        _os(os),
+        _features(d.features),
         Element("cpu", {"mode": cpu.mode}, [
             Element("model", text=cpu.model) if cpu.model else None,
             Element("topology", {"sockets": str(cpu.topology.sockets),
@@ -139,7 +278,8 @@ def to_element(d: Domain) -> Element:
         ]) if cpu is not None else None,
         Element("clock", {"offset": d.clock.offset}, [
             Element("timer", {"name": t.name, "tickpolicy": t.tickpolicy,
-                              "present": _yn(t.present)}) for t in d.clock.timers
+                              "present": _yn(t.present), "frequency": _num(t.frequency),
+                              "mode": t.mode}) for t in d.clock.timers
         ]),
         Element("on_poweroff", text=d.on_poweroff),
         Element("on_reboot", text=d.on_reboot),

@@ -32,6 +32,13 @@ The domains are adapted to this machine on a COPY (`model_copy`); sample files a
   For a unix serial with mode='connect' the test listens on that socket first, as the peer a
   real user would have started: QEMU connects at startup and fails without one.
 * an rng backend that does not exist here -> a regular file with the same base name.
+* UEFI: QEMU's firmware descriptors are read from /usr/share/qemu/firmware (Debian's `ovmf`)
+  and passed to the model; the runtime's `state_dir` is the work directory, where the test
+  copies the chosen firmware's variable template to the VARS file, as the daemon must.
+
+Besides the samples, this launches the real-world files in tests/data/virt-install (virt-install
+--print-xml and virsh dumpxml of Debian 12's virt-install 4.1 and libvirt 9.0) and `COMBOS`,
+hand-written domains with the settings added for libvirt compatibility that those files lack.
 """
 
 from __future__ import annotations
@@ -57,6 +64,7 @@ from qemu.qmp.qmp_client import ExecInterruptedError
 
 import model
 from model.domain import Disk, Domain, Graphics, Interface, Rng, Serial
+from model.firmware import Descriptor, choose, parse_descriptor
 from tests.support.domains import edge_domains, random_domain
 from tests.support.guest import Guest
 from tests.support.procs import kill_mentioning, pids_mentioning
@@ -64,6 +72,100 @@ from tests.support.procs import kill_mentioning, pids_mentioning
 pytestmark = pytest.mark.qemu
 
 SAMPLES = sorted((Path(__file__).resolve().parents[2] / "samples").glob("*.xml"))
+VIRT_INSTALL = sorted((Path(__file__).resolve().parents[2] / "tests" / "data" / "virt-install")
+                      .glob("*.xml"))
+FIRMWARE_DIR = Path("/usr/share/qemu/firmware")
+
+
+def descriptors() -> list[Descriptor]:
+    """QEMU's UEFI firmware descriptors on this machine, in file-name order (as libvirt reads)."""
+    out = []
+    for path in sorted(FIRMWARE_DIR.glob("*.json")):
+        desc = parse_descriptor(path.name, path.read_text())
+        if desc is not None:
+            out.append(desc)
+    return out
+
+
+def _combo(body: str, machine: str = "q35", kind: str = "kvm", features: str = "",
+           clock: str = "", os_extra: str = "", os_attrs: str = "") -> Domain:
+    """A hand-written domain: `body` inside <devices>, the rest minimal."""
+    return model.parse(f"""<domain type='{kind}'>
+  <name>combo</name>
+  <memory unit='MiB'>128</memory>
+  <currentMemory unit='MiB'>96</currentMemory>
+  <vcpu placement='static'>2</vcpu>
+  <os{os_attrs}><type arch='x86_64' machine='{machine}'>hvm</type>{os_extra}</os>
+  <features><acpi/><apic/>{features}</features>
+  <clock offset='utc'>{clock}</clock>
+  <devices>{body}</devices>
+</domain>""".encode()).domain
+
+
+COMBOS: dict[str, Domain] = {
+    # spice and VNC together, passwords, every sound model, audio none, watchdog, pty channel
+    "combo-spice-vnc-sound": _combo("""
+      <graphics type='spice' port='5930' passwd='secret'><image compression='auto_glz'/>
+        <jpeg compression='never'/><zlib compression='always'/><playback compression='off'/>
+        <streaming mode='filter'/><mouse mode='client'/><clipboard copypaste='no'/>
+        <filetransfer enable='no'/></graphics>
+      <graphics type='vnc' port='5931' passwd='secret'/>
+      <audio id='1' type='spice'/><audio id='2' type='none'/>
+      <sound model='ich9'><codec type='micro'/><audio id='2'/></sound>
+      <sound model='ich6'><codec type='output'/><codec type='duplex'/></sound>
+      <sound model='ac97'/><sound model='usb'/>
+      <controller type='usb' model='qemu-xhci' ports='4'/>
+      <input type='tablet' bus='usb'><address type='usb' bus='0' port='4'/></input>
+      <redirdev bus='usb' type='spicevmc'/>
+      <channel type='pty'><target type='virtio' name='org.example.pty'/></channel>
+      <channel type='spicevmc'><target type='virtio' name='com.redhat.spice.0'/></channel>
+      <watchdog model='i6300esb' action='poweroff'/><watchdog model='ib700' action='poweroff'/>
+      <video><model type='qxl' ram='65536' vram='65536' vgamem='16384' heads='1'/></video>
+      <video><model type='virtio' heads='2'/></video>
+      <memballoon model='virtio'/>"""),
+    # pc: a pci-bridge with devices addressed behind it, disk driver options, Hyper-V and KVM
+    # features, all timers, smm (vpindex and what rests on it need KVM: not launchable here)
+    "combo-pc-bridge-disks-features": _combo("""
+      <controller type='pci' index='0' model='pci-root'/>
+      <controller type='pci' index='1' model='pci-bridge'>
+        <model name='pci-bridge'/><target chassisNr='1'/>
+        <address type='pci' domain='0x0000' bus='0x00' slot='0x05' function='0x0'/>
+      </controller>
+      <controller type='virtio-serial' index='0' ports='8'/>
+      <disk type='file' device='disk'>
+        <driver name='qemu' type='qcow2' cache='none' io='native' discard='unmap'
+                detect_zeroes='unmap'/>
+        <source file='/images/a.qcow2'/><target dev='vda' bus='virtio'/>
+        <address type='pci' domain='0x0000' bus='0x01' slot='0x03' function='0x0'/>
+      </disk>
+      <disk type='file' device='disk'>
+        <driver name='qemu' type='raw' io='threads' detect_zeroes='on'/>
+        <source file='/images/b.raw'/><target dev='sda' bus='scsi'/>
+        <shareable/><wwn>0x5000c50015ea71ad</wwn><serial>B1</serial>
+      </disk>
+      <interface type='user'><model type='e1000'/>
+        <address type='pci' domain='0x0000' bus='0x01' slot='0x04' function='0x0'/>
+      </interface>
+      <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/>
+        <address type='virtio-serial' controller='0' bus='0' port='3'/></channel>
+      <video><model type='bochs'/></video><video><model type='ramfb'/></video>
+      <memballoon model='virtio'><address type='pci' domain='0x0000' bus='0x01'
+        slot='0x07' function='0x0'/></memballoon>""", machine="pc",
+        features="""<hyperv mode='custom'><relaxed state='on'/><vapic state='on'/>
+          <spinlocks state='on' retries='8191'/><vpindex state='off'/><runtime state='on'/>
+          <reset state='on'/><vendor_id state='on' value='KVM Hv'/><frequencies state='on'/>
+          </hyperv>
+          <kvm><hidden state='on'/><poll-control state='on'/><pv-ipi state='off'/></kvm>
+          <pvspinlock state='on'/><smm state='on'/>""",
+        clock="""<timer name='rtc' tickpolicy='catchup'/><timer name='pit' tickpolicy='discard'/>
+          <timer name='hpet' present='no'/><timer name='kvmclock' present='yes'/>
+          <timer name='hypervclock' present='yes'/><timer name='tsc' mode='auto'/>"""),
+    # UEFI without Secure Boot (the plain OVMF descriptor) on pc
+    "combo-uefi-no-secure-boot": _combo(
+        "<video><model type='virtio'/></video><graphics type='vnc'/>", machine="pc",
+        os_attrs=" firmware='efi'",
+        os_extra="<firmware><feature enabled='no' name='secure-boot'/></firmware>"),
+}
 GENERATED = 15
 CANDIDATES = 400
 CONCURRENCY = 4
@@ -268,7 +370,11 @@ def adapt(label: str, domain: Domain, work: Path, sockets: Path, guest: Guest,
     # The copy must still be a valid domain: it goes through the same parser as a user's file.
     adapted = model.parse(model.to_xml(adapted)).domain
     runtime = model.Runtime(qmp_socket=sockets / "qmp.sock", pidfile=work / "qemu.pid",
-                            console_log=work / "logs" / "console.log")
+                            console_log=work / "logs" / "console.log", state_dir=work)
+    fw = choose(adapted, descriptors(), work)
+    if fw is not None and fw.template is not None and not fw.vars.exists():
+        shutil.copyfile(fw.template, fw.vars)  # what the daemon does on first start
+        notes.append(f"UEFI: {fw.descriptor}; vars {fw.template} -> {fw.vars}")
     return Setup(label, adapted, notes, runtime, listeners)
 
 
@@ -315,7 +421,7 @@ async def _connect(qmp: QMPClient, proc: subprocess.Popen[bytes], path: Path) ->
 
 async def _launch(setup: Setup, work: Path, gate: asyncio.Semaphore) -> Outcome:
     """Start QEMU paused, check its status over QMP, quit it, and wait for it to exit."""
-    argv = [*model.command_line(setup.domain, setup.runtime), "-S"]
+    argv = [*model.command_line(setup.domain, setup.runtime, descriptors()), "-S"]
     outcome = Outcome(setup, argv)
     log = work / "qemu.stderr"
     async with gate:
@@ -362,6 +468,8 @@ def _labelled() -> list[tuple[str, Domain]]:
     items = [(f"sample-{p.stem}", model.parse_file(p).domain) for p in SAMPLES]
     items += [(f"generated-{i:02d}", d) for i, d in enumerate(generated_domains())]
     items += list(edge_domains().items())
+    items += [(f"virt-install-{p.stem}", model.parse_file(p).domain) for p in VIRT_INSTALL]
+    items += list(COMBOS.items())
     return items
 
 
@@ -398,6 +506,7 @@ def outcomes(guest: Guest, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 def test_samples_and_generated_are_covered() -> None:
     assert len(SAMPLES) >= 5
+    assert sum(label.startswith("virt-install-") for label in LABELS) == 10
     assert sum(label.startswith("generated-") for label in LABELS) == GENERATED
 
 

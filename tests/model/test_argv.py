@@ -278,27 +278,27 @@ def test_power_management(machine: str, pm: str, globals_: list[str]) -> None:
     ("<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
      "<source file='/img/a.qcow2'/><target dev='vda' bus='virtio'/></disk>",
      "file=/img/a.qcow2,format=qcow2,if=none,id=drive-virtio-disk0",
-     "virtio-blk-pci,drive=drive-virtio-disk0,id=virtio-disk0"),
+     "virtio-blk-pci,bus=pci.0,addr=0x2,drive=drive-virtio-disk0,id=virtio-disk0"),
     ("<disk><source file='/img/b.raw'/><target dev='vdc' bus='virtio'/></disk>",
      "file=/img/b.raw,format=raw,if=none,id=drive-virtio-disk2",
-     "virtio-blk-pci,drive=drive-virtio-disk2,id=virtio-disk2"),
+     "virtio-blk-pci,bus=pci.0,addr=0x2,drive=drive-virtio-disk2,id=virtio-disk2"),
     ("<disk type='block' device='disk'><driver name='qemu' type='raw' cache='none'/>"
      "<source dev='/dev/vg/lv'/><target dev='vdb' bus='virtio'/></disk>",
      "file=/dev/vg/lv,format=raw,if=none,id=drive-virtio-disk1,cache=none",
-     "virtio-blk-pci,drive=drive-virtio-disk1,id=virtio-disk1"),
+     "virtio-blk-pci,bus=pci.0,addr=0x2,drive=drive-virtio-disk1,id=virtio-disk1"),
     ("<disk><driver name='qemu' type='qcow2' cache='writeback' discard='unmap'/>"
      "<source file='/a'/><target dev='vda'/></disk>",
      "file=/a,format=qcow2,if=none,id=drive-virtio-disk0,cache=writeback,discard=unmap",
-     "virtio-blk-pci,drive=drive-virtio-disk0,id=virtio-disk0"),
+     "virtio-blk-pci,bus=pci.0,addr=0x2,drive=drive-virtio-disk0,id=virtio-disk0"),
     ("<disk><driver name='qemu' cache='default'/><source file='/a'/><target dev='vda'/></disk>",
      "file=/a,format=raw,if=none,id=drive-virtio-disk0",
-     "virtio-blk-pci,drive=drive-virtio-disk0,id=virtio-disk0"),
+     "virtio-blk-pci,bus=pci.0,addr=0x2,drive=drive-virtio-disk0,id=virtio-disk0"),
     ("<disk><source file='/a'/><target dev='vda'/><readonly/></disk>",
      "file=/a,format=raw,if=none,id=drive-virtio-disk0,readonly=on",
-     "virtio-blk-pci,drive=drive-virtio-disk0,id=virtio-disk0"),
+     "virtio-blk-pci,bus=pci.0,addr=0x2,drive=drive-virtio-disk0,id=virtio-disk0"),
     ("<disk><source file='/a'/><target dev='vda'/><boot order='1'/><serial>S1</serial></disk>",
      "file=/a,format=raw,if=none,id=drive-virtio-disk0",
-     "virtio-blk-pci,drive=drive-virtio-disk0,id=virtio-disk0,bootindex=1,serial=S1"),
+     "virtio-blk-pci,bus=pci.0,addr=0x2,drive=drive-virtio-disk0,id=virtio-disk0,bootindex=1,serial=S1"),
     ("<disk><source file='/a'/><target dev='hda' bus='ide'/></disk>",
      "file=/a,format=raw,if=none,id=drive-ide0-0-0",
      "ide-hd,bus=ide.0,unit=0,drive=drive-ide0-0-0,id=ide0-0-0"),
@@ -336,10 +336,10 @@ def test_disk(snippet: str, drive: str, device: str) -> None:
 
 
 @pytest.mark.parametrize(("machine", "bus", "controller"), [
-    ("pc", "sata", ["ahci,id=sata0"]),
+    ("pc", "sata", ["ahci,bus=pci.0,addr=0x2,id=sata0"]),
     ("q35", "sata", []),  # AHCI is built into Q35
     ("pc", "virtio", []),
-    ("pc", "scsi", ["virtio-scsi-pci,id=scsi0"]),
+    ("pc", "scsi", ["virtio-scsi-pci,bus=pci.0,addr=0x2,id=scsi0"]),
 ])
 def test_disk_bus_controllers(machine: str, bus: str, controller: list[str]) -> None:
     d = devices(f"<disk><source file='/a'/><target dev='{'vda' if bus == 'virtio' else 'sda'}' "
@@ -354,10 +354,11 @@ def test_sata_on_q35_uses_the_builtin_ide_bus() -> None:
 
 
 @pytest.mark.parametrize(("controller", "device"), [
-    ("", "virtio-scsi-pci,id=scsi0"),
-    ("<controller type='scsi' index='0' model='virtio-scsi'/>", "virtio-scsi-pci,id=scsi0"),
-    ("<controller type='scsi' index='0' model='lsilogic'/>", "lsi,id=scsi0"),
-    ("<controller type='scsi' index='0' model='auto'/>", "virtio-scsi-pci,id=scsi0"),
+    ("", "virtio-scsi-pci,bus=pci.0,addr=0x2,id=scsi0"),
+    ("<controller type='scsi' index='0' model='virtio-scsi'/>",
+     "virtio-scsi-pci,bus=pci.0,addr=0x2,id=scsi0"),
+    ("<controller type='scsi' index='0' model='lsilogic'/>", "lsi,bus=pci.0,addr=0x2,id=scsi0"),
+    ("<controller type='scsi' index='0' model='auto'/>", "virtio-scsi-pci,bus=pci.0,addr=0x2,id=scsi0"),
 ])
 def test_scsi_controller_model(controller: str, device: str) -> None:
     d = devices(controller + "<disk><source file='/a'/><target dev='sda' bus='scsi'/></disk>")
@@ -403,19 +404,20 @@ def test_the_issue_example_renders_file_a_comma_comma_b_space_c() -> None:
 
 @pytest.mark.parametrize(("snippet", "netdev", "device"), [
     ("<interface type='user'><mac address='52:54:00:12:34:56'/><model type='virtio'/></interface>",
-     "user,id=hostnet0", "virtio-net-pci,netdev=hostnet0,id=net0,mac=52:54:00:12:34:56"),
+     "user,id=hostnet0", "virtio-net-pci,bus=pci.0,addr=0x2,netdev=hostnet0,id=net0,mac=52:54:00:12:34:56"),
     ("<interface type='user'><mac address='52:54:00:12:34:56'/></interface>",
-     "user,id=hostnet0", "rtl8139,netdev=hostnet0,id=net0,mac=52:54:00:12:34:56"),
+     "user,id=hostnet0", "rtl8139,bus=pci.0,addr=0x2,netdev=hostnet0,id=net0,mac=52:54:00:12:34:56"),
     ("<interface type='bridge'><mac address='52:54:00:AA:BB:CC'/><source bridge='br0'/>"
      "<model type='e1000'/></interface>",
-     "bridge,id=hostnet0,br=br0", "e1000,netdev=hostnet0,id=net0,mac=52:54:00:aa:bb:cc"),
+     "bridge,id=hostnet0,br=br0", "e1000,bus=pci.0,addr=0x2,netdev=hostnet0,id=net0,mac=52:54:00:aa:bb:cc"),
     ("<interface type='network'><mac address='52:54:00:00:00:01'/><source network='default'/>"
      "<model type='e1000e'/></interface>",
-     "bridge,id=hostnet0,br=virbr0", "e1000e,netdev=hostnet0,id=net0,mac=52:54:00:00:00:01"),
+     "bridge,id=hostnet0,br=virbr0",
+     "e1000e,bus=pci.0,addr=0x2,netdev=hostnet0,id=net0,mac=52:54:00:00:00:01"),
     ("<interface type='network'><mac address='52:54:00:00:00:01'/><source network='lan0'/>"
      "<boot order='2'/></interface>",
      "bridge,id=hostnet0,br=lan0",
-     "rtl8139,netdev=hostnet0,id=net0,mac=52:54:00:00:00:01,bootindex=2"),
+     "rtl8139,bus=pci.0,addr=0x2,netdev=hostnet0,id=net0,mac=52:54:00:00:00:01,bootindex=2"),
 ])
 def test_interface(snippet: str, netdev: str, device: str) -> None:
     d = devices(snippet)
@@ -430,7 +432,8 @@ def test_interface(snippet: str, netdev: str, device: str) -> None:
 def test_interface_models(nic_model: str, device: str) -> None:
     d = devices(f"<interface type='user'><mac address='52:54:00:00:00:09'/>"
                 f"<model type='{nic_model}'/></interface>")
-    assert values(d, "-device") == [f"{device},netdev=hostnet0,id=net0,mac=52:54:00:00:00:09"]
+    assert values(d, "-device") == [f"{device},bus=pci.0,addr=0x2,netdev=hostnet0,id=net0,"
+                                    "mac=52:54:00:00:00:09"]
 
 
 def test_interface_without_mac_gets_a_stable_mac_per_domain_and_index() -> None:
@@ -444,8 +447,9 @@ def test_interface_without_mac_gets_a_stable_mac_per_domain_and_index() -> None:
     assert first != other
     assert macs[0] != macs[1]
     assert all(m.startswith("52:54:00:") and len(m) == 17 for m in macs)
-    assert [v.split(",")[1:3] for v in first] == [["netdev=hostnet0", "id=net0"],
-                                                  ["netdev=hostnet1", "id=net1"]]
+    assert [v.split(",")[1:5] for v in first] == [
+        ["bus=pci.0", "addr=0x2", "netdev=hostnet0", "id=net0"],
+        ["bus=pci.0", "addr=0x3", "netdev=hostnet1", "id=net1"]]
 
 
 # --- display ------------------------------------------------------------------------------------
@@ -546,25 +550,26 @@ def test_runtime_serial_log(port: int, log: str) -> None:
 
 
 @pytest.mark.parametrize(("snippet", "expected"), [
-    ("<video><model type='vga'/></video>", ["VGA,id=video0"]),
-    ("<video><model type='cirrus'/></video>", ["cirrus-vga,id=video0"]),
-    ("<video><model type='qxl'/></video>", ["qxl-vga,id=video0"]),
-    ("<video><model type='virtio'/></video>", ["virtio-vga,id=video0"]),
-    ("<video><model type='bochs'/></video>", ["bochs-display,id=video0"]),
+    ("<video><model type='vga'/></video>", ["VGA,bus=pci.0,addr=0x2,id=video0"]),
+    ("<video><model type='cirrus'/></video>", ["cirrus-vga,bus=pci.0,addr=0x2,id=video0"]),
+    ("<video><model type='qxl'/></video>", ["qxl-vga,bus=pci.0,addr=0x2,id=video0"]),
+    ("<video><model type='virtio'/></video>", ["virtio-vga,bus=pci.0,addr=0x2,id=video0"]),
+    ("<video><model type='bochs'/></video>", ["bochs-display,bus=pci.0,addr=0x2,id=video0"]),
     ("<video><model type='ramfb'/></video>", ["ramfb,id=video0"]),
     ("<video><model type='none'/></video>", []),
     ("<video><model type='virtio'/></video><video><model type='virtio'/></video>",
-     ["virtio-vga,id=video0", "virtio-gpu-pci,id=video1"]),
+     ["virtio-vga,bus=pci.0,addr=0x2,id=video0", "virtio-gpu-pci,bus=pci.0,addr=0x3,id=video1"]),
     ("<video><model type='vga'/></video><video><model type='qxl'/></video>",
-     ["VGA,id=video0", "qxl,id=video1"]),
+     ["VGA,bus=pci.0,addr=0x2,id=video0", "qxl,bus=pci.0,addr=0x3,id=video1"]),
 ])
 def test_video(snippet: str, expected: list[str]) -> None:
     assert values(devices(snippet), "-device") == expected
 
 
 @pytest.mark.parametrize(("snippet", "expected"), [
-    ("<graphics type='vnc'/>", ["VGA,id=video0"]),  # libvirt adds a default video adapter
-    ("<graphics type='vnc'/><video><model type='virtio'/></video>", ["virtio-vga,id=video0"]),
+    ("<graphics type='vnc'/>", ["VGA,bus=pci.0,addr=0x2,id=video0"]),  # libvirt adds a default video adapter
+    ("<graphics type='vnc'/><video><model type='virtio'/></video>",
+     ["virtio-vga,bus=pci.0,addr=0x2,id=video0"]),
     ("<graphics type='vnc'/><video><model type='none'/></video>", []),  # explicitly none
     ("", []),
 ])
@@ -574,24 +579,34 @@ def test_graphics_without_video_get_the_default_adapter(snippet: str, expected: 
 
 @pytest.mark.parametrize(("machine", "snippet", "expected"), [
     ("pc", "<input type='mouse' bus='ps2'/><input type='keyboard' bus='ps2'/>", []),
+    # libvirt's homes and order: piix3-uhci at 00:01.2; on q35 a PCIe device gets its own
+    # pcie-root-port (added, plus a spare one); USB ports numbered from 1
     ("pc", "<input type='tablet' bus='usb'/>",
-     ["piix3-usb-uhci,id=usb", "usb-tablet,id=input0,bus=usb.0"]),
+     ["piix3-usb-uhci,bus=pci.0,addr=0x1.0x2,id=usb", "usb-tablet,id=input0,bus=usb.0,port=1"]),
     ("q35", "<input type='tablet' bus='usb'/>",
-     ["qemu-xhci,id=usb", "usb-tablet,id=input0,bus=usb.0"]),
+     ["pcie-root-port,port=0x8,chassis=1,id=pci.1,bus=pcie.0,addr=0x1,multifunction=on",
+      "pcie-root-port,port=0x9,chassis=2,id=pci.2,bus=pcie.0,addr=0x1.0x1",
+      "qemu-xhci,bus=pci.1,addr=0x0,id=usb", "usb-tablet,id=input0,bus=usb.0,port=1"]),
     ("pc", "<input type='mouse' bus='usb'/><input type='keyboard' bus='usb'/>",
-     ["piix3-usb-uhci,id=usb", "usb-mouse,id=input0,bus=usb.0", "usb-kbd,id=input1,bus=usb.0"]),
+     ["piix3-usb-uhci,bus=pci.0,addr=0x1.0x2,id=usb", "usb-mouse,id=input0,bus=usb.0,port=1",
+      "usb-kbd,id=input1,bus=usb.0,port=2"]),
     ("pc", "<input type='tablet' bus='virtio'/><input type='mouse' bus='virtio'/>"
            "<input type='keyboard' bus='virtio'/>",
-     ["virtio-tablet-pci,id=input0", "virtio-mouse-pci,id=input1",
-      "virtio-keyboard-pci,id=input2"]),
+     ["virtio-tablet-pci,bus=pci.0,addr=0x2,id=input0",
+      "virtio-mouse-pci,bus=pci.0,addr=0x3,id=input1",
+      "virtio-keyboard-pci,bus=pci.0,addr=0x4,id=input2"]),
     ("pc", "<controller type='usb' model='qemu-xhci'/><input type='tablet' bus='usb'/>",
-     ["qemu-xhci,id=usb", "usb-tablet,id=input0,bus=usb.0"]),
-    ("pc", "<controller type='usb' model='ehci'/>", ["usb-ehci,id=usb"]),
-    ("pc", "<controller type='usb' model='piix4-uhci'/>", ["piix4-usb-uhci,id=usb"]),
-    ("pc", "<controller type='usb' model='nec-xhci'/>", ["nec-usb-xhci,id=usb"]),
+     ["qemu-xhci,bus=pci.0,addr=0x2,id=usb", "usb-tablet,id=input0,bus=usb.0,port=1"]),
+    ("pc", "<controller type='usb' model='ehci'/>", ["usb-ehci,bus=pci.0,addr=0x2,id=usb"]),
+    ("pc", "<controller type='usb' model='piix4-uhci'/>",
+     ["piix4-usb-uhci,bus=pci.0,addr=0x2,id=usb"]),
+    ("pc", "<controller type='usb' model='nec-xhci'/>", ["nec-usb-xhci,bus=pci.0,addr=0x2,id=usb"]),
     ("q35", "<controller type='usb' model='ich9-ehci1'/><controller type='usb' model='ich9-uhci1'/>",
-     ["ich9-usb-ehci1,id=usb"]),
-    ("q35", "<controller type='usb' model='ich9-uhci1'/>", ["qemu-xhci,id=usb"]),
+     ["ich9-usb-ehci1,bus=pcie.0,addr=0x1,id=usb"]),
+    ("q35", "<controller type='usb' model='ich9-uhci1'/>",
+     ["pcie-root-port,port=0x8,chassis=1,id=pci.1,bus=pcie.0,addr=0x1,multifunction=on",
+      "pcie-root-port,port=0x9,chassis=2,id=pci.2,bus=pcie.0,addr=0x1.0x1",
+      "qemu-xhci,bus=pci.1,addr=0x0,id=usb"]),
     ("pc", "<controller type='usb' model='none'/>", []),
     ("pc", "<controller type='usb' index='1' model='qemu-xhci'/>", []),
 ])
@@ -601,18 +616,19 @@ def test_input_and_usb(machine: str, snippet: str, expected: list[str]) -> None:
 
 
 @pytest.mark.parametrize(("snippet", "objects", "expected"), [
-    ("<memballoon model='virtio'/>", [], ["virtio-balloon-pci,id=balloon0"]),
+    ("<memballoon model='virtio'/>", [], ["virtio-balloon-pci,bus=pci.0,addr=0x2,id=balloon0"]),
     ("<memballoon model='none'/>", [], []),
     ("<panic model='isa'/>", [], ["pvpanic"]),
     ("<rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>",
-     ["rng-random,id=objrng0,filename=/dev/urandom"], ["virtio-rng-pci,rng=objrng0,id=rng0"]),
+     ["rng-random,id=objrng0,filename=/dev/urandom"],
+     ["virtio-rng-pci,bus=pci.0,addr=0x2,rng=objrng0,id=rng0"]),
     ("<rng model='virtio'><backend model='random'>/dev/random</backend>"
      "<rate bytes='1024' period='2000'/></rng>",
      ["rng-random,id=objrng0,filename=/dev/random"],
-     ["virtio-rng-pci,rng=objrng0,id=rng0,max-bytes=1024,period=2000"]),
+     ["virtio-rng-pci,bus=pci.0,addr=0x2,rng=objrng0,id=rng0,max-bytes=1024,period=2000"]),
     ("<rng model='virtio'><backend model='random'>/dev/urandom</backend><rate bytes='10'/></rng>",
      ["rng-random,id=objrng0,filename=/dev/urandom"],
-     ["virtio-rng-pci,rng=objrng0,id=rng0,max-bytes=10,period=1000"]),
+     ["virtio-rng-pci,bus=pci.0,addr=0x2,rng=objrng0,id=rng0,max-bytes=10,period=1000"]),
 ])
 def test_balloon_panic_rng(snippet: str, objects: list[str], expected: list[str]) -> None:
     d = devices(snippet)
@@ -620,19 +636,29 @@ def test_balloon_panic_rng(snippet: str, objects: list[str], expected: list[str]
     assert values(d, "-device") == expected
 
 
-def test_controllers_and_addresses_do_not_change_the_command_line() -> None:
-    plain = devices("<disk><source file='/a'/><target dev='vda'/></disk>")
+def test_controllers_and_libvirts_own_address_do_not_change_the_command_line() -> None:
+    plain = devices("<disk><source file='/a'/><target dev='vda'/></disk>"
+                    "<interface type='user'/>")
     dumped = devices("""
         <controller type='pci' index='0' model='pci-root'><alias name='pci.0'/></controller>
         <controller type='ide' index='0'/>
-        <controller type='virtio-serial' index='0'/>
         <disk>
           <source file='/a'/>
           <target dev='vda'/>
           <alias name='virtio-disk0'/>
-          <address type='pci' domain='0x0000' bus='0x00' slot='0x04' function='0x0'/>
-        </disk>""")
+          <address type='pci' domain='0x0000' bus='0x00' slot='0x03' function='0x0'/>
+        </disk>
+        <interface type='user'/>""")
+    # 00:03.0 is where libvirt puts the disk anyway (the NIC comes first, at 00:02.0)
     assert model.command_line(dumped) == model.command_line(plain)
+
+
+def test_a_pci_address_is_honoured() -> None:
+    d = devices("<disk><source file='/a'/><target dev='vda'/>"
+                "<address type='pci' domain='0x0000' bus='0x00' slot='0x1e' function='0x0'/></disk>"
+                "<interface type='user'/>")
+    assert [v.split(",id=")[0].split(",netdev")[0] for v in values(d, "-device")] == [
+        "virtio-blk-pci,bus=pci.0,addr=0x1e,drive=drive-virtio-disk0", "rtl8139,bus=pci.0,addr=0x2"]
 
 
 # --- samples: the full command lines ------------------------------------------------------------

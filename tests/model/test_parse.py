@@ -24,6 +24,7 @@ from model.domain import (
     Input,
     Interface,
     Os,
+    PciAddress,
     PowerManagement,
     Rng,
     Serial,
@@ -508,9 +509,12 @@ def test_serial_and_console(snippet: str, serials: tuple[Serial, ...]) -> None:
 
 @pytest.mark.parametrize(("snippet", "videos"), [
     ("<video><model type='vga'/></video>", (Video(model="vga"),)),
-    ("<video><model type='virtio' heads='1' primary='yes'/></video>", (Video(model="virtio"),)),
+    ("<video><model type='virtio' heads='1' primary='yes'/></video>",
+     (Video(model="virtio", heads=1),)),
     ("<video><model type='qxl' ram='65536' vram='65536' vgamem='16384'/></video>",
-     (Video(model="qxl"),)),
+     (Video(model="qxl", ram=65536, vram=65536, vgamem=16384),)),
+    ("<video><model type='virtio'/><address type='pci' bus='0' slot='0x03'/></video>",
+     (Video(model="virtio", address=PciAddress(slot=3)),)),
     ("<video><model type='cirrus'/></video>", (Video(model="cirrus"),)),
     ("<video><model type='bochs'/></video>", (Video(model="bochs"),)),
     ("<video><model type='ramfb'/></video>", (Video(model="ramfb"),)),
@@ -553,7 +557,7 @@ def test_memballoon_panic_rng(snippet: str, field: str, value: Any) -> None:
 
 @pytest.mark.parametrize(("snippet", "controllers"), [
     ("<controller type='usb' index='0' model='qemu-xhci' ports='15'/>",
-     (Controller(type="usb", index=0, model="qemu-xhci"),)),
+     (Controller(type="usb", index=0, model="qemu-xhci", ports=15),)),
     ("<controller type='usb' model='none'/>", (Controller(type="usb", model="none"),)),
     ("<controller type='scsi' index='0' model='virtio-scsi'/>",
      (Controller(type="scsi", model="virtio-scsi"),)),
@@ -563,9 +567,17 @@ def test_memballoon_panic_rng(snippet: str, field: str, value: Any) -> None:
        <target chassis='1' port='0x10'/>
        <alias name='pci.1'/>
        <address type='pci' domain='0x0000' bus='0x00' slot='0x02' function='0x0' multifunction='on'/>
-     </controller>""", (Controller(type="pci", index=1, model="pcie-root-port"),)),
-    ("<controller type='ide' index='0'><address type='pci' bus='0x00' slot='0x01'/></controller>",
-     (Controller(type="ide"),)),
+     </controller>""", (Controller(type="pci", index=1, model="pcie-root-port", chassis=1, port=0x10,
+                                   address=PciAddress(slot=2, multifunction=True)),)),
+    ("<controller type='ide' index='0'><address type='pci' bus='0x00' slot='0x01' function='0x1'/>"
+     "</controller>", (Controller(type="ide", address=PciAddress(slot=1, function=1)),)),
+    # virt-install writes pcie-root-ports without index: libvirt numbers them per type
+    ("<controller type='pci' model='pcie-root'/><controller type='pci' model='pcie-root-port'/>"
+     "<controller type='pci' model='pcie-root-port'/><controller type='usb' model='qemu-xhci'/>",
+     (Controller(type="pci", index=0, model="pcie-root"),
+      Controller(type="pci", index=1, model="pcie-root-port"),
+      Controller(type="pci", index=2, model="pcie-root-port"),
+      Controller(type="usb", index=0, model="qemu-xhci"))),
     ("<controller type='sata' index='0'/><controller type='virtio-serial' index='0' vectors='4'/>"
      "<controller type='fdc' index='0'/>",
      (Controller(type="sata"), Controller(type="virtio-serial"), Controller(type="fdc"))),
@@ -699,14 +711,19 @@ def test_virsh_dumpxml_is_accepted_without_changing_the_guest() -> None:
     assert d.uuid == uuid.UUID("e5f2a9b4-3c1d-4e6f-8a7b-9c0d1e2f3a4b")
     assert d.memory == d.current_memory == 1024**3
     assert d.cpu == Cpu(mode="custom", model="qemu64", features=(CpuFeature(name="x2apic"),))
+    # the PCI addresses libvirt stored are kept: the guest sees the same topology
     assert d.devices.disks == (Disk(driver_type="qcow2", source="/var/lib/libvirt/images/"
-                                    "dumped.qcow2", target_dev="vda", target_bus="virtio"),)
+                                    "dumped.qcow2", target_dev="vda", target_bus="virtio",
+                                    address=PciAddress(slot=4)),)
     assert d.devices.interfaces == (Interface(type="bridge", mac="52:54:00:0a:0b:0c",
-                                              source="br0", model="virtio"),)
+                                              source="br0", model="virtio",
+                                              address=PciAddress(slot=3)),)
     assert d.devices.serials == (Serial(type="pty", port=0, path="/dev/pts/4"),)
     assert d.devices.graphics == (Graphics(port=None, listen="127.0.0.1"),)
-    assert d.devices.videos == (Video(model="cirrus"),)
+    assert d.devices.videos == (Video(model="cirrus", vram=16384, heads=1,
+                                      address=PciAddress(slot=2)),)
     assert d.devices.memballoon == "virtio"
+    assert d.devices.memballoon_address == PciAddress(slot=5)
     assert d.devices.panic == "isa"
     assert d.desired == Desired()
     # the ignored parts leave no trace: the same domain without them is equal

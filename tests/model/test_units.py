@@ -44,7 +44,12 @@ EVERY_UNIT = [
     ("TB", 3_000_000_000_000, 2_861_023),
     ("T", 3_298_534_883_328, 3_145_728),
     ("TiB", 3_298_534_883_328, 3_145_728),
+    ("PB", 3_000_000_000_000_000, 2_861_022_950),
+    ("P", 3 * 1024**5, 3 * 1024**3),
+    ("PiB", 3 * 1024**5, 3 * 1024**3),
 ]
+EXA = [("EB", 1000**6), ("E", 1024**6), ("EiB", 1024**6)]
+"""The exa units: known, but any non-zero size in them is above the 16 PiB limit."""
 
 
 @pytest.mark.parametrize(("unit", "size", "mib"), EVERY_UNIT)
@@ -54,7 +59,43 @@ def test_to_bytes_knows_every_libvirt_unit(unit: str, size: int, mib: int) -> No
 
 
 def test_the_unit_table_is_exactly_libvirts() -> None:
-    assert set(units.UNITS) == {u for u, _, _ in EVERY_UNIT}
+    assert set(units.UNITS) == {u for u, _, _ in EVERY_UNIT} | {u for u, _ in EXA}
+
+
+@pytest.mark.parametrize(("unit", "factor"), EXA)
+def test_exa_units_are_known_and_capped(unit: str, factor: int) -> None:
+    assert units.factor(unit) == factor
+    assert units.to_bytes("0", unit) == 0
+    with pytest.raises(ValueError, match="larger than 16 PiB"):
+        units.to_bytes("1", unit)
+
+
+# libvirt's virScaleInteger compares suffixes case-insensitively and also takes "byte"
+# (checked with libvirt 9.0's `virsh domxml-to-native`: 'mb', 'Gib', 'Kb', 'byte', '' all work).
+ANY_CASE = [
+    ("mb", 1000**2), ("Mb", 1000**2), ("mB", 1000**2), ("Gib", 1024**3), ("GIB", 1024**3),
+    ("KIB", 1024), ("kib", 1024), ("K", 1024), ("kb", 1000), ("Kb", 1000), ("m", 1024**2),
+    ("g", 1024**3), ("t", 1024**4), ("tb", 1000**4), ("p", 1024**5), ("pib", 1024**5),
+    ("pb", 1000**5), ("e", 1024**6), ("eib", 1024**6), ("eb", 1000**6),
+    ("B", 1), ("byte", 1), ("Byte", 1), ("BYTES", 1), ("", 1024), (None, 1024),
+]
+
+
+@pytest.mark.parametrize(("unit", "factor"), ANY_CASE)
+def test_units_are_read_case_insensitively_like_libvirt(unit: str | None, factor: int) -> None:
+    assert units.factor(unit) == factor
+    if 2 * factor <= units.MAX_BYTES:
+        assert units.to_bytes("2", unit) == 2 * factor
+    else:
+        with pytest.raises(ValueError, match="larger than 16 PiB"):
+            units.to_bytes("2", unit)
+
+
+@pytest.mark.parametrize(("unit", "size"), [("mb", 5_000_000), ("Gib", 5 * 1024**3),
+                                            ("KIB", 5 * 1024), ("byte", 5), ("PiB", 5 * 1024**5),
+                                            ("P", 5 * 1024**5), ("", 5 * 1024)])
+def test_issue_units_parse_in_a_domain(unit: str, size: int) -> None:
+    assert model.parse(domain(f"<memory unit='{unit}'>5</memory>")).domain.memory == size
 
 
 @pytest.mark.parametrize(("unit", "size", "mib"), EVERY_UNIT)
@@ -67,12 +108,12 @@ def test_memory_in_every_unit_is_stored_in_bytes_and_rendered_in_mib(unit: str, 
 
 @pytest.mark.parametrize(("unit", "size", "mib"), EVERY_UNIT)
 def test_current_memory_in_every_unit_is_stored_in_bytes(unit: str, size: int, mib: int) -> None:
-    parsed = model.parse(domain("<memory unit='TiB'>4</memory>",
+    parsed = model.parse(domain("<memory unit='PiB'>4</memory>",
                                 f"<currentMemory unit='{unit}'>3</currentMemory>"))
     assert parsed.domain.current_memory == size
-    assert parsed.domain.memory == 4 * 1024**4
+    assert parsed.domain.memory == 4 * 1024**5
     # -m is the maximum (<memory>), never the balloon target
-    assert m_value(model.command_line(parsed.domain)) == str(4 * 1024**2)
+    assert m_value(model.command_line(parsed.domain)) == str(4 * 1024**3)
 
 
 @pytest.mark.parametrize(("xml", "size", "mib"), [
@@ -112,10 +153,13 @@ def test_to_bytes_values(value: str, unit: str | None, size: int) -> None:
     ("1e3", "KiB", "'1e3' is not a whole number"),
     ("0x10", "KiB", "'0x10' is not a whole number"),
     ("\u0663", "KiB", "is not a whole number"),  # ARABIC-INDIC DIGIT THREE: isdigit() but not ASCII
-    ("1", "kb", "unit 'kb' is unknown; use one of b, bytes, KB, k, KiB, MB, M, MiB, GB, G, GiB, "
-     "TB, T, TiB"),
-    ("1", "PiB", "unit 'PiB' is unknown"),
-    ("1", "", "unit '' is unknown"),
+    ("1", "xb", "unit 'xb' is unknown; use one of b, bytes, KB, k, KiB, MB, M, MiB, GB, G, GiB, "
+     "TB, T, TiB, PB, P, PiB, EB, E, EiB (any case), or byte"),
+    ("1", "ki", "unit 'ki' is unknown"),
+    ("1", "bytess", "unit 'bytess' is unknown"),
+    ("1", "kibi", "unit 'kibi' is unknown"),
+    ("1", " KiB", "unit ' KiB' is unknown"),
+    ("1", "ZiB", "unit 'ZiB' is unknown"),
     (str(16 * 1024**2 + 1), "GiB", "16777217 GiB is larger than 16 PiB"),
     ("16385", "TiB", "16385 TiB is larger than 16 PiB"),
 ])
@@ -153,7 +197,7 @@ def test_render_uses_the_largest_exact_binary_unit(size: int, rendered: tuple[st
 
 @pytest.mark.parametrize(("memory", "current", "line", "message"), [
     ("<memory unit='KB '>1</memory>", "", 4, "<memory>: unit 'KB ' is unknown"),
-    ("<memory unit='kib'>1</memory>", "", 4, "<memory>: unit 'kib' is unknown"),
+    ("<memory unit='kibi'>1</memory>", "", 4, "<memory>: unit 'kibi' is unknown"),
     ("<memory unit='GiB'>1.5</memory>", "", 4, "<memory>: '1.5' is not a whole number"),
     ("<memory unit='GiB'></memory>", "", 4, "<memory>: '' is not a whole number"),
     ("<memory unit='GiB'>0</memory>", "", 4, "<memory>: 0 is too small; the minimum is 1"),

@@ -1,0 +1,398 @@
+"""The elements added for libvirt compatibility: parse, command line, and errors at their lines.
+
+Expected command lines follow libvirt 9.0's `virsh domxml-to-native` for the same XML (its
+JSON -device values written as QEMU's key=value), except where a comment says why not.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import model
+from model import pci
+from model.argv import balloon_target
+from model.domain import Domain, PciAddress
+from model.firmware import choose, parse_descriptor
+from tests.support.snippets import domain_xml
+
+
+def devices(snippet: str, machine: str = "pc", kind: str = "kvm", extra: str = "") -> Domain:
+    """The minimal domain with `snippet` in <devices> (line 7 onwards) on `machine`."""
+    return model.parse(domain_xml(
+        extra + "<devices>\n" + textwrap.dedent(snippet).strip("\n") + "\n</devices>", kind=kind,
+        os=f"<os><type machine='{machine}'>hvm</type></os>")).domain
+
+
+def values(d: Domain, option: str, runtime: model.Runtime | None = None) -> list[str]:
+    """Every value of `option`, in order."""
+    return [o[1] for o in model.options(d, runtime) if o[0] == option]
+
+
+def issues(data: bytes) -> list[tuple[int | None, str]]:
+    """(line, message) of every issue of an invalid document."""
+    with pytest.raises(model.InvalidDomainError) as info:
+        model.parse(data)
+    return [(i.line, i.message) for i in info.value.issues]
+
+
+RUNTIME = model.Runtime(Path("/run/q/u/qmp.sock"), Path("/run/q/u/pid"), Path("/log/c.log"),
+                        state_dir=Path("/state/u"))
+
+
+# --- channels --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("snippet", "chardevs", "ports"), [
+    ("<channel type='unix'><source mode='bind'/>"
+     "<target type='virtio' name='org.qemu.guest_agent.0'/></channel>",
+     ["socket,id=charchannel0,path=/run/q/u/org.qemu.guest_agent.0,server=on,wait=off"],
+     ["virtserialport,bus=virtio-serial0.0,nr=1,chardev=charchannel0,id=channel0,"
+      "name=org.qemu.guest_agent.0"]),
+    ("<channel type='unix'><source mode='connect' path='/srv/x.sock'/>"
+     "<target type='virtio' name='x'/><address type='virtio-serial' controller='0' bus='0' "
+     "port='5'/></channel>",
+     ["socket,id=charchannel0,path=/srv/x.sock,server=off"],
+     ["virtserialport,bus=virtio-serial0.0,nr=5,chardev=charchannel0,id=channel0,name=x"]),
+    ("<channel type='pty'><target type='virtio' name='a'/></channel>"
+     "<channel type='pty'><target type='virtio' name='b'/></channel>",
+     ["pty,id=charchannel0", "pty,id=charchannel1"],
+     ["virtserialport,bus=virtio-serial0.0,nr=1,chardev=charchannel0,id=channel0,name=a",
+      "virtserialport,bus=virtio-serial0.0,nr=2,chardev=charchannel1,id=channel1,name=b"]),
+])
+def test_channels(snippet: str, chardevs: list[str], ports: list[str]) -> None:
+    d = devices(snippet)
+    got = values(d, "-chardev", RUNTIME)
+    assert got[1:] == chardevs  # [0] is the monitor
+    assert "virtio-serial-pci,bus=pci.0,addr=0x2,id=virtio-serial0" in values(d, "-device")
+    assert [v for v in values(d, "-device") if v.startswith("virtserialport")] == ports
+
+
+def test_spicevmc_channel_needs_spice_and_is_the_agent() -> None:
+    d = devices("<graphics type='spice' port='5905'/>"
+                "<channel type='spicevmc'><target type='virtio' name='com.redhat.spice.0'/>"
+                "</channel>")
+    assert "spicevmc,id=charchannel0,name=vdagent" in values(d, "-chardev")
+    assert issues(domain_xml("<devices>\n<channel type='spicevmc'>"
+                             "<target type='virtio'/></channel>\n</devices>")) == [
+        (7, "this <channel> goes through spice, but the domain has no <graphics type='spice'>; "
+            "add one or remove it")]
+
+
+@pytest.mark.parametrize(("snippet", "line", "message"), [
+    ("<channel type='unix'><target type='guestfwd' name='x'/></channel>", 7,
+     "<channel><target type>: 'guestfwd' is not supported; use 'virtio' (guestfwd needs user "
+     "networking rules qemud does not write)"),
+    ("<channel type='unix'><target type='virtio'/></channel>", 7,
+     "<channel>: <target name=> is required, e.g. 'org.qemu.guest_agent.0'"),
+    ("<channel type='file'><target type='virtio' name='x'/></channel>", 7,
+     "<channel type>: 'file' is not allowed; use one of 'unix', 'spicevmc' or 'pty'"),
+    ("<channel type='unix'><source mode='connect'/><target type='virtio' name='x'/></channel>", 7,
+     "<channel>: mode='connect' needs <source path='...'/>: the socket to connect to"),
+])
+def test_channel_errors(snippet: str, line: int, message: str) -> None:
+    assert issues(domain_xml(f"<devices>\n{snippet}\n</devices>")) == [(line, message)]
+
+
+# --- graphics ----------------------------------------------------------------------------------
+
+
+def test_spice_fixed_port_and_options() -> None:
+    d = devices("<graphics type='spice' port='5901' listen='0.0.0.0'><image compression='off'/>"
+                "<streaming mode='filter'/><clipboard copypaste='no'/></graphics>")
+    assert values(d, "-spice") == ["port=5901,addr=0.0.0.0,disable-ticketing=on,"
+                                   "image-compression=off,streaming-video=filter,"
+                                   "disable-copy-paste=on,seamless-migration=on"]
+    assert values(d, "-device") == ["VGA,bus=pci.0,addr=0x2,id=video0"]
+
+
+def test_spice_autoport_is_a_unix_socket_in_the_runtime_folder_with_a_warning() -> None:
+    parsed = model.parse(domain_xml("<devices>\n<graphics type='spice' autoport='yes'/>\n"
+                                    "</devices>"))
+    assert values(parsed.domain, "-spice", RUNTIME) == [
+        "unix=on,addr=/run/q/u/spice.sock,disable-ticketing=on,seamless-migration=on"]
+    assert [w.line for w in parsed.warnings] == [7]
+    assert "spice.sock" in parsed.warnings[0].message
+
+
+def test_passwords_go_through_secret_objects() -> None:
+    d = devices("<graphics type='vnc' port='5900' passwd='pw'/>"
+                "<graphics type='spice' port='5901' passwd='p,w'/>")
+    assert values(d, "-object") == ["secret,id=vnc-secret,data=pw,format=raw",
+                                    "secret,id=spice-secret,data=p,,w,format=raw"]
+    assert values(d, "-vnc") == ["127.0.0.1:0,password-secret=vnc-secret"]
+    assert values(d, "-spice")[0].startswith("port=5901,addr=127.0.0.1,"
+                                             "password-secret=spice-secret,")
+
+
+# --- sound, audio, redirdev, watchdog ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("machine", "snippet", "audiodevs", "expected"), [
+    ("q35", "<sound model='ich9'/>", ["none,id=audio1"],
+     ["ich9-intel-hda,bus=pcie.0,addr=0x1b,id=sound0",
+      "hda-duplex,id=sound0-codec0,bus=sound0.0,cad=0,audiodev=audio1"]),
+    ("pc", "<sound model='ich6'><codec type='micro'/></sound><audio id='3' type='none'/>",
+     ["none,id=audio3"],
+     ["intel-hda,bus=pci.0,addr=0x2,id=sound0",
+      "hda-micro,id=sound0-codec0,bus=sound0.0,cad=0,audiodev=audio3"]),
+    ("pc", "<sound model='ac97'/>", ["none,id=audio1"],
+     ["AC97,bus=pci.0,addr=0x2,id=sound0,audiodev=audio1"]),
+    ("pc", "<sound model='usb'/>", ["none,id=audio1"],
+     ["piix3-usb-uhci,bus=pci.0,addr=0x1.0x2,id=usb",
+      "usb-audio,id=sound0,audiodev=audio1,bus=usb.0,port=1"]),
+])
+def test_sound(machine: str, snippet: str, audiodevs: list[str], expected: list[str]) -> None:
+    d = devices(snippet, machine)
+    assert values(d, "-audiodev") == audiodevs
+    assert values(d, "-device") == expected
+
+
+def test_sound_with_spice_defaults_to_spice_audio_and_redirdev_gets_usb_ports() -> None:
+    d = devices("<graphics type='spice' port='5901'/><input type='tablet' bus='usb'/>"
+                "<sound model='ich9'/><redirdev bus='usb' type='spicevmc'/>"
+                "<redirdev bus='usb' type='spicevmc'/>", "q35")
+    assert values(d, "-audiodev") == ["spice,id=audio1"]
+    assert [v for v in values(d, "-device") if "usb.0" in v] == [
+        "usb-tablet,id=input0,bus=usb.0,port=1",
+        "usb-redir,chardev=charredir0,id=redir0,bus=usb.0,port=2",
+        "usb-redir,chardev=charredir1,id=redir1,bus=usb.0,port=3"]
+
+
+@pytest.mark.parametrize(("snippet", "line", "message"), [
+    ("<sound model='sb16'/>", 7,
+     "<sound model>: 'sb16' is not allowed; use one of 'ich9', 'ich6', 'ac97' or 'usb'"),
+    ("<sound model='ac97'><codec type='duplex'/></sound>", 7,
+     "<sound>: <codec> is for the HD Audio models ich6 and ich9, not 'ac97'"),
+    ("<audio id='1' type='pulseaudio'/>", 7, "<audio type>: 'pulseaudio' is not supported; use "
+     "'none' or 'spice' (qemud runs without the user's sound server)"),
+    ("<redirdev bus='usb' type='tcp'/>", 7, "<redirdev type>: 'tcp' is not supported; use "
+     "'spicevmc' (USB redirection through the spice client)"),
+    ("<watchdog model='i6300esb' action='dump'/>", 7, "<watchdog action='dump'> needs a memory "
+     "dump qemud cannot take; use 'reset', 'poweroff', 'pause' or 'none'"),
+    ("<watchdog model='diag288'/>", 7,
+     "<watchdog model>: 'diag288' is not allowed; use one of 'i6300esb' or 'ib700'"),
+])
+def test_device_errors(snippet: str, line: int, message: str) -> None:
+    assert issues(domain_xml(f"<devices>\n{snippet}\n</devices>")) == [(line, message)]
+
+
+def test_watchdogs() -> None:
+    d = devices("<watchdog model='i6300esb' action='pause'/><watchdog model='ib700' "
+                "action='pause'/>")
+    assert values(d, "-device") == ["i6300esb,bus=pci.0,addr=0x2,id=watchdog0", "ib700,id=watchdog1"]
+    assert values(d, "-action")[-1] == "watchdog=pause"
+
+
+# --- features and timers -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("features", "clock", "cpu"), [
+    ("<hyperv mode='custom'><relaxed state='on'/><vapic state='off'/>"
+     "<spinlocks state='on' retries='8191'/><vpindex state='on'/><synic state='on'/>"
+     "<stimer state='on'><direct state='on'/></stimer><vendor_id state='on' value='abc'/>"
+     "</hyperv>", "",
+     "qemu64,hv-relaxed=on,hv-spinlocks=0x1fff,hv-vpindex=on,hv-synic=on,hv-stimer=on,"
+     "hv-stimer-direct=on,hv-vendor-id=abc"),
+    ("<hyperv mode='passthrough'/>", "", "qemu64,hv-passthrough=on"),
+    ("<kvm><hidden state='on'/><hint-dedicated state='on'/></kvm><pvspinlock state='off'/>", "",
+     "qemu64,kvm=off,kvm-hint-dedicated=on,kvm-pv-unhalt=off"),
+    ("", "<timer name='kvmclock' present='no'/><timer name='tsc' frequency='2445406000'/>",
+     "qemu64,kvmclock=off,tsc-frequency=2445406000"),  # libvirt: the same
+    ("", "<timer name='kvmclock' present='yes'/><timer name='hypervclock' present='yes'/>",
+     "qemu64,kvmclock=on,hv-time=on"),  # libvirt: the same
+])
+def test_cpu_properties(features: str, clock: str, cpu: str) -> None:
+    d = model.parse(domain_xml(f"<features>{features}</features><clock offset='utc'>{clock}"
+                               "</clock>")).domain
+    assert values(d, "-cpu") == [cpu]
+
+
+@pytest.mark.parametrize(("timers", "globals_"), [
+    ("<timer name='pit' tickpolicy='delay'/>", ["kvm-pit.lost_tick_policy=delay"]),
+    ("<timer name='pit' tickpolicy='discard'/>", ["kvm-pit.lost_tick_policy=discard"]),
+    ("<timer name='pit' tickpolicy='catchup'/>", []),  # libvirt renders nothing either
+])
+def test_pit_tick_policies(timers: str, globals_: list[str]) -> None:
+    d = model.parse(domain_xml(f"<clock offset='utc'>{timers}</clock>")).domain
+    assert values(d, "-global") == globals_
+
+
+def test_smm_and_kvm_only_hyperv() -> None:
+    d = model.parse(domain_xml("<features><smm state='on'/></features>")).domain
+    assert values(d, "-machine") == ["pc,acpi=off,smm=on,dump-guest-core=off"]
+    assert issues(domain_xml("<features>\n<hyperv><vpindex state='on'/></hyperv>\n</features>",
+                             kind="qemu")) == [
+        (6, "<hyperv> vpindex need KVM (QEMU cannot emulate them under <domain type='qemu'>); "
+            "use type='kvm' or turn them off")]
+
+
+# --- disks ---------------------------------------------------------------------------------------
+
+
+def test_disk_driver_options_shareable_and_wwn() -> None:
+    d = devices("<disk><driver name='qemu' cache='none' io='native' discard='unmap' "
+                "detect_zeroes='unmap'/><source file='/a'/><target dev='sda' bus='scsi'/>"
+                "<shareable/><wwn>5000C50015EA71AD</wwn></disk>")
+    assert values(d, "-drive") == ["file=/a,format=raw,if=none,id=drive-scsi0-0-0-0,cache=none,"
+                                   "aio=native,discard=unmap,detect-zeroes=unmap"]
+    assert values(d, "-device")[-1] == ("scsi-hd,bus=scsi0.0,channel=0,scsi-id=0,lun=0,"
+                                        "drive=drive-scsi0-0-0-0,id=scsi0-0-0-0,"
+                                        "wwn=0x5000c50015ea71ad,share-rw=on")
+
+
+# --- PCI topology --------------------------------------------------------------------------------
+
+
+def test_q35_root_ports_are_packed_and_devices_take_one_each() -> None:
+    d = devices("""
+        <controller type='pci' index='0' model='pcie-root'/>
+        <controller type='pci' index='1' model='pcie-root-port'/>
+        <controller type='pci' index='2' model='pcie-root-port'/>
+        <controller type='pci' index='3' model='pcie-root-port'>
+          <target chassis='9' port='0x20'/></controller>
+        <interface type='user'><model type='virtio'/></interface>
+        <disk><source file='/a'/><target dev='vda'/></disk>
+        <video><model type='virtio'/></video>""", "q35")
+    assert values(d, "-device") == [
+        "pcie-root-port,port=0x10,chassis=1,id=pci.1,bus=pcie.0,addr=0x2,multifunction=on",
+        "pcie-root-port,port=0x11,chassis=2,id=pci.2,bus=pcie.0,addr=0x2.0x1",
+        "pcie-root-port,port=0x20,chassis=9,id=pci.3,bus=pcie.0,addr=0x2.0x2",
+        "virtio-blk-pci,bus=pci.2,addr=0x0,drive=drive-virtio-disk0,id=virtio-disk0",
+        "virtio-net-pci,bus=pci.1,addr=0x0,netdev=hostnet0,id=net0,mac=" +
+        values(d, "-device")[4].rsplit("mac=", 1)[1],
+        "virtio-vga,bus=pcie.0,addr=0x1,id=video0"]
+
+
+@pytest.mark.parametrize(("snippet", "message"), [
+    ("<disk><source file='/a'/><target dev='vda'/>"
+     "<address type='pci' bus='0' slot='0x01' function='0'/></disk>",
+     "device virtio-disk0: slot 0x01 of bus 0 belongs to the chipset; use another slot"),
+    ("<disk><source file='/a'/><target dev='vda'/><address type='pci' slot='4'/></disk>"
+     "<interface type='user'><address type='pci' slot='4'/></interface>",
+     "device virtio-disk0: PCI address 00:04.0 is used by two devices"),
+    ("<controller type='pci' index='1' model='pcie-root-port'/>"
+     "<disk><source file='/a'/><target dev='vda'/><address type='pci' bus='1' slot='2'/></disk>",
+     "device virtio-disk0: a pcie-root-port has only slot 0, not 0x02"),
+])
+def test_pci_address_errors(snippet: str, message: str) -> None:
+    machine = "q35" if "pcie" in snippet else "pc"
+    found = issues(domain_xml(f"<devices>\n{snippet}\n</devices>",
+                              os=f"<os><type machine='{machine}'>hvm</type></os>"))
+    assert [m for _, m in found] == [message]
+
+
+def test_an_address_on_an_undeclared_bus_adds_its_controller_like_libvirt() -> None:
+    d = devices("<interface type='user'><address type='pci' bus='0x03' slot='0'/></interface>",
+                "q35")
+    assert values(d, "-device")[0] == ("pcie-root-port,port=0x8,chassis=3,id=pci.3,bus=pcie.0,"
+                                       "addr=0x1")
+
+
+def test_assign_is_pure_and_keeps_explicit_addresses() -> None:
+    reqs = [pci.Request("a", "pci", PciAddress(slot=5)), pci.Request("b", "pci")]
+    placed = pci.assign(reqs, q35=False)
+    assert placed.addresses == {"a": PciAddress(slot=5), "b": PciAddress(slot=2)}
+    assert pci.render(PciAddress(bus=2, slot=1, function=3), q35=True) == "bus=pci.2,addr=0x1.0x3"
+
+
+# --- memory, lifecycle, vcpu ------------------------------------------------------------------------
+
+
+def test_current_memory_is_the_balloon_target() -> None:
+    d = model.parse(domain_xml("<currentMemory unit='MiB'>32</currentMemory>")).domain
+    assert balloon_target(d) == 32 * 1024**2
+    same = model.parse(domain_xml("<currentMemory unit='MiB'>64</currentMemory>")).domain
+    assert balloon_target(same) is None
+
+
+def test_vcpu_placement_static_is_accepted() -> None:
+    d = model.parse(domain_xml("<vcpu placement='static' current='1'>2</vcpu>")).domain
+    assert values(d, "-smp") == ["1,maxcpus=2"]
+
+
+# --- UEFI ------------------------------------------------------------------------------------------
+
+SECURE = """{"interface-types": ["uefi"], "mapping": {"device": "flash",
+  "executable": {"filename": "/fw/CODE.ms.fd", "format": "raw"},
+  "nvram-template": {"filename": "/fw/VARS.ms.fd", "format": "raw"}},
+  "targets": [{"architecture": "x86_64", "machines": ["pc-q35-*"]}],
+  "features": ["enrolled-keys", "requires-smm", "secure-boot"]}"""
+PLAIN = """{"interface-types": ["uefi"], "mapping": {"device": "flash",
+  "executable": {"filename": "/fw/CODE.fd", "format": "raw"},
+  "nvram-template": {"filename": "/fw/VARS.fd", "format": "raw"}},
+  "targets": [{"architecture": "x86_64", "machines": ["pc-i440fx-*", "pc-q35-*"]}],
+  "features": []}"""
+BIOS = """{"interface-types": ["bios"], "mapping": {"device": "memory", "filename": "/b"},
+  "targets": [{"architecture": "x86_64", "machines": ["pc-*"]}], "features": []}"""
+DESCRIPTORS = [d for d in (parse_descriptor("40-secure.json", SECURE),
+                           parse_descriptor("50-bios.json", BIOS),
+                           parse_descriptor("60-plain.json", PLAIN)) if d is not None]
+
+
+def efi(machine: str, extra: str = "") -> Domain:
+    """A domain with <os firmware='efi'> and `extra` inside <os>."""
+    return model.parse(domain_xml(os=f"<os firmware='efi'><type machine='{machine}'>hvm</type>"
+                                     f"{extra}</os>")).domain
+
+
+def test_descriptors_parse_and_bios_ones_are_skipped() -> None:
+    assert [d.name for d in DESCRIPTORS] == ["40-secure.json", "60-plain.json"]
+    with pytest.raises(ValueError, match="not valid"):
+        parse_descriptor("x.json", "{")
+
+
+def test_efi_picks_the_first_fitting_descriptor_like_libvirt() -> None:
+    d = efi("q35")
+    argv = model.command_line(d, RUNTIME, DESCRIPTORS)
+    assert "driver=file,filename=/fw/CODE.ms.fd,node-name=pflash0-file,read-only=on" in argv
+    assert "driver=file,filename=/state/u/VARS.fd,node-name=pflash1-file" in argv
+    assert values(d, "-machine") == ["q35,acpi=off,dump-guest-core=off,pflash0=pflash0,"
+                                     "pflash1=pflash1"]  # without descriptors: no SMM known
+    assert "q35,acpi=off,smm=on,dump-guest-core=off,pflash0=pflash0,pflash1=pflash1" in argv
+    assert "driver=cfi.pflash01,property=secure,value=on" in argv
+    fw = choose(d, DESCRIPTORS, Path("/state/u"))
+    assert fw is not None and fw.template == Path("/fw/VARS.ms.fd")
+
+
+def test_efi_feature_wishes_and_machine_choose_the_descriptor() -> None:
+    no_sb = efi("q35", "<firmware><feature enabled='no' name='secure-boot'/></firmware>")
+    assert "driver=file,filename=/fw/CODE.fd,node-name=pflash0-file,read-only=on" in \
+        model.command_line(no_sb, RUNTIME, DESCRIPTORS)
+    pc = efi("pc")
+    fw = choose(pc, DESCRIPTORS, None)
+    assert fw is not None and fw.code == Path("/fw/CODE.fd") and not fw.requires_smm
+    with pytest.raises(model.RenderError, match="no UEFI firmware fits machine 'pc' with "
+                                                "secure-boot=yes"):
+        model.command_line(efi("pc", "<firmware><feature enabled='yes' name='secure-boot'/>"
+                                     "</firmware>"), RUNTIME, DESCRIPTORS)
+
+
+def test_explicit_loader_and_nvram_win() -> None:
+    d = efi("q35", "<loader readonly='yes' type='pflash' secure='yes'>/x/CODE.fd</loader>"
+                   "<nvram template='/x/VARS.fd'>/var/lib/vm/VARS.fd</nvram>")
+    argv = model.command_line(d, RUNTIME, DESCRIPTORS)
+    assert "driver=file,filename=/x/CODE.fd,node-name=pflash0-file,read-only=on" in argv
+    assert "driver=file,filename=/var/lib/vm/VARS.fd,node-name=pflash1-file" in argv
+    assert "driver=cfi.pflash01,property=secure,value=on" in argv
+
+
+def test_smm_off_with_secure_boot_firmware_is_an_error() -> None:
+    d = model.parse(domain_xml("<features><smm state='off'/></features>",
+                               os="<os firmware='efi'><type machine='q35'>hvm</type>"
+                                  "<firmware><feature enabled='yes' name='secure-boot'/>"
+                                  "</firmware></os>")).domain
+    with pytest.raises(model.RenderError, match="no UEFI firmware fits"):
+        model.command_line(d, RUNTIME, DESCRIPTORS)
+
+
+# --- round trip --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "data" /
+                                         "virt-install").glob("*.xml")), ids=lambda p: p.stem)
+def test_virt_install_files_round_trip_through_to_xml(path: Path) -> None:
+    d = model.parse_file(path).domain
+    assert model.parse(model.to_xml(d)).domain == d
