@@ -105,9 +105,7 @@ class Desired:
 def writable_disks(domain: Domain) -> Iterable[tuple[int, str]]:
     """(index, normalised path) of each disk image the guest may write and nobody may share."""
     for i, disk in enumerate(domain.devices.disks):
-        if disk.source is None or disk.device != "disk" or disk.readonly:
-            continue
-        if getattr(disk, "shareable", False):
+        if disk.source is None or disk.device != "disk" or disk.readonly or disk.shareable:
             continue
         yield i, os.path.normpath(disk.source)
 

@@ -17,11 +17,13 @@ NOW = 1000.0
 
 
 def parsed(name: str, uuid: uuidlib.UUID, *, state: str = "running", disk: str | None = None,
-           readonly: bool = False) -> model.Parsed:
+           readonly: bool = False, shareable: bool = False) -> model.Parsed:
     devices = ""
     if disk is not None:
-        devices = (f"\n<disk type='file' device='disk'><source file='{disk}'/>"
-                   f"<target dev='vda' bus='virtio'/>{'<readonly/>' if readonly else ''}</disk>")
+        devices = (f"\n<disk type='file' device='disk'><driver name='qemu' type='raw' "
+                   f"cache='none'/><source file='{disk}'/><target dev='vda' bus='virtio'/>"
+                   f"{'<readonly/>' if readonly else ''}{'<shareable/>' if shareable else ''}"
+                   "</disk>")
     text = (f"<domain type='qemu'><name>{name}</name><uuid>{uuid}</uuid>"
             "<memory unit='MiB'>64</memory><os><type arch='x86_64'>hvm</type></os>"
             f"<devices>{devices}</devices><metadata><qemud:desired xmlns:qemud='urn:qemud:1' "
@@ -96,6 +98,9 @@ def test_read_only_images_may_be_shared_and_a_stopped_domain_never_blocks_a_runn
     ro = DesiredSet(0.25).update(scan(cand("a", U1, disk="/i", readonly=True),
                                       cand("b", U2, disk="/i", readonly=True)), {}, NOW)
     assert not ro.disk_conflicts
+    shared = DesiredSet(0.25).update(scan(cand("a", U1, disk="/i", shareable=True),
+                                          cand("b", U2, disk="/i", shareable=True)), {}, NOW)
+    assert not shared.disk_conflicts
     mixed = DesiredSet(0.25).update(scan(cand("a", U1, disk="/i", state="stopped"),
                                          cand("b", U2, disk="/i")), {}, NOW)
     assert mixed.wants[U2].blocked is None and mixed.wants[U1].blocked is not None
