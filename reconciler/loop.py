@@ -36,7 +36,7 @@ from reconciler.daemon import (
 )
 from reconciler.desired import Desired, DesiredSet
 from reconciler.history import MEMORY_FILE, History
-from reconciler.paths import Layout
+from reconciler.paths import Layout, untrusted_file
 from reconciler.plan import Action, Adopt, Blocked, Clean, Live, Observed, Wait, plan
 from reconciler.qemu import Primitives, Timeouts, identify_qemu, read_pidfile
 from reconciler.report import Facts, LiveFacts, Report
@@ -91,7 +91,7 @@ class Reconciler:
     """How many passes have run (tests wait on it instead of sleeping)."""
 
     def __post_init__(self) -> None:
-        self.scanner = Scanner(self.layout.config_dir)
+        self.scanner = self._scanner()
         self.writer = StatusWriter(self.layout.status_dir)
         self.lock = DirLock(self.layout.run_dir / PASS_LOCK)
         self.desired_set = DesiredSet(self.quiet_period)
@@ -141,9 +141,14 @@ class Reconciler:
         The last good definition of every running VM is not lost: the desired set falls back
         on the definition in use, which the supervisor holds (and persisted for restarts).
         """
-        self.scanner = Scanner(self.layout.config_dir)
+        self.scanner = self._scanner()
         self.writer = StatusWriter(self.layout.status_dir)
         self._said.clear()
+
+    def _scanner(self) -> Scanner:
+        """A fresh scanner of the config directory (refusing untrusted files with --system)."""
+        return Scanner(self.layout.config_dir,
+                       distrust=untrusted_file if self.layout.system_instance else None)
 
     # ------------------------------------------------------------------ the pass
 

@@ -121,6 +121,32 @@ def check_private_dir(path: Path) -> None:
         )
 
 
+def untrusted_file(path: Path) -> str | None:
+    """Why root must not act on the domain file `path`, or None if it may.
+
+    Under `--system` a domain file chooses a binary root runs (`<emulator>`) and files QEMU
+    opens as root, so it must be owned by root and writable by nobody else; a symlink must
+    be root's too, and so must its target (checked the same way).
+    """
+    try:
+        link = os.lstat(path)
+        target = os.stat(path)
+    except OSError as err:
+        return f"cannot check its owner ({err.strerror})"
+    for what, st in (("the file", target), ("the symlink", link)):
+        if st.st_uid != 0:
+            return (f"{what} is owned by uid {st.st_uid}, not root: with --system a domain file "
+                    f"chooses programs root runs; fix: chown root {path}")
+        if what == "the file":
+            writable = _describe_writable(st.st_mode)
+            if writable is not None:
+                return (f"the file is {writable}: with --system only root may change a domain "
+                        f"file; fix: chmod go-w {os.path.realpath(path)}")
+        if not stat.S_ISLNK(link.st_mode):
+            break
+    return None
+
+
 def ensure_private_dir(path: Path) -> Path:
     """Create ``path`` (and missing parents) at mode 0700, or check the existing one.
 
@@ -164,6 +190,8 @@ class Layout:
     run_dir: Path
     log_dir: Path
     status_dir: Path
+    system_instance: bool = False
+    """The system instance (root): domain files must be root's and writable by root alone."""
 
     @classmethod
     def under(cls, config_dir: Path) -> Layout:
@@ -188,6 +216,7 @@ class Layout:
             run_dir=Path("/run/qemud"),
             log_dir=Path("/var/log/qemud"),
             status_dir=Path("/run/qemud/status"),
+            system_instance=True,
         )
 
     def ensure(self) -> None:

@@ -151,6 +151,8 @@ class _Entry:
     """Modified so recently that a same-size rewrite could keep (mtime, size, inode): reread."""
     candidate: Candidate | Invalid | None = None
     """What this version of the file contributes to a scan, computed once."""
+    owner: tuple[int, int] = (0, 0)
+    """(st_mode, st_uid) when read: with `distrust`, a chmod or chown is a new version too."""
 
     def contribution(self, path: str) -> Candidate | Invalid:
         """The file version as a clash candidate, or as an invalid file with no fallback."""
@@ -180,6 +182,8 @@ class Scanner:
     config_dir: Path
     parse: Callable[[bytes, str], model.Parsed] = model.parse
     clock_ns: Callable[[], int] = time.time_ns
+    distrust: Callable[[Path], str | None] | None = None
+    """With `--system`: why a file may not be acted on (see `paths.untrusted_file`), if so."""
     _cache: dict[str, _Entry] = field(default_factory=dict)
     _last: tuple[dict[str, _Entry], dict[uuidlib.UUID, Path], Scan] | None = None
 
@@ -187,6 +191,8 @@ class Scanner:
         """Parse one changed file and fold the result into its cache entry."""
         last_good = old.last_good if old else None
         good_key = old.good_key if old else None
+        if self.distrust is not None and (why := self.distrust(Path(path))) is not None:
+            return _Entry(key, None, (FileIssue(path, None, f"refused: {why}"),), None, None)
         try:
             with open(path, "rb") as fh:
                 data = fh.read()
@@ -217,10 +223,13 @@ class Scanner:
                 continue  # vanished between listing and stat: judged on the next pass
             key = FileKey(st.st_mtime_ns, st.st_size, st.st_ino)
             old = self._cache.get(entry.path)
-            if old is None or old.key != key or old.racy:
+            owner = (st.st_mode, st.st_uid) if self.distrust is not None else (0, 0)
+            if old is None or old.key != key or old.racy or old.owner != owner:
                 new = self._read(entry.path, key, old)
+                new.owner = owner
                 parsed += 1
-                if (old is not None and old.key == key and new.parsed is not None
+                if (old is not None and old.key == key and old.owner == owner
+                        and new.parsed is not None
                         and old.parsed is not None and new.parsed.domain == old.parsed.domain):
                     new = old  # a racy entry read again, unchanged: keep the same objects
                 new.racy = self.clock_ns() - key.mtime_ns < RACY_NS

@@ -531,3 +531,33 @@ def test_a_racy_reread_without_change_keeps_the_same_objects(tmp_path: Path) -> 
     second = scanner.scan()
     assert second.parsed == 1
     assert second.domains[U1].parsed is first
+
+
+def test_system_mode_refuses_domain_files_root_does_not_own_alone(tmp_path: Path) -> None:
+    """With --system a domain file picks binaries root runs: only root's, root-writable files count;
+    a chmod (same mtime and size) is noticed, and a symlink to an unsafe target is refused too."""
+    from reconciler.paths import untrusted_file
+
+    good = tmp_path / "a.xml"
+    good.write_bytes(dom("a", U1))
+    good.chmod(0o644)
+    scanner = Scanner(tmp_path, clock_ns=long_after, distrust=untrusted_file)
+    assert U1 in scanner.scan().domains
+    good.chmod(0o664)
+    found = scanner.scan()
+    assert U1 not in found.domains and "group-writable" in found.invalid[0].errors[0].message
+    assert "chmod go-w" in found.invalid[0].errors[0].message
+    good.chmod(0o644)
+    os.chown(good, 1000, 0)
+    found = scanner.scan()
+    assert U1 not in found.domains and "uid 1000" in found.invalid[0].errors[0].message
+    os.chown(good, 0, 0)
+    assert U1 in scanner.scan().domains
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (target / "b.img.xml").write_bytes(dom("b", U2))
+    (target / "b.img.xml").chmod(0o666)
+    (tmp_path / "b.xml").symlink_to(target / "b.img.xml")
+    found = Scanner(tmp_path, clock_ns=long_after, distrust=untrusted_file).scan()
+    assert U2 not in found.domains and U1 in found.domains
+    assert any("world-writable" in i.errors[0].message for i in found.invalid)
