@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import model
-from tests.bench.lifecycle import bench_start_latency
+from tests.bench.lifecycle import bench_once20, bench_start_latency
 from tests.bench.loop import bench_loop
 from tests.support.domains import write_domains
 
@@ -121,7 +121,7 @@ def bench_validate_cli() -> None:
 
 
 BENCHES: list[Callable[[], None]] = [bench_parse, bench_validate_cli, bench_loop,
-                                     bench_start_latency]
+                                     bench_start_latency, bench_once20]
 """Run in this order; later benchmarks (process start latency, scan passes) go here too."""
 
 

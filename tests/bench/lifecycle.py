@@ -20,9 +20,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import logging
 import os
+import re
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid as uuidlib
@@ -171,3 +175,153 @@ def bench_start_latency() -> None:
 
 if __name__ == "__main__":
     bench_start_latency()
+
+
+# ------------------------------------------------------------------ 20 VMs in one --once
+
+
+ONCE_COUNT = 20
+ONCE_ROUNDS = 3
+TARGET_WHOLE = 2.0
+"""Target: `reconcile --once` of 20 VMs (a whole process) within 2x of 20 bare QEMUs + `cont`."""
+TARGET_INPROC = 1.3
+"""Target: the same pass in process within 1.3x of that floor."""
+SLOW_CALLBACK = 0.005
+"""Nothing may block the event loop for longer than this during a pass (asyncio debug)."""
+
+
+async def _floor_cont(base: Path, count: int) -> float:
+    """Seconds to launch `count` bare QEMUs at once, greet each QMP and `cont` it; quits them."""
+    socks = [base / f"c{count}-{i}.sock" for i in range(count)]
+    procs: list[asyncio.subprocess.Process] = []
+    clients: list[QMPClient] = []
+    try:
+        t0 = time.perf_counter()
+        procs = list(await asyncio.gather(*(
+            asyncio.create_subprocess_exec(
+                QEMU_BIN, "-S", "-nodefaults", "-display", "none", "-machine", "pc",
+                "-accel", "tcg", "-m", "64", "-qmp", f"unix:{sock},server=on,wait=off",
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL)
+            for sock in socks)))
+        clients = list(await asyncio.gather(*(_greet(s, p) for s, p in zip(socks, procs,
+                                                                            strict=True))))
+        await asyncio.gather(*(c.execute("cont") for c in clients))
+        return time.perf_counter() - t0
+    finally:
+        for client in clients:
+            with contextlib.suppress(Exception):
+                await client.execute("quit")
+            with contextlib.suppress(Exception):
+                await client.disconnect()
+        for proc in procs:
+            try:
+                await asyncio.wait_for(proc.wait(), 5)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+def _config(base: Path, count: int) -> Path:
+    """A fresh config dir with `count` light domains that want to run."""
+    config = base / f"o{count}-{time.monotonic_ns()}"
+    config.mkdir(mode=0o700)
+    for i in range(count):
+        (config / f"b{i:02d}.xml").write_text(_domain_xml(f"b{i:02d}"))
+    return config
+
+
+def _whole_process(base: Path, count: int) -> float:
+    """Wall seconds of `reconcile --config-dir D --once` bringing `count` VMs to running."""
+    config = _config(base, count)
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "reconciler", "--config-dir", str(config),
+                          "--once"], capture_output=True, text=True, check=False)
+    took = time.perf_counter() - t0
+    if out.returncode != 0:
+        raise RuntimeError(f"reconcile --once failed ({out.returncode}): {out.stderr[-2000:]}")
+    kill_mentioning(f"{config}/")
+    return took
+
+
+class _SlowCallbacks(logging.Handler):
+    """Collects asyncio debug mode's "Executing ... took N seconds" warnings."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.took: list[float] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Keep the duration of each slow callback."""
+        found = re.search(r"took ([0-9.]+) seconds", record.getMessage())
+        if found:
+            self.took.append(float(found.group(1)))
+
+
+def _in_process(base: Path, count: int, *, debug: bool) -> tuple[float, list[float]]:
+    """Seconds of one pass + settle for `count` VMs in process, and the slow callbacks seen."""
+    config = _config(base, count)
+    slow = _SlowCallbacks()
+    logger = logging.getLogger("asyncio")
+    logger.addHandler(slow)
+    try:
+        async def go() -> float:
+            """Run the pass (with the loop in debug mode when asked)."""
+            loop = asyncio.get_running_loop()
+            if debug:
+                loop.set_debug(True)
+                loop.slow_callback_duration = SLOW_CALLBACK
+            rec = Reconciler(Layout.under(config), out=io.StringIO())
+            rec.prepare()
+            try:
+                t0 = time.perf_counter()
+                await rec.run_pass()
+                await rec.settle()
+                took = time.perf_counter() - t0
+                running = [v for v in rec.vms.values() if v.handle and v.handle.run_state == "running"]
+                if len(running) != count:
+                    raise RuntimeError(f"{len(running)} of {count} running; {rec.failures}")
+                return took
+            finally:
+                await rec.detach_all()
+        took = asyncio.run(go())
+    finally:
+        logger.removeHandler(slow)
+        kill_mentioning(f"{config}/")
+    return took, slow.took
+
+
+def bench_once20() -> None:
+    """Print 20 VMs brought up by one `reconcile --once` (whole process and in process) beside
+    20 bare QEMUs launched at once and resumed, and the event loop's slowest callback."""
+    if shutil.which(QEMU_BIN) is None:
+        print(f"20 VMs: skipped ({QEMU_BIN} not installed)")
+        return
+    base = Path(tempfile.mkdtemp(prefix="qdo", dir="/tmp"))
+    os.chmod(base, 0o700)
+    floor: list[float] = []
+    whole: list[float] = []
+    inproc: list[float] = []
+    try:
+        for _ in range(ONCE_ROUNDS):
+            floor.append(asyncio.run(_floor_cont(base, ONCE_COUNT)))
+            whole.append(_whole_process(base, ONCE_COUNT))
+            inproc.append(_in_process(base, ONCE_COUNT, debug=False)[0])
+        _, slow = _in_process(base, ONCE_COUNT, debug=True)
+    finally:
+        kill_mentioning(f"{base}/")
+        shutil.rmtree(base, ignore_errors=True)
+    fmed = statistics.median(floor)
+    print(f"{ONCE_COUNT} VMs in one pass (median of {ONCE_ROUNDS}); floor: {ONCE_COUNT} bare QEMUs "
+          f"launched at once, QMP greeted, cont: {fmed * 1000:.0f} ms")
+    for label, values, target in (("reconcile --once (process)", whole, TARGET_WHOLE),
+                                  ("run_pass+settle (in process)", inproc, TARGET_INPROC)):
+        med = statistics.median(values)
+        ratio = med / fmed
+        verdict = "ok" if ratio <= target else f"OVER the {target}x target"
+        print(f"  {label:<29} {med * 1000:7.0f} ms   ratio {ratio:4.2f}x ({verdict})   "
+              f"[{', '.join(f'{x * 1000:.0f}' for x in values)} ms]")
+    worst = max(slow, default=0.0)
+    verdict = "ok" if worst <= SLOW_CALLBACK else f"OVER the {SLOW_CALLBACK * 1000:.0f} ms target"
+    print(f"  event loop: {len(slow)} callbacks over {SLOW_CALLBACK * 1000:.0f} ms during a "
+          f"{ONCE_COUNT}-VM pass (asyncio debug), slowest {worst * 1000:.1f} ms ({verdict})")
