@@ -47,6 +47,7 @@ import select
 import shlex
 import shutil
 import signal
+import subprocess
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -186,34 +187,22 @@ QmpConnector = Callable[[Path, str], Awaitable[QMPClient]]
 def spawn_detached(argv: Sequence[str], log_fd: int) -> int:
     """Start ``argv`` in a new session, stdin /dev/null, stdout+stderr on ``log_fd``.
 
-    The child survives qemud being killed: it has its own session and process
-    group, so neither terminal signals nor a kill of qemud's group reach it.
-    ``argv[0]`` is looked up in PATH; signals ignored by Python (SIGPIPE,
-    SIGXFSZ) are reset to default and the signal mask is cleared; LC_ALL=C
-    keeps QEMU's messages in English.  Returns the pid; raises OSError if the
-    binary cannot be executed.
+    The child survives qemud being killed: it has its own session and process group, so
+    neither terminal signals nor a kill of qemud's group reach it. It inherits no other
+    descriptor of qemud (``close_fds``: no inotify instance, lock or socket leaks into a VM),
+    its umask is 177 so QEMU's QMP socket, pidfile and console logs are private (0600) while
+    qemud's own umask never changes, signals ignored by Python are reset to default, and
+    LC_ALL=C keeps QEMU's messages in English. ``argv[0]`` is looked up in PATH. Returns the
+    pid; raises OSError if the binary cannot be executed. Blocking: call it off the loop.
     """
-    devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-    # posix_spawn cannot set the child's umask; the child inherits ours, so for the instant of
-    # the spawn it is 177: QEMU's QMP socket, pidfile and console logs are then private (0600)
-    old_umask = os.umask(0o177)
-    try:
-        return os.posix_spawnp(
-            argv[0],
-            list(argv),
-            {**os.environ, "LC_ALL": "C"},
-            file_actions=[
-                (os.POSIX_SPAWN_DUP2, devnull, 0),
-                (os.POSIX_SPAWN_DUP2, log_fd, 1),
-                (os.POSIX_SPAWN_DUP2, log_fd, 2),
-            ],
-            setsid=True,
-            setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
-            setsigmask=(),
-        )
-    finally:
-        os.umask(old_umask)
-        os.close(devnull)
+    child = subprocess.Popen(
+        list(argv), stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd, close_fds=True,
+        start_new_session=True, umask=0o177, restore_signals=True,
+        env={**os.environ, "LC_ALL": "C"})
+    # The pidfd owns this child from now on (waitid on it reaps it): Popen must never poll
+    # or reap it behind our back, so it is told the child is none of its business.
+    child.returncode = 0
+    return child.pid
 
 
 async def connect_qmp(socket_path: Path, name: str) -> QMPClient:
@@ -334,6 +323,31 @@ def identify_qemu(pid: int, vm_uuid: str) -> str | None:
     return None
 
 
+def find_qemu(vm_uuid: str, *, proc: Path = Path("/proc")) -> int | None:
+    """The pid of a live QEMU running the VM ``vm_uuid`` (by its ``-uuid``), or None.
+
+    Looks at every process, so a QEMU is found even without a pidfile (its reconciler was
+    killed between the spawn and QEMU writing it). Reads /proc only; never signals anything.
+    """
+    try:
+        entries = os.listdir(proc)
+    except OSError:
+        return None
+    wanted = canonical_uuid(vm_uuid)
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            raw = (proc / entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if wanted.encode() not in raw.lower() and wanted.replace("-", "").encode() not in raw:
+            continue  # cheap filter before the real check
+        if identify_qemu(int(entry), wanted) is None:
+            return int(entry)
+    return None
+
+
 def process_age(pid: int) -> float | None:
     """Seconds since process ``pid`` started, from ``/proc/PID/stat``, or None."""
     fields = _proc_stat_fields(pid)
@@ -441,6 +455,8 @@ class QemuProcess:
             return
         try:
             os.write(fd, line.encode())
+        except OSError as err:  # a full disk or an I/O error must never stop an exit's handling
+            logger.warning("VM %s: cannot write %s: %s", self.name, self.paths.log_file, err)
         finally:
             os.close(fd)
 
@@ -495,7 +511,9 @@ class QemuProcess:
         check_socket_path(self.paths.qmp_socket)
         ensure_private_dir(self.paths.vm_dir)
         old_pid = read_pidfile(self.paths.pidfile)
-        if old_pid is not None and identify_qemu(old_pid, self.uuid) is None:
+        if old_pid is None or identify_qemu(old_pid, self.uuid) is not None:
+            old_pid = find_qemu(self.uuid)
+        if old_pid is not None:
             raise StartError(
                 self.name,
                 stage="prepare",
@@ -535,7 +553,7 @@ class QemuProcess:
                 log_file=self.paths.log_file,
             ) from err
         try:
-            pid = self.primitives.spawn(self.argv, log_fd)
+            pid = await self._loop.run_in_executor(None, self.primitives.spawn, self.argv, log_fd)
             pidfd = os.pidfd_open(pid)
         except OSError as err:
             self._log(f"failed to start: {err}")
@@ -670,10 +688,14 @@ class QemuProcess:
         if not paths.vm_dir.exists():
             return None
         pid = read_pidfile(paths.pidfile)
+        if pid is None or identify_qemu(pid, self.uuid) is not None:
+            # no pidfile, or it names no QEMU of ours: is one alive all the same (its
+            # reconciler killed before QEMU wrote the pidfile)? Then it is adopted, not lost.
+            pid = find_qemu(self.uuid) or pid
         pidfd: int | None = None
         problem: str | None
         if pid is None:
-            problem = f"no valid pidfile {paths.pidfile}"
+            problem = f"no valid pidfile {paths.pidfile} and no QEMU of this VM is running"
         else:
             try:
                 # Open the pidfd first: if the pid is the same process after the
@@ -717,6 +739,16 @@ class QemuProcess:
             self._panicked = True
         elif status.status == "shutdown":
             self._shutdown_seen = True
+        elif status.status == "prelaunch":
+            # started paused (-S) by a reconciler that died before its `cont`: finish the start
+            try:
+                await self.execute("cont")
+            except MonitorError as err:
+                await self.detach()
+                raise AdoptError(name, pid=pid, socket=paths.qmp_socket,
+                                 reason=f"it was never resumed and 'cont' failed: {err}") from err
+            self.run_state = "running"
+            self._log(f"adopting pid {pid}: resumed a QEMU that was never started (prelaunch)")
         self._report_exit = True
         self.phase = Phase.ACTIVE
         self._log(f"adopted pid {pid} (run state {status.status})")

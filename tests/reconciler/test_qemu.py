@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import os
 import shutil
@@ -673,3 +674,110 @@ def test_guest_panic_is_panic(layout: Layout, guest: Guest) -> None:
     assert ended.kind is ExitKind.PANIC
     assert ended.returncode == 0
     assert "GUEST_PANICKED" in [e.name for e in events]
+
+
+# --------------------------------------------------------------------------
+# The promise at the process level (issue 7)
+# --------------------------------------------------------------------------
+
+
+def test_spawned_child_gets_no_descriptor_of_ours_and_a_private_umask(tmp_path: Path) -> None:
+    """An inotify instance (as watchdog opens it: not close-on-exec) and any other open file of
+    the daemon stay out of the child; the child's umask is 177 while ours never changes."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    inotify = libc.inotify_init()  # no IN_CLOEXEC, like watchdog's
+    assert inotify >= 0
+    leaky = os.open(tmp_path, os.O_RDONLY)  # inheritable
+    os.set_inheritable(leaky, True)
+    out = tmp_path / "out"
+    before = os.umask(0o022)
+    try:
+        with open(out, "wb") as log:
+            pid = spawn_detached(["/bin/sh", "-c", "umask; ls -l /proc/self/fd/"], log.fileno())
+        _, status = os.waitpid(pid, 0)
+        assert os.umask(0o022) == 0o022  # ours untouched
+    finally:
+        os.umask(before)
+        os.close(inotify)
+        os.close(leaky)
+    assert status == 0
+    text = out.read_text()
+    assert text.splitlines()[0] == "0177"
+    assert "inotify" not in text and str(tmp_path) + "\n" not in text.replace(str(out), "")
+    fds = [line.split()[-3] for line in text.splitlines() if " -> " in line]
+    assert set(fds) <= {"0", "1", "2", "3"}, text  # 3: ls's own /proc/self/fd
+
+
+def test_a_log_write_that_fails_never_escapes(layout: Layout) -> None:
+    """ENOSPC on the VM log (here /dev/full) is swallowed: an exit is always handled."""
+    vm = new_vm(layout)
+    vm.paths = VmPaths(vm.paths.vm_dir, vm.paths.qmp_socket, vm.paths.pidfile,
+                       Path("/dev/full"), vm.paths.console_log)
+    vm._log("exited status=0 kind=stopped")  # would raise OSError(ENOSPC) if not handled
+
+
+@pytest.mark.qemu
+def test_a_qemu_never_resumed_is_resumed_by_adoption(layout: Layout) -> None:
+    """A reconciler killed between the -S launch and `cont` leaves QEMU in prelaunch: the next
+    one adopts it and lets it run."""
+    first = new_vm(layout)
+
+    async def scenario() -> str:
+        first.prepare()
+        await first.launch()
+        await first.attach()  # ... and no resume(): the reconciler dies here
+        assert (await first.query_status()).status == "prelaunch"
+        await first.detach()
+        adopted = await QemuProcess.adopt(first.name, first.uuid, first.paths, timeouts=FAST)
+        assert adopted is not None and adopted.pid == first.pid
+        state = (await adopted.query_status()).status
+        await adopted.stop(reason="test", shutdown_timeout=0, graceful=False)
+        return state
+
+    assert run(scenario()) == "running"
+    assert "resumed a QEMU that was never started (prelaunch)" in first.paths.log_file.read_text()
+
+
+@pytest.mark.qemu
+def test_a_qemu_without_its_pidfile_is_found_and_adopted_not_lost(layout: Layout) -> None:
+    """A reconciler killed between the spawn and QEMU writing its pidfile: the folder is not
+    stale while that QEMU lives; it is adopted, and a new start for the uuid is refused."""
+    first = new_vm(layout)
+
+    async def scenario() -> tuple[int | None, int | None]:
+        await first.start()
+        await first.detach()
+        first.paths.pidfile.unlink()  # as if QEMU had not written it yet
+        again = QemuProcess(first.name, first.uuid, list(first.argv), first.paths, timeouts=FAST)
+        with pytest.raises(StartError, match="still running"):
+            again.prepare()
+        adopted = await QemuProcess.adopt(first.name, first.uuid, first.paths, timeouts=FAST)
+        assert adopted is not None and first.paths.vm_dir.exists()
+        pid = adopted.pid
+        await adopted.stop(reason="test", shutdown_timeout=0, graceful=False)
+        return pid, first.pid
+
+    adopted_pid, started_pid = run(scenario())
+    assert adopted_pid == started_pid
+
+
+@pytest.mark.qemu
+def test_qemu_holds_no_inotify_of_the_daemon(layout: Layout) -> None:
+    """The daemon's inotify instance (watchdog's) never leaks into a VM's QEMU."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    inotify = libc.inotify_init()
+    assert inotify >= 0
+    vm = new_vm(layout)
+
+    async def scenario() -> list[str]:
+        await vm.start()
+        assert vm.pid is not None
+        targets = [os.readlink(f"/proc/{vm.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{vm.pid}/fd")]
+        await vm.stop(reason="test", shutdown_timeout=0, graceful=False)
+        return targets
+
+    try:
+        targets = run(scenario())
+    finally:
+        os.close(inotify)
+    assert not [t for t in targets if "inotify" in t], targets
