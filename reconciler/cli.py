@@ -102,11 +102,13 @@ def cmd_argv(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return EXIT_INVALID
     for warning in parsed.warnings:
         err.write(f"{_where(str(args.file), warning.line)}: warning: {warning.message}\n")
+    from reconciler import uefi
+    firmware = uefi.descriptors() if parsed.domain.os.firmware == "efi" else None
     if args.json:
-        json.dump(model.command_line(parsed.domain), out)
+        json.dump(model.command_line(parsed.domain, firmware=firmware), out)
         out.write("\n")
     else:
-        out.write(format_argv(model.options(parsed.domain)))
+        out.write(format_argv(model.options(parsed.domain, firmware=firmware)))
     return EXIT_OK
 
 

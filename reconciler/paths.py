@@ -192,6 +192,12 @@ class Layout:
     status_dir: Path
     system_instance: bool = False
     """The system instance (root): domain files must be root's and writable by root alone."""
+    state_root: Path | None = None
+    """Where per-VM state that outlives runs lives (UEFI variables); default `<config>/state`."""
+
+    def state_dir(self, vm_uuid: str) -> Path:
+        """The VM's state folder (`<state>/<uuid>/`, 0700, made on first need, never emptied)."""
+        return (self.state_root or self.config_dir / "state") / canonical_uuid(vm_uuid)
 
     @classmethod
     def under(cls, config_dir: Path) -> Layout:
@@ -217,6 +223,7 @@ class Layout:
             log_dir=Path("/var/log/qemud"),
             status_dir=Path("/run/qemud/status"),
             system_instance=True,
+            state_root=Path("/var/lib/qemud"),
         )
 
     def ensure(self) -> None:

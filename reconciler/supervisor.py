@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Protocol
 
 import model
+from model.firmware import choose as choose_firmware
+from reconciler import uefi
 from reconciler.desired import Desired, Owned, Want
 from reconciler.errors import AdoptError, ReconcilerError, StartError, StopError
 from reconciler.history import History
@@ -128,17 +130,23 @@ class QemuLayer:
                     on_exit: ExitCallback, on_event: EventCallback) -> Handle:
         """Start QEMU for `domain` (the stages of `QemuProcess.start`), persisting it first."""
         paths = self.layout.vm(domain.name, str(uuid))
-        runtime = model.Runtime(paths.qmp_socket, paths.pidfile, paths.console_log)
-        proc = QemuProcess(domain.name, str(uuid), model.command_line(domain, runtime), paths,
+        runtime = model.Runtime(paths.qmp_socket, paths.pidfile, paths.console_log,
+                                state_dir=self.layout.state_dir(str(uuid)))
+        firmware = uefi.descriptors() if domain.os.firmware == "efi" else None
+        proc = QemuProcess(domain.name, str(uuid),
+                           model.command_line(domain, runtime, firmware), paths,
                            timeouts=self.timeouts, primitives=self.primitives,
                            on_exit=on_exit, on_event=on_event)
         proc.prepare()
         try:
+            choice = choose_firmware(domain, firmware, runtime.state_dir)
+            if choice is not None:
+                uefi.ensure_vars(choice)
             self.save_definition(uuid, domain, file)
         except OSError as exc:
             proc.cleanup()
             raise StartError(domain.name, stage="prepare", log_file=paths.log_file,
-                             reason=f"cannot save the definition in {paths.vm_dir}: {exc}"
+                             reason=f"cannot prepare its runtime or state folder: {exc}"
                              ) from exc
         await proc.launch()
         await proc.attach()

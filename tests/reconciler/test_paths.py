@@ -77,7 +77,11 @@ def test_system_layout() -> None:
         run_dir=Path("/run/qemud"),
         log_dir=Path("/var/log/qemud"),
         status_dir=Path("/run/qemud/status"),
+        system_instance=True,
+        state_root=Path("/var/lib/qemud"),
     )
+    assert lay.state_dir(UUID) == Path("/var/lib/qemud") / UUID
+    assert Layout.under(Path("/q")).state_dir(UUID) == Path("/q/state") / UUID
 
 
 def test_per_vm_paths() -> None:
