@@ -132,15 +132,34 @@ class DesiredSet:
 
     quiet_period: float
     _missing: dict[uuidlib.UUID, float] = field(default_factory=dict)
+    _made: dict[uuidlib.UUID, tuple[Candidate, tuple[FileIssue, ...], Want]] = field(
+        default_factory=dict)
+    """The want made from each candidate: an unchanged file keeps the very same object."""
+    _last: tuple[Scan, dict[uuidlib.UUID, Owned], Desired] | None = None
 
     def update(self, scan: Scan, owned: Mapping[uuidlib.UUID, Owned], now: float) -> Desired:
-        """Fold a scan and the owned VMs into what should be true now (see the module doc)."""
+        """Fold a scan and the owned VMs into what should be true now (see the module doc).
+
+        The same scan and owned VMs (and no quiet period running) give the same `Desired`
+        object, so a pass over an unchanged directory costs nothing downstream.
+        """
+        if (self._last is not None and self._last[0] is scan and not self._missing
+                and self._last[1] == owned):
+            return self._last[2]
         clashes: dict[str, tuple[FileIssue, ...]] = {}
         for conflict in scan.conflicts:
             issue = FileIssue(str(conflict.winner), None, conflict.message())
             clashes[str(conflict.winner)] = (*clashes.get(str(conflict.winner), ()), issue)
-        wants: dict[uuidlib.UUID, Want] = {
-            u: _want(c, clashes.get(str(c.path), ())) for u, c in scan.domains.items()}
+        wants: dict[uuidlib.UUID, Want] = {}
+        made: dict[uuidlib.UUID, tuple[Candidate, tuple[FileIssue, ...], Want]] = {}
+        for uuid, cand in scan.domains.items():
+            notes = clashes.get(str(cand.path), ())
+            old = self._made.get(uuid)
+            want = old[2] if old is not None and old[0] is cand and old[1] == notes else \
+                _want(cand, notes)
+            wants[uuid] = want
+            made[uuid] = (cand, notes, want)
+        self._made = made
         gone: dict[uuidlib.UUID, str] = {}
         wake_at: float | None = None
         if owned:
@@ -172,7 +191,9 @@ class DesiredSet:
         disk_conflicts = _disk_conflicts(wants, owned)
         if disk_conflicts:
             wants = _mark_disk_conflicts(wants, disk_conflicts)
-        return Desired(wants, gone, scan.conflicts, disk_conflicts, scan.invalid, wake_at)
+        desired = Desired(wants, gone, scan.conflicts, disk_conflicts, scan.invalid, wake_at)
+        self._last = (scan, dict(owned), desired)
+        return desired
 
     @staticmethod
     def _judge(own: Owned, by_path: Mapping[str, Candidate], invalid: Mapping[str, Invalid],
@@ -242,8 +263,8 @@ def _mark_disk_conflicts(wants: dict[uuidlib.UUID, Want], conflicts: tuple[DiskC
             current = out[side.uuid]
             issue = FileIssue(str(side.file), line, conflict.message(side))
             blocked = current.blocked
-            if side is conflict.loser and blocked is None:
-                blocked = issue.message
+            if side is conflict.loser and blocked is None and current.running:
+                blocked = issue.message  # a domain that wants to run may not; both report it
             out[side.uuid] = Want(current.uuid, current.name, current.file, current.key,
                                   current.domain, (*current.errors, issue), current.kept,
                                   blocked, current.disk_lines)

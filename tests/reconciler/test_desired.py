@@ -103,7 +103,11 @@ def test_read_only_images_may_be_shared_and_a_stopped_domain_never_blocks_a_runn
     assert not shared.disk_conflicts
     mixed = DesiredSet(0.25).update(scan(cand("a", U1, disk="/i", state="stopped"),
                                          cand("b", U2, disk="/i")), {}, NOW)
-    assert mixed.wants[U2].blocked is None and mixed.wants[U1].blocked is not None
+    assert mixed.wants[U2].blocked is None and mixed.wants[U1].blocked is None  # a stops
+    assert mixed.wants[U1].errors and mixed.wants[U2].errors  # ... but both files hear of it
+    both = DesiredSet(0.25).update(scan(cand("a", U1, disk="/i"), cand("b", U2, disk="/i")),
+                                   {}, NOW)
+    assert both.wants[U2].blocked is not None  # when both want to run, the second may not
 
 
 def live(name: str, uuid: uuidlib.UUID, path: str, phase: str = "running", **kw: object) -> Live:
