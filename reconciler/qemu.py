@@ -509,10 +509,10 @@ class QemuProcess:
         if "-S" not in self.argv:
             self.argv.append("-S")
         check_socket_path(self.paths.qmp_socket)
-        leftover = self.paths.vm_dir.exists()
+        left_behind = self.paths.vm_dir.exists()
         ensure_private_dir(self.paths.vm_dir)
         old_pid = read_pidfile(self.paths.pidfile)
-        if leftover and (old_pid is None or identify_qemu(old_pid, self.uuid) is not None):
+        if left_behind and (old_pid is None or identify_qemu(old_pid, self.uuid) is not None):
             old_pid = find_qemu(self.uuid)  # a folder left behind: is its QEMU alive anyway?
         if old_pid is not None:
             raise StartError(
