@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import uuid as uuidlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,12 +102,41 @@ class Desired:
     """When a quiet period runs out (the caller runs a pass then), if any."""
 
 
-def writable_disks(domain: Domain) -> Iterable[tuple[int, str]]:
-    """(index, normalised path) of each disk image the guest may write and nobody may share."""
+Identify = Callable[[str], str]
+"""What a disk path names, so two spellings of one image compare equal (the daemon passes
+`DiskIdentity`, which resolves symlinks; pure code and tests use `os.path.normpath`)."""
+
+
+def writable_disks(domain: Domain, identify: Identify = os.path.normpath
+                   ) -> Iterable[tuple[int, str]]:
+    """(index, identity) of each disk image the guest may write and nobody may share."""
     for i, disk in enumerate(domain.devices.disks):
         if disk.source is None or disk.device != "disk" or disk.readonly or disk.shareable:
             continue
-        yield i, os.path.normpath(disk.source)
+        yield i, identify(disk.source)
+
+
+class DiskIdentity:
+    """Resolves disk paths (symlinks included) to the image they name, remembering answers.
+
+    The cache keeps passes cheap; `forget()` (SIGHUP) drops it, for a symlink retargeted.
+    Hard links and bind mounts of one image are not recognised (QEMU's own image lock still
+    refuses a second writer then).
+    """
+
+    def __init__(self) -> None:
+        self._known: dict[str, str] = {}
+
+    def __call__(self, path: str) -> str:
+        """The resolved, normalised path of `path`."""
+        found = self._known.get(path)
+        if found is None:
+            found = self._known[path] = os.path.realpath(path)
+        return found
+
+    def forget(self) -> None:
+        """Resolve every path afresh from now on."""
+        self._known.clear()
 
 
 INVALID_KEPT = "the file is invalid; the last valid definition stays in effect"
@@ -131,6 +160,7 @@ class DesiredSet:
     """Turns scans into `Desired`; remembers only when each owned VM's file went missing."""
 
     quiet_period: float
+    identify: Identify = os.path.normpath
     _missing: dict[uuidlib.UUID, float] = field(default_factory=dict)
     _made: dict[uuidlib.UUID, tuple[Candidate, tuple[FileIssue, ...], Want]] = field(
         default_factory=dict)
@@ -188,7 +218,7 @@ class DesiredSet:
                     gone[uuid] = "domain file removed"
         for uuid in [u for u in self._missing if u not in owned]:
             del self._missing[uuid]
-        disk_conflicts = _disk_conflicts(wants, owned)
+        disk_conflicts = _disk_conflicts(wants, owned, self.identify)
         if disk_conflicts:
             wants = _mark_disk_conflicts(wants, disk_conflicts)
         desired = Desired(wants, gone, scan.conflicts, disk_conflicts, scan.invalid, wake_at)
@@ -222,8 +252,8 @@ class DesiredSet:
         return None
 
 
-def _disk_conflicts(wants: Mapping[uuidlib.UUID, Want], owned: Mapping[uuidlib.UUID, Owned]
-                    ) -> tuple[DiskConflict, ...]:
+def _disk_conflicts(wants: Mapping[uuidlib.UUID, Want], owned: Mapping[uuidlib.UUID, Owned],
+                    identify: Identify) -> tuple[DiskConflict, ...]:
     """Every pair (first holder, other) of wanted domains naming one writable image.
 
     The first holder is a domain whose VM is owned (it may be running on that image), else
@@ -231,7 +261,7 @@ def _disk_conflicts(wants: Mapping[uuidlib.UUID, Want], owned: Mapping[uuidlib.U
     """
     users: dict[str, list[tuple[Want, int]]] = {}
     for want in wants.values():
-        for index, path in writable_disks(want.domain):
+        for index, path in writable_disks(want.domain, identify):
             users.setdefault(path, []).append((want, index))
     found: list[DiskConflict] = []
     for path, holders in users.items():

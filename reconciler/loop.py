@@ -34,7 +34,7 @@ from reconciler.daemon import (
     delegate,
     serve,
 )
-from reconciler.desired import Desired, DesiredSet
+from reconciler.desired import Desired, DesiredSet, DiskIdentity
 from reconciler.history import MEMORY_FILE, History
 from reconciler.paths import Layout, untrusted_file
 from reconciler.plan import Action, Adopt, Blocked, Clean, Live, Observed, Wait, plan
@@ -94,12 +94,13 @@ class Reconciler:
         self.scanner = self._scanner()
         self.writer = StatusWriter(self.layout.status_dir)
         self.lock = DirLock(self.layout.run_dir / PASS_LOCK)
-        self.desired_set = DesiredSet(self.quiet_period)
+        self.identify = DiskIdentity()
+        self.desired_set = DesiredSet(self.quiet_period, self.identify)
         self.report = Report(self.layout)
         self.history = History(self.layout.run_dir / MEMORY_FILE)
         self.supervisor = Supervisor(
             self.layer or QemuLayer(self.layout, self.timeouts, self.primitives),
-            self.history, self.clock, self.say, self.wake.set, self._wake_later)
+            self.history, self.clock, self.say, self.wake.set, self._wake_later, self.identify)
         self._said: dict[str, str] = {}
 
     # ------------------------------------------------------------------ helpers
@@ -143,6 +144,8 @@ class Reconciler:
         """
         self.scanner = self._scanner()
         self.writer = StatusWriter(self.layout.status_dir)
+        self.identify.forget()
+        self.desired_set = DesiredSet(self.quiet_period, self.identify)
         self._said.clear()
 
     def _scanner(self) -> Scanner:
@@ -187,7 +190,7 @@ class Reconciler:
     def _plan(self, desired: Desired, now: float) -> list[Action]:
         """`plan()` on what is known right now about owned VMs and exits (no orphans left)."""
         observed = Observed(self.supervisor.live(), dict(self.history.ended))
-        return plan(desired.wants, observed, now, gone=desired.gone)
+        return plan(desired.wants, observed, now, gone=desired.gone, identify=self.identify)
 
     def _dry_plan(self, desired: Desired, now: float) -> list[Action]:
         """The plan `--dry-run` prints: runtime folders judged read-only, never adopted.
@@ -210,7 +213,8 @@ class Reconciler:
             live[uuid] = Live(uuid, want.name if want else str(uuid), pid, "running",
                               want.domain if want else None, want.file if want else None)
         observed = Observed(live, dict(self.history.ended))
-        return found + plan(desired.wants, observed, now, gone=desired.gone)
+        return found + plan(desired.wants, observed, now, gone=desired.gone,
+                            identify=self.identify)
 
     def _report_files(self, desired: Desired) -> None:
         """Say each file problem once, as `file:line: message`, in the daemon log."""

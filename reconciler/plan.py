@@ -7,6 +7,7 @@ function that names what a user sees in the status.
 
 from __future__ import annotations
 
+import os
 import uuid as uuidlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from model import Domain
-from reconciler.desired import Want, writable_disks
+from reconciler.desired import Identify, Want, writable_disks
 from reconciler.policy import ExitKind, RestartState
 from reconciler.scan import FileKey
 
@@ -122,8 +123,8 @@ Claim = tuple[str, str]
 """Something only one live QEMU may hold: ("uuid", u), ("name", n), ("file", path), ("disk", path)."""
 
 
-def claims(uuid: uuidlib.UUID, name: str, file: Path | None, domain: Domain | None
-           ) -> list[Claim]:
+def claims(uuid: uuidlib.UUID, name: str, file: Path | None, domain: Domain | None,
+           identify: Identify = os.path.normpath) -> list[Claim]:
     """What a VM holds while its QEMU lives: identity, log and status names, file, writable disks.
 
     Two live QEMUs never share a claim: a new identity waits for the old one's QEMU to go (same
@@ -133,7 +134,7 @@ def claims(uuid: uuidlib.UUID, name: str, file: Path | None, domain: Domain | No
     if file is not None:
         out.append(("file", str(file)))
     if domain is not None:
-        out.extend(("disk", path) for _, path in writable_disks(domain))
+        out.extend(("disk", path) for _, path in writable_disks(domain, identify))
     return out
 
 
@@ -164,7 +165,8 @@ def _by_uuid(item: tuple[uuidlib.UUID, object]) -> int:
 
 
 def plan(desired: Mapping[uuidlib.UUID, Want], observed: Observed, now: float, *,
-         gone: Mapping[uuidlib.UUID, str] | None = None) -> list[Action]:
+         gone: Mapping[uuidlib.UUID, str] | None = None,
+         identify: Identify = os.path.normpath) -> list[Action]:
     """Decide what to do now. Pure; the result is sorted for determinism.
 
     Rules, per uuid:
@@ -188,7 +190,7 @@ def plan(desired: Mapping[uuidlib.UUID, Want], observed: Observed, now: float, *
     held: dict[Claim, uuidlib.UUID] = {}
     for uuid, owned in sorted(observed.live.items(), key=_by_uuid):
         live = owned
-        for claim in claims(uuid, live.name, live.file, live.domain):
+        for claim in claims(uuid, live.name, live.file, live.domain, identify):
             held.setdefault(claim, uuid)
         want = desired.get(uuid)
         if live.phase in ("stopping", "unresponsive"):
@@ -213,7 +215,7 @@ def plan(desired: Mapping[uuidlib.UUID, Want], observed: Observed, now: float, *
         if want.blocked is not None:
             actions.append(Blocked(uuid, want.name, want.blocked))
             continue
-        mine = claims(uuid, want.name, want.file, want.domain)
+        mine = claims(uuid, want.name, want.file, want.domain, identify)
         taken = [(c, held[c]) for c in mine if held.get(c, uuid) != uuid]
         if taken:
             claim, other = taken[0]

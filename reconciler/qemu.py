@@ -728,7 +728,7 @@ class QemuProcess:
             )
         except (QMPError, OSError, TimeoutError) as err:
             await self.detach()
-            reason = f"its QMP socket {paths.qmp_socket} does not answer ({err or 'timeout'})"
+            reason = f"its QMP socket {paths.qmp_socket} does not answer ({str(err) or 'timeout'})"
             raise AdoptError(name, pid=pid, socket=paths.qmp_socket, reason=reason) from err
         self._listen(client)
         try:

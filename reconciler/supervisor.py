@@ -26,7 +26,7 @@ from typing import Protocol
 import model
 from model.firmware import choose as choose_firmware
 from reconciler import uefi
-from reconciler.desired import Desired, Owned, Want
+from reconciler.desired import Desired, Identify, Owned, Want
 from reconciler.errors import AdoptError, ReconcilerError, StartError, StopError
 from reconciler.history import History
 from reconciler.paths import Layout
@@ -249,6 +249,7 @@ class Supervisor:
     say: Callable[[str], None]
     wake: Callable[[], None]
     wake_at: Callable[[float], None]
+    identify: Identify = os.path.normpath
     vms: dict[uuidlib.UUID, Vm] = field(default_factory=dict)
     desired: Desired = field(default_factory=lambda: Desired({}))
     _workers: dict[uuidlib.UUID, _Worker] = field(default_factory=dict)
@@ -414,8 +415,9 @@ class Supervisor:
             # a live QEMU of ours whose monitor does not answer: leave it alone, keep its
             # uuid busy (nothing else may start for it), say so, and try again later
             retry = self.clock() + ADOPT_RETRY
-            self.vms[uuid] = Vm(name, domain, file, previous.started_at if previous else
-                                self.clock(), phase="unresponsive", pid=exc.pid,
+            started = (previous.started_at if previous else
+                       self.clock() - (self.layer.age(exc.pid) or 0.0))
+            self.vms[uuid] = Vm(name, domain, file, started, phase="unresponsive", pid=exc.pid,
                                 retry_at=retry)
             self.say(str(exc))
             self.history.fail(uuid, str(exc))
@@ -449,11 +451,11 @@ class Supervisor:
 
     def _may_start(self, uuid: uuidlib.UUID, want: Want) -> str | None:
         """Why `want` may not start right now (another live QEMU holds a claim), or None."""
-        mine = set(claims(uuid, want.name, want.file, want.domain))
+        mine = set(claims(uuid, want.name, want.file, want.domain, self.identify))
         for other, vm in self.vms.items():
             if other == uuid:
                 continue
-            if mine & set(claims(other, vm.name, vm.file, vm.domain)):
+            if mine & set(claims(other, vm.name, vm.file, vm.domain, self.identify)):
                 return f"'{vm.name}' still holds its identity, file or disk"
         return None
 

@@ -329,11 +329,6 @@ def test_shared_writable_disk_never_runs_twice(world: World) -> None:
         log_events(world.vm_log("disk2")), "starting:")[0]
 
 
-@pytest.mark.xfail(strict=True, reason="bug on main: desired.writable_disks compares "
-                   "os.path.normpath strings, so the same image reached through a symlink (or a "
-                   "hard link, or another path to the same block device) is not a conflict: the "
-                   "second QEMU is launched, QEMU's image lock refuses it, and it crash-loops "
-                   "without naming the other file and line")
 def test_shared_writable_disk_through_a_symlink_is_a_conflict(world: World) -> None:
     """The same image named through a symlink is the same image: the second domain is blocked,
     not launched to be refused by QEMU's image lock."""

@@ -6,7 +6,7 @@ import uuid as uuidlib
 from pathlib import Path
 
 import model
-from reconciler.desired import INVALID_KEPT, DesiredSet, Owned
+from reconciler.desired import INVALID_KEPT, DesiredSet, DiskIdentity, Owned
 from reconciler.plan import Blocked, Live, Observed, Start, Stop, plan
 from reconciler.scan import Candidate, Conflict, FileIssue, FileKey, Invalid, Scan
 
@@ -136,3 +136,14 @@ def test_plan_never_starts_a_second_qemu_on_a_live_vms_writable_image() -> None:
     desired = DesiredSet(0.25).update(scan(cand("b", U2, disk="/img/x")), {}, NOW)
     actions = plan(desired.wants, holder, NOW)
     assert [type(a) for a in actions] == [Blocked] and "/img/x" in actions[0].reason
+
+
+def test_one_image_through_a_symlink_is_one_image(tmp_path: Path) -> None:
+    image = tmp_path / "shared.img"
+    image.write_bytes(b"")
+    (tmp_path / "link.img").symlink_to(image)
+    a = cand("a", U1, disk=str(image))
+    b = cand("b", U2, disk=str(tmp_path / "link.img"))
+    assert not DesiredSet(0.25).update(scan(a, b), {}, NOW).disk_conflicts  # spelling alone
+    resolved = DesiredSet(0.25, DiskIdentity()).update(scan(a, b), {}, NOW)
+    assert resolved.wants[U2].blocked is not None and str(image) in resolved.wants[U2].blocked
