@@ -42,16 +42,12 @@ import contextlib
 import enum
 import logging
 import os
-import re
-import select
 import shlex
 import shutil
 import signal
-import subprocess
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
 
@@ -70,17 +66,46 @@ from reconciler.errors import (
 )
 from reconciler.paths import VmPaths, canonical_uuid, check_socket_path, ensure_private_dir
 from reconciler.policy import ExitKind, classify_exit
+from reconciler.process import (
+    argv_value,
+    describe_status,
+    find_qemu,
+    identify_qemu,
+    is_our_child,
+    pidfd_exited,
+    process_age,
+    read_cmdline,
+    read_pidfile,
+    remove_runtime_dir,
+    spawn_detached,
+)
+from reconciler.vmlog import VmLog, format_log_line
+
+__all__ = [
+    "LIFECYCLE_EVENTS",
+    "Exit",
+    "Phase",
+    "Primitives",
+    "QemuProcess",
+    "QmpEvent",
+    "RunStatus",
+    "Timeouts",
+    "VncInfo",
+    "connect_qmp",
+    "describe_status",
+    "find_qemu",
+    "format_log_line",
+    "identify_qemu",
+    "process_age",
+    "read_cmdline",
+    "read_pidfile",
+    "spawn_detached",
+]
 
 logger = logging.getLogger(__name__)
 
 #: QMP events the wrapper listens to; every other event is dropped unread.
 LIFECYCLE_EVENTS = frozenset({"SHUTDOWN", "GUEST_PANICKED", "RESET", "STOP", "RESUME"})
-
-#: Matches the lifecycle lines this module writes, to tell them from QEMU's output.
-_LIFECYCLE_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}\+0000: ")
-
-#: How much of QEMU's output a `StartError` quotes at most.
-_MAX_QEMU_MESSAGE = 4096
 
 #: Pause between attempts to connect to a QMP socket that is not there yet.
 _CONNECT_RETRY = 0.005
@@ -184,27 +209,6 @@ Spawner = Callable[[Sequence[str], int], int]
 QmpConnector = Callable[[Path, str], Awaitable[QMPClient]]
 
 
-def spawn_detached(argv: Sequence[str], log_fd: int) -> int:
-    """Start ``argv`` in a new session, stdin /dev/null, stdout+stderr on ``log_fd``.
-
-    The child survives qemud being killed: it has its own session and process group, so
-    neither terminal signals nor a kill of qemud's group reach it. It inherits no other
-    descriptor of qemud (``close_fds``: no inotify instance, lock or socket leaks into a VM),
-    its umask is 177 so QEMU's QMP socket, pidfile and console logs are private (0600) while
-    qemud's own umask never changes, signals ignored by Python are reset to default, and
-    LC_ALL=C keeps QEMU's messages in English. ``argv[0]`` is looked up in PATH. Returns the
-    pid; raises OSError if the binary cannot be executed. Blocking: call it off the loop.
-    """
-    child = subprocess.Popen(
-        list(argv), stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd, close_fds=True,
-        start_new_session=True, umask=0o177, restore_signals=True,
-        env={**os.environ, "LC_ALL": "C"})
-    # The pidfd owns this child from now on (waitid on it reaps it): Popen must never poll
-    # or reap it behind our back, so it is told the child is none of its business.
-    child.returncode = 0
-    return child.pid
-
-
 async def connect_qmp(socket_path: Path, name: str) -> QMPClient:
     """Open a QMP session on ``socket_path``: greeting and capabilities negotiated.
 
@@ -226,156 +230,6 @@ class Primitives:
     wall_clock: Callable[[], float] = time.time
     spawn: Spawner = field(default=spawn_detached)
     connect_qmp: QmpConnector = field(default=connect_qmp)
-
-
-# --------------------------------------------------------------------------
-# Helpers
-# --------------------------------------------------------------------------
-
-
-def describe_status(returncode: int | None, signum: int | None) -> str:
-    """Render an exit status as ``status=N``, ``signal=SIGKILL`` or ``status=unknown``."""
-    if signum is not None:
-        try:
-            return f"signal={signal.Signals(signum).name}"
-        except ValueError:
-            return f"signal={signum}"
-    if returncode is not None:
-        return f"status={returncode}"
-    return "status=unknown"
-
-
-def format_log_line(wall: float, text: str) -> str:
-    """Format one lifecycle line like libvirt: ``2026-11-25 15:30:00.123+0000: text``."""
-    stamp = datetime.fromtimestamp(wall, UTC)
-    return f"{stamp:%Y-%m-%d %H:%M:%S}.{stamp.microsecond // 1000:03d}+0000: {text}\n"
-
-
-def read_pidfile(path: Path) -> int | None:
-    """Return the positive pid written in ``path``, or None if missing or garbled."""
-    try:
-        text = path.read_text(encoding="ascii", errors="replace").strip()
-    except OSError:
-        return None
-    if not text.isdigit():
-        return None
-    pid = int(text)
-    return pid if pid > 0 else None
-
-
-def _proc_stat_fields(pid: int) -> list[str] | None:
-    """Fields of ``/proc/PID/stat`` after the command name (field 3 first), or None."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return None
-    # The command name is in parentheses and may itself contain ') '.
-    return raw[raw.rfind(b")") + 2 :].decode("ascii", "replace").split()
-
-
-def read_cmdline(pid: int) -> list[str] | None:
-    """The argv of process ``pid`` from ``/proc/PID/cmdline``, or None if unreadable."""
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None
-    return [os.fsdecode(arg) for arg in raw.split(b"\0")[:-1]]
-
-
-def _argv_value(argv: Sequence[str], option: str) -> str | None:
-    """The value following ``-option`` or ``--option`` in ``argv``, or None."""
-    for i, arg in enumerate(argv[:-1]):
-        if arg in (f"-{option}", f"--{option}"):
-            return argv[i + 1]
-    return None
-
-
-def identify_qemu(pid: int, vm_uuid: str) -> str | None:
-    """Check that ``pid`` is a live QEMU running the VM ``vm_uuid``.
-
-    Returns None if it is, else why not: the process is gone or a zombie,
-    ``/proc/PID/exe`` is not a ``qemu-system-*`` binary (an upgraded binary's
-    `` (deleted)`` suffix is accepted), or its command line lacks
-    ``-uuid <vm_uuid>``.  Reads /proc only; never signals anything.
-    """
-    fields = _proc_stat_fields(pid)
-    if fields is None:
-        return f"pid {pid} does not exist"
-    if fields[0] in ("Z", "X"):
-        return f"pid {pid} has exited (zombie)"
-    try:
-        exe = os.readlink(f"/proc/{pid}/exe")
-    except OSError as err:
-        return f"pid {pid}: cannot read its executable ({err.strerror})"
-    exe = exe.removesuffix(" (deleted)")
-    if not os.path.basename(exe).startswith("qemu-system-"):
-        return f"pid {pid} runs {exe}, not qemu-system-*"
-    argv = read_cmdline(pid) or []
-    found = _argv_value(argv, "uuid")
-    if found is None:
-        return f"pid {pid} is a QEMU without -uuid"
-    try:
-        same = canonical_uuid(found) == canonical_uuid(vm_uuid)
-    except InvalidIdentifierError:
-        same = False
-    if not same:
-        return f"pid {pid} is the QEMU of another VM (-uuid {found})"
-    return None
-
-
-def find_qemu(vm_uuid: str, *, proc: Path = Path("/proc")) -> int | None:
-    """The pid of a live QEMU running the VM ``vm_uuid`` (by its ``-uuid``), or None.
-
-    Looks at every process, so a QEMU is found even without a pidfile (its reconciler was
-    killed between the spawn and QEMU writing it). Reads /proc only; never signals anything.
-    """
-    try:
-        entries = os.listdir(proc)
-    except OSError:
-        return None
-    wanted = canonical_uuid(vm_uuid)
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            raw = (proc / entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if wanted.encode() not in raw.lower() and wanted.replace("-", "").encode() not in raw:
-            continue  # cheap filter before the real check
-        if identify_qemu(int(entry), wanted) is None:
-            return int(entry)
-    return None
-
-
-def process_age(pid: int) -> float | None:
-    """Seconds since process ``pid`` started, from ``/proc/PID/stat``, or None."""
-    fields = _proc_stat_fields(pid)
-    if fields is None or len(fields) < 20:
-        return None
-    start_ticks = int(fields[19])  # field 22, starttime, in clock ticks since boot
-    now = time.clock_gettime(time.CLOCK_BOOTTIME)
-    return max(0.0, now - start_ticks / os.sysconf("SC_CLK_TCK"))
-
-
-def _pidfd_exited(pidfd: int) -> bool:
-    """True if the process behind ``pidfd`` has terminated (pidfd readable)."""
-    readable, _, _ = select.select([pidfd], [], [], 0)
-    return bool(readable)
-
-
-def _is_our_child(pidfd: int) -> bool:
-    """True if the process behind ``pidfd`` is a child of this process (reapable)."""
-    try:
-        os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-    except ChildProcessError:
-        return False
-    return True
-
-
-def _remove_runtime_dir(vm_dir: Path) -> None:
-    """Delete ``vm_dir`` (socket, pidfile, anything else); missing is fine."""
-    shutil.rmtree(vm_dir, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------
@@ -443,40 +297,13 @@ class QemuProcess:
     # ---------------------------------------------------------------- logging
 
     def _log(self, text: str) -> None:
-        """Append a timestamped lifecycle line to the VM log (and the Python log)."""
-        logger.info("VM %s: %s", self.name, text)
-        line = format_log_line(self.primitives.wall_clock(), text)
-        try:
-            fd = os.open(
-                self.paths.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
-            )
-        except OSError as err:
-            logger.warning("VM %s: cannot write %s: %s", self.name, self.paths.log_file, err)
-            return
-        try:
-            os.write(fd, line.encode())
-        except OSError as err:  # a full disk or an I/O error must never stop an exit's handling
-            logger.warning("VM %s: cannot write %s: %s", self.name, self.paths.log_file, err)
-        finally:
-            os.close(fd)
+        """Append a lifecycle line to the VM log; never raises (see `VmLog`)."""
+        VmLog(self.paths.log_file, self.name, self.primitives.wall_clock).write(text)
 
     def qemu_output(self) -> str:
-        """What QEMU printed since this launch, without qemud's lifecycle lines.
-
-        At most the last 4 KiB; empty if nothing or the log is unreadable.
-        """
-        try:
-            with open(self.paths.log_file, "rb") as log:
-                log.seek(self._log_offset)
-                raw = log.read()
-        except OSError:
-            return ""
-        lines = [
-            line.rstrip()
-            for line in raw.decode("utf-8", "replace").splitlines()
-            if line.strip() and not _LIFECYCLE_LINE.match(line)
-        ]
-        return "\n".join(lines)[-_MAX_QEMU_MESSAGE:]
+        """What QEMU printed since this launch, without qemud's lifecycle lines (at most 4 KiB)."""
+        return VmLog(self.paths.log_file, self.name, self.primitives.wall_clock).qemu_output(
+            self._log_offset)
 
     # ---------------------------------------------------------------- stages
 
@@ -491,14 +318,14 @@ class QemuProcess:
         """
         if self.phase is not Phase.NEW:
             raise PhaseError(self.name, "prepare()", self.phase.value)
-        found_uuid = _argv_value(self.argv, "uuid")
+        found_uuid = argv_value(self.argv, "uuid")
         try:
             same_uuid = found_uuid is not None and canonical_uuid(found_uuid) == self.uuid
         except InvalidIdentifierError:
             same_uuid = False
         if not same_uuid:
             raise InvalidArgvError(self.name, f"missing '-uuid {self.uuid}'")
-        if _argv_value(self.argv, "pidfile") != str(self.paths.pidfile):
+        if argv_value(self.argv, "pidfile") != str(self.paths.pidfile):
             raise InvalidArgvError(self.name, f"missing '-pidfile {self.paths.pidfile}'")
         if not any(f"path={self.paths.qmp_socket}" in arg for arg in self.argv):
             raise InvalidArgvError(
@@ -539,10 +366,7 @@ class QemuProcess:
             raise PhaseError(self.name, "launch()", self.phase.value)
         self._loop = asyncio.get_running_loop()
         self._log(f"starting: {shlex.join(self.argv)}")
-        try:
-            self._log_offset = os.path.getsize(self.paths.log_file)
-        except OSError:
-            self._log_offset = 0
+        self._log_offset = VmLog(self.paths.log_file, self.name, self.primitives.wall_clock).size()
         try:
             log_fd = os.open(
                 self.paths.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
@@ -706,13 +530,13 @@ class QemuProcess:
                 problem = f"pid {pid} does not exist"
             else:
                 problem = identify_qemu(pid, self.uuid)
-                if problem is None and _pidfd_exited(pidfd):
+                if problem is None and pidfd_exited(pidfd):
                     problem = f"pid {pid} exited while being checked"
         if problem is not None:
             if pidfd is not None:
                 os.close(pidfd)
             self._log(f"removing stale runtime folder {paths.vm_dir}: {problem}")
-            _remove_runtime_dir(paths.vm_dir)
+            remove_runtime_dir(paths.vm_dir)
             return None
         assert pid is not None
         assert pidfd is not None
@@ -720,7 +544,7 @@ class QemuProcess:
         self.argv = read_cmdline(pid) or []
         age = process_age(pid) or 0.0
         self._watch(
-            pid, pidfd, is_child=_is_our_child(pidfd), started_at=self.primitives.clock() - age
+            pid, pidfd, is_child=is_our_child(pidfd), started_at=self.primitives.clock() - age
         )
         try:
             client = await asyncio.wait_for(
@@ -1121,8 +945,8 @@ class QemuProcess:
         Idempotent.  Refuses (does nothing) while the process is still alive,
         so a live QEMU never loses its pidfile.
         """
-        if self._pidfd is not None and not _pidfd_exited(self._pidfd):
+        if self._pidfd is not None and not pidfd_exited(self._pidfd):
             logger.warning("VM %s: not cleaning %s: QEMU still alive", self.name, self.paths.vm_dir)
             return
-        _remove_runtime_dir(self.paths.vm_dir)
+        remove_runtime_dir(self.paths.vm_dir)
 

@@ -1,0 +1,179 @@
+"""The OS side of a QEMU process: spawning it detached, and what /proc says about a pid.
+
+Nothing here talks QMP or keeps state; `QemuProcess` (reconciler.qemu) builds on it. Every
+check reads /proc only and never signals anything.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from reconciler.errors import InvalidIdentifierError
+from reconciler.paths import canonical_uuid
+
+
+def spawn_detached(argv: Sequence[str], log_fd: int) -> int:
+    """Start ``argv`` in a new session, stdin /dev/null, stdout+stderr on ``log_fd``.
+
+    The child survives qemud being killed: it has its own session and process group, so
+    neither terminal signals nor a kill of qemud's group reach it. It inherits no other
+    descriptor of qemud (``close_fds``: no inotify instance, lock or socket leaks into a VM),
+    its umask is 177 so QEMU's QMP socket, pidfile and console logs are private (0600) while
+    qemud's own umask never changes, signals ignored by Python are reset to default, and
+    LC_ALL=C keeps QEMU's messages in English. ``argv[0]`` is looked up in PATH. Returns the
+    pid; raises OSError if the binary cannot be executed. Blocking: call it off the loop.
+    """
+    child = subprocess.Popen(
+        list(argv), stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd, close_fds=True,
+        start_new_session=True, umask=0o177, restore_signals=True,
+        env={**os.environ, "LC_ALL": "C"})
+    # The pidfd owns this child from now on (waitid on it reaps it): Popen must never poll
+    # or reap it behind our back, so it is told the child is none of its business.
+    child.returncode = 0
+    return child.pid
+
+
+def describe_status(returncode: int | None, signum: int | None) -> str:
+    """Render an exit status as ``status=N``, ``signal=SIGKILL`` or ``status=unknown``."""
+    if signum is not None:
+        try:
+            return f"signal={signal.Signals(signum).name}"
+        except ValueError:
+            return f"signal={signum}"
+    if returncode is not None:
+        return f"status={returncode}"
+    return "status=unknown"
+
+
+def read_pidfile(path: Path) -> int | None:
+    """Return the positive pid written in ``path``, or None if missing or garbled."""
+    try:
+        text = path.read_text(encoding="ascii", errors="replace").strip()
+    except OSError:
+        return None
+    if not text.isdigit():
+        return None
+    pid = int(text)
+    return pid if pid > 0 else None
+
+
+def _proc_stat_fields(pid: int) -> list[str] | None:
+    """Fields of ``/proc/PID/stat`` after the command name (field 3 first), or None."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    # The command name is in parentheses and may itself contain ') '.
+    return raw[raw.rfind(b")") + 2 :].decode("ascii", "replace").split()
+
+
+def read_cmdline(pid: int) -> list[str] | None:
+    """The argv of process ``pid`` from ``/proc/PID/cmdline``, or None if unreadable."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return [os.fsdecode(arg) for arg in raw.split(b"\0")[:-1]]
+
+
+def argv_value(argv: Sequence[str], option: str) -> str | None:
+    """The value following ``-option`` or ``--option`` in ``argv``, or None."""
+    for i, arg in enumerate(argv[:-1]):
+        if arg in (f"-{option}", f"--{option}"):
+            return argv[i + 1]
+    return None
+
+
+def identify_qemu(pid: int, vm_uuid: str) -> str | None:
+    """Check that ``pid`` is a live QEMU running the VM ``vm_uuid``.
+
+    Returns None if it is, else why not: the process is gone or a zombie,
+    ``/proc/PID/exe`` is not a ``qemu-system-*`` binary (an upgraded binary's
+    `` (deleted)`` suffix is accepted), or its command line lacks
+    ``-uuid <vm_uuid>``.  Reads /proc only; never signals anything.
+    """
+    fields = _proc_stat_fields(pid)
+    if fields is None:
+        return f"pid {pid} does not exist"
+    if fields[0] in ("Z", "X"):
+        return f"pid {pid} has exited (zombie)"
+    try:
+        exe = os.readlink(f"/proc/{pid}/exe")
+    except OSError as err:
+        return f"pid {pid}: cannot read its executable ({err.strerror})"
+    exe = exe.removesuffix(" (deleted)")
+    if not os.path.basename(exe).startswith("qemu-system-"):
+        return f"pid {pid} runs {exe}, not qemu-system-*"
+    argv = read_cmdline(pid) or []
+    found = argv_value(argv, "uuid")
+    if found is None:
+        return f"pid {pid} is a QEMU without -uuid"
+    try:
+        same = canonical_uuid(found) == canonical_uuid(vm_uuid)
+    except InvalidIdentifierError:
+        same = False
+    if not same:
+        return f"pid {pid} is the QEMU of another VM (-uuid {found})"
+    return None
+
+
+def find_qemu(vm_uuid: str, *, proc: Path = Path("/proc")) -> int | None:
+    """The pid of a live QEMU running the VM ``vm_uuid`` (by its ``-uuid``), or None.
+
+    Looks at every process, so a QEMU is found even without a pidfile (its reconciler was
+    killed between the spawn and QEMU writing it). Reads /proc only; never signals anything.
+    """
+    try:
+        entries = os.listdir(proc)
+    except OSError:
+        return None
+    wanted = canonical_uuid(vm_uuid)
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            raw = (proc / entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if wanted.encode() not in raw.lower() and wanted.replace("-", "").encode() not in raw:
+            continue  # cheap filter before the real check
+        if identify_qemu(int(entry), wanted) is None:
+            return int(entry)
+    return None
+
+
+def process_age(pid: int) -> float | None:
+    """Seconds since process ``pid`` started, from ``/proc/PID/stat``, or None."""
+    fields = _proc_stat_fields(pid)
+    if fields is None or len(fields) < 20:
+        return None
+    start_ticks = int(fields[19])  # field 22, starttime, in clock ticks since boot
+    now = time.clock_gettime(time.CLOCK_BOOTTIME)
+    return max(0.0, now - start_ticks / os.sysconf("SC_CLK_TCK"))
+
+
+def pidfd_exited(pidfd: int) -> bool:
+    """True if the process behind ``pidfd`` has terminated (pidfd readable)."""
+    readable, _, _ = select.select([pidfd], [], [], 0)
+    return bool(readable)
+
+
+def is_our_child(pidfd: int) -> bool:
+    """True if the process behind ``pidfd`` is a child of this process (reapable)."""
+    try:
+        os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return False
+    return True
+
+
+def remove_runtime_dir(vm_dir: Path) -> None:
+    """Delete ``vm_dir`` (socket, pidfile, anything else); missing is fine."""
+    shutil.rmtree(vm_dir, ignore_errors=True)
