@@ -151,8 +151,9 @@ def _want(cand: Candidate, clashes: tuple[FileIssue, ...]) -> Want:
 
 def _kept(own: Owned, errors: tuple[FileIssue, ...], why: str) -> Want:
     """A want that keeps an owned VM's running definition (and file) in effect."""
-    assert own.domain is not None and own.file is not None
-    return Want(own.uuid, own.name, own.file, None, own.domain, errors, kept=why)
+    assert own.domain is not None
+    return Want(own.uuid, own.name, own.file or Path(f"<unknown file of {own.uuid}>"), None,
+                own.domain, errors, kept=why)
 
 
 @dataclass
@@ -209,7 +210,10 @@ class DesiredSet:
                     self._missing.pop(uuid, None)
                     gone[uuid] = verdict
                     continue
-                since = self._missing.setdefault(uuid, now)
+                # the scanner lets a vanished file linger for the quiet period; only what it
+                # could not cover (the first pass after a restart or SIGHUP) waits here
+                since = self._missing.setdefault(
+                    uuid, now - self.quiet_period if str(own.file) in scan.expired else now)
                 if now - since < self.quiet_period and own.domain is not None and own.file:
                     wants[uuid] = _kept(own, (), "the domain file is missing for a moment")
                     until = since + self.quiet_period
@@ -221,6 +225,8 @@ class DesiredSet:
         disk_conflicts = _disk_conflicts(wants, owned, self.identify)
         if disk_conflicts:
             wants = _mark_disk_conflicts(wants, disk_conflicts)
+        if scan.wake_at is not None:
+            wake_at = scan.wake_at if wake_at is None else min(wake_at, scan.wake_at)
         desired = Desired(wants, gone, scan.conflicts, disk_conflicts, scan.invalid, wake_at)
         self._last = (scan, dict(owned), desired)
         return desired
@@ -234,6 +240,11 @@ class DesiredSet:
         changed); None means its file is missing (the caller applies the quiet period).
         """
         if own.file is None:
+            # adopted from an older qemud's folder, which did not record its file: while some
+            # file is invalid or lost a clash, it may be this VM's: keep it rather than guess
+            if own.domain is not None and (invalid or losers):
+                return _kept(own, (), "its domain file is not known (started by an older qemud) "
+                             "and some files are invalid or clash; fix them to decide")
             return None
         path = str(own.file)
         if path in invalid and own.domain is not None:
@@ -256,8 +267,10 @@ def _disk_conflicts(wants: Mapping[uuidlib.UUID, Want], owned: Mapping[uuidlib.U
                     identify: Identify) -> tuple[DiskConflict, ...]:
     """Every pair (first holder, other) of wanted domains naming one writable image.
 
-    The first holder is a domain whose VM is owned (it may be running on that image), else
-    the first by file path, then uuid: deterministic, and never the one that would have to stop.
+    The first holder is a domain whose VM runs on that image now; else one that could start on
+    it now (an owned VM whose running definition names another image would need a restart to
+    use it); then one that wants to run; then by file path and uuid: deterministic, and never
+    the one that would have to stop.
     """
     users: dict[str, list[tuple[Want, int]]] = {}
     for want in wants.values():
@@ -267,8 +280,20 @@ def _disk_conflicts(wants: Mapping[uuidlib.UUID, Want], owned: Mapping[uuidlib.U
     for path, holders in users.items():
         if len(holders) < 2:
             continue
-        holders.sort(key=lambda h: (h[0].uuid not in owned, not h[0].running, str(h[0].file),
-                                    h[0].uuid.int))
+        def rank(holder: tuple[Want, int], path: str = path) -> tuple[int, bool, str, int]:
+            """Sort key of the domains naming `path` (see above)."""
+            want = holder[0]
+            own = owned.get(want.uuid)
+            if own is None:
+                tier = 1
+            elif own.domain is not None and any(
+                    p == path for _, p in writable_disks(own.domain, identify)):
+                tier = 0
+            else:
+                tier = 2
+            return (tier, not want.running, str(want.file), want.uuid.int)
+
+        holders.sort(key=rank)
         first, first_index = holders[0]
         for other, index in holders[1:]:
             if other.uuid == first.uuid:

@@ -151,7 +151,8 @@ class Reconciler:
     def _scanner(self) -> Scanner:
         """A fresh scanner of the config directory (refusing untrusted files with --system)."""
         return Scanner(self.layout.config_dir,
-                       distrust=untrusted_file if self.layout.system_instance else None)
+                       distrust=untrusted_file if self.layout.system_instance else None,
+                       linger=self.quiet_period, now=self.clock)
 
     # ------------------------------------------------------------------ the pass
 

@@ -181,7 +181,9 @@ def plan(desired: Mapping[uuidlib.UUID, Want], observed: Observed, now: float, *
     - a start whose claims (uuid, name, file, writable disks) another live QEMU holds, or that
       the desired set blocked (disk conflict), yields `Blocked` instead.
     A running VM is never restarted because its definition changed (see `pending_restart`),
-    and nothing here ever stops a VM for a clash or an invalid file: the desired set keeps them.
+    except for its name, which is its identity (logs, status): a renamed VM is stopped, then
+    started under its new name. Nothing here ever stops a VM for a clash or an invalid file:
+    the desired set keeps them.
     """
     gone = gone or {}
     actions: list[Action] = []

@@ -100,6 +100,10 @@ class Scan:
     invalid: tuple[Invalid, ...]
     parsed: int = 0
     """How many files were (re)parsed in this pass (0 when nothing changed)."""
+    wake_at: float | None = None
+    """When a lingering vanished file stops counting (the caller runs a pass then)."""
+    expired: frozenset[str] = frozenset()
+    """Vanished files whose linger ran out in this pass: really gone now."""
 
 
 def _rank(c: Candidate, running: Mapping[uuidlib.UUID, Path]) -> tuple[int, int, str]:
@@ -184,6 +188,11 @@ class Scanner:
     clock_ns: Callable[[], int] = time.time_ns
     distrust: Callable[[Path], str | None] | None = None
     """With `--system`: why a file may not be acted on (see `paths.untrusted_file`), if so."""
+    linger: float = 0.0
+    """Seconds a vanished file still counts as it was (editors and git save by unlink+write):
+    clashes and the desired set never see the gap, so nothing flips for a moment."""
+    now: Callable[[], float] = time.time
+    _vanished: dict[str, float] = field(default_factory=dict)
     _cache: dict[str, _Entry] = field(default_factory=dict)
     _last: tuple[dict[str, _Entry], dict[uuidlib.UUID, Path], Scan] | None = None
 
@@ -235,12 +244,28 @@ class Scanner:
                 new.racy = self.clock_ns() - key.mtime_ns < RACY_NS
                 old = new
             seen[entry.path] = old
+        wake_at: float | None = None
+        expired: frozenset[str] = frozenset()
+        if self.linger > 0:
+            now = self.now()
+            present = set(seen)
+            for path, old_entry in self._cache.items():
+                if path in present:
+                    continue
+                since = self._vanished.setdefault(path, now)
+                if now - since < self.linger:
+                    seen[path] = old_entry  # gone for a moment: counts as it was
+                    until = since + self.linger
+                    wake_at = until if wake_at is None else min(wake_at, until)
+            expired = frozenset(p for p in self._vanished if p not in seen)
+            self._vanished = {p: t for p, t in self._vanished.items()
+                              if p in seen and p not in present}
         self._cache = seen
         running = dict(running or {})
         same = (self._last is not None and parsed == 0 and running == self._last[1]
                 and len(seen) == len(self._last[0])
                 and all(self._last[0].get(p) is e for p, e in seen.items()))
-        if same and self._last is not None:
+        if same and self._last is not None and wake_at is None and not expired:
             return self._last[2]  # nothing changed (parsed == 0): the resolution cannot either
         candidates: list[Candidate] = []
         invalid: list[Invalid] = []
@@ -252,6 +277,6 @@ class Scanner:
                 candidates.append(found)
         winners, conflicts = resolve(candidates, running)
         invalid.sort(key=lambda i: str(i.path))
-        result = Scan(winners, tuple(conflicts), tuple(invalid), parsed)
+        result = Scan(winners, tuple(conflicts), tuple(invalid), parsed, wake_at, expired)
         self._last = (dict(seen), running, replace(result, parsed=0))
         return result

@@ -312,8 +312,8 @@ class Supervisor:
         self.desired = desired
         for uuid, vm in self.vms.items():
             want = desired.wants.get(uuid)
-            if want is None or want.file == vm.file or vm.domain is None:
-                continue
+            if want is None or want.kept is not None or want.file == vm.file or vm.domain is None:
+                continue  # a kept definition never moves a VM to another file
             vm.file = want.file
             try:
                 self.layer.save_definition(uuid, vm.domain, want.file)

@@ -473,3 +473,94 @@ ReconcilerMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 test_reconciler_model = ReconcilerMachine.TestCase
 test_reconciler_model = pytest.mark.timeout(900)(test_reconciler_model)
+
+
+# ---------------------------------------------------------------- sequences found by review
+
+
+U1, U2 = UUIDS[0], UUIDS[1]
+assert U1 is not None and U2 is not None
+
+
+def machine() -> ReconcilerMachine:
+    """A fresh machine for a hand-written sequence."""
+    return ReconcilerMachine()
+
+
+def settle(m: ReconcilerMachine, rounds: int = 4, dt: float = 2.0) -> None:
+    """Passes with time moving on and every operation let finish."""
+    for _ in range(rounds):
+        m.now += dt
+        m.run_pass()
+        m.finish_all()
+
+
+def test_a_clash_winner_missing_for_a_moment_does_not_rename_the_loser() -> None:
+    m = machine()
+    try:
+        m.write_valid("a.xml", "n1", U1, True, None, False)
+        m.write_valid("b.xml", "n2", U2, True, None, False)
+        settle(m)
+        m.write_valid("b.xml", "n1", U2, True, None, False)  # edited into a name clash: kept
+        settle(m)
+        pids = sorted(q.pid for q in m.world.live())
+        (m.dir / "a.xml").unlink()  # git checkout: the winner's file is gone for a moment
+        m.now += 0.05
+        m.run_pass()
+        m.write_valid("a.xml", "n1", U1, True, None, False)
+        settle(m, 6, 400.0)
+        assert m.world.stops == 0 and sorted(q.pid for q in m.world.live()) == pids
+    finally:
+        m.teardown()
+
+
+def test_a_uuid_clashing_copy_never_takes_over_while_the_original_is_missing() -> None:
+    m = machine()
+    try:
+        m.write_valid("a.xml", "web", U1, True, None, False)
+        settle(m)
+        m.write_valid("b.xml", "web2", U1, True, None, False)  # a clone keeping the uuid: loses
+        settle(m)
+        (m.dir / "a.xml").unlink()
+        m.now += 0.05
+        m.run_pass()
+        m.write_valid("a.xml", "web", U1, True, None, False)
+        settle(m, 6, 400.0)
+        assert m.world.stops == 0 and [q.domain.name for q in m.world.live()] == ["web"]
+    finally:
+        m.teardown()
+
+
+def test_a_vm_from_an_older_qemud_is_kept_while_its_unknown_file_may_be_the_invalid_one() -> None:
+    m = machine()
+    try:
+        m.write_valid("a.xml", "n1", U1, True, None, False)
+        settle(m)
+        domain, _ = m.world.definitions[U1]
+        m.write_invalid("a.xml")
+        m.restart_daemon(kill=False)
+        m.world.definitions[U1] = (domain, None)  # an older runtime folder: no `source`
+        settle(m)
+        assert m.world.stops == 0 and len(m.world.live()) == 1
+    finally:
+        m.teardown()
+
+
+def test_an_image_goes_to_the_domain_that_can_use_it_now() -> None:
+    m = machine()
+    try:
+        m.write_valid("b.xml", "one", U1, True, "/img/d1.img", False)
+        m.write_valid("a.xml", "two", U2, True, "/img/d2.img", False)
+        settle(m)
+        m.write_valid("a.xml", "two", U2, True, "/img/d1.img", False)  # pending restart only
+        settle(m)
+        one = next(q for q in m.world.live() if q.uuid == U1)
+
+        async def crash() -> None:
+            m.world.end(one, ExitKind.CRASH)
+        m.run(crash())
+        settle(m, 6, 400.0)
+        assert {q.uuid for q in m.world.live()} == {U1, U2}  # d1 is free: 'one' runs again
+        assert not m.world.violations
+    finally:
+        m.teardown()
