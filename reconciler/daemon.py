@@ -244,7 +244,7 @@ async def _serve(rec: Reconciler, stopping: asyncio.Event, resync: float) -> Non
         if stopping.is_set():
             break
         rec.wake.clear()
-        while not rec.lock.try_acquire():
+        while not _take(rec):
             if stopping.is_set():
                 return
             await asyncio.sleep(0.05)
@@ -255,6 +255,20 @@ async def _serve(rec: Reconciler, stopping: asyncio.Event, resync: float) -> Non
             with contextlib.suppress(OSError):  # all asked for before `began` is done
                 write_atomic(rec.layout.run_dir / SETTLED_FILE, f"{began!r}\n".encode(),
                              durable=False)
+
+
+def _take(rec: Reconciler) -> bool:
+    """Take the pass lock; a run directory deleted by hand is made again instead of fatal."""
+    try:
+        return rec.lock.try_acquire()
+    except OSError as exc:
+        rec.say(f"cannot take the pass lock ({exc}); making the private directories again")
+        try:
+            rec.layout.ensure()
+        except (OSError, ReconcilerError) as again:
+            rec.say(f"cannot make them: {again}; trying again on the next wake-up")
+            return False
+        return rec.lock.try_acquire()
 
 
 def watch(config_dir: Path, run_dir: Path, wake: Callable[[bool], None]) -> BaseObserver:

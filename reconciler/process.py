@@ -124,11 +124,13 @@ def identify_qemu(pid: int, vm_uuid: str) -> str | None:
     return None
 
 
-def find_qemu(vm_uuid: str, *, proc: Path = Path("/proc")) -> int | None:
-    """The pid of a live QEMU running the VM ``vm_uuid`` (by its ``-uuid``), or None.
+def find_qemu(vm_uuid: str, vm_dir: Path, *, proc: Path = Path("/proc")) -> int | None:
+    """The pid of a live QEMU running the VM ``vm_uuid`` out of ``vm_dir``, or None.
 
     Looks at every process, so a QEMU is found even without a pidfile (its reconciler was
-    killed between the spawn and QEMU writing it). Reads /proc only; never signals anything.
+    killed between the spawn and QEMU writing it). Its command line must name ``vm_dir`` (its
+    pidfile and socket live there), so another qemud instance's VM of the same uuid is never
+    taken for ours. Reads /proc only; never signals anything.
     """
     try:
         entries = os.listdir(proc)
@@ -144,7 +146,7 @@ def find_qemu(vm_uuid: str, *, proc: Path = Path("/proc")) -> int | None:
             continue
         if wanted.encode() not in raw.lower() and wanted.replace("-", "").encode() not in raw:
             continue  # cheap filter before the real check
-        if identify_qemu(int(entry), wanted) is None:
+        if os.fsencode(str(vm_dir) + "/") in raw and identify_qemu(int(entry), wanted) is None:
             return int(entry)
     return None
 

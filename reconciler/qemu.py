@@ -340,7 +340,8 @@ class QemuProcess:
         ensure_private_dir(self.paths.vm_dir)
         old_pid = read_pidfile(self.paths.pidfile)
         if left_behind and (old_pid is None or identify_qemu(old_pid, self.uuid) is not None):
-            old_pid = find_qemu(self.uuid)  # a folder left behind: is its QEMU alive anyway?
+            # a folder left behind: is its QEMU alive anyway (even without a pidfile)?
+            old_pid = find_qemu(self.uuid, self.paths.vm_dir)
         if old_pid is not None:
             raise StartError(
                 self.name,
@@ -516,7 +517,7 @@ class QemuProcess:
         if pid is None or identify_qemu(pid, self.uuid) is not None:
             # no pidfile, or it names no QEMU of ours: is one alive all the same (its
             # reconciler killed before QEMU wrote the pidfile)? Then it is adopted, not lost.
-            pid = find_qemu(self.uuid) or pid
+            pid = find_qemu(self.uuid, self.paths.vm_dir) or pid
         pidfd: int | None = None
         problem: str | None
         if pid is None:

@@ -27,7 +27,7 @@ import model
 from model.firmware import choose as choose_firmware
 from reconciler import uefi
 from reconciler.desired import Desired, Identify, Owned, Want
-from reconciler.errors import AdoptError, ReconcilerError, StartError, StopError
+from reconciler.errors import AdoptError, ReconcilerError, StartError
 from reconciler.history import History
 from reconciler.paths import Layout
 from reconciler.plan import Action, Adopt, Live, Phase, Start, Stop, claims
@@ -137,7 +137,11 @@ class QemuLayer:
                            model.command_line(domain, runtime, firmware), paths,
                            timeouts=self.timeouts, primitives=self.primitives,
                            on_exit=on_exit, on_event=on_event)
-        proc.prepare()
+        try:
+            proc.prepare()
+        except OSError as exc:  # e.g. a full /run: a failed start, reported and retried
+            raise StartError(domain.name, stage="prepare", log_file=paths.log_file,
+                             reason=f"cannot prepare {paths.vm_dir}: {exc}") from exc
         try:
             choice = choose_firmware(domain, firmware, runtime.state_dir)
             if choice is not None:
@@ -411,13 +415,15 @@ class Supervisor:
         try:
             handle = await self.layer.adopt(uuid, name, self._on_exit(uuid, vm),
                                             self._on_event(uuid))
-        except AdoptError as exc:
-            # a live QEMU of ours whose monitor does not answer: leave it alone, keep its
-            # uuid busy (nothing else may start for it), say so, and try again later
+        except (ReconcilerError, OSError) as exc:
+            # a live QEMU of ours whose monitor does not answer (or whose adoption failed
+            # otherwise): leave it alone, keep its uuid busy (nothing else may start for it,
+            # nothing may take its disks), say so, and try again later
+            pid = exc.pid if isinstance(exc, AdoptError) else None
             retry = self.clock() + ADOPT_RETRY
             started = (previous.started_at if previous else
-                       self.clock() - (self.layer.age(exc.pid) or 0.0))
-            self.vms[uuid] = Vm(name, domain, file, started, phase="unresponsive", pid=exc.pid,
+                       self.clock() - (self.layer.age(pid) or 0.0 if pid else 0.0))
+            self.vms[uuid] = Vm(name, domain, file, started, phase="unresponsive", pid=pid,
                                 retry_at=retry)
             self.say(str(exc))
             self.history.fail(uuid, str(exc))
@@ -484,10 +490,15 @@ class Supervisor:
         try:
             handle = await self.layer.start(uuid, want.domain, want.file,
                                             self._on_exit(uuid, vm), self._on_event(uuid))
-        except StartError as exc:
+        except asyncio.CancelledError:
             self._unbook(uuid, vm)
+            raise
+        except Exception as exc:  # never leave a VM "starting" for ever: a failed start
+            self._unbook(uuid, vm)
+            message = (start_message(exc) if isinstance(exc, StartError)
+                       else f"failed to start: {exc}")
             self.history.record_end(uuid, want.domain, ExitKind.CRASH, uptime=0.0,
-                                    message=start_message(exc), key=want.key, now=self.clock())
+                                    message=message, key=want.key, now=self.clock())
             self._schedule_retry(uuid)
             self.say(f"{want.name}: {exc}")
             return
@@ -522,10 +533,10 @@ class Supervisor:
         try:
             exit_info = await vm.handle.stop(reason=action.reason.replace(" ", "-"),
                                              shutdown_timeout=timeout, graceful=graceful)
-        except StopError as exc:
-            if not vm.exited:
+        except BaseException:
+            if not vm.exited:  # still alive: not "stopping" for ever; the next pass decides
                 vm.phase = "running"
-            raise exc
+            raise
         self.say(f"{vm.name}: stopped ({exit_info.describe()})")
 
     # ------------------------------------------------------------------ exits and events

@@ -564,3 +564,62 @@ def test_an_image_goes_to_the_domain_that_can_use_it_now() -> None:
         assert not m.world.violations
     finally:
         m.teardown()
+
+
+def test_a_start_that_fails_in_any_way_is_a_failed_start_never_starting_for_ever() -> None:
+    m = machine()
+    try:
+        layer = m.rec.supervisor.layer
+        assert isinstance(layer, FakeLayer)
+        real_start = layer.start
+        calls: list[str] = []
+
+        async def broken(*args: object, **kw: object) -> Handle:
+            calls.append("start")
+            if len(calls) == 1:
+                raise OSError(28, "No space left on device")  # e.g. a full /run
+            return await real_start(*args, **kw)  # type: ignore[arg-type]
+        layer.start = broken  # type: ignore[method-assign]
+        m.write_valid("a.xml", "n1", U1, True, None, False)
+        m.run_pass()
+        m.finish_all()
+        assert not m.rec.vms and "No space left" in (m.rec.history.ended[U1].message)
+        settle(m, 3, 400.0)  # after the back-off: started for real
+        assert len(calls) == 2 and [q.uuid for q in m.world.live()] == [U1]
+    finally:
+        m.teardown()
+
+
+def test_an_adoption_that_fails_in_any_way_keeps_the_uuid_busy() -> None:
+    m = machine()
+    try:
+        m.write_valid("a.xml", "n1", U1, True, "/img/d1.img", False)
+        settle(m)
+        m.restart_daemon(kill=True)
+        layer = m.rec.supervisor.layer
+        assert isinstance(layer, FakeLayer)
+
+        async def broken(*args: object, **kw: object) -> Handle | None:
+            raise OSError(5, "Input/output error")
+        layer.adopt = broken  # type: ignore[method-assign]
+        m.write_valid("b.xml", "n2", U2, True, "/img/d1.img", False)  # wants the same image
+        m.now += 1
+        m.run_pass()
+        m.finish_all()
+        assert m.rec.vms[U1].phase == "unresponsive"
+        assert len(m.world.live()) == 1 and not m.world.violations  # no second QEMU, no disk
+    finally:
+        m.teardown()
+
+
+def test_a_deleted_run_directory_is_made_again_not_fatal() -> None:
+    from reconciler.daemon import _take
+
+    m = machine()
+    try:
+        m.rec.prepare()
+        shutil.rmtree(m.layout.run_dir)
+        assert _take(m.rec) and m.layout.run_dir.is_dir()
+        m.rec.lock.release()
+    finally:
+        m.teardown()
