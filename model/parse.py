@@ -703,8 +703,12 @@ def _read_graphics(ctx: _Context, node: Node) -> Graphics | None:
     return _make(ctx, Graphics, fields)
 
 
-def _read_serial(ctx: _Context, node: Node) -> Serial | None:
-    """`<serial>` or `<console>` with source, target port and log."""
+def _char_fields(ctx: _Context, node: Node, source_extras: tuple[str, ...] = ()) -> _Fields:
+    """The fields every character device shares: `type`, and `<source path= mode=>`.
+
+    `tty` (what libvirt adds for a pty) is accepted; `source_extras` are children of `<source>`
+    that do not change the guest.
+    """
     fields = _Fields(node)
     fields.attr("type")
     node.ignore_attrs("tty")
@@ -712,7 +716,13 @@ def _read_serial(ctx: _Context, node: Node) -> Serial | None:
     if source is not None:
         fields.attr("path", node=source)
         fields.attr("mode", node=source)
-        _leftovers(ctx, source)
+        _leftovers(ctx, source, source_extras)
+    return fields
+
+
+def _read_serial(ctx: _Context, node: Node) -> Serial | None:
+    """`<serial>` or `<console>` with source, target port and log."""
+    fields = _char_fields(ctx, node)
     target = node.child("target")
     if target is not None:
         ttype = target.attr("type")
@@ -800,14 +810,7 @@ def _read_model_only(ctx: _Context, node: Node,
 
 def _read_channel(ctx: _Context, node: Node) -> Channel | None:
     """`<channel type='unix'|'spicevmc'|'pty'>` with `<source>` and `<target type='virtio'>`."""
-    fields = _Fields(node)
-    fields.attr("type")
-    node.ignore_attrs("tty")
-    source = node.child("source")
-    if source is not None:
-        fields.attr("path", node=source)
-        fields.attr("mode", node=source)
-        _leftovers(ctx, source, ("seclabel",))
+    fields = _char_fields(ctx, node, ("seclabel",))
     target = node.child("target")
     if target is None:
         ctx.error(node.line, "<channel> needs <target type='virtio' name='...'/>")

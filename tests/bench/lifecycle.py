@@ -105,8 +105,9 @@ async def _greet(sock: Path, proc: asyncio.subprocess.Process, timeout: float = 
         await asyncio.sleep(0.005)
 
 
-async def _floor_round(base: Path, count: int) -> float:
-    """Seconds from spawning `count` bare QEMUs until each one's QMP has greeted; quits them."""
+async def _floor_round(base: Path, count: int, *, cont: bool = False) -> float:
+    """Seconds from spawning `count` bare QEMUs until each one's QMP has greeted (and, with
+    `cont`, each has answered `cont`: its guest runs); quits them."""
     socks = [base / f"f{count}-{i}.sock" for i in range(count)]
     procs: list[asyncio.subprocess.Process] = []
     clients: list[QMPClient] = []
@@ -121,6 +122,8 @@ async def _floor_round(base: Path, count: int) -> float:
             for sock in socks)))
         clients = list(await asyncio.gather(*(_greet(s, p) for s, p in zip(socks, procs,
                                                                             strict=True))))
+        if cont:
+            await asyncio.gather(*(c.execute("cont") for c in clients))
         return time.perf_counter() - t0
     finally:
         for client in clients:
@@ -188,38 +191,6 @@ TARGET_INPROC = 1.3
 """Target: the same pass in process within 1.3x of that floor."""
 SLOW_CALLBACK = 0.005
 """Nothing may block the event loop for longer than this during a pass (asyncio debug)."""
-
-
-async def _floor_cont(base: Path, count: int) -> float:
-    """Seconds to launch `count` bare QEMUs at once, greet each QMP and `cont` it; quits them."""
-    socks = [base / f"c{count}-{i}.sock" for i in range(count)]
-    procs: list[asyncio.subprocess.Process] = []
-    clients: list[QMPClient] = []
-    try:
-        t0 = time.perf_counter()
-        procs = list(await asyncio.gather(*(
-            asyncio.create_subprocess_exec(
-                QEMU_BIN, "-S", "-nodefaults", "-display", "none", "-machine", "pc",
-                "-accel", "tcg", "-m", "64", "-qmp", f"unix:{sock},server=on,wait=off",
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL)
-            for sock in socks)))
-        clients = list(await asyncio.gather(*(_greet(s, p) for s, p in zip(socks, procs,
-                                                                            strict=True))))
-        await asyncio.gather(*(c.execute("cont") for c in clients))
-        return time.perf_counter() - t0
-    finally:
-        for client in clients:
-            with contextlib.suppress(Exception):
-                await client.execute("quit")
-            with contextlib.suppress(Exception):
-                await client.disconnect()
-        for proc in procs:
-            try:
-                await asyncio.wait_for(proc.wait(), 5)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
 
 
 def _config(base: Path, count: int) -> Path:
@@ -304,7 +275,7 @@ def bench_once20() -> None:
     inproc: list[float] = []
     try:
         for _ in range(ONCE_ROUNDS):
-            floor.append(asyncio.run(_floor_cont(base, ONCE_COUNT)))
+            floor.append(asyncio.run(_floor_round(base, ONCE_COUNT, cont=True)))
             whole.append(_whole_process(base, ONCE_COUNT))
             inproc.append(_in_process(base, ONCE_COUNT, debug=False)[0])
         _, slow = _in_process(base, ONCE_COUNT, debug=True)
