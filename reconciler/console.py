@@ -37,6 +37,7 @@ from typing import Any, Literal
 
 from reconciler.errors import ReconcilerError
 from reconciler.paths import Layout
+from reconciler.process import identify_qemu, read_cmdline, read_pidfile
 
 ESCAPE = 0x1D
 """Ctrl-] (GS): detaches from the console."""
@@ -80,26 +81,11 @@ def chardev_options(cmdline: Sequence[str], label: str = LABEL) -> dict[str, str
     return None
 
 
-def read_pid(pidfile: Path) -> int | None:
-    """The pid in a QEMU pidfile, or None when missing or not a number."""
-    try:
-        text = pidfile.read_text().strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None
-
-
 def qemu_cmdline(pid: int, uuid: str) -> list[str] | None:
-    """The command line of `pid` if it is a live QEMU of this uuid, else None."""
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
+    """The command line of `pid` if it is a live QEMU of this uuid (`identify_qemu`), else None."""
+    if identify_qemu(pid, uuid) is not None:
         return None
-    argv = [os.fsdecode(a) for a in raw.split(b"\0")[:-1]]
-    for flag, value in itertools.pairwise(argv):
-        if flag in ("-uuid", "--uuid") and value.lower() == uuid.lower():
-            return argv
-    return None
+    return read_cmdline(pid)
 
 
 def pty_indexes(pid: int) -> set[int] | None:
@@ -154,7 +140,7 @@ def find_console(layout: Layout, name: str, domains: Sequence[Mapping[str, Any]]
                            "'reconcile status' lists them")
     dom = mine[0]
     uuid = str(dom["uuid"])
-    pid = read_pid(layout.pidfile(uuid))
+    pid = read_pidfile(layout.pidfile(uuid))
     argv = qemu_cmdline(pid, uuid) if pid is not None else None
     if pid is None or argv is None:
         raise ConsoleError(f"{name} is not running (state {dom.get('state')}); start it with "
