@@ -252,6 +252,8 @@ def _reason_text(dom: Mapping[str, Any]) -> str:
     """
     reason = str(dom.get("reason") or "")
     errors = dom.get("errors") or []
+    if not errors and not dom.get("next_retry_at"):
+        return reason  # the usual case, and what a table of 1,000 domains is mostly made of
     first = _error_text(errors[0]) if errors else ""
     text = "; ".join(p for p in (reason, "" if first in reason else first) if p)
     extras = []
@@ -269,19 +271,16 @@ def format_table(domains: Sequence[Mapping[str, Any]]) -> str:
     a note under the table saying what that means.
     """
     rows = [("NAME", "STATE", "DESIRED", "PID", "RESTARTS", "REASON")]
-    pending = False
-    for dom in domains:
-        state = str(dom.get("state"))
-        if dom.get("pending_restart"):
-            state += PENDING_MARK
-            pending = True
-        rows.append((str(dom.get("name")), state, str(dom.get("desired")),
-                     str(dom.get("pid") or "-"), str(dom.get("restarts", 0)), _reason_text(dom)))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    lines = ["  ".join(r[i].ljust(widths[i]) for i in range(5)) + "  " + r[5] for r in rows]
-    if pending:
+    rows += [(str(dom.get("name")),
+              f"{dom.get('state')}{PENDING_MARK if dom.get('pending_restart') else ''}",
+              str(dom.get("desired")), str(dom.get("pid") or "-"), str(dom.get("restarts", 0)),
+              _reason_text(dom)) for dom in domains]
+    widths = [max(map(len, column)) for column in list(zip(*rows, strict=True))[:5]]
+    line = "  ".join(f"{{:<{w}}}" for w in widths) + "  {}"
+    lines = [line.format(*row).rstrip() for row in rows]
+    if any(dom.get("pending_restart") for dom in domains):
         lines.append(PENDING_NOTE)
-    return "\n".join(line.rstrip() for line in lines) + "\n"
+    return "\n".join(lines) + "\n"
 
 
 def _as_json(statuses: Sequence[Any]) -> list[dict[str, Any]]:
@@ -412,10 +411,11 @@ def _read_status(status_dir: Path) -> tuple[dict[str, Any], bytes | None] | None
     fields = _schema_defaults()
     dom_fields, err_fields = fields.get("DomainStatus", {}), fields.get("FileError", {})
     same = list(data) == ["updated_at", "domains"]
+    order = list(dom_fields)
     domains = []
     for raw_dom in data.get("domains", []):
-        dom = _normalise(raw_dom, dom_fields)
-        if err_fields and isinstance(dom.get("errors"), list):
+        dom = raw_dom if list(raw_dom) == order else _normalise(raw_dom, dom_fields)
+        if err_fields and dom.get("errors") and isinstance(dom["errors"], list):
             errors = [_normalise(e, err_fields) for e in dom["errors"]]
             if any(a is not b for a, b in zip(errors, dom["errors"], strict=True)):
                 dom = dict(dom, errors=errors)
