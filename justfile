@@ -7,16 +7,15 @@ py := ".venv/bin/python"
 default:
     @just --list
 
-# install qemud and its development tools into .venv, and build the test guest (cached)
+# install qemud and its development tools into .venv, and build the test guest (cached in ~/.cache/qemud)
 setup:
     {{py}} -m pip install -q -e '.[dev]'
-    {{py}} -m tests.support.guest --link /var/tmp/qemud/test-guest
+    {{py}} -m tests.support.guest
 
 # bring the reconciler up on the samples: copy them into .qemud/ (keeping your edits) and run the daemon
 run:
-    {{py}} -m tests.support.guest --link /var/tmp/qemud/test-guest
     .venv/bin/reconcile validate samples
-    mkdir -p -m 0700 .qemud && cp -n samples/*.xml .qemud/
+    {{py}} -m tests.support.guest --samples samples .qemud
     @echo "reconcile: config dir $PWD/.qemud; try: .venv/bin/reconcile --config-dir .qemud status"
     exec .venv/bin/reconcile --config-dir .qemud
 

@@ -1,36 +1,52 @@
-"""The `reconcile` command line: argument parsing and the read-only commands.
+"""The `reconcile` command line: argument parsing and the commands users run day to day.
 
-Exit codes follow one rule everywhere: 0 success, 1 something the user's files got wrong
-(invalid, conflicting, failed), 2 a usage or setup error.
+Exit codes follow one rule everywhere: 0 success, 1 something the user's files or VMs got wrong
+(invalid, conflicting, failed, not running), 2 a usage or setup error. Two more come from the
+terminal, as with any Unix command: 130 after Ctrl-C, 141 (128 + SIGPIPE) when whoever read our
+output went away (`reconcile status | head -1`), which ends quietly, without a traceback.
+
+The read-only commands (`status`, `logs`, `--help`) import neither pydantic, asyncio, lxml nor
+watchdog: everything heavy is imported inside the function that needs it, so they start in a
+few tens of milliseconds. Keep it that way (tests/reconciler/test_cli_ops.py checks it).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import os
-import shlex
-import stat
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 
-import model
-from model.edit import set_state
 from reconciler.errors import ReconcilerError
-from reconciler.loop import DAEMON_LOCK, DirLock, Reconciler, exit_code
 from reconciler.paths import Layout
-from reconciler.plan import Action, Blocked, Clean, Start, Stop, Wait
-from reconciler.scan import Scanner, is_domain_file
-from reconciler.status import DomainStatus, iso, read_status, write_atomic
-from reconciler.status import schema as status_schema
+
+if TYPE_CHECKING:
+    import model
+    from reconciler.loop import PassResult
+    from reconciler.plan import Action
 
 EXIT_OK = 0
 EXIT_INVALID = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
+
+DEFAULT_RESYNC = 30.0
+"""The daemon's full pass period (seconds); a status older than this with no daemon is stale."""
+
+ACPI_WARNING = ("no <acpi/> in <features>: a graceful stop can never work; qemud will quit it "
+                "at once (add <acpi/> to <features> to let the guest shut down cleanly)")
+
+
+def _domain_files(directory: Path) -> list[Path]:
+    """The domain files of a directory, sorted (the same choice as the reconciler's scan)."""
+    from reconciler.scan import is_domain_file
+
+    return sorted(p for p in directory.iterdir() if is_domain_file(p.name) and p.is_file())
 
 
 def expand(paths: Sequence[str]) -> Iterator[Path]:
@@ -38,7 +54,7 @@ def expand(paths: Sequence[str]) -> Iterator[Path]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            yield from sorted(p for p in path.iterdir() if is_domain_file(p.name) and p.is_file())
+            yield from _domain_files(path)
         else:
             yield path
 
@@ -48,16 +64,78 @@ def _issue_json(issue: model.Issue) -> dict[str, Any]:
     return {"line": issue.line, "message": issue.message}
 
 
+def _element_lines(path: Path) -> dict[str, int | None]:
+    """Lines of the top-level `<domain>`, `<name>`, `<uuid>` and `<features>` of a valid file."""
+    from model.xml import load
+
+    root = load(path.read_bytes())
+    lines: dict[str, int | None] = {"domain": root.line}
+    for tag in ("name", "uuid", "features"):
+        child = root.child(tag)
+        lines[tag] = child.line if child is not None else None
+    return lines
+
+
 def _validate_one(path: Path) -> dict[str, Any]:
-    """Parse one file into the record `validate --json` prints for it."""
+    """Parse one file into the record `validate --json` prints for it.
+
+    Besides the parser's warnings, a domain without ACPI is warned about: qemud cannot stop it
+    gracefully.
+    """
+    import model
+
     try:
         parsed = model.parse_file(path)
     except model.InvalidDomainError as exc:
         return {"file": str(path), "valid": False, "name": None, "uuid": None,
                 "errors": [_issue_json(i) for i in exc.issues], "warnings": []}
+    warnings = [_issue_json(w) for w in parsed.warnings]
+    if not parsed.domain.features.acpi:
+        lines = _element_lines(path)
+        warnings.append({"line": lines["features"] or lines["domain"], "message": ACPI_WARNING})
     return {"file": str(path), "valid": True, "name": parsed.domain.name,
-            "uuid": str(parsed.domain.uuid), "errors": [],
-            "warnings": [_issue_json(w) for w in parsed.warnings]}
+            "uuid": str(parsed.domain.uuid), "errors": [], "warnings": warnings}
+
+
+def _mark_clashes(records: list[dict[str, Any]]) -> None:
+    """Turn every name or uuid shared by two of the given files into an error on each of them.
+
+    Each error names the line of the clashing element here and the other file and line, so
+    both ends of a clash are shown. A file named twice on the command line is not a clash.
+    """
+    valid = [r for r in records if r["valid"]]
+    seen: set[str] = set()
+    unique: list[dict[str, Any]] = []
+    for rec in valid:
+        real = os.path.realpath(rec["file"])
+        if real not in seen:
+            seen.add(real)
+            unique.append(rec)
+    lines: dict[str, dict[str, int | None]] = {}
+    for kind in ("uuid", "name"):
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for rec in unique:
+            groups.setdefault(rec[kind], []).append(rec)
+        for value, group in groups.items():
+            if len(group) < 2:
+                continue
+            for rec in group:
+                for other in group:
+                    if other is rec:
+                        continue
+                    for r in (rec, other):
+                        if r["file"] not in lines:
+                            lines[r["file"]] = _element_lines(Path(r["file"]))
+                    mine = lines[rec["file"]][kind] or lines[rec["file"]]["name"]
+                    theirs = lines[other["file"]][kind] or lines[other["file"]]["name"]
+                    what = f"name '{value}'" if kind == "name" else f"uuid {value}"
+                    fix = ("give each domain its own <name>" if kind == "name" else
+                           "give each domain its own <uuid> (or none: it is derived from the name)")
+                    rec["errors"].append({"line": mine, "message": (
+                        f"{what} is also used by {_where(other['file'], theirs)}; {fix}")})
+    for rec in valid:
+        if rec["errors"]:
+            rec["valid"] = False
 
 
 def _where(file: str, line: int | None) -> str:
@@ -66,8 +144,13 @@ def _where(file: str, line: int | None) -> str:
 
 
 def cmd_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    """`reconcile validate`: check files and directories; exit 1 when any file is invalid."""
+    """`reconcile validate`: check files and directories; exit 1 when any file is invalid.
+
+    Files that are valid on their own but share a name or uuid with another file given are
+    invalid too (the reconciler would run only one of them).
+    """
     records = [_validate_one(p) for p in expand(args.paths)]
+    _mark_clashes(records)
     if args.json:
         json.dump(records, out, indent=2)
         out.write("\n")
@@ -88,12 +171,16 @@ def cmd_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def format_argv(options: Sequence[tuple[str, ...]]) -> str:
     """Render a grouped command line one option per line, shell-quoted, joined by backslashes."""
+    import shlex
+
     lines = [" ".join(shlex.quote(a) for a in option) for option in options]
     return " \\\n".join(lines) + "\n"
 
 
 def cmd_argv(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """`reconcile argv`: print the QEMU command line of one domain file."""
+    import model
+
     try:
         parsed = model.parse_file(args.file)
     except model.InvalidDomainError as exc:
@@ -129,6 +216,9 @@ class UsageError(Exception):
 
 def _describe(action: Action) -> str:
     """One line of `--dry-run` output for an action."""
+    from reconciler.plan import Blocked, Clean, Start, Stop, Wait
+    from reconciler.status import iso
+
     if isinstance(action, Start):
         return f"start {action.name} ({action.reason})"
     if isinstance(action, Stop):
@@ -142,66 +232,331 @@ def _describe(action: Action) -> str:
     return f"adopt the running QEMU of {action.uuid}"
 
 
-def format_table(statuses: Sequence[DomainStatus]) -> str:
-    """Render statuses as an aligned text table (like `virsh list --all`)."""
+# ---------------------------------------------------------------------------- the status table
+
+PENDING_MARK = "*"
+PENDING_NOTE = (f"{PENDING_MARK} restart pending: the domain file changed since QEMU started; "
+                "the change applies once the VM is stopped and started again")
+
+
+def _error_text(error: Mapping[str, Any]) -> str:
+    """A status file error as `file:line: message` (the line left out when unknown)."""
+    return f"{_where(str(error.get('file')), error.get('line'))}: {error.get('message')}"
+
+
+def _reason_text(dom: Mapping[str, Any]) -> str:
+    """The REASON column: the reconciler's reason, the first file error, the next retry.
+
+    The first error is added as `file:line: message` unless the reason already quotes it, with
+    how many more there are; a back-off shows when the next start is due.
+    """
+    reason = str(dom.get("reason") or "")
+    errors = dom.get("errors") or []
+    if not errors and not dom.get("next_retry_at"):
+        return reason  # the usual case, and what a table of 1,000 domains is mostly made of
+    first = _error_text(errors[0]) if errors else ""
+    text = "; ".join(p for p in (reason, "" if first in reason else first) if p)
+    extras = []
+    if len(errors) > 1:
+        extras.append(f"(+{len(errors) - 1} more: reconcile status {dom.get('name')} --json)")
+    if dom.get("next_retry_at"):
+        extras.append(f"(next start at {dom['next_retry_at']})")
+    return " ".join(p for p in (text, *extras) if p)
+
+
+def format_table(domains: Sequence[Mapping[str, Any]]) -> str:
+    """Render statuses (as status.json holds them) as an aligned table, like `virsh list --all`.
+
+    A running VM whose file changed in a way that needs a restart is marked `*` in STATE, with
+    a note under the table saying what that means.
+    """
     rows = [("NAME", "STATE", "DESIRED", "PID", "RESTARTS", "REASON")]
-    for st in statuses:
-        rows.append((st.name, st.state, st.desired, str(st.pid or "-"), str(st.restarts),
-                     st.reason or ""))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    lines = ["  ".join(r[i].ljust(widths[i]) for i in range(5)) + "  " + r[5] for r in rows]
-    return "\n".join(line.rstrip() for line in lines) + "\n"
+    rows += [(str(dom.get("name")),
+              f"{dom.get('state')}{PENDING_MARK if dom.get('pending_restart') else ''}",
+              str(dom.get("desired")), str(dom.get("pid") or "-"), str(dom.get("restarts", 0)),
+              _reason_text(dom)) for dom in domains]
+    widths = [max(map(len, column)) for column in list(zip(*rows, strict=True))[:5]]
+    line = "  ".join(f"{{:<{w}}}" for w in widths) + "  {}"
+    lines = [line.format(*row).rstrip() for row in rows]
+    if any(dom.get("pending_restart") for dom in domains):
+        lines.append(PENDING_NOTE)
+    return "\n".join(lines) + "\n"
+
+
+def _as_json(statuses: Sequence[Any]) -> list[dict[str, Any]]:
+    """Status models as the plain dicts status.json holds."""
+    return [s.model_dump(mode="json") for s in statuses]
+
+
+def _file_errors(domains: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Every distinct file error of the statuses as `file:line: message`, sorted by file and line."""
+    found: dict[tuple[str, int, str], str] = {}
+    for dom in domains:
+        for error in dom.get("errors") or []:
+            key = (str(error.get("file")), error.get("line") or 0, str(error.get("message")))
+            found.setdefault(key, _error_text(error))
+    return [found[k] for k in sorted(found)]
+
+
+def _dry_run_problems(layout: Layout) -> list[str]:
+    """What `--dry-run` found wrong with the files: invalid files and clashes, one line each.
+
+    A scan of its own (a dry run reports no statuses): `file:line: message` per error.
+    """
+    from reconciler.paths import untrusted_file
+    from reconciler.scan import Scanner
+
+    scan = Scanner(layout.config_dir,
+                   distrust=untrusted_file if layout.system_instance else None).scan()
+    lines = [f"{_where(i.file, i.line)}: {i.message}" for bad in scan.invalid for i in bad.errors]
+    lines += [f"{c.loser}: {c.message()}" for c in scan.conflicts]
+    return lines
 
 
 def cmd_reconcile(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    """`reconcile` (daemon) and `reconcile --once [--dry-run]`."""
+    """`reconcile` (daemon) and `reconcile --once [--dry-run]`.
+
+    `--once` prints the status table and then every file error as `file:line: message`;
+    `--dry-run` prints the plan, then the file errors, and exits 1 when a file is invalid or
+    in conflict.
+    """
+    import asyncio
+
+    from reconciler.loop import Reconciler, exit_code
+
     if args.dry_run and not args.once:
         raise UsageError("--dry-run goes with --once")
-    rec = Reconciler(layout_of(args), out=err)
+    layout = layout_of(args)
+    rec = Reconciler(layout, out=err)
     if not args.once:
         asyncio.run(rec.serve(resync=args.resync))
         return EXIT_OK
-    result = asyncio.run(rec.once(dry_run=args.dry_run, lock_timeout=args.lock_timeout))
+    result: PassResult = asyncio.run(rec.once(dry_run=args.dry_run,
+                                              lock_timeout=args.lock_timeout))
     if args.dry_run:
         for action in result.actions:
             out.write(_describe(action) + "\n")
         if not result.actions:
             out.write("nothing to do\n")
-        return EXIT_OK
-    out.write(format_table(sorted(result.statuses, key=lambda s: s.name)))
+        problems = _dry_run_problems(layout)
+        for line in problems:
+            out.write(line + "\n")
+        return EXIT_INVALID if problems else EXIT_OK
+    domains = _as_json(sorted(result.statuses, key=lambda s: s.name))
+    out.write(format_table(domains))
+    for line in _file_errors(domains):
+        out.write(line + "\n")
     return exit_code(result)
 
 
+# ---------------------------------------------------------------------------- reading status
+
+
+def _schema_defaults() -> dict[str, dict[str, Any]]:
+    """Field order and defaults of each object in status.json, from the shipped JSON Schema.
+
+    Maps `StatusFile`, `DomainStatus`, `FileError` to {field: default} in declaration order
+    (required fields map to None). Empty when the schema file cannot be read.
+    """
+    try:
+        schema = json.loads(Path(__file__).with_name("status.schema.json").read_bytes())
+    except (OSError, ValueError):
+        return {}
+    defs = dict(schema.get("$defs", {}))
+    defs["StatusFile"] = schema
+    return {name: {k: v.get("default") for k, v in d.get("properties", {}).items()}
+            for name, d in defs.items()}
+
+
+def _normalise(obj: dict[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:
+    """`obj` with its fields in schema order, missing ones at their defaults, unknown ones kept.
+
+    Status files written by a reconciler of another version read like this one's would.
+    """
+    if not fields or list(obj) == list(fields):
+        return obj  # as written by this version (the usual case): nothing to do
+    out = {k: obj.get(k, default) for k, default in fields.items()}
+    out.update((k, v) for k, v in obj.items() if k not in out)
+    return out
+
+
+def read_status_json(status_dir: Path) -> dict[str, Any] | None:
+    """status.json as plain JSON (no pydantic): {"updated_at", "domains": [...]}; None if absent.
+
+    Each domain has every field of `DomainStatus` in its order, so `--json` prints what a
+    model dump would. Raises `StatusReadError` when the file is not valid JSON.
+    """
+    found = _read_status(status_dir)
+    return found[0] if found is not None else None
+
+
+def _read_status(status_dir: Path) -> tuple[dict[str, Any], bytes | None] | None:
+    """`read_status_json`, and the file's bytes when they are exactly what `--json` prints.
+
+    They are when normalising changed nothing: the daemon writes status.json with the same
+    `json.dumps(..., indent=2)` that `status --json` uses, so it can be copied as it is.
+    """
+    path = status_dir / "status.json"
+    try:
+        raw = path.read_bytes()
+        data = json.loads(raw)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StatusReadError(path, exc.strerror or str(exc)) from exc
+    except ValueError as exc:
+        raise StatusReadError(path, f"not valid JSON ({exc})") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("domains", []), list):
+        raise StatusReadError(path, "not a status file (no list of domains)")
+    fields = _schema_defaults()
+    dom_fields, err_fields = fields.get("DomainStatus", {}), fields.get("FileError", {})
+    same = list(data) == ["updated_at", "domains"]
+    order = list(dom_fields)
+    domains = []
+    for raw_dom in data.get("domains", []):
+        dom = raw_dom if list(raw_dom) == order else _normalise(raw_dom, dom_fields)
+        if err_fields and dom.get("errors") and isinstance(dom["errors"], list):
+            errors = [_normalise(e, err_fields) for e in dom["errors"]]
+            if any(a is not b for a, b in zip(errors, dom["errors"], strict=True)):
+                dom = dict(dom, errors=errors)
+        same = same and dom is raw_dom
+        domains.append(dom)
+    data = _normalise(data, fields.get("StatusFile", {}))
+    data["domains"] = domains
+    return data, (raw if same and raw.endswith(b"}\n") else None)
+
+
+class StatusReadError(ReconcilerError):
+    """status.json exists but cannot be read as a status file."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        self.path = path
+        super().__init__(f"cannot read {path}: {problem}; a reconciler rewrites it on its next "
+                         "pass ('reconcile --once', or the daemon 'reconcile')")
+
+
+_FLOCK = "hhqqi4x"
+"""`struct flock` on Linux x86-64 (the layout `reconciler.daemon.DirLock` uses)."""
+
+
+def daemon_serves(layout: Layout) -> bool:
+    """Whether a reconciler daemon holds this directory's daemon lock right now.
+
+    Asks the kernel (`F_OFD_GETLK`, which never takes the lock), like
+    `reconciler.daemon.DirLock.owner`, without importing the daemon (and asyncio).
+    """
+    import fcntl
+    import struct
+
+    try:
+        fd = os.open(layout.run_dir / "daemon.lock", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        probe = struct.pack(_FLOCK, fcntl.F_WRLCK, 0, 0, 0, 0)
+        kind: int = struct.unpack(_FLOCK, fcntl.fcntl(fd, fcntl.F_OFD_GETLK, probe))[0]
+        return kind != fcntl.F_UNLCK
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _age(stamp: str | None, now: float) -> float | None:
+    """Seconds since an ISO 8601 timestamp of a status file (None if missing or unreadable)."""
+    from datetime import datetime
+
+    if not stamp:
+        return None
+    try:
+        return now - datetime.fromisoformat(stamp).timestamp()
+    except ValueError:
+        return None
+
+
+def _stale_warning(layout: Layout, updated_at: str | None, resync: float, now: float
+                   ) -> str | None:
+    """The warning for a status no reconciler keeps up to date, or None when it is current.
+
+    Stale means: older than the resync period and no daemon serves the directory (an idle
+    daemon does not rewrite an unchanged status, so age alone proves nothing while one runs).
+    """
+    age = _age(updated_at, now)
+    if age is None or age <= resync or daemon_serves(layout):
+        return None
+    return (f"reconcile: warning: this status is from {updated_at} ({_ago(age)} ago) and no "
+            f"reconciler has updated it since: none serves {layout.config_dir}; start the "
+            "daemon with 'reconcile' (or its systemd service), or refresh the status once with "
+            "'reconcile --once'\n")
+
+
+def _ago(seconds: float) -> str:
+    """A rough human duration: 45 s, 12 min, 3 h, 2 days."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 86400:.0f} days"
+
+
 def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    """`reconcile status [NAME] [--json] [--schema]`: read the status files; no daemon needed."""
+    """`reconcile status [NAME] [--json] [--schema]`: read the status files; no daemon needed.
+
+    Reads status.json with the json module only. Warns on stderr when the status is stale
+    (see `_stale_warning`); exit 1 when NAME is not there.
+    """
     if args.schema:
+        from reconciler.status import schema as status_schema
+
         json.dump(status_schema(), out, indent=2)
         out.write("\n")
         return EXIT_OK
+    import time
+
     layout = layout_of(args)
-    current = read_status(layout.status_dir)
+    found = _read_status(layout.status_dir)
+    current, raw = found if found is not None else (None, None)
     if current is None:
         err.write(f"reconcile: no status yet in {layout.status_dir}: run 'reconcile' (the daemon) "
                   "or 'reconcile --once' on this directory first\n")
-    domains = list(current.domains) if current else []
+    else:
+        warning = _stale_warning(layout, current.get("updated_at"), args.resync, time.time())
+        if warning is not None:
+            err.write(warning)
+    domains: list[dict[str, Any]] = list(current["domains"]) if current else []
     if args.name is not None:
-        domains = [d for d in domains if d.name == args.name]
+        domains = [d for d in domains if d.get("name") == args.name]
         if not domains:
             err.write(f"reconcile: no domain named {args.name!r} in {layout.status_dir}\n")
             return EXIT_INVALID
-    if args.json:
-        data = [d.model_dump(mode="json") for d in domains]
-        json.dump(data[0] if args.name is not None and len(data) == 1 else
-                  {"updated_at": current.updated_at if current else None, "domains": data},
-                  out, indent=2)
+    if args.json and args.name is None and raw is not None:
+        out.write(raw.decode())  # byte for byte what the dump below would print, only faster
+    elif args.json:
+        json.dump(domains[0] if args.name is not None and len(domains) == 1 else
+                  {"updated_at": current.get("updated_at") if current else None,
+                   "domains": domains}, out, indent=2)
         out.write("\n")
     else:
         out.write(format_table(domains))
     return EXIT_OK
 
 
+# ---------------------------------------------------------------------------- start / stop
+
+
 def cmd_set_state(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """`reconcile start|stop NAME`: set the desired state in the file, apply it if no daemon runs."""
+    import asyncio
+    import stat
+
+    import model
+    from model.edit import set_state
+    from reconciler.loop import DAEMON_LOCK, DirLock, Reconciler
+    from reconciler.scan import Scanner
+    from reconciler.status import write_atomic
+
     layout = layout_of(args)
     state: Literal["running", "stopped"] = "running" if args.command == "start" else "stopped"
     layout.ensure()
@@ -226,8 +581,117 @@ def cmd_set_state(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     rec = Reconciler(layout, out=err)
     result = asyncio.run(rec.once())
     mine = [s for s in result.statuses if s.name == args.name and s.state != "conflict"]
-    out.write(format_table(mine))
+    out.write(format_table(_as_json(mine)))
     return EXIT_OK if mine and mine[0].state == state else EXIT_INVALID
+
+
+# ---------------------------------------------------------------------------- logs and console
+
+
+def _byte_writer(out: TextIO) -> Callable[[bytes], None]:
+    """Write raw bytes to `out`: through its binary buffer when it has one, else decoded."""
+    import codecs
+
+    buffer = getattr(out, "buffer", None)
+    if buffer is not None:
+        out.flush()
+
+        def write_bytes(data: bytes) -> None:
+            """Write and flush at once (a follower's reader wants every line as it comes)."""
+            buffer.write(data)
+            buffer.flush()
+
+        return write_bytes
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+
+    def write_text(data: bytes) -> None:
+        """Decode (a character split between chunks is kept for the next one) and write."""
+        out.write(decoder.decode(data))
+
+    return write_text
+
+
+def cmd_logs(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """`reconcile logs NAME [-f] [--console] [-n N]`: print (and follow) a VM's log.
+
+    Exit 1 when the log does not exist (without `-f`, which waits for it); Ctrl-C ends `-f`
+    with exit 0.
+    """
+    from reconciler.follow import follow, print_tail
+
+    layout = layout_of(args)
+    path = layout.console_log(args.name) if args.console else layout.log_file(args.name)
+    if args.lines is not None and args.lines < 0:
+        raise UsageError("--lines needs a number >= 0")
+    write = _byte_writer(out)
+    if not args.follow:
+        try:
+            print_tail(path, write, args.lines)
+        except FileNotFoundError:
+            what = "console log" if args.console else "log"
+            err.write(f"reconcile: no {what} of {args.name!r} at {path}: qemud has not started "
+                      "a VM of that name with this directory ('reconcile status' lists them)\n")
+            return EXIT_INVALID
+        return EXIT_OK
+
+    def note(text: str) -> None:
+        """A follower's remark (rotation, truncation), on stderr."""
+        err.write(f"reconcile: {text}\n")
+        err.flush()
+
+    try:
+        follow(path, write, note, lines=args.lines)
+    except KeyboardInterrupt:
+        return EXIT_OK
+    return EXIT_OK
+
+
+def cmd_console(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """`reconcile console NAME`: attach the terminal to a running VM's serial console.
+
+    Ctrl-] detaches (exit 0); exit 1 when the VM is not running, has no console to attach
+    to, or its QEMU went away while attached.
+    """
+    from reconciler.console import ConsoleError, attach, find_console
+
+    layout = layout_of(args)
+    current = read_status_json(layout.status_dir)
+    domains = current["domains"] if current else []
+    try:
+        endpoint = find_console(layout, args.name, domains)
+    except ConsoleError as exc:
+        err.write(f"reconcile: {exc}\n")
+        return EXIT_INVALID
+    out.flush()
+
+    def banner() -> None:
+        """Said once attached, the terminal raw already (so lines end in CR LF), like virsh."""
+        err.write(f"Connected to domain '{args.name}' ({endpoint.describe()})\r\n"
+                  "Escape character is ^] (Ctrl + ])\r\n")
+        err.flush()
+
+    try:
+        how = attach(endpoint, sys.stdin.fileno(), _fileno(out), banner)
+    except ConsoleError as exc:
+        err.write(f"\nreconcile: {exc}\n")
+        return EXIT_INVALID
+    if how == "closed":
+        err.write(f"\nreconcile: the console of {args.name!r} closed: its QEMU exited "
+                  f"('reconcile status {args.name}' says why)\n")
+        return EXIT_INVALID
+    err.write("\n")
+    return EXIT_OK
+
+
+def _fileno(stream: TextIO) -> int:
+    """The file descriptor behind a stream; the process's stdout for one without (tests)."""
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return sys.__stdout__.fileno() if sys.__stdout__ is not None else 1
+
+
+# ---------------------------------------------------------------------------- the parser
 
 
 class _Parser(argparse.ArgumentParser):
@@ -254,19 +718,24 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `reconcile` and its subcommands."""
     parser = _Parser(prog="reconcile", description="Declarative reconciler for QEMU virtual "
                      "machines described by libvirt domain XML files. Without a command, runs "
-                     "the daemon (or one pass with --once).")
+                     "the daemon (or one pass with --once).",
+                     epilog="Exit status: 0 success, 1 a file invalid or in conflict, a VM "
+                     "failed or not running, 2 a usage or setup error.")
     _where_options(parser, suppress=False)
     parser.add_argument("--once", action="store_true",
                         help="run one full pass, wait for it to settle, and exit "
                         "(0 converged, 1 something invalid, in conflict or failed, 2 setup)")
-    parser.add_argument("--dry-run", action="store_true", help="with --once: print the plan only")
-    parser.add_argument("--resync", type=float, default=30.0, metavar="SECONDS",
-                        help="daemon: full pass at least this often (default 30)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="with --once: print the plan only (exit 1 when a file is invalid)")
+    parser.add_argument("--resync", type=float, default=DEFAULT_RESYNC, metavar="SECONDS",
+                        help="daemon: full pass at least this often (default 30); status: warn "
+                        "when no daemon runs and the status is older")
     parser.add_argument("--lock-timeout", type=float, default=120.0, metavar="SECONDS",
                         help="--once: how long to wait for another reconciler (default 120)")
     parser.set_defaults(func=cmd_reconcile)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    val = sub.add_parser("validate", help="check domain files (exit 1 when any is invalid)")
+    val = sub.add_parser("validate", help="check domain files (exit 1 when any is invalid or "
+                         "two share a name or uuid)")
     val.add_argument("--json", action="store_true", help="print one JSON array, an object a file")
     val.add_argument("paths", nargs="+", metavar="PATH", help="domain files or directories")
     val.set_defaults(func=cmd_validate)
@@ -286,27 +755,67 @@ def build_parser() -> argparse.ArgumentParser:
         _where_options(cmd, suppress=True)
         cmd.add_argument("name", metavar="NAME")
         cmd.set_defaults(func=cmd_set_state)
+    logs = sub.add_parser("logs", help="print a VM's log (QEMU's messages and qemud's lifecycle "
+                          "lines) or, with --console, its serial console log")
+    _where_options(logs, suppress=True)
+    logs.add_argument("name", metavar="NAME")
+    logs.add_argument("-f", "--follow", action="store_true",
+                      help="keep printing what is appended, like tail -f, until Ctrl-C")
+    logs.add_argument("--console", action="store_true", help="the serial console log instead")
+    logs.add_argument("-n", "--lines", type=int, metavar="N",
+                      help="only the last N lines (default: all)")
+    logs.set_defaults(func=cmd_logs)
+    console = sub.add_parser("console", help="attach to a running VM's serial console "
+                             "(Ctrl-] detaches)",
+                             description="Attach this terminal to serial port 0 of a running "
+                             "VM (a pty or a unix socket in bind mode). Ctrl-] detaches; the VM "
+                             "keeps running and the console log keeps recording.")
+    _where_options(console, suppress=True)
+    console.add_argument("name", metavar="NAME")
+    console.set_defaults(func=cmd_console)
     return parser
+
+
+def _quiet_stdout(stream: TextIO) -> None:
+    """After a broken pipe: point the stream's descriptor at /dev/null so nothing is reported.
+
+    Python flushes stdout at exit; without this, the rest of the buffer would hit the broken
+    pipe again and print "Exception ignored ... BrokenPipeError".
+    """
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
          err: TextIO | None = None) -> int:
-    """Run `reconcile` with `argv` (default: sys.argv); return the exit code."""
+    """Run `reconcile` with `argv` (default: sys.argv); return the exit code.
+
+    Output is flushed before returning, so a reader that went away is noticed here: the
+    command then ends quietly with 141, like a command killed by SIGPIPE.
+    """
     parser = build_parser()
     stdout, stderr = out or sys.stdout, err or sys.stderr
-    try:  # argparse prints to sys.stdout/sys.stderr and exits: send both to out/err, return its code
-        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-            args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
-        code: int = args.func(args, stdout, stderr)
-    except UsageError as exc:
-        stderr.write(f"reconcile: error: {exc}\n")
-        return EXIT_USAGE
-    except ReconcilerError as exc:
-        stderr.write(f"reconcile: {exc}\n")
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        return 130
+        try:  # argparse prints to sys.stdout/sys.stderr and exits: send both to out/err
+            with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+                args = parser.parse_args(argv)
+        except SystemExit as exc:
+            stdout.flush()
+            return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+        try:
+            code: int = args.func(args, stdout, stderr)
+        except UsageError as exc:
+            stderr.write(f"reconcile: error: {exc}\n")
+            return EXIT_USAGE
+        except ReconcilerError as exc:
+            stderr.write(f"reconcile: {exc}\n")
+            return EXIT_USAGE
+        except KeyboardInterrupt:
+            return EXIT_INTERRUPTED
+        stdout.flush()
+    except BrokenPipeError:
+        _quiet_stdout(stdout)
+        return EXIT_BROKEN_PIPE
     return code

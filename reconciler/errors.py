@@ -55,7 +55,7 @@ class SocketPathTooLongError(ReconcilerError):
         self.limit = limit
         super().__init__(
             f"{path}: socket path is {length} bytes, Unix sockets allow at most {limit}; "
-            "fix: use a shorter --config-dir (for example /var/tmp/qemud)"
+            "fix: use a shorter --config-dir (a directory of your own, such as the default ~/.qemud)"
         )
 
 

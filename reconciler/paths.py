@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import os
 import stat
-import uuid as _uuid
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from reconciler.errors import InvalidIdentifierError, SocketPathTooLongError, UnsafeDirectoryError
 
@@ -40,8 +39,10 @@ def canonical_uuid(vm_uuid: str) -> str:
     Accepts every spelling `uuid.UUID` does (upper case, no hyphens, braces);
     the result is always safe as a single path component.
     """
+    import uuid  # here, not above: `reconcile status` and `logs` import this module and start fast
+
     try:
-        return str(_uuid.UUID(vm_uuid))
+        return str(uuid.UUID(vm_uuid))
     except ValueError as err:
         raise InvalidIdentifierError("uuid", vm_uuid, "not a UUID") from err
 
@@ -171,8 +172,7 @@ def ensure_private_dir(path: Path) -> Path:
     return path
 
 
-@dataclass(frozen=True)
-class VmPaths:
+class VmPaths(NamedTuple):
     """Every file one VM uses: its runtime folder, socket, pidfile and logs."""
 
     vm_dir: Path
@@ -182,8 +182,7 @@ class VmPaths:
     console_log: Path
 
 
-@dataclass(frozen=True)
-class Layout:
+class Layout(NamedTuple):
     """The four top-level directories of one qemud instance."""
 
     config_dir: Path

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import model
+from tests.bench.cli import bench_status
 from tests.bench.lifecycle import bench_once20, bench_start_latency
 from tests.bench.loop import bench_loop
 from tests.support.domains import write_domains
@@ -120,7 +121,7 @@ def bench_validate_cli() -> None:
         print(f"  stderr: {done.stderr.decode(errors='replace')[-500:]}")
 
 
-BENCHES: list[Callable[[], None]] = [bench_parse, bench_validate_cli, bench_loop,
+BENCHES: list[Callable[[], None]] = [bench_parse, bench_validate_cli, bench_status, bench_loop,
                                      bench_start_latency, bench_once20]
 """Run in this order; later benchmarks (process start latency, scan passes) go here too."""
 

@@ -734,8 +734,10 @@ def test_dry_run_prints_plan_and_changes_nothing(world: World) -> None:
     private = ("run", "log", "status")
     before = snapshot(world.config)
     out = world.cli("--once", "--dry-run")
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert out.stdout == "start d1 (desired state is running)\n"
+    assert out.returncode == 1, out.stdout + out.stderr  # a file is invalid
+    plan, error = out.stdout.splitlines()
+    assert plan == "start d1 (desired state is running)"
+    assert error.startswith(f"{world.path('broken')}:2: not well-formed XML")
     assert snapshot(world.config, skip=private) == before
     assert world.qemu(light_uuid("d1")) == []
     assert os.listdir(world.layout.status_dir) == [] and os.listdir(world.layout.log_dir) == []

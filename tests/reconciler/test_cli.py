@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+import uuid as uuidlib
 from pathlib import Path
 
 import pytest
@@ -20,15 +21,21 @@ UUID = "4dea22b3-1d52-d8f3-2516-782e98ab3fa0"
 
 
 def domain_xml(name: str = "t", *, uuid: str | None = UUID, devices: str = "",
-               extra: str = "") -> str:
-    """A small valid domain (or an invalid one, through `extra`)."""
+               extra: str = "", acpi: bool = True) -> str:
+    """A small valid domain (or an invalid one, through `extra`); `acpi=False` leaves out ACPI."""
     uuid_line = f"  <uuid>{uuid}</uuid>\n" if uuid is not None else "  <!-- no uuid -->\n"
     return (f"<domain type='kvm'>\n  <name>{name}</name>\n{uuid_line}"
             "  <memory unit='MiB'>64</memory>\n"
             "  <os><type arch='x86_64' machine='pc'>hvm</type></os>\n"
             f"{extra}"
+            f"{'  <features><acpi/></features>' if acpi else '  <!-- no features -->'}\n"
             f"  <devices>{devices}</devices>\n"
             "</domain>\n")
+
+
+def uuid_of(name: str) -> str:
+    """A uuid of its own for each name (files given together must not share one)."""
+    return str(uuidlib.uuid5(uuidlib.NAMESPACE_URL, f"qemud-test-cli/{name}"))
 
 
 INVALID = domain_xml(extra="  <vcpu>0</vcpu>\n  <sound model='ich9'/>\n")
@@ -52,7 +59,7 @@ def write(path: Path, text: str) -> Path:
 
 @pytest.mark.parametrize(("files", "code"), [
     ({"a.xml": domain_xml("a")}, 0),
-    ({"a.xml": domain_xml("a"), "b.xml": domain_xml("b")}, 0),
+    ({"a.xml": domain_xml("a"), "b.xml": domain_xml("b", uuid=uuid_of("b"))}, 0),
     ({"a.xml": INVALID}, 1),
     ({"a.xml": domain_xml("a"), "b.xml": INVALID}, 1),
     ({"a.xml": ""}, 1),
@@ -141,8 +148,8 @@ def test_validate_samples_directory() -> None:
 def test_directories_expand_to_their_xml_files_only(tmp_path: Path) -> None:
     conf = tmp_path / "conf"
     conf.mkdir()
-    write(conf / "b.xml", domain_xml("b"))
-    write(conf / "a.xml", domain_xml("a"))
+    write(conf / "b.xml", domain_xml("b", uuid=uuid_of("b")))
+    write(conf / "a.xml", domain_xml("a", uuid=uuid_of("a")))
     # everything below would be invalid if it were read
     for ignored in (".hidden.xml", "a.xml~", ".a.xml.swp", "a.xml.swp", "#a.xml#", "notes.txt",
                     "a.xml.tmp", "README"):
@@ -157,9 +164,9 @@ def test_directories_expand_to_their_xml_files_only(tmp_path: Path) -> None:
 def test_files_and_directories_mix_in_command_line_order(tmp_path: Path) -> None:
     conf = tmp_path / "conf"
     conf.mkdir()
-    write(conf / "z.xml", domain_xml("z"))
-    write(conf / "y.xml", domain_xml("y"))
-    single = write(tmp_path / "single.xml", domain_xml("s"))
+    write(conf / "z.xml", domain_xml("z", uuid=uuid_of("z")))
+    write(conf / "y.xml", domain_xml("y", uuid=uuid_of("y")))
+    single = write(tmp_path / "single.xml", domain_xml("s", uuid=uuid_of("s")))
     code, out, _ = run("validate", "--json", str(single), str(conf))
     assert code == 0
     assert [r["name"] for r in json.loads(out)] == ["s", "y", "z"]
@@ -234,7 +241,7 @@ qemu-system-x86_64 \\
 
 
 def test_argv_prints_one_option_per_line_like_virsh_domxml_to_native(tmp_path: Path) -> None:
-    path = write(tmp_path / "t.xml", domain_xml())
+    path = write(tmp_path / "t.xml", domain_xml(acpi=False))
     code, out, err = run("argv", str(path))
     assert (code, err) == (0, "")
     assert out == MINIMAL_ARGV

@@ -29,15 +29,19 @@ Guest behaviour, steered by switches on the kernel command line (see
   binds to its ACPI ``QEMU0001`` node; ``-device pvpanic-pci`` works too).
 
 Everything is built once and cached under ``$QEMUD_TEST_CACHE`` or
-``~/.cache/qemud/test-guest/``, in a directory keyed by the kernel package
+``~/.cache/qemud/test-guest/`` (made private, mode 0700: a VM boots what it finds
+there, so nobody else may change it), in a directory keyed by the kernel package
 version and a hash of this recipe.  Builds are serialised between processes
 with ``fcntl.flock`` and published by an atomic ``rename``, so concurrent
 pytest processes are safe.  Once built, a guest is reused without asking apt
 again (apt-cache takes ~0.6 s here); set ``QEMUD_TEST_GUEST_REFRESH=1`` to
 re-resolve the metapackage and build a newer kernel if there is one.
 
-``python -m tests.support.guest [--link DIR]`` builds it from the command line
-and can symlink ``DIR/vmlinuz`` and ``DIR/initramfs.cpio.gz`` to the cached files.
+``python -m tests.support.guest`` builds it from the command line and points
+``<cache>/vmlinuz`` and ``<cache>/initramfs.cpio.gz`` at the current build: paths
+that stay valid when a newer kernel is built. ``--samples SRC DEST`` also copies the
+sample domains into DEST (a private directory, files already there kept), writing that
+cache directory where ``samples/testguest.xml`` says `GUEST_DIR_PLACEHOLDER`.
 """
 
 from __future__ import annotations
@@ -68,12 +72,19 @@ __all__ = [
     "GuestBuildError",
     "build_guest",
     "cache_root",
+    "install_samples",
     "link_guest",
     "main",
+    "private_cache_root",
 ]
 
 #: Exact line the guest's /init prints on the console once it is ready.
 READY_LINE = "QEMUD-GUEST-READY"
+
+#: What ``samples/testguest.xml`` says where the guest's directory goes (`install_samples`).
+GUEST_DIR_PLACEHOLDER = "@TEST_GUEST_DIR@"
+#: A directory earlier versions linked the guest into for every user: shared, so unsafe.
+_OLD_SHARED_DIR = "/var/tmp/qemud/test-guest"
 
 #: Debian metapackage whose dependency names the real kernel package.
 KERNEL_METAPACKAGE = "linux-image-cloud-amd64"
@@ -266,6 +277,31 @@ def cache_root() -> Path:
     return Path.home() / ".cache" / "qemud" / "test-guest"
 
 
+def private_cache_root() -> Path:
+    """Return `cache_root()`, created at mode 0700 (missing parents too) or made 0700 if ours.
+
+    Guarantees that nobody else can change what the guests boot: an existing cache directory
+    that is group- or world-accessible and owned by us is tightened; one owned by someone else
+    is refused with `GuestBuildError`.
+    """
+    root = cache_root()
+    missing: list[Path] = []
+    probe = root
+    while not os.path.lexists(probe) and probe.parent != probe:
+        missing.append(probe)
+        probe = probe.parent
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(directory, 0o700)
+    st = os.stat(root)
+    if st.st_uid != os.geteuid():
+        raise GuestBuildError(f"{root} belongs to uid {st.st_uid}, not to you; set "
+                              "QEMUD_TEST_CACHE to a directory of your own")
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        os.chmod(root, 0o700)
+    return root
+
+
 def _init_script() -> str:
     """Return the /init script text with the module list and ready line filled in."""
     modules = " ".join(name for _, name, _ in _MODULES)
@@ -298,10 +334,10 @@ def build_guest() -> Guest:
     with _memo_lock:
         if root in _memo:
             return _memo[root]
+        private_cache_root()
         pointer = root / f"current-{_recipe_hash()}"
         guest = None if refresh else _load_pointer(pointer)
         if guest is None:
-            root.mkdir(parents=True, exist_ok=True)
             with _flock(root / ".lock"):
                 guest = None if refresh else _load_pointer(pointer)
                 if guest is None:
@@ -642,8 +678,35 @@ def link_guest(guest: Guest, directory: Path) -> tuple[Path, Path]:
     return links[0], links[1]
 
 
+def install_samples(source: Path, dest: Path, guest_dir: Path) -> list[str]:
+    """Copy ``source/*.xml`` into ``dest``, keeping every file already there; return notes.
+
+    ``dest`` is created private (0700); each new copy is written at mode 0600 with
+    `GUEST_DIR_PLACEHOLDER` replaced by ``guest_dir``. A kept file that still boots the guest
+    from the old shared directory earns a note saying what to change.
+    """
+    dest.mkdir(mode=0o700, parents=True, exist_ok=True)
+    notes = []
+    for sample in sorted(source.glob("*.xml")):
+        target = dest / sample.name
+        text = sample.read_text().replace(GUEST_DIR_PLACEHOLDER, str(guest_dir))
+        try:
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            if _OLD_SHARED_DIR in target.read_text(errors="replace"):
+                notes.append(f"{target} boots the test guest from {_OLD_SHARED_DIR}, which is "
+                             f"no longer kept up to date; write {guest_dir} there instead")
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+    return notes
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Command line: build (or reuse) the guest, print its files, optionally link them."""
+    """Command line: build (or reuse) the guest, point the stable links at it, print its files.
+
+    With ``--samples SRC DEST``, also copy the sample domains (see `install_samples`).
+    """
     import argparse
 
     parser = argparse.ArgumentParser(
@@ -651,10 +714,12 @@ def main(argv: list[str] | None = None) -> int:
         description="Build (cached) the qemud test guest: Debian cloud kernel + busybox initramfs.",
     )
     parser.add_argument(
-        "--link",
+        "--samples",
+        nargs=2,
         type=Path,
-        metavar="DIR",
-        help="also symlink DIR/vmlinuz and DIR/initramfs.cpio.gz to the cached files",
+        metavar=("SRC", "DEST"),
+        help=f"also copy SRC/*.xml into DEST (files there kept), {GUEST_DIR_PLACEHOLDER} "
+        "replaced by the guest's directory",
     )
     args = parser.parse_args(argv)
     try:
@@ -662,13 +727,14 @@ def main(argv: list[str] | None = None) -> int:
     except GuestBuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    kernel, initrd = guest.kernel, guest.initrd
-    if args.link is not None:
-        kernel, initrd = link_guest(guest, args.link)
+    kernel, initrd = link_guest(guest, cache_root())
     print(f"kernel:  {kernel}")
     print(f"initrd:  {initrd}")
     print(f"version: {guest.package} {guest.version} ({guest.release})")
     print(f"cmdline: {guest.cmdline()}")
+    if args.samples is not None:
+        for note in install_samples(args.samples[0], args.samples[1], cache_root()):
+            print(f"note: {note}", file=sys.stderr)
     return 0
 
 
