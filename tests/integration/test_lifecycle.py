@@ -548,9 +548,12 @@ def test_new_daemon_adopts_vms_of_a_killed_one(env: Env, guest: Guest) -> None:
         env.wait(f"{name}: adopted by the new daemon", adopted, 15, name)
         st = env.wait_status(name, same, 5, "running with the same pid")
         assert st["restarts"] == 0, st
-    log = env.daemons[-1][1].read_text()
+    daemon_log = env.daemons[-1][1]
     for name in names:
-        assert f"{name}: adopted running QEMU pid {pids[name]}" in log, log
+        # the VM log's line is written during the adoption, the daemon's just after it
+        env.wait(f"{name}: the daemon says it adopted it",
+                 lambda name=name: f"{name}: adopted running QEMU pid {pids[name]}"
+                 in daemon_log.read_text(), 10, name)
         lines = lifecycle(env.vm_log(name))
         assert sum(1 for _, t in lines if t.startswith("starting: ")) == 1, env.vm_log(name)
         assert alive(pids[name])
