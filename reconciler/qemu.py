@@ -741,6 +741,9 @@ class QemuProcess:
             self._log(f"event GUEST_PANICKED action={data.get('action')}")
         elif name == "STOP":
             self.run_state = "paused"
+            if self._loop is not None and self.phase is Phase.ACTIVE:
+                # STOP says nothing of why: QEMU's run state does (io-error, internal-error, ...)
+                self._loop.create_task(self._refresh_run_state())
         elif name == "RESUME":
             self.run_state = "running"
         if name in LIFECYCLE_EVENTS and self._on_event is not None:
@@ -748,6 +751,20 @@ class QemuProcess:
                 self._on_event(QmpEvent(name, dict(data), self.primitives.wall_clock()))
             except Exception:
                 logger.exception("VM %s: on_event callback failed", self.name)
+
+    async def _refresh_run_state(self) -> None:
+        """Read QEMU's run state after a STOP (it says why: io-error, internal-error, ...).
+
+        Best effort: a monitor that does not answer leaves the state at ``paused``. Tells
+        ``on_event`` again so the status shows the reason at once.
+        """
+        with contextlib.suppress(MonitorError):
+            status = await self.query_status()
+            if status.status not in ("paused", "running") and self._on_event is not None:
+                self._log(f"paused by QEMU: {status.status}")
+                with contextlib.suppress(Exception):
+                    self._on_event(QmpEvent("STOP", {"status": status.status},
+                                            self.primitives.wall_clock()))
 
     async def _drain_monitor(self) -> None:
         """After exit: read the monitor to EOF (bounded), handle the last events, close it."""

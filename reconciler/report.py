@@ -108,6 +108,9 @@ class Report:
                 reason = want.kept + (f" ({_where(first)})" if first else "")
             elif errors:
                 reason = "see errors: " + _where(want.errors[0])
+        if (reason is None and live is not None and live.phase == "paused" and vm is not None
+                and vm.run_state not in (None, "paused", "running")):
+            reason = f"QEMU paused it: {vm.run_state}" + _PAUSES.get(vm.run_state or "", "")
         if reason is None and live is not None and live.phase == "stopping" and want is None:
             reason = "its domain file is gone"
         name = live.name if live is not None else (want.name if want else str(fact.uuid))
@@ -127,6 +130,16 @@ class Report:
                            if fact.retry_pending and fact.ended is not None else None),
             pending_restart=pending_restart(live, want),
             errors=errors, updated_at=stamp)
+
+
+_PAUSES = {
+    "internal-error": " (the accelerator failed: see the VM log; a stop and start clears it)",
+    "io-error": " (a disk reported an I/O error: check its image and free space, then "
+                "'reconcile stop' and 'start')",
+    "guest-panicked": " (the guest kernel panicked)",
+    "shutdown": " (the guest shut down and QEMU waits)",
+}
+"""What a user can do about QEMU's own reasons for pausing a guest."""
 
 
 def _file(want: Want | None, live: Live | None) -> str | None:

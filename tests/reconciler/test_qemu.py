@@ -676,6 +676,31 @@ def test_guest_panic_is_panic(layout: Layout, guest: Guest) -> None:
     assert "GUEST_PANICKED" in [e.name for e in events]
 
 
+@needs_qemu
+@pytest.mark.qemu
+@pytest.mark.guest
+def test_a_pause_by_qemu_is_read_with_its_reason(layout: Layout, guest: Guest) -> None:
+    """STOP says nothing of why; the wrapper asks QEMU (query-status) and reports the reason."""
+    if not guest.pvpanic:
+        pytest.skip("the guest kernel lacks pvpanic")
+    events: list[QmpEvent] = []
+    vm = guest_vm(layout, guest, guest.cmdline(panic_after=0), "-device", "pvpanic",
+                  "-action", "panic=pause", on_event=events.append)
+
+    async def scenario() -> str | None:
+        await vm.start()
+        deadline = time.monotonic() + 45
+        while not any(e.data.get("status") == "guest-panicked" for e in events):
+            assert time.monotonic() < deadline, [e.name for e in events]
+            await asyncio.sleep(0.05)
+        state = vm.run_state
+        await vm.stop(reason="test", shutdown_timeout=0, graceful=False)
+        return state
+
+    assert run(scenario(), timeout=60) == "guest-panicked"
+    assert "paused by QEMU: guest-panicked" in vm.paths.log_file.read_text()
+
+
 # --------------------------------------------------------------------------
 # The promise at the process level (issue 7)
 # --------------------------------------------------------------------------

@@ -623,3 +623,18 @@ def test_a_deleted_run_directory_is_made_again_not_fatal() -> None:
         m.rec.lock.release()
     finally:
         m.teardown()
+
+
+def test_a_vm_paused_by_qemu_shows_why_and_what_to_do() -> None:
+    m = machine()
+    try:
+        m.write_valid("a.xml", "n1", U1, True, None, False)
+        settle(m)
+        m.world.live()[0].state = "io-error"  # QEMU stopped the vCPUs (werror=stop)
+        m.run_pass()
+        status = next(s for s in m.rec.publish(m.rec.supervisor.desired, [], m.now)
+                      if s.name == "n1")
+        assert status.state == "paused" and status.reason is not None
+        assert status.reason.startswith("QEMU paused it: io-error (a disk reported")
+    finally:
+        m.teardown()
