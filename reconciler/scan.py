@@ -107,9 +107,12 @@ class Scan:
 
 
 def _rank(c: Candidate, running: Mapping[uuidlib.UUID, Path]) -> tuple[int, int, str]:
-    """Sort key of clash candidates: running first, then `<name>.xml`, then path order."""
-    is_running = running.get(c.uuid) == c.path
-    return (0 if is_running else 1, 0 if c.path.name == f"{c.name}.xml" else 1, str(c.path))
+    """Sort key of clash candidates: a running VM's own file first, then another file that
+    defines a running VM (its file now defines another domain), then `<name>.xml`, then path.
+    """
+    started_from = running.get(c.uuid)
+    tier = 0 if started_from == c.path else 1 if started_from is not None else 2
+    return (tier, 0 if c.path.name == f"{c.name}.xml" else 1, str(c.path))
 
 
 def resolve(candidates: Iterable[Candidate], running: Mapping[uuidlib.UUID, Path]

@@ -638,3 +638,19 @@ def test_a_vm_paused_by_qemu_shows_why_and_what_to_do() -> None:
         assert status.reason.startswith("QEMU paused it: io-error (a disk reported")
     finally:
         m.teardown()
+
+
+def test_a_vm_whose_file_became_another_domain_stays_with_the_copy_that_still_defines_it() -> None:
+    m = machine()
+    try:
+        m.write_valid("c.xml", "n3", None, True, None, False)
+        settle(m)
+        m.write_valid("d.xml", "n3", None, True, None, False)  # a copy: same derived uuid, loses
+        settle(m)
+        pid = m.world.live()[0].pid
+        m.write_valid("c.xml", "n3", U2, True, None, False)  # c.xml becomes another domain
+        settle(m, 6, 400.0)
+        assert m.world.stops == 0 and [q.pid for q in m.world.live()] == [pid]
+        assert not m.world.violations
+    finally:
+        m.teardown()
