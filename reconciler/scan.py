@@ -107,8 +107,10 @@ class Scan:
 
 
 def _rank(c: Candidate, running: Mapping[uuidlib.UUID, Path]) -> tuple[int, int, str]:
-    """Sort key of clash candidates: a running VM's own file first, then another file that
-    defines a running VM (its file now defines another domain), then `<name>.xml`, then path.
+    """Sort key of clash candidates: the files of running VMs first, then by name and path.
+
+    A running VM's own file ranks first, then another file that defines a running VM (its own
+    file now defines another domain), then `<name>.xml`, then path order.
     """
     started_from = running.get(c.uuid)
     tier = 0 if started_from == c.path else 1 if started_from is not None else 2
