@@ -254,9 +254,10 @@ class Scanner:
         if self.linger > 0:
             now = self.now()
             present = set(seen)
+            inodes = {e.key.inode for e in seen.values()}
             for path, old_entry in self._cache.items():
-                if path in present:
-                    continue
+                if path in present or old_entry.key.inode in inodes:
+                    continue  # still here, or renamed (its inode is here under another name)
                 since = self._vanished.setdefault(path, now)
                 if now - since < self.linger:
                     seen[path] = old_entry  # gone for a moment: counts as it was

@@ -561,3 +561,23 @@ def test_system_mode_refuses_domain_files_root_does_not_own_alone(tmp_path: Path
     found = Scanner(tmp_path, clock_ns=long_after, distrust=untrusted_file).scan()
     assert U2 not in found.domains and U1 in found.domains
     assert any("world-writable" in i.errors[0].message for i in found.invalid)
+
+
+def test_a_vanished_file_lingers_for_the_quiet_period_but_a_renamed_one_does_not(tmp_path: Path) -> None:
+    """An unlink-and-rewrite (git checkout) is not seen for `linger` seconds; a rename is seen at
+    once (the same inode under another name: no spurious clash with itself)."""
+    now = [100.0]
+    (tmp_path / "a.xml").write_bytes(dom("a", U1))
+    scanner = Scanner(tmp_path, clock_ns=long_after, linger=0.25, now=lambda: now[0])
+    assert U1 in scanner.scan().domains
+    (tmp_path / "a.xml").unlink()
+    gap = scanner.scan()
+    assert U1 in gap.domains and gap.wake_at == 100.25 and not gap.expired
+    now[0] += 0.3
+    gone = scanner.scan()
+    assert U1 not in gone.domains and gone.expired == {str(tmp_path / "a.xml")}
+    (tmp_path / "a.xml").write_bytes(dom("a", U1))
+    assert U1 in scanner.scan().domains
+    os.rename(tmp_path / "a.xml", tmp_path / "b.xml")
+    moved = scanner.scan()
+    assert not moved.conflicts and moved.domains[U1].path == tmp_path / "b.xml"
