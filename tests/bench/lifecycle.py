@@ -61,10 +61,11 @@ def _domain_xml(name: str) -> str:
 
 async def _qemud_round(base: Path, count: int) -> float:
     """Seconds from the start of a pass until `count` VMs run; stops them again."""
-    config = base / f"q{count}-{time.monotonic_ns()}"
-    config.mkdir(mode=0o700)
-    for i in range(count):
-        (config / f"b{i:02d}.xml").write_text(_domain_xml(f"b{i:02d}"))
+    return await _timed_pass(_config(base, count), count)
+
+
+async def _timed_pass(config: Path, count: int) -> float:
+    """Seconds of one pass + settle over `config` until its `count` VMs run; stops them again."""
     rec = Reconciler(Layout.under(config), out=io.StringIO())
     rec.prepare()
     try:
@@ -242,19 +243,7 @@ def _in_process(base: Path, count: int, *, debug: bool) -> tuple[float, list[flo
             if debug:
                 loop.set_debug(True)
                 loop.slow_callback_duration = SLOW_CALLBACK
-            rec = Reconciler(Layout.under(config), out=io.StringIO())
-            rec.prepare()
-            try:
-                t0 = time.perf_counter()
-                await rec.run_pass()
-                await rec.settle()
-                took = time.perf_counter() - t0
-                running = [v for v in rec.vms.values() if v.handle and v.handle.run_state == "running"]
-                if len(running) != count:
-                    raise RuntimeError(f"{len(running)} of {count} running; {rec.failures}")
-                return took
-            finally:
-                await rec.detach_all()
+            return await _timed_pass(config, count)
         took = asyncio.run(go())
     finally:
         logger.removeHandler(slow)
