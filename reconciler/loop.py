@@ -102,6 +102,7 @@ class Reconciler:
             self.layer or QemuLayer(self.layout, self.timeouts, self.primitives),
             self.history, self.clock, self.say, self.wake.set, self._wake_later, self.identify)
         self._said: dict[str, str] = {}
+        self._reported: Desired | None = None
 
     # ------------------------------------------------------------------ helpers
 
@@ -145,6 +146,7 @@ class Reconciler:
         self.scanner = self._scanner()
         self.writer = StatusWriter(self.layout.status_dir)
         self.identify.forget()
+        self._reported = None
         self.desired_set = DesiredSet(self.quiet_period, self.identify)
         self._said.clear()
 
@@ -219,6 +221,9 @@ class Reconciler:
 
     def _report_files(self, desired: Desired) -> None:
         """Say each file problem once, as `file:line: message`, in the daemon log."""
+        if desired is self._reported:
+            return  # the same desired set as last pass: nothing new to say
+        self._reported = desired
         lines: list[str] = []
         for bad in desired.invalid:
             lines += [_where(i.file, i.line, i.message) for i in bad.errors]
