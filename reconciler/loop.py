@@ -138,12 +138,13 @@ class Reconciler:
         loop.call_later(max(0.0, when - self.clock()) + 0.01, self.wake.set)
 
     def reload(self) -> None:
-        """SIGHUP: forget the parse cache and what was published; the next pass rereads all.
+        """SIGHUP: reread every file and republish everything on the next pass.
 
-        The last good definition of every running VM is not lost: the desired set falls back
-        on the definition in use, which the supervisor holds (and persisted for restarts).
+        What a file means does not change by a reload: the scanner keeps each invalid file's
+        last valid definition, and the desired set falls back on the definition in use of
+        every running VM, which the supervisor holds (and persisted for restarts).
         """
-        self.scanner = self._scanner()
+        self.scanner = self.scanner.reloaded()
         self.writer = StatusWriter(self.layout.status_dir)
         self.identify.forget()
         self._reported = None
@@ -181,6 +182,7 @@ class Reconciler:
             scan = self.scanner.scan(self.supervisor.running_files())
             desired = self.desired_set.update(scan, self.supervisor.owned(), now)
             self.supervisor.follow(desired)
+        self.supervisor.retry_adoptions()
         actions = self._plan(desired, now)
         for action in actions:
             if isinstance(action, Wait):

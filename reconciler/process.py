@@ -6,10 +6,12 @@ check reads /proc only and never signals anything.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Sequence
@@ -19,12 +21,13 @@ from reconciler.errors import InvalidIdentifierError
 from reconciler.paths import canonical_uuid
 
 
-def spawn_detached(argv: Sequence[str], log_fd: int) -> int:
+def spawn_detached(argv: Sequence[str], log_fd: int, pass_fds: Sequence[int] = ()) -> int:
     """Start ``argv`` in a new session, stdin /dev/null, stdout+stderr on ``log_fd``.
 
     The child survives qemud being killed: it has its own session and process group, so
     neither terminal signals nor a kill of qemud's group reach it. It inherits no other
-    descriptor of qemud (``close_fds``: no inotify instance, lock or socket leaks into a VM),
+    descriptor of qemud but ``pass_fds``, kept at their numbers (``close_fds``: no inotify
+    instance, lock or socket leaks into a VM),
     its umask is 177 so QEMU's QMP socket, pidfile and console logs are private (0600) while
     qemud's own umask never changes, signals ignored by Python are reset to default, and
     LC_ALL=C keeps QEMU's messages in English. ``argv[0]`` is looked up in PATH. Returns the
@@ -32,12 +35,48 @@ def spawn_detached(argv: Sequence[str], log_fd: int) -> int:
     """
     child = subprocess.Popen(
         list(argv), stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd, close_fds=True,
-        start_new_session=True, umask=0o177, restore_signals=True,
+        pass_fds=tuple(pass_fds), start_new_session=True, umask=0o177, restore_signals=True,
         env={**os.environ, "LC_ALL": "C"})
     # The pidfd owns this child from now on (waitid on it reaps it): Popen must never poll
     # or reap it behind our back, so it is told the child is none of its business.
     child.returncode = 0
     return child.pid
+
+
+def listening_socket(path: Path) -> socket.socket:
+    """A unix stream socket bound at ``path`` and listening (an old file there is replaced).
+
+    The socket file gets mode 0600 whatever the umask. The descriptor is non-inheritable
+    until passed explicitly (``spawn_detached(pass_fds=...)``).
+    """
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(path))
+        os.chmod(path, 0o600)
+        sock.listen(4)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def pass_monitor_fd(argv: Sequence[str], socket_path: Path, fd: int) -> list[str]:
+    """``argv`` with the chardev that listens at ``socket_path`` taking descriptor ``fd`` instead.
+
+    ``socket,id=charmonitor,path=P,server=on,wait=off`` becomes
+    ``socket,id=charmonitor,fd=N,server=on,wait=off``: QEMU uses the socket qemud bound (as
+    libvirt passes its monitor). Every other argument is unchanged.
+    """
+    option = "path=" + str(socket_path).replace(",", ",,")  # QEMU's escaping of a comma
+    out: list[str] = []
+    for arg in argv:
+        if arg.startswith("socket,") and (f",{option}," in arg or arg.endswith(f",{option}")):
+            out.append(arg.replace(f",{option}", f",fd={fd}", 1))
+        else:
+            out.append(arg)
+    return out
 
 
 def describe_status(returncode: int | None, signum: int | None) -> str:

@@ -7,9 +7,12 @@ The stages mirror QEMU's own ``python/qemu/machine``:
 ``launch``
     spawn QEMU paused (``-S``) in its own session, detached from qemud, with
     stdin on /dev/null and stdout+stderr appended to ``<log>/<name>.log``.
+    Its QMP socket is bound and listening before the spawn and handed to
+    QEMU as a descriptor (``-chardev socket,fd=N``, as libvirt does).
 ``attach``
-    wait for the QMP socket, connect with `qemu.qmp.QMPClient`, listen to
-    lifecycle events.
+    connect to that socket at once (the connection waits in its backlog
+    until QEMU greets: no polling), listen to lifecycle events
+    (`reconciler.monitor.Monitor`).
 ``resume``
     ``cont``: the guest starts running.
 ``stop``
@@ -45,13 +48,13 @@ import os
 import shlex
 import shutil
 import signal
+import socket
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
-from qemu.qmp import ExecuteError, QMPClient, QMPError, Runstate
+from qemu.qmp import QMPClient, QMPError
 from qemu.qmp.message import Message
 
 from reconciler.errors import (
@@ -64,6 +67,15 @@ from reconciler.errors import (
     StartError,
     StopError,
 )
+from reconciler.monitor import (
+    LIFECYCLE_EVENTS,
+    Monitor,
+    QmpConnector,
+    QmpEvent,
+    RunStatus,
+    VncInfo,
+    connect_qmp,
+)
 from reconciler.paths import VmPaths, canonical_uuid, check_socket_path, ensure_private_dir
 from reconciler.policy import ExitKind, classify_exit
 from reconciler.process import (
@@ -72,6 +84,8 @@ from reconciler.process import (
     find_qemu,
     identify_qemu,
     is_our_child,
+    listening_socket,
+    pass_monitor_fd,
     pidfd_exited,
     process_age,
     read_cmdline,
@@ -104,12 +118,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: QMP events the wrapper listens to; every other event is dropped unread.
-LIFECYCLE_EVENTS = frozenset({"SHUTDOWN", "GUEST_PANICKED", "RESET", "STOP", "RESUME"})
-
-#: Pause between attempts to connect to a QMP socket that is not there yet.
-_CONNECT_RETRY = 0.005
-
 
 # --------------------------------------------------------------------------
 # Observations
@@ -135,7 +143,7 @@ class Phase(enum.Enum):
 class Timeouts:
     """Upper bounds, in seconds, for everything that waits on QEMU."""
 
-    #: Socket appearance plus QMP greeting after launch.
+    #: From launch to QEMU's QMP greeting.
     attach: float = 10.0
     #: Any single QMP command.
     qmp: float = 5.0
@@ -174,50 +182,13 @@ class Exit:
         return describe_status(self.returncode, self.signal)
 
 
-@dataclass(frozen=True)
-class QmpEvent:
-    """One lifecycle event QEMU sent; ``at`` is wall-clock time of receipt."""
-
-    name: str
-    data: Mapping[str, object]
-    at: float
-
-
-@dataclass(frozen=True)
-class RunStatus:
-    """QEMU's ``query-status`` answer: ``status`` is e.g. running, paused, prelaunch."""
-
-    status: str
-    running: bool
-
-
-@dataclass(frozen=True)
-class VncInfo:
-    """Where the VM's VNC server listens."""
-
-    host: str
-    port: int
-
-
 # --------------------------------------------------------------------------
 # OS primitives (injectable)
 # --------------------------------------------------------------------------
 
-#: Start ``argv`` detached with stdout/stderr on the given fd; return its pid.
-Spawner = Callable[[Sequence[str], int], int]
-#: Connect and negotiate a QMP session on a socket path; the str names the client.
-QmpConnector = Callable[[Path, str], Awaitable[QMPClient]]
-
-
-async def connect_qmp(socket_path: Path, name: str) -> QMPClient:
-    """Open a QMP session on ``socket_path``: greeting and capabilities negotiated.
-
-    Raises `qemu.qmp.QMPError` (ConnectError) if nothing listens or the
-    handshake fails; the caller bounds the time.
-    """
-    client = QMPClient(name)
-    await client.connect(str(socket_path))
-    return client
+#: Start ``argv`` detached with stdout/stderr on the given fd, passing it the listed
+#: descriptors (at their numbers); return its pid.
+Spawner = Callable[[Sequence[str], int, Sequence[int]], int]
 
 
 @dataclass(frozen=True)
@@ -278,8 +249,8 @@ class QemuProcess:
         self._exit_seen: asyncio.Future[None] | None = None
         self._exit_done: asyncio.Future[Exit] | None = None
         self._finalizer: asyncio.Task[None] | None = None
-        self._qmp: QMPClient | None = None
-        self._event_task: asyncio.Task[None] | None = None
+        self._monitor: Monitor | None = None
+        self._listener: socket.socket | None = None
         self._started_at = 0.0
         self._log_offset = 0
         self._report_exit = False
@@ -355,6 +326,7 @@ class QemuProcess:
                 shutil.rmtree(leftover)
             else:
                 leftover.unlink()
+        self._listener = listening_socket(self.paths.qmp_socket)
         self.phase = Phase.PREPARED
 
     async def launch(self) -> None:
@@ -365,8 +337,11 @@ class QemuProcess:
         """
         if self.phase is not Phase.PREPARED:
             raise PhaseError(self.name, "launch()", self.phase.value)
+        assert self._listener is not None
         self._loop = asyncio.get_running_loop()
-        self._log(f"starting: {shlex.join(self.argv)}")
+        monitor_fd = self._listener.fileno()
+        argv = pass_monitor_fd(self.argv, self.paths.qmp_socket, monitor_fd)
+        self._log(f"starting: {shlex.join(argv)}")
         self._log_offset = VmLog(self.paths.log_file, self.name, self.primitives.wall_clock).size()
         try:
             log_fd = os.open(
@@ -379,7 +354,8 @@ class QemuProcess:
                 log_file=self.paths.log_file,
             ) from err
         try:
-            pid = await self._loop.run_in_executor(None, self.primitives.spawn, self.argv, log_fd)
+            pid = await self._loop.run_in_executor(
+                None, self.primitives.spawn, argv, log_fd, (monitor_fd,))
             pidfd = os.pidfd_open(pid)
         except OSError as err:
             self._log(f"failed to start: {err}")
@@ -392,48 +368,45 @@ class QemuProcess:
             ) from err
         finally:
             os.close(log_fd)
+            self._close_listener()  # QEMU holds it now: its exit resets our connection
         self._watch(pid, pidfd, is_child=True, started_at=self.primitives.clock())
         self._log(f"started pid {pid}")
         self.phase = Phase.LAUNCHED
 
     async def attach(self) -> None:
-        """Connect QMP once QEMU's socket answers, and listen to lifecycle events.
+        """Connect QMP and listen to lifecycle events; the monitor answers on return.
 
-        Waits at most `Timeouts.attach`.  If QEMU exits first, raises
-        `StartError` quoting what QEMU printed (e.g. ``Could not open
-        '/nope.img': No such file or directory``); on timeout, kills the
-        process it launched.  Either way the runtime folder is removed.
+        The socket was listening before QEMU started, so the connection is made at once and
+        waits for QEMU's greeting, at most `Timeouts.attach`.  If QEMU exits first, raises
+        `StartError` quoting what QEMU printed (e.g. ``Could not open '/nope.img': No such
+        file or directory``); on timeout or a failed handshake, kills the process it launched.
+        Either way the runtime folder is removed.
         """
         if self.phase is not Phase.LAUNCHED:
             raise PhaseError(self.name, "attach()", self.phase.value)
-        assert self._exit_seen is not None
-        clock = self.primitives.clock
-        deadline = clock() + self.timeouts.attach
-        last_error: BaseException | None = None
-        while True:
-            if self._exit_seen.done():
+        assert self._exit_seen is not None and self._loop is not None
+        exited = self._exit_seen
+        connecting: asyncio.Future[QMPClient] = asyncio.ensure_future(
+            self.primitives.connect_qmp(self.paths.qmp_socket, self.name))
+        either: set[asyncio.Future[Any]] = {connecting, exited}
+        await asyncio.wait(either, timeout=self.timeouts.attach,
+                           return_when=asyncio.FIRST_COMPLETED)
+        if not connecting.done():
+            connecting.cancel()
+            await asyncio.wait({connecting})
+        error = None if connecting.cancelled() else connecting.exception()
+        if connecting.cancelled() or error is not None:
+            if error is not None:
+                # QEMU dying resets the connection a moment before its pidfd says so
+                await asyncio.wait({exited}, timeout=self.timeouts.monitor_eof)
+            if exited.done():
                 await self._fail("attach", "QEMU exited before its monitor came up")
-            remaining = deadline - clock()
-            if remaining <= 0:
-                reason = (
-                    f"QMP socket {self.paths.qmp_socket} did not answer within "
-                    f"{self.timeouts.attach:g}s"
-                )
-                if last_error is not None:
-                    reason += f" (last error: {last_error})"
-                await self._fail("attach", reason, last_error)
-            if self.paths.qmp_socket.exists():
-                try:
-                    client = await asyncio.wait_for(
-                        self.primitives.connect_qmp(self.paths.qmp_socket, self.name),
-                        min(remaining, self.timeouts.qmp),
-                    )
-                except (QMPError, OSError, TimeoutError) as err:
-                    last_error = err
-                else:
-                    break
-            await asyncio.wait({self._exit_seen}, timeout=min(_CONNECT_RETRY, remaining))
-        self._listen(client)
+            if error is None:
+                await self._fail("attach", f"QMP socket {self.paths.qmp_socket} did not answer "
+                                 f"within {self.timeouts.attach:g}s")
+            await self._fail("attach", f"cannot talk QMP on {self.paths.qmp_socket}: {error}",
+                             error)
+        self._listen(connecting.result())
         self.phase = Phase.ATTACHED
 
     async def resume(self) -> None:
@@ -505,7 +478,9 @@ class QemuProcess:
         reconnects QMP, reads ``query-status`` and returns an ACTIVE wrapper.
         Otherwise the folder is stale: it is removed *without signalling
         anything* and None is returned.  A verified QEMU whose monitor does
-        not answer is left alone and `AdoptError` is raised.
+        not answer is left alone and `AdoptError` is raised.  Once the pid is
+        verified, its exit is reported through ``on_exit`` even if it happens
+        during adoption; the wrapper is then returned EXITED.
         """
         self = cls(
             name, vm_uuid, [], paths,
@@ -547,11 +522,14 @@ class QemuProcess:
         self._watch(
             pid, pidfd, is_child=is_our_child(pidfd), started_at=self.primitives.clock() - age
         )
+        self._report_exit = True  # an exit from here on is the VM's, adopted or not yet
         try:
             client = await asyncio.wait_for(
                 self.primitives.connect_qmp(paths.qmp_socket, name), self.timeouts.qmp
             )
         except (QMPError, OSError, TimeoutError) as err:
+            if await self._exited_while_adopting(err):
+                return self
             await self.detach()
             reason = f"its QMP socket {paths.qmp_socket} does not answer ({str(err) or 'timeout'})"
             raise AdoptError(name, pid=pid, socket=paths.qmp_socket, reason=reason) from err
@@ -559,6 +537,8 @@ class QemuProcess:
         try:
             status = await self.query_status()
         except MonitorError as err:
+            if await self._exited_while_adopting(err):
+                return self
             await self.detach()
             raise AdoptError(name, pid=pid, socket=paths.qmp_socket, reason=str(err)) from err
         if status.status == "guest-panicked":
@@ -570,15 +550,30 @@ class QemuProcess:
             try:
                 await self.execute("cont")
             except MonitorError as err:
+                if await self._exited_while_adopting(err):
+                    return self
                 await self.detach()
                 raise AdoptError(name, pid=pid, socket=paths.qmp_socket,
                                  reason=f"it was never resumed and 'cont' failed: {err}") from err
             self.run_state = "running"
             self._log(f"adopting pid {pid}: resumed a QEMU that was never started (prelaunch)")
-        self._report_exit = True
         self.phase = Phase.ACTIVE
         self._log(f"adopted pid {pid} (run state {status.status})")
         return self
+
+    async def _exited_while_adopting(self, err: BaseException) -> bool:
+        """After a failed adoption step: True once the exit is handled if QEMU died meanwhile.
+
+        A lost connection (not a timeout) is often QEMU going away: its pidfd says so a moment
+        later, so that moment is waited for. The exit has reached ``on_exit`` on return.
+        """
+        assert self._exit_seen is not None
+        if not isinstance(err, TimeoutError | MonitorTimeoutError):
+            await asyncio.wait({self._exit_seen}, timeout=self.timeouts.monitor_eof)
+        if not self._exit_seen.done():
+            return False
+        await self.wait()
+        return True
 
     async def detach(self) -> None:
         """Let go of QEMU without stopping it: close QMP, stop watching the pid.
@@ -710,18 +705,9 @@ class QemuProcess:
     # ---------------------------------------------------------------- QMP
 
     def _listen(self, client: QMPClient) -> None:
-        """Adopt ``client`` as our monitor and consume its lifecycle events."""
-        assert self._loop is not None
-        # The default listener is the only one; keep it to lifecycle events so
-        # nothing else accumulates in its queue.
-        client.events.names.update(LIFECYCLE_EVENTS)
-        self._qmp = client
-        self._event_task = self._loop.create_task(self._consume_events(client))
-
-    async def _consume_events(self, client: QMPClient) -> None:
-        """Handle events from ``client`` in arrival order until cancelled."""
-        async for message in client.events:
-            self._handle_event(message)
+        """Make ``client`` our monitor; its lifecycle events go to `_handle_event`."""
+        self._monitor = Monitor(self.name, self.paths.qmp_socket, client,
+                                timeout=self.timeouts.qmp, on_message=self._handle_event)
 
     def _handle_event(self, message: Message) -> None:
         """Record one QMP event's effect on the exit classification and run state."""
@@ -768,35 +754,22 @@ class QemuProcess:
 
     async def _drain_monitor(self) -> None:
         """After exit: read the monitor to EOF (bounded), handle the last events, close it."""
-        client = self._qmp
-        if client is None:
-            return
-
-        async def until_eof() -> None:
-            """Return once the library has read the monitor to its end."""
-            while client.runstate is Runstate.RUNNING:
-                await client.runstate_changed()
-
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(until_eof(), self.timeouts.monitor_eof)
-        await self._close_monitor()
+        monitor, self._monitor = self._monitor, None
+        if monitor is not None:
+            await monitor.drain(self.timeouts.monitor_eof)
 
     async def _close_monitor(self) -> None:
         """Stop event handling (processing what is queued) and disconnect QMP."""
-        client, self._qmp = self._qmp, None
-        task, self._event_task = self._event_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if client is None:
-            return
-        for message in client.events.clear():
-            self._handle_event(message)
-        # disconnect() re-raises why the connection ended (EOFError when QEMU
-        # went away); that is expected here.
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(client.disconnect(), self.timeouts.qmp)
+        monitor, self._monitor = self._monitor, None
+        if monitor is not None:
+            await monitor.close()
+
+    def _connected_monitor(self, command: str) -> Monitor:
+        """Our monitor, or `MonitorError` naming ``command`` when there is none."""
+        if self._monitor is None:
+            raise MonitorError(self.name, command=command, socket=self.paths.qmp_socket,
+                               reason="monitor not connected")
+        return self._monitor
 
     async def execute(
         self, command: str, arguments: Mapping[str, object] | None = None,
@@ -808,57 +781,18 @@ class QemuProcess:
         SIGSTOPped) and `MonitorError` if it answers with an error (carrying
         QEMU's message and error class) or the connection is gone.
         """
-        client = self._qmp
-        socket_path = self.paths.qmp_socket
-        if client is None:
-            raise MonitorError(
-                self.name, command=command, socket=socket_path, reason="monitor not connected"
-            )
-        limit = self.timeouts.qmp if timeout is None else timeout
-        try:
-            return await asyncio.wait_for(client.execute(command, arguments), limit)
-        except ExecuteError as err:
-            raise MonitorError(
-                self.name, command=command, socket=socket_path, reason="QEMU refused it",
-                qemu_message=str(err), error_class=err.error_class,
-            ) from err
-        except TimeoutError as err:
-            raise MonitorTimeoutError(
-                self.name, command=command, socket=socket_path,
-                reason=f"no answer within {limit:g}s (is QEMU stopped or hung?)",
-            ) from err
-        except (QMPError, OSError, EOFError) as err:
-            raise MonitorError(
-                self.name, command=command, socket=socket_path,
-                reason=f"monitor connection lost ({err})",
-            ) from err
+        return await self._connected_monitor(command).execute(command, arguments,
+                                                              timeout=timeout)
 
     async def query_status(self) -> RunStatus:
         """QEMU's run state via ``query-status``; also refreshes `run_state`."""
-        result = await self.execute("query-status")
-        if not isinstance(result, Mapping):
-            raise MonitorError(
-                self.name, command="query-status", socket=self.paths.qmp_socket,
-                reason=f"unexpected answer {result!r}",
-            )
-        status = RunStatus(str(result.get("status", "")), bool(result.get("running", False)))
+        status = await self._connected_monitor("query-status").query_status()
         self.run_state = status.status
         return status
 
     async def query_vnc(self) -> VncInfo | None:
         """The VNC server's address via ``query-vnc``; None if the VM has no VNC display."""
-        try:
-            result = await self.execute("query-vnc")
-        except MonitorError as err:
-            if err.error_class == "CommandNotFound":
-                return None
-            raise
-        if not isinstance(result, Mapping) or not result.get("enabled"):
-            return None
-        service = str(result.get("service", ""))
-        if not service.isdigit():
-            return None
-        return VncInfo(host=str(result.get("host", "")), port=int(service))
+        return await self._connected_monitor("query-vnc").query_vnc()
 
     # ---------------------------------------------------------------- stopping
 
@@ -944,7 +878,7 @@ class QemuProcess:
 
     def _monitor_connected(self) -> bool:
         """True if a QMP session is up (not closed by QEMU or by us)."""
-        return self._qmp is not None and self._qmp.runstate is Runstate.RUNNING
+        return self._monitor is not None and self._monitor.connected
 
     def _exit_seen_done(self) -> bool:
         """True once the process has terminated (even if not yet finalized)."""
@@ -957,12 +891,19 @@ class QemuProcess:
 
     # ---------------------------------------------------------------- cleanup
 
+    def _close_listener(self) -> None:
+        """Close our copy of the QMP listening socket (QEMU keeps its own); idempotent."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+
     def cleanup(self) -> None:
         """Remove the runtime folder (QMP socket, pidfile, the folder itself).
 
         Idempotent.  Refuses (does nothing) while the process is still alive,
         so a live QEMU never loses its pidfile.
         """
+        self._close_listener()
         if self._pidfd is not None and not pidfd_exited(self._pidfd):
             logger.warning("VM %s: not cleaning %s: QEMU still alive", self.name, self.paths.vm_dir)
             return

@@ -218,6 +218,18 @@ class Scanner:
             return _Entry(key, None, _issues(Path(path), exc), last_good, good_key)
         return _Entry(key, parsed, (), parsed, key)
 
+    def reloaded(self) -> Scanner:
+        """A scanner that reads every file again but keeps each path's last valid definition.
+
+        For SIGHUP: a reload rereads the directory; it must not change what an invalid file
+        means (its last valid definition stays in effect, e.g. for a VM that crashed and
+        waits for its restart back-off while its file has a typo).
+        """
+        cache = {path: _Entry(FileKey(-1, -1, e.key.inode), None, e.errors, e.last_good,
+                              e.good_key)
+                 for path, e in self._cache.items() if e.last_good is not None}
+        return replace(self, _vanished={}, _cache=cache, _last=None)
+
     def scan(self, running: Mapping[uuidlib.UUID, Path] | None = None) -> Scan:
         """One pass: stat every domain file, reparse the changed ones, resolve clashes."""
         seen: dict[str, _Entry] = {}

@@ -284,12 +284,21 @@ class Supervisor:
         return Live(uuid, vm.name, vm.pid or 0, self.phase(vm), vm.domain, vm.file)
 
     def orphans(self) -> frozenset[uuidlib.UUID]:
-        """Runtime folders that no owned VM accounts for, and unresponsive VMs due a retry."""
+        """Runtime folders that no owned VM accounts for (to adopt before planning)."""
+        return frozenset(u for u in self.layer.runtime_folders()
+                         if u not in self.vms and not self.busy(u))
+
+    def retry_adoptions(self) -> None:
+        """Try again to adopt each unresponsive VM that is due, by its worker, without waiting.
+
+        A QEMU whose monitor hangs may take the whole QMP timeout to fail again: the pass does
+        not wait for that. The VM stays registered as unresponsive meanwhile, so its uuid,
+        name, file and disks stay claimed.
+        """
         now = self.clock()
-        found = {u for u in self.layer.runtime_folders() if u not in self.vms}
-        found |= {u for u, vm in self.vms.items()
-                  if vm.phase == "unresponsive" and (vm.retry_at or 0.0) <= now}
-        return frozenset(u for u in found if not self.busy(u))
+        for uuid, vm in list(self.vms.items()):
+            if vm.phase == "unresponsive" and (vm.retry_at or 0.0) <= now and not self.busy(uuid):
+                self._dispatch(uuid, Adopt(uuid))
 
     def busy(self, uuid: uuidlib.UUID) -> bool:
         """Whether a worker is acting on `uuid` right now."""
@@ -336,8 +345,8 @@ class Supervisor:
     def deliver(self, actions: Iterable[Action], desired: Desired) -> None:
         """Give each worker the latest Start or Stop for its uuid (see the module doc).
 
-        A busy worker whose uuid has no action in this plan loses its pending one: the newest
-        plan is the only work that is ever delivered.
+        A busy worker whose uuid has no action in this plan loses its pending Start or Stop:
+        the newest plan is the only work that is ever delivered.
         """
         self.desired = desired
         work: dict[uuidlib.UUID, Action] = {}
@@ -345,7 +354,8 @@ class Supervisor:
             if isinstance(action, Start | Stop):
                 work.setdefault(action.uuid, action)  # one per uuid; a Stop is never displaced
         for uuid, worker in self._workers.items():
-            if worker.task is not None and uuid not in work:
+            if worker.task is not None and uuid not in work and not isinstance(
+                    worker.pending, Adopt):  # an adoption is not the plan's to withdraw
                 worker.pending = None
         for uuid, action in work.items():
             self._dispatch(uuid, action)
@@ -400,10 +410,12 @@ class Supervisor:
     async def _adopt(self, uuid: uuidlib.UUID) -> None:
         """Take over the QEMU of a runtime folder, or let the layer clean a stale one.
 
-        The VM is registered before anything else is awaited, so an exit during adoption (or
-        during the VNC query after it) is handled like any other exit.
+        An exit during adoption reaches `_exited` like any other (recorded, restarted by
+        policy); the VM is registered once adopted, before the VNC query, so an exit during
+        that query is handled too. An unresponsive VM being retried keeps its entry (and its
+        claims) until the outcome replaces it.
         """
-        previous = self.vms.pop(uuid, None)  # an unresponsive VM due a retry
+        previous = self.vms.get(uuid)  # an unresponsive VM due a retry
         domain, file = self.layer.load_definition(uuid)
         want = self.desired.wants.get(uuid)
         if domain is None and want is not None:
@@ -429,9 +441,12 @@ class Supervisor:
             self.history.fail(uuid, str(exc))
             self.wake_at(retry)
             return
-        if handle is None:
-            self.say(f"{name}: removed stale runtime folder of {uuid}")
-            return
+        if handle is None or vm.exited:
+            if previous is not None and self.vms.get(uuid) is previous:
+                del self.vms[uuid]
+            if handle is None:
+                self.say(f"{name}: removed stale runtime folder of {uuid}")
+            return  # an exit during adoption has been recorded by `_exited`
         vm.handle, vm.pid = handle, handle.pid
         if domain is not None and self.layer.load_definition(uuid) != (domain, file):
             try:  # an older reconciler's folder: record what it runs for the next one

@@ -509,6 +509,8 @@ def test_unresponsive_qemu_is_not_doubled_and_adopted_on_retry(
             assert state() == ("unresponsive", pid)
             assert world.qemu(uuid) == [pid]
             now[0] += ADOPT_RETRY + 1
+            await rec.run_pass()  # the retry runs in the VM's worker, not inside the pass
+            await rec.supervisor.settle()
             await rec.run_pass()
             assert state() == ("running", pid)
         finally:

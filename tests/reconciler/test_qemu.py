@@ -24,6 +24,7 @@ import pytest
 from reconciler.errors import InvalidArgvError, StartError
 from reconciler.paths import Layout, VmPaths
 from reconciler.policy import ExitKind
+from reconciler.process import listening_socket, pass_monitor_fd
 from reconciler.qemu import (
     Exit,
     Phase,
@@ -33,6 +34,7 @@ from reconciler.qemu import (
     Timeouts,
     format_log_line,
     identify_qemu,
+    read_cmdline,
     read_pidfile,
     spawn_detached,
 )
@@ -114,6 +116,40 @@ def test_format_log_line_is_libvirt_style() -> None:
     assert format_log_line(0.123, "started pid 7") == "1970-01-01 00:00:00.123+0000: started pid 7\n"
 
 
+@pytest.mark.parametrize(("arg", "expected"), [
+    ("socket,id=charmonitor,path=/r/u/qmp.sock,server=on,wait=off",
+     "socket,id=charmonitor,fd=7,server=on,wait=off"),
+    ("socket,id=charmonitor,server=on,wait=off,path=/r/u/qmp.sock",
+     "socket,id=charmonitor,server=on,wait=off,fd=7"),
+    # another socket chardev, or a path that only starts like ours, is left alone
+    ("socket,id=charchannel0,path=/r/u/qga.sock,server=on,wait=off",
+     "socket,id=charchannel0,path=/r/u/qga.sock,server=on,wait=off"),
+    ("socket,id=x,path=/r/u/qmp.sock2,server=on", "socket,id=x,path=/r/u/qmp.sock2,server=on"),
+    ("file=/r/u/qmp.sock", "file=/r/u/qmp.sock"),
+])
+def test_pass_monitor_fd_rewrites_only_the_monitor_chardev(arg: str, expected: str) -> None:
+    assert pass_monitor_fd(["-chardev", arg], Path("/r/u/qmp.sock"), 7) == ["-chardev", expected]
+
+
+def test_pass_monitor_fd_matches_a_comma_escaped_path() -> None:
+    arg = "socket,id=charmonitor,path=/r/a,,b/qmp.sock,server=on,wait=off"
+    assert pass_monitor_fd([arg], Path("/r/a,b/qmp.sock"), 9) == [
+        "socket,id=charmonitor,fd=9,server=on,wait=off"]
+
+
+def test_listening_socket_is_private_and_accepts_before_anyone_calls_accept(
+        tmp_path: Path) -> None:
+    import socket
+
+    path = tmp_path / "qmp.sock"
+    path.write_text("stale")
+    with listening_socket(path) as listener:
+        assert path.stat().st_mode & 0o777 == 0o600
+        assert not os.get_inheritable(listener.fileno())
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.connect(str(path))  # queued in the backlog: QEMU greets when it is ready
+
+
 def test_read_pidfile(tmp_path: Path) -> None:
     pidfile = tmp_path / "qemu.pid"
     assert read_pidfile(pidfile) is None
@@ -152,11 +188,16 @@ def test_prepare_appends_S_once_and_makes_private_dir(layout: Layout) -> None:
     os.umask(0o022)
     vm.paths.vm_dir.mkdir(mode=0o700)
     (vm.paths.vm_dir / "qmp.sock").write_text("leftover")
+    (vm.paths.vm_dir / "qemu.pid").write_text("leftover")
     vm.prepare()
     assert vm.argv.count("-S") == 1
     assert vm.paths.vm_dir.stat().st_mode & 0o777 == 0o700
-    assert list(vm.paths.vm_dir.iterdir()) == []
+    # leftovers gone; only the monitor socket QEMU will be given, bound and listening
+    assert list(vm.paths.vm_dir.iterdir()) == [vm.paths.qmp_socket]
+    assert stat.S_ISSOCK(vm.paths.qmp_socket.stat().st_mode)
     assert vm.phase is Phase.PREPARED
+    vm.cleanup()
+    assert not vm.paths.vm_dir.exists()
 
 
 def test_launch_of_missing_binary_is_start_error(layout: Layout) -> None:
@@ -292,7 +333,7 @@ def test_start_failure_reports_qemu_message_and_cleans_up(layout: Layout) -> Non
 @pytest.mark.qemu
 def test_attach_timeout_kills_only_what_it_started(layout: Layout) -> None:
     async def never_answers(socket_path: Path, name: str) -> Any:
-        raise ConnectionRefusedError("injected")
+        await asyncio.Event().wait()  # a greeting that never comes
 
     vm = new_vm(
         layout,
@@ -305,6 +346,41 @@ def test_attach_timeout_kills_only_what_it_started(layout: Layout) -> None:
     assert vm.pid is not None and not alive(vm.pid)
     assert not vm.paths.vm_dir.exists()
     assert "stopping reason=start-failed" in vm.paths.log_file.read_text()
+
+
+@needs_qemu
+@pytest.mark.qemu
+def test_a_failed_qmp_handshake_kills_what_it_started(layout: Layout) -> None:
+    async def refuses(socket_path: Path, name: str) -> Any:
+        raise ConnectionRefusedError("injected")
+
+    vm = new_vm(layout, primitives=Primitives(connect_qmp=refuses))
+    with pytest.raises(StartError, match=r"cannot talk QMP on .*injected") as info:
+        run(vm.start())
+    assert info.value.signal == signal.SIGKILL
+    assert vm.pid is not None and not alive(vm.pid)
+    assert not vm.paths.vm_dir.exists()
+
+
+@needs_qemu
+@pytest.mark.qemu
+def test_qemu_gets_its_monitor_socket_bound_and_private(layout: Layout) -> None:
+    vm = new_vm(layout)
+
+    async def scenario() -> tuple[list[str], int]:
+        await vm.start()
+        assert vm.pid is not None
+        try:
+            mode = vm.paths.qmp_socket.stat().st_mode & 0o777
+            return read_cmdline(vm.pid) or [], mode
+        finally:
+            await vm.stop(reason="test", shutdown_timeout=0.1, graceful=False)
+
+    cmdline, mode = run(scenario())
+    chardev = next(arg for arg in cmdline if arg.startswith("socket,id=charmonitor"))
+    assert chardev.startswith("socket,id=charmonitor,fd=") and "path=" not in chardev
+    assert mode == 0o600
+    assert "starting: " in vm.paths.log_file.read_text()
 
 
 @needs_qemu
@@ -527,7 +603,7 @@ _IGNORES_SIGTERM = "import signal, time; signal.signal(signal.SIGTERM, signal.SI
 
 def test_stop_escalates_to_sigkill_when_sigterm_is_ignored(layout: Layout) -> None:
     # A stand-in process without a monitor that ignores SIGTERM: only SIGKILL ends it.
-    def spawn_stubborn(argv: Any, log_fd: int) -> int:
+    def spawn_stubborn(argv: Any, log_fd: int, pass_fds: Any) -> int:
         return spawn_detached([sys.executable, "-c", _IGNORES_SIGTERM, str(layout.run_dir)], log_fd)
 
     exits: list[Exit] = []
@@ -784,6 +860,33 @@ def test_a_qemu_without_its_pidfile_is_found_and_adopted_not_lost(layout: Layout
 
     adopted_pid, started_pid = run(scenario())
     assert adopted_pid == started_pid
+
+
+@needs_qemu
+@pytest.mark.qemu
+def test_an_exit_during_adoption_is_reported_once_and_returned_exited(layout: Layout) -> None:
+    """QEMU dies while its new reconciler connects: the exit is not lost (no "unresponsive"
+    VM waiting for a retry); it reaches on_exit once and adopt returns the exited wrapper."""
+    first = new_vm(layout)
+    exits: list[Exit] = []
+
+    async def dies_while_connecting(socket_path: Path, name: str) -> Any:
+        assert first.pid is not None
+        os.kill(first.pid, signal.SIGKILL)
+        raise ConnectionResetError("injected: the connection went with QEMU")
+
+    async def scenario() -> QemuProcess | None:
+        await first.start()
+        await first.detach()
+        return await QemuProcess.adopt(
+            first.name, first.uuid, first.paths, timeouts=FAST,
+            primitives=Primitives(connect_qmp=dies_while_connecting), on_exit=exits.append)
+
+    adopted = run(scenario())
+    assert adopted is not None and adopted.phase is Phase.EXITED
+    assert len(exits) == 1 and exits[0].signal == signal.SIGKILL
+    assert exits[0].kind is ExitKind.CRASH
+    assert not first.paths.vm_dir.exists()
 
 
 @pytest.mark.qemu

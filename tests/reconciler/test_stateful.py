@@ -36,7 +36,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 import model
 from reconciler.desired import writable_disks
 from reconciler.errors import AdoptError, StartError
-from reconciler.loop import QUIET_PERIOD, Reconciler
+from reconciler.loop import ADOPT_RETRY, QUIET_PERIOD, Reconciler
 from reconciler.paths import Layout
 from reconciler.policy import ExitKind
 from reconciler.qemu import Exit, VncInfo
@@ -135,6 +135,10 @@ class FakeWorld:
     gates: list[asyncio.Future[None]] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
     fail_next_start: bool = False
+    exit_during_adoption: bool = False
+    """The next adopted QEMU exits while it is being adopted (after its pid was verified)."""
+    slow_hung_adoption: bool = False
+    """Adopting a hung QEMU takes until the test lets it finish (the real QMP timeout)."""
     next_pid: int = 1000
     stops: int = 0
 
@@ -219,7 +223,15 @@ class FakeLayer:
         if qemu is None or not qemu.alive:
             self.world.folders.pop(uuid, None)
             return None
+        if self.world.exit_during_adoption:
+            # the real layer watches the verified pid and reports its exit from then on
+            self.world.exit_during_adoption = False
+            qemu.on_exit = on_exit
+            self.world.end(qemu, ExitKind.CRASH)
+            return FakeHandle(self.world, qemu)
         if qemu.hung:
+            if self.world.slow_hung_adoption:
+                await self.world.gate()  # QMP's timeout runs out
             raise AdoptError(name, pid=qemu.pid, socket=Path("/dev/null"), reason="no answer")
         if qemu.state == "prelaunch":
             qemu.state = "running"  # the real layer resumes a QEMU that was never `cont`ed
@@ -420,6 +432,10 @@ class ReconcilerMachine(RuleBasedStateMachine):
     @rule()
     def fail_next_start(self) -> None:
         self.world.fail_next_start = True
+
+    @rule()
+    def exit_during_next_adoption(self) -> None:
+        self.world.exit_during_adoption = True
 
     # -------------------------------------------------------------- checks
 
@@ -651,6 +667,70 @@ def test_a_vm_whose_file_became_another_domain_stays_with_the_copy_that_still_de
         m.write_valid("c.xml", "n3", U2, True, None, False)  # c.xml becomes another domain
         settle(m, 6, 400.0)
         assert m.world.stops == 0 and [q.pid for q in m.world.live()] == [pid]
+        assert not m.world.violations
+    finally:
+        m.teardown()
+
+
+def test_a_vm_that_crashed_keeps_its_last_good_definition_across_a_reload() -> None:
+    """Crashed, waiting for its restart back-off, file broken meanwhile, then SIGHUP: the
+    reload does not change what the broken file means; the VM restarts from its last valid
+    definition, as it would have without the reload."""
+    m = machine()
+    try:
+        m.write_valid("a.xml", "n1", U1, True, None, False)
+        settle(m)
+        m.kill_qemu(0)
+        m.write_invalid("a.xml")
+        m.run_pass()
+        m.sighup()
+        settle(m, 4, 400.0)
+        assert [q.uuid for q in m.world.live()] == [U1]
+        assert m.rec.history.restarts.get(U1) == 1
+    finally:
+        m.teardown()
+
+
+def test_an_exit_during_adoption_is_recorded_and_restarted_not_left_unresponsive() -> None:
+    m = machine()
+    try:
+        m.write_valid("a.xml", "n1", U1, True, None, False)
+        settle(m)
+        m.restart_daemon(kill=False)
+        m.world.exit_during_adoption = True
+        m.run_pass()
+        assert U1 not in m.rec.vms or m.rec.vms[U1].phase != "unresponsive"
+        assert m.rec.history.ended[U1].kind is ExitKind.CRASH
+        settle(m, 3, 400.0)
+        assert [q.uuid for q in m.world.live()] == [U1]
+        assert m.rec.history.restarts.get(U1) == 1
+    finally:
+        m.teardown()
+
+
+def test_retrying_a_hung_adoption_does_not_hold_up_the_pass() -> None:
+    """A SIGSTOPped QEMU: its retried adoption runs in its worker while passes go on, and its
+    uuid and disk stay claimed meanwhile (a clash on its disk does not start)."""
+    m = machine()
+    try:
+        m.write_valid("a.xml", "n1", U1, True, "/img/shared.qcow2", False)
+        settle(m)
+        m.world.live()[0].hung = True
+        m.restart_daemon(kill=False)
+        m.run_pass()
+        assert m.rec.vms[U1].phase == "unresponsive"
+        m.world.slow_hung_adoption = True
+        m.write_valid("b.xml", "n2", U2, True, "/img/shared.qcow2", False)
+        m.now += ADOPT_RETRY + 1
+        m.loop.run_until_complete(asyncio.wait_for(m.rec.run_pass(), 5))  # not blocked
+        m.drain()
+        assert m.rec.supervisor.busy(U1) and m.rec.vms[U1].phase == "unresponsive"
+        m.loop.run_until_complete(asyncio.wait_for(m.rec.run_pass(), 5))
+        m.drain()
+        assert [q.uuid for q in m.world.live()] == [U1], "nothing else took its disk"
+        m.world.release()
+        m.drain()
+        assert not m.rec.supervisor.busy(U1) and m.rec.vms[U1].phase == "unresponsive"
         assert not m.world.violations
     finally:
         m.teardown()
