@@ -1,11 +1,13 @@
 """The OS side of a QEMU process: spawning it detached, and what /proc says about a pid.
 
-Nothing here talks QMP or keeps state; `QemuProcess` (reconciler.qemu) builds on it. Every
-check reads /proc only and never signals anything.
+Nothing here talks QMP; `QemuProcess` (reconciler.qemu) builds on it. Every check reads /proc
+only and never signals anything; `WatchedProcess` holds one process by its pidfd, the only way
+qemud signals a process.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import select
@@ -218,3 +220,72 @@ def is_our_child(pidfd: int) -> bool:
 def remove_runtime_dir(vm_dir: Path) -> None:
     """Delete ``vm_dir`` (socket, pidfile, anything else); missing is fine."""
     shutil.rmtree(vm_dir, ignore_errors=True)
+
+
+class WatchedProcess:
+    """A process held by its pidfd: its end noticed without polling, signals to it alone.
+
+    The pidfd (``os.pidfd_open``), registered with ``loop.add_reader``, becomes readable when
+    the process terminates (a zombie counts), for children and adopted processes alike; then
+    `exited` is resolved. Signals go through the pidfd, so only this very process can ever be
+    signalled, even after its pid is reused. Use it from the loop it was created on.
+    """
+
+    def __init__(self, pid: int, pidfd: int, *, is_child: bool, started_at: float,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        """Own ``pidfd`` (closed by `close`) and start watching it on ``loop``."""
+        self.pid = pid
+        self.is_child = is_child
+        #: When the process started, on the caller's monotonic clock.
+        self.started_at = started_at
+        #: Resolved (on the loop) once the process has terminated.
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self._pidfd: int | None = pidfd
+        self._loop = loop
+        loop.add_reader(pidfd, self._on_readable)
+
+    def _on_readable(self) -> None:
+        """Loop callback: the process terminated."""
+        if self._pidfd is not None:
+            self._loop.remove_reader(self._pidfd)
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+    def alive(self) -> bool:
+        """True until the process has terminated (asked of the kernel, not of the loop)."""
+        return self._pidfd is not None and not pidfd_exited(self._pidfd)
+
+    def signal(self, signum: int) -> bool:
+        """Send ``signum`` to the process; False if it is gone or no longer held."""
+        if self._pidfd is None:
+            return False
+        try:
+            signal.pidfd_send_signal(self._pidfd, signum)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def reap(self) -> tuple[int | None, int | None]:
+        """Collect a terminated child's status as (returncode, signal); (None, None) if unknown.
+
+        Unknown for a process that is not our child (adopted) or was reaped elsewhere.
+        """
+        if not self.is_child or self._pidfd is None:
+            return None, None
+        try:
+            result = os.waitid(os.P_PIDFD, self._pidfd, os.WEXITED | os.WNOHANG)
+        except ChildProcessError:
+            return None, None
+        if result is None:
+            return None, None
+        if result.si_code == os.CLD_EXITED:
+            return result.si_status, None
+        return None, result.si_status
+
+    def close(self) -> None:
+        """Stop watching and release the pidfd (the process is not touched); idempotent."""
+        pidfd, self._pidfd = self._pidfd, None
+        if pidfd is not None:
+            if not self.exited.done():
+                self._loop.remove_reader(pidfd)
+            os.close(pidfd)

@@ -79,6 +79,7 @@ from reconciler.monitor import (
 from reconciler.paths import VmPaths, canonical_uuid, check_socket_path, ensure_private_dir
 from reconciler.policy import ExitKind, classify_exit
 from reconciler.process import (
+    WatchedProcess,
     argv_value,
     describe_status,
     find_qemu,
@@ -243,15 +244,13 @@ class QemuProcess:
         self.exit: Exit | None = None
         self._on_exit = on_exit
         self._on_event = on_event
-        self._pidfd: int | None = None
-        self._is_child = False
+        self._proc: WatchedProcess | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._exit_seen: asyncio.Future[None] | None = None
         self._exit_done: asyncio.Future[Exit] | None = None
         self._finalizer: asyncio.Task[None] | None = None
         self._monitor: Monitor | None = None
         self._listener: socket.socket | None = None
-        self._started_at = 0.0
         self._log_offset = 0
         self._report_exit = False
         self._requested_stop = False
@@ -582,11 +581,9 @@ class QemuProcess:
         signalled and the runtime folder is kept.  ``on_exit`` will not be
         called.
         """
-        if self._pidfd is not None:
-            if self._loop is not None:
-                self._loop.remove_reader(self._pidfd)
-            os.close(self._pidfd)
-            self._pidfd = None
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            proc.close()
         await self._close_monitor()
         self._report_exit = False
         if self.phase is not Phase.EXITED:
@@ -595,49 +592,31 @@ class QemuProcess:
     # ---------------------------------------------------------------- exit watching
 
     def _watch(self, pid: int, pidfd: int, *, is_child: bool, started_at: float) -> None:
-        """Own ``pidfd`` and get `_on_pidfd_readable` called when the process ends."""
+        """Hold the process by ``pidfd``; `_finalize` runs once it has terminated."""
         assert self._loop is not None
         self.pid = pid
-        self._pidfd = pidfd
-        self._is_child = is_child
-        self._started_at = started_at
-        self._exit_seen = self._loop.create_future()
+        self._proc = WatchedProcess(pid, pidfd, is_child=is_child, started_at=started_at,
+                                    loop=self._loop)
+        self._exit_seen = self._proc.exited
         self._exit_done = self._loop.create_future()
-        self._loop.add_reader(pidfd, self._on_pidfd_readable)
+        self._exit_seen.add_done_callback(self._on_terminated)
 
-    def _on_pidfd_readable(self) -> None:
-        """Event-loop callback: the process terminated; finish up in a task."""
-        assert self._loop is not None and self._pidfd is not None
-        self._loop.remove_reader(self._pidfd)
-        if self._exit_seen is not None and not self._exit_seen.done():
-            self._exit_seen.set_result(None)
-        self._finalizer = self._loop.create_task(self._finalize())
-
-    def _reap(self) -> tuple[int | None, int | None]:
-        """Collect the exit status of our child as (returncode, signal); (None, None) if unknown."""
-        if not self._is_child or self._pidfd is None:
-            return None, None
-        try:
-            result = os.waitid(os.P_PIDFD, self._pidfd, os.WEXITED | os.WNOHANG)
-        except ChildProcessError:
-            return None, None  # reaped by someone else
-        if result is None:
-            return None, None
-        if result.si_code == os.CLD_EXITED:
-            return result.si_status, None
-        return None, result.si_status
+    def _on_terminated(self, _: asyncio.Future[None]) -> None:
+        """Loop callback: the process terminated (and was not let go); finish up in a task."""
+        if self._loop is not None and self._proc is not None and self._exit_done is not None:
+            self._finalizer = self._loop.create_task(self._finalize())
 
     async def _finalize(self) -> None:
         """Turn a terminated process into an `Exit`: reap, drain events, clean, report.
 
         Always resolves the exit future, even if a step fails.
         """
-        assert self._exit_done is not None and self.pid is not None
+        assert self._exit_done is not None and self.pid is not None and self._proc is not None
         exit_info: Exit | None = None
         try:
-            returncode, signum = self._reap()
+            returncode, signum = self._proc.reap()
             at = self.primitives.wall_clock()
-            uptime = max(0.0, self.primitives.clock() - self._started_at)
+            uptime = max(0.0, self.primitives.clock() - self._proc.started_at)
             await self._drain_monitor()
             kind = classify_exit(
                 requested_stop=self._requested_stop,
@@ -657,9 +636,7 @@ class QemuProcess:
                 shutdown_reason=self._shutdown_reason,
                 shutdown_guest=self._shutdown_guest,
             )
-            if self._pidfd is not None:
-                os.close(self._pidfd)
-                self._pidfd = None
+            self._proc.close()
             self.cleanup()
             self._log(f"exited {exit_info.describe()} kind={kind.value}")
         finally:
@@ -694,13 +671,7 @@ class QemuProcess:
 
     def _send_signal(self, signum: int) -> bool:
         """Signal our process through its pidfd; False if it is already gone or unknown."""
-        if self._pidfd is None:
-            return False
-        try:
-            signal.pidfd_send_signal(self._pidfd, signum)
-        except ProcessLookupError:
-            return False
-        return True
+        return self._proc is not None and self._proc.signal(signum)
 
     # ---------------------------------------------------------------- QMP
 
@@ -904,7 +875,7 @@ class QemuProcess:
         so a live QEMU never loses its pidfile.
         """
         self._close_listener()
-        if self._pidfd is not None and not pidfd_exited(self._pidfd):
+        if self._proc is not None and self._proc.alive():
             logger.warning("VM %s: not cleaning %s: QEMU still alive", self.name, self.paths.vm_dir)
             return
         remove_runtime_dir(self.paths.vm_dir)

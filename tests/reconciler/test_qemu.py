@@ -24,7 +24,7 @@ import pytest
 from reconciler.errors import InvalidArgvError, StartError
 from reconciler.paths import Layout, VmPaths
 from reconciler.policy import ExitKind
-from reconciler.process import listening_socket, pass_monitor_fd
+from reconciler.process import WatchedProcess, listening_socket, pass_monitor_fd
 from reconciler.qemu import (
     Exit,
     Phase,
@@ -148,6 +148,25 @@ def test_listening_socket_is_private_and_accepts_before_anyone_calls_accept(
         assert not os.get_inheritable(listener.fileno())
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
             client.connect(str(path))  # queued in the backlog: QEMU greets when it is ready
+
+
+def test_watched_process_sees_the_end_signals_only_its_process_and_reaps() -> None:
+    async def scenario() -> tuple[bool, tuple[int | None, int | None], bool]:
+        child = subprocess.Popen(["sleep", "30"])
+        child.returncode = 0  # the pidfd reaps it, not Popen
+        proc = WatchedProcess(child.pid, os.pidfd_open(child.pid), is_child=True,
+                              started_at=0.0, loop=asyncio.get_running_loop())
+        assert proc.alive() and not proc.exited.done()
+        assert proc.signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.exited, 5)
+        status = proc.reap()
+        again = proc.signal(signal.SIGTERM)  # gone: never reaches a reused pid
+        proc.close()
+        proc.close()
+        return proc.alive(), status, again
+
+    alive_after, status, again = run(scenario())
+    assert not alive_after and status == (None, signal.SIGTERM) and not again
 
 
 def test_read_pidfile(tmp_path: Path) -> None:
