@@ -19,7 +19,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TextIO
+from typing import TYPE_CHECKING, Any, Literal, TextIO, cast
 
 from reconciler.errors import ReconcilerError
 from reconciler.paths import Layout
@@ -575,6 +575,8 @@ def cmd_set_state(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return EXIT_INVALID
     write_atomic(path, new, stat.S_IMODE(path.stat().st_mode))
     out.write(f"{args.name}: desired state is now {state} ({path})\n")
+    if getattr(args, "force", False):
+        return _power(layout, "stop-force", args.name, wait=not args.no_wait, out=out, err=err)
     if DirLock(layout.run_dir / DAEMON_LOCK).held_elsewhere():
         out.write("the running daemon applies it\n")
         return EXIT_OK
@@ -583,6 +585,58 @@ def cmd_set_state(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     mine = [s for s in result.statuses if s.name == args.name and s.state != "conflict"]
     out.write(format_table(_as_json(mine)))
     return EXIT_OK if mine and mine[0].state == state else EXIT_INVALID
+
+
+# ---------------------------------------------------------------------------- power verbs
+
+
+def cmd_power(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """`reconcile restart|reboot|reset NAME`: carried out by the daemon, or here when none runs."""
+    return _power(layout_of(args), args.command, args.name, wait=not args.no_wait, out=out,
+                  err=err)
+
+
+def _power(layout: Layout, verb: str, name: str, *, wait: bool, out: TextIO, err: TextIO) -> int:
+    """Ask the daemon (control socket) to carry out `verb`, printing its progress; else do it.
+
+    Without a daemon the verb is carried out in this process (which owns the VMs meanwhile,
+    like `reconcile --once`), so `--no-wait` cannot apply: it is said and ignored.
+    """
+    from reconciler.control import CONTROL_SOCKET, NoDaemonError, request
+
+    def progress(text: str) -> None:
+        """One step, as it happens."""
+        out.write(text + "\n")
+        out.flush()
+
+    try:
+        ok, message = request(layout.run_dir / CONTROL_SOCKET, verb, name, wait=wait,
+                              progress=progress)
+    except NoDaemonError:
+        ok, message = _power_here(layout, verb, name, wait=wait, progress=progress, err=err)
+    (out if ok else err).write(("" if ok else "reconcile: ") + message + "\n")
+    return EXIT_OK if ok else EXIT_INVALID
+
+
+def _power_here(layout: Layout, verb: str, name: str, *, wait: bool,
+                progress: Callable[[str], None], err: TextIO) -> tuple[bool, str]:
+    """Carry out a power verb in this process (no daemon answers); (ok, final message)."""
+    import asyncio
+
+    from reconciler.loop import DAEMON_LOCK, DirLock, Reconciler
+    from reconciler.power import PowerError, Verb, carry_out_here
+
+    if DirLock(layout.run_dir / DAEMON_LOCK).held_elsewhere():
+        return False, (f"a daemon serves {layout.config_dir} but does not answer on its control "
+                       "socket; restart it (an older daemon has none)")
+    if not wait:
+        progress("no daemon runs: carrying it out here (--no-wait does not apply)")
+    layout.ensure()
+    rec = Reconciler(layout, out=err)
+    try:
+        return True, asyncio.run(carry_out_here(rec, cast(Verb, verb), name, progress))
+    except PowerError as exc:
+        return False, str(exc)
 
 
 # ---------------------------------------------------------------------------- logs and console
@@ -755,6 +809,23 @@ def build_parser() -> argparse.ArgumentParser:
         _where_options(cmd, suppress=True)
         cmd.add_argument("name", metavar="NAME")
         cmd.set_defaults(func=cmd_set_state)
+        if verb == "stop":
+            cmd.add_argument("--force", action="store_true", help="do not wait for the guest "
+                             "to power off (ACPI): QMP quit at once, then signals")
+            cmd.add_argument("--no-wait", action="store_true",
+                             help="with --force: return once the daemon has the request")
+    for verb, text in (
+            ("restart", "stop a running VM (gracefully) and start it again from its current "
+             "definition (applies a pending restart); starts it if it is wanted but not running"),
+            ("reboot", "press the ACPI power button and start the VM afresh once the guest has "
+             "powered off (its desired state is unchanged)"),
+            ("reset", "hard-reset a running VM (same QEMU, like pressing the reset button)")):
+        cmd = sub.add_parser(verb, help=text)
+        _where_options(cmd, suppress=True)
+        cmd.add_argument("name", metavar="NAME")
+        cmd.add_argument("--no-wait", action="store_true",
+                         help="return once the daemon has the request (scripts)")
+        cmd.set_defaults(func=cmd_power)
     logs = sub.add_parser("logs", help="print a VM's log (QEMU's messages and qemud's lifecycle "
                           "lines) or, with --console, its serial console log")
     _where_options(logs, suppress=True)

@@ -5,7 +5,8 @@ woken: a completed save of a domain file (close after write, rename into place) 
 other change in the config or run directory after a short debounce, a QEMU exit or QMP event,
 a back-off or quiet-period deadline, SIGHUP (a full rescan), SIGUSR1 (a pass asked for by
 `reconcile --once`) and a periodic resync. The watchdog thread only posts wake-ups into the
-loop. SIGTERM and SIGINT end the daemon and leave every VM running.
+loop. Power verbs (`reconcile restart`, ...) arrive on its control socket (`reconciler.control`).
+SIGTERM and SIGINT end the daemon and leave every VM running.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
+from reconciler.control import CONTROL_SOCKET, serve_control
 from reconciler.errors import ReconcilerError
 from reconciler.scan import is_domain_file
 from reconciler.status import write_atomic
@@ -217,11 +219,16 @@ async def serve(rec: Reconciler, *, resync: float = 30.0, debounce: float = 0.05
         if not daemon_lock.try_acquire():
             raise AlreadyRunningError(daemon_lock.path)
         observer = watch(rec.layout.config_dir, rec.layout.run_dir, notify)
+        control_path = rec.layout.run_dir / CONTROL_SOCKET
+        control = await serve_control(rec, control_path)
         rec.say(f"watching {rec.layout.config_dir} (pid {os.getpid()})")
         try:
             await _serve(rec, stopping, resync)
         finally:
             rec.say("exiting; VMs keep running and are adopted by the next reconciler")
+            control.close()
+            with contextlib.suppress(OSError):
+                control_path.unlink()
             observer.stop()
             await rec.detach_all()
             rec.lock.release()

@@ -65,6 +65,12 @@ class History:
             self.dirty = True
         self.failures.pop(uuid, None)
 
+    def allow_start(self, uuid: uuidlib.UUID) -> None:
+        """A user asked for a (re)start now: forget the hold and back-off of `uuid`'s last exit."""
+        if self.ended.pop(uuid, None) is not None:
+            self.dirty = True
+        self.failures.pop(uuid, None)
+
     def fail(self, uuid: uuidlib.UUID, message: str) -> None:
         """Remember why the last action on `uuid` failed (shown in its status)."""
         self.failures[uuid] = message

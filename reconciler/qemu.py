@@ -255,6 +255,7 @@ class QemuProcess:
         self._report_exit = False
         self._requested_stop = False
         self._stop_task: asyncio.Task[Exit] | None = None
+        self._hurry: asyncio.Event | None = None
         self._shutdown_seen = False
         self._shutdown_guest = False
         self._shutdown_reason: str | None = None
@@ -662,11 +663,24 @@ class QemuProcess:
             raise PhaseError(self.name, "wait()", self.phase.value)
         return await asyncio.shield(self._exit_done)
 
-    async def _wait_exit(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` s for the exit to be fully handled; True if it was."""
+    async def _wait_exit(self, timeout: float, *, hurry: asyncio.Event | None = None) -> bool:
+        """Wait up to ``timeout`` s for the exit to be fully handled; True if it was.
+
+        Returns early (False) once ``hurry`` is set.
+        """
         if self._exit_done is None:
             return True
-        await asyncio.wait({self._exit_done}, timeout=max(0.0, timeout))
+        waits: set[asyncio.Future[Any]] = {self._exit_done}
+        hurried: asyncio.Future[Any] | None = None
+        if hurry is not None:
+            hurried = asyncio.ensure_future(hurry.wait())
+            waits.add(hurried)
+        try:
+            await asyncio.wait(waits, timeout=max(0.0, timeout),
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if hurried is not None:
+                hurried.cancel()
         return self._exit_done.done()
 
     def _send_signal(self, signum: int) -> bool:
@@ -777,12 +791,17 @@ class QemuProcess:
         `Timeouts.term`; SIGKILL then wait `Timeouts.kill`.  A monitor that
         does not answer in `Timeouts.qmp` is given up on and signals follow.
         Raises `StopError` if QEMU survives SIGKILL.  Concurrent calls share
-        one stop.
+        one stop; a call that is not ``graceful`` cuts short the ACPI wait of
+        one under way (``reconcile stop --force`` during a graceful stop).
         """
         if self.exit is not None:
             return self.exit
         if self._exit_done is None or self.phase is Phase.DETACHED:
             raise PhaseError(self.name, "stop()", self.phase.value)
+        if self._hurry is None:
+            self._hurry = asyncio.Event()
+        if not graceful:
+            self._hurry.set()
         if self._stop_task is None:
             self._stop_task = asyncio.get_running_loop().create_task(
                 self._stop(reason, shutdown_timeout, graceful)
@@ -807,11 +826,12 @@ class QemuProcess:
             except MonitorError as err:
                 self._log(f"stopping reason={reason}: system_powerdown failed: {err.reason}")
             else:
-                if await self._wait_exit(shutdown_timeout):
+                if await self._wait_exit(shutdown_timeout, hurry=self._hurry):
                     return self._stopped()
                 self._log(
                     f"stopping reason={reason}: guest did not power off within "
-                    f"{shutdown_timeout:g}s"
+                    f"{shutdown_timeout:g}s" if not (self._hurry and self._hurry.is_set())
+                    else f"stopping reason={reason}: forced: not waiting for the guest"
                 )
         if monitor_ok and self._monitor_connected() and not self._exit_seen_done():
             self._log(f"stopping reason={reason}: quit")

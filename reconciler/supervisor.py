@@ -18,8 +18,8 @@ import contextlib
 import os
 import re
 import uuid as uuidlib
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -27,7 +27,7 @@ import model
 from model.firmware import choose as choose_firmware
 from reconciler import uefi
 from reconciler.desired import Desired, Identify, Owned, Want
-from reconciler.errors import AdoptError, ReconcilerError, StartError
+from reconciler.errors import AdoptError, MonitorError, ReconcilerError, StartError
 from reconciler.history import History
 from reconciler.paths import Layout
 from reconciler.plan import Action, Adopt, Live, Phase, Start, Stop, claims
@@ -81,6 +81,10 @@ class Handle(Protocol):
 
     async def query_vnc(self) -> VncInfo | None:
         """Where its VNC server listens, if it has one."""
+
+    async def execute(self, command: str, arguments: Mapping[str, object] | None = None,
+                      *, timeout: float | None = None) -> object:
+        """Run one QMP command (`MonitorError` when it fails or no monitor answers)."""
 
 
 ExitCallback = Callable[[Exit], None]
@@ -232,11 +236,17 @@ class Vm:
 
 @dataclass
 class _Worker:
-    """The one task that acts on one uuid, and the newest action waiting for it."""
+    """The one task that acts on one uuid, and the newest action waiting for it.
+
+    `requests` are one-shot user operations (power verbs), run in order before the pending
+    action; each resolves its future with the operation's result or exception.
+    """
 
     pending: Action | None = None
     task: asyncio.Task[None] | None = None
     operations: int = 0
+    requests: list[tuple[Callable[[], Awaitable[object]], asyncio.Future[object]]] = field(
+        default_factory=list)
 
 
 @dataclass
@@ -256,7 +266,12 @@ class Supervisor:
     identify: Identify = os.path.normpath
     vms: dict[uuidlib.UUID, Vm] = field(default_factory=dict)
     desired: Desired = field(default_factory=lambda: Desired({}))
+    forced: set[uuidlib.UUID] = field(default_factory=set)
+    """VMs whose next (or current) stop skips the ACPI wait (`reconcile stop --force`)."""
+    rebooting: set[uuidlib.UUID] = field(default_factory=set)
+    """VMs whose next exit is a reboot's power-off: qemud's doing, started again at once."""
     _workers: dict[uuidlib.UUID, _Worker] = field(default_factory=dict)
+    _change: asyncio.Event | None = None
 
     # ------------------------------------------------------------------ views
 
@@ -360,6 +375,70 @@ class Supervisor:
         for uuid, action in work.items():
             self._dispatch(uuid, action)
 
+    def submit(self, uuid: uuidlib.UUID, operation: Callable[[], Awaitable[object]]
+               ) -> asyncio.Future[object]:
+        """Run `operation` in `uuid`'s worker after its current operation; its outcome.
+
+        Serialised with the starts, stops and adoptions of that uuid; an exception of the
+        operation is the future's (the caller reports it), never the worker's.
+        """
+        worker = self._workers.setdefault(uuid, _Worker())
+        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        worker.requests.append((operation, future))
+        if worker.task is None:
+            worker.task = asyncio.get_running_loop().create_task(self._work(uuid, worker))
+        return future
+
+    async def execute(self, uuid: uuidlib.UUID, command: str) -> object:
+        """Run one QMP command on `uuid`'s live QEMU (`MonitorError` when it is not live)."""
+        vm = self.vms.get(uuid)
+        if vm is None or vm.handle is None:
+            raise MonitorError(vm.name if vm else str(uuid), command=command,
+                               socket=Path("-"), reason="the VM is not running")
+        return await vm.handle.execute(command)
+
+    async def stop_now(self, uuid: uuidlib.UUID, reason: str) -> None:
+        """Stop `uuid`'s VM as a Stop action would (run it in the worker: `submit`)."""
+        vm = self.vms.get(uuid)
+        if vm is not None:
+            await self._stop(uuid, Stop(uuid, vm.name, reason))
+
+    def force_stop(self, uuid: uuidlib.UUID) -> None:
+        """Have `uuid`'s stop skip the ACPI wait: the next one, and one already waiting."""
+        self.forced.add(uuid)
+        vm = self.vms.get(uuid)
+        if vm is not None and vm.handle is not None and vm.phase == "stopping":
+            handle = vm.handle
+
+            async def hurry() -> None:
+                """Escalate the stop under way (the worker awaits the same sequence)."""
+                with contextlib.suppress(ReconcilerError):
+                    await handle.stop(reason="forced", shutdown_timeout=0, graceful=False)
+            asyncio.get_running_loop().create_task(hurry())
+
+    def _changed(self) -> None:
+        """Tell `until` waiters that something about the VMs changed."""
+        change, self._change = self._change, None
+        if change is not None:
+            change.set()
+
+    async def until(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Wait (at most `timeout` s) until `predicate()` holds after some change; whether it did.
+
+        Woken by every finished worker operation and every exit, never by polling.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not predicate():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            if self._change is None:
+                self._change = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._change.wait(), remaining)
+        return True
+
     def _dispatch(self, uuid: uuidlib.UUID, action: Action) -> asyncio.Task[None] | None:
         """Queue `action` as `uuid`'s newest work; start its worker if it is idle."""
         worker = self._workers.setdefault(uuid, _Worker())
@@ -377,14 +456,24 @@ class Supervisor:
     async def _work(self, uuid: uuidlib.UUID, worker: _Worker) -> None:
         """The worker: run the pending action, then the next one, until none is left."""
         try:
-            while worker.pending is not None:
-                action, worker.pending = worker.pending, None
-                await self._act(uuid, action)
+            while worker.pending is not None or worker.requests:
+                if worker.requests:
+                    operation, future = worker.requests.pop(0)
+                    await _settle(future, operation)
+                else:
+                    action, worker.pending = worker.pending, None
+                    assert action is not None
+                    await self._act(uuid, action)
                 worker.operations += 1
+                self._changed()
         finally:
             worker.task = None
+            for _, future in worker.requests:
+                future.cancel()
+            worker.requests.clear()
             if uuid not in self.vms and worker.pending is None:
                 self._workers.pop(uuid, None)
+            self._changed()
             self.wake()
 
     async def _act(self, uuid: uuidlib.UUID, action: Action) -> None:
@@ -542,7 +631,7 @@ class Supervisor:
         want = self.desired.wants.get(uuid)
         domain = want.domain if want is not None else vm.domain
         timeout = domain.desired.shutdown_timeout if domain is not None else 60
-        graceful = domain is None or domain.features.acpi
+        graceful = uuid not in self.forced and (domain is None or domain.features.acpi)
         self.say(f"{vm.name}: stopping ({action.reason})")
         vm.phase, vm.stop_reason = "stopping", action.reason
         try:
@@ -570,6 +659,11 @@ class Supervisor:
         vm.exited = True
         if self.vms.get(uuid) is vm:
             del self.vms[uuid]
+        self.forced.discard(uuid)
+        if uuid in self.rebooting:  # the guest powered off for a reboot: ours, started again
+            self.rebooting.discard(uuid)
+            vm.stop_reason = "reboot requested"
+            exit_info = replace(exit_info, kind=ExitKind.STOPPED)
         want = self.desired.wants.get(uuid)
         domain = vm.domain or (want.domain if want else None)
         key = want.key if want is not None else None
@@ -581,6 +675,7 @@ class Supervisor:
         self.history.record_end(uuid, domain, exit_info.kind, uptime=exit_info.uptime,
                                 message=message, key=key, now=self.clock())
         self._schedule_retry(uuid)
+        self._changed()
         self.wake()
 
     def _schedule_retry(self, uuid: uuidlib.UUID) -> None:
@@ -613,6 +708,22 @@ class Supervisor:
                     await vm.handle.detach()
         self.vms.clear()
         self._workers.clear()
+
+
+async def _settle(future: asyncio.Future[object],
+                  operation: Callable[[], Awaitable[object]]) -> None:
+    """Run a submitted operation and put its outcome in `future` (cancellation passes)."""
+    try:
+        result = await operation()
+    except asyncio.CancelledError:
+        future.cancel()
+        raise
+    except Exception as exc:
+        if not future.done():
+            future.set_exception(exc)
+    else:
+        if not future.done():
+            future.set_result(result)
 
 
 async def _vnc_of(handle: Handle) -> str | None:

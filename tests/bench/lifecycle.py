@@ -222,15 +222,19 @@ class _SlowCallbacks(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
         self.took: list[float] = []
+        self.what: list[tuple[float, str]] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        """Keep the duration of each slow callback."""
-        found = re.search(r"took ([0-9.]+) seconds", record.getMessage())
+        """Keep the duration (and the callback's description) of each slow callback."""
+        message = record.getMessage()
+        found = re.search(r"took ([0-9.]+) seconds", message)
         if found:
             self.took.append(float(found.group(1)))
+            self.what.append((float(found.group(1)), message))
 
 
-def _in_process(base: Path, count: int, *, debug: bool) -> tuple[float, list[float]]:
+def _in_process(base: Path, count: int, *, debug: bool,
+                slowest: list[tuple[float, str]] | None = None) -> tuple[float, list[float]]:
     """Seconds of one pass + settle for `count` VMs in process, and the slow callbacks seen."""
     config = _config(base, count)
     slow = _SlowCallbacks()
@@ -248,6 +252,8 @@ def _in_process(base: Path, count: int, *, debug: bool) -> tuple[float, list[flo
     finally:
         logger.removeHandler(slow)
         kill_mentioning(f"{config}/")
+    if slowest is not None:
+        slowest.extend(sorted(slow.what, reverse=True)[:3])
     return took, slow.took
 
 
@@ -267,7 +273,8 @@ def bench_once20() -> None:
             floor.append(asyncio.run(_floor_round(base, ONCE_COUNT, cont=True)))
             whole.append(_whole_process(base, ONCE_COUNT))
             inproc.append(_in_process(base, ONCE_COUNT, debug=False)[0])
-        _, slow = _in_process(base, ONCE_COUNT, debug=True)
+        slowest: list[tuple[float, str]] = []
+        _, slow = _in_process(base, ONCE_COUNT, debug=True, slowest=slowest)
     finally:
         kill_mentioning(f"{base}/")
         shutil.rmtree(base, ignore_errors=True)
@@ -285,3 +292,5 @@ def bench_once20() -> None:
     verdict = "ok" if worst <= SLOW_CALLBACK else f"OVER the {SLOW_CALLBACK * 1000:.0f} ms target"
     print(f"  event loop: {len(slow)} callbacks over {SLOW_CALLBACK * 1000:.0f} ms during a "
           f"{ONCE_COUNT}-VM pass (asyncio debug), slowest {worst * 1000:.1f} ms ({verdict})")
+    for took, what in slowest:
+        print(f"    {took * 1000:5.1f} ms  {what[:150]}")

@@ -39,6 +39,7 @@ from reconciler.errors import AdoptError, StartError
 from reconciler.loop import ADOPT_RETRY, QUIET_PERIOD, Reconciler
 from reconciler.paths import Layout
 from reconciler.policy import ExitKind
+from reconciler.power import Verb, carry_out
 from reconciler.qemu import Exit, VncInfo
 from reconciler.status import read_status
 from reconciler.supervisor import EventCallback, ExitCallback, Handle
@@ -123,6 +124,13 @@ class FakeHandle:
     async def query_vnc(self) -> VncInfo | None:
         return None
 
+    async def execute(self, command: str, arguments: object = None, *,
+                      timeout: float | None = None) -> object:
+        self.world.commands.append((self.qemu.pid, command))
+        if command == "system_powerdown" and not self.qemu.hung:
+            self.world.end(self.qemu, ExitKind.POWEROFF)  # the guest powers off
+        return {}
+
 
 @dataclass
 class FakeWorld:
@@ -141,6 +149,7 @@ class FakeWorld:
     """Adopting a hung QEMU takes until the test lets it finish (the real QMP timeout)."""
     next_pid: int = 1000
     stops: int = 0
+    commands: list[tuple[int, str]] = field(default_factory=list)
 
     def live(self) -> list[FakeQemu]:
         """The fake QEMUs that run."""
@@ -185,9 +194,15 @@ class FakeWorld:
     def check_stop(self, qemu: FakeQemu, reason: str) -> None:
         """The promise at every stop: the pass that decided it saw nothing wanting the VM."""
         self.stops += 1
+        if reason in USER_STOPS:
+            return  # a user asked for this one (restart): not the desired state's doing
         problem = self.oracle(qemu.uuid, qemu.domain.name)
         if problem is not None:
             self.violations.append(f"stopped {qemu.domain.name} ({reason}): {problem}")
+
+
+USER_STOPS = frozenset({"restart-requested"})
+"""Stop reasons that come from a user's power verb, not from the desired state."""
 
 
 class FakeLayer:
@@ -268,6 +283,7 @@ class ReconcilerMachine(RuleBasedStateMachine):
         self.snapshot: tuple[dict[str, FileModel], dict[str, tuple[float, Spec | None]], float] = (
             {}, {}, self.now)
         self.world = FakeWorld(self.protects)
+        self.power: list[asyncio.Task[str]] = []
         self.rec = self._new_reconciler()
 
     # -------------------------------------------------------------- plumbing
@@ -437,6 +453,16 @@ class ReconcilerMachine(RuleBasedStateMachine):
     def exit_during_next_adoption(self) -> None:
         self.world.exit_during_adoption = True
 
+    @rule(index=st.integers(0, 5), verb=st.sampled_from(("restart", "reboot", "reset")))
+    def power_verb(self, index: int, verb: Verb) -> None:
+        """`reconcile restart|reboot|reset NAME`, carried out beside the passes (background)."""
+        names = sorted(vm.name for vm in self.rec.vms.values())
+        if names:
+            name = names[index % len(names)]
+            self.power.append(self.loop.create_task(
+                carry_out(self.rec, verb, name, lambda text: None)))
+            self.drain()
+
     # -------------------------------------------------------------- checks
 
     @invariant()
@@ -478,6 +504,9 @@ class ReconcilerMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         self.world.release()
+        self.drain()
+        for task in self.power:
+            task.cancel()
         self.drain()
         self.loop.run_until_complete(self.rec.detach_all())
         self.loop.close()
@@ -731,6 +760,33 @@ def test_retrying_a_hung_adoption_does_not_hold_up_the_pass() -> None:
         m.world.release()
         m.drain()
         assert not m.rec.supervisor.busy(U1) and m.rec.vms[U1].phase == "unresponsive"
+        assert not m.world.violations
+    finally:
+        m.teardown()
+
+
+def test_power_verbs_go_through_the_worker_and_restart_from_the_current_definition() -> None:
+    m = machine()
+    try:
+        m.write_valid("a.xml", "n1", U1, True, None, False)
+        settle(m)
+        first = m.world.live()[0].pid
+        m.power_verb(0, "reset")
+        settle(m)
+        assert (first, "system_reset") in m.world.commands and m.world.live()[0].pid == first
+        m.write_valid("a.xml", "n1", U1, True, "/img/new.qcow2", False)  # a pending restart
+        settle(m)
+        assert m.world.live()[0].pid == first
+        m.power_verb(0, "restart")
+        settle(m)
+        [now] = m.world.live()
+        assert now.pid != first and writable_disks(now.domain)  # the new definition
+        assert m.power[-1].done() and m.power[-1].result() == f"n1: running, pid {now.pid}"
+        m.power_verb(0, "reboot")
+        settle(m)
+        [again] = m.world.live()
+        assert again.pid != now.pid and m.power[-1].result() == f"n1: running, pid {again.pid}"
+        assert m.rec.history.restarts.get(U1, 0) == 0, "a reboot's power-off is not a crash"
         assert not m.world.violations
     finally:
         m.teardown()

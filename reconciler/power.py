@@ -1,0 +1,163 @@
+"""Power verbs: ``stop --force``, ``restart``, ``reboot``, ``reset``, carried out by the VM's worker.
+
+Each verb is a one-shot request about one VM, carried out by whoever owns the VMs: the daemon
+(asked over its control socket, see `reconciler.control`) or, when none runs, this process
+(`carry_out_here`, which runs passes itself until the verb is done). None of them changes the
+desired state in the domain file: ``stop --force`` is ``stop`` (the CLI writes the file first)
+without waiting for the guest; ``restart`` stops the VM and lets the next pass start it from its
+current definition (so it also applies a pending restart); ``reboot`` presses the ACPI power
+button and starts the VM afresh once the guest has powered off (libvirt's "fake reboot");
+``reset`` is a hard reset of the same QEMU.
+
+Every step is announced through ``say`` (the CLI prints it as progress). Failures raise
+`PowerError`, whose message says what to do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid as uuidlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Literal, get_args
+
+from reconciler.errors import ReconcilerError
+
+if TYPE_CHECKING:
+    from reconciler.loop import Reconciler
+    from reconciler.supervisor import Vm
+
+Verb = Literal["stop-force", "restart", "reboot", "reset"]
+VERBS: tuple[Verb, ...] = get_args(Verb)
+
+#: How long a restart or reboot may take to bring the VM back (QEMU start + first pass).
+START_WAIT = 60.0
+#: How long a forced stop may take (QMP quit, then SIGTERM, then SIGKILL, each bounded).
+STOP_WAIT = 30.0
+
+
+class PowerError(ReconcilerError):
+    """A power verb could not be carried out; the message says why and what to do."""
+
+    def __init__(self, name: str, verb: str, problem: str) -> None:
+        self.name = name
+        self.verb = verb
+        self.problem = problem
+        super().__init__(f"{name}: {verb.replace('-', ' --')}: {problem}")
+
+
+def find_vm(rec: Reconciler, name: str) -> tuple[uuidlib.UUID, Vm | None]:
+    """The uuid of the domain called `name` and its live VM (None if none runs).
+
+    A live VM is found by the name it runs under, else the desired set's domain of that name.
+    Raises `PowerError` when no domain has that name.
+    """
+    for uuid, vm in rec.supervisor.vms.items():
+        if vm.name == name:
+            return uuid, vm
+    for uuid, want in rec.supervisor.desired.wants.items():
+        if want.name == name:
+            return uuid, None
+    raise PowerError(name, "find", f"no domain named {name!r} in {rec.layout.config_dir}")
+
+
+def _live(vm: Vm | None, name: str, verb: str) -> Vm:
+    """`vm` if it runs (running or paused, not starting or stopping), else `PowerError`."""
+    if vm is None or vm.handle is None or vm.phase != "running":
+        state = "not running" if vm is None else vm.phase
+        raise PowerError(name, verb, f"the VM is {state}; `reconcile start {name}` starts it")
+    return vm
+
+
+async def carry_out(rec: Reconciler, verb: Verb, name: str, say: Callable[[str], None]) -> str:
+    """Carry out `verb` on the VM `name` in the running reconciler `rec`; return the outcome line.
+
+    Runs on `rec`'s loop, beside its passes (which must keep running: restart and reboot end
+    with a start by the next pass). Raises `PowerError`.
+    """
+    sup = rec.supervisor
+    uuid, vm = find_vm(rec, name)
+    if verb == "reset":
+        live = _live(vm, name, verb)
+        await sup.submit(uuid, lambda: sup.execute(uuid, "system_reset"))
+        return f"{name}: reset (pid {live.pid})"
+    if verb == "stop-force":
+        if vm is None:
+            return f"{name}: not running"
+        say(f"{name}: stopping at once (no ACPI wait)")
+        sup.force_stop(uuid)
+        rec.wake.set()
+        if not await sup.until(lambda: uuid not in sup.vms, STOP_WAIT):
+            raise PowerError(name, verb, "QEMU is still running; see its log "
+                             f"({rec.layout.vm(name, str(uuid)).log_file})")
+        return f"{name}: stopped"
+    want = sup.desired.wants.get(uuid)
+    if want is None or not want.running:
+        raise PowerError(name, verb, f"its desired state is stopped; `reconcile start {name}` "
+                         "starts it")
+    old_pid = vm.pid if vm is not None else None
+    if verb == "reboot":
+        live = _live(vm, name, verb)
+        timeout = (live.domain or want.domain).desired.shutdown_timeout
+        sup.rebooting.add(uuid)
+        try:
+            await sup.submit(uuid, lambda: sup.execute(uuid, "system_powerdown"))
+            say(f"{name}: ACPI power button pressed; waiting up to {timeout:g}s for the guest "
+                "to power off")
+            if not await sup.until(lambda: live.exited, timeout):
+                raise PowerError(name, verb, f"the guest did not power off within {timeout:g}s "
+                                 f"(does it handle ACPI?); `reconcile restart {name}` forces it")
+        finally:
+            sup.rebooting.discard(uuid)
+        say(f"{name}: powered off; starting it again")
+    elif vm is not None and vm.handle is not None:
+        say(f"{name}: stopping")
+        await sup.submit(uuid, lambda: sup.stop_now(uuid, "restart requested"))
+        say(f"{name}: stopped; starting it again")
+    else:
+        say(f"{name}: not running; starting it now")
+    rec.history.allow_start(uuid)  # a restart now: no back-off, no hold
+    rec.wake.set()
+    if not await sup.until(lambda: _running_anew(rec, uuid, old_pid), START_WAIT):
+        failure = rec.history.failures.get(uuid) or (
+            ended.message if (ended := rec.history.ended.get(uuid)) else "")
+        raise PowerError(name, verb, f"it did not start again within {START_WAIT:g}s"
+                         + (f": {failure}" if failure else ""))
+    return f"{name}: running, pid {sup.vms[uuid].pid}"
+
+
+def _running_anew(rec: Reconciler, uuid: uuidlib.UUID, old_pid: int | None) -> bool:
+    """Whether `uuid` runs a QEMU other than `old_pid` (or a start of it has failed)."""
+    vm = rec.supervisor.vms.get(uuid)
+    if vm is not None:
+        return vm.phase == "running" and vm.handle is not None and vm.pid != old_pid
+    ended = rec.history.ended.get(uuid)
+    return ended is not None and ended.message.startswith("failed to start")
+
+
+async def carry_out_here(rec: Reconciler, verb: Verb, name: str,
+                         say: Callable[[str], None]) -> str:
+    """No daemon runs: own the VMs for the time of `verb`, running passes, then let them go.
+
+    Takes the pass lock (like ``reconcile --once``), adopts every VM, carries the verb out
+    while running a pass on every wake-up, and detaches from every VM at the end (they keep
+    running). Raises `PowerError` (or the lock's errors).
+    """
+    rec.prepare()
+    await rec.lock.acquire(120.0)
+    try:
+        await rec.run_pass()  # adopts every VM; a stop it decides may be under way (--force)
+        task = asyncio.ensure_future(carry_out(rec, verb, name, say))
+        while not task.done():
+            waker = asyncio.ensure_future(rec.wake.wait())
+            await asyncio.wait({task, waker}, return_when=asyncio.FIRST_COMPLETED)
+            waker.cancel()
+            if rec.wake.is_set() and not task.done():
+                rec.wake.clear()
+                await rec.run_pass()
+        outcome = task.result()
+        await rec.settle()
+        await rec.run_pass()  # the status files say what happened
+        return outcome
+    finally:
+        await rec.detach_all()
+        rec.lock.release()
