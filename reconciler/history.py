@@ -28,7 +28,7 @@ class History:
     """Exits, restart counts and start failures per uuid, persisted in `path`."""
 
     path: Path
-    write: Callable[[Path, bytes], None] = field(
+    write_file: Callable[[Path, bytes], None] = field(
         default=lambda p, d: write_atomic(p, d, durable=False))
     ended: dict[uuidlib.UUID, Ended] = field(default_factory=dict)
     restarts: dict[uuidlib.UUID, int] = field(default_factory=dict)
@@ -85,6 +85,19 @@ class History:
 
     def save(self) -> OSError | None:
         """Write `exits.json` if anything changed; return the error instead of raising."""
+        data = self.encode()
+        if data is None:
+            return None
+        error = self.write(data)
+        if error is not None:
+            self.dirty = True  # written again next time
+        return error
+
+    def encode(self) -> bytes | None:
+        """The contents of `exits.json` if anything changed since the last encode, else None.
+
+        Clears `dirty`: a caller whose `write` fails sets it again.
+        """
         if not self.dirty:
             return None
         data: dict[str, dict[str, object]] = {
@@ -97,11 +110,18 @@ class History:
         }
         for uuid, count in self.restarts.items():
             data.setdefault(str(uuid), {"restarts": count})
+        self.dirty = False
+        return json.dumps(data, indent=1).encode()
+
+    def write(self, data: bytes) -> OSError | None:
+        """Write `data` (from `encode`) to `exits.json`; the error instead of raising.
+
+        Touches nothing but the file, so it may run in a worker thread.
+        """
         try:
-            self.write(self.path, json.dumps(data, indent=1).encode())
+            self.write_file(self.path, data)
         except OSError as exc:
             return exc
-        self.dirty = False
         return None
 
     @classmethod

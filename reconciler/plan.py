@@ -147,7 +147,7 @@ def _describe_claim(claim: Claim) -> str:
 
 def _same_definition(a: Domain | None, b: Domain) -> bool:
     """Whether two definitions describe the same guest (the desired-state block aside)."""
-    if a is None:
+    if a is None or a is b:
         return True
     return a.model_copy(update={"desired": b.desired}) == b
 
