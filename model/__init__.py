@@ -3,7 +3,7 @@
 This package is pure (no processes, no sockets) and never imports `reconciler`.
 """
 
-from model.argv import Runtime, command_line, options
+from model.argv import Runtime, balloon_target, command_line, options
 from model.domain import NAMESPACE, Desired, Domain, uuid_for_name
 from model.errors import InvalidDomainError, Issue, ModelError, RenderError
 from model.parse import Parsed, parse, parse_file
@@ -19,6 +19,7 @@ __all__ = [
     "Parsed",
     "RenderError",
     "Runtime",
+    "balloon_target",
     "command_line",
     "options",
     "parse",

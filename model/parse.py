@@ -16,7 +16,7 @@ from typing import Any, TypeVar, get_args
 from pydantic import BaseModel, ValidationError
 
 from model import units
-from model.argv import USB_MODELS, disk_index, options
+from model.argv import USB_MODELS, balloon_target, disk_index, options
 from model.domain import (
     NAMESPACE,
     Audio,
@@ -1247,6 +1247,10 @@ def _check_domain(ctx: _Context, domain: Domain, fields: _Fields) -> None:
             ctx.error(fields.where["features"][1], f"<hyperv> {', '.join(kvm_only)} need KVM "
                       "(QEMU cannot emulate them under <domain type='qemu'>); use type='kvm' or "
                       "turn them off")
+    if balloon_target(domain) is not None and domain.devices.memballoon != "virtio":
+        ctx.error(fields.where["current_memory"][1], "<currentMemory> below <memory> is set "
+                  "through the balloon device; add <memballoon model='virtio'/> to <devices> "
+                  "(or make <currentMemory> equal to <memory>)")
     try:
         options(domain)
     except RenderError as exc:

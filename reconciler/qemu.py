@@ -409,6 +409,20 @@ class QemuProcess:
         self._listen(connecting.result())
         self.phase = Phase.ATTACHED
 
+    async def set_balloon(self, target: int) -> None:
+        """Set the balloon target to ``target`` bytes (QMP ``balloon``) before `resume`.
+
+        On failure kills the process it launched, cleans up and raises `StartError`.
+        """
+        if self.phase is not Phase.ATTACHED:
+            raise PhaseError(self.name, "set_balloon()", self.phase.value)
+        try:
+            await self.execute("balloon", {"value": target})
+        except MonitorError as err:
+            await self._fail("balloon", f"'balloon' failed: {err.reason} {err.qemu_message or ''}"
+                             .strip(), err)
+        self._log(f"balloon target {target} bytes (<currentMemory>)")
+
     async def resume(self) -> None:
         """Let the guest run (QMP ``cont``); from now on exits go to ``on_exit``.
 
@@ -434,6 +448,10 @@ class QemuProcess:
         await self.launch()
         await self.attach()
         await self.resume()
+
+    async def abort(self, reason: str, cause: BaseException | None = None) -> NoReturn:
+        """Give up a start under way: kill what was launched, clean up, raise `StartError`."""
+        await self._fail(self.phase.value, reason, cause)
 
     async def _fail(self, stage: str, reason: str, cause: BaseException | None = None) -> NoReturn:
         """Abort a start: kill our process if alive, await its exit, clean up, raise."""

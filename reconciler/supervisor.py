@@ -156,9 +156,17 @@ class QemuLayer:
             raise StartError(domain.name, stage="prepare", log_file=paths.log_file,
                              reason=f"cannot prepare its runtime or state folder: {exc}"
                              ) from exc
-        await proc.launch()
-        await proc.attach()
-        await proc.resume()
+        try:
+            await proc.launch()
+            await proc.attach()
+            target = model.balloon_target(domain)
+            if target is not None:  # <currentMemory>: set before the guest runs, as libvirt does
+                await proc.set_balloon(target)
+            await proc.resume()
+        except StartError:
+            raise  # what was launched is gone already
+        except Exception as exc:  # never leave a launched QEMU behind, paused and monitored
+            await proc.abort(f"unexpected error: {exc!r}", exc)
         return proc
 
     async def adopt(self, uuid: uuidlib.UUID, name: str, on_exit: ExitCallback,

@@ -959,3 +959,20 @@ def test_sighup_rescans_everything(world: World) -> None:
     # ... and rewrites every status file, so the one deleted by hand is back
     world.wait_status("k", lambda s: s["state"] == "stopped", "k.json rewritten after SIGHUP")
     assert daemon.proc.poll() is None
+
+
+def test_current_memory_is_set_as_the_balloon_target_before_the_guest_runs(world: World) -> None:
+    """`<currentMemory>` below `<memory>` is not dropped: QEMU's balloon gets it (QMP `balloon`)
+    while still paused, as libvirt does; the VM then runs."""
+    text = light_xml("bal").replace(
+        "<memory unit='MiB'>32</memory>",
+        "<memory unit='MiB'>64</memory><currentMemory unit='MiB'>48</currentMemory>").replace(
+        "</os>", "</os><devices><memballoon model='virtio'/></devices>")
+    world.write("bal", text)
+    out = world.cli("--once")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"balloon target {48 * 1024**2} bytes (<currentMemory>)" in world.vm_log("bal")
+    uuid = light_uuid("bal")
+    assert world.status("bal")["state"] == "running"  # type: ignore[index]
+    info = qmp_query(world.layout.vm_dir(uuid) / "qmp.sock", "query-balloon")
+    assert info["actual"] == 64 * 1024**2  # no guest driver yet: nothing given back so far

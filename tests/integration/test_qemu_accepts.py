@@ -98,7 +98,7 @@ def _combo(body: str, machine: str = "q35", kind: str = "kvm", features: str = "
   <os{os_attrs}><type arch='x86_64' machine='{machine}'>hvm</type>{os_extra}</os>
   <features><acpi/><apic/>{features}</features>
   <clock offset='utc'>{clock}</clock>
-  <devices>{body}</devices>
+  <devices>{body}{"" if "<memballoon" in body else "<memballoon model='virtio'/>"}</devices>
 </domain>""".encode()).domain
 
 

@@ -301,11 +301,26 @@ def test_assign_is_pure_and_keeps_explicit_addresses() -> None:
 # --- memory, lifecycle, vcpu ------------------------------------------------------------------------
 
 
+BALLOON = "<devices><memballoon model='virtio'/></devices>"
+
+
 def test_current_memory_is_the_balloon_target() -> None:
-    d = model.parse(domain_xml("<currentMemory unit='MiB'>32</currentMemory>")).domain
+    d = model.parse(domain_xml("<currentMemory unit='MiB'>32</currentMemory>" + BALLOON)).domain
     assert balloon_target(d) == 32 * 1024**2
     same = model.parse(domain_xml("<currentMemory unit='MiB'>64</currentMemory>")).domain
     assert balloon_target(same) is None
+
+
+@pytest.mark.parametrize("balloon", ["", "<devices><memballoon model='none'/></devices>"])
+def test_current_memory_below_memory_without_a_balloon_is_refused_with_its_line(
+        balloon: str) -> None:
+    with pytest.raises(model.InvalidDomainError) as info:
+        model.parse(domain_xml("\n<currentMemory unit='MiB'>32</currentMemory>" + balloon))
+    [issue] = info.value.issues
+    assert "add <memballoon model='virtio'/>" in issue.message
+    text = domain_xml("\n<currentMemory unit='MiB'>32</currentMemory>" + balloon)
+    assert issue.line is not None
+    assert text.splitlines()[issue.line - 1].strip().startswith(b"<currentMemory")
 
 
 def test_vcpu_placement_static_is_accepted() -> None:

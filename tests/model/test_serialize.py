@@ -40,7 +40,8 @@ ROUND_TRIPS = [
     pytest.param({}, "<title>Web &amp; mail</title><description>Line 1\nLine 2 &lt;b&gt;"
                      "</description>", id="title-description"),
     pytest.param({"memory": "<memory unit='KiB'>219100</memory>"},
-                 "<currentMemory unit='b'>1000000</currentMemory>", id="odd-sizes"),
+                 "<currentMemory unit='b'>1000000</currentMemory>"
+                 "<devices><memballoon model='virtio'/></devices>", id="odd-sizes"),
     pytest.param({}, "<vcpu current='2'>4</vcpu><cpu mode='host-model'><topology sockets='1' "
                      "dies='1' cores='2' threads='2'/></cpu>", id="vcpu-topology"),
     pytest.param({}, "<cpu mode='custom'><model>Skylake-Client</model>"

@@ -109,7 +109,8 @@ def test_memory_in_every_unit_is_stored_in_bytes_and_rendered_in_mib(unit: str, 
 @pytest.mark.parametrize(("unit", "size", "mib"), EVERY_UNIT)
 def test_current_memory_in_every_unit_is_stored_in_bytes(unit: str, size: int, mib: int) -> None:
     parsed = model.parse(domain("<memory unit='PiB'>4</memory>",
-                                f"<currentMemory unit='{unit}'>3</currentMemory>"))
+                                f"<currentMemory unit='{unit}'>3</currentMemory>"
+                                "<devices><memballoon model='virtio'/></devices>"))
     assert parsed.domain.current_memory == size
     assert parsed.domain.memory == 4 * 1024**5
     # -m is the maximum (<memory>), never the balloon target

@@ -383,6 +383,25 @@ def test_a_failed_qmp_handshake_kills_what_it_started(layout: Layout) -> None:
 
 @needs_qemu
 @pytest.mark.qemu
+def test_abort_after_attach_kills_what_it_launched_and_frees_the_folder(layout: Layout) -> None:
+    """An unexpected error between launch and resume never leaves a paused QEMU behind."""
+    vm = new_vm(layout)
+
+    async def scenario() -> None:
+        vm.prepare()
+        await vm.launch()
+        await vm.attach()
+        await vm.abort("unexpected error: injected")
+
+    with pytest.raises(StartError, match="injected") as info:
+        run(scenario())
+    assert info.value.signal == signal.SIGKILL
+    assert vm.pid is not None and not alive(vm.pid)
+    assert not vm.paths.vm_dir.exists()
+
+
+@needs_qemu
+@pytest.mark.qemu
 def test_qemu_gets_its_monitor_socket_bound_and_private(layout: Layout) -> None:
     vm = new_vm(layout)
 

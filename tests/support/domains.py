@@ -551,7 +551,9 @@ def _build(c: _Chooser, name: str | None = None) -> Domain:
         videos=tuple(_videos(c)),
         inputs=tuple(_inputs(c, usb_model != "none")),
         controllers=tuple(controllers),
-        memballoon=c.pick((None, "virtio", "none")),
+        # <currentMemory> below <memory> is applied through the balloon: it needs one
+        memballoon="virtio" if current is not None and current < memory else c.pick(
+            (None, "virtio", "none")),
         panic=c.pick((None, "isa")),
         rngs=tuple(_rngs(c)),
     )
