@@ -446,6 +446,25 @@ def test_status_directory_deleted_or_blocked_while_serving(world: World) -> None
     alive_daemons(world)
 
 
+# ---------------------------------------------------------------------------------------- 7
+
+
+def test_qemu_inherits_nothing_from_daemons_started_and_restarted(world: World) -> None:
+    """Each daemon holds an inotify instance (watchdog) and its locks and control socket: a QEMU
+    it started, and one it adopted after a restart, hold none of them, only what QEMU needs."""
+    first = world.start_daemon()
+    world.write("fd", dom("fd"))
+    pid = world.wait_running("fd")["pid"]
+    first.proc.send_signal(signal.SIGTERM)
+    assert first.proc.wait(timeout=10) == 0, first.text()
+    world.start_daemon()
+    marker_pass(world)
+    assert world.wait_running("fd")["pid"] == pid
+    targets = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+    assert not [t for t in targets if "inotify" in t], targets
+    assert not [t for t in targets if t.endswith((".lock", "control.sock"))], targets
+
+
 # ---------------------------------------------------------------------------------------- 8
 
 
