@@ -23,7 +23,8 @@ from reconciler.errors import InvalidIdentifierError
 from reconciler.paths import canonical_uuid
 
 
-def spawn_detached(argv: Sequence[str], log_fd: int, pass_fds: Sequence[int] = ()) -> int:
+def spawn_detached(argv: Sequence[str], log_fd: int, pass_fds: Sequence[int] = (),
+                   cpus: frozenset[int] | None = None) -> int:
     """Start ``argv`` in a new session, stdin /dev/null, stdout+stderr on ``log_fd``.
 
     The child survives qemud being killed: it has its own session and process group, so
@@ -32,13 +33,23 @@ def spawn_detached(argv: Sequence[str], log_fd: int, pass_fds: Sequence[int] = (
     instance, lock or socket leaks into a VM),
     its umask is 177 so QEMU's QMP socket, pidfile and console logs are private (0600) while
     qemud's own umask never changes, signals ignored by Python are reset to default, and
-    LC_ALL=C keeps QEMU's messages in English. ``argv[0]`` is looked up in PATH. Returns the
-    pid; raises OSError if the binary cannot be executed. Blocking: call it off the loop.
+    LC_ALL=C keeps QEMU's messages in English. With ``cpus`` (``<vcpu cpuset>``), QEMU runs
+    on those host CPUs only, from its first instruction: the affinity is set on the spawning
+    thread (Linux affinity is per thread and inherited), then restored. ``argv[0]`` is looked
+    up in PATH. Returns the pid; raises OSError if the binary cannot be executed or the CPUs
+    cannot be used. Blocking: call it off the loop (in a thread of its own).
     """
-    child = subprocess.Popen(
-        list(argv), stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd, close_fds=True,
-        pass_fds=tuple(pass_fds), start_new_session=True, umask=0o177, restore_signals=True,
-        env={**os.environ, "LC_ALL": "C"})
+    before = os.sched_getaffinity(0) if cpus else None
+    try:
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+        child = subprocess.Popen(
+            list(argv), stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd, close_fds=True,
+            pass_fds=tuple(pass_fds), start_new_session=True, umask=0o177,
+            restore_signals=True, env={**os.environ, "LC_ALL": "C"})
+    finally:
+        if before is not None:
+            os.sched_setaffinity(0, before)
     # The pidfd owns this child from now on (waitid on it reaps it): Popen must never poll
     # or reap it behind our back, so it is told the child is none of its business.
     child.returncode = 0

@@ -188,8 +188,8 @@ class Exit:
 # --------------------------------------------------------------------------
 
 #: Start ``argv`` detached with stdout/stderr on the given fd, passing it the listed
-#: descriptors (at their numbers); return its pid.
-Spawner = Callable[[Sequence[str], int, Sequence[int]], int]
+#: descriptors (at their numbers), on the given host CPUs (None: any); return its pid.
+Spawner = Callable[[Sequence[str], int, Sequence[int], frozenset[int] | None], int]
 
 
 @dataclass(frozen=True)
@@ -229,11 +229,16 @@ class QemuProcess:
         primitives: Primitives | None = None,
         on_exit: Callable[[Exit], None] | None = None,
         on_event: Callable[[QmpEvent], None] | None = None,
+        cpus: frozenset[int] | None = None,
     ) -> None:
-        """Describe a VM's QEMU; nothing happens until `start` (or use `adopt`)."""
+        """Describe a VM's QEMU; nothing happens until `start` (or use `adopt`).
+
+        ``cpus``: the host CPUs QEMU may run on (``<vcpu cpuset>``), None for any.
+        """
         self.name = name
         self.uuid = canonical_uuid(vm_uuid)
         self.argv: list[str] = list(argv)
+        self.cpus = cpus
         self.paths = paths
         self.timeouts = timeouts or Timeouts()
         self.primitives = primitives or Primitives()
@@ -355,7 +360,7 @@ class QemuProcess:
             ) from err
         try:
             pid = await self._loop.run_in_executor(
-                None, self.primitives.spawn, argv, log_fd, (monitor_fd,))
+                None, self.primitives.spawn, argv, log_fd, (monitor_fd,), self.cpus)
             pidfd = os.pidfd_open(pid)
         except OSError as err:
             self._log(f"failed to start: {err}")

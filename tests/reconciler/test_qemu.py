@@ -402,6 +402,26 @@ def test_abort_after_attach_kills_what_it_launched_and_frees_the_folder(layout: 
 
 @needs_qemu
 @pytest.mark.qemu
+def test_qemu_runs_on_the_host_cpus_it_was_given_and_the_daemon_keeps_its_own(
+        layout: Layout) -> None:
+    mine = os.sched_getaffinity(0)
+    one = frozenset({min(mine)})
+    vm = new_vm(layout, cpus=one)
+
+    async def scenario() -> set[int]:
+        await vm.start()
+        assert vm.pid is not None
+        try:
+            return os.sched_getaffinity(vm.pid)
+        finally:
+            await vm.stop(reason="test", shutdown_timeout=0.1, graceful=False)
+
+    assert run(scenario()) == set(one)
+    assert os.sched_getaffinity(0) == mine
+
+
+@needs_qemu
+@pytest.mark.qemu
 def test_qemu_gets_its_monitor_socket_bound_and_private(layout: Layout) -> None:
     vm = new_vm(layout)
 
@@ -641,7 +661,7 @@ _IGNORES_SIGTERM = "import signal, time; signal.signal(signal.SIGTERM, signal.SI
 
 def test_stop_escalates_to_sigkill_when_sigterm_is_ignored(layout: Layout) -> None:
     # A stand-in process without a monitor that ignores SIGTERM: only SIGKILL ends it.
-    def spawn_stubborn(argv: Any, log_fd: int, pass_fds: Any) -> int:
+    def spawn_stubborn(argv: Any, log_fd: int, pass_fds: Any, cpus: Any) -> int:
         return spawn_detached([sys.executable, "-c", _IGNORES_SIGTERM, str(layout.run_dir)], log_fd)
 
     exits: list[Exit] = []
