@@ -737,6 +737,40 @@ def cmd_console(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
+def cmd_monitor(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """`reconcile monitor NAME COMMAND`: one QMP command on the VM's users' monitor; its reply.
+
+    Prints QEMU's reply object as JSON (`{"return": ...}`). Exit 1 with QEMU's error class and
+    description when it refuses the command, or when the VM is not running; 2 when COMMAND is
+    not a QMP command.
+    """
+    from reconciler.usermonitor import (
+        MonitorUnavailableError,
+        QmpCommandError,
+        execute,
+        find_socket,
+        parse_command,
+    )
+
+    try:
+        command = parse_command(args.qmp_command)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    if args.timeout <= 0:
+        raise UsageError("--timeout needs a number of seconds > 0")
+    layout = layout_of(args)
+    current = read_status_json(layout.status_dir)
+    try:
+        path = find_socket(layout, args.name, current["domains"] if current else [])
+        reply = execute(path, args.name, command, timeout=args.timeout)
+    except (MonitorUnavailableError, QmpCommandError) as exc:
+        err.write(f"reconcile: {exc}\n")
+        return EXIT_INVALID
+    json.dump(reply, out, indent=2 if args.pretty else None)
+    out.write("\n")
+    return EXIT_OK
+
+
 def _fileno(stream: TextIO) -> int:
     """The file descriptor behind a stream; the process's stdout for one without (tests)."""
     try:
@@ -844,6 +878,23 @@ def build_parser() -> argparse.ArgumentParser:
     _where_options(console, suppress=True)
     console.add_argument("name", metavar="NAME")
     console.set_defaults(func=cmd_console)
+    monitor = sub.add_parser(
+        "monitor", help="send one QMP command to a running VM and print QEMU's reply (JSON)",
+        description="Send one QMP command through the VM's own users' monitor (qmp-user.sock "
+        "in its runtime folder; qmp-shell and scripts may use that socket too) and print "
+        "QEMU's reply. The daemon keeps its own monitor: nothing here disturbs it.",
+        epilog="""Example: reconcile monitor web '{"execute": "query-status"}'. Exit status: """
+        "0 the reply, 1 QEMU refused the command (its error class and description on stderr) "
+        "or the VM is not running, 2 a usage error.")
+    _where_options(monitor, suppress=True)
+    monitor.add_argument("name", metavar="NAME")
+    monitor.add_argument("qmp_command", metavar="COMMAND",
+                         help="""a QMP command as JSON, '{"execute": "NAME", "arguments": """
+                         """{...}}', or just its name (query-status)""")
+    monitor.add_argument("--pretty", action="store_true", help="indent the JSON reply")
+    monitor.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
+                         help="how long to wait for QEMU (default 10)")
+    monitor.set_defaults(func=cmd_monitor)
     return parser
 
 

@@ -11,8 +11,9 @@ system    ``/etc/qemud``      ``/run/qemud``      ``/var/log/qemud``,
                                                   ``/run/qemud/status``
 ========  ==================  ==================  ===================
 
-Each running VM owns ``<run>/<uuid>/`` holding its QMP socket (``qmp.sock``)
-and QEMU's pidfile (``qemu.pid``); its logs are ``<log>/<name>.log`` and
+Each running VM owns ``<run>/<uuid>/`` holding its QMP socket (``qmp.sock``, the
+daemon's), the users' own QMP socket (``qmp-user.sock``, for `reconcile monitor` and
+qmp-shell) and QEMU's pidfile (``qemu.pid``); its logs are ``<log>/<name>.log`` and
 ``<log>/<name>.console.log``.
 """
 
@@ -31,6 +32,10 @@ MAX_SOCKET_PATH = 107
 PRIVATE_DIR_MODE = 0o700
 
 _SAMPLE_UUID = "00000000-0000-0000-0000-000000000000"
+
+USER_QMP_SOCKET = "qmp-user.sock"
+"""The users' QMP socket's name in a runtime folder (`model.argv.USER_QMP_SOCKET`: the same
+name, not imported, so that the fast read-only commands need not import the model)."""
 
 
 def canonical_uuid(vm_uuid: str) -> str:
@@ -180,6 +185,8 @@ class VmPaths(NamedTuple):
     pidfile: Path
     log_file: Path
     console_log: Path
+    user_qmp_socket: Path | None = None
+    """The users' own QMP monitor (`model.Runtime.user_qmp_socket` renders it)."""
 
 
 class Layout(NamedTuple):
@@ -233,7 +240,7 @@ class Layout(NamedTuple):
         """
         for directory in (self.config_dir, self.run_dir, self.log_dir, self.status_dir):
             ensure_private_dir(directory)
-        check_socket_path(self.qmp_socket(_SAMPLE_UUID))
+        check_socket_path(self.user_qmp_socket(_SAMPLE_UUID))  # the longest socket path
 
     def vm_dir(self, vm_uuid: str) -> Path:
         """Runtime folder of the VM with this UUID (any spelling, see `canonical_uuid`)."""
@@ -242,6 +249,10 @@ class Layout(NamedTuple):
     def qmp_socket(self, vm_uuid: str) -> Path:
         """QMP monitor socket of the VM with this UUID."""
         return self.vm_dir(vm_uuid) / "qmp.sock"
+
+    def user_qmp_socket(self, vm_uuid: str) -> Path:
+        """The users' QMP monitor socket of the VM with this UUID (`reconcile monitor`)."""
+        return self.vm_dir(vm_uuid) / USER_QMP_SOCKET
 
     def pidfile(self, vm_uuid: str) -> Path:
         """Pidfile QEMU writes for the VM with this UUID."""
@@ -263,4 +274,5 @@ class Layout(NamedTuple):
             pidfile=self.pidfile(vm_uuid),
             log_file=self.log_file(name),
             console_log=self.console_log(name),
+            user_qmp_socket=self.user_qmp_socket(vm_uuid),
         )
