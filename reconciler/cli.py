@@ -327,7 +327,7 @@ def cmd_reconcile(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.dry_run and not args.once:
         raise UsageError("--dry-run goes with --once")
     layout = layout_of(args)
-    rec = Reconciler(layout, out=err)
+    rec = Reconciler(layout, out=err, say_file_errors=not args.once)  # --once prints them below
     if not args.once:
         asyncio.run(rec.serve(resync=args.resync))
         return EXIT_OK

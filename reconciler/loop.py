@@ -89,6 +89,9 @@ class Reconciler:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     passes: int = 0
     """How many passes have run (tests wait on it instead of sleeping)."""
+    say_file_errors: bool = True
+    """Say each file problem on `out` (the daemon log); `reconcile --once` prints them in its
+    report on stdout instead, so they are not printed twice."""
 
     def __post_init__(self) -> None:
         self.scanner = self._scanner()
@@ -233,7 +236,7 @@ class Reconciler:
 
     def _report_files(self, desired: Desired) -> None:
         """Say each file problem once, as `file:line: message`, in the daemon log."""
-        if desired is self._reported:
+        if desired is self._reported or not self.say_file_errors:
             return  # the same desired set as last pass: nothing new to say
         self._reported = desired
         lines: list[str] = []

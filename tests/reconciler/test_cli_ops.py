@@ -460,12 +460,18 @@ def test_once_prints_every_file_error_as_file_line_message(tmp_path: Path) -> No
     conf.mkdir(mode=0o700)
     bad = write(conf / "bad.xml", INVALID)
     write(conf / "good.xml", domain_xml("good", uuid=uuid_of("good")))
-    code, out, _ = run("--config-dir", str(conf), "--once")
+    code, out, err = run("--config-dir", str(conf), "--once")
     assert code == 1
-    assert out.splitlines()[-2:] == [
-        f"{bad}:6: <vcpu>: '0' is too small; the minimum is 1",
-        f"{bad}:7: <sound> inside <domain> is not supported by qemud; remove it or see "
-        "README for what is"]
+    errors = [f"{bad}:6: <vcpu>: '0' is too small; the minimum is 1",
+              f"{bad}:7: <sound> inside <domain> is not supported by qemud; remove it or see "
+              "README for what is"]
+    assert out.splitlines()[-2:] == errors
+    assert str(bad) not in err  # each once: in the report, not in the narration on stderr too
+    assert [line for line in out.splitlines() if line in errors] == errors
+    code, out, err = run("--config-dir", str(conf), "--once", "--dry-run")
+    assert code == 1
+    assert out.splitlines()[-2:] == errors
+    assert str(bad) not in err
 
 
 @pytest.mark.parametrize(("files", "code"), [
