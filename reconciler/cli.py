@@ -435,33 +435,6 @@ class StatusReadError(ReconcilerError):
                          "pass ('reconcile --once', or the daemon 'reconcile')")
 
 
-_FLOCK = "hhqqi4x"
-"""`struct flock` on Linux x86-64 (the layout `reconciler.daemon.DirLock` uses)."""
-
-
-def daemon_serves(layout: Layout) -> bool:
-    """Whether a reconciler daemon holds this directory's daemon lock right now.
-
-    Asks the kernel (`F_OFD_GETLK`, which never takes the lock), like
-    `reconciler.daemon.DirLock.owner`, without importing the daemon (and asyncio).
-    """
-    import fcntl
-    import struct
-
-    try:
-        fd = os.open(layout.run_dir / "daemon.lock", os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        probe = struct.pack(_FLOCK, fcntl.F_WRLCK, 0, 0, 0, 0)
-        kind: int = struct.unpack(_FLOCK, fcntl.fcntl(fd, fcntl.F_OFD_GETLK, probe))[0]
-        return kind != fcntl.F_UNLCK
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-
-
 def _age(stamp: str | None, now: float) -> float | None:
     """Seconds since an ISO 8601 timestamp of a status file (None if missing or unreadable)."""
     from datetime import datetime
@@ -481,8 +454,10 @@ def _stale_warning(layout: Layout, updated_at: str | None, resync: float, now: f
     Stale means: older than the resync period and no daemon serves the directory (an idle
     daemon does not rewrite an unchanged status, so age alone proves nothing while one runs).
     """
+    from reconciler.lock import daemon_serves
+
     age = _age(updated_at, now)
-    if age is None or age <= resync or daemon_serves(layout):
+    if age is None or age <= resync or daemon_serves(layout.run_dir):
         return None
     return (f"reconcile: warning: this status is from {updated_at} ({_ago(age)} ago) and no "
             f"reconciler has updated it since: none serves {layout.config_dir}; start the "
@@ -553,7 +528,8 @@ def cmd_set_state(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     import model
     from model.edit import set_state
-    from reconciler.loop import DAEMON_LOCK, DirLock, Reconciler
+    from reconciler.lock import daemon_serves
+    from reconciler.loop import Reconciler
     from reconciler.scan import Scanner
     from reconciler.status import write_atomic
 
@@ -577,7 +553,7 @@ def cmd_set_state(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     out.write(f"{args.name}: desired state is now {state} ({path})\n")
     if getattr(args, "force", False):
         return _power(layout, "stop-force", args.name, wait=not args.no_wait, out=out, err=err)
-    if DirLock(layout.run_dir / DAEMON_LOCK).held_elsewhere():
+    if daemon_serves(layout.run_dir):
         out.write("the running daemon applies it\n")
         return EXIT_OK
     rec = Reconciler(layout, out=err)
@@ -623,10 +599,11 @@ def _power_here(layout: Layout, verb: str, name: str, *, wait: bool,
     """Carry out a power verb in this process (no daemon answers); (ok, final message)."""
     import asyncio
 
-    from reconciler.loop import DAEMON_LOCK, DirLock, Reconciler
+    from reconciler.lock import daemon_serves
+    from reconciler.loop import Reconciler
     from reconciler.power import PowerError, Verb, carry_out_here
 
-    if DirLock(layout.run_dir / DAEMON_LOCK).held_elsewhere():
+    if daemon_serves(layout.run_dir):
         return False, (f"a daemon serves {layout.config_dir} but does not answer on its control "
                        "socket; restart it (an older daemon has none)")
     if not wait:

@@ -24,18 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from reconciler.daemon import (
-    DAEMON_LOCK,
-    PASS_LOCK,
-    AlreadyRunningError,
-    DaemonServesError,
-    DirLock,
-    LockTimeoutError,
-    delegate,
-    serve,
-)
+from reconciler.daemon import AlreadyRunningError, DaemonServesError, delegate, serve
 from reconciler.desired import Desired, DesiredSet, DiskIdentity
 from reconciler.history import MEMORY_FILE, History
+from reconciler.lock import DAEMON_LOCK, PASS_LOCK, DirLock, LockTimeoutError
 from reconciler.paths import Layout, untrusted_file
 from reconciler.plan import Action, Adopt, Blocked, Clean, Live, Observed, Wait, plan
 from reconciler.qemu import Primitives, Timeouts, identify_qemu, read_pidfile

@@ -24,8 +24,8 @@ import pytest
 
 from reconciler import console
 from reconciler.cli import PENDING_NOTE, main
-from reconciler.daemon import DAEMON_LOCK, DirLock
 from reconciler.follow import follow, tail_offset
+from reconciler.lock import DAEMON_LOCK, DirLock
 from reconciler.paths import Layout
 from reconciler.status import DomainStatus, FileError, StatusWriter, iso, read_status
 from tests.reconciler.test_cli import INVALID, UUID, domain_xml, uuid_of, write
@@ -239,7 +239,7 @@ def test_an_old_status_of_an_idle_daemon_gets_no_warning(tmp_path: Path) -> None
     layout = publish(tmp_path / "c", dom("a", at=old), now=old)
     holder = subprocess.Popen(  # another process holds the daemon lock, as a daemon does
         [sys.executable, "-c", "import sys; from pathlib import Path; "
-         "from reconciler.daemon import DirLock; "
+         "from reconciler.lock import DirLock; "
          f"lock = DirLock(Path({str(layout.run_dir / DAEMON_LOCK)!r}), record_pid=True); "
          "assert lock.try_acquire(); print('held', flush=True); sys.stdin.read()"],
         cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
