@@ -19,12 +19,15 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TextIO, cast
 
 from reconciler.errors import ReconcilerError
 from reconciler.paths import Layout
 
+TYPE_CHECKING = False
+"""True for type checkers only: at run time `typing` is not even imported (~3 ms saved)."""
 if TYPE_CHECKING:
+    from typing import Any, Literal, TextIO
+
     import model
     from reconciler.loop import PassResult
     from reconciler.plan import Action
@@ -437,14 +440,41 @@ class StatusReadError(ReconcilerError):
 
 def _age(stamp: str | None, now: float) -> float | None:
     """Seconds since an ISO 8601 timestamp of a status file (None if missing or unreadable)."""
-    from datetime import datetime
-
     if not stamp:
         return None
+    at = _epoch(stamp)
+    if at is None:
+        from datetime import datetime
+
+        try:
+            at = datetime.fromisoformat(stamp).timestamp()
+        except ValueError:
+            return None
+    return now - at
+
+
+def _epoch(stamp: str) -> float | None:
+    """Unix time of a UTC stamp as `status.iso` writes it (`2026-12-03T06:41:34.123Z`), else None.
+
+    Computed by hand: importing datetime would cost `reconcile status` ~1.5 ms.
+    """
+    if len(stamp) < 20 or stamp[-1] != "Z" or stamp[4] + stamp[7] + stamp[10] != "--T":
+        return None
     try:
-        return now - datetime.fromisoformat(stamp).timestamp()
+        year, month, day = int(stamp[0:4]), int(stamp[5:7]), int(stamp[8:10])
+        hour, minute, second = int(stamp[11:13]), int(stamp[14:16]), float(stamp[17:-1])
     except ValueError:
         return None
+    if not (1 <= month <= 12 and 1 <= day <= 31):
+        return None
+    # days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil)
+    y = year - (month <= 2)
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    days = era * 146097 + doe - 719468
+    return days * 86400.0 + hour * 3600 + minute * 60 + second
 
 
 def _stale_warning(layout: Layout, updated_at: str | None, resync: float, now: float
@@ -598,6 +628,7 @@ def _power_here(layout: Layout, verb: str, name: str, *, wait: bool,
                 progress: Callable[[str], None], err: TextIO) -> tuple[bool, str]:
     """Carry out a power verb in this process (no daemon answers); (ok, final message)."""
     import asyncio
+    from typing import cast
 
     from reconciler.lock import daemon_serves
     from reconciler.loop import Reconciler
@@ -759,8 +790,39 @@ def _fileno(stream: TextIO) -> int:
 # ---------------------------------------------------------------------------- the parser
 
 
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help formatter, sized without `shutil` (whose import costs ~2.5 ms).
+
+    argparse makes one for every argument it adds, even when no help is printed.
+    """
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        if width is None:
+            width = _columns() - 2
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
+def _columns() -> int:
+    """The terminal's width as `shutil.get_terminal_size` gives it: $COLUMNS, stdout, else 80."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno() if sys.__stdout__ else 1).columns
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns if columns > 0 else 80
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that exits with 2 and a one-line hint on usage errors."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> Any:
         """Print the usage error and exit 2."""

@@ -256,6 +256,34 @@ def test_an_old_status_of_an_idle_daemon_gets_no_warning(tmp_path: Path) -> None
     assert "no reconciler has updated it" in err
 
 
+@pytest.mark.parametrize("at", [0.0, 1.5, 951782400.25, 1764745207.594, 4102444800.999,
+                                -31536000.0, 1709164800.0, 1735689599.999])
+def test_the_age_of_a_status_is_computed_without_datetime(at: float) -> None:
+    from datetime import datetime
+
+    from reconciler.cli import _age, _epoch
+
+    stamp = iso(at)
+    assert stamp is not None
+    assert _epoch(stamp) == pytest.approx(datetime.fromisoformat(stamp).timestamp(), abs=1e-6)
+    assert _age(stamp, at + 30.0) == pytest.approx(30.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("stamp", ["2026-12-03T07:00:07+00:00", "2026-12-03 07:00:07.5Z",
+                                   "garbage", "2026-13-03T07:00:07.000Z", ""])
+def test_other_stamps_are_read_by_datetime_or_not_at_all(stamp: str) -> None:
+    from datetime import datetime
+
+    from reconciler.cli import _age, _epoch
+
+    assert _epoch(stamp) is None
+    try:
+        expected: float | None = 100.0 - datetime.fromisoformat(stamp).timestamp()
+    except ValueError:
+        expected = None
+    assert _age(stamp, 100.0) == expected
+
+
 def test_a_recent_status_gets_no_warning_and_resync_sets_the_limit(tmp_path: Path) -> None:
     at = time.time() - 20
     publish(tmp_path / "c", dom("a", at=at), now=at)
