@@ -79,13 +79,16 @@ def _element_lines(path: Path) -> dict[str, int | None]:
     return lines
 
 
-def _validate_one(path: Path) -> dict[str, Any]:
+def _validate_one(path: Path, disks: dict[str, list[tuple[str, int | None, bool]]]
+                  ) -> dict[str, Any]:
     """Parse one file into the record `validate --json` prints for it.
 
     Besides the parser's warnings, a domain without ACPI is warned about: qemud cannot stop it
-    gracefully.
+    gracefully. Each writable disk image of a valid file is added to `disks` (by the image it
+    resolves to: path as written, line, whether the domain is wanted running).
     """
     import model
+    from reconciler.desired import writable_disks
 
     try:
         parsed = model.parse_file(path)
@@ -93,11 +96,16 @@ def _validate_one(path: Path) -> dict[str, Any]:
         return {"file": str(path), "valid": False, "name": None, "uuid": None,
                 "errors": [_issue_json(i) for i in exc.issues], "warnings": []}
     warnings = [_issue_json(w) for w in parsed.warnings]
-    if not parsed.domain.features.acpi:
+    domain = parsed.domain
+    if not domain.features.acpi:
         lines = _element_lines(path)
         warnings.append({"line": lines["features"] or lines["domain"], "message": ACPI_WARNING})
-    return {"file": str(path), "valid": True, "name": parsed.domain.name,
-            "uuid": str(parsed.domain.uuid), "errors": [], "warnings": warnings}
+    running = domain.desired.state == "running"
+    for index, image in writable_disks(domain, os.path.realpath):
+        line = parsed.disk_lines[index] if index < len(parsed.disk_lines) else None
+        disks.setdefault(image, []).append((str(path), line, running))
+    return {"file": str(path), "valid": True, "name": domain.name,
+            "uuid": str(domain.uuid), "errors": [], "warnings": warnings}
 
 
 def _mark_clashes(records: list[dict[str, Any]]) -> None:
@@ -141,6 +149,38 @@ def _mark_clashes(records: list[dict[str, Any]]) -> None:
             rec["valid"] = False
 
 
+def _mark_disk_clashes(records: list[dict[str, Any]],
+                       disks: dict[str, list[tuple[str, int | None, bool]]]) -> None:
+    """Report every writable disk image that two of the given files name, at both ends.
+
+    Two domains wanted running would fight over it (the reconciler keeps the second one
+    stopped): an error on each. Otherwise only one may run at a time: a warning on each.
+    """
+    by_file: dict[str, dict[str, Any]] = {}
+    for rec in records:
+        by_file.setdefault(os.path.realpath(rec["file"]), rec)
+    for image, named in disks.items():
+        users = list({os.path.realpath(f): (f, line, run) for f, line, run in named}.values())
+        if len(users) < 2:
+            continue
+        for file, line, running in users:
+            rec = by_file[os.path.realpath(file)]
+            for other, other_line, other_running in users:
+                if other == file:
+                    continue
+                both = running and other_running
+                what = f"disk image {image} is also written by {_where(other, other_line)}"
+                if both:
+                    rec["errors"].append({"line": line, "message": (
+                        f"{what}, and both are wanted running: qemud runs only one of them; "
+                        "give each domain its own image, or mark it <readonly/> or "
+                        "<shareable/>")})
+                    rec["valid"] = False
+                else:
+                    rec["warnings"].append({"line": line, "message": (
+                        f"{what}: only one of them can run at a time")})
+
+
 def _where(file: str, line: int | None) -> str:
     """`file:line` (or just `file` when the line is unknown)."""
     return f"{file}:{line}" if line is not None else file
@@ -150,10 +190,13 @@ def cmd_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """`reconcile validate`: check files and directories; exit 1 when any file is invalid.
 
     Files that are valid on their own but share a name or uuid with another file given are
-    invalid too (the reconciler would run only one of them).
+    invalid too (the reconciler would run only one of them); so are two wanted running that
+    write one disk image (two that are not both wanted running get a warning).
     """
-    records = [_validate_one(p) for p in expand(args.paths)]
+    disks: dict[str, list[tuple[str, int | None, bool]]] = {}
+    records = [_validate_one(p, disks) for p in expand(args.paths)]
     _mark_clashes(records)
+    _mark_disk_clashes(records, disks)
     if args.json:
         json.dump(records, out, indent=2)
         out.write("\n")
@@ -484,10 +527,12 @@ def _stale_warning(layout: Layout, updated_at: str | None, resync: float, now: f
     Stale means: older than the resync period and no daemon serves the directory (an idle
     daemon does not rewrite an unchanged status, so age alone proves nothing while one runs).
     """
+    age = _age(updated_at, now)
+    if age is None or age <= resync:
+        return None
     from reconciler.lock import daemon_serves
 
-    age = _age(updated_at, now)
-    if age is None or age <= resync or daemon_serves(layout.run_dir):
+    if daemon_serves(layout.run_dir):
         return None
     return (f"reconcile: warning: this status is from {updated_at} ({_ago(age)} ago) and no "
             f"reconciler has updated it since: none serves {layout.config_dir}; start the "

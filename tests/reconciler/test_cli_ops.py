@@ -559,6 +559,57 @@ def test_validate_same_file_twice_is_no_clash(tmp_path: Path) -> None:
     assert run("validate", str(a), str(tmp_path))[0] == 0
 
 
+def disk(path: Path | str, extra: str = "") -> str:
+    """A virtio disk of image `path` (with `extra` inside, e.g. <readonly/>)."""
+    return (f"<disk type='file' device='disk'><source file='{path}'/>"
+            f"<target dev='vda' bus='virtio'/>{extra}</disk>")
+
+
+RUNNING = ("  <metadata><qemud:desired xmlns:qemud='urn:qemud:1' state='running'/></metadata>\n")
+
+
+@pytest.mark.parametrize(("a_running", "b_running", "b_extra", "outcome"), [
+    (True, True, "", "error"),
+    (True, False, "", "warning"),
+    (False, False, "", "warning"),
+    (True, True, "<readonly/>", None),
+    (True, True, "<shareable/>", None),
+])
+def test_validate_reports_a_disk_image_two_files_write(
+        tmp_path: Path, a_running: bool, b_running: bool, b_extra: str,
+        outcome: str | None) -> None:
+    image = tmp_path / "disk.img"
+    image.touch()
+    link = tmp_path / "alias.img"
+    link.symlink_to(image)  # another spelling of the same image
+    a = write(tmp_path / "a.xml", domain_xml("a", uuid=uuid_of("a"), devices=disk(image),
+                                             extra=RUNNING if a_running else ""))
+    b = write(tmp_path / "b.xml", domain_xml("b", uuid=uuid_of("b"), devices=disk(link, b_extra),
+                                             extra=RUNNING if b_running else ""))
+    def line(path: Path) -> int:
+        """The line of the <disk> element in `path`."""
+        return next(i for i, text in enumerate(path.read_text().splitlines(), 1) if "<disk" in text)
+
+    code, out, err = run("validate", "--json", str(tmp_path))
+    records = {Path(r["file"]).name: r for r in json.loads(out)}
+    both_ways = [(records["a.xml"], b), (records["b.xml"], a)]
+    if outcome is None:
+        assert code == 0 and all(r["errors"] == r["warnings"] == [] for r, _ in both_ways)
+        return
+    for rec, other in both_ways:
+        found = rec["errors" if outcome == "error" else "warnings"]
+        assert len(found) == 1, rec
+        mine = a if rec["file"] == str(a) else b
+        assert found[0]["line"] == line(mine)
+        assert found[0]["message"].startswith(
+            f"disk image {image} is also written by {other}:{line(other)}")
+        assert rec["valid"] is (outcome == "warning")
+    assert code == (1 if outcome == "error" else 0)
+    code, _, err = run("validate", str(a), str(b))
+    assert (f"{a}:{line(a)}: {outcome}: disk image {image} is also written by {b}:{line(b)}"
+            in err)
+
+
 def test_validate_warns_about_a_domain_without_acpi(tmp_path: Path) -> None:
     bare = write(tmp_path / "bare.xml", domain_xml("bare", acpi=False))
     code, out, err = run("validate", str(bare))
