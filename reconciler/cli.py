@@ -368,12 +368,14 @@ def cmd_reconcile(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """
     import asyncio
 
+    from reconciler.daemon import under_journal
     from reconciler.loop import Reconciler, exit_code
 
     if args.dry_run and not args.once:
         raise UsageError("--dry-run goes with --once")
     layout = layout_of(args)
-    rec = Reconciler(layout, out=err, say_file_errors=not args.once)  # --once prints them below
+    rec = Reconciler(layout, out=err, say_file_errors=not args.once,  # --once prints them below
+                     timestamps=not args.once and not under_journal(os.environ))
     if not args.once:
         asyncio.run(rec.serve(resync=args.resync))
         return EXIT_OK

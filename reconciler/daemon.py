@@ -16,7 +16,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -54,6 +54,15 @@ class DaemonServesError(ReconcilerError):
         self.config_dir = config_dir
         super().__init__(f"a reconcile daemon serves {config_dir} and applies every change by "
                          "itself; see 'reconcile status', or stop the daemon to use --once")
+
+
+def under_journal(environ: Mapping[str, str]) -> bool:
+    """Whether systemd runs us with stderr going to its journal, which stamps every line itself.
+
+    systemd sets INVOCATION_ID for every service process and JOURNAL_STREAM when stderr is
+    connected to the journal; then the daemon adds no timestamps of its own.
+    """
+    return bool(environ.get("INVOCATION_ID") or environ.get("JOURNAL_STREAM"))
 
 
 async def delegate(rec: Reconciler, daemon: DirLock, timeout: float) -> bool:

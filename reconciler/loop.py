@@ -37,6 +37,7 @@ from reconciler.report import Facts, LiveFacts, Report
 from reconciler.scan import Scan, Scanner
 from reconciler.status import DomainStatus, StatusWriter, read_status
 from reconciler.supervisor import ADOPT_RETRY, ProcessLayer, QemuLayer, Supervisor, Vm
+from reconciler.vmlog import format_log_line
 
 __all__ = [
     "ADOPT_RETRY",
@@ -96,6 +97,9 @@ class Reconciler:
     """How many passes have run (tests wait on it instead of sleeping)."""
     booted_at: Callable[[], float | None] = boot_time
     """When the host booted (wall clock), None if unknown: see `_leftover_pidfiles`."""
+    timestamps: bool = False
+    """Start each line on `out` with the time, as the VM log does (a daemon not under systemd,
+    whose journal stamps lines itself)."""
     say_file_errors: bool = True
     """Say each file problem on `out` (the daemon log); `reconcile --once` prints them in its
     report on stdout instead, so they are not printed twice."""
@@ -128,8 +132,10 @@ class Reconciler:
 
     def say(self, text: str) -> None:
         """One human line per action, to stderr (systemd's journal picks it up)."""
+        line = f"reconcile: {text}"
         try:
-            self.out.write(f"reconcile: {text}\n")
+            self.out.write(format_log_line(self.clock(), line) if self.timestamps
+                           else line + "\n")
             self.out.flush()
         except (OSError, ValueError):
             pass  # a closed or full stderr must not stop the reconciler

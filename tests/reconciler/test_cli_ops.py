@@ -818,3 +818,36 @@ def test_daemon_log_lines_carry_no_timestamps_under_systemd(tmp_path: Path) -> N
     for line in [first, *rest.splitlines()]:
         assert line.startswith("reconcile: "), line
         assert not re.search(r"\d\d:\d\d:\d\d", line), line
+
+
+@pytest.mark.parametrize(("env", "stamped"), [
+    ({"INVOCATION_ID": "0123456789abcdef0123456789abcdef"}, False),
+    ({"JOURNAL_STREAM": "8:12345"}, False),
+    ({}, True),
+])
+def test_the_daemon_stamps_its_lines_unless_the_journal_does(
+        tmp_path: Path, env: dict[str, str], stamped: bool) -> None:
+    from reconciler.daemon import under_journal
+
+    assert under_journal(env) is not stamped
+    base = {k: v for k, v in os.environ.items() if k not in ("INVOCATION_ID", "JOURNAL_STREAM")}
+    conf = tmp_path / "c"
+    proc = subprocess.Popen([sys.executable, "-m", "reconciler", "--config-dir", str(conf)],
+                            cwd=ROOT, env={**base, **env}, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        first = proc.stderr.readline()
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.stderr.read().splitlines()
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+    said = f"reconcile: watching {conf} (pid {proc.pid})\n"
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}\+0000: "
+    if stamped:  # like the VM log's lifecycle lines
+        assert re.fullmatch(stamp + re.escape(said.rstrip("\n")), first.rstrip("\n")), first
+    else:
+        assert first == said
+    assert rest and all(bool(re.match(stamp, line)) is stamped for line in rest), rest
