@@ -238,12 +238,12 @@ class Reconciler:
         """Record as crashes the leftovers whose QEMU adoption found gone (folder removed).
 
         A VM adopted after all, or whose exit adoption saw and recorded itself, is left alone;
-        so is one no file wants any more. The restart policy then decides as for any crash,
-        and the restart is counted.
+        so is one no file wants running any more (it is stopped, as wanted). The restart policy
+        then decides as for any crash, and the restart is counted.
         """
         for uuid, (pid, started) in sorted(leftovers.items()):
             want = desired.wants.get(uuid)
-            if (uuid in self.supervisor.vms or want is None
+            if (uuid in self.supervisor.vms or want is None or not want.running
                     or self.history.ended.get(uuid) is not seen.get(uuid)):
                 continue
             ended = self.history.record_unseen_crash(uuid, want.domain, pid=pid,

@@ -57,6 +57,17 @@ def test_restart_never_keeps_it_crashed_and_says_why(world: World) -> None:
     assert world.qemu(light_uuid("n")) == []
 
 
+def test_a_vm_no_longer_wanted_running_is_simply_stopped(world: World) -> None:
+    path = world.write("s", light_xml("s"))
+    killed_while_nobody_watched(world, "s")
+    path.write_text(path.read_text().replace("state='running'", "state='stopped'"))
+    out = world.cli("--once")
+    assert out.returncode == 0, out.stdout + out.stderr
+    st = world.status("s")
+    assert st is not None and (st["state"], st["restarts"]) == ("stopped", 0), st
+    assert UNSEEN not in out.stdout + out.stderr
+
+
 def test_a_host_reboot_or_a_clean_exit_is_no_crash(world: World) -> None:
     world.write("b", light_xml("b"))
     killed_while_nobody_watched(world, "b")
