@@ -18,7 +18,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,18 +118,16 @@ def qemu_runs(pidfile: Path, vm_uuid: str, proc: Path = Path("/proc")) -> bool:
 
 
 def execute(path: Path, name: str, command: Mapping[str, Any], *,
-            timeout: float = DEFAULT_TIMEOUT,
-            connect: Callable[[Path], socket.socket] | None = None) -> dict[str, Any]:
+            timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
     """Send `command` through the QMP monitor at `path`; return QEMU's reply object.
 
     The reply is `{"return": ...}` (with the command's "id" if it had one). Raises
     `QmpCommandError` for an `{"error": ...}` reply, `MonitorUnavailableError` when nothing
     answers at `path` (QEMU gone, or another client holding the monitor until `timeout`),
-    `QmpProtocolError` for anything that is not QMP. `connect` replaces `socket.socket`'s
-    connect for tests: called with the path, it returns a connected socket.
+    `QmpProtocolError` for anything that is not QMP.
     """
     deadline = time.monotonic() + timeout
-    sock = _connect(path, name) if connect is None else connect(path)
+    sock = _connect(path, name)
     try:
         reader = _Lines(sock, deadline, path, name)
         greeting = reader.next()
