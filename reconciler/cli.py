@@ -5,8 +5,8 @@ Exit codes follow one rule everywhere: 0 success, 1 something the user's files o
 terminal, as with any Unix command: 130 after Ctrl-C, 141 (128 + SIGPIPE) when whoever read our
 output went away (`reconcile status | head -1`), which ends quietly, without a traceback.
 
-The read-only commands (`status`, `logs`, `monitor`, `--help`) import neither pydantic, asyncio,
-lxml nor watchdog: everything heavy is imported inside the function that needs it, so they start in a
+The quick commands (`status`, `logs`, `monitor`, `--help`) import neither pydantic, asyncio, lxml
+nor watchdog: everything heavy is imported inside the function that needs it, so they start in a
 few tens of milliseconds. Keep it that way (tests/reconciler/test_cli_ops.py checks it).
 """
 
