@@ -20,6 +20,9 @@ from model.firmware import Descriptor, FirmwareChoice, choose
 Option = tuple[str, ...]
 """One option with its value(s), e.g. ("-m", "512"); a flag alone is ("-nodefaults",)."""
 
+USER_QMP_SOCKET = "qmp-user.sock"
+"""The users' own QMP monitor in the VM's runtime folder (`reconcile monitor`, qmp-shell)."""
+
 
 @dataclass(frozen=True)
 class Runtime:
@@ -44,6 +47,15 @@ class Runtime:
     def folder(self) -> Path:
         """The VM's runtime folder: the one holding the QMP socket (guest agent, spice sockets)."""
         return self.qmp_socket.parent
+
+    @property
+    def user_qmp_socket(self) -> Path:
+        """The second QMP monitor, for users and their tools: `qmp-user.sock` in the folder.
+
+        The daemon keeps `qmp_socket` to itself (QEMU serves one client per monitor at a time);
+        this one is free for `reconcile monitor`, qmp-shell and scripts.
+        """
+        return self.folder / USER_QMP_SOCKET
 
 
 At = Callable[[str], str]
@@ -833,12 +845,12 @@ def options(d: Domain, runtime: Runtime | None = None,
             firmware: Sequence[Descriptor] | None = None) -> list[Option]:
     """The command line grouped by option: the emulator first, then one tuple per option.
 
-    With `runtime`, the QMP monitor, the pidfile and console logs are included; without it the
-    result is what `reconcile argv` shows, like `virsh domxml-to-native`. `firmware` is QEMU's
-    firmware descriptors (`/usr/share/qemu/firmware/*.json`, read by the caller with
-    `model.firmware.parse_descriptor`): `<os firmware='efi'>` picks from them. None means they
-    were not read: the firmware is then shown as a placeholder path (fine for `reconcile argv`;
-    QEMU refuses to start with it).
+    With `runtime`, the QMP monitors (the daemon's, then the users'), the pidfile and console
+    logs are included; without it the result is what `reconcile argv` shows, like `virsh
+    domxml-to-native`. `firmware` is QEMU's firmware descriptors (`/usr/share/qemu/firmware/
+    *.json`, read by the caller with `model.firmware.parse_descriptor`): `<os firmware='efi'>`
+    picks from them. None means they were not read: the firmware is then shown as a
+    placeholder path (fine for `reconcile argv`; QEMU refuses to start with it).
     """
     q35 = is_q35(d)
     fw = choose(d, firmware, runtime.state_dir if runtime is not None else None)
@@ -856,6 +868,9 @@ def options(d: Domain, runtime: Runtime | None = None,
         out.append(("-chardev",
                     f"socket,id=charmonitor,path={esc(runtime.qmp_socket)},server=on,wait=off"))
         out.append(("-mon", "chardev=charmonitor,id=monitor,mode=control"))
+        out.append(("-chardev", f"socket,id=charmonitor-user,path={esc(runtime.user_qmp_socket)}"
+                                ",server=on,wait=off"))
+        out.append(("-mon", "chardev=charmonitor-user,id=monitor-user,mode=control"))
     out += [("-no-user-config",), ("-nodefaults",), ("-msg", "timestamp=on")]
     out += _firmware(fw)
     out.append(_machine(d, fw))

@@ -5,8 +5,8 @@ Exit codes follow one rule everywhere: 0 success, 1 something the user's files o
 terminal, as with any Unix command: 130 after Ctrl-C, 141 (128 + SIGPIPE) when whoever read our
 output went away (`reconcile status | head -1`), which ends quietly, without a traceback.
 
-The read-only commands (`status`, `logs`, `--help`) import neither pydantic, asyncio, lxml nor
-watchdog: everything heavy is imported inside the function that needs it, so they start in a
+The quick commands (`status`, `logs`, `monitor`, `--help`) import neither pydantic, asyncio, lxml
+nor watchdog: everything heavy is imported inside the function that needs it, so they start in a
 few tens of milliseconds. Keep it that way (tests/reconciler/test_cli_ops.py checks it).
 """
 
@@ -19,12 +19,15 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TextIO, cast
 
 from reconciler.errors import ReconcilerError
 from reconciler.paths import Layout
 
+TYPE_CHECKING = False
+"""True for type checkers only: at run time `typing` is not even imported (~3 ms saved)."""
 if TYPE_CHECKING:
+    from typing import Any, Literal, TextIO
+
     import model
     from reconciler.loop import PassResult
     from reconciler.plan import Action
@@ -76,13 +79,16 @@ def _element_lines(path: Path) -> dict[str, int | None]:
     return lines
 
 
-def _validate_one(path: Path) -> dict[str, Any]:
+def _validate_one(path: Path, disks: dict[str, list[tuple[str, int | None, bool]]]
+                  ) -> dict[str, Any]:
     """Parse one file into the record `validate --json` prints for it.
 
     Besides the parser's warnings, a domain without ACPI is warned about: qemud cannot stop it
-    gracefully.
+    gracefully. Each writable disk image of a valid file is added to `disks` (by the image it
+    resolves to: path as written, line, whether the domain is wanted running).
     """
     import model
+    from reconciler.desired import writable_disks
 
     try:
         parsed = model.parse_file(path)
@@ -90,11 +96,16 @@ def _validate_one(path: Path) -> dict[str, Any]:
         return {"file": str(path), "valid": False, "name": None, "uuid": None,
                 "errors": [_issue_json(i) for i in exc.issues], "warnings": []}
     warnings = [_issue_json(w) for w in parsed.warnings]
-    if not parsed.domain.features.acpi:
+    domain = parsed.domain
+    if not domain.features.acpi:
         lines = _element_lines(path)
         warnings.append({"line": lines["features"] or lines["domain"], "message": ACPI_WARNING})
-    return {"file": str(path), "valid": True, "name": parsed.domain.name,
-            "uuid": str(parsed.domain.uuid), "errors": [], "warnings": warnings}
+    running = domain.desired.state == "running"
+    for index, image in writable_disks(domain, os.path.realpath):
+        line = parsed.disk_lines[index] if index < len(parsed.disk_lines) else None
+        disks.setdefault(image, []).append((str(path), line, running))
+    return {"file": str(path), "valid": True, "name": domain.name,
+            "uuid": str(domain.uuid), "errors": [], "warnings": warnings}
 
 
 def _mark_clashes(records: list[dict[str, Any]]) -> None:
@@ -138,6 +149,38 @@ def _mark_clashes(records: list[dict[str, Any]]) -> None:
             rec["valid"] = False
 
 
+def _mark_disk_clashes(records: list[dict[str, Any]],
+                       disks: dict[str, list[tuple[str, int | None, bool]]]) -> None:
+    """Report every writable disk image that two of the given files name, at both ends.
+
+    Two domains wanted running would fight over it (the reconciler keeps the second one
+    stopped): an error on each. Otherwise only one may run at a time: a warning on each.
+    """
+    by_file: dict[str, dict[str, Any]] = {}
+    for rec in records:
+        by_file.setdefault(os.path.realpath(rec["file"]), rec)
+    for image, named in disks.items():
+        users = list({os.path.realpath(f): (f, line, run) for f, line, run in named}.values())
+        if len(users) < 2:
+            continue
+        for file, line, running in users:
+            rec = by_file[os.path.realpath(file)]
+            for other, other_line, other_running in users:
+                if other == file:
+                    continue
+                both = running and other_running
+                what = f"disk image {image} is also written by {_where(other, other_line)}"
+                if both:
+                    rec["errors"].append({"line": line, "message": (
+                        f"{what}, and both are wanted running: qemud runs only one of them; "
+                        "give each domain its own image, or mark it <readonly/> or "
+                        "<shareable/>")})
+                    rec["valid"] = False
+                else:
+                    rec["warnings"].append({"line": line, "message": (
+                        f"{what}: only one of them can run at a time")})
+
+
 def _where(file: str, line: int | None) -> str:
     """`file:line` (or just `file` when the line is unknown)."""
     return f"{file}:{line}" if line is not None else file
@@ -147,10 +190,13 @@ def cmd_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """`reconcile validate`: check files and directories; exit 1 when any file is invalid.
 
     Files that are valid on their own but share a name or uuid with another file given are
-    invalid too (the reconciler would run only one of them).
+    invalid too (the reconciler would run only one of them); so are two wanted running that
+    write one disk image (two that are not both wanted running get a warning).
     """
-    records = [_validate_one(p) for p in expand(args.paths)]
+    disks: dict[str, list[tuple[str, int | None, bool]]] = {}
+    records = [_validate_one(p, disks) for p in expand(args.paths)]
     _mark_clashes(records)
+    _mark_disk_clashes(records, disks)
     if args.json:
         json.dump(records, out, indent=2)
         out.write("\n")
@@ -322,12 +368,14 @@ def cmd_reconcile(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """
     import asyncio
 
+    from reconciler.daemon import under_journal
     from reconciler.loop import Reconciler, exit_code
 
     if args.dry_run and not args.once:
         raise UsageError("--dry-run goes with --once")
     layout = layout_of(args)
-    rec = Reconciler(layout, out=err)
+    rec = Reconciler(layout, out=err, say_file_errors=not args.once,  # --once prints them below
+                     timestamps=not args.once and not under_journal(os.environ))
     if not args.once:
         asyncio.run(rec.serve(resync=args.resync))
         return EXIT_OK
@@ -435,43 +483,43 @@ class StatusReadError(ReconcilerError):
                          "pass ('reconcile --once', or the daemon 'reconcile')")
 
 
-_FLOCK = "hhqqi4x"
-"""`struct flock` on Linux x86-64 (the layout `reconciler.daemon.DirLock` uses)."""
-
-
-def daemon_serves(layout: Layout) -> bool:
-    """Whether a reconciler daemon holds this directory's daemon lock right now.
-
-    Asks the kernel (`F_OFD_GETLK`, which never takes the lock), like
-    `reconciler.daemon.DirLock.owner`, without importing the daemon (and asyncio).
-    """
-    import fcntl
-    import struct
-
-    try:
-        fd = os.open(layout.run_dir / "daemon.lock", os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        probe = struct.pack(_FLOCK, fcntl.F_WRLCK, 0, 0, 0, 0)
-        kind: int = struct.unpack(_FLOCK, fcntl.fcntl(fd, fcntl.F_OFD_GETLK, probe))[0]
-        return kind != fcntl.F_UNLCK
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-
-
 def _age(stamp: str | None, now: float) -> float | None:
     """Seconds since an ISO 8601 timestamp of a status file (None if missing or unreadable)."""
-    from datetime import datetime
-
     if not stamp:
         return None
+    at = _epoch(stamp)
+    if at is None:
+        from datetime import datetime
+
+        try:
+            at = datetime.fromisoformat(stamp).timestamp()
+        except ValueError:
+            return None
+    return now - at
+
+
+def _epoch(stamp: str) -> float | None:
+    """Unix time of a UTC stamp as `status.iso` writes it (`2026-12-03T06:41:34.123Z`), else None.
+
+    Computed by hand: importing datetime would cost `reconcile status` ~1.5 ms.
+    """
+    if len(stamp) < 20 or stamp[-1] != "Z" or stamp[4] + stamp[7] + stamp[10] != "--T":
+        return None
     try:
-        return now - datetime.fromisoformat(stamp).timestamp()
+        year, month, day = int(stamp[0:4]), int(stamp[5:7]), int(stamp[8:10])
+        hour, minute, second = int(stamp[11:13]), int(stamp[14:16]), float(stamp[17:-1])
     except ValueError:
         return None
+    if not (1 <= month <= 12 and 1 <= day <= 31):
+        return None
+    # days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil)
+    y = year - (month <= 2)
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    days = era * 146097 + doe - 719468
+    return days * 86400.0 + hour * 3600 + minute * 60 + second
 
 
 def _stale_warning(layout: Layout, updated_at: str | None, resync: float, now: float
@@ -482,7 +530,11 @@ def _stale_warning(layout: Layout, updated_at: str | None, resync: float, now: f
     daemon does not rewrite an unchanged status, so age alone proves nothing while one runs).
     """
     age = _age(updated_at, now)
-    if age is None or age <= resync or daemon_serves(layout):
+    if age is None or age <= resync:
+        return None
+    from reconciler.lock import daemon_serves
+
+    if daemon_serves(layout.run_dir):
         return None
     return (f"reconcile: warning: this status is from {updated_at} ({_ago(age)} ago) and no "
             f"reconciler has updated it since: none serves {layout.config_dir}; start the "
@@ -553,7 +605,8 @@ def cmd_set_state(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     import model
     from model.edit import set_state
-    from reconciler.loop import DAEMON_LOCK, DirLock, Reconciler
+    from reconciler.lock import daemon_serves
+    from reconciler.loop import Reconciler
     from reconciler.scan import Scanner
     from reconciler.status import write_atomic
 
@@ -577,7 +630,7 @@ def cmd_set_state(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     out.write(f"{args.name}: desired state is now {state} ({path})\n")
     if getattr(args, "force", False):
         return _power(layout, "stop-force", args.name, wait=not args.no_wait, out=out, err=err)
-    if DirLock(layout.run_dir / DAEMON_LOCK).held_elsewhere():
+    if daemon_serves(layout.run_dir):
         out.write("the running daemon applies it\n")
         return EXIT_OK
     rec = Reconciler(layout, out=err)
@@ -622,11 +675,13 @@ def _power_here(layout: Layout, verb: str, name: str, *, wait: bool,
                 progress: Callable[[str], None], err: TextIO) -> tuple[bool, str]:
     """Carry out a power verb in this process (no daemon answers); (ok, final message)."""
     import asyncio
+    from typing import cast
 
-    from reconciler.loop import DAEMON_LOCK, DirLock, Reconciler
+    from reconciler.lock import daemon_serves
+    from reconciler.loop import Reconciler
     from reconciler.power import PowerError, Verb, carry_out_here
 
-    if DirLock(layout.run_dir / DAEMON_LOCK).held_elsewhere():
+    if daemon_serves(layout.run_dir):
         return False, (f"a daemon serves {layout.config_dir} but does not answer on its control "
                        "socket; restart it (an older daemon has none)")
     if not wait:
@@ -737,6 +792,40 @@ def cmd_console(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
+def cmd_monitor(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """`reconcile monitor NAME COMMAND`: one QMP command on the VM's users' monitor; its reply.
+
+    Prints QEMU's reply object as JSON (`{"return": ...}`). Exit 1 with QEMU's error class and
+    description when it refuses the command, or when the VM is not running; 2 when COMMAND is
+    not a QMP command.
+    """
+    from reconciler.usermonitor import (
+        MonitorUnavailableError,
+        QmpCommandError,
+        execute,
+        find_socket,
+        parse_command,
+    )
+
+    try:
+        command = parse_command(args.qmp_command)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    if args.timeout <= 0:
+        raise UsageError("--timeout needs a number of seconds > 0")
+    layout = layout_of(args)
+    current = read_status_json(layout.status_dir)
+    try:
+        path = find_socket(layout, args.name, current["domains"] if current else [])
+        reply = execute(path, args.name, command, timeout=args.timeout)
+    except (MonitorUnavailableError, QmpCommandError) as exc:
+        err.write(f"reconcile: {exc}\n")
+        return EXIT_INVALID
+    json.dump(reply, out, indent=2 if args.pretty else None)
+    out.write("\n")
+    return EXIT_OK
+
+
 def _fileno(stream: TextIO) -> int:
     """The file descriptor behind a stream; the process's stdout for one without (tests)."""
     try:
@@ -748,8 +837,39 @@ def _fileno(stream: TextIO) -> int:
 # ---------------------------------------------------------------------------- the parser
 
 
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help formatter, sized without `shutil` (whose import costs ~2.5 ms).
+
+    argparse makes one for every argument it adds, even when no help is printed.
+    """
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        if width is None:
+            width = _columns() - 2
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
+def _columns() -> int:
+    """The terminal's width as `shutil.get_terminal_size` gives it: $COLUMNS, stdout, else 80."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno() if sys.__stdout__ else 1).columns
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns if columns > 0 else 80
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that exits with 2 and a one-line hint on usage errors."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> Any:
         """Print the usage error and exit 2."""
@@ -768,8 +888,13 @@ def _where_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
                        help="the system instance: /etc/qemud, /run/qemud, /var/log/qemud (root)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of `reconcile` and its subcommands."""
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser of `reconcile` and its subcommands.
+
+    With `only` (a subcommand's name), every subcommand is still named (and listed by
+    `--help`), but only that one gets its own arguments: `main` builds just the one it runs,
+    which saves the start-up of the quick commands a few milliseconds.
+    """
     parser = _Parser(prog="reconcile", description="Declarative reconciler for QEMU virtual "
                      "machines described by libvirt domain XML files. Without a command, runs "
                      "the daemon (or one pass with --once).",
@@ -788,63 +913,148 @@ def build_parser() -> argparse.ArgumentParser:
                         help="--once: how long to wait for another reconciler (default 120)")
     parser.set_defaults(func=cmd_reconcile)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    val = sub.add_parser("validate", help="check domain files (exit 1 when any is invalid or "
-                         "two share a name or uuid)")
-    val.add_argument("--json", action="store_true", help="print one JSON array, an object a file")
-    val.add_argument("paths", nargs="+", metavar="PATH", help="domain files or directories")
-    val.set_defaults(func=cmd_validate)
-    argv = sub.add_parser("argv", help="print the QEMU command line of a domain file")
-    argv.add_argument("--json", action="store_true", help="print a JSON array of strings")
-    argv.add_argument("file", type=Path, metavar="FILE")
-    argv.set_defaults(func=cmd_argv)
-    status = sub.add_parser("status", help="show domain states from the status files")
-    _where_options(status, suppress=True)
-    status.add_argument("name", nargs="?", metavar="NAME")
-    status.add_argument("--json", action="store_true", help="print the status JSON")
-    status.add_argument("--schema", action="store_true", help="print the JSON Schema of status.json")
-    status.set_defaults(func=cmd_status)
-    for verb, text in (("start", "set a domain's desired state to running"),
-                       ("stop", "set a domain's desired state to stopped")):
-        cmd = sub.add_parser(verb, help=f"{text} (applied now when no daemon runs)")
-        _where_options(cmd, suppress=True)
-        cmd.add_argument("name", metavar="NAME")
-        cmd.set_defaults(func=cmd_set_state)
-        if verb == "stop":
-            cmd.add_argument("--force", action="store_true", help="do not wait for the guest "
-                             "to power off (ACPI): QMP quit at once, then signals")
-            cmd.add_argument("--no-wait", action="store_true",
-                             help="with --force: return once the daemon has the request")
-    for verb, text in (
-            ("restart", "stop a running VM (gracefully) and start it again from its current "
-             "definition (applies a pending restart); starts it if it is wanted but not running"),
-            ("reboot", "press the ACPI power button and start the VM afresh once the guest has "
-             "powered off (its desired state is unchanged)"),
-            ("reset", "hard-reset a running VM (same QEMU, like pressing the reset button)")):
-        cmd = sub.add_parser(verb, help=text)
-        _where_options(cmd, suppress=True)
-        cmd.add_argument("name", metavar="NAME")
-        cmd.add_argument("--no-wait", action="store_true",
-                         help="return once the daemon has the request (scripts)")
-        cmd.set_defaults(func=cmd_power)
-    logs = sub.add_parser("logs", help="print a VM's log (QEMU's messages and qemud's lifecycle "
-                          "lines) or, with --console, its serial console log")
-    _where_options(logs, suppress=True)
-    logs.add_argument("name", metavar="NAME")
-    logs.add_argument("-f", "--follow", action="store_true",
-                      help="keep printing what is appended, like tail -f, until Ctrl-C")
-    logs.add_argument("--console", action="store_true", help="the serial console log instead")
-    logs.add_argument("-n", "--lines", type=int, metavar="N",
-                      help="only the last N lines (default: all)")
-    logs.set_defaults(func=cmd_logs)
-    console = sub.add_parser("console", help="attach to a running VM's serial console "
-                             "(Ctrl-] detaches)",
-                             description="Attach this terminal to serial port 0 of a running "
-                             "VM (a pty or a unix socket in bind mode). Ctrl-] detaches; the VM "
-                             "keeps running and the console log keeps recording.")
-    _where_options(console, suppress=True)
-    console.add_argument("name", metavar="NAME")
-    console.set_defaults(func=cmd_console)
+    for name, kwargs, arguments in _SUBCOMMANDS:
+        cmd = sub.add_parser(name, help=kwargs["help"], description=kwargs.get("description"),
+                             epilog=kwargs.get("epilog"))
+        if only is None or only == name:
+            arguments(cmd, name)
     return parser
+
+
+def _validate_arguments(cmd: argparse.ArgumentParser, name: str) -> None:
+    """`validate`'s arguments."""
+    cmd.add_argument("--json", action="store_true", help="print one JSON array, an object a file")
+    cmd.add_argument("paths", nargs="+", metavar="PATH", help="domain files or directories")
+    cmd.set_defaults(func=cmd_validate)
+
+
+def _argv_arguments(cmd: argparse.ArgumentParser, name: str) -> None:
+    """`argv`'s arguments."""
+    cmd.add_argument("--json", action="store_true", help="print a JSON array of strings")
+    cmd.add_argument("file", type=Path, metavar="FILE")
+    cmd.set_defaults(func=cmd_argv)
+
+
+def _status_arguments(cmd: argparse.ArgumentParser, name: str) -> None:
+    """`status`'s arguments."""
+    _where_options(cmd, suppress=True)
+    cmd.add_argument("name", nargs="?", metavar="NAME")
+    cmd.add_argument("--json", action="store_true", help="print the status JSON")
+    cmd.add_argument("--schema", action="store_true", help="print the JSON Schema of status.json")
+    cmd.set_defaults(func=cmd_status)
+
+
+def _state_arguments(cmd: argparse.ArgumentParser, name: str) -> None:
+    """`start`'s and `stop`'s arguments."""
+    _where_options(cmd, suppress=True)
+    cmd.add_argument("name", metavar="NAME")
+    cmd.set_defaults(func=cmd_set_state)
+    if name == "stop":
+        cmd.add_argument("--force", action="store_true", help="do not wait for the guest "
+                         "to power off (ACPI): QMP quit at once, then signals")
+        cmd.add_argument("--no-wait", action="store_true",
+                         help="with --force: return once the daemon has the request")
+
+
+def _power_arguments(cmd: argparse.ArgumentParser, name: str) -> None:
+    """The arguments of the power verbs `restart`, `reboot`, `reset`."""
+    _where_options(cmd, suppress=True)
+    cmd.add_argument("name", metavar="NAME")
+    cmd.add_argument("--no-wait", action="store_true",
+                     help="return once the daemon has the request (scripts)")
+    cmd.set_defaults(func=cmd_power)
+
+
+def _logs_arguments(cmd: argparse.ArgumentParser, name: str) -> None:
+    """`logs`'s arguments."""
+    _where_options(cmd, suppress=True)
+    cmd.add_argument("name", metavar="NAME")
+    cmd.add_argument("-f", "--follow", action="store_true",
+                     help="keep printing what is appended, like tail -f, until Ctrl-C")
+    cmd.add_argument("--console", action="store_true", help="the serial console log instead")
+    cmd.add_argument("-n", "--lines", type=int, metavar="N",
+                     help="only the last N lines (default: all)")
+    cmd.set_defaults(func=cmd_logs)
+
+
+def _console_arguments(cmd: argparse.ArgumentParser, name: str) -> None:
+    """`console`'s arguments."""
+    _where_options(cmd, suppress=True)
+    cmd.add_argument("name", metavar="NAME")
+    cmd.set_defaults(func=cmd_console)
+
+
+def _monitor_arguments(cmd: argparse.ArgumentParser, name: str) -> None:
+    """`monitor`'s arguments."""
+    _where_options(cmd, suppress=True)
+    cmd.add_argument("name", metavar="NAME")
+    cmd.add_argument("qmp_command", metavar="COMMAND",
+                     help="""a QMP command as JSON, '{"execute": "NAME", "arguments": """
+                     """{...}}', or just its name (query-status)""")
+    cmd.add_argument("--pretty", action="store_true", help="indent the JSON reply")
+    cmd.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
+                     help="how long to wait for QEMU (default 10)")
+    cmd.set_defaults(func=cmd_monitor)
+
+
+_SUBCOMMANDS: tuple[tuple[str, dict[str, str], Callable[[argparse.ArgumentParser, str], None]],
+                    ...] = (
+    ("validate", {"help": "check domain files (exit 1 when any is invalid, or two share a name, "
+                  "a uuid, or a disk image both wanted running)"}, _validate_arguments),
+    ("argv", {"help": "print the QEMU command line of a domain file"}, _argv_arguments),
+    ("status", {"help": "show domain states from the status files"}, _status_arguments),
+    ("start", {"help": "set a domain's desired state to running (applied now when no daemon "
+               "runs)"}, _state_arguments),
+    ("stop", {"help": "set a domain's desired state to stopped (applied now when no daemon "
+              "runs)"}, _state_arguments),
+    ("restart", {"help": "stop a running VM (gracefully) and start it again from its current "
+                 "definition (applies a pending restart); starts it if it is wanted but not "
+                 "running"}, _power_arguments),
+    ("reboot", {"help": "press the ACPI power button and start the VM afresh once the guest "
+                "has powered off (its desired state is unchanged)"}, _power_arguments),
+    ("reset", {"help": "hard-reset a running VM (same QEMU, like pressing the reset button)"},
+     _power_arguments),
+    ("logs", {"help": "print a VM's log (QEMU's messages and qemud's lifecycle lines) or, with "
+              "--console, its serial console log"}, _logs_arguments),
+    ("console", {"help": "attach to a running VM's serial console (Ctrl-] detaches)",
+                 "description": "Attach this terminal to serial port 0 of a running VM (a pty "
+                 "or a unix socket in bind mode). Ctrl-] detaches; the VM keeps running and the "
+                 "console log keeps recording."}, _console_arguments),
+    ("monitor", {"help": "send one QMP command to a running VM and print QEMU's reply (JSON)",
+                 "description": "Send one QMP command through the VM's own users' monitor "
+                 "(qmp-user.sock in its runtime folder; qmp-shell and scripts may use that "
+                 "socket too) and print QEMU's reply. The daemon keeps its own monitor: nothing "
+                 "here disturbs it.",
+                 "epilog": """Example: reconcile monitor web '{"execute": "query-status"}'. """
+                 "Exit status: 0 the reply, 1 QEMU refused the command (its error class and "
+                 "description on stderr) or the VM is not running, 2 a usage error."},
+     _monitor_arguments),
+)
+"""Every subcommand: its name, what `add_parser` gets, and what adds its own arguments."""
+
+_OPTIONS_WITH_VALUES = frozenset({"--config-dir", "--resync", "--lock-timeout"})
+_FLAGS = frozenset({"--once", "--dry-run", "--system"})
+
+
+def command_word(argv: Sequence[str]) -> str | None:
+    """The subcommand `argv` runs, when that is certain without parsing; None otherwise.
+
+    Certain: every word before it is one of the main options, spelt in full. Anything else
+    (an abbreviation, `--help`, an unknown option, no subcommand) gives None: the whole parser
+    is built then, and argparse judges as always.
+    """
+    names = {name for name, _, _ in _SUBCOMMANDS}
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word in _FLAGS or (word.partition("=")[0] in _OPTIONS_WITH_VALUES and "=" in word):
+            continue
+        elif word in _OPTIONS_WITH_VALUES:
+            skip = True
+        else:
+            return word if word in names else None
+    return None
 
 
 def _quiet_stdout(stream: TextIO) -> None:
@@ -866,12 +1076,13 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
     Output is flushed before returning, so a reader that went away is noticed here: the
     command then ends quietly with 141, like a command killed by SIGPIPE.
     """
-    parser = build_parser()
+    words = sys.argv[1:] if argv is None else argv
+    parser = build_parser(only=command_word(words))
     stdout, stderr = out or sys.stdout, err or sys.stderr
     try:
         try:  # argparse prints to sys.stdout/sys.stderr and exits: send both to out/err
             with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-                args = parser.parse_args(argv)
+                args = parser.parse_args(words)
         except SystemExit as exc:
             stdout.flush()
             return exc.code if isinstance(exc.code, int) else EXIT_USAGE

@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import os
 import signal
-import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,6 +26,7 @@ from watchdog.observers.api import BaseObserver
 
 from reconciler.control import CONTROL_SOCKET, serve_control
 from reconciler.errors import ReconcilerError
+from reconciler.lock import DAEMON_LOCK, DirLock, LockTimeoutError
 from reconciler.scan import is_domain_file
 from reconciler.status import write_atomic
 from reconciler.supervisor import is_runtime_folder
@@ -35,25 +34,8 @@ from reconciler.supervisor import is_runtime_folder
 if TYPE_CHECKING:
     from reconciler.loop import Reconciler
 
-DAEMON_LOCK = "daemon.lock"
-"""Held by the daemon for its whole life; holds its pid (for `reconcile --once` to signal)."""
-PASS_LOCK = "reconcile.lock"
-"""Held while a pass acts, by the daemon or by `reconcile --once`."""
 SETTLED_FILE = "settled"
 """Wall-clock start of the daemon's last pass after which no action was under way."""
-
-_FLOCK = "hhqqi4x"
-"""`struct flock` on Linux x86-64: l_type, l_whence, l_start, l_len, l_pid (and padding)."""
-
-
-class LockTimeoutError(ReconcilerError):
-    """Another reconciler kept the config directory busy for longer than we may wait."""
-
-    def __init__(self, path: Path, waited: float) -> None:
-        self.path = path
-        self.waited = waited
-        super().__init__(f"{path}: another reconciler has been acting on this directory for "
-                         f"{waited:g}s; try again later, or stop the other one")
 
 
 class AlreadyRunningError(ReconcilerError):
@@ -74,83 +56,13 @@ class DaemonServesError(ReconcilerError):
                          "itself; see 'reconcile status', or stop the daemon to use --once")
 
 
-class DirLock:
-    """An open-file-description lock (`F_OFD_SETLK`) on a file in the run directory.
+def under_journal(environ: Mapping[str, str]) -> bool:
+    """Whether systemd runs us with stderr going to its journal, which stamps every line itself.
 
-    With `record_pid`, the holder writes its pid into the file after taking the lock (the
-    daemon's lock: `reconcile --once` signals it); `owner()` asks the kernel (`F_OFD_GETLK`,
-    which never takes the lock) whether anybody holds it before believing that pid. Without
-    it, taking the lock changes nothing in the file (`--dry-run` writes nothing).
+    systemd sets INVOCATION_ID for every service process and JOURNAL_STREAM when stderr is
+    connected to the journal; then the daemon adds no timestamps of its own.
     """
-
-    def __init__(self, path: Path, *, record_pid: bool = False) -> None:
-        self.path = path
-        self.record_pid = record_pid
-        self._fd: int | None = None
-
-    def try_acquire(self) -> bool:
-        """Take the lock if it is free and record our pid in it; never blocks."""
-        if self._fd is not None:
-            return True
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack(_FLOCK, fcntl.F_WRLCK, 0, 0, 0, 0))
-        except OSError:
-            os.close(fd)
-            return False
-        if self.record_pid:
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
-        return True
-
-    async def acquire(self, timeout: float) -> None:
-        """Wait (without blocking the event loop) up to `timeout` s for the lock."""
-        deadline = time.monotonic() + timeout
-        while not self.try_acquire():
-            if time.monotonic() >= deadline:
-                raise LockTimeoutError(self.path, timeout)
-            await asyncio.sleep(0.02)
-
-    def release(self) -> None:
-        """Give the lock back (idempotent)."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    def owner(self) -> int | None:
-        """The pid holding the lock right now, or None when nobody holds it.
-
-        The kernel says whether it is held (`F_OFD_GETLK`); the pid is what the holder wrote.
-        A holder that has not written its pid yet is waited for briefly.
-        """
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
-        except OSError:
-            return None
-        try:
-            for _ in range(50):
-                probe = struct.pack(_FLOCK, fcntl.F_WRLCK, 0, 0, 0, 0)
-                kind = struct.unpack(_FLOCK, fcntl.fcntl(fd, fcntl.F_OFD_GETLK, probe))[0]
-                if kind == fcntl.F_UNLCK:
-                    return None
-                text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-                if text.isdigit():
-                    return int(text)
-                time.sleep(0.002)
-            return None
-        except OSError:
-            return None
-        finally:
-            os.close(fd)
-
-    def held_elsewhere(self) -> bool:
-        """Whether another process holds the lock right now (never takes it to find out)."""
-        if self._fd is not None:
-            return False
-        holder = self.owner()
-        return holder is not None and holder != os.getpid()
+    return bool(environ.get("INVOCATION_ID") or environ.get("JOURNAL_STREAM"))
 
 
 async def delegate(rec: Reconciler, daemon: DirLock, timeout: float) -> bool:

@@ -18,9 +18,10 @@ from model import Domain
 from reconciler.plan import Ended
 from reconciler.policy import ExitKind, RestartState, after_exit, should_restart
 from reconciler.scan import FileKey
-from reconciler.status import write_atomic
+from reconciler.status import iso, write_atomic
 
 MEMORY_FILE = "exits.json"
+UNSEEN_CRASH = "QEMU crashed or was killed while no reconciler was running"
 
 
 @dataclass
@@ -57,6 +58,21 @@ class History:
         self.ended[uuid] = ended
         self.dirty = True
         return ended
+
+    def record_unseen_crash(self, uuid: uuidlib.UUID, domain: Domain | None, *, pid: int,
+                            started_at: float, key: FileKey | None, now: float) -> Ended:
+        """A QEMU that died while no reconciler watched it: recorded as a crash, like any other.
+
+        Only an unclean death is known for sure (QEMU removes its pidfile when it exits
+        cleanly: a guest power-off, a `quit`; killed or crashed, it leaves it behind), so the
+        caller passes the pid and start time (the pidfile's mtime) of such a leftover. The exit
+        time is unknown: the uptime used for the back-off is the longest it can have been.
+        The restart policy decides, and the restart that follows is counted.
+        """
+        message = (f"{UNSEEN_CRASH} (pid {pid}, started "
+                   f"{iso(started_at)}; it left its pidfile behind)")
+        return self.record_end(uuid, domain, ExitKind.CRASH, uptime=max(0.0, now - started_at),
+                               message=message, key=key, now=now)
 
     def record_start(self, uuid: uuidlib.UUID, *, restart: bool) -> None:
         """A VM is running: count an automatic restart, clear its last failure."""

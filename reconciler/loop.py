@@ -17,32 +17,27 @@ Nothing a pass writes may kill it: a failed status, history or definition write 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 import uuid as uuidlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TextIO
 
-from reconciler.daemon import (
-    DAEMON_LOCK,
-    PASS_LOCK,
-    AlreadyRunningError,
-    DaemonServesError,
-    DirLock,
-    LockTimeoutError,
-    delegate,
-    serve,
-)
+from reconciler.daemon import AlreadyRunningError, DaemonServesError, delegate, serve
 from reconciler.desired import Desired, DesiredSet, DiskIdentity
 from reconciler.history import MEMORY_FILE, History
+from reconciler.lock import DAEMON_LOCK, PASS_LOCK, DirLock, LockTimeoutError
 from reconciler.paths import Layout, untrusted_file
-from reconciler.plan import Action, Adopt, Blocked, Clean, Live, Observed, Wait, plan
+from reconciler.plan import Action, Adopt, Blocked, Clean, Ended, Live, Observed, Wait, plan
 from reconciler.qemu import Primitives, Timeouts, identify_qemu, read_pidfile
 from reconciler.report import Facts, LiveFacts, Report
 from reconciler.scan import Scan, Scanner
 from reconciler.status import DomainStatus, StatusWriter, read_status
 from reconciler.supervisor import ADOPT_RETRY, ProcessLayer, QemuLayer, Supervisor, Vm
+from reconciler.vmlog import format_log_line
 
 __all__ = [
     "ADOPT_RETRY",
@@ -60,6 +55,17 @@ __all__ = [
 
 QUIET_PERIOD = 0.25
 """Seconds a domain file must stay missing before its VM is stopped (editors save by rename)."""
+
+
+def boot_time(stat: Path = Path("/proc/stat")) -> float | None:
+    """When the host booted (the kernel's `btime`, wall clock), None if it cannot be read."""
+    try:
+        for line in stat.read_text().splitlines():
+            if line.startswith("btime "):
+                return float(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,14 @@ class Reconciler:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     passes: int = 0
     """How many passes have run (tests wait on it instead of sleeping)."""
+    booted_at: Callable[[], float | None] = boot_time
+    """When the host booted (wall clock), None if unknown: see `_leftover_pidfiles`."""
+    timestamps: bool = False
+    """Start each line on `out` with the time, as the VM log does (a daemon not under systemd,
+    whose journal stamps lines itself)."""
+    say_file_errors: bool = True
+    """Say each file problem on `out` (the daemon log); `reconcile --once` prints them in its
+    report on stdout instead, so they are not printed twice."""
 
     def __post_init__(self) -> None:
         self.scanner = self._scanner()
@@ -118,8 +132,10 @@ class Reconciler:
 
     def say(self, text: str) -> None:
         """One human line per action, to stderr (systemd's journal picks it up)."""
+        line = f"reconcile: {text}"
         try:
-            self.out.write(f"reconcile: {text}\n")
+            self.out.write(format_log_line(self.clock(), line) if self.timestamps
+                           else line + "\n")
             self.out.flush()
         except (OSError, ValueError):
             pass  # a closed or full stderr must not stop the reconciler
@@ -177,11 +193,14 @@ class Reconciler:
         self.supervisor.follow(desired)
         orphans = self.supervisor.orphans()
         if orphans:
+            leftovers = self._leftover_pidfiles(orphans)
+            seen = {uuid: self.history.ended.get(uuid) for uuid in leftovers}
             await self.supervisor.adopt_all(sorted(orphans))
             # clashes are resolved in favour of running VMs: judge again with the adopted ones
             scan = await self._scan()
             desired = self.desired_set.update(scan, self.supervisor.owned(), now)
             self.supervisor.follow(desired)
+            self._record_unseen_crashes(leftovers, seen, desired, now)
         self.supervisor.retry_adoptions()
         actions = self._plan(desired, now)
         for action in actions:
@@ -191,6 +210,48 @@ class Reconciler:
         adopted = [Adopt(u) for u in sorted(orphans)]
         statuses = await self._publish(desired, actions, now)
         return PassResult((*adopted, *actions), tuple(statuses))
+
+    def _leftover_pidfiles(self, orphans: frozenset[uuidlib.UUID]
+                           ) -> dict[uuidlib.UUID, tuple[int, float]]:
+        """The pid and start time (mtime) of each orphan's pidfile written since the host booted.
+
+        QEMU removes its pidfile when it exits cleanly, so a pidfile whose QEMU is gone (which
+        adoption finds out) means a crash no reconciler saw. One from before the boot is left
+        by a host that went down with its VMs: that is no crash of theirs.
+        """
+        booted = self.booted_at()
+        found: dict[uuidlib.UUID, tuple[int, float]] = {}
+        for uuid in orphans:
+            path = self.layout.pidfile(str(uuid))
+            try:
+                mtime = os.stat(path).st_mtime
+            except OSError:
+                continue
+            pid = read_pidfile(path)
+            if pid is not None and (booted is None or mtime >= booted):
+                found[uuid] = (pid, mtime)
+        return found
+
+    def _record_unseen_crashes(self, leftovers: dict[uuidlib.UUID, tuple[int, float]],
+                               seen: dict[uuidlib.UUID, Ended | None], desired: Desired,
+                               now: float) -> None:
+        """Record as crashes the leftovers whose QEMU adoption found gone (folder removed).
+
+        A VM adopted after all, or whose exit adoption saw and recorded itself, is left alone;
+        so is one no file wants running any more (it is stopped, as wanted). The restart policy
+        then decides as for any crash, and the restart is counted.
+        """
+        for uuid, (pid, started) in sorted(leftovers.items()):
+            want = desired.wants.get(uuid)
+            if (uuid in self.supervisor.vms or want is None or not want.running
+                    or self.history.ended.get(uuid) is not seen.get(uuid)):
+                continue
+            ended = self.history.record_unseen_crash(uuid, want.domain, pid=pid,
+                                                     started_at=started, key=want.key, now=now)
+            self.say(f"{want.name}: {ended.message}")
+            retry = ended.restart.next_retry_at
+            if not ended.held and retry is not None:
+                self._wake_later(retry)
 
     async def _scan(self) -> Scan:
         """Scan the config directory off the event loop (stat every file, parse changed ones).
@@ -233,7 +294,7 @@ class Reconciler:
 
     def _report_files(self, desired: Desired) -> None:
         """Say each file problem once, as `file:line: message`, in the daemon log."""
-        if desired is self._reported:
+        if desired is self._reported or not self.say_file_errors:
             return  # the same desired set as last pass: nothing new to say
         self._reported = desired
         lines: list[str] = []

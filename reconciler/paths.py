@@ -11,8 +11,9 @@ system    ``/etc/qemud``      ``/run/qemud``      ``/var/log/qemud``,
                                                   ``/run/qemud/status``
 ========  ==================  ==================  ===================
 
-Each running VM owns ``<run>/<uuid>/`` holding its QMP socket (``qmp.sock``)
-and QEMU's pidfile (``qemu.pid``); its logs are ``<log>/<name>.log`` and
+Each running VM owns ``<run>/<uuid>/`` holding its QMP socket (``qmp.sock``, the
+daemon's), the users' own QMP socket (``qmp-user.sock``, for `reconcile monitor` and
+qmp-shell) and QEMU's pidfile (``qemu.pid``); its logs are ``<log>/<name>.log`` and
 ``<log>/<name>.console.log``.
 """
 
@@ -21,7 +22,6 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from typing import NamedTuple
 
 from reconciler.errors import InvalidIdentifierError, SocketPathTooLongError, UnsafeDirectoryError
 
@@ -31,6 +31,10 @@ MAX_SOCKET_PATH = 107
 PRIVATE_DIR_MODE = 0o700
 
 _SAMPLE_UUID = "00000000-0000-0000-0000-000000000000"
+
+USER_QMP_SOCKET = "qmp-user.sock"
+"""The users' QMP socket's name in a runtime folder (`model.argv.USER_QMP_SOCKET`: the same
+name, not imported, so that the fast read-only commands need not import the model)."""
 
 
 def canonical_uuid(vm_uuid: str) -> str:
@@ -172,27 +176,87 @@ def ensure_private_dir(path: Path) -> Path:
     return path
 
 
-class VmPaths(NamedTuple):
-    """Every file one VM uses: its runtime folder, socket, pidfile and logs."""
+class _Record:
+    """An immutable record compared, hashed and shown by its fields (`__slots__`).
 
+    What `typing.NamedTuple` gave these classes, minus being a tuple, without importing typing
+    or building classes with `exec` at import: `reconcile status` imports this module, and
+    those two cost it ~7 ms of its start-up.
+    """
+
+    __slots__: tuple[str, ...] = ()
+
+    def _set(self, **fields: object) -> None:
+        """Set the fields once (from `__init__`)."""
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def _values(self) -> tuple[object, ...]:
+        """The fields' values in declaration order."""
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, _Record)
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self._values()))
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"{type(self).__name__}({fields})"
+
+
+class VmPaths(_Record):
+    """Every file one VM uses: its runtime folder, sockets, pidfile and logs."""
+
+    __slots__ = ("console_log", "log_file", "pidfile", "qmp_socket", "user_qmp_socket", "vm_dir")
     vm_dir: Path
     qmp_socket: Path
     pidfile: Path
     log_file: Path
     console_log: Path
+    user_qmp_socket: Path | None
+    """The users' own QMP monitor (`model.Runtime.user_qmp_socket` renders it)."""
+
+    def __init__(self, vm_dir: Path, qmp_socket: Path, pidfile: Path, log_file: Path,
+                 console_log: Path, *, user_qmp_socket: Path | None = None) -> None:
+        self._set(vm_dir=vm_dir, qmp_socket=qmp_socket, pidfile=pidfile, log_file=log_file,
+                  console_log=console_log, user_qmp_socket=user_qmp_socket)
 
 
-class Layout(NamedTuple):
-    """The four top-level directories of one qemud instance."""
+class Layout(_Record):
+    """The four top-level directories of one qemud instance.
 
+    `system_instance`: the system instance (root), whose domain files must be root's and
+    writable by root alone. `state_root`: where per-VM state that outlives runs lives (UEFI
+    variables); default `<config>/state`.
+    """
+
+    __slots__ = (
+        "config_dir",
+        "log_dir",
+        "run_dir",
+        "state_root",
+        "status_dir",
+        "system_instance",
+    )
     config_dir: Path
     run_dir: Path
     log_dir: Path
     status_dir: Path
-    system_instance: bool = False
-    """The system instance (root): domain files must be root's and writable by root alone."""
-    state_root: Path | None = None
-    """Where per-VM state that outlives runs lives (UEFI variables); default `<config>/state`."""
+    system_instance: bool
+    state_root: Path | None
+
+    def __init__(self, config_dir: Path, run_dir: Path, log_dir: Path, status_dir: Path,
+                 *, system_instance: bool = False, state_root: Path | None = None) -> None:
+        self._set(config_dir=config_dir, run_dir=run_dir, log_dir=log_dir,
+                  status_dir=status_dir, system_instance=system_instance, state_root=state_root)
 
     def state_dir(self, vm_uuid: str) -> Path:
         """The VM's state folder (`<state>/<uuid>/`, 0700, made on first need, never emptied)."""
@@ -233,7 +297,7 @@ class Layout(NamedTuple):
         """
         for directory in (self.config_dir, self.run_dir, self.log_dir, self.status_dir):
             ensure_private_dir(directory)
-        check_socket_path(self.qmp_socket(_SAMPLE_UUID))
+        check_socket_path(self.user_qmp_socket(_SAMPLE_UUID))  # the longest socket path
 
     def vm_dir(self, vm_uuid: str) -> Path:
         """Runtime folder of the VM with this UUID (any spelling, see `canonical_uuid`)."""
@@ -242,6 +306,10 @@ class Layout(NamedTuple):
     def qmp_socket(self, vm_uuid: str) -> Path:
         """QMP monitor socket of the VM with this UUID."""
         return self.vm_dir(vm_uuid) / "qmp.sock"
+
+    def user_qmp_socket(self, vm_uuid: str) -> Path:
+        """The users' QMP monitor socket of the VM with this UUID (`reconcile monitor`)."""
+        return self.vm_dir(vm_uuid) / USER_QMP_SOCKET
 
     def pidfile(self, vm_uuid: str) -> Path:
         """Pidfile QEMU writes for the VM with this UUID."""
@@ -263,4 +331,5 @@ class Layout(NamedTuple):
             pidfile=self.pidfile(vm_uuid),
             log_file=self.log_file(name),
             console_log=self.console_log(name),
+            user_qmp_socket=self.user_qmp_socket(vm_uuid),
         )

@@ -512,7 +512,7 @@ def test_serial_and_console_chardevs(snippet: str, chardev: str, with_runtime: s
     assert values(d, "-chardev") == [chardev]
     assert values(d, "-device") == [
         f"isa-serial,chardev=charserial{port},id=serial{port},index={port}"]
-    assert values(d, "-chardev", RUNTIME)[1:] == [with_runtime]
+    assert values(d, "-chardev", RUNTIME)[2:] == [with_runtime]  # after the two monitors
 
 
 def test_serial_mirrored_as_console_is_one_port() -> None:
@@ -529,11 +529,15 @@ def test_runtime_adds_pidfile_and_qmp_monitor() -> None:
     runtime = model.Runtime(qmp_socket=Path("/run/q,d/t.qmp"), pidfile=Path("/run/q d/t.pid"),
                             console_log=Path("/var/log/t.log"))
     opts = model.options(domain(), runtime)
-    assert opts[3:6] == [
+    assert opts[3:8] == [
         ("-pidfile", "/run/q d/t.pid"),
         ("-chardev", "socket,id=charmonitor,path=/run/q,,d/t.qmp,server=on,wait=off"),
         ("-mon", "chardev=charmonitor,id=monitor,mode=control"),
+        ("-chardev",
+         "socket,id=charmonitor-user,path=/run/q,,d/qmp-user.sock,server=on,wait=off"),
+        ("-mon", "chardev=charmonitor-user,id=monitor-user,mode=control"),
     ]
+    assert runtime.user_qmp_socket == Path("/run/q,d/qmp-user.sock")
     assert model.options(domain())[3] == ("-no-user-config",)
 
 

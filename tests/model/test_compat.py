@@ -65,7 +65,7 @@ RUNTIME = model.Runtime(Path("/run/q/u/qmp.sock"), Path("/run/q/u/pid"), Path("/
 def test_channels(snippet: str, chardevs: list[str], ports: list[str]) -> None:
     d = devices(snippet)
     got = values(d, "-chardev", RUNTIME)
-    assert got[1:] == chardevs  # [0] is the monitor
+    assert got[2:] == chardevs  # [0] and [1] are the monitors (the daemon's, the users')
     assert "virtio-serial-pci,bus=pci.0,addr=0x2,id=virtio-serial0" in values(d, "-device")
     assert [v for v in values(d, "-device") if v.startswith("virtserialport")] == ports
 

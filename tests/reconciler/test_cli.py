@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import model
-from reconciler.cli import main
+from reconciler.cli import build_parser, command_word, main
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "samples"
@@ -349,3 +349,35 @@ def test_python_dash_m_reconciler(tmp_path: Path) -> None:
                            cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert usage.returncode == 2
     assert "usage: reconcile validate" in usage.stderr
+
+
+# --- the parser: only the subcommand that runs is built ----------------------------------------
+
+@pytest.mark.parametrize(("argv", "word"), [
+    (["status"], "status"),
+    (["--config-dir", "status", "logs", "a"], "logs"),  # a directory named like a command
+    (["--config-dir=/x", "--system", "status", "a"], "status"),
+    (["--resync", "-5", "status"], "status"),
+    (["--once"], None),
+    ([], None),
+    (["--help"], None),
+    (["--conf", "/x", "status"], None),  # an abbreviation: left to argparse
+    (["-x", "status"], None),
+    (["nosuch", "status"], None),
+    (["monitor", "vm", "status"], "monitor"),
+])
+def test_command_word(argv: list[str], word: str | None) -> None:
+    assert command_word(argv) == word
+
+
+@pytest.mark.parametrize("argv", [
+    ["status"], ["status", "a", "--json"], ["--config-dir", "/c", "status", "--schema"],
+    ["status", "--config-dir", "/c"], ["--config-dir", "status", "logs", "a", "-n", "3"],
+    ["logs", "a", "-f", "--console"], ["monitor", "a", "query-status", "--pretty"],
+    ["stop", "--force", "a"], ["restart", "a", "--no-wait"], ["validate", "x", "y"],
+    ["argv", "--json", "f.xml"], ["console", "a"], ["--resync", "5", "status"],
+])
+def test_building_only_the_subcommand_parses_alike(argv: list[str]) -> None:
+    word = command_word(argv)
+    assert word is not None
+    assert vars(build_parser(only=word).parse_args(argv)) == vars(build_parser().parse_args(argv))

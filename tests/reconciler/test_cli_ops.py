@@ -24,8 +24,8 @@ import pytest
 
 from reconciler import console
 from reconciler.cli import PENDING_NOTE, main
-from reconciler.daemon import DAEMON_LOCK, DirLock
 from reconciler.follow import follow, tail_offset
+from reconciler.lock import DAEMON_LOCK, DirLock
 from reconciler.paths import Layout
 from reconciler.status import DomainStatus, FileError, StatusWriter, iso, read_status
 from tests.reconciler.test_cli import INVALID, UUID, domain_xml, uuid_of, write
@@ -239,7 +239,7 @@ def test_an_old_status_of_an_idle_daemon_gets_no_warning(tmp_path: Path) -> None
     layout = publish(tmp_path / "c", dom("a", at=old), now=old)
     holder = subprocess.Popen(  # another process holds the daemon lock, as a daemon does
         [sys.executable, "-c", "import sys; from pathlib import Path; "
-         "from reconciler.daemon import DirLock; "
+         "from reconciler.lock import DirLock; "
          f"lock = DirLock(Path({str(layout.run_dir / DAEMON_LOCK)!r}), record_pid=True); "
          "assert lock.try_acquire(); print('held', flush=True); sys.stdin.read()"],
         cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -254,6 +254,34 @@ def test_an_old_status_of_an_idle_daemon_gets_no_warning(tmp_path: Path) -> None
         holder.wait(timeout=10)
     code, _, err = run("status", "--config-dir", str(tmp_path / "c"))  # gone: stale again
     assert "no reconciler has updated it" in err
+
+
+@pytest.mark.parametrize("at", [0.0, 1.5, 951782400.25, 1764745207.594, 4102444800.999,
+                                -31536000.0, 1709164800.0, 1735689599.999])
+def test_the_age_of_a_status_is_computed_without_datetime(at: float) -> None:
+    from datetime import datetime
+
+    from reconciler.cli import _age, _epoch
+
+    stamp = iso(at)
+    assert stamp is not None
+    assert _epoch(stamp) == pytest.approx(datetime.fromisoformat(stamp).timestamp(), abs=1e-6)
+    assert _age(stamp, at + 30.0) == pytest.approx(30.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("stamp", ["2026-12-03T07:00:07+00:00", "2026-12-03 07:00:07.5Z",
+                                   "garbage", "2026-13-03T07:00:07.000Z", ""])
+def test_other_stamps_are_read_by_datetime_or_not_at_all(stamp: str) -> None:
+    from datetime import datetime
+
+    from reconciler.cli import _age, _epoch
+
+    assert _epoch(stamp) is None
+    try:
+        expected: float | None = 100.0 - datetime.fromisoformat(stamp).timestamp()
+    except ValueError:
+        expected = None
+    assert _age(stamp, 100.0) == expected
 
 
 def test_a_recent_status_gets_no_warning_and_resync_sets_the_limit(tmp_path: Path) -> None:
@@ -460,12 +488,18 @@ def test_once_prints_every_file_error_as_file_line_message(tmp_path: Path) -> No
     conf.mkdir(mode=0o700)
     bad = write(conf / "bad.xml", INVALID)
     write(conf / "good.xml", domain_xml("good", uuid=uuid_of("good")))
-    code, out, _ = run("--config-dir", str(conf), "--once")
+    code, out, err = run("--config-dir", str(conf), "--once")
     assert code == 1
-    assert out.splitlines()[-2:] == [
-        f"{bad}:6: <vcpu>: '0' is too small; the minimum is 1",
-        f"{bad}:7: <sound> inside <domain> is not supported by qemud; remove it or see "
-        "README for what is"]
+    errors = [f"{bad}:6: <vcpu>: '0' is too small; the minimum is 1",
+              f"{bad}:7: <sound> inside <domain> is not supported by qemud; remove it or see "
+              "README for what is"]
+    assert out.splitlines()[-2:] == errors
+    assert str(bad) not in err  # each once: in the report, not in the narration on stderr too
+    assert [line for line in out.splitlines() if line in errors] == errors
+    code, out, err = run("--config-dir", str(conf), "--once", "--dry-run")
+    assert code == 1
+    assert out.splitlines()[-2:] == errors
+    assert str(bad) not in err
 
 
 @pytest.mark.parametrize(("files", "code"), [
@@ -523,6 +557,57 @@ def test_validate_reports_a_uuid_clash_in_json_too(tmp_path: Path) -> None:
 def test_validate_same_file_twice_is_no_clash(tmp_path: Path) -> None:
     a = write(tmp_path / "a.xml", domain_xml("a"))
     assert run("validate", str(a), str(tmp_path))[0] == 0
+
+
+def disk(path: Path | str, extra: str = "") -> str:
+    """A virtio disk of image `path` (with `extra` inside, e.g. <readonly/>)."""
+    return (f"<disk type='file' device='disk'><source file='{path}'/>"
+            f"<target dev='vda' bus='virtio'/>{extra}</disk>")
+
+
+RUNNING = ("  <metadata><qemud:desired xmlns:qemud='urn:qemud:1' state='running'/></metadata>\n")
+
+
+@pytest.mark.parametrize(("a_running", "b_running", "b_extra", "outcome"), [
+    (True, True, "", "error"),
+    (True, False, "", "warning"),
+    (False, False, "", "warning"),
+    (True, True, "<readonly/>", None),
+    (True, True, "<shareable/>", None),
+])
+def test_validate_reports_a_disk_image_two_files_write(
+        tmp_path: Path, a_running: bool, b_running: bool, b_extra: str,
+        outcome: str | None) -> None:
+    image = tmp_path / "disk.img"
+    image.touch()
+    link = tmp_path / "alias.img"
+    link.symlink_to(image)  # another spelling of the same image
+    a = write(tmp_path / "a.xml", domain_xml("a", uuid=uuid_of("a"), devices=disk(image),
+                                             extra=RUNNING if a_running else ""))
+    b = write(tmp_path / "b.xml", domain_xml("b", uuid=uuid_of("b"), devices=disk(link, b_extra),
+                                             extra=RUNNING if b_running else ""))
+    def line(path: Path) -> int:
+        """The line of the <disk> element in `path`."""
+        return next(i for i, text in enumerate(path.read_text().splitlines(), 1) if "<disk" in text)
+
+    code, out, err = run("validate", "--json", str(tmp_path))
+    records = {Path(r["file"]).name: r for r in json.loads(out)}
+    both_ways = [(records["a.xml"], b), (records["b.xml"], a)]
+    if outcome is None:
+        assert code == 0 and all(r["errors"] == r["warnings"] == [] for r, _ in both_ways)
+        return
+    for rec, other in both_ways:
+        found = rec["errors" if outcome == "error" else "warnings"]
+        assert len(found) == 1, rec
+        mine = a if rec["file"] == str(a) else b
+        assert found[0]["line"] == line(mine)
+        assert found[0]["message"].startswith(
+            f"disk image {image} is also written by {other}:{line(other)}")
+        assert rec["valid"] is (outcome == "warning")
+    assert code == (1 if outcome == "error" else 0)
+    code, _, err = run("validate", str(a), str(b))
+    assert (f"{a}:{line(a)}: {outcome}: disk image {image} is also written by {b}:{line(b)}"
+            in err)
 
 
 def test_validate_warns_about_a_domain_without_acpi(tmp_path: Path) -> None:
@@ -733,3 +818,36 @@ def test_daemon_log_lines_carry_no_timestamps_under_systemd(tmp_path: Path) -> N
     for line in [first, *rest.splitlines()]:
         assert line.startswith("reconcile: "), line
         assert not re.search(r"\d\d:\d\d:\d\d", line), line
+
+
+@pytest.mark.parametrize(("env", "stamped"), [
+    ({"INVOCATION_ID": "0123456789abcdef0123456789abcdef"}, False),
+    ({"JOURNAL_STREAM": "8:12345"}, False),
+    ({}, True),
+])
+def test_the_daemon_stamps_its_lines_unless_the_journal_does(
+        tmp_path: Path, env: dict[str, str], stamped: bool) -> None:
+    from reconciler.daemon import under_journal
+
+    assert under_journal(env) is not stamped
+    base = {k: v for k, v in os.environ.items() if k not in ("INVOCATION_ID", "JOURNAL_STREAM")}
+    conf = tmp_path / "c"
+    proc = subprocess.Popen([sys.executable, "-m", "reconciler", "--config-dir", str(conf)],
+                            cwd=ROOT, env={**base, **env}, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        first = proc.stderr.readline()
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.stderr.read().splitlines()
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+    said = f"reconcile: watching {conf} (pid {proc.pid})\n"
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}\+0000: "
+    if stamped:  # like the VM log's lifecycle lines
+        assert re.fullmatch(stamp + re.escape(said.rstrip("\n")), first.rstrip("\n")), first
+    else:
+        assert first == said
+    assert rest and all(bool(re.match(stamp, line)) is stamped for line in rest), rest

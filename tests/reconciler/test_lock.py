@@ -12,12 +12,13 @@ import sys
 import time
 from pathlib import Path
 
+from reconciler.lock import DAEMON_LOCK, daemon_serves
 from reconciler.loop import DirLock
 
 HOLD = """
 import sys, time
 from pathlib import Path
-from reconciler.daemon import DirLock
+from reconciler.lock import DirLock
 assert DirLock(Path(sys.argv[1]), record_pid=True).try_acquire()
 print("locked", flush=True)
 time.sleep(60)
@@ -38,7 +39,7 @@ def test_the_holder_is_another_process_found_by_the_kernel(tmp_path: Path) -> No
     try:
         assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
         assert lock.owner() == holder.pid
-        assert lock.held_elsewhere()
+        assert lock.held_elsewhere() and lock.held()
         assert not lock.try_acquire()
         assert lock.owner() == holder.pid  # looking never took it
     finally:
@@ -47,7 +48,7 @@ def test_the_holder_is_another_process_found_by_the_kernel(tmp_path: Path) -> No
     deadline = time.monotonic() + 5
     while lock.owner() is not None and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert lock.owner() is None and not lock.held_elsewhere()
+    assert lock.owner() is None and not lock.held_elsewhere() and not lock.held()
 
 
 def test_our_own_lock_is_not_held_elsewhere(tmp_path: Path) -> None:
@@ -62,3 +63,28 @@ def test_our_own_lock_is_not_held_elsewhere(tmp_path: Path) -> None:
     finally:
         lock.release()
     assert DirLock(tmp_path / "reconcile.lock").owner() is None
+
+
+def test_daemon_serves_asks_the_kernel_about_the_daemon_lock(tmp_path: Path) -> None:
+    assert not daemon_serves(tmp_path)  # no lock file at all
+    lock = DirLock(tmp_path / DAEMON_LOCK, record_pid=True)
+    assert lock.try_acquire()
+    try:
+        assert daemon_serves(tmp_path) and lock.held()
+    finally:
+        lock.release()
+    assert not daemon_serves(tmp_path)  # the file stays, with a pid in it: not held
+
+
+def test_probing_a_lock_imports_nothing_heavy(tmp_path: Path) -> None:
+    code = f"""
+import sys
+from pathlib import Path
+from reconciler.lock import daemon_serves
+assert not daemon_serves(Path({str(tmp_path)!r}))
+heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('asyncio', 'pydantic', 'watchdog'))
+assert not heavy, heavy
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr

@@ -92,7 +92,17 @@ def test_per_vm_paths() -> None:
         pidfile=Path(f"/q/run/{UUID}/qemu.pid"),
         log_file=Path("/q/log/web.log"),
         console_log=Path("/q/log/web.console.log"),
+        user_qmp_socket=Path(f"/q/run/{UUID}/qmp-user.sock"),
     )
+
+
+def test_the_users_monitor_is_where_the_command_line_puts_it() -> None:
+    """`reconcile monitor` (paths, no model import) and QEMU's argv (model) agree on the path."""
+    import model
+
+    paths = Layout.under(Path("/q")).vm("web", UUID)
+    runtime = model.Runtime(paths.qmp_socket, paths.pidfile, paths.console_log)
+    assert runtime.user_qmp_socket == paths.user_qmp_socket
 
 
 def test_uuid_is_canonicalised() -> None:
@@ -215,8 +225,8 @@ def test_socket_length_counts_bytes_not_characters() -> None:
 
 def test_layout_ensure_refuses_too_deep_config_dir(tmp_path: Path) -> None:
     deep = tmp_path / ("d" * 60)
-    with pytest.raises(SocketPathTooLongError, match=r"qmp\.sock"):
-        Layout.under(deep).ensure()
+    with pytest.raises(SocketPathTooLongError, match=r"qmp-user\.sock"):
+        Layout.under(deep).ensure()  # the longest of a VM's socket paths decides
 
 
 def test_all_errors_share_the_root() -> None:
