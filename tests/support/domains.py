@@ -165,7 +165,9 @@ def _stripped(alphabet: st.SearchStrategy[str], min_size: int, max_size: int,
 _SEGMENT = _stripped(_xml_chars("/"), 1, 24, lambda s: s not in (".", ".."))
 
 _TEXTS: dict[str, st.SearchStrategy[str]] = {
-    "name": _stripped(_xml_chars("/"), 1, 200, lambda s: not s.startswith(".")),
+    # a name fits a file name once ".json" or ".console.log" is added: at most 200 UTF-8 bytes
+    "name": _stripped(_xml_chars("/"), 1, 200,
+                      lambda s: not s.startswith(".") and len(s.encode()) <= 200),
     "title": _stripped(_xml_chars(), 1, 60),
     "prose": _stripped(_xml_chars(allow_newlines=True), 1, 300),
     "segment": _SEGMENT,
