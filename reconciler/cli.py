@@ -609,11 +609,16 @@ def cmd_set_state(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from reconciler.loop import Reconciler
     from reconciler.scan import Scanner
     from reconciler.status import write_atomic
+    from reconciler.supervisor import QemuLayer
 
     layout = layout_of(args)
     state: Literal["running", "stopped"] = "running" if args.command == "start" else "stopped"
     layout.ensure()
-    scan = Scanner(layout.config_dir).scan()
+    # the files running VMs were started from win their clashes, as in the daemon's own scan:
+    # the file edited is the one the VM of that name runs from
+    layer = QemuLayer(layout)
+    running = {u: f for u in layer.runtime_folders() if (f := layer.load_source(u)) is not None}
+    scan = Scanner(layout.config_dir).scan(running)
     found = [c for c in scan.domains.values() if c.name == args.name]
     if not found:
         err.write(f"reconcile: no valid domain named {args.name!r} in {layout.config_dir}\n")

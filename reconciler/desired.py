@@ -32,7 +32,11 @@ from reconciler.scan import Candidate, Conflict, FileIssue, FileKey, Invalid, Sc
 
 @dataclass(frozen=True)
 class Owned:
-    """A VM the supervisor owns (starting, running, paused, stopping or unresponsive)."""
+    """A VM the supervisor owns, or one coming back as it was.
+
+    Owned: starting, running, paused, stopping or unresponsive. Coming back (`live` False):
+    crashed and due a restart, or being restarted by a user.
+    """
 
     uuid: uuidlib.UUID
     name: str
@@ -40,6 +44,8 @@ class Owned:
     """The domain file it was started from (persisted in its runtime folder); None if unknown."""
     domain: Domain | None
     """The definition it runs; None for an adopted VM whose definition copy is missing."""
+    live: bool = True
+    """False for a VM that does not run right now but is coming back (see above)."""
 
 
 @dataclass(frozen=True)
@@ -214,7 +220,8 @@ class DesiredSet:
                 # could not cover (the first pass after a restart or SIGHUP) waits here
                 since = self._missing.setdefault(
                     uuid, now - self.quiet_period if str(own.file) in scan.expired else now)
-                if now - since < self.quiet_period and own.domain is not None and own.file:
+                if (now - since < self.quiet_period and own.domain is not None and own.file
+                        and own.live):  # a VM that does not run is never started from a gap
                     wants[uuid] = _kept(own, (), "the domain file is missing for a moment")
                     until = since + self.quiet_period
                     wake_at = until if wake_at is None else min(wake_at, until)

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal, get_args
 
 from reconciler.errors import ReconcilerError
+from reconciler.lock import DAEMON_LOCK, DirLock
 
 if TYPE_CHECKING:
     from reconciler.loop import Reconciler
@@ -48,15 +49,17 @@ class PowerError(ReconcilerError):
 def find_vm(rec: Reconciler, name: str) -> tuple[uuidlib.UUID, Vm | None]:
     """The uuid of the domain called `name` and its live VM (None if none runs).
 
-    A live VM is found by the name it runs under, else the desired set's domain of that name.
+    The desired set's domain of that name comes first (a VM being renamed is found by its new
+    name with the QEMU it still runs under the old one), else a live VM running under that name.
     Raises `PowerError` when no domain has that name.
     """
-    for uuid, vm in rec.supervisor.vms.items():
+    sup = rec.supervisor
+    for uuid, want in sup.desired.wants.items():
+        if want.name == name:
+            return uuid, sup.vms.get(uuid)
+    for uuid, vm in sup.vms.items():
         if vm.name == name:
             return uuid, vm
-    for uuid, want in rec.supervisor.desired.wants.items():
-        if want.name == name:
-            return uuid, None
     raise PowerError(name, "find", f"no domain named {name!r} in {rec.layout.config_dir}")
 
 
@@ -86,28 +89,50 @@ async def carry_out(rec: Reconciler, verb: Verb, name: str, say: Callable[[str],
         say(f"{name}: stopping at once (no ACPI wait)")
         sup.force_stop(uuid)
         rec.wake.set()
-        if not await sup.until(lambda: uuid not in sup.vms, STOP_WAIT):
-            raise PowerError(name, verb, "QEMU is still running; see its log "
-                             f"({rec.layout.vm(name, str(uuid)).log_file})")
+        try:
+            if not await sup.until(lambda: uuid not in sup.vms, STOP_WAIT):
+                want = sup.desired.wants.get(uuid)
+                why = ("its desired state is still running (was its file edited back?)"
+                       if want is not None and want.running else "QEMU is still running")
+                raise PowerError(name, verb, f"{why}; see its log "
+                                 f"({rec.layout.vm(name, str(uuid)).log_file})")
+        finally:
+            sup.forced.discard(uuid)  # never a hard stop later that nobody asked for
         return f"{name}: stopped"
     want = sup.desired.wants.get(uuid)
     if want is None or not want.running:
         raise PowerError(name, verb, f"its desired state is stopped; `reconcile start {name}` "
                          "starts it")
     old_pid = vm.pid if vm is not None else None
+    sup.restarting.add(uuid)  # its file's place and disks stay its own while it comes back
+    try:
+        return await _restart(rec, verb, name, uuid, vm=vm, old_pid=old_pid, say=say)
+    finally:
+        sup.restarting.discard(uuid)
+
+
+async def _restart(rec: Reconciler, verb: Verb, name: str, uuid: uuidlib.UUID, *,
+                   vm: Vm | None, old_pid: int | None, say: Callable[[str], None]) -> str:
+    """`restart` or `reboot` of a VM whose desired state is running (see `carry_out`)."""
+    sup = rec.supervisor
+    want = sup.desired.wants[uuid]
     if verb == "reboot":
         live = _live(vm, name, verb)
         timeout = (live.domain or want.domain).desired.shutdown_timeout
+        # like libvirt's fake reboot, the reboot stays pending until the guest powers off,
+        # even after this command has given up waiting (the exit clears it)
         sup.rebooting.add(uuid)
         try:
             await sup.submit(uuid, lambda: sup.execute(uuid, "system_powerdown"))
-            say(f"{name}: ACPI power button pressed; waiting up to {timeout:g}s for the guest "
-                "to power off")
-            if not await sup.until(lambda: live.exited, timeout):
-                raise PowerError(name, verb, f"the guest did not power off within {timeout:g}s "
-                                 f"(does it handle ACPI?); `reconcile restart {name}` forces it")
-        finally:
+        except BaseException:
             sup.rebooting.discard(uuid)
+            raise
+        say(f"{name}: ACPI power button pressed; waiting up to {timeout:g}s for the guest "
+            "to power off")
+        if not await sup.until(lambda: live.exited, timeout):
+            raise PowerError(name, verb, f"the guest did not power off within {timeout:g}s "
+                             "(does it handle ACPI?); it restarts when it does power off; "
+                             f"`reconcile restart {name}` forces it now")
         say(f"{name}: powered off; starting it again")
     elif vm is not None and vm.handle is not None:
         say(f"{name}: stopping")
@@ -145,6 +170,9 @@ async def carry_out_here(rec: Reconciler, verb: Verb, name: str,
     rec.prepare()
     await rec.lock.acquire(120.0)
     try:
+        if DirLock(rec.layout.run_dir / DAEMON_LOCK).held_elsewhere():
+            raise PowerError(name, verb, "a daemon started meanwhile; run the command again "
+                             "(the daemon carries it out)")
         await rec.run_pass()  # adopts every VM; a stop it decides may be under way (--force)
         task = asyncio.ensure_future(carry_out(rec, verb, name, say))
         while not task.done():
@@ -155,8 +183,11 @@ async def carry_out_here(rec: Reconciler, verb: Verb, name: str,
                 rec.wake.clear()
                 await rec.run_pass()
         outcome = task.result()
-        await rec.settle()
-        await rec.run_pass()  # the status files say what happened
+        for _ in range(10):  # like --once: what the last pass started is let finish
+            await rec.settle()
+            await rec.run_pass()  # the status files say what happened
+            if not rec.supervisor.working:
+                break
         return outcome
     finally:
         await rec.detach_all()

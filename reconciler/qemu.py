@@ -358,9 +358,16 @@ class QemuProcess:
                 self.name, stage="launch", reason=f"cannot open the log: {err}",
                 log_file=self.paths.log_file,
             ) from err
+        spawning = self._loop.run_in_executor(
+            None, self.primitives.spawn, argv, log_fd, (monitor_fd,), self.cpus)
         try:
-            pid = await self._loop.run_in_executor(
-                None, self.primitives.spawn, argv, log_fd, (monitor_fd,), self.cpus)
+            try:
+                pid = await asyncio.shield(spawning)
+            except asyncio.CancelledError:
+                # the spawn goes on in its thread with our descriptors: let it finish before
+                # they are closed; its QEMU stays paused (-S) for the next reconciler to adopt
+                await asyncio.wait({spawning})
+                raise
             pidfd = os.pidfd_open(pid)
         except OSError as err:
             self._log(f"failed to start: {err}")
@@ -493,8 +500,13 @@ class QemuProcess:
         primitives: Primitives | None = None,
         on_exit: Callable[[Exit], None] | None = None,
         on_event: Callable[[QmpEvent], None] | None = None,
+        balloon: int | None = None,
     ) -> QemuProcess | None:
         """Take over the QEMU a previous qemud left running in ``paths.vm_dir``.
+
+        A QEMU never resumed (``prelaunch``: its reconciler died before ``cont``) gets the rest
+        of its start: the balloon target ``balloon`` (``<currentMemory>``) if given, then
+        ``cont``.
 
         The pidfile's pid must be a live (non-zombie) ``qemu-system-*`` whose
         command line has ``-uuid <vm_uuid>`` (see `identify_qemu`).  If so,
@@ -571,6 +583,8 @@ class QemuProcess:
         elif status.status == "prelaunch":
             # started paused (-S) by a reconciler that died before its `cont`: finish the start
             try:
+                if balloon is not None:
+                    await self.execute("balloon", {"value": balloon})
                 await self.execute("cont")
             except MonitorError as err:
                 if await self._exited_while_adopting(err):

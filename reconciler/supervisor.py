@@ -172,9 +172,11 @@ class QemuLayer:
     async def adopt(self, uuid: uuidlib.UUID, name: str, on_exit: ExitCallback,
                     on_event: EventCallback) -> Handle | None:
         """Adopt the QEMU of `uuid`'s runtime folder (see `QemuProcess.adopt`)."""
+        domain, _ = self.load_definition(uuid)
         return await QemuProcess.adopt(name, str(uuid), self.layout.vm(name, str(uuid)),
                                        timeouts=self.timeouts, primitives=self.primitives,
-                                       on_exit=on_exit, on_event=on_event)
+                                       on_exit=on_exit, on_event=on_event,
+                                       balloon=model.balloon_target(domain) if domain else None)
 
     def runtime_folders(self) -> list[uuidlib.UUID]:
         """Entries of the run directory named by a canonical uuid."""
@@ -190,6 +192,13 @@ class QemuLayer:
         vm_dir = self.layout.vm_dir(str(uuid))
         write_atomic(vm_dir / DEFINITION_FILE, model.to_xml(domain), durable=False)
         write_atomic(vm_dir / SOURCE_FILE, os.fsencode(str(file or "")), durable=False)
+
+    def load_source(self, uuid: uuidlib.UUID) -> Path | None:
+        """The domain file recorded in `uuid`'s runtime folder (`source`), if readable."""
+        with contextlib.suppress(OSError):
+            raw = (self.layout.vm_dir(str(uuid)) / SOURCE_FILE).read_bytes()
+            return Path(os.fsdecode(raw)) if raw else None
+        return None
 
     def load_definition(self, uuid: uuidlib.UUID) -> tuple[model.Domain | None, Path | None]:
         """Read back `domain.xml` and `source`; anything unreadable counts as missing."""
@@ -278,18 +287,35 @@ class Supervisor:
     """VMs whose next (or current) stop skips the ACPI wait (`reconcile stop --force`)."""
     rebooting: set[uuidlib.UUID] = field(default_factory=set)
     """VMs whose next exit is a reboot's power-off: qemud's doing, started again at once."""
+    restarting: set[uuidlib.UUID] = field(default_factory=set)
+    """VMs a user's restart or reboot is bringing back (from its stop until it runs again)."""
+    incumbents: dict[uuidlib.UUID, Owned] = field(default_factory=dict)
+    """VMs that do not run right now but come back as they were: crashed and due a restart by
+    policy, or stopped by a user's restart or reboot. Until they run again they keep what an
+    owned VM keeps: their definition (when their file is invalid now), their file's place in
+    a name or uuid clash and their writable disks, so nothing else takes them meanwhile."""
     _workers: dict[uuidlib.UUID, _Worker] = field(default_factory=dict)
     _change: asyncio.Event | None = None
 
     # ------------------------------------------------------------------ views
 
     def owned(self) -> dict[uuidlib.UUID, Owned]:
-        """Every owned VM as the desired set sees it."""
-        return {u: Owned(u, vm.name, vm.file, vm.domain) for u, vm in self.vms.items()}
+        """Every owned VM as the desired set sees it, and the incumbents (not live)."""
+        out = {u: Owned(u, vm.name, vm.file, vm.domain) for u, vm in self.vms.items()}
+        for uuid, own in self.incumbents.items():
+            out.setdefault(uuid, own)
+        return out
 
     def running_files(self) -> dict[uuidlib.UUID, Path]:
-        """The file each owned VM was started from, by uuid (clash winners keep their VM)."""
-        return {u: vm.file for u, vm in self.vms.items() if vm.file is not None}
+        """The file each owned VM (or incumbent) was started from, by uuid.
+
+        Clash winners keep their place, also while they are being restarted.
+        """
+        files = {u: vm.file for u, vm in self.vms.items() if vm.file is not None}
+        for uuid, own in self.incumbents.items():
+            if own.file is not None:
+                files.setdefault(uuid, own.file)
+        return files
 
     def phase(self, vm: Vm) -> Phase:
         """The planner's phase of a VM: paused when QEMU says its vCPUs do not run."""
@@ -346,6 +372,14 @@ class Supervisor:
         on, so its old file's new identity is not kept waiting for it. Persisted for restarts.
         """
         self.desired = desired
+        for uuid, own in list(self.incumbents.items()):
+            want = desired.wants.get(uuid)
+            ended = self.history.ended.get(uuid)
+            if (uuid in self.vms or want is None or not want.running
+                    or (uuid not in self.restarting and (ended is None or ended.held))):
+                del self.incumbents[uuid]  # running again, gone, wanted stopped or given up
+            elif want.kept is None and want.file != own.file:
+                self.incumbents[uuid] = replace(own, file=want.file)
         for uuid, vm in self.vms.items():
             want = desired.wants.get(uuid)
             if want is None or want.kept is not None or want.file == vm.file or vm.domain is None:
@@ -680,8 +714,11 @@ class Supervisor:
             message = f"stopped by qemud ({vm.stop_reason or 'requested'})"
         else:
             message = EXIT_MESSAGES[exit_info.kind] + f" ({exit_info.describe()})"
-        self.history.record_end(uuid, domain, exit_info.kind, uptime=exit_info.uptime,
-                                message=message, key=key, now=self.clock())
+        ended = self.history.record_end(uuid, domain, exit_info.kind, uptime=exit_info.uptime,
+                                        message=message, key=key, now=self.clock())
+        if domain is not None and (uuid in self.restarting or (
+                exit_info.kind is not ExitKind.STOPPED and not ended.held)):
+            self.incumbents[uuid] = Owned(uuid, vm.name, vm.file, domain, live=False)
         self._schedule_retry(uuid)
         self._changed()
         self.wake()

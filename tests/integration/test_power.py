@@ -150,3 +150,19 @@ def _ready(world: World, name: str) -> int:
     """How often the guest has printed its ready line on its console."""
     from tests.integration.test_loop import _ready_lines
     return _ready_lines(world, name)
+
+
+def test_stop_on_a_name_clash_edits_the_file_of_the_vm_that_runs(world: World) -> None:
+    """`web` runs from b.xml; a.xml (same name, another uuid) lost the clash. `stop web` (and
+    `stop --force web`) edit b.xml, the one the running VM comes from, not a.xml."""
+    world.start_daemon()
+    b = world.write("b", dom("web", uuid=light_uuid("b")))
+    pid = world.wait_running("web")["pid"]
+    a = world.path("a")
+    a.write_text(dom("web", uuid=light_uuid("a")))
+    marker_pass(world)
+    out = world.cli("stop", "web", "--force")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"({b})" in out.stdout, out.stdout
+    assert "state='stopped'" in b.read_text() and "state='running'" in a.read_text()
+    world.wait(lambda: not alive(pid), "the VM of b.xml to stop")

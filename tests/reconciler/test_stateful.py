@@ -34,6 +34,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 import model
+from reconciler import power
 from reconciler.desired import writable_disks
 from reconciler.errors import AdoptError, StartError
 from reconciler.loop import ADOPT_RETRY, QUIET_PERIOD, Reconciler
@@ -788,5 +789,133 @@ def test_power_verbs_go_through_the_worker_and_restart_from_the_current_definiti
         assert again.pid != now.pid and m.power[-1].result() == f"n1: running, pid {again.pid}"
         assert m.rec.history.restarts.get(U1, 0) == 0, "a reboot's power-off is not a crash"
         assert not m.world.violations
+    finally:
+        m.teardown()
+
+
+# ---------------------------------------------------------------- review of the power verbs
+
+
+def test_restart_of_a_clash_winner_brings_back_the_same_vm() -> None:
+    """`web` runs from b.xml; a.xml, added later with the same name and another uuid, lost.
+    `restart web` (its stop ending before any pass) brings back the same VM, not a.xml's."""
+    m = machine()
+    try:
+        m.write_valid("b.xml", "web", U1, True, None, False)
+        settle(m)
+        m.write_valid("a.xml", "web", U2, True, None, False)
+        settle(m)
+        m.power_verb(0, "restart")
+        m.finish_all()
+        settle(m)
+        assert [q.uuid for q in m.world.live()] == [U1]
+        assert m.power[-1].result().startswith("web: running, pid")
+    finally:
+        m.teardown()
+
+
+def test_reboot_or_crash_of_a_clash_winner_brings_back_the_same_vm() -> None:
+    m = machine()
+    try:
+        m.write_valid("b.xml", "web", U1, True, None, False)
+        settle(m)
+        m.write_valid("a.xml", "web", U2, True, None, False)
+        settle(m)
+        m.power_verb(0, "reboot")
+        settle(m)
+        assert [q.uuid for q in m.world.live()] == [U1]
+        m.kill_qemu(0)
+        settle(m, 6, 400.0)
+        assert [q.uuid for q in m.world.live()] == [U1], "a crash handed the name to a.xml"
+    finally:
+        m.teardown()
+
+
+def test_restart_of_a_disk_holder_keeps_its_disk() -> None:
+    m = machine()
+    try:
+        m.write_valid("b.xml", "one", U1, True, "/img/d1.img", False)
+        settle(m)
+        m.write_valid("a.xml", "two", U2, True, "/img/d1.img", False)  # blocked: 'one' runs
+        settle(m)
+        m.power_verb(0, "restart")
+        m.finish_all()
+        settle(m)
+        assert [q.uuid for q in m.world.live()] == [U1], "restart gave the disk to 'two'"
+        m.kill_qemu(0)
+        settle(m, 6, 400.0)
+        assert [q.uuid for q in m.world.live()] == [U1], "a crash gave the disk to 'two'"
+        assert not m.world.violations
+    finally:
+        m.teardown()
+
+
+def test_after_a_daemon_restart_with_an_invalid_file_a_crash_or_restart_comes_back() -> None:
+    m = machine()
+    try:
+        m.write_valid("a.xml", "n1", U1, True, None, False)
+        settle(m)
+        m.write_invalid("a.xml")
+        m.restart_daemon(kill=False)
+        settle(m)
+        m.kill_qemu(0)
+        settle(m, 6, 400.0)
+        assert [q.uuid for q in m.world.live()] == [U1], "a crash was not restarted"
+        m.power_verb(0, "restart")
+        m.finish_all()
+        settle(m, 6, 100.0)
+        assert [q.uuid for q in m.world.live()] == [U1], "restart stopped it for good"
+    finally:
+        m.teardown()
+
+
+def test_a_reboot_whose_guest_powers_off_late_still_restarts_it() -> None:
+    m = machine()
+    try:
+        m.write_valid("a.xml", "n1", U1, True, None, False)
+        settle(m)
+        q = m.world.live()[0]
+        q.hung = True  # the guest takes longer than shutdown-timeout (5 s) to power off
+        m.power_verb(0, "reboot")
+        m.loop.run_until_complete(asyncio.wait({m.power[-1]}, timeout=8))
+        assert "restarts when it does power off" in str(m.power[-1].exception())
+        q.hung = False
+
+        async def late_poweroff() -> None:
+            m.world.end(q, ExitKind.POWEROFF)
+        m.run(late_poweroff())
+        settle(m, 6, 400.0)
+        assert [x.uuid for x in m.world.live()] == [U1], "reboot ended with the VM stopped"
+    finally:
+        m.teardown()
+
+
+def test_a_forced_stop_that_does_not_happen_leaves_no_hard_stop_behind(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`stop --force` whose stop never comes (the file says running again): the verb fails and
+    a plain stop a day later still waits for the guest."""
+    graceful: list[bool] = []
+    real = FakeHandle.stop
+
+    async def spy(self: FakeHandle, *, reason: str, shutdown_timeout: float,
+                  graceful_: bool = True, **kw: bool) -> Exit:
+        flag = kw.get("graceful", graceful_)
+        graceful.append(flag)
+        return await real(self, reason=reason, shutdown_timeout=shutdown_timeout, graceful=flag)
+
+    monkeypatch.setattr(FakeHandle, "stop", spy)
+    monkeypatch.setattr(power, "STOP_WAIT", 0.2)
+    m = machine()
+    try:
+        m.write_valid("a.xml", "web", U1, True, None, False)
+        settle(m)
+        task = m.loop.create_task(carry_out(m.rec, "stop-force", "web", lambda text: None))
+        m.loop.run_until_complete(asyncio.wait({task}, timeout=5))
+        assert isinstance(task.exception(), power.PowerError)
+        assert U1 not in m.rec.supervisor.forced
+        m.now += 86400
+        m.write_valid("a.xml", "web", U1, False, None, False)  # a plain stop
+        settle(m)
+        assert graceful == [True], graceful
     finally:
         m.teardown()
