@@ -167,6 +167,8 @@ def _cpu(d: Domain) -> Iterator[Option]:
         name = "host" if d.type == "kvm" else "max"
     elif cpu.mode == "maximum":
         name = "max"
+    elif cpu.model is None and not props:
+        return  # <cpu> with only a topology (or NUMA cells): QEMU's default model, as libvirt
     else:
         name = cpu.model or "qemu64"
     flags = [("-" if f.policy in ("disable", "forbid") else "+") + f.name for f in cpu.features]

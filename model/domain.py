@@ -71,6 +71,8 @@ class Vcpu(Frozen):
 
     count: Annotated[int, Field(ge=1, le=MAX_VCPUS)] = 1
     current: Positive | None = None
+    cpuset: frozenset[int] | None = None
+    """`cpuset=`: the host CPUs QEMU may run on (`model.host_cpus`); None: any."""
 
     @model_validator(mode="after")
     def _current_within_count(self) -> Vcpu:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from model import units
 from model.argv import USB_MODELS, balloon_target, disk_index, options
+from model.cpuset import CpusetError, parse_cpuset
 from model.domain import (
     NAMESPACE,
     Audio,
@@ -281,9 +282,13 @@ def _read_vcpu(ctx: _Context, node: Node | None) -> Vcpu | None:
     if placement not in (None, "static"):
         ctx.error(node.line, f"<vcpu placement>: {placement!r} needs numad, which qemud does not "
                   "use; use 'static' or leave it out")
-    if node.attr("cpuset") is not None:
-        ctx.error(node.line, "<vcpu cpuset>: qemud does not pin QEMU to host CPUs yet; remove "
-                  "cpuset (or pin the qemud service with systemd's CPUAffinity=)")
+    cpuset = node.attr("cpuset")
+    if cpuset is not None:
+        try:
+            fields.put("cpuset", parse_cpuset(cpuset), "<vcpu cpuset>")
+        except CpusetError as exc:
+            ctx.error(node.line, f"<vcpu cpuset>: {exc}")
+            fields.fail("cpuset")
     _leftovers(ctx, node)
     return _make(ctx, Vcpu, fields)
 
@@ -321,8 +326,9 @@ def _read_cpu(ctx: _Context, node: Node) -> Cpu | None:
             feats.append(made)
     fields.put("features", tuple(feats), "<feature>")
     _leftovers(ctx, node)
-    if mode in (None, "custom") and model is None:
-        ctx.error(node.line, "<cpu mode='custom'> needs <model>; or use mode='host-passthrough'")
+    if mode in (None, "custom") and model is None and feats:
+        ctx.error(node.line, "<cpu mode='custom'> with <feature>s needs <model>; add one (e.g. "
+                  "qemu64) or use mode='host-passthrough'")
         return None
     return _make(ctx, Cpu, fields)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from model import units
+from model.cpuset import format_cpuset
 from model.domain import (
     NAMESPACE,
     Channel,
@@ -264,7 +265,9 @@ def to_element(d: Domain) -> Element:
         _desired(d.desired),
         _size("memory", d.memory),
         _size("currentMemory", d.current_memory) if d.current_memory is not None else None,
-        Element("vcpu", {"current": _num(d.vcpu.current)}, text=str(d.vcpu.count)),
+        Element("vcpu", {"current": _num(d.vcpu.current),
+                         "cpuset": format_cpuset(d.vcpu.cpuset) if d.vcpu.cpuset else None},
+                text=str(d.vcpu.count)),
         _os(os),
         _features(d.features),
         Element("cpu", {"mode": cpu.mode}, [

@@ -122,9 +122,14 @@ TOP_LEVEL = [
                  [(6, "<vcpu>: current=3 exceeds the vcpu count 2")], id="vcpu-current-too-big"),
     pytest.param(domain("<vcpu current='0'>2</vcpu>"),
                  [(6, "<vcpu current>: '0' is too small; the minimum is 1")], id="vcpu-current-0"),
-    pytest.param(domain("<vcpu cpuset='0-1'>2</vcpu>"),
-                 [(6, "<vcpu cpuset>: qemud does not pin QEMU to host CPUs yet; remove cpuset (or "
-                      "pin the qemud service with systemd's CPUAffinity=)")], id="vcpu-cpuset"),
+    pytest.param(domain("<vcpu cpuset='0-1,x'>2</vcpu>"),
+                 [(6, "<vcpu cpuset>: 'x' in '0-1,x' is not a number, a range a-b or ^n")],
+                 id="vcpu-cpuset-garbage"),
+    pytest.param(domain("<vcpu cpuset='0,^0'>2</vcpu>"),
+                 [(6, "<vcpu cpuset>: '0,^0' selects no CPU")], id="vcpu-cpuset-empty"),
+    pytest.param(domain("<vcpu cpuset='3-1'>2</vcpu>"),
+                 [(6, "<vcpu cpuset>: '3-1' in '3-1' is not a valid item (numbers 0-8191, ranges "
+                      "low-high, ^n excludes one)")], id="vcpu-cpuset-backwards"),
     pytest.param(domain("<vcpu placement='auto'>2</vcpu>"),
                  [(6, "<vcpu placement>: 'auto' needs numad, which qemud does not use; use "
                       "'static' or leave it out")], id="vcpu-placement-auto"),
@@ -134,11 +139,9 @@ CPU = [
     pytest.param(domain("<cpu mode='weird'><model>qemu64</model></cpu>"),
                  [(6, "<cpu mode>: 'weird' is not allowed; use one of 'host-passthrough', "
                       "'host-model', 'custom' or 'maximum'")], id="cpu-mode"),
-    pytest.param(domain("<cpu mode='custom'/>"),
-                 [(6, "<cpu mode='custom'> needs <model>; or use mode='host-passthrough'")],
-                 id="cpu-custom-without-model"),
-    pytest.param(domain("<cpu/>"), [(6, "<cpu mode='custom'> needs <model>")],
-                 id="cpu-no-mode-no-model"),
+    pytest.param(domain("<cpu mode='custom'><feature policy='require' name='vmx'/></cpu>"),
+                 [(6, "<cpu mode='custom'> with <feature>s needs <model>; add one (e.g. qemu64) "
+                      "or use mode='host-passthrough'")], id="cpu-features-without-model"),
     pytest.param(domain("<cpu mode='custom'>\n  <model>x y</model>\n</cpu>"),
                  [(7, "<cpu><model>: 'x y' has characters or a form that is not allowed here")],
                  id="cpu-model-chars"),
