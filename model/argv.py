@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from model import pci, units
+from model.cpuset import qemu_ranges
 from model.domain import Channel, Controller, Disk, Domain, PciAddress, Serial, Video, mac_for
 from model.errors import RenderError
 from model.firmware import Descriptor, FirmwareChoice, choose
@@ -196,6 +197,43 @@ def _smp(d: Domain) -> Option:
             parts.append(f"dies={topo.dies}")
         parts += [f"cores={topo.cores}", f"threads={topo.threads}"]
     return ("-smp", ",".join(parts))
+
+
+def memory_mib(d: Domain) -> int:
+    """`-m`: the memory in MiB; with NUMA cells the sum of the cells, each rounded up to MiB.
+
+    libvirt sets the total memory to the sum of the cells (numatune-memnode: 24105).
+    """
+    cells = d.cpu.numa if d.cpu is not None else ()
+    if cells:
+        return sum(units.to_mib(c.memory) for c in cells)
+    return units.to_mib(d.memory)
+
+
+_POLICY = {"strict": "bind", "preferred": "preferred", "interleave": "interleave"}
+"""libvirt's `<numatune>` modes as QEMU memory-backend policies."""
+
+
+def _numa(d: Domain) -> Iterator[Option]:
+    """One memory backend and one `-numa node` per `<cell>`, with `<numatune>`'s policy.
+
+    As libvirt renders them for QEMU 7.2 machine types (which refuse `-numa node,mem=`):
+    `memory-backend-ram,id=ram-nodeN,size=...[,host-nodes=...,policy=...]` and
+    `node,nodeid=N,cpus=a-b,cpus=c,memdev=ram-nodeN`.
+    """
+    cells = d.cpu.numa if d.cpu is not None else ()
+    tune = d.numatune
+    for cell in cells:
+        policy = tune.memory if tune is not None else None
+        if tune is not None:
+            policy = next((m for m in tune.memnodes if m.cellid == cell.id), policy)
+        backend = f"memory-backend-ram,id=ram-node{cell.id},size={units.to_mib(cell.memory) << 20}"
+        if policy is not None:
+            nodes = ",".join(f"host-nodes={r}" for r in qemu_ranges(policy.nodeset))
+            backend += f",{nodes},policy={_POLICY[policy.mode]}"
+        yield ("-object", backend)
+        cpus = ",".join(f"cpus={r}" for r in qemu_ranges(cell.cpus))
+        yield ("-numa", f"node,nodeid={cell.id},{cpus},memdev=ram-node{cell.id}")
 
 
 MAX_APIC_ID = 255
@@ -863,8 +901,9 @@ def options(d: Domain, runtime: Runtime | None = None,
     out.append(_machine(d, fw))
     out.append(("-accel", "kvm" if d.type == "kvm" else "tcg"))
     out += _cpu(d)
-    out.append(("-m", str(units.to_mib(d.memory))))
+    out.append(("-m", str(memory_mib(d))))
     out.append(_smp(d))
+    out += _numa(d)
     out += _clock(d)
     out += _lifecycle(d)
     out += _pm(d)

@@ -98,13 +98,43 @@ class CpuFeature(Frozen):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]+$")]
 
 
+class NumaCell(Frozen):
+    """`<cpu><numa><cell id= cpus= memory= unit=/>`: one guest NUMA node (memory in bytes)."""
+
+    id: Annotated[int, Field(ge=0)]
+    cpus: frozenset[int]
+    memory: Positive
+
+
 class Cpu(Frozen):
-    """`<cpu mode=>` with an optional `<model>`, `<topology>` and `<feature>`s."""
+    """`<cpu mode=>` with an optional `<model>`, `<topology>`, `<feature>`s and NUMA cells."""
 
     mode: Literal["host-passthrough", "host-model", "custom", "maximum"] = "custom"
     model: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]+$")] | None = None
     topology: Topology | None = None
     features: tuple[CpuFeature, ...] = ()
+    numa: tuple[NumaCell, ...] = ()
+
+
+NumaMode = Literal["strict", "preferred", "interleave"]
+
+
+class NumaMemory(Frozen):
+    """`<numatune><memory mode= nodeset=/>` or `<memnode cellid= mode= nodeset=/>`.
+
+    The host NUMA nodes the guest's memory (of every cell, or of cell `cellid`) comes from.
+    """
+
+    mode: NumaMode = "strict"
+    nodeset: frozenset[int]
+    cellid: Annotated[int, Field(ge=0)] | None = None
+
+
+class Numatune(Frozen):
+    """`<numatune>`: a default memory policy and per-cell ones (applied to NUMA cells' memory)."""
+
+    memory: NumaMemory | None = None
+    memnodes: tuple[NumaMemory, ...] = ()
 
 
 BootDev = Literal["hd", "cdrom", "fd", "network"]
@@ -508,6 +538,7 @@ class Domain(Frozen):
     current_memory: Positive | None = None
     vcpu: Vcpu = Vcpu()
     cpu: Cpu | None = None
+    numatune: Numatune | None = None
     os: Os = Os()
     features: Features = Features()
     clock: Clock = Clock()

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from model import units
 from model.argv import USB_MODELS, balloon_target, disk_index, options
-from model.cpuset import CpusetError, parse_cpuset
+from model.cpuset import CpusetError, format_cpuset, parse_cpuset
 from model.domain import (
     NAMESPACE,
     Audio,
@@ -36,6 +36,9 @@ from model.domain import (
     Hyperv,
     Input,
     Interface,
+    NumaCell,
+    NumaMemory,
+    Numatune,
     Os,
     PciAddress,
     PowerManagement,
@@ -325,12 +328,116 @@ def _read_cpu(ctx: _Context, node: Node) -> Cpu | None:
         if made is not None:
             feats.append(made)
     fields.put("features", tuple(feats), "<feature>")
+    numa = node.child("numa")
+    if numa is not None:
+        cells = _read_numa(ctx, numa)
+        if cells is None:
+            fields.fail("numa")
+        fields.put("numa", cells, "<numa>", numa.line)
     _leftovers(ctx, node)
     if mode in (None, "custom") and model is None and feats:
         ctx.error(node.line, "<cpu mode='custom'> with <feature>s needs <model>; add one (e.g. "
                   "qemu64) or use mode='host-passthrough'")
         return None
     return _make(ctx, Cpu, fields)
+
+
+def _nodeset(ctx: _Context, node: Node, name: str) -> frozenset[int] | None:
+    """A cpuset-syntax attribute (`0-3,^2`); None when absent or wrong (then reported)."""
+    raw = node.attr(name)
+    if raw is None:
+        return None
+    try:
+        return parse_cpuset(raw)
+    except CpusetError as exc:
+        ctx.error(node.line, f"<{node.tag} {name}>: {exc}")
+        return None
+
+
+def _read_numa(ctx: _Context, node: Node) -> tuple[NumaCell, ...] | None:
+    """`<numa><cell id= cpus= memory= unit=/>...</numa>`; None when a cell is wrong."""
+    cells: list[NumaCell] = []
+    ok = True
+    for index, cell in enumerate(node.children("cell")):
+        cf = _Fields(cell)
+        raw_id = cell.attr("id")
+        cf.put("id", index if raw_id is None else raw_id, "<cell id>")
+        cpus = _nodeset(ctx, cell, "cpus")
+        if cpus is None and cell.attr("cpus") is None:
+            ctx.error(cell.line, "<cell> needs cpus= (e.g. cpus='0-1'): QEMU 7.2 puts every "
+                      "vCPU in a cell")
+        if cpus is None:
+            cf.fail("cpus")
+        cf.put("cpus", cpus, "<cell cpus>")
+        memory = cell.attr("memory")
+        if memory is None:
+            ctx.error(cell.line, "<cell> needs memory= (and unit=, default KiB)")
+            cf.fail("memory")
+        else:
+            try:
+                cf.put("memory", units.to_bytes(memory, cell.attr("unit") or "KiB"),
+                       "<cell memory>")
+            except ValueError as exc:
+                ctx.error(cell.line, f"<cell memory>: {exc}")
+                cf.fail("memory")
+        _leftovers(ctx, cell)
+        made = _make(ctx, NumaCell, cf)
+        if made is None or cpus is None or memory is None:
+            ok = False
+        else:
+            if made.id != index:
+                ctx.error(cell.line, f"<cell id='{made.id}'>: cells must be numbered 0, 1, 2... "
+                          f"in order; this one should be {index}")
+                ok = False
+            cells.append(made)
+    _leftovers(ctx, node)
+    if not cells and ok:
+        ctx.error(node.line, "<numa> has no <cell>; add one per guest NUMA node or remove it")
+        ok = False
+    return tuple(cells) if ok else None
+
+
+def _read_numatune(ctx: _Context, node: Node) -> Numatune | None:
+    """`<numatune><memory mode= nodeset=/><memnode cellid= mode= nodeset=/></numatune>`."""
+    fields = _Fields(node)
+    ok = True
+    found: list[NumaMemory] = []
+    for kid in [*node.children("memory"), *node.children("memnode")]:
+        kf = _Fields(kid)
+        mode = kid.attr("mode")
+        if kid.attr("placement") not in (None, "static"):
+            ctx.error(kid.line, f"<{kid.tag} placement>: {kid.attr('placement')!r} needs numad, "
+                      "which qemud does not use; use a nodeset")
+            ok = False
+            continue
+        if mode == "restrictive":
+            ctx.error(kid.line, f"<{kid.tag} mode='restrictive'>: libvirt applies it with "
+                      "cgroups, which qemud does not manage; use strict, preferred or interleave")
+            ok = False
+            continue
+        kf.put("mode", mode, f"<{kid.tag} mode>")
+        nodeset = _nodeset(ctx, kid, "nodeset")
+        if nodeset is None:
+            if kid.attr("nodeset") is None:
+                ctx.error(kid.line, f"<{kid.tag}> needs nodeset= (the host NUMA nodes, e.g. "
+                          "'0-1')")
+            ok = False
+            continue
+        kf.put("nodeset", nodeset, f"<{kid.tag} nodeset>")
+        if kid.tag == "memnode":
+            kf.attr("cellid")
+        _leftovers(ctx, kid)
+        made = _make(ctx, NumaMemory, kf)
+        if made is None:
+            ok = False
+        else:
+            found.append(made)
+    _leftovers(ctx, node)
+    if not ok:
+        return None
+    fields.put("memory", next((m for m in found if m.cellid is None), None), "<memory>")
+    fields.put("memnodes", tuple(m for m in found if m.cellid is not None), "<memnode>")
+    return _make(ctx, Numatune, fields)
 
 
 def _read_os(ctx: _Context, node: Node | None, line: int | None = None) -> Os | None:
@@ -1209,6 +1316,9 @@ def _read_domain(ctx: _Context, root: Node) -> Domain | None:
     cpu = root.child("cpu")
     if cpu is not None:
         sub("cpu", _read_cpu(ctx, cpu), "cpu", cpu.line)
+    numatune = root.child("numatune")
+    if numatune is not None:
+        sub("numatune", _read_numatune(ctx, numatune), "numatune", numatune.line)
     os_node = root.child("os")
     os = _read_os(ctx, os_node, root.line)
     sub("os", os, "os", os_node.line if os_node else None)
@@ -1237,6 +1347,35 @@ KVM_ONLY_HYPERV = ("vpindex", "synic", "stimer", "tlbflush", "ipi")
 """Hyper-V enlightenments QEMU provides only with KVM (they all rest on VP_INDEX)."""
 
 
+def _check_numa(ctx: _Context, domain: Domain, fields: _Fields) -> None:
+    """NUMA cells cover distinct vCPUs below the count; `<numatune>` names cells that exist."""
+    cells = domain.cpu.numa if domain.cpu is not None else ()
+    seen: set[int] = set()
+    for cell in cells:
+        high = max(cell.cpus)
+        if high >= domain.vcpu.count:
+            ctx.error(fields.where["cpu"][1], f"<cell id='{cell.id}'> names vCPU {high}, but "
+                      f"<vcpu> is {domain.vcpu.count} (vCPUs are numbered from 0)")
+        if cell.cpus & seen:
+            ctx.error(fields.where["cpu"][1], f"<cell id='{cell.id}'> shares vCPUs "
+                      f"{format_cpuset(cell.cpus & seen)} with an earlier cell; each vCPU "
+                      "belongs to one cell")
+        seen |= cell.cpus
+    tune = domain.numatune
+    if tune is None:
+        return
+    line = fields.where["numatune"][1]
+    if not cells:
+        ctx.error(line, "<numatune> without <cpu><numa> cells: libvirt applies it with cgroups, "
+                  "which qemud does not manage; add NUMA cells (their memory gets the policy) "
+                  "or remove it")
+        return
+    for node in tune.memnodes:
+        if node.cellid is not None and node.cellid >= len(cells):
+            ctx.error(line, f"<memnode cellid='{node.cellid}'>: there is no such <cell> "
+                      f"(cells 0-{len(cells) - 1})")
+
+
 def _check_domain(ctx: _Context, domain: Domain, fields: _Fields) -> None:
     """Whole-domain rules that need several parts: topology, emulator vs arch, CPU vs accel."""
     cpu = domain.cpu
@@ -1246,6 +1385,7 @@ def _check_domain(ctx: _Context, domain: Domain, fields: _Fields) -> None:
         if product != domain.vcpu.count:
             ctx.error(fields.where["cpu"][1], f"<topology> gives {product} vCPUs but <vcpu> is "
                       f"{domain.vcpu.count}; they must match")
+    _check_numa(ctx, domain, fields)
     hyperv = domain.features.hyperv
     if domain.type == "qemu" and hyperv is not None:
         kvm_only = [n for n, on in hyperv.enabled if on and n in KVM_ONLY_HYPERV]

@@ -278,7 +278,17 @@ def to_element(d: Domain) -> Element:
                                  "threads": str(cpu.topology.threads)})
             if cpu.topology else None,
             *(Element("feature", {"policy": f.policy, "name": f.name}) for f in cpu.features),
+            Element("numa", children=[
+                Element("cell", {"id": str(c.id), "cpus": format_cpuset(c.cpus),
+                                 "memory": str(c.memory), "unit": "b"}) for c in cpu.numa
+            ]) if cpu.numa else None,
         ]) if cpu is not None else None,
+        Element("numatune", children=[
+            Element("memory" if m.cellid is None else "memnode",
+                    {"cellid": _num(m.cellid), "mode": m.mode,
+                     "nodeset": format_cpuset(m.nodeset)})
+            for m in ([d.numatune.memory] if d.numatune.memory else []) + list(d.numatune.memnodes)
+        ]) if d.numatune is not None else None,
         Element("clock", {"offset": d.clock.offset}, [
             Element("timer", {"name": t.name, "tickpolicy": t.tickpolicy,
                               "present": _yn(t.present), "frequency": _num(t.frequency),

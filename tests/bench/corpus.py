@@ -41,7 +41,8 @@ from model.errors import InvalidDomainError, ModelError
 
 X86 = ("x86_64", "i686")
 CORPUS_MEMBER = "tests/qemuxml2argvdata/"
-SOURCE_PACKAGE = "libvirt=9.0.0*"
+SOURCE_PACKAGE = "libvirt"
+"""The source package; the tarball found must be 9.0.0 (Debian 12's version)."""
 
 
 def corpus_dir() -> Path:
@@ -95,8 +96,9 @@ def fetch_corpus(target: Path) -> str | None:
             return "the libvirt 9.0.0 source tarball was not downloaded"
         staging = Path(tempfile.mkdtemp(prefix=".corpus-", dir=target.parent))
         with tarfile.open(tarballs[0]) as tar:
-            members = [m for m in tar.getmembers()
-                       if CORPUS_MEMBER in m.name and m.isfile()]
+            members = [m for m in tar.getmembers()  # files and links to their neighbours
+                       if m.name.rpartition("/")[0].endswith(CORPUS_MEMBER.rstrip("/"))
+                       and (m.isfile() or m.issym())]
             for member in members:
                 member.name = member.name.rsplit("/", 1)[1]
                 tar.extract(member, staging, filter="data")
