@@ -88,13 +88,14 @@ def descriptors() -> list[Descriptor]:
 
 
 def _combo(body: str, machine: str = "q35", kind: str = "kvm", features: str = "",
-           clock: str = "", os_extra: str = "", os_attrs: str = "") -> Domain:
-    """A hand-written domain: `body` inside <devices>, the rest minimal."""
+           clock: str = "", os_extra: str = "", os_attrs: str = "",
+           vcpu: str = "<vcpu placement='static'>2</vcpu>", top: str = "") -> Domain:
+    """A hand-written domain: `body` inside <devices>, `top` after <vcpu>, the rest minimal."""
     return model.parse(f"""<domain type='{kind}'>
   <name>combo</name>
   <memory unit='MiB'>128</memory>
   <currentMemory unit='MiB'>96</currentMemory>
-  <vcpu placement='static'>2</vcpu>
+  {vcpu}{top}
   <os{os_attrs}><type arch='x86_64' machine='{machine}'>hvm</type>{os_extra}</os>
   <features><acpi/><apic/>{features}</features>
   <clock offset='utc'>{clock}</clock>
@@ -165,6 +166,15 @@ COMBOS: dict[str, Domain] = {
         "<video><model type='virtio'/></video><graphics type='vnc'/>", machine="pc",
         os_attrs=" firmware='efi'",
         os_extra="<firmware><feature enabled='no' name='secure-boot'/></firmware>"),
+    # NUMA cells with <numatune> policies (host node 0 exists everywhere), cpuset, current
+    "combo-numa-cpuset": _combo(
+        "<video><model type='vga'/></video>", machine="q35",
+        vcpu="<vcpu placement='static' cpuset='0' current='2'>4</vcpu>",
+        top="""<numatune><memory mode='strict' nodeset='0'/>
+          <memnode cellid='1' mode='preferred' nodeset='0'/></numatune>
+          <cpu><topology sockets='2' dies='1' cores='2' threads='1'/><numa>
+          <cell id='0' cpus='0-1' memory='65536' unit='KiB'/>
+          <cell id='1' cpus='2-3' memory='64' unit='MiB'/></numa></cpu>"""),
 }
 GENERATED = 15
 CANDIDATES = 400
