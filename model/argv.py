@@ -8,6 +8,7 @@ add hardware the domain did not ask for. Values QEMU parses as comma-separated o
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -682,14 +683,34 @@ def audio_ids(d: Domain) -> dict[int, str]:
     return out
 
 
+def _kebab(name: str) -> str:
+    """Turn libvirt's camelCase audio names into QEMU's keys: timerPeriod -> timer-period."""
+    return re.sub(r"(?<=[a-z])([A-Z]+)", lambda m: "-" + m.group(1).lower(), name)
+
+
+def _audiodev(aid: int, kind: str, settings: tuple[tuple[str, str], ...]) -> str:
+    """`-audiodev driver,id=audioN,...` with libvirt's tuning (`in.`/`out.` for directions).
+
+    `file` is QEMU's `wav` driver; yes/no become on/off.
+    """
+    parts = [{"file": "wav"}.get(kind, kind), f"id=audio{aid}"]
+    for where, value in settings:
+        direction, _, name = where.rpartition("/")
+        prefix = {"input": "in.", "output": "out."}.get(direction.split("/")[0], "")
+        text = {"yes": "on", "no": "off"}.get(value, value) if name != "path" else value
+        parts.append(f"{prefix}{_kebab(name)}={esc(text)}")
+    return ",".join(parts)
+
+
 _SOUND = {"ich9": "ich9-intel-hda", "ich6": "intel-hda", "ac97": "AC97", "usb": "usb-audio"}
 
 
 def _sounds(d: Domain, ports: dict[str, str], at: At) -> Iterator[Option]:
     """`-audiodev` for each backend, then the sound cards (HD Audio with their codecs)."""
     audios = audio_ids(d)
+    tuning = {a.id: a.settings for a in d.devices.audios}
     for aid, kind in audios.items():
-        yield ("-audiodev", f"{kind},id=audio{aid}")
+        yield ("-audiodev", _audiodev(aid, kind, tuning.get(aid, ())))
     for i, snd in enumerate(d.devices.sounds):
         aid = snd.audio if snd.audio is not None else min(audios)
         if aid not in audios:

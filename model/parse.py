@@ -974,16 +974,64 @@ def _read_sound(ctx: _Context, node: Node) -> Sound | None:
     return _make(ctx, Sound, fields)
 
 
+AUDIO_TOP = {"none": (), "spice": (), "alsa": (), "file": ("path",),
+             "oss": ("tryMMap", "exclusive", "dspPolicy")}
+"""The `<audio>` types qemud renders and the attributes each takes besides id, type, timerPeriod."""
+AUDIO_DIRECTION = {"alsa": ("dev",), "oss": ("dev", "bufferCount", "tryPoll")}
+"""`<input>`/`<output>` attributes of some types, besides the common ones (`AUDIO_COMMON`)."""
+AUDIO_COMMON = ("mixingEngine", "fixedSettings", "voices", "bufferLength")
+AUDIO_SETTINGS = ("frequency", "channels", "format")
+
+
 def _read_audio(ctx: _Context, node: Node) -> Audio | None:
-    """`<audio id= type=>`: 'none' or 'spice' (host sound servers need the daemon's session)."""
+    """`<audio id= type=>` with libvirt's tuning: none, spice, alsa, oss, file (a WAV file).
+
+    Sound servers (pulseaudio, jack, sdl) are refused: Debian's qemu-system-x86 lacks their
+    modules without qemu-system-gui, and qemud's QEMU runs outside the user's session.
+    """
     fields = _Fields(node)
     fields.put("id", _int(ctx, node, "id"), "<audio id>")
     kind = node.attr("type")
-    if kind not in ("none", "spice", None):
-        ctx.error(node.line, f"<audio type>: {kind!r} is not supported; use 'none' or 'spice' "
-                  "(qemud runs without the user's sound server)")
+    if kind is not None and kind not in AUDIO_TOP:
+        ctx.error(node.line, f"<audio type>: {kind!r} is not supported; use 'none', 'spice', "
+                  "'alsa', 'oss' or 'file' (qemud's QEMU runs outside the user's sound server)")
         return None
     fields.put("type", kind, "<audio type>")
+    settings: list[tuple[str, str]] = []
+    for name in ("timerPeriod", *AUDIO_TOP.get(kind or "", ())):
+        value = node.attr(name)
+        if value is not None:
+            settings.append((name, value))
+    for tag in ("input", "output"):
+        kid = node.child(tag)
+        if kid is None:
+            continue
+        for name in (*AUDIO_COMMON, *AUDIO_DIRECTION.get(kind or "", ())):
+            value = kid.attr(name)
+            if value is not None:
+                settings.append((f"{tag}/{name}", value))
+        tuning = kid.child("settings")
+        if tuning is not None:
+            for name in AUDIO_SETTINGS:
+                value = tuning.attr(name)
+                if value is not None:
+                    settings.append((f"{tag}/settings/{name}", value))
+            _leftovers(ctx, tuning)
+        _leftovers(ctx, kid)
+    for where, value in settings:
+        name = where.rsplit("/", 1)[-1]
+        if name in ("mixingEngine", "fixedSettings", "tryPoll", "tryMMap", "exclusive"):
+            ok = value in ("yes", "no")
+        elif name in ("path", "dev", "format"):
+            ok = bool(value) and (name != "format" or value in ("u8", "s16", "s32", "u16",
+                                                                   "u32", "f32"))
+        else:
+            ok = value.isdigit()
+        if not ok:
+            ctx.error(node.line, f"<audio> {where.replace('/', ' ')}={value!r} is not valid "
+                      "(yes/no, a whole number, a format like s16, or a path)")
+            return None
+    fields.put("settings", tuple(settings), "<audio>")
     _leftovers(ctx, node)
     return _make(ctx, Audio, fields)
 

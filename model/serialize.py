@@ -6,6 +6,7 @@ from model import units
 from model.cpuset import format_cpuset
 from model.domain import (
     NAMESPACE,
+    Audio,
     Channel,
     Controller,
     Desired,
@@ -169,7 +170,7 @@ def _devices(dev: Devices) -> Element:
             Element("audio", {"id": str(s.audio)}) if s.audio is not None else None,
             _address(s.address),
         ]) for s in dev.sounds),
-        *(Element("audio", {"id": str(a.id), "type": a.type}) for a in dev.audios),
+        *(_audio(a) for a in dev.audios),
         *(_video(v) for v in dev.videos),
         *(Element("redirdev", {"bus": "usb", "type": "spicevmc"}, [_usb(r.usb_port)])
           for r in dev.redirdevs),
@@ -251,6 +252,19 @@ def _features(f: Features) -> Element:
         Element("vmport", {"state": _yn(f.vmport, ("on", "off"))})
         if f.vmport is not None else None,
     ])
+
+
+def _audio(a: Audio) -> Element:
+    """`<audio>` with its tuning put back where libvirt has it (attributes, input, output)."""
+    top = {k: v for k, v in a.settings if "/" not in k}
+    kids = []
+    for tag in ("input", "output"):
+        attrs = {k.split("/")[1]: v for k, v in a.settings
+                 if k.startswith(f"{tag}/") and k.count("/") == 1}
+        tuning = {k.rsplit("/")[-1]: v for k, v in a.settings if k.startswith(f"{tag}/settings/")}
+        if attrs or tuning:
+            kids.append(Element(tag, attrs, [Element("settings", tuning)] if tuning else []))
+    return Element("audio", {"id": str(a.id), "type": a.type, **top}, kids)
 
 
 def to_element(d: Domain) -> Element:

@@ -166,6 +166,11 @@ COMBOS: dict[str, Domain] = {
         "<video><model type='virtio'/></video><graphics type='vnc'/>", machine="pc",
         os_attrs=" firmware='efi'",
         os_extra="<firmware><feature enabled='no' name='secure-boot'/></firmware>"),
+    # ALSA sound with libvirt's tuning (QEMU opens no device until the guest plays)
+    "combo-audio-alsa": _combo(
+        """<audio id='1' type='alsa' timerPeriod='50'><output voices='2' mixingEngine='yes'>
+          <settings frequency='22050' channels='2' format='s16'/></output></audio>
+          <sound model='ich9'/>"""),
     # NUMA cells with <numatune> policies (host node 0 exists everywhere), cpuset, current
     "combo-numa-cpuset": _combo(
         "<video><model type='vga'/></video>", machine="q35",

@@ -167,7 +167,12 @@ def test_sound_with_spice_defaults_to_spice_audio_and_redirdev_gets_usb_ports() 
     ("<sound model='ac97'><codec type='duplex'/></sound>", 7,
      "<sound>: <codec> is for the HD Audio models ich6 and ich9, not 'ac97'"),
     ("<audio id='1' type='pulseaudio'/>", 7, "<audio type>: 'pulseaudio' is not supported; use "
-     "'none' or 'spice' (qemud runs without the user's sound server)"),
+     "'none', 'spice', 'alsa', 'oss' or 'file' (qemud's QEMU runs outside the user's sound "
+     "server)"),
+    ("<audio id='1' type='alsa'><input voices='many'/></audio>", 7, "<audio> input voices='many' "
+     "is not valid (yes/no, a whole number, a format like s16, or a path)"),
+    ("<audio id='1' type='alsa'><input bufferCount='3'/></audio>", 7, "<input>: attribute "
+     "'bufferCount' is not supported by qemud; remove it or see README for what is"),
     ("<redirdev bus='usb' type='tcp'/>", 7, "<redirdev type>: 'tcp' is not supported; use "
      "'spicevmc' (USB redirection through the spice client)"),
     ("<watchdog model='i6300esb' action='dump'/>", 7, "<watchdog action='dump'> needs a memory "
@@ -410,4 +415,34 @@ def test_smm_off_with_secure_boot_firmware_is_an_error() -> None:
                                          "virt-install").glob("*.xml")), ids=lambda p: p.stem)
 def test_virt_install_files_round_trip_through_to_xml(path: Path) -> None:
     d = model.parse_file(path).domain
+    assert model.parse(model.to_xml(d)).domain == d
+
+
+AUDIO = [
+    # libvirt 9.0's corpus: audio-alsa-minimal, audio-file-minimal, audio-alsa-best,
+    # audio-file-best, audio-oss-full (JSON -audiodev values written as QEMU's key=value)
+    ("<audio id='1' type='alsa'/>", "alsa,id=audio1"),
+    ("<audio id='1' type='file'/>", "wav,id=audio1"),
+    ("""<audio id='1' type='alsa' timerPeriod='50'>
+      <input mixingEngine='yes' fixedSettings='yes' voices='1' dev='/dev/dsp0'>
+        <settings frequency='44100' channels='2' format='s16'/></input>
+      <output mixingEngine='yes' fixedSettings='yes' voices='2' dev='/dev/dsp1'>
+        <settings frequency='22050' channels='4' format='f32'/></output></audio>""",
+     "alsa,id=audio1,timer-period=50,in.mixing-engine=on,in.fixed-settings=on,in.voices=1,"
+     "in.dev=/dev/dsp0,in.frequency=44100,in.channels=2,in.format=s16,out.mixing-engine=on,"
+     "out.fixed-settings=on,out.voices=2,out.dev=/dev/dsp1,out.frequency=22050,out.channels=4,"
+     "out.format=f32"),
+    ("<audio id='1' type='file' timerPeriod='50' path='audio,1.wav'/>",
+     "wav,id=audio1,timer-period=50,path=audio,,1.wav"),
+    ("""<audio id='1' type='oss' tryMMap='yes' exclusive='yes' dspPolicy='3'>
+      <output bufferLength='200' dev='/dev/dsp1' bufferCount='30' tryPoll='no'/></audio>""",
+     "oss,id=audio1,try-mmap=on,exclusive=on,dsp-policy=3,out.buffer-length=200,out.dev=/dev/dsp1,"
+     "out.buffer-count=30,out.try-poll=off"),
+]
+
+
+@pytest.mark.parametrize(("audio", "expected"), AUDIO)
+def test_audio_backends_render_as_libvirt(audio: str, expected: str) -> None:
+    d = devices(audio + "\n<sound model='ich9'/>")
+    assert values(d, "-audiodev") == [expected]
     assert model.parse(model.to_xml(d)).domain == d
