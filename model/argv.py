@@ -380,7 +380,8 @@ def _disk(d: Domain, disk: Disk, at: At) -> Iterator[Option]:
                "lun=0"]
     elif bus == "virtio":
         alias = f"virtio-disk{idx}"
-        dev = ["virtio-blk-pci" + at(alias)]
+        thread = f",iothread=iothread{disk.iothread}" if disk.iothread is not None else ""
+        dev = ["virtio-blk-pci" + thread + at(alias)]
     else:
         alias = f"fdc0-0-{idx}"
         dev = ["floppy", f"unit={idx}"]
@@ -925,6 +926,7 @@ def options(d: Domain, runtime: Runtime | None = None,
     out.append(("-m", str(memory_mib(d))))
     out.append(_smp(d))
     out += _numa(d)
+    out += [("-object", f"iothread,id=iothread{i}") for i in range(1, d.iothreads + 1)]
     out += _clock(d)
     out += _lifecycle(d)
     out += _pm(d)

@@ -25,6 +25,8 @@ BootOrder = Annotated[int, Field(ge=1, le=2**31 - 1)]
 """A `<boot order=>`: QEMU's `bootindex` is an int32."""
 
 MAX_VCPUS = 255
+MAX_IOTHREADS = 64
+"""A bound on `<iothreads>` (libvirt has none; each is a host thread)."""
 """Most vCPUs QEMU starts on pc and q35 without x2APIC interrupt remapping (TCG refuses more)."""
 
 
@@ -258,6 +260,8 @@ class Disk(Frozen):
     discard: Literal["unmap", "ignore"] | None = None
     io: Literal["threads", "native", "io_uring"] | None = None
     detect_zeroes: Literal["off", "on", "unmap"] | None = None
+    iothread: Annotated[int, Field(ge=1, le=MAX_IOTHREADS)] | None = None
+    """`<driver iothread=N>`: the I/O thread (of `<iothreads>`) serving a virtio disk."""
     source: str | None = None
     target_dev: Annotated[str, Field(pattern=r"^(hd|sd|vd|fd)[a-z]{1,3}$")]
     target_bus: Literal["ide", "sata", "scsi", "virtio", "fdc"]
@@ -542,6 +546,8 @@ class Domain(Frozen):
     vcpu: Vcpu = Vcpu()
     cpu: Cpu | None = None
     numatune: Numatune | None = None
+    iothreads: Annotated[int, Field(ge=0, le=MAX_IOTHREADS)] = 0
+    """`<iothreads>N</iothreads>`: QEMU I/O threads iothread1..N for virtio disks."""
     os: Os = Os()
     features: Features = Features()
     clock: Clock = Clock()

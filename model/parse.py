@@ -689,6 +689,7 @@ def _read_disk(ctx: _Context, node: Node) -> Disk | None:
         fields.attr("discard", node=driver)
         fields.attr("io", node=driver)
         fields.attr("detect_zeroes", node=driver)
+        fields.attr("iothread", node=driver)
         _leftovers(ctx, driver)
     source = node.child("source")
     if source is not None:
@@ -1364,6 +1365,8 @@ def _read_domain(ctx: _Context, root: Node) -> Domain | None:
     cpu = root.child("cpu")
     if cpu is not None:
         sub("cpu", _read_cpu(ctx, cpu), "cpu", cpu.line)
+    iothreads, iothreads_line = _read_text(ctx, root, "iothreads")
+    fields.put("iothreads", iothreads, "<iothreads>", iothreads_line)
     numatune = root.child("numatune")
     if numatune is not None:
         sub("numatune", _read_numatune(ctx, numatune), "numatune", numatune.line)
@@ -1434,6 +1437,15 @@ def _check_domain(ctx: _Context, domain: Domain, fields: _Fields) -> None:
             ctx.error(fields.where["cpu"][1], f"<topology> gives {product} vCPUs but <vcpu> is "
                       f"{domain.vcpu.count}; they must match")
     _check_numa(ctx, domain, fields)
+    for disk, line in zip(domain.devices.disks, ctx.disk_lines, strict=False):
+        if disk.iothread is None:
+            continue
+        if disk.target_bus != "virtio":
+            ctx.error(line, f"<driver iothread>: only virtio disks have an I/O thread; this one "
+                      f"is on bus '{disk.target_bus}'")
+        elif disk.iothread > domain.iothreads:
+            ctx.error(line, f"<driver iothread='{disk.iothread}'>: there are "
+                      f"{domain.iothreads} <iothreads>; add <iothreads>{disk.iothread}</iothreads>")
     hyperv = domain.features.hyperv
     if domain.type == "qemu" and hyperv is not None:
         kvm_only = [n for n, on in hyperv.enabled if on and n in KVM_ONLY_HYPERV]

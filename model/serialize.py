@@ -55,7 +55,8 @@ def _disk(disk: Disk) -> Element:
     """Render one `<disk>`."""
     key = "dev" if disk.type == "block" else "file"
     driver = {"name": "qemu", "type": disk.driver_type, "cache": disk.cache,
-              "discard": disk.discard, "io": disk.io, "detect_zeroes": disk.detect_zeroes}
+              "discard": disk.discard, "io": disk.io, "detect_zeroes": disk.detect_zeroes,
+              "iothread": None if disk.iothread is None else str(disk.iothread)}
     return Element("disk", {"type": disk.type, "device": disk.device}, [
         Element("driver", driver),
         Element("source", {key: disk.source}) if disk.source is not None else None,
@@ -279,6 +280,7 @@ def to_element(d: Domain) -> Element:
         _desired(d.desired),
         _size("memory", d.memory),
         _size("currentMemory", d.current_memory) if d.current_memory is not None else None,
+        Element("iothreads", text=str(d.iothreads)) if d.iothreads else None,
         Element("vcpu", {"current": _num(d.vcpu.current),
                          "cpuset": format_cpuset(d.vcpu.cpuset) if d.vcpu.cpuset else None},
                 text=str(d.vcpu.count)),

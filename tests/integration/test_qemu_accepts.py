@@ -171,11 +171,14 @@ COMBOS: dict[str, Domain] = {
         """<audio id='1' type='alsa' timerPeriod='50'><output voices='2' mixingEngine='yes'>
           <settings frequency='22050' channels='2' format='s16'/></output></audio>
           <sound model='ich9'/>"""),
-    # NUMA cells with <numatune> policies (host node 0 exists everywhere), cpuset, current
+    # NUMA cells with <numatune> policies (host node 0 exists everywhere), cpuset, current,
+    # I/O threads
     "combo-numa-cpuset": _combo(
-        "<video><model type='vga'/></video>", machine="q35",
-        vcpu="<vcpu placement='static' cpuset='0' current='2'>4</vcpu>",
-        top="""<numatune><memory mode='strict' nodeset='0'/>
+        """<video><model type='vga'/></video>
+          <disk type='file' device='disk'><driver name='qemu' type='raw' iothread='2'/>
+          <source file='/images/io.raw'/><target dev='vda' bus='virtio'/></disk>""",
+        machine="q35", vcpu="<vcpu placement='static' cpuset='0' current='2'>4</vcpu>",
+        top="""<iothreads>2</iothreads><numatune><memory mode='strict' nodeset='0'/>
           <memnode cellid='1' mode='preferred' nodeset='0'/></numatune>
           <cpu><topology sockets='2' dies='1' cores='2' threads='1'/><numa>
           <cell id='0' cpus='0-1' memory='65536' unit='KiB'/>

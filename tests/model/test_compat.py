@@ -446,3 +446,28 @@ def test_audio_backends_render_as_libvirt(audio: str, expected: str) -> None:
     d = devices(audio + "\n<sound model='ich9'/>")
     assert values(d, "-audiodev") == [expected]
     assert model.parse(model.to_xml(d)).domain == d
+
+
+IOTHREAD_DISK = """<disk type='file' device='disk'><driver name='qemu' type='raw' iothread='{n}'/>
+  <source file='/i/{n}.img'/><target dev='vd{dev}' bus='{bus}'/></disk>"""
+
+
+def test_iothreads_render_as_libvirt() -> None:
+    """libvirt 9.0's iothreads-disk: one -object per thread, virtio-blk-pci names its thread."""
+    d = devices(IOTHREAD_DISK.format(n=1, dev="b", bus="virtio") + "\n"
+                + IOTHREAD_DISK.format(n=2, dev="c", bus="virtio"), extra="<iothreads>2</iothreads>\n")
+    assert values(d, "-object") == ["iothread,id=iothread1", "iothread,id=iothread2"]
+    blk = [v for v in values(d, "-device") if v.startswith("virtio-blk-pci")]
+    assert [v.split(",")[1] for v in blk] == ["iothread=iothread1", "iothread=iothread2"]
+    assert model.parse(model.to_xml(d)).domain == d
+
+
+@pytest.mark.parametrize(("disk", "iothreads", "message"), [
+    (IOTHREAD_DISK.format(n=3, dev="b", bus="virtio"), "<iothreads>2</iothreads>",
+     "<driver iothread='3'>: there are 2 <iothreads>; add <iothreads>3</iothreads>"),
+    (IOTHREAD_DISK.format(n=1, dev="b", bus="sata"), "<iothreads>1</iothreads>",
+     "<driver iothread>: only virtio disks have an I/O thread; this one is on bus 'sata'"),
+])
+def test_iothread_errors(disk: str, iothreads: str, message: str) -> None:
+    data = domain_xml(iothreads + "\n<devices>\n" + disk + "\n</devices>")
+    assert issues(data) == [(8, message)]

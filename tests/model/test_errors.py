@@ -282,7 +282,7 @@ FEATURES_CLOCK_LIFECYCLE = [
 
 UNSUPPORTED_TOP = [
     pytest.param(domain(f"<{tag}/>"), [(6, f"<{tag}> inside <domain> {NOT_SUPPORTED}")], id=tag)
-    for tag in ("memtune", "memoryBacking", "blkiotune", "cputune", "iothreads",
+    for tag in ("memtune", "memoryBacking", "blkiotune", "cputune",
                 "sysinfo", "keywrap", "launchSecurity", "idmap", "genid", "perf")
 ]
 
