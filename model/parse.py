@@ -16,7 +16,7 @@ from typing import Any, TypeVar, get_args
 from pydantic import BaseModel, ValidationError
 
 from model import units
-from model.argv import USB_MODELS, balloon_target, disk_index, options
+from model.argv import USB_MODELS, balloon_target, disk_index, emulator, options
 from model.cpuset import CpusetError, format_cpuset, parse_cpuset
 from model.domain import (
     NAMESPACE,
@@ -83,7 +83,13 @@ IGNORED_EVERYWHERE = ("alias",)
 IGNORED_TOP = ("seclabel", "resource")
 """Top-level elements of a `virsh dumpxml` that do not change the guest."""
 
-MACHINE = re.compile(r"^(pc|q35|pc-i440fx-\d+\.\d+|pc-q35-\d+\.\d+)$")
+MACHINE = re.compile(r"^(pc|q35|pc-i440fx-[A-Za-z0-9][A-Za-z0-9.]*|pc-q35-[A-Za-z0-9][A-Za-z0-9.]*)$")
+"""The machine families qemud renders (i440FX and Q35, any version, RHEL's `pc-q35-rhel9.2.0`
+too); which versions exist is the emulator's to say (see `MachineCheck`)."""
+
+MachineCheck = Callable[[str, str], "str | None"]
+"""Injected by the caller: (emulator, machine) -> None when the emulator has that machine type,
+else a sentence for the user (e.g. with the closest names). The model never runs programs."""
 EMULATORS = {"qemu-system-x86_64": "x86_64", "qemu-system-i386": "i686"}
 
 
@@ -105,6 +111,8 @@ class _Context:
     issues: list[Issue] = field(default_factory=list)
     warnings: list[Issue] = field(default_factory=list)
     disk_lines: list[int | None] = field(default_factory=list)
+    machine_line: int | None = None
+    check_machine: MachineCheck | None = None
 
     def error(self, line: int | None, message: str) -> None:
         """Record an error; parsing goes on so that every error is reported at once."""
@@ -455,10 +463,12 @@ def _read_os(ctx: _Context, node: Node | None, line: int | None = None) -> Os | 
         machine = typ.attr("machine")
         if machine is not None and not MACHINE.match(machine):
             ctx.error(typ.line, f"<type machine>: {machine!r} is not supported; use 'pc', 'q35', "
-                      "'pc-i440fx-X.Y' or 'pc-q35-X.Y'")
+                      "'pc-i440fx-X.Y' or 'pc-q35-X.Y' (as `qemu-system-x86_64 -machine help` "
+                      "lists them)")
             fields.fail("machine")
         else:
             fields.put("machine", machine, "<type machine>", typ.line)
+            ctx.machine_line = typ.line
         _leftovers(ctx, typ)
     boots = []
     for boot in node.children("boot"):
@@ -1437,6 +1447,10 @@ def _check_domain(ctx: _Context, domain: Domain, fields: _Fields) -> None:
             ctx.error(fields.where["cpu"][1], f"<topology> gives {product} vCPUs but <vcpu> is "
                       f"{domain.vcpu.count}; they must match")
     _check_numa(ctx, domain, fields)
+    if ctx.check_machine is not None and domain.os.machine is not None:
+        why = ctx.check_machine(emulator(domain), domain.os.machine)
+        if why is not None:
+            ctx.error(ctx.machine_line, f"<type machine>: {why}")
     for disk, line in zip(domain.devices.disks, ctx.disk_lines, strict=False):
         if disk.iothread is None:
             continue
@@ -1466,13 +1480,15 @@ def _check_domain(ctx: _Context, domain: Domain, fields: _Fields) -> None:
                  "<domain type='qemu'> (TCG) the 'max' CPU model is used instead")
 
 
-def parse(data: bytes, file: str | Path | None = None) -> Parsed:
+def parse(data: bytes, file: str | Path | None = None,
+          check_machine: MachineCheck | None = None) -> Parsed:
     """Parse and validate one domain document.
 
     Returns a `Parsed` (domain and warnings). Raises `InvalidDomainError` carrying every issue,
     each with its line, and nothing else: no lxml or Pydantic exception escapes.
+    `check_machine` (see `MachineCheck`) validates `<type machine>` against the emulator.
     """
-    ctx = _Context()
+    ctx = _Context(check_machine=check_machine)
     try:
         root = load(data)
     except XmlError as exc:
@@ -1488,14 +1504,14 @@ def parse(data: bytes, file: str | Path | None = None) -> Parsed:
                   tuple(ctx.disk_lines))
 
 
-def parse_file(path: str | Path) -> Parsed:
+def parse_file(path: str | Path, check_machine: MachineCheck | None = None) -> Parsed:
     """Read and parse a domain file; an unreadable file is an `InvalidDomainError` too."""
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise InvalidDomainError(path, [Issue(None, f"cannot read the file: {exc.strerror}")]) \
             from exc
-    return parse(data, path)
+    return parse(data, path, check_machine)
 
 
-__all__ = ["Parsed", "parse", "parse_file"]
+__all__ = ["MachineCheck", "Parsed", "parse", "parse_file"]
