@@ -836,6 +836,21 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("-n", "--lines", type=int, metavar="N",
                       help="only the last N lines (default: all)")
     logs.set_defaults(func=cmd_logs)
+    # ---- `import` (issue 8): the command lives in reconciler/importer.py, loaded when used ----
+    imp = sub.add_parser("import", help="write qemud files for libvirt's existing domains "
+                         "(autostart ones wanted running), never overwriting a file")
+    imp.add_argument("--from", dest="source", metavar="DIR", default=None,
+                     help="libvirt's config folder (default /etc/libvirt/qemu)")
+    imp.add_argument("--uri", default=None, help="ask `virsh -c URI dumpxml` instead")
+
+    def cmd_import(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+        """`reconcile import`: see `reconciler.importer.cmd_import`."""
+        from reconciler.importer import cmd_import as run
+
+        return run(args, out, err, layout_of(args))
+
+    imp.set_defaults(func=cmd_import)
+    # ---- end of `import` ----
     console = sub.add_parser("console", help="attach to a running VM's serial console "
                              "(Ctrl-] detaches)",
                              description="Attach this terminal to serial port 0 of a running "
