@@ -15,7 +15,7 @@ from pathlib import Path
 
 from model import pci, units
 from model.cpuset import qemu_ranges
-from model.domain import Channel, Controller, Disk, Domain, PciAddress, Serial, Video, mac_for
+from model.domain import Channel, Controller, Cpu, Disk, Domain, PciAddress, Serial, Video, mac_for
 from model.errors import RenderError
 from model.firmware import Descriptor, FirmwareChoice, choose
 
@@ -169,12 +169,24 @@ def _cpu(d: Domain) -> Iterator[Option]:
         name = "host" if d.type == "kvm" else "max"
     elif cpu.mode == "maximum":
         name = "max"
-    elif cpu.model is None and not props:
+    elif cpu.model is None and not props and cpu.cache is None:
         return  # <cpu> with only a topology (or NUMA cells): QEMU's default model, as libvirt
     else:
         name = cpu.model or "qemu64"
     flags = [("-" if f.policy in ("disable", "forbid") else "+") + f.name for f in cpu.features]
-    yield ("-cpu", ",".join([name, *flags, *props]))
+    yield ("-cpu", ",".join([name, *flags, *_cache_props(cpu), *props]))
+
+
+def _cache_props(cpu: Cpu) -> list[str]:
+    """`<cache>` as libvirt 9.0 renders it (cpu-cache-*.args): l3-cache and host-cache-info."""
+    host_only = cpu.mode in ("host-passthrough", "maximum")
+    if cpu.cache == "emulate":
+        return ["l3-cache=on", *(["host-cache-info=off"] if host_only else [])]
+    if cpu.cache == "passthrough":
+        return ["host-cache-info=on", "l3-cache=off"]
+    if cpu.cache == "disable":
+        return [*(["host-cache-info=off"] if host_only else []), "l3-cache=off"]
+    return []
 
 
 def _smp(d: Domain) -> Option:

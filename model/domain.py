@@ -116,6 +116,8 @@ class Cpu(Frozen):
     topology: Topology | None = None
     features: tuple[CpuFeature, ...] = ()
     numa: tuple[NumaCell, ...] = ()
+    cache: Literal["emulate", "passthrough", "disable"] | None = None
+    """`<cache level='3' mode='emulate'/>`, `<cache mode='passthrough'|'disable'/>`."""
 
 
 NumaMode = Literal["strict", "preferred", "interleave"]

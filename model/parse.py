@@ -336,6 +336,23 @@ def _read_cpu(ctx: _Context, node: Node) -> Cpu | None:
         if made is not None:
             feats.append(made)
     fields.put("features", tuple(feats), "<feature>")
+    cache = node.child("cache")
+    if cache is not None:
+        cache_mode = cache.attr("mode")
+        level = cache.attr("level")
+        fields.put("cache", cache_mode, "<cache mode>", cache.line)
+        if cache_mode == "emulate" and level != "3":
+            ctx.error(cache.line, "<cache mode='emulate'> needs level='3' (QEMU emulates only "
+                      "the L3 cache)")
+            fields.fail("cache")
+        elif cache_mode in ("passthrough", "disable") and level is not None:
+            ctx.error(cache.line, f"<cache mode='{cache_mode}'> takes no level; remove it")
+            fields.fail("cache")
+        elif cache_mode == "passthrough" and mode not in ("host-passthrough", "maximum"):
+            ctx.error(cache.line, "<cache mode='passthrough'> needs <cpu mode='host-passthrough'> "
+                      "or 'maximum' (the host's cache info comes with the host's CPU)")
+            fields.fail("cache")
+        _leftovers(ctx, cache)
     numa = node.child("numa")
     if numa is not None:
         cells = _read_numa(ctx, numa)

@@ -294,6 +294,8 @@ def to_element(d: Domain) -> Element:
                                  "threads": str(cpu.topology.threads)})
             if cpu.topology else None,
             *(Element("feature", {"policy": f.policy, "name": f.name}) for f in cpu.features),
+            Element("cache", {"level": "3" if cpu.cache == "emulate" else None,
+                              "mode": cpu.cache}) if cpu.cache else None,
             Element("numa", children=[
                 Element("cell", {"id": str(c.id), "cpus": format_cpuset(c.cpus),
                                  "memory": str(c.memory), "unit": "b"}) for c in cpu.numa

@@ -205,11 +205,12 @@ def is_x86(xml: Path) -> bool:
         root.find("os/type").get("arch") in X86  # type: ignore[union-attr]
 
 
-_VALUE = re.compile(r"'[^']*'|\"[^\"]*\"|\b\d[\w.:-]*")
+_VALUE = re.compile(r"'[^' ]*[\d/][^' ]*'|\b\d[\w.:-]*")
 
 
 def reason(message: str) -> str:
-    """A refusal message with its quoted values and numbers masked, to group like refusals."""
+    """A refusal message with its numbers and quoted paths or numbers masked (names such as
+    'protocol' or 'sdl' are kept), to group like refusals."""
     return _VALUE.sub("…", message)
 
 

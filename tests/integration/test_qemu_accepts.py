@@ -166,6 +166,9 @@ COMBOS: dict[str, Domain] = {
         "<video><model type='virtio'/></video><graphics type='vnc'/>", machine="pc",
         os_attrs=" firmware='efi'",
         os_extra="<firmware><feature enabled='no' name='secure-boot'/></firmware>"),
+    # the host's cache info passed through (libvirt's cpu-cache-passthrough)
+    "combo-cpu-cache": _combo("<video><model type='vga'/></video>", machine="pc",
+                              top="<cpu mode='host-passthrough'><cache mode='passthrough'/></cpu>"),
     # ALSA sound with libvirt's tuning (QEMU opens no device until the guest plays)
     "combo-audio-alsa": _combo(
         """<audio id='1' type='alsa' timerPeriod='50'><output voices='2' mixingEngine='yes'>

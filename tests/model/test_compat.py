@@ -471,3 +471,32 @@ def test_iothreads_render_as_libvirt() -> None:
 def test_iothread_errors(disk: str, iothreads: str, message: str) -> None:
     data = domain_xml(iothreads + "\n<devices>\n" + disk + "\n</devices>")
     assert issues(data) == [(8, message)]
+
+
+CPU_CACHE = [
+    # libvirt 9.0's cpu-cache-disable, cpu-cache-emulate-l3, cpu-cache-passthrough (.args)
+    ("host-passthrough", "<cache mode='disable'/>", "max,host-cache-info=off,l3-cache=off"),
+    ("host-passthrough", "<cache level='3' mode='emulate'/>", "max,l3-cache=on,host-cache-info=off"),
+    ("host-passthrough", "<cache mode='passthrough'/>", "max,host-cache-info=on,l3-cache=off"),
+    ("custom", "<model>Haswell</model><cache mode='disable'/>", "Haswell,l3-cache=off"),
+]
+
+
+@pytest.mark.parametrize(("mode", "body", "expected"), CPU_CACHE)
+def test_cpu_cache_renders_as_libvirt(mode: str, body: str, expected: str) -> None:
+    d = model.parse(domain_xml(f"<cpu mode='{mode}'>{body}</cpu>", kind="qemu")).domain
+    assert values(d, "-cpu") == [expected]
+    assert model.parse(model.to_xml(d)).domain == d
+
+
+@pytest.mark.parametrize(("mode", "cache", "message"), [
+    ("host-passthrough", "<cache level='2' mode='emulate'/>",
+     "<cache mode='emulate'> needs level='3' (QEMU emulates only the L3 cache)"),
+    ("host-passthrough", "<cache level='3' mode='passthrough'/>",
+     "<cache mode='passthrough'> takes no level; remove it"),
+    ("host-model", "<cache mode='passthrough'/>",
+     "<cache mode='passthrough'> needs <cpu mode='host-passthrough'> or 'maximum' (the host's "
+     "cache info comes with the host's CPU)"),
+])
+def test_cpu_cache_errors(mode: str, cache: str, message: str) -> None:
+    assert issues(domain_xml(f"<cpu mode='{mode}'>\n{cache}\n</cpu>")) == [(7, message)]

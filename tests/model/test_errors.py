@@ -156,8 +156,8 @@ CPU = [
                         "  <feature policy='maybe' name='vmx'/>\n</cpu>"),
                  [(8, "<feature policy>: 'maybe' is not allowed; use one of 'force', 'require', "
                       "'optional', 'disable' or 'forbid'")], id="cpu-feature-policy"),
-    pytest.param(domain("<cpu mode='host-passthrough'>\n  <cache mode='passthrough'/>\n</cpu>"),
-                 [(7, f"<cache> inside <cpu> {NOT_SUPPORTED}")], id="cpu-cache"),
+    pytest.param(domain("<cpu mode='host-passthrough'>\n  <cache mode='disable' x='1'/>\n</cpu>"),
+                 [(7, f"<cache>: attribute 'x' {NOT_SUPPORTED}")], id="cpu-cache"),
     pytest.param(domain("<cpu mode='host-passthrough'>\n  <numa/>\n</cpu>"),
                  [(7, "<numa> has no <cell>; add one per guest NUMA node or remove it")],
                  id="cpu-numa-empty"),
