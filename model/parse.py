@@ -1392,6 +1392,11 @@ def _read_domain(ctx: _Context, root: Node) -> Domain | None:
     cpu = root.child("cpu")
     if cpu is not None:
         sub("cpu", _read_cpu(ctx, cpu), "cpu", cpu.line)
+    cputune = root.child("cputune")
+    if cputune is not None:
+        root.ignore("cputune")
+        ctx.error(cputune.line, "<cputune>: qemud does not pin or schedule QEMU's vCPU, emulator "
+                  "or I/O threads one by one; remove it (<vcpu cpuset> confines the whole QEMU)")
     iothreads, iothreads_line = _read_text(ctx, root, "iothreads")
     fields.put("iothreads", iothreads, "<iothreads>", iothreads_line)
     numatune = root.child("numatune")

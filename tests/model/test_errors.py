@@ -280,9 +280,16 @@ FEATURES_CLOCK_LIFECYCLE = [
                  id="pm-flag"),
 ]
 
+CPUTUNE = [
+    pytest.param(domain("<cputune>\n  <vcpupin vcpu='0' cpuset='1'/>\n</cputune>"),
+                 [(6, "<cputune>: qemud does not pin or schedule QEMU's vCPU, emulator or I/O "
+                      "threads one by one; remove it (<vcpu cpuset> confines the whole QEMU)")],
+                 id="cputune"),
+]
+
 UNSUPPORTED_TOP = [
     pytest.param(domain(f"<{tag}/>"), [(6, f"<{tag}> inside <domain> {NOT_SUPPORTED}")], id=tag)
-    for tag in ("memtune", "memoryBacking", "blkiotune", "cputune",
+    for tag in ("memtune", "memoryBacking", "blkiotune",
                 "sysinfo", "keywrap", "launchSecurity", "idmap", "genid", "perf")
 ]
 
@@ -637,7 +644,7 @@ OTHER_DEVICES = [
                       "qemu-system-x86_64")], id="emulator-i386-for-x86_64"),
 ]
 
-ALL_ERRORS = (TOP_LEVEL + CPU + OS + FEATURES_CLOCK_LIFECYCLE + UNSUPPORTED_TOP + DESIRED
+ALL_ERRORS = (TOP_LEVEL + CPU + OS + FEATURES_CLOCK_LIFECYCLE + UNSUPPORTED_TOP + CPUTUNE + DESIRED
               + UNSUPPORTED_DEVICES + GRAPHICS + DISKS + INTERFACES + SERIALS + OTHER_DEVICES)
 
 
