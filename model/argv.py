@@ -552,16 +552,27 @@ def _display(d: Domain, runtime: Runtime | None) -> Iterator[Option]:
         return
     for g in d.devices.graphics:
         host = f"[{g.listen}]" if ":" in g.listen else g.listen
+        sock = (Path(g.socket) if g.socket is not None
+                else (runtime.folder if runtime is not None else Path()) / f"{g.type}.sock")
         if g.type == "vnc":
-            vnc = f"{host}:0,to=99" if g.port is None else f"{host}:{g.port - 5900}"
+            if g.listen_type == "none":
+                vnc = "none"
+            elif g.listen_type == "socket":
+                vnc = f"vnc=unix:{esc(sock)}"
+            elif g.port is None:
+                vnc = f"{host}:0,to=99"
+            else:
+                vnc = f"{host}:{g.port - 5900}"
             if g.passwd is not None:
                 yield _secret("vnc-secret", g.passwd)
                 vnc += ",password-secret=vnc-secret"
             yield ("-vnc", vnc)
             continue
-        if g.port is None:  # QEMU has no automatic spice port: a socket in the runtime folder
-            where = runtime.folder / "spice.sock" if runtime is not None else Path("spice.sock")
-            parts = ["unix=on", f"addr={esc(where)}"]
+        if g.listen_type == "none":  # libvirt's graphics-spice with <listen type='none'>
+            parts = ["port=0"]
+        elif g.listen_type == "socket" or g.port is None:
+            # QEMU has no automatic spice port: a socket (in the runtime folder by default)
+            parts = ["unix=on", f"addr={esc(sock)}"]
         else:
             parts = [f"port={g.port}", f"addr={g.listen}"]
         if g.passwd is not None:

@@ -330,6 +330,11 @@ class Graphics(Frozen):
     type: Literal["vnc", "spice"] = "vnc"
     port: Annotated[int, Field(ge=5900, le=65535)] | None = None
     listen: Annotated[str, Field(pattern=r"^[0-9A-Za-z.:\-]+$")] = "127.0.0.1"
+    listen_type: Literal["address", "none", "socket"] = "address"
+    """`<listen type=>`: an address (`listen`), no listener at all, or a unix socket."""
+    socket: Annotated[str, Field(pattern=r"^/[^\x00-\x1f]*$")] | None = None
+    """`<listen type='socket' socket=>`: the socket's path; None: `<type>.sock` in the runtime
+    folder (as libvirt puts it in the domain's own folder)."""
     passwd: Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f]*$")] | None = (
         None
     )

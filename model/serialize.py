@@ -120,6 +120,8 @@ def _graphics(g: Graphics) -> Element:
         Element("clipboard", {"copypaste": _yn(g.clipboard)}) if g.clipboard is not None else None,
         Element("filetransfer", {"enable": _yn(g.filetransfer)})
         if g.filetransfer is not None else None,
+        Element("listen", {"type": g.listen_type, "socket": g.socket})
+        if g.listen_type != "address" else None,
     ]
     return Element("graphics", {"type": g.type, "port": _num(g.port),
                                 "autoport": "no" if g.port else "yes", "listen": g.listen,

@@ -166,6 +166,10 @@ COMBOS: dict[str, Domain] = {
         "<video><model type='virtio'/></video><graphics type='vnc'/>", machine="pc",
         os_attrs=" firmware='efi'",
         os_extra="<firmware><feature enabled='no' name='secure-boot'/></firmware>"),
+    # VNC on a unix socket in the runtime folder, spice without any listener
+    "combo-listen-socket-none": _combo("""<graphics type='vnc'><listen type='socket'/></graphics>
+          <graphics type='spice'><listen type='none'/></graphics>
+          <video><model type='qxl'/></video>""", machine="pc"),
     # the host's cache info passed through (libvirt's cpu-cache-passthrough)
     "combo-cpu-cache": _combo("<video><model type='vga'/></video>", machine="pc",
                               top="<cpu mode='host-passthrough'><cache mode='passthrough'/></cpu>"),

@@ -500,3 +500,27 @@ def test_cpu_cache_renders_as_libvirt(mode: str, body: str, expected: str) -> No
 ])
 def test_cpu_cache_errors(mode: str, cache: str, message: str) -> None:
     assert issues(domain_xml(f"<cpu mode='{mode}'>\n{cache}\n</cpu>")) == [(7, message)]
+
+
+LISTEN = [
+    # libvirt 9.0's graphics-vnc-none, graphics-vnc-socket, graphics-vnc-auto-socket,
+    # graphics-spice-socket, graphics-spice-auto-socket, audio-spice-minimal (listen none)
+    ("<graphics type='vnc'><listen type='none'/></graphics>", "-vnc", "none"),
+    ("<graphics type='vnc'><listen type='socket' socket='/tmp/vnc,1.sock'/></graphics>", "-vnc",
+     "vnc=unix:/tmp/vnc,,1.sock"),
+    ("<graphics type='vnc'><listen type='socket'/></graphics>", "-vnc", "vnc=unix:/r/vnc.sock"),
+    ("<graphics type='spice'><listen type='socket' socket='/tmp/spice.sock'/></graphics>",
+     "-spice", "unix=on,addr=/tmp/spice.sock,disable-ticketing=on,seamless-migration=on"),
+    ("<graphics type='spice'><listen type='socket'/></graphics>", "-spice",
+     "unix=on,addr=/r/spice.sock,disable-ticketing=on,seamless-migration=on"),
+    ("<graphics type='spice'><listen type='none'/></graphics>", "-spice",
+     "port=0,disable-ticketing=on,seamless-migration=on"),
+]
+
+
+@pytest.mark.parametrize(("graphics", "option", "expected"), LISTEN)
+def test_graphics_listen_types(graphics: str, option: str, expected: str) -> None:
+    d = devices(graphics)
+    runtime = model.Runtime(Path("/r/qmp.sock"), Path("/r/pid"), Path("/r/console.log"))
+    assert values(d, option, runtime) == [expected]
+    assert model.parse(model.to_xml(d)).domain == d
