@@ -19,6 +19,15 @@ from reconciler.cli import main
 from reconciler.importer import SourceError, from_folder, from_virsh, import_domains
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "virt-install"
+LIBVIRT_HEADER = b"""<!--
+WARNING: THIS IS AN AUTO-GENERATED FILE. CHANGES TO IT ARE LIKELY TO BE
+OVERWRITTEN AND LOST. Changes to this xml configuration should be made using:
+  virsh edit NAME
+or other application using the libvirt API.
+-->
+
+"""
+"""What libvirt writes at the top of each file in /etc/libvirt/qemu."""
 HOSTDEV = b"""<domain type='kvm'>
   <name>passthrough</name>
   <memory unit='MiB'>64</memory>
@@ -38,7 +47,8 @@ def libvirt_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "etc-libvirt-qemu"
     (folder / "autostart").mkdir(parents=True)
     for name in ("debian12", "headless", "win11"):
-        (folder / f"{name}.xml").write_bytes((DATA / f"{name}.dumpxml.xml").read_bytes())
+        (folder / f"{name}.xml").write_bytes(LIBVIRT_HEADER.replace(b"NAME", name.encode())
+                                             + (DATA / f"{name}.dumpxml.xml").read_bytes())
     (folder / "passthrough.xml").write_bytes(HOSTDEV)
     os.symlink("../debian12.xml", folder / "autostart" / "debian12.xml")
     return folder
