@@ -327,7 +327,8 @@ SCSI_MODELS = {None: "virtio-scsi-pci", "virtio-scsi": "virtio-scsi-pci", "lsilo
 def _usb_needed(d: Domain) -> bool:
     """Whether a device needs the USB bus: USB inputs and sound, and redirected USB devices."""
     return (any(i.bus == "usb" for i in d.devices.inputs) or bool(d.devices.redirdevs)
-            or any(s.model == "usb" for s in d.devices.sounds))
+            or any(s.model == "usb" for s in d.devices.sounds)
+            or any(disk.target_bus == "usb" for disk in d.devices.disks))
 
 
 def _usb_controller(d: Domain) -> str | None:
@@ -390,6 +391,10 @@ def _disk(d: Domain, disk: Disk, at: At) -> Iterator[Option]:
         alias = f"scsi0-0-0-{idx}"
         dev = [("scsi-cd" if cd else "scsi-hd"), "bus=scsi0.0", "channel=0", f"scsi-id={idx}",
                "lun=0"]
+    elif bus == "usb":  # libvirt 9.0's disk-usb-device
+        alias = f"usb-disk{idx}"
+        port = usb_ports(d).get(alias)
+        dev = ["usb-storage", "bus=usb.0", *([f"port={port}"] if port else [])]
     elif bus == "virtio":
         alias = f"virtio-disk{idx}"
         thread = f",iothread=iothread{disk.iothread}" if disk.iothread is not None else ""
@@ -425,6 +430,8 @@ def _disk(d: Domain, disk: Disk, at: At) -> Iterator[Option]:
         dev.append(f"wwn=0x{wwn}")
     if disk.shareable:
         dev.append("share-rw=on")
+    if bus == "usb":
+        dev.append(f"removable={_on(bool(disk.removable))}")
     yield ("-device", ",".join(dev))
 
 
@@ -654,13 +661,15 @@ USB_PORTS = {"piix3-usb-uhci": 2, "piix4-usb-uhci": 2, "usb-ehci": 6, "ich9-usb-
 
 
 def usb_ports(d: Domain) -> dict[str, str]:
-    """The USB port of each USB device (keys input<i>, sound<i>, redir<i>): given, else libvirt's.
+    """The USB port of each USB device (usb-disk<i>, input<i>, sound<i>, redir<i>): given or not.
 
-    libvirt numbers the free top-level ports from 1, inputs first, then sound, then redirdevs.
+    libvirt numbers the free top-level ports from 1: disks, inputs, sound, then redirdevs.
     When they do not fit on the controller's ports, those without an address get none (QEMU then
     chains a usb-hub by itself, where libvirt would declare one).
     """
     wanted: list[tuple[str, str | None]] = []
+    wanted += [(f"usb-disk{disk_index(disk.target_dev)}", None) for disk in d.devices.disks
+               if disk.target_bus == "usb"]
     wanted += [(f"input{i}", inp.usb_port) for i, inp in enumerate(d.devices.inputs)
                if inp.bus == "usb"]
     wanted += [(f"sound{i}", None) for i, s in enumerate(d.devices.sounds) if s.model == "usb"]

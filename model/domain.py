@@ -266,7 +266,9 @@ class Disk(Frozen):
     """`<driver iothread=N>`: the I/O thread (of `<iothreads>`) serving a virtio disk."""
     source: str | None = None
     target_dev: Annotated[str, Field(pattern=r"^(hd|sd|vd|fd)[a-z]{1,3}$")]
-    target_bus: Literal["ide", "sata", "scsi", "virtio", "fdc"]
+    target_bus: Literal["ide", "sata", "scsi", "virtio", "fdc", "usb"]
+    removable: bool | None = None
+    """`<target removable='on'|'off'>` (USB disks only): the guest sees removable media."""
     readonly: bool = False
     boot_order: BootOrder | None = None
     serial: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.+\- ]{1,20}$")] | None = None

@@ -730,9 +730,18 @@ def _read_disk(ctx: _Context, node: Node) -> Disk | None:
         return None
     dev = target.attr("dev")
     bus = target.attr("bus") or _BUS_FOR_PREFIX.get((dev or "")[:2])
-    target.ignore_attrs("tray", "removable", "rotation_rate")
+    target.ignore_attrs("tray", "rotation_rate")
     fields.put("target_dev", dev, "<target dev>", target.line)
     fields.put("target_bus", bus, "<target bus>", target.line)
+    if target.attr("removable") is not None:
+        removable = _flag(ctx, target, "removable", ("on", "off"))
+        if bus != "usb":
+            ctx.error(target.line, "<target removable>: only USB disks (bus='usb') have "
+                      "removable media; remove it")
+        fields.put("removable", removable, "<target removable>", target.line)
+    if bus == "usb" and fields.data.get("source") is None:
+        ctx.error(target.line, "<target bus='usb'> needs a <source>: QEMU's usb-storage cannot "
+                  "start without media (put an empty CD-ROM on bus='sata' or 'scsi')")
     _leftovers(ctx, target)
     if node.child("readonly") is not None:
         fields.put("readonly", True, "<readonly>")

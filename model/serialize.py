@@ -60,7 +60,8 @@ def _disk(disk: Disk) -> Element:
     return Element("disk", {"type": disk.type, "device": disk.device}, [
         Element("driver", driver),
         Element("source", {key: disk.source}) if disk.source is not None else None,
-        Element("target", {"dev": disk.target_dev, "bus": disk.target_bus}),
+        Element("target", {"dev": disk.target_dev, "bus": disk.target_bus,
+                           "removable": _yn(disk.removable, ("on", "off"))}),
         Element("readonly") if disk.readonly else None,
         Element("boot", {"order": _num(disk.boot_order)}) if disk.boot_order else None,
         Element("serial", text=disk.serial) if disk.serial is not None else None,

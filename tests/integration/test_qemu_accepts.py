@@ -166,8 +166,12 @@ COMBOS: dict[str, Domain] = {
         "<video><model type='virtio'/></video><graphics type='vnc'/>", machine="pc",
         os_attrs=" firmware='efi'",
         os_extra="<firmware><feature enabled='no' name='secure-boot'/></firmware>"),
-    # VNC on a unix socket in the runtime folder, spice without any listener
+    # VNC on a unix socket in the runtime folder, spice without any listener; USB disks
     "combo-listen-socket-none": _combo("""<graphics type='vnc'><listen type='socket'/></graphics>
+          <disk type='file' device='disk'><source file='/images/usb.raw'/>
+            <target dev='sda' bus='usb' removable='on'/></disk>
+          <disk type='file' device='cdrom'><source file='/images/usb.iso'/>
+            <target dev='sdb' bus='usb'/><readonly/></disk>
           <graphics type='spice'><listen type='none'/></graphics>
           <video><model type='qxl'/></video>""", machine="pc"),
     # the host's cache info passed through (libvirt's cpu-cache-passthrough)

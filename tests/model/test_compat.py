@@ -524,3 +524,25 @@ def test_graphics_listen_types(graphics: str, option: str, expected: str) -> Non
     runtime = model.Runtime(Path("/r/qmp.sock"), Path("/r/pid"), Path("/r/console.log"))
     assert values(d, option, runtime) == [expected]
     assert model.parse(model.to_xml(d)).domain == d
+
+
+USB_DISKS = [
+    # libvirt 9.0's disk-usb-device and disk-usb-device-removable (pc: PIIX3 UHCI, ports 1-2)
+    ("<disk type='file' device='disk'><source file='/i/a.img'/><target dev='sda' bus='usb'/>"
+     "</disk>", "pc",
+     ["piix3-usb-uhci,bus=pci.0,addr=0x1.0x2,id=usb",
+      "usb-storage,bus=usb.0,port=1,drive=drive-usb-disk0,id=usb-disk0,removable=off"]),
+    ("<disk type='file' device='disk'><source file='/i/a.img'/>"
+     "<target dev='sdb' bus='usb' removable='on'/></disk><input type='tablet' bus='usb'/>", "q35",
+     ["qemu-xhci,bus=pci.1,addr=0x0,id=usb",
+      "usb-storage,bus=usb.0,port=1,drive=drive-usb-disk1,id=usb-disk1,removable=on",
+      "usb-tablet,id=input0,bus=usb.0,port=2"]),
+]
+
+
+@pytest.mark.parametrize(("disk", "machine", "expected"), USB_DISKS)
+def test_usb_disks_render_as_libvirt(disk: str, machine: str, expected: list[str]) -> None:
+    d = devices(disk, machine=machine)
+    got = [v for v in values(d, "-device") if "usb" in v]
+    assert got == expected
+    assert model.parse(model.to_xml(d)).domain == d

@@ -438,11 +438,19 @@ DISKS = [
                  [(7, "<disk type>: 'network' is not allowed; use one of 'file' or 'block'"),
                   (7, "<disk device>: 'lun' is not allowed; use one of 'disk', 'cdrom' or "
                       "'floppy'")], id="disk-network-lun"),
-    pytest.param(devices("<disk>\n  <source file='/a'/>\n  <target dev='xda' bus='usb'/>\n"
+    pytest.param(devices("<disk>\n  <source file='/a'/>\n  <target dev='xda' bus='xen'/>\n"
                          "</disk>"),
                  [(9, "<target dev>: 'xda' has characters or a form that is not allowed here"),
-                  (9, "<target bus>: 'usb' is not allowed; use one of 'ide', 'sata', 'scsi', "
-                      "'virtio' or 'fdc'")], id="disk-target"),
+                  (9, "<target bus>: 'xen' is not allowed; use one of 'ide', 'sata', 'scsi', "
+                      "'virtio', 'fdc' or 'usb'")], id="disk-target"),
+    pytest.param(devices("<disk>\n  <source file='/a'/>\n  <target dev='sda' bus='sata' "
+                         "removable='on'/>\n</disk>"),
+                 [(9, "<target removable>: only USB disks (bus='usb') have removable media; "
+                      "remove it")], id="disk-removable-not-usb"),
+    pytest.param(devices("<disk device='cdrom'>\n  <target dev='sda' bus='usb'/>\n</disk>"),
+                 [(8, "<target bus='usb'> needs a <source>: QEMU's usb-storage cannot start "
+                      "without media (put an empty CD-ROM on bus='sata' or 'scsi')")],
+                 id="disk-usb-empty"),
     pytest.param(devices("<disk>\n  <source file='/a'/>\n  <target dev='xda'/>\n</disk>"),
                  [(9, "<target dev>: 'xda' has characters"),
                   (9, "<target bus> is required")], id="disk-target-no-bus"),
