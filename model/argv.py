@@ -786,13 +786,18 @@ def _misc(d: Domain, at: At) -> Iterator[Option]:
     if d.devices.memballoon == "virtio":
         yield ("-device", f"virtio-balloon-pci{at('balloon0')},id=balloon0")
     for i, rng in enumerate(d.devices.rngs):
-        yield ("-object", f"rng-random,id=objrng{i},filename={esc(rng.backend)}")
+        if rng.backend_model == "builtin":
+            yield ("-object", f"rng-builtin,id=objrng{i}")
+        else:
+            yield ("-object", f"rng-random,id=objrng{i},filename={esc(rng.backend)}")
         dev = f"virtio-rng-pci{at(f'rng{i}')},rng=objrng{i},id=rng{i}"
         if rng.rate_bytes is not None:
             dev += f",max-bytes={rng.rate_bytes},period={rng.rate_period or 1000}"
         yield ("-device", dev)
     if d.devices.panic == "isa":
         yield ("-device", "pvpanic")
+    if d.features.vmcoreinfo:
+        yield ("-device", "vmcoreinfo")
 
 
 def balloon_target(d: Domain) -> int | None:
@@ -953,7 +958,9 @@ def options(d: Domain, runtime: Runtime | None = None,
     out += [("-no-user-config",), ("-nodefaults",), ("-msg", "timestamp=on")]
     out += _firmware(fw)
     out.append(_machine(d, fw))
-    out.append(("-accel", "kvm" if d.type == "kvm" else "tcg"))
+    tb = d.features.tb_cache
+    out.append(("-accel", "kvm" if d.type == "kvm"
+                else "tcg" if tb is None else f"tcg,tb-size={units.to_mib(tb)}"))
     out += _cpu(d)
     out.append(("-m", str(memory_mib(d))))
     out.append(_smp(d))

@@ -219,6 +219,10 @@ class Features(Frozen):
     kvm_pv_ipi: bool | None = None
     pvspinlock: bool | None = None
     smm: bool | None = None
+    vmcoreinfo: bool | None = None
+    """`<vmcoreinfo state=>`: the vmcoreinfo device (guest kernel crash dump info)."""
+    tb_cache: Positive | None = None
+    """`<tcg><tb-cache unit=>`: TCG's translation block cache, bytes (TCG only)."""
 
 
 class Timer(Frozen):
@@ -418,6 +422,8 @@ class Rng(Frozen):
 
     model: Literal["virtio"] = "virtio"
     backend: str = "/dev/urandom"
+    backend_model: Literal["random", "builtin"] = "random"
+    """'builtin': QEMU's own generator (rng-builtin), no host device."""
     rate_bytes: Annotated[int, Field(ge=1, le=2**63 - 1)] | None = None
     """QEMU's `max-bytes`: below 2**63."""
     rate_period: Annotated[int, Field(ge=1, le=2**32 - 1)] | None = None

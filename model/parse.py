@@ -237,6 +237,15 @@ def _size(ctx: _Context, node: Node) -> int | None:
         return None
 
 
+def _size_mib(ctx: _Context, node: Node) -> int | None:
+    """A size whose unit defaults to MiB (libvirt's `<tb-cache>`), in bytes."""
+    try:
+        return units.to_bytes(node.text or "", "MiB")
+    except ValueError as exc:
+        ctx.error(node.line, f"<{node.tag}>: {exc}")
+        return None
+
+
 def _hex(ctx: _Context, node: Node, name: str, default: int) -> int | None:
     """Read a libvirt number that may be hex ('0x1f') or decimal; report anything else."""
     value = node.attr(name)
@@ -626,6 +635,20 @@ def _read_features(ctx: _Context, node: Node | None) -> Features | None:
             kid.ignore_attrs("eoi")
             fields.put(name, True, f"<{name}>", kid.line)
             _leftovers(ctx, kid)
+    vmcore = node.child("vmcoreinfo")
+    if vmcore is not None:
+        state = _flag(ctx, vmcore, "state", ("on", "off"))
+        fields.put("vmcoreinfo", True if state is None else state, "<vmcoreinfo state>",
+                   vmcore.line)
+        _leftovers(ctx, vmcore)
+    tcg = node.child("tcg")
+    if tcg is not None:
+        cache = tcg.child("tb-cache")
+        if cache is not None:
+            size = _size(ctx, cache) if cache.attr("unit") else _size_mib(ctx, cache)
+            fields.put("tb_cache", size, "<tb-cache>", cache.line)
+            _leftovers(ctx, cache)
+        _leftovers(ctx, tcg)
     vmport = node.child("vmport")
     if vmport is not None:
         fields.put("vmport", _flag(ctx, vmport, "state", ("on", "off")), "<vmport>", vmport.line)
@@ -939,9 +962,16 @@ def _read_rng(ctx: _Context, node: Node) -> Rng | None:
     fields.attr("model")
     backend = node.child("backend")
     if backend is not None:
-        if backend.attr("model") != "random":
-            ctx.error(backend.line, "<backend model>: only 'random' is supported")
-        fields.put("backend", backend.text, "<backend>", backend.line)
+        kind = backend.attr("model")
+        if kind not in ("random", "builtin"):
+            ctx.error(backend.line, f"<backend model>: {kind!r} is not supported; use 'random' "
+                      "(a host device) or 'builtin' (QEMU's own)")
+        elif kind == "builtin" and (backend.text or "").strip():
+            ctx.error(backend.line, "<backend model='builtin'> takes no device path; remove it")
+        fields.put("backend_model", kind if kind == "builtin" else None, "<backend model>",
+                   backend.line)
+        if kind != "builtin":
+            fields.put("backend", backend.text, "<backend>", backend.line)
         _leftovers(ctx, backend)
     rate = node.child("rate")
     if rate is not None:
@@ -1487,6 +1517,9 @@ def _check_domain(ctx: _Context, domain: Domain, fields: _Fields) -> None:
             ctx.error(fields.where["cpu"][1], f"<topology> gives {product} vCPUs but <vcpu> is "
                       f"{domain.vcpu.count}; they must match")
     _check_numa(ctx, domain, fields)
+    if domain.features.tb_cache is not None and domain.type != "qemu":
+        ctx.error(fields.where["features"][1], "<tcg><tb-cache> is a TCG setting; it needs "
+                  "<domain type='qemu'>")
     if ctx.check_machine is not None and domain.os.machine is not None:
         why = ctx.check_machine(emulator(domain), domain.os.machine)
         if why is not None:

@@ -183,7 +183,8 @@ def _devices(dev: Devices) -> Element:
         Element("memballoon", {"model": dev.memballoon}, [_address(dev.memballoon_address)])
         if dev.memballoon else None,
         *(Element("rng", {"model": r.model}, [
-            Element("backend", {"model": "random"}, text=r.backend),
+            Element("backend", {"model": r.backend_model},
+                    text=r.backend if r.backend_model == "random" else None),
             Element("rate", {"bytes": _num(r.rate_bytes), "period": _num(r.rate_period)})
             if r.rate_bytes or r.rate_period else None,
             _address(r.address),
@@ -255,6 +256,9 @@ def _features(f: Features) -> Element:
         state("smm", f.smm),
         Element("vmport", {"state": _yn(f.vmport, ("on", "off"))})
         if f.vmport is not None else None,
+        state("vmcoreinfo", f.vmcoreinfo),
+        Element("tcg", children=[Element("tb-cache", {"unit": "b"}, text=str(f.tb_cache))])
+        if f.tb_cache is not None else None,
     ])
 
 

@@ -174,8 +174,11 @@ COMBOS: dict[str, Domain] = {
             <target dev='sdb' bus='usb'/><readonly/></disk>
           <graphics type='spice'><listen type='none'/></graphics>
           <video><model type='qxl'/></video>""", machine="pc"),
-    # the host's cache info passed through (libvirt's cpu-cache-passthrough)
-    "combo-cpu-cache": _combo("<video><model type='vga'/></video>", machine="pc",
+    # the host's cache info passed through (libvirt's cpu-cache-passthrough), vmcoreinfo,
+    # TCG's translation cache size, QEMU's builtin rng
+    "combo-cpu-cache": _combo("""<video><model type='vga'/></video>
+          <rng model='virtio'><backend model='builtin'/></rng>""", machine="pc", kind="qemu",
+                              features="<vmcoreinfo/><tcg><tb-cache unit='MiB'>64</tb-cache></tcg>",
                               top="<cpu mode='host-passthrough'><cache mode='passthrough'/></cpu>"),
     # ALSA sound with libvirt's tuning (QEMU opens no device until the guest plays)
     "combo-audio-alsa": _combo(

@@ -546,3 +546,32 @@ def test_usb_disks_render_as_libvirt(disk: str, machine: str, expected: list[str
     got = [v for v in values(d, "-device") if "usb" in v]
     assert got == expected
     assert model.parse(model.to_xml(d)).domain == d
+
+
+SMALL_FEATURES = [
+    # libvirt 9.0's vmcoreinfo, virtio-rng-builtin, x86_64-default-cpu-tcg-features (.args)
+    ("<features><vmcoreinfo/></features>", "", "-device", "vmcoreinfo"),
+    ("<features><vmcoreinfo state='off'/></features>", "", "-device", None),
+    ("", "<rng model='virtio'><backend model='builtin'/></rng>", "-object",
+     "rng-builtin,id=objrng0"),
+    ("<features><tcg><tb-cache unit='KiB'>102400</tb-cache></tcg></features>", "", "-accel",
+     "tcg,tb-size=100"),
+    ("<features><tcg><tb-cache>64</tb-cache></tcg></features>", "", "-accel", "tcg,tb-size=64"),
+]
+
+
+@pytest.mark.parametrize(("features", "dev", "option", "expected"), SMALL_FEATURES)
+def test_small_features_render_as_libvirt(features: str, dev: str, option: str,
+                                          expected: str | None) -> None:
+    d = devices(dev, kind="qemu", extra=features + "\n")
+    got = values(d, option)
+    if expected is None:
+        assert "vmcoreinfo" not in got
+    else:
+        assert expected in got
+    assert model.parse(model.to_xml(d)).domain == d
+
+
+def test_tb_cache_needs_tcg() -> None:
+    data = domain_xml("<features><tcg><tb-cache>64</tb-cache></tcg></features>")
+    assert issues(data) == [(6, "<tcg><tb-cache> is a TCG setting; it needs <domain type='qemu'>")]

@@ -614,7 +614,8 @@ OTHER_DEVICES = [
                  [(7, "<panic model>: 'hyperv' is not supported; use 'isa'")], id="panic-model"),
     pytest.param(devices("<rng model='virtio'>\n  <backend model='egd'>/dev/random</backend>\n"
                          "</rng>"),
-                 [(8, "<backend model>: only 'random' is supported")], id="rng-backend"),
+                 [(8, "<backend model>: 'egd' is not supported; use 'random' (a host device) or "
+                      "'builtin' (QEMU's own)")], id="rng-backend"),
     pytest.param(devices("<rng model='virtio-transitional'>\n"
                          "  <backend model='random'>/dev/urandom</backend>\n</rng>"),
                  [(7, "<rng model>: 'virtio-transitional' is not allowed; use one of 'virtio'")],
