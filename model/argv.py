@@ -15,7 +15,18 @@ from pathlib import Path
 
 from model import pci, units
 from model.cpuset import qemu_ranges
-from model.domain import Channel, Controller, Cpu, Disk, Domain, PciAddress, Serial, Video, mac_for
+from model.domain import (
+    Channel,
+    Controller,
+    Cpu,
+    Disk,
+    Domain,
+    PciAddress,
+    Serial,
+    Video,
+    VirtioOptions,
+    mac_for,
+)
 from model.errors import RenderError
 from model.firmware import Descriptor, FirmwareChoice, choose
 
@@ -398,7 +409,7 @@ def _disk(d: Domain, disk: Disk, at: At) -> Iterator[Option]:
     elif bus == "virtio":
         alias = f"virtio-disk{idx}"
         thread = f",iothread=iothread{disk.iothread}" if disk.iothread is not None else ""
-        dev = ["virtio-blk-pci" + thread + at(alias)]
+        dev = ["virtio-blk-pci" + virtio_props(disk.virtio) + thread + at(alias)]
     else:
         alias = f"fdc0-0-{idx}"
         dev = ["floppy", f"unit={idx}"]
@@ -447,6 +458,12 @@ def bridge_of(source: str | None, network: bool) -> str:
     return source or "virbr0"
 
 
+def virtio_props(o: VirtioOptions) -> str:
+    """`,iommu_platform=on,ats=on,packed=on` for the options set, in libvirt's order."""
+    pairs = (("iommu_platform", o.iommu), ("ats", o.ats), ("packed", o.packed))
+    return "".join(f",{k}={_on(v)}" for k, v in pairs if v is not None)
+
+
 def _nics(d: Domain, at: At) -> Iterator[Option]:
     """`-netdev` + `-device` for each `<interface>`, with a stable MAC when none is given."""
     for i, nic in enumerate(d.devices.interfaces):
@@ -455,7 +472,8 @@ def _nics(d: Domain, at: At) -> Iterator[Option]:
             yield ("-netdev", f"user,id={net}")
         else:
             yield ("-netdev", f"bridge,id={net},br={bridge_of(nic.source, nic.type == 'network')}")
-        dev = [_NIC_DEVICES[nic.model] + at(f"net{i}"), f"netdev={net}", f"id=net{i}",
+        dev = [_NIC_DEVICES[nic.model] + virtio_props(nic.virtio) + at(f"net{i}"),
+               f"netdev={net}", f"id=net{i}",
                f"mac={nic.mac or mac_for(d.uuid, i)}"]
         if nic.boot_order is not None:
             dev.append(f"bootindex={nic.boot_order}")
@@ -701,7 +719,8 @@ def _inputs(d: Domain, ports: dict[str, str], at: At) -> Iterator[Option]:
             continue
         port = ports.get(f"input{i}")
         where = ",bus=usb.0" + (f",port={port}" if port else "") if inp.bus == "usb" else ""
-        yield ("-device", f"{device}{at(f'input{i}') if inp.bus == 'virtio' else ''},"
+        yield ("-device", f"{device}{virtio_props(inp.virtio)}"
+               f"{at(f'input{i}') if inp.bus == 'virtio' else ''},"
                f"id=input{i}{where}")
 
 
@@ -790,7 +809,7 @@ def _misc(d: Domain, at: At) -> Iterator[Option]:
             yield ("-object", f"rng-builtin,id=objrng{i}")
         else:
             yield ("-object", f"rng-random,id=objrng{i},filename={esc(rng.backend)}")
-        dev = f"virtio-rng-pci{at(f'rng{i}')},rng=objrng{i},id=rng{i}"
+        dev = f"virtio-rng-pci{virtio_props(rng.virtio)}{at(f'rng{i}')},rng=objrng{i},id=rng{i}"
         if rng.rate_bytes is not None:
             dev += f",max-bytes={rng.rate_bytes},period={rng.rate_period or 1000}"
         yield ("-device", dev)

@@ -254,6 +254,25 @@ class Clock(Frozen):
 Lifecycle = Literal["destroy", "restart", "preserve", "rename-restart"]
 
 
+class VirtioOptions(Frozen):
+    """`<driver iommu= ats= packed=>` of a virtio device (QEMU's iommu_platform, ats, packed)."""
+
+    iommu: bool | None = None
+    ats: bool | None = None
+    packed: bool | None = None
+
+    def any(self) -> bool:
+        """Whether any option is set."""
+        return any(v is not None for v in (self.iommu, self.ats, self.packed))
+
+
+def _virtio_only(options: VirtioOptions, is_virtio: bool) -> None:
+    """Raise when virtio options are set on a device that is not a virtio one."""
+    if options.any() and not is_virtio:
+        raise ValueError("<driver> iommu, ats and packed are options of virtio devices; remove "
+                         "them or use the virtio model/bus")
+
+
 class Disk(Frozen):
     """`<disk type= device=>`: a file or block device seen by the guest as a disk, cdrom or floppy."""
 
@@ -268,6 +287,7 @@ class Disk(Frozen):
     detect_zeroes: Literal["off", "on", "unmap"] | None = None
     iothread: Annotated[int, Field(ge=1, le=MAX_IOTHREADS)] | None = None
     """`<driver iothread=N>`: the I/O thread (of `<iothreads>`) serving a virtio disk."""
+    virtio: VirtioOptions = VirtioOptions()
     source: str | None = None
     target_dev: Annotated[str, Field(pattern=r"^(hd|sd|vd|fd)[a-z]{1,3}$")]
     target_bus: Literal["ide", "sata", "scsi", "virtio", "fdc", "usb"]
@@ -283,6 +303,7 @@ class Disk(Frozen):
     @model_validator(mode="after")
     def _consistent(self) -> Disk:
         """Guarantee a disk has a source, and only cdroms and floppies can be empty."""
+        _virtio_only(self.virtio, self.target_bus == "virtio")
         if self.source is None and self.device == "disk":
             raise ValueError("a disk needs <source>; only a cdrom or a floppy may be empty")
         if self.source == "":  # QEMU: A block device must be specified for "file"
@@ -312,6 +333,13 @@ class Interface(Frozen):
     source: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:\-]{1,15}$")] | None = None
     boot_order: BootOrder | None = None
     address: PciAddress | None = None
+    virtio: VirtioOptions = VirtioOptions()
+
+    @model_validator(mode="after")
+    def _virtio_options(self) -> Interface:
+        """Guarantee virtio options only on a virtio NIC."""
+        _virtio_only(self.virtio, self.model == "virtio")
+        return self
 
     @field_validator("mac", mode="before")
     @classmethod
@@ -408,10 +436,12 @@ class Input(Frozen):
     bus: Literal["usb", "ps2", "virtio"] = "ps2"
     usb_port: Annotated[str, Field(pattern=r"^[1-9][0-9]?(\.[1-9][0-9]?){0,4}$")] | None = None
     address: PciAddress | None = None
+    virtio: VirtioOptions = VirtioOptions()
 
     @model_validator(mode="after")
     def _ps2_has_no_tablet(self) -> Input:
-        """Guarantee the combination exists in QEMU (there is no PS/2 tablet)."""
+        """Guarantee the combination exists in QEMU (no PS/2 tablet), virtio options on virtio."""
+        _virtio_only(self.virtio, self.bus == "virtio")
         if self.type == "tablet" and self.bus == "ps2":
             raise ValueError("a tablet cannot be on the ps2 bus; use bus='usb' or bus='virtio'")
         return self
@@ -424,6 +454,7 @@ class Rng(Frozen):
     backend: str = "/dev/urandom"
     backend_model: Literal["random", "builtin"] = "random"
     """'builtin': QEMU's own generator (rng-builtin), no host device."""
+    virtio: VirtioOptions = VirtioOptions()
     rate_bytes: Annotated[int, Field(ge=1, le=2**63 - 1)] | None = None
     """QEMU's `max-bytes`: below 2**63."""
     rate_period: Annotated[int, Field(ge=1, le=2**32 - 1)] | None = None

@@ -50,6 +50,7 @@ from model.domain import (
     Topology,
     Vcpu,
     Video,
+    VirtioOptions,
     Watchdog,
     uuid_for_name,
 )
@@ -235,6 +236,23 @@ def _size(ctx: _Context, node: Node) -> int | None:
     except ValueError as exc:
         ctx.error(node.line, f"<{node.tag}>: {exc}")
         return None
+
+
+def _virtio_options(ctx: _Context, driver: Node | None, fields: _Fields) -> None:
+    """`<driver iommu= ats= packed=>` (on/off) into field `virtio` (a `VirtioOptions`)."""
+    if driver is None:
+        return
+    values = {name: _flag(ctx, driver, name, ("on", "off")) for name in ("iommu", "ats", "packed")}
+    if any(v is not None for v in values.values()):
+        fields.put("virtio", VirtioOptions(**values), "<driver>", driver.line)
+
+
+def _driver_only_virtio(ctx: _Context, node: Node, fields: _Fields) -> None:
+    """A device's `<driver>` child that carries only virtio options (input, rng, interface)."""
+    driver = node.child("driver")
+    if driver is not None:
+        _virtio_options(ctx, driver, fields)
+        _leftovers(ctx, driver)
 
 
 def _size_mib(ctx: _Context, node: Node) -> int | None:
@@ -740,6 +758,7 @@ def _read_disk(ctx: _Context, node: Node) -> Disk | None:
         fields.attr("io", node=driver)
         fields.attr("detect_zeroes", node=driver)
         fields.attr("iothread", node=driver)
+        _virtio_options(ctx, driver, fields)
         _leftovers(ctx, driver)
     source = node.child("source")
     if source is not None:
@@ -810,6 +829,7 @@ def _read_interface(ctx: _Context, node: Node) -> Interface | None:
     if boot is not None:
         fields.put("boot_order", boot.attr("order"), "<boot order>", boot.line)
         _leftovers(ctx, boot)
+    _driver_only_virtio(ctx, node, fields)
     if typ == "network":
         ctx.warn(node.line, "<interface type='network'>: qemud has no libvirt networks; the guest "
                  "is attached with qemu-bridge-helper to the network's bridge (virbr0 for "
@@ -979,6 +999,7 @@ def _read_rng(ctx: _Context, node: Node) -> Rng | None:
         fields.attr("rate_period", "period", rate)
         _leftovers(ctx, rate)
     fields.put("address", _address(ctx, node), "<address>")
+    _driver_only_virtio(ctx, node, fields)
     _leftovers(ctx, node, IGNORED_EVERYWHERE)
     return _make(ctx, Rng, fields)
 
@@ -1336,6 +1357,7 @@ def _read_input(ctx: _Context, node: Node) -> Input | None:
     fields.attr("bus")
     _usb_port(ctx, node, fields)
     fields.put("address", _address(ctx, node, ("pci", "usb")), "<address>")
+    _driver_only_virtio(ctx, node, fields)
     _leftovers(ctx, node, IGNORED_EVERYWHERE)
     return _make(ctx, Input, fields)
 

@@ -20,6 +20,7 @@ from model.domain import (
     PciAddress,
     Serial,
     Video,
+    VirtioOptions,
 )
 from model.xml import Element, serialise
 
@@ -56,7 +57,8 @@ def _disk(disk: Disk) -> Element:
     key = "dev" if disk.type == "block" else "file"
     driver = {"name": "qemu", "type": disk.driver_type, "cache": disk.cache,
               "discard": disk.discard, "io": disk.io, "detect_zeroes": disk.detect_zeroes,
-              "iothread": None if disk.iothread is None else str(disk.iothread)}
+              "iothread": None if disk.iothread is None else str(disk.iothread),
+              **_virtio_attrs(disk.virtio)}
     return Element("disk", {"type": disk.type, "device": disk.device}, [
         Element("driver", driver),
         Element("source", {key: disk.source}) if disk.source is not None else None,
@@ -71,6 +73,18 @@ def _disk(disk: Disk) -> Element:
     ])
 
 
+def _virtio_attrs(o: VirtioOptions) -> dict[str, str | None]:
+    """`<driver>` attributes of virtio options (absent when unset)."""
+    return {"iommu": _yn(o.iommu, ("on", "off")) if o.iommu is not None else None,
+            "ats": _yn(o.ats, ("on", "off")) if o.ats is not None else None,
+            "packed": _yn(o.packed, ("on", "off")) if o.packed is not None else None}
+
+
+def _virtio_driver(o: VirtioOptions) -> Element | None:
+    """A `<driver>` child holding only virtio options, or None."""
+    return Element("driver", _virtio_attrs(o)) if o.any() else None
+
+
 def _interface(nic: Interface) -> Element:
     """Render one `<interface>`."""
     key = "network" if nic.type == "network" else "bridge"
@@ -79,6 +93,7 @@ def _interface(nic: Interface) -> Element:
         Element("source", {key: nic.source}) if nic.source else None,
         Element("model", {"type": nic.model}),
         Element("boot", {"order": _num(nic.boot_order)}) if nic.boot_order else None,
+        _virtio_driver(nic.virtio),
         _address(nic.address),
     ])
 
@@ -166,7 +181,8 @@ def _devices(dev: Devices) -> Element:
         *(_interface(n) for n in dev.interfaces),
         *(_serial(s) for s in dev.serials),
         *(_channel(c) for c in dev.channels),
-        *(Element("input", {"type": i.type, "bus": i.bus}, [_usb(i.usb_port), _address(i.address)])
+        *(Element("input", {"type": i.type, "bus": i.bus},
+                  [_usb(i.usb_port), _address(i.address), _virtio_driver(i.virtio)])
           for i in dev.inputs),
         *(_graphics(g) for g in dev.graphics),
         *(Element("sound", {"model": s.model}, [
@@ -188,6 +204,7 @@ def _devices(dev: Devices) -> Element:
             Element("rate", {"bytes": _num(r.rate_bytes), "period": _num(r.rate_period)})
             if r.rate_bytes or r.rate_period else None,
             _address(r.address),
+            _virtio_driver(r.virtio),
         ]) for r in dev.rngs),
         Element("panic", {"model": dev.panic}) if dev.panic else None,
     ]

@@ -186,11 +186,15 @@ COMBOS: dict[str, Domain] = {
           <settings frequency='22050' channels='2' format='s16'/></output></audio>
           <sound model='ich9'/>"""),
     # NUMA cells with <numatune> policies (host node 0 exists everywhere), cpuset, current,
-    # I/O threads
+    # I/O threads, virtio options (ats, packed, iommu_platform)
     "combo-numa-cpuset": _combo(
         """<video><model type='vga'/></video>
-          <disk type='file' device='disk'><driver name='qemu' type='raw' iothread='2'/>
-          <source file='/images/io.raw'/><target dev='vda' bus='virtio'/></disk>""",
+          <disk type='file' device='disk'><driver name='qemu' type='raw' iothread='2' ats='on'/>
+          <source file='/images/io.raw'/><target dev='vda' bus='virtio'/></disk>
+          <interface type='user'><model type='virtio'/><driver packed='on'/></interface>
+          <input type='mouse' bus='virtio'><driver iommu='on'/></input>
+          <rng model='virtio'><backend model='random'>/dev/urandom</backend>
+            <driver ats='on' packed='on'/></rng>""",
         machine="q35", vcpu="<vcpu placement='static' cpuset='0' current='2'>4</vcpu>",
         top="""<iothreads>2</iothreads><numatune><memory mode='strict' nodeset='0'/>
           <memnode cellid='1' mode='preferred' nodeset='0'/></numatune>

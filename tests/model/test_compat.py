@@ -575,3 +575,24 @@ def test_small_features_render_as_libvirt(features: str, dev: str, option: str,
 def test_tb_cache_needs_tcg() -> None:
     data = domain_xml("<features><tcg><tb-cache>64</tb-cache></tcg></features>")
     assert issues(data) == [(6, "<tcg><tb-cache> is a TCG setting; it needs <domain type='qemu'>")]
+
+
+VIRTIO_OPTIONS = [
+    # libvirt 9.0's virtio-options-{disk,net,input,rng}-{ats,iommu,packed} (.args)
+    ("<disk type='file' device='disk'><driver name='qemu' type='raw' ats='on'/>"
+     "<source file='/i/a.img'/><target dev='vda' bus='virtio'/></disk>", "virtio-blk-pci,ats=on,"),
+    ("<interface type='user'><model type='virtio'/><driver packed='on'/></interface>",
+     "virtio-net-pci,packed=on,"),
+    ("<input type='mouse' bus='virtio'><driver iommu='on'/></input>",
+     "virtio-mouse-pci,iommu_platform=on,"),
+    ("<rng model='virtio'><backend model='random'>/dev/urandom</backend>"
+     "<driver iommu='off' ats='on' packed='off'/></rng>",
+     "virtio-rng-pci,iommu_platform=off,ats=on,packed=off,"),
+]
+
+
+@pytest.mark.parametrize(("device", "prefix"), VIRTIO_OPTIONS)
+def test_virtio_options_render_as_libvirt(device: str, prefix: str) -> None:
+    d = devices(device)
+    assert [v for v in values(d, "-device") if v.startswith(prefix)]
+    assert model.parse(model.to_xml(d)).domain == d

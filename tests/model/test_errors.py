@@ -544,7 +544,12 @@ INTERFACES = [
                  [(8, f"<bandwidth> inside <interface> {NOT_SUPPORTED}")], id="nic-bandwidth"),
     pytest.param(devices("<interface type='user'>\n  <driver name='vhost' queues='4'/>\n"
                          "</interface>"),
-                 [(8, f"<driver> inside <interface> {NOT_SUPPORTED}")], id="nic-driver"),
+                 [(8, f"<driver>: attribute 'name' {NOT_SUPPORTED}"),
+                  (8, f"<driver>: attribute 'queues' {NOT_SUPPORTED}")], id="nic-driver"),
+    pytest.param(devices("<interface type='user'>\n  <model type='e1000'/>\n"
+                         "  <driver packed='on'/>\n</interface>"),
+                 [(7, "<interface>: <driver> iommu, ats and packed are options of virtio devices; "
+                      "remove them or use the virtio model/bus")], id="nic-virtio-options"),
     pytest.param(devices("<interface type='user'>\n  <boot order='1'/>\n</interface>\n"
                          "<disk>\n  <source file='/a'/>\n  <target dev='vda'/>\n"
                          "  <boot order='1'/>\n</disk>"),
