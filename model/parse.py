@@ -70,7 +70,7 @@ UNSUPPORTED_DEVICES = {
     "shmem": "shared memory needs an ivshmem server qemud does not run",
     "vsock": "vsock needs the host's vhost-vsock device and a context id qemud does not assign",
     "iommu": "an IOMMU is not supported by qemud yet",
-    "memory": "memory hotplug needs NUMA and maxMemory, which qemud does not support",
+    "memory": "memory hotplug needs <maxMemory> slots, which qemud does not support",
     "parallel": "QEMU's parallel port is not supported by qemud",
     "lease": "leases belong to libvirt's lock manager, which qemud does not have",
     "crypto": "crypto devices need a backend qemud does not set up",
