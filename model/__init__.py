@@ -4,6 +4,7 @@ This package is pure (no processes, no sockets) and never imports `reconciler`.
 """
 
 from model.argv import Runtime, balloon_target, command_line, options
+from model.cpuset import host_cpus
 from model.domain import NAMESPACE, Desired, Domain, uuid_for_name
 from model.errors import InvalidDomainError, Issue, ModelError, RenderError
 from model.parse import Parsed, parse, parse_file
@@ -21,6 +22,7 @@ __all__ = [
     "Runtime",
     "balloon_target",
     "command_line",
+    "host_cpus",
     "options",
     "parse",
     "parse_file",

@@ -8,12 +8,25 @@ add hardware the domain did not ask for. Values QEMU parses as comma-separated o
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from model import pci, units
-from model.domain import Channel, Controller, Disk, Domain, PciAddress, Serial, Video, mac_for
+from model.cpuset import qemu_ranges
+from model.domain import (
+    Channel,
+    Controller,
+    Cpu,
+    Disk,
+    Domain,
+    PciAddress,
+    Serial,
+    Video,
+    VirtioOptions,
+    mac_for,
+)
 from model.errors import RenderError
 from model.firmware import Descriptor, FirmwareChoice, choose
 
@@ -179,10 +192,24 @@ def _cpu(d: Domain) -> Iterator[Option]:
         name = "host" if d.type == "kvm" else "max"
     elif cpu.mode == "maximum":
         name = "max"
+    elif cpu.model is None and not props and cpu.cache is None:
+        return  # <cpu> with only a topology (or NUMA cells): QEMU's default model, as libvirt
     else:
         name = cpu.model or "qemu64"
     flags = [("-" if f.policy in ("disable", "forbid") else "+") + f.name for f in cpu.features]
-    yield ("-cpu", ",".join([name, *flags, *props]))
+    yield ("-cpu", ",".join([name, *flags, *_cache_props(cpu), *props]))
+
+
+def _cache_props(cpu: Cpu) -> list[str]:
+    """`<cache>` as libvirt 9.0 renders it (cpu-cache-*.args): l3-cache and host-cache-info."""
+    host_only = cpu.mode in ("host-passthrough", "maximum")
+    if cpu.cache == "emulate":
+        return ["l3-cache=on", *(["host-cache-info=off"] if host_only else [])]
+    if cpu.cache == "passthrough":
+        return ["host-cache-info=on", "l3-cache=off"]
+    if cpu.cache == "disable":
+        return [*(["host-cache-info=off"] if host_only else []), "l3-cache=off"]
+    return []
 
 
 def _smp(d: Domain) -> Option:
@@ -206,6 +233,43 @@ def _smp(d: Domain) -> Option:
             parts.append(f"dies={topo.dies}")
         parts += [f"cores={topo.cores}", f"threads={topo.threads}"]
     return ("-smp", ",".join(parts))
+
+
+def memory_mib(d: Domain) -> int:
+    """`-m`: the memory in MiB; with NUMA cells the sum of the cells, each rounded up to MiB.
+
+    libvirt sets the total memory to the sum of the cells (numatune-memnode: 24105).
+    """
+    cells = d.cpu.numa if d.cpu is not None else ()
+    if cells:
+        return sum(units.to_mib(c.memory) for c in cells)
+    return units.to_mib(d.memory)
+
+
+_POLICY = {"strict": "bind", "preferred": "preferred", "interleave": "interleave"}
+"""libvirt's `<numatune>` modes as QEMU memory-backend policies."""
+
+
+def _numa(d: Domain) -> Iterator[Option]:
+    """One memory backend and one `-numa node` per `<cell>`, with `<numatune>`'s policy.
+
+    As libvirt renders them for QEMU 7.2 machine types (which refuse `-numa node,mem=`):
+    `memory-backend-ram,id=ram-nodeN,size=...[,host-nodes=...,policy=...]` and
+    `node,nodeid=N,cpus=a-b,cpus=c,memdev=ram-nodeN`.
+    """
+    cells = d.cpu.numa if d.cpu is not None else ()
+    tune = d.numatune
+    for cell in cells:
+        policy = tune.memory if tune is not None else None
+        if tune is not None:
+            policy = next((m for m in tune.memnodes if m.cellid == cell.id), policy)
+        backend = f"memory-backend-ram,id=ram-node{cell.id},size={units.to_mib(cell.memory) << 20}"
+        if policy is not None:
+            nodes = ",".join(f"host-nodes={r}" for r in qemu_ranges(policy.nodeset))
+            backend += f",{nodes},policy={_POLICY[policy.mode]}"
+        yield ("-object", backend)
+        cpus = ",".join(f"cpus={r}" for r in qemu_ranges(cell.cpus))
+        yield ("-numa", f"node,nodeid={cell.id},{cpus},memdev=ram-node{cell.id}")
 
 
 MAX_APIC_ID = 255
@@ -286,7 +350,8 @@ SCSI_MODELS = {None: "virtio-scsi-pci", "virtio-scsi": "virtio-scsi-pci", "lsilo
 def _usb_needed(d: Domain) -> bool:
     """Whether a device needs the USB bus: USB inputs and sound, and redirected USB devices."""
     return (any(i.bus == "usb" for i in d.devices.inputs) or bool(d.devices.redirdevs)
-            or any(s.model == "usb" for s in d.devices.sounds))
+            or any(s.model == "usb" for s in d.devices.sounds)
+            or any(disk.target_bus == "usb" for disk in d.devices.disks))
 
 
 def _usb_controller(d: Domain) -> str | None:
@@ -349,9 +414,14 @@ def _disk(d: Domain, disk: Disk, at: At) -> Iterator[Option]:
         alias = f"scsi0-0-0-{idx}"
         dev = [("scsi-cd" if cd else "scsi-hd"), "bus=scsi0.0", "channel=0", f"scsi-id={idx}",
                "lun=0"]
+    elif bus == "usb":  # libvirt 9.0's disk-usb-device
+        alias = f"usb-disk{idx}"
+        port = usb_ports(d).get(alias)
+        dev = ["usb-storage", "bus=usb.0", *([f"port={port}"] if port else [])]
     elif bus == "virtio":
         alias = f"virtio-disk{idx}"
-        dev = ["virtio-blk-pci" + at(alias)]
+        thread = f",iothread=iothread{disk.iothread}" if disk.iothread is not None else ""
+        dev = ["virtio-blk-pci" + virtio_props(disk.virtio) + thread + at(alias)]
     else:
         alias = f"fdc0-0-{idx}"
         dev = ["floppy", f"unit={idx}"]
@@ -383,6 +453,8 @@ def _disk(d: Domain, disk: Disk, at: At) -> Iterator[Option]:
         dev.append(f"wwn=0x{wwn}")
     if disk.shareable:
         dev.append("share-rw=on")
+    if bus == "usb":
+        dev.append(f"removable={_on(bool(disk.removable))}")
     yield ("-device", ",".join(dev))
 
 
@@ -398,6 +470,12 @@ def bridge_of(source: str | None, network: bool) -> str:
     return source or "virbr0"
 
 
+def virtio_props(o: VirtioOptions) -> str:
+    """`,iommu_platform=on,ats=on,packed=on` for the options set, in libvirt's order."""
+    pairs = (("iommu_platform", o.iommu), ("ats", o.ats), ("packed", o.packed))
+    return "".join(f",{k}={_on(v)}" for k, v in pairs if v is not None)
+
+
 def _nics(d: Domain, at: At) -> Iterator[Option]:
     """`-netdev` + `-device` for each `<interface>`, with a stable MAC when none is given."""
     for i, nic in enumerate(d.devices.interfaces):
@@ -406,7 +484,8 @@ def _nics(d: Domain, at: At) -> Iterator[Option]:
             yield ("-netdev", f"user,id={net}")
         else:
             yield ("-netdev", f"bridge,id={net},br={bridge_of(nic.source, nic.type == 'network')}")
-        dev = [_NIC_DEVICES[nic.model] + at(f"net{i}"), f"netdev={net}", f"id=net{i}",
+        dev = [_NIC_DEVICES[nic.model] + virtio_props(nic.virtio) + at(f"net{i}"),
+               f"netdev={net}", f"id=net{i}",
                f"mac={nic.mac or mac_for(d.uuid, i)}"]
         if nic.boot_order is not None:
             dev.append(f"bootindex={nic.boot_order}")
@@ -510,16 +589,27 @@ def _display(d: Domain, runtime: Runtime | None) -> Iterator[Option]:
         return
     for g in d.devices.graphics:
         host = f"[{g.listen}]" if ":" in g.listen else g.listen
+        sock = (Path(g.socket) if g.socket is not None
+                else (runtime.folder if runtime is not None else Path()) / f"{g.type}.sock")
         if g.type == "vnc":
-            vnc = f"{host}:0,to=99" if g.port is None else f"{host}:{g.port - 5900}"
+            if g.listen_type == "none":
+                vnc = "none"
+            elif g.listen_type == "socket":
+                vnc = f"vnc=unix:{esc(sock)}"
+            elif g.port is None:
+                vnc = f"{host}:0,to=99"
+            else:
+                vnc = f"{host}:{g.port - 5900}"
             if g.passwd is not None:
                 yield _secret("vnc-secret", g.passwd)
                 vnc += ",password-secret=vnc-secret"
             yield ("-vnc", vnc)
             continue
-        if g.port is None:  # QEMU has no automatic spice port: a socket in the runtime folder
-            where = runtime.folder / "spice.sock" if runtime is not None else Path("spice.sock")
-            parts = ["unix=on", f"addr={esc(where)}"]
+        if g.listen_type == "none":  # libvirt's graphics-spice with <listen type='none'>
+            parts = ["port=0"]
+        elif g.listen_type == "socket" or g.port is None:
+            # QEMU has no automatic spice port: a socket (in the runtime folder by default)
+            parts = ["unix=on", f"addr={esc(sock)}"]
         else:
             parts = [f"port={g.port}", f"addr={g.listen}"]
         if g.passwd is not None:
@@ -601,13 +691,15 @@ USB_PORTS = {"piix3-usb-uhci": 2, "piix4-usb-uhci": 2, "usb-ehci": 6, "ich9-usb-
 
 
 def usb_ports(d: Domain) -> dict[str, str]:
-    """The USB port of each USB device (keys input<i>, sound<i>, redir<i>): given, else libvirt's.
+    """The USB port of each USB device (usb-disk<i>, input<i>, sound<i>, redir<i>): given or not.
 
-    libvirt numbers the free top-level ports from 1, inputs first, then sound, then redirdevs.
+    libvirt numbers the free top-level ports from 1: disks, inputs, sound, then redirdevs.
     When they do not fit on the controller's ports, those without an address get none (QEMU then
     chains a usb-hub by itself, where libvirt would declare one).
     """
     wanted: list[tuple[str, str | None]] = []
+    wanted += [(f"usb-disk{disk_index(disk.target_dev)}", None) for disk in d.devices.disks
+               if disk.target_bus == "usb"]
     wanted += [(f"input{i}", inp.usb_port) for i, inp in enumerate(d.devices.inputs)
                if inp.bus == "usb"]
     wanted += [(f"sound{i}", None) for i, s in enumerate(d.devices.sounds) if s.model == "usb"]
@@ -639,7 +731,8 @@ def _inputs(d: Domain, ports: dict[str, str], at: At) -> Iterator[Option]:
             continue
         port = ports.get(f"input{i}")
         where = ",bus=usb.0" + (f",port={port}" if port else "") if inp.bus == "usb" else ""
-        yield ("-device", f"{device}{at(f'input{i}') if inp.bus == 'virtio' else ''},"
+        yield ("-device", f"{device}{virtio_props(inp.virtio)}"
+               f"{at(f'input{i}') if inp.bus == 'virtio' else ''},"
                f"id=input{i}{where}")
 
 
@@ -654,14 +747,34 @@ def audio_ids(d: Domain) -> dict[int, str]:
     return out
 
 
+def _kebab(name: str) -> str:
+    """Turn libvirt's camelCase audio names into QEMU's keys: timerPeriod -> timer-period."""
+    return re.sub(r"(?<=[a-z])([A-Z]+)", lambda m: "-" + m.group(1).lower(), name)
+
+
+def _audiodev(aid: int, kind: str, settings: tuple[tuple[str, str], ...]) -> str:
+    """`-audiodev driver,id=audioN,...` with libvirt's tuning (`in.`/`out.` for directions).
+
+    `file` is QEMU's `wav` driver; yes/no become on/off.
+    """
+    parts = [{"file": "wav"}.get(kind, kind), f"id=audio{aid}"]
+    for where, value in settings:
+        direction, _, name = where.rpartition("/")
+        prefix = {"input": "in.", "output": "out."}.get(direction.split("/")[0], "")
+        text = {"yes": "on", "no": "off"}.get(value, value) if name != "path" else value
+        parts.append(f"{prefix}{_kebab(name)}={esc(text)}")
+    return ",".join(parts)
+
+
 _SOUND = {"ich9": "ich9-intel-hda", "ich6": "intel-hda", "ac97": "AC97", "usb": "usb-audio"}
 
 
 def _sounds(d: Domain, ports: dict[str, str], at: At) -> Iterator[Option]:
     """`-audiodev` for each backend, then the sound cards (HD Audio with their codecs)."""
     audios = audio_ids(d)
+    tuning = {a.id: a.settings for a in d.devices.audios}
     for aid, kind in audios.items():
-        yield ("-audiodev", f"{kind},id=audio{aid}")
+        yield ("-audiodev", _audiodev(aid, kind, tuning.get(aid, ())))
     for i, snd in enumerate(d.devices.sounds):
         aid = snd.audio if snd.audio is not None else min(audios)
         if aid not in audios:
@@ -704,13 +817,18 @@ def _misc(d: Domain, at: At) -> Iterator[Option]:
     if d.devices.memballoon == "virtio":
         yield ("-device", f"virtio-balloon-pci{at('balloon0')},id=balloon0")
     for i, rng in enumerate(d.devices.rngs):
-        yield ("-object", f"rng-random,id=objrng{i},filename={esc(rng.backend)}")
-        dev = f"virtio-rng-pci{at(f'rng{i}')},rng=objrng{i},id=rng{i}"
+        if rng.backend_model == "builtin":
+            yield ("-object", f"rng-builtin,id=objrng{i}")
+        else:
+            yield ("-object", f"rng-random,id=objrng{i},filename={esc(rng.backend)}")
+        dev = f"virtio-rng-pci{virtio_props(rng.virtio)}{at(f'rng{i}')},rng=objrng{i},id=rng{i}"
         if rng.rate_bytes is not None:
             dev += f",max-bytes={rng.rate_bytes},period={rng.rate_period or 1000}"
         yield ("-device", dev)
     if d.devices.panic == "isa":
         yield ("-device", "pvpanic")
+    if d.features.vmcoreinfo:
+        yield ("-device", "vmcoreinfo")
 
 
 def balloon_target(d: Domain) -> int | None:
@@ -874,10 +992,14 @@ def options(d: Domain, runtime: Runtime | None = None,
     out += [("-no-user-config",), ("-nodefaults",), ("-msg", "timestamp=on")]
     out += _firmware(fw)
     out.append(_machine(d, fw))
-    out.append(("-accel", "kvm" if d.type == "kvm" else "tcg"))
+    tb = d.features.tb_cache
+    out.append(("-accel", "kvm" if d.type == "kvm"
+                else "tcg" if tb is None else f"tcg,tb-size={units.to_mib(tb)}"))
     out += _cpu(d)
-    out.append(("-m", str(units.to_mib(d.memory))))
+    out.append(("-m", str(memory_mib(d))))
     out.append(_smp(d))
+    out += _numa(d)
+    out += [("-object", f"iothread,id=iothread{i}") for i in range(1, d.iothreads + 1)]
     out += _clock(d)
     out += _lifecycle(d)
     out += _pm(d)

@@ -25,6 +25,8 @@ BootOrder = Annotated[int, Field(ge=1, le=2**31 - 1)]
 """A `<boot order=>`: QEMU's `bootindex` is an int32."""
 
 MAX_VCPUS = 255
+MAX_IOTHREADS = 64
+"""A bound on `<iothreads>` (libvirt has none; each is a host thread)."""
 """Most vCPUs QEMU starts on pc and q35 without x2APIC interrupt remapping (TCG refuses more)."""
 
 
@@ -71,6 +73,8 @@ class Vcpu(Frozen):
 
     count: Annotated[int, Field(ge=1, le=MAX_VCPUS)] = 1
     current: Positive | None = None
+    cpuset: frozenset[int] | None = None
+    """`cpuset=`: the host CPUs QEMU may run on (`model.host_cpus`); None: any."""
 
     @model_validator(mode="after")
     def _current_within_count(self) -> Vcpu:
@@ -96,13 +100,45 @@ class CpuFeature(Frozen):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]+$")]
 
 
+class NumaCell(Frozen):
+    """`<cpu><numa><cell id= cpus= memory= unit=/>`: one guest NUMA node (memory in bytes)."""
+
+    id: Annotated[int, Field(ge=0)]
+    cpus: frozenset[int]
+    memory: Positive
+
+
 class Cpu(Frozen):
-    """`<cpu mode=>` with an optional `<model>`, `<topology>` and `<feature>`s."""
+    """`<cpu mode=>` with an optional `<model>`, `<topology>`, `<feature>`s and NUMA cells."""
 
     mode: Literal["host-passthrough", "host-model", "custom", "maximum"] = "custom"
     model: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]+$")] | None = None
     topology: Topology | None = None
     features: tuple[CpuFeature, ...] = ()
+    numa: tuple[NumaCell, ...] = ()
+    cache: Literal["emulate", "passthrough", "disable"] | None = None
+    """`<cache level='3' mode='emulate'/>`, `<cache mode='passthrough'|'disable'/>`."""
+
+
+NumaMode = Literal["strict", "preferred", "interleave"]
+
+
+class NumaMemory(Frozen):
+    """`<numatune><memory mode= nodeset=/>` or `<memnode cellid= mode= nodeset=/>`.
+
+    The host NUMA nodes the guest's memory (of every cell, or of cell `cellid`) comes from.
+    """
+
+    mode: NumaMode = "strict"
+    nodeset: frozenset[int]
+    cellid: Annotated[int, Field(ge=0)] | None = None
+
+
+class Numatune(Frozen):
+    """`<numatune>`: a default memory policy and per-cell ones (applied to NUMA cells' memory)."""
+
+    memory: NumaMemory | None = None
+    memnodes: tuple[NumaMemory, ...] = ()
 
 
 BootDev = Literal["hd", "cdrom", "fd", "network"]
@@ -183,6 +219,10 @@ class Features(Frozen):
     kvm_pv_ipi: bool | None = None
     pvspinlock: bool | None = None
     smm: bool | None = None
+    vmcoreinfo: bool | None = None
+    """`<vmcoreinfo state=>`: the vmcoreinfo device (guest kernel crash dump info)."""
+    tb_cache: Positive | None = None
+    """`<tcg><tb-cache unit=>`: TCG's translation block cache, bytes (TCG only)."""
 
 
 class Timer(Frozen):
@@ -214,6 +254,25 @@ class Clock(Frozen):
 Lifecycle = Literal["destroy", "restart", "preserve", "rename-restart"]
 
 
+class VirtioOptions(Frozen):
+    """`<driver iommu= ats= packed=>` of a virtio device (QEMU's iommu_platform, ats, packed)."""
+
+    iommu: bool | None = None
+    ats: bool | None = None
+    packed: bool | None = None
+
+    def any(self) -> bool:
+        """Whether any option is set."""
+        return any(v is not None for v in (self.iommu, self.ats, self.packed))
+
+
+def _virtio_only(options: VirtioOptions, is_virtio: bool) -> None:
+    """Raise when virtio options are set on a device that is not a virtio one."""
+    if options.any() and not is_virtio:
+        raise ValueError("<driver> iommu, ats and packed are options of virtio devices; remove "
+                         "them or use the virtio model/bus")
+
+
 class Disk(Frozen):
     """`<disk type= device=>`: a file or block device seen by the guest as a disk, cdrom or floppy."""
 
@@ -226,9 +285,14 @@ class Disk(Frozen):
     discard: Literal["unmap", "ignore"] | None = None
     io: Literal["threads", "native", "io_uring"] | None = None
     detect_zeroes: Literal["off", "on", "unmap"] | None = None
+    iothread: Annotated[int, Field(ge=1, le=MAX_IOTHREADS)] | None = None
+    """`<driver iothread=N>`: the I/O thread (of `<iothreads>`) serving a virtio disk."""
+    virtio: VirtioOptions = VirtioOptions()
     source: str | None = None
     target_dev: Annotated[str, Field(pattern=r"^(hd|sd|vd|fd)[a-z]{1,3}$")]
-    target_bus: Literal["ide", "sata", "scsi", "virtio", "fdc"]
+    target_bus: Literal["ide", "sata", "scsi", "virtio", "fdc", "usb"]
+    removable: bool | None = None
+    """`<target removable='on'|'off'>` (USB disks only): the guest sees removable media."""
     readonly: bool = False
     boot_order: BootOrder | None = None
     serial: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.+\- ]{1,20}$")] | None = None
@@ -239,6 +303,7 @@ class Disk(Frozen):
     @model_validator(mode="after")
     def _consistent(self) -> Disk:
         """Guarantee a disk has a source, and only cdroms and floppies can be empty."""
+        _virtio_only(self.virtio, self.target_bus == "virtio")
         if self.source is None and self.device == "disk":
             raise ValueError("a disk needs <source>; only a cdrom or a floppy may be empty")
         if self.source == "":  # QEMU: A block device must be specified for "file"
@@ -268,6 +333,13 @@ class Interface(Frozen):
     source: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:\-]{1,15}$")] | None = None
     boot_order: BootOrder | None = None
     address: PciAddress | None = None
+    virtio: VirtioOptions = VirtioOptions()
+
+    @model_validator(mode="after")
+    def _virtio_options(self) -> Interface:
+        """Guarantee virtio options only on a virtio NIC."""
+        _virtio_only(self.virtio, self.model == "virtio")
+        return self
 
     @field_validator("mac", mode="before")
     @classmethod
@@ -292,6 +364,11 @@ class Graphics(Frozen):
     type: Literal["vnc", "spice"] = "vnc"
     port: Annotated[int, Field(ge=5900, le=65535)] | None = None
     listen: Annotated[str, Field(pattern=r"^[0-9A-Za-z.:\-]+$")] = "127.0.0.1"
+    listen_type: Literal["address", "none", "socket"] = "address"
+    """`<listen type=>`: an address (`listen`), no listener at all, or a unix socket."""
+    socket: Annotated[str, Field(pattern=r"^/[^\x00-\x1f]*$")] | None = None
+    """`<listen type='socket' socket=>`: the socket's path; None: `<type>.sock` in the runtime
+    folder (as libvirt puts it in the domain's own folder)."""
     passwd: Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f]*$")] | None = (
         None
     )
@@ -359,10 +436,12 @@ class Input(Frozen):
     bus: Literal["usb", "ps2", "virtio"] = "ps2"
     usb_port: Annotated[str, Field(pattern=r"^[1-9][0-9]?(\.[1-9][0-9]?){0,4}$")] | None = None
     address: PciAddress | None = None
+    virtio: VirtioOptions = VirtioOptions()
 
     @model_validator(mode="after")
     def _ps2_has_no_tablet(self) -> Input:
-        """Guarantee the combination exists in QEMU (there is no PS/2 tablet)."""
+        """Guarantee the combination exists in QEMU (no PS/2 tablet), virtio options on virtio."""
+        _virtio_only(self.virtio, self.bus == "virtio")
         if self.type == "tablet" and self.bus == "ps2":
             raise ValueError("a tablet cannot be on the ps2 bus; use bus='usb' or bus='virtio'")
         return self
@@ -373,6 +452,9 @@ class Rng(Frozen):
 
     model: Literal["virtio"] = "virtio"
     backend: str = "/dev/urandom"
+    backend_model: Literal["random", "builtin"] = "random"
+    """'builtin': QEMU's own generator (rng-builtin), no host device."""
+    virtio: VirtioOptions = VirtioOptions()
     rate_bytes: Annotated[int, Field(ge=1, le=2**63 - 1)] | None = None
     """QEMU's `max-bytes`: below 2**63."""
     rate_period: Annotated[int, Field(ge=1, le=2**32 - 1)] | None = None
@@ -443,7 +525,10 @@ class Audio(Frozen):
     """`<audio id= type=>`: where guest sound goes; 'none' drops it, 'spice' sends it to the client."""
 
     id: Positive
-    type: Literal["none", "spice"]
+    type: Literal["none", "spice", "alsa", "oss", "file"]
+    settings: tuple[tuple[str, str], ...] = ()
+    """libvirt's tuning as (where, value) in document order: `timerPeriod`, `path` (file),
+    `input/voices`, `output/settings/frequency`..., each a name `model.argv` knows."""
 
 
 class Redirdev(Frozen):
@@ -506,6 +591,9 @@ class Domain(Frozen):
     current_memory: Positive | None = None
     vcpu: Vcpu = Vcpu()
     cpu: Cpu | None = None
+    numatune: Numatune | None = None
+    iothreads: Annotated[int, Field(ge=0, le=MAX_IOTHREADS)] = 0
+    """`<iothreads>N</iothreads>`: QEMU I/O threads iothread1..N for virtio disks."""
     os: Os = Os()
     features: Features = Features()
     clock: Clock = Clock()

@@ -16,7 +16,8 @@ from typing import Any, TypeVar, get_args
 from pydantic import BaseModel, ValidationError
 
 from model import units
-from model.argv import USB_MODELS, balloon_target, disk_index, options
+from model.argv import USB_MODELS, balloon_target, disk_index, emulator, options
+from model.cpuset import CpusetError, format_cpuset, parse_cpuset
 from model.domain import (
     NAMESPACE,
     Audio,
@@ -35,6 +36,9 @@ from model.domain import (
     Hyperv,
     Input,
     Interface,
+    NumaCell,
+    NumaMemory,
+    Numatune,
     Os,
     PciAddress,
     PowerManagement,
@@ -46,6 +50,7 @@ from model.domain import (
     Topology,
     Vcpu,
     Video,
+    VirtioOptions,
     Watchdog,
     uuid_for_name,
 )
@@ -65,7 +70,7 @@ UNSUPPORTED_DEVICES = {
     "shmem": "shared memory needs an ivshmem server qemud does not run",
     "vsock": "vsock needs the host's vhost-vsock device and a context id qemud does not assign",
     "iommu": "an IOMMU is not supported by qemud yet",
-    "memory": "memory hotplug needs NUMA and maxMemory, which qemud does not support",
+    "memory": "memory hotplug needs <maxMemory> slots, which qemud does not support",
     "parallel": "QEMU's parallel port is not supported by qemud",
     "lease": "leases belong to libvirt's lock manager, which qemud does not have",
     "crypto": "crypto devices need a backend qemud does not set up",
@@ -79,7 +84,13 @@ IGNORED_EVERYWHERE = ("alias",)
 IGNORED_TOP = ("seclabel", "resource")
 """Top-level elements of a `virsh dumpxml` that do not change the guest."""
 
-MACHINE = re.compile(r"^(pc|q35|pc-i440fx-\d+\.\d+|pc-q35-\d+\.\d+)$")
+MACHINE = re.compile(r"^(pc|q35|pc-i440fx-[A-Za-z0-9][A-Za-z0-9.]*|pc-q35-[A-Za-z0-9][A-Za-z0-9.]*)$")
+"""The machine families qemud renders (i440FX and Q35, any version, RHEL's `pc-q35-rhel9.2.0`
+too); which versions exist is the emulator's to say (see `MachineCheck`)."""
+
+MachineCheck = Callable[[str, str], "str | None"]
+"""Injected by the caller: (emulator, machine) -> None when the emulator has that machine type,
+else a sentence for the user (e.g. with the closest names). The model never runs programs."""
 EMULATORS = {"qemu-system-x86_64": "x86_64", "qemu-system-i386": "i686"}
 
 
@@ -101,6 +112,8 @@ class _Context:
     issues: list[Issue] = field(default_factory=list)
     warnings: list[Issue] = field(default_factory=list)
     disk_lines: list[int | None] = field(default_factory=list)
+    machine_line: int | None = None
+    check_machine: MachineCheck | None = None
 
     def error(self, line: int | None, message: str) -> None:
         """Record an error; parsing goes on so that every error is reported at once."""
@@ -225,6 +238,32 @@ def _size(ctx: _Context, node: Node) -> int | None:
         return None
 
 
+def _virtio_options(ctx: _Context, driver: Node | None, fields: _Fields) -> None:
+    """`<driver iommu= ats= packed=>` (on/off) into field `virtio` (a `VirtioOptions`)."""
+    if driver is None:
+        return
+    values = {name: _flag(ctx, driver, name, ("on", "off")) for name in ("iommu", "ats", "packed")}
+    if any(v is not None for v in values.values()):
+        fields.put("virtio", VirtioOptions(**values), "<driver>", driver.line)
+
+
+def _driver_only_virtio(ctx: _Context, node: Node, fields: _Fields) -> None:
+    """A device's `<driver>` child that carries only virtio options (input, rng, interface)."""
+    driver = node.child("driver")
+    if driver is not None:
+        _virtio_options(ctx, driver, fields)
+        _leftovers(ctx, driver)
+
+
+def _size_mib(ctx: _Context, node: Node) -> int | None:
+    """A size whose unit defaults to MiB (libvirt's `<tb-cache>`), in bytes."""
+    try:
+        return units.to_bytes(node.text or "", "MiB")
+    except ValueError as exc:
+        ctx.error(node.line, f"<{node.tag}>: {exc}")
+        return None
+
+
 def _hex(ctx: _Context, node: Node, name: str, default: int) -> int | None:
     """Read a libvirt number that may be hex ('0x1f') or decimal; report anything else."""
     value = node.attr(name)
@@ -281,9 +320,13 @@ def _read_vcpu(ctx: _Context, node: Node | None) -> Vcpu | None:
     if placement not in (None, "static"):
         ctx.error(node.line, f"<vcpu placement>: {placement!r} needs numad, which qemud does not "
                   "use; use 'static' or leave it out")
-    if node.attr("cpuset") is not None:
-        ctx.error(node.line, "<vcpu cpuset>: qemud does not pin QEMU to host CPUs yet; remove "
-                  "cpuset (or pin the qemud service with systemd's CPUAffinity=)")
+    cpuset = node.attr("cpuset")
+    if cpuset is not None:
+        try:
+            fields.put("cpuset", parse_cpuset(cpuset), "<vcpu cpuset>")
+        except CpusetError as exc:
+            ctx.error(node.line, f"<vcpu cpuset>: {exc}")
+            fields.fail("cpuset")
     _leftovers(ctx, node)
     return _make(ctx, Vcpu, fields)
 
@@ -320,11 +363,133 @@ def _read_cpu(ctx: _Context, node: Node) -> Cpu | None:
         if made is not None:
             feats.append(made)
     fields.put("features", tuple(feats), "<feature>")
+    cache = node.child("cache")
+    if cache is not None:
+        cache_mode = cache.attr("mode")
+        level = cache.attr("level")
+        fields.put("cache", cache_mode, "<cache mode>", cache.line)
+        if cache_mode == "emulate" and level != "3":
+            ctx.error(cache.line, "<cache mode='emulate'> needs level='3' (QEMU emulates only "
+                      "the L3 cache)")
+            fields.fail("cache")
+        elif cache_mode in ("passthrough", "disable") and level is not None:
+            ctx.error(cache.line, f"<cache mode='{cache_mode}'> takes no level; remove it")
+            fields.fail("cache")
+        elif cache_mode == "passthrough" and mode not in ("host-passthrough", "maximum"):
+            ctx.error(cache.line, "<cache mode='passthrough'> needs <cpu mode='host-passthrough'> "
+                      "or 'maximum' (the host's cache info comes with the host's CPU)")
+            fields.fail("cache")
+        _leftovers(ctx, cache)
+    numa = node.child("numa")
+    if numa is not None:
+        cells = _read_numa(ctx, numa)
+        if cells is None:
+            fields.fail("numa")
+        fields.put("numa", cells, "<numa>", numa.line)
     _leftovers(ctx, node)
-    if mode in (None, "custom") and model is None:
-        ctx.error(node.line, "<cpu mode='custom'> needs <model>; or use mode='host-passthrough'")
+    if mode in (None, "custom") and model is None and feats:
+        ctx.error(node.line, "<cpu mode='custom'> with <feature>s needs <model>; add one (e.g. "
+                  "qemu64) or use mode='host-passthrough'")
         return None
     return _make(ctx, Cpu, fields)
+
+
+def _nodeset(ctx: _Context, node: Node, name: str) -> frozenset[int] | None:
+    """A cpuset-syntax attribute (`0-3,^2`); None when absent or wrong (then reported)."""
+    raw = node.attr(name)
+    if raw is None:
+        return None
+    try:
+        return parse_cpuset(raw)
+    except CpusetError as exc:
+        ctx.error(node.line, f"<{node.tag} {name}>: {exc}")
+        return None
+
+
+def _read_numa(ctx: _Context, node: Node) -> tuple[NumaCell, ...] | None:
+    """`<numa><cell id= cpus= memory= unit=/>...</numa>`; None when a cell is wrong."""
+    cells: list[NumaCell] = []
+    ok = True
+    for index, cell in enumerate(node.children("cell")):
+        cf = _Fields(cell)
+        raw_id = cell.attr("id")
+        cf.put("id", index if raw_id is None else raw_id, "<cell id>")
+        cpus = _nodeset(ctx, cell, "cpus")
+        if cpus is None and cell.attr("cpus") is None:
+            ctx.error(cell.line, "<cell> needs cpus= (e.g. cpus='0-1'): QEMU 7.2 puts every "
+                      "vCPU in a cell")
+        if cpus is None:
+            cf.fail("cpus")
+        cf.put("cpus", cpus, "<cell cpus>")
+        memory = cell.attr("memory")
+        if memory is None:
+            ctx.error(cell.line, "<cell> needs memory= (and unit=, default KiB)")
+            cf.fail("memory")
+        else:
+            try:
+                cf.put("memory", units.to_bytes(memory, cell.attr("unit") or "KiB"),
+                       "<cell memory>")
+            except ValueError as exc:
+                ctx.error(cell.line, f"<cell memory>: {exc}")
+                cf.fail("memory")
+        _leftovers(ctx, cell)
+        made = _make(ctx, NumaCell, cf)
+        if made is None or cpus is None or memory is None:
+            ok = False
+        else:
+            if made.id != index:
+                ctx.error(cell.line, f"<cell id='{made.id}'>: cells must be numbered 0, 1, 2... "
+                          f"in order; this one should be {index}")
+                ok = False
+            cells.append(made)
+    _leftovers(ctx, node)
+    if not cells and ok:
+        ctx.error(node.line, "<numa> has no <cell>; add one per guest NUMA node or remove it")
+        ok = False
+    return tuple(cells) if ok else None
+
+
+def _read_numatune(ctx: _Context, node: Node) -> Numatune | None:
+    """`<numatune><memory mode= nodeset=/><memnode cellid= mode= nodeset=/></numatune>`."""
+    fields = _Fields(node)
+    ok = True
+    found: list[NumaMemory] = []
+    for kid in [*node.children("memory"), *node.children("memnode")]:
+        kf = _Fields(kid)
+        mode = kid.attr("mode")
+        if kid.attr("placement") not in (None, "static"):
+            ctx.error(kid.line, f"<{kid.tag} placement>: {kid.attr('placement')!r} needs numad, "
+                      "which qemud does not use; use a nodeset")
+            ok = False
+            continue
+        if mode == "restrictive":
+            ctx.error(kid.line, f"<{kid.tag} mode='restrictive'>: libvirt applies it with "
+                      "cgroups, which qemud does not manage; use strict, preferred or interleave")
+            ok = False
+            continue
+        kf.put("mode", mode, f"<{kid.tag} mode>")
+        nodeset = _nodeset(ctx, kid, "nodeset")
+        if nodeset is None:
+            if kid.attr("nodeset") is None:
+                ctx.error(kid.line, f"<{kid.tag}> needs nodeset= (the host NUMA nodes, e.g. "
+                          "'0-1')")
+            ok = False
+            continue
+        kf.put("nodeset", nodeset, f"<{kid.tag} nodeset>")
+        if kid.tag == "memnode":
+            kf.attr("cellid")
+        _leftovers(ctx, kid)
+        made = _make(ctx, NumaMemory, kf)
+        if made is None:
+            ok = False
+        else:
+            found.append(made)
+    _leftovers(ctx, node)
+    if not ok:
+        return None
+    fields.put("memory", next((m for m in found if m.cellid is None), None), "<memory>")
+    fields.put("memnodes", tuple(m for m in found if m.cellid is not None), "<memnode>")
+    return _make(ctx, Numatune, fields)
 
 
 def _read_os(ctx: _Context, node: Node | None, line: int | None = None) -> Os | None:
@@ -342,10 +507,12 @@ def _read_os(ctx: _Context, node: Node | None, line: int | None = None) -> Os | 
         machine = typ.attr("machine")
         if machine is not None and not MACHINE.match(machine):
             ctx.error(typ.line, f"<type machine>: {machine!r} is not supported; use 'pc', 'q35', "
-                      "'pc-i440fx-X.Y' or 'pc-q35-X.Y'")
+                      "'pc-i440fx-X.Y' or 'pc-q35-X.Y' (as `qemu-system-x86_64 -machine help` "
+                      "lists them)")
             fields.fail("machine")
         else:
             fields.put("machine", machine, "<type machine>", typ.line)
+            ctx.machine_line = typ.line
         _leftovers(ctx, typ)
     boots = []
     for boot in node.children("boot"):
@@ -486,6 +653,20 @@ def _read_features(ctx: _Context, node: Node | None) -> Features | None:
             kid.ignore_attrs("eoi")
             fields.put(name, True, f"<{name}>", kid.line)
             _leftovers(ctx, kid)
+    vmcore = node.child("vmcoreinfo")
+    if vmcore is not None:
+        state = _flag(ctx, vmcore, "state", ("on", "off"))
+        fields.put("vmcoreinfo", True if state is None else state, "<vmcoreinfo state>",
+                   vmcore.line)
+        _leftovers(ctx, vmcore)
+    tcg = node.child("tcg")
+    if tcg is not None:
+        cache = tcg.child("tb-cache")
+        if cache is not None:
+            size = _size(ctx, cache) if cache.attr("unit") else _size_mib(ctx, cache)
+            fields.put("tb_cache", size, "<tb-cache>", cache.line)
+            _leftovers(ctx, cache)
+        _leftovers(ctx, tcg)
     vmport = node.child("vmport")
     if vmport is not None:
         fields.put("vmport", _flag(ctx, vmport, "state", ("on", "off")), "<vmport>", vmport.line)
@@ -576,6 +757,8 @@ def _read_disk(ctx: _Context, node: Node) -> Disk | None:
         fields.attr("discard", node=driver)
         fields.attr("io", node=driver)
         fields.attr("detect_zeroes", node=driver)
+        fields.attr("iothread", node=driver)
+        _virtio_options(ctx, driver, fields)
         _leftovers(ctx, driver)
     source = node.child("source")
     if source is not None:
@@ -589,9 +772,18 @@ def _read_disk(ctx: _Context, node: Node) -> Disk | None:
         return None
     dev = target.attr("dev")
     bus = target.attr("bus") or _BUS_FOR_PREFIX.get((dev or "")[:2])
-    target.ignore_attrs("tray", "removable", "rotation_rate")
+    target.ignore_attrs("tray", "rotation_rate")
     fields.put("target_dev", dev, "<target dev>", target.line)
     fields.put("target_bus", bus, "<target bus>", target.line)
+    if target.attr("removable") is not None:
+        removable = _flag(ctx, target, "removable", ("on", "off"))
+        if bus != "usb":
+            ctx.error(target.line, "<target removable>: only USB disks (bus='usb') have "
+                      "removable media; remove it")
+        fields.put("removable", removable, "<target removable>", target.line)
+    if bus == "usb" and fields.data.get("source") is None:
+        ctx.error(target.line, "<target bus='usb'> needs a <source>: QEMU's usb-storage cannot "
+                  "start without media (put an empty CD-ROM on bus='sata' or 'scsi')")
     _leftovers(ctx, target)
     if node.child("readonly") is not None:
         fields.put("readonly", True, "<readonly>")
@@ -637,6 +829,7 @@ def _read_interface(ctx: _Context, node: Node) -> Interface | None:
     if boot is not None:
         fields.put("boot_order", boot.attr("order"), "<boot order>", boot.line)
         _leftovers(ctx, boot)
+    _driver_only_virtio(ctx, node, fields)
     if typ == "network":
         ctx.warn(node.line, "<interface type='network'>: qemud has no libvirt networks; the guest "
                  "is attached with qemu-bridge-helper to the network's bridge (virbr0 for "
@@ -688,14 +881,23 @@ def _read_graphics(ctx: _Context, node: Node) -> Graphics | None:
     if auto is not True:
         fields.put("port", port, "<graphics port>")
     listen = node.attr("listen")
+    listen_type = None
     for kid in node.children("listen"):
-        if kid.attr("type") not in ("address", None):
-            ctx.error(kid.line, "<listen type>: only type='address' is supported")
+        kind = kid.attr("type")
+        if kind not in ("address", "none", "socket", None):
+            ctx.error(kid.line, f"<listen type>: {kind!r} is not supported; use 'address', "
+                      "'socket' or 'none' (a libvirt network's address is not known to qemud)")
+            kid.ignore_attrs("network")
         kid.ignore_attrs("fromConfig", "autoGenerated")
-        listen = kid.attr("address") or listen
+        listen_type = kind if kind in ("none", "socket") else listen_type
+        if kind == "socket":
+            fields.put("socket", kid.attr("socket"), "<listen socket>", kid.line)
+        else:
+            listen = kid.attr("address") or listen
         _leftovers(ctx, kid)
     fields.put("listen", listen, "<graphics listen>")
-    if node.attr("type") == "spice" and fields.data.get("port") is None:
+    fields.put("listen_type", listen_type, "<listen type>")
+    if node.attr("type") == "spice" and fields.data.get("port") is None and listen_type is None:
         ctx.warn(node.line, "<graphics type='spice' autoport='yes'>: QEMU cannot choose a spice "
                  "port itself, so qemud serves spice on the unix socket spice.sock in the VM's "
                  "runtime folder (remote-viewer spice+unix://PATH); give port= for TCP")
@@ -780,9 +982,16 @@ def _read_rng(ctx: _Context, node: Node) -> Rng | None:
     fields.attr("model")
     backend = node.child("backend")
     if backend is not None:
-        if backend.attr("model") != "random":
-            ctx.error(backend.line, "<backend model>: only 'random' is supported")
-        fields.put("backend", backend.text, "<backend>", backend.line)
+        kind = backend.attr("model")
+        if kind not in ("random", "builtin"):
+            ctx.error(backend.line, f"<backend model>: {kind!r} is not supported; use 'random' "
+                      "(a host device) or 'builtin' (QEMU's own)")
+        elif kind == "builtin" and (backend.text or "").strip():
+            ctx.error(backend.line, "<backend model='builtin'> takes no device path; remove it")
+        fields.put("backend_model", kind if kind == "builtin" else None, "<backend model>",
+                   backend.line)
+        if kind != "builtin":
+            fields.put("backend", backend.text, "<backend>", backend.line)
         _leftovers(ctx, backend)
     rate = node.child("rate")
     if rate is not None:
@@ -790,6 +999,7 @@ def _read_rng(ctx: _Context, node: Node) -> Rng | None:
         fields.attr("rate_period", "period", rate)
         _leftovers(ctx, rate)
     fields.put("address", _address(ctx, node), "<address>")
+    _driver_only_virtio(ctx, node, fields)
     _leftovers(ctx, node, IGNORED_EVERYWHERE)
     return _make(ctx, Rng, fields)
 
@@ -861,16 +1071,64 @@ def _read_sound(ctx: _Context, node: Node) -> Sound | None:
     return _make(ctx, Sound, fields)
 
 
+AUDIO_TOP = {"none": (), "spice": (), "alsa": (), "file": ("path",),
+             "oss": ("tryMMap", "exclusive", "dspPolicy")}
+"""The `<audio>` types qemud renders and the attributes each takes besides id, type, timerPeriod."""
+AUDIO_DIRECTION = {"alsa": ("dev",), "oss": ("dev", "bufferCount", "tryPoll")}
+"""`<input>`/`<output>` attributes of some types, besides the common ones (`AUDIO_COMMON`)."""
+AUDIO_COMMON = ("mixingEngine", "fixedSettings", "voices", "bufferLength")
+AUDIO_SETTINGS = ("frequency", "channels", "format")
+
+
 def _read_audio(ctx: _Context, node: Node) -> Audio | None:
-    """`<audio id= type=>`: 'none' or 'spice' (host sound servers need the daemon's session)."""
+    """`<audio id= type=>` with libvirt's tuning: none, spice, alsa, oss, file (a WAV file).
+
+    Sound servers (pulseaudio, jack, sdl) are refused: Debian's qemu-system-x86 lacks their
+    modules without qemu-system-gui, and qemud's QEMU runs outside the user's session.
+    """
     fields = _Fields(node)
     fields.put("id", _int(ctx, node, "id"), "<audio id>")
     kind = node.attr("type")
-    if kind not in ("none", "spice", None):
-        ctx.error(node.line, f"<audio type>: {kind!r} is not supported; use 'none' or 'spice' "
-                  "(qemud runs without the user's sound server)")
+    if kind is not None and kind not in AUDIO_TOP:
+        ctx.error(node.line, f"<audio type>: {kind!r} is not supported; use 'none', 'spice', "
+                  "'alsa', 'oss' or 'file' (qemud's QEMU runs outside the user's sound server)")
         return None
     fields.put("type", kind, "<audio type>")
+    settings: list[tuple[str, str]] = []
+    for name in ("timerPeriod", *AUDIO_TOP.get(kind or "", ())):
+        value = node.attr(name)
+        if value is not None:
+            settings.append((name, value))
+    for tag in ("input", "output"):
+        kid = node.child(tag)
+        if kid is None:
+            continue
+        for name in (*AUDIO_COMMON, *AUDIO_DIRECTION.get(kind or "", ())):
+            value = kid.attr(name)
+            if value is not None:
+                settings.append((f"{tag}/{name}", value))
+        tuning = kid.child("settings")
+        if tuning is not None:
+            for name in AUDIO_SETTINGS:
+                value = tuning.attr(name)
+                if value is not None:
+                    settings.append((f"{tag}/settings/{name}", value))
+            _leftovers(ctx, tuning)
+        _leftovers(ctx, kid)
+    for where, value in settings:
+        name = where.rsplit("/", 1)[-1]
+        if name in ("mixingEngine", "fixedSettings", "tryPoll", "tryMMap", "exclusive"):
+            ok = value in ("yes", "no")
+        elif name in ("path", "dev", "format"):
+            ok = bool(value) and (name != "format" or value in ("u8", "s16", "s32", "u16",
+                                                                   "u32", "f32"))
+        else:
+            ok = value.isdigit()
+        if not ok:
+            ctx.error(node.line, f"<audio> {where.replace('/', ' ')}={value!r} is not valid "
+                      "(yes/no, a whole number, a format like s16, or a path)")
+            return None
+    fields.put("settings", tuple(settings), "<audio>")
     _leftovers(ctx, node)
     return _make(ctx, Audio, fields)
 
@@ -1099,6 +1357,7 @@ def _read_input(ctx: _Context, node: Node) -> Input | None:
     fields.attr("bus")
     _usb_port(ctx, node, fields)
     fields.put("address", _address(ctx, node, ("pci", "usb")), "<address>")
+    _driver_only_virtio(ctx, node, fields)
     _leftovers(ctx, node, IGNORED_EVERYWHERE)
     return _make(ctx, Input, fields)
 
@@ -1203,6 +1462,16 @@ def _read_domain(ctx: _Context, root: Node) -> Domain | None:
     cpu = root.child("cpu")
     if cpu is not None:
         sub("cpu", _read_cpu(ctx, cpu), "cpu", cpu.line)
+    cputune = root.child("cputune")
+    if cputune is not None:
+        root.ignore("cputune")
+        ctx.error(cputune.line, "<cputune>: qemud does not pin or schedule QEMU's vCPU, emulator "
+                  "or I/O threads one by one; remove it (<vcpu cpuset> confines the whole QEMU)")
+    iothreads, iothreads_line = _read_text(ctx, root, "iothreads")
+    fields.put("iothreads", iothreads, "<iothreads>", iothreads_line)
+    numatune = root.child("numatune")
+    if numatune is not None:
+        sub("numatune", _read_numatune(ctx, numatune), "numatune", numatune.line)
     os_node = root.child("os")
     os = _read_os(ctx, os_node, root.line)
     sub("os", os, "os", os_node.line if os_node else None)
@@ -1231,6 +1500,35 @@ KVM_ONLY_HYPERV = ("vpindex", "synic", "stimer", "tlbflush", "ipi")
 """Hyper-V enlightenments QEMU provides only with KVM (they all rest on VP_INDEX)."""
 
 
+def _check_numa(ctx: _Context, domain: Domain, fields: _Fields) -> None:
+    """NUMA cells cover distinct vCPUs below the count; `<numatune>` names cells that exist."""
+    cells = domain.cpu.numa if domain.cpu is not None else ()
+    seen: set[int] = set()
+    for cell in cells:
+        high = max(cell.cpus)
+        if high >= domain.vcpu.count:
+            ctx.error(fields.where["cpu"][1], f"<cell id='{cell.id}'> names vCPU {high}, but "
+                      f"<vcpu> is {domain.vcpu.count} (vCPUs are numbered from 0)")
+        if cell.cpus & seen:
+            ctx.error(fields.where["cpu"][1], f"<cell id='{cell.id}'> shares vCPUs "
+                      f"{format_cpuset(cell.cpus & seen)} with an earlier cell; each vCPU "
+                      "belongs to one cell")
+        seen |= cell.cpus
+    tune = domain.numatune
+    if tune is None:
+        return
+    line = fields.where["numatune"][1]
+    if not cells:
+        ctx.error(line, "<numatune> without <cpu><numa> cells: libvirt applies it with cgroups, "
+                  "which qemud does not manage; add NUMA cells (their memory gets the policy) "
+                  "or remove it")
+        return
+    for node in tune.memnodes:
+        if node.cellid is not None and node.cellid >= len(cells):
+            ctx.error(line, f"<memnode cellid='{node.cellid}'>: there is no such <cell> "
+                      f"(cells 0-{len(cells) - 1})")
+
+
 def _check_domain(ctx: _Context, domain: Domain, fields: _Fields) -> None:
     """Whole-domain rules that need several parts: topology, emulator vs arch, CPU vs accel."""
     cpu = domain.cpu
@@ -1240,6 +1538,23 @@ def _check_domain(ctx: _Context, domain: Domain, fields: _Fields) -> None:
         if product != domain.vcpu.count:
             ctx.error(fields.where["cpu"][1], f"<topology> gives {product} vCPUs but <vcpu> is "
                       f"{domain.vcpu.count}; they must match")
+    _check_numa(ctx, domain, fields)
+    if domain.features.tb_cache is not None and domain.type != "qemu":
+        ctx.error(fields.where["features"][1], "<tcg><tb-cache> is a TCG setting; it needs "
+                  "<domain type='qemu'>")
+    if ctx.check_machine is not None and domain.os.machine is not None:
+        why = ctx.check_machine(emulator(domain), domain.os.machine)
+        if why is not None:
+            ctx.error(ctx.machine_line, f"<type machine>: {why}")
+    for disk, line in zip(domain.devices.disks, ctx.disk_lines, strict=False):
+        if disk.iothread is None:
+            continue
+        if disk.target_bus != "virtio":
+            ctx.error(line, f"<driver iothread>: only virtio disks have an I/O thread; this one "
+                      f"is on bus '{disk.target_bus}'")
+        elif disk.iothread > domain.iothreads:
+            ctx.error(line, f"<driver iothread='{disk.iothread}'>: there are "
+                      f"{domain.iothreads} <iothreads>; add <iothreads>{disk.iothread}</iothreads>")
     hyperv = domain.features.hyperv
     if domain.type == "qemu" and hyperv is not None:
         kvm_only = [n for n, on in hyperv.enabled if on and n in KVM_ONLY_HYPERV]
@@ -1260,13 +1575,15 @@ def _check_domain(ctx: _Context, domain: Domain, fields: _Fields) -> None:
                  "<domain type='qemu'> (TCG) the 'max' CPU model is used instead")
 
 
-def parse(data: bytes, file: str | Path | None = None) -> Parsed:
+def parse(data: bytes, file: str | Path | None = None,
+          check_machine: MachineCheck | None = None) -> Parsed:
     """Parse and validate one domain document.
 
     Returns a `Parsed` (domain and warnings). Raises `InvalidDomainError` carrying every issue,
     each with its line, and nothing else: no lxml or Pydantic exception escapes.
+    `check_machine` (see `MachineCheck`) validates `<type machine>` against the emulator.
     """
-    ctx = _Context()
+    ctx = _Context(check_machine=check_machine)
     try:
         root = load(data)
     except XmlError as exc:
@@ -1282,14 +1599,14 @@ def parse(data: bytes, file: str | Path | None = None) -> Parsed:
                   tuple(ctx.disk_lines))
 
 
-def parse_file(path: str | Path) -> Parsed:
+def parse_file(path: str | Path, check_machine: MachineCheck | None = None) -> Parsed:
     """Read and parse a domain file; an unreadable file is an `InvalidDomainError` too."""
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise InvalidDomainError(path, [Issue(None, f"cannot read the file: {exc.strerror}")]) \
             from exc
-    return parse(data, path)
+    return parse(data, path, check_machine)
 
 
-__all__ = ["Parsed", "parse", "parse_file"]
+__all__ = ["MachineCheck", "Parsed", "parse", "parse_file"]

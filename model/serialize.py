@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from model import units
+from model.cpuset import format_cpuset
 from model.domain import (
     NAMESPACE,
+    Audio,
     Channel,
     Controller,
     Desired,
@@ -18,6 +20,7 @@ from model.domain import (
     PciAddress,
     Serial,
     Video,
+    VirtioOptions,
 )
 from model.xml import Element, serialise
 
@@ -53,11 +56,14 @@ def _disk(disk: Disk) -> Element:
     """Render one `<disk>`."""
     key = "dev" if disk.type == "block" else "file"
     driver = {"name": "qemu", "type": disk.driver_type, "cache": disk.cache,
-              "discard": disk.discard, "io": disk.io, "detect_zeroes": disk.detect_zeroes}
+              "discard": disk.discard, "io": disk.io, "detect_zeroes": disk.detect_zeroes,
+              "iothread": None if disk.iothread is None else str(disk.iothread),
+              **_virtio_attrs(disk.virtio)}
     return Element("disk", {"type": disk.type, "device": disk.device}, [
         Element("driver", driver),
         Element("source", {key: disk.source}) if disk.source is not None else None,
-        Element("target", {"dev": disk.target_dev, "bus": disk.target_bus}),
+        Element("target", {"dev": disk.target_dev, "bus": disk.target_bus,
+                           "removable": _yn(disk.removable, ("on", "off"))}),
         Element("readonly") if disk.readonly else None,
         Element("boot", {"order": _num(disk.boot_order)}) if disk.boot_order else None,
         Element("serial", text=disk.serial) if disk.serial is not None else None,
@@ -65,6 +71,18 @@ def _disk(disk: Disk) -> Element:
         Element("wwn", text=disk.wwn) if disk.wwn is not None else None,
         _address(disk.address),
     ])
+
+
+def _virtio_attrs(o: VirtioOptions) -> dict[str, str | None]:
+    """`<driver>` attributes of virtio options (absent when unset)."""
+    return {"iommu": _yn(o.iommu, ("on", "off")) if o.iommu is not None else None,
+            "ats": _yn(o.ats, ("on", "off")) if o.ats is not None else None,
+            "packed": _yn(o.packed, ("on", "off")) if o.packed is not None else None}
+
+
+def _virtio_driver(o: VirtioOptions) -> Element | None:
+    """A `<driver>` child holding only virtio options, or None."""
+    return Element("driver", _virtio_attrs(o)) if o.any() else None
 
 
 def _interface(nic: Interface) -> Element:
@@ -75,6 +93,7 @@ def _interface(nic: Interface) -> Element:
         Element("source", {key: nic.source}) if nic.source else None,
         Element("model", {"type": nic.model}),
         Element("boot", {"order": _num(nic.boot_order)}) if nic.boot_order else None,
+        _virtio_driver(nic.virtio),
         _address(nic.address),
     ])
 
@@ -117,6 +136,8 @@ def _graphics(g: Graphics) -> Element:
         Element("clipboard", {"copypaste": _yn(g.clipboard)}) if g.clipboard is not None else None,
         Element("filetransfer", {"enable": _yn(g.filetransfer)})
         if g.filetransfer is not None else None,
+        Element("listen", {"type": g.listen_type, "socket": g.socket})
+        if g.listen_type != "address" else None,
     ]
     return Element("graphics", {"type": g.type, "port": _num(g.port),
                                 "autoport": "no" if g.port else "yes", "listen": g.listen,
@@ -160,7 +181,8 @@ def _devices(dev: Devices) -> Element:
         *(_interface(n) for n in dev.interfaces),
         *(_serial(s) for s in dev.serials),
         *(_channel(c) for c in dev.channels),
-        *(Element("input", {"type": i.type, "bus": i.bus}, [_usb(i.usb_port), _address(i.address)])
+        *(Element("input", {"type": i.type, "bus": i.bus},
+                  [_usb(i.usb_port), _address(i.address), _virtio_driver(i.virtio)])
           for i in dev.inputs),
         *(_graphics(g) for g in dev.graphics),
         *(Element("sound", {"model": s.model}, [
@@ -168,7 +190,7 @@ def _devices(dev: Devices) -> Element:
             Element("audio", {"id": str(s.audio)}) if s.audio is not None else None,
             _address(s.address),
         ]) for s in dev.sounds),
-        *(Element("audio", {"id": str(a.id), "type": a.type}) for a in dev.audios),
+        *(_audio(a) for a in dev.audios),
         *(_video(v) for v in dev.videos),
         *(Element("redirdev", {"bus": "usb", "type": "spicevmc"}, [_usb(r.usb_port)])
           for r in dev.redirdevs),
@@ -177,10 +199,12 @@ def _devices(dev: Devices) -> Element:
         Element("memballoon", {"model": dev.memballoon}, [_address(dev.memballoon_address)])
         if dev.memballoon else None,
         *(Element("rng", {"model": r.model}, [
-            Element("backend", {"model": "random"}, text=r.backend),
+            Element("backend", {"model": r.backend_model},
+                    text=r.backend if r.backend_model == "random" else None),
             Element("rate", {"bytes": _num(r.rate_bytes), "period": _num(r.rate_period)})
             if r.rate_bytes or r.rate_period else None,
             _address(r.address),
+            _virtio_driver(r.virtio),
         ]) for r in dev.rngs),
         Element("panic", {"model": dev.panic}) if dev.panic else None,
     ]
@@ -249,7 +273,23 @@ def _features(f: Features) -> Element:
         state("smm", f.smm),
         Element("vmport", {"state": _yn(f.vmport, ("on", "off"))})
         if f.vmport is not None else None,
+        state("vmcoreinfo", f.vmcoreinfo),
+        Element("tcg", children=[Element("tb-cache", {"unit": "b"}, text=str(f.tb_cache))])
+        if f.tb_cache is not None else None,
     ])
+
+
+def _audio(a: Audio) -> Element:
+    """`<audio>` with its tuning put back where libvirt has it (attributes, input, output)."""
+    top = {k: v for k, v in a.settings if "/" not in k}
+    kids = []
+    for tag in ("input", "output"):
+        attrs = {k.split("/")[1]: v for k, v in a.settings
+                 if k.startswith(f"{tag}/") and k.count("/") == 1}
+        tuning = {k.rsplit("/")[-1]: v for k, v in a.settings if k.startswith(f"{tag}/settings/")}
+        if attrs or tuning:
+            kids.append(Element(tag, attrs, [Element("settings", tuning)] if tuning else []))
+    return Element("audio", {"id": str(a.id), "type": a.type, **top}, kids)
 
 
 def to_element(d: Domain) -> Element:
@@ -264,7 +304,10 @@ def to_element(d: Domain) -> Element:
         _desired(d.desired),
         _size("memory", d.memory),
         _size("currentMemory", d.current_memory) if d.current_memory is not None else None,
-        Element("vcpu", {"current": _num(d.vcpu.current)}, text=str(d.vcpu.count)),
+        Element("iothreads", text=str(d.iothreads)) if d.iothreads else None,
+        Element("vcpu", {"current": _num(d.vcpu.current),
+                         "cpuset": format_cpuset(d.vcpu.cpuset) if d.vcpu.cpuset else None},
+                text=str(d.vcpu.count)),
         _os(os),
         _features(d.features),
         Element("cpu", {"mode": cpu.mode}, [
@@ -275,7 +318,19 @@ def to_element(d: Domain) -> Element:
                                  "threads": str(cpu.topology.threads)})
             if cpu.topology else None,
             *(Element("feature", {"policy": f.policy, "name": f.name}) for f in cpu.features),
+            Element("cache", {"level": "3" if cpu.cache == "emulate" else None,
+                              "mode": cpu.cache}) if cpu.cache else None,
+            Element("numa", children=[
+                Element("cell", {"id": str(c.id), "cpus": format_cpuset(c.cpus),
+                                 "memory": str(c.memory), "unit": "b"}) for c in cpu.numa
+            ]) if cpu.numa else None,
         ]) if cpu is not None else None,
+        Element("numatune", children=[
+            Element("memory" if m.cellid is None else "memnode",
+                    {"cellid": _num(m.cellid), "mode": m.mode,
+                     "nodeset": format_cpuset(m.nodeset)})
+            for m in ([d.numatune.memory] if d.numatune.memory else []) + list(d.numatune.memnodes)
+        ]) if d.numatune is not None else None,
         Element("clock", {"offset": d.clock.offset}, [
             Element("timer", {"name": t.name, "tickpolicy": t.tickpolicy,
                               "present": _yn(t.present), "frequency": _num(t.frequency),

@@ -89,9 +89,10 @@ def _validate_one(path: Path, disks: dict[str, list[tuple[str, int | None, bool]
     """
     import model
     from reconciler.desired import writable_disks
+    from reconciler.machines import parse_file_checked
 
     try:
-        parsed = model.parse_file(path)
+        parsed = parse_file_checked(path)  # machine types checked against the emulator's list
     except model.InvalidDomainError as exc:
         return {"file": str(path), "valid": False, "name": None, "uuid": None,
                 "errors": [_issue_json(i) for i in exc.issues], "warnings": []}
@@ -989,6 +990,21 @@ def _console_arguments(cmd: argparse.ArgumentParser, name: str) -> None:
     cmd.set_defaults(func=cmd_console)
 
 
+def _import_arguments(cmd: argparse.ArgumentParser, name: str) -> None:
+    """`import`'s arguments (the command lives in reconciler/importer.py, loaded when used)."""
+    cmd.add_argument("--from", dest="source", metavar="DIR", default=None,
+                     help="libvirt's config folder (default /etc/libvirt/qemu)")
+    cmd.add_argument("--uri", default=None, help="ask `virsh -c URI dumpxml` instead")
+    cmd.set_defaults(func=cmd_import)
+
+
+def cmd_import(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """`reconcile import`: see `reconciler.importer.cmd_import`."""
+    from reconciler.importer import cmd_import as run
+
+    return run(args, out, err, layout_of(args))
+
+
 def _monitor_arguments(cmd: argparse.ArgumentParser, name: str) -> None:
     """`monitor`'s arguments."""
     _where_options(cmd, suppress=True)
@@ -1034,6 +1050,8 @@ _SUBCOMMANDS: tuple[tuple[str, dict[str, str], Callable[[argparse.ArgumentParser
                  "Exit status: 0 the reply, 1 QEMU refused the command (its error class and "
                  "description on stderr) or the VM is not running, 2 a usage error."},
      _monitor_arguments),
+    ("import", {"help": "write qemud files for libvirt's existing domains (autostart ones "
+                "wanted running), never overwriting a file"}, _import_arguments),
 )
 """Every subcommand: its name, what `add_parser` gets, and what adds its own arguments."""
 

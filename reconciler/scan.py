@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 import model
+from reconciler.machines import parse_checked
 
 EDITOR_DEBRIS = ("~", ".swp", ".swx", ".swo", ".tmp", ".bak", ".orig", ".part")
 
@@ -189,7 +190,8 @@ class Scanner:
     """
 
     config_dir: Path
-    parse: Callable[[bytes, str], model.Parsed] = model.parse
+    parse: Callable[[bytes, str], model.Parsed] = parse_checked
+    """The parser; by default `<type machine>` is checked against the emulator's own list."""
     clock_ns: Callable[[], int] = time.time_ns
     distrust: Callable[[Path], str | None] | None = None
     """With `--system`: why a file may not be acted on (see `paths.untrusted_file`), if so."""

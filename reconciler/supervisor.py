@@ -137,10 +137,17 @@ class QemuLayer:
         runtime = model.Runtime(paths.qmp_socket, paths.pidfile, paths.console_log,
                                 state_dir=self.layout.state_dir(str(uuid)))
         firmware = uefi.descriptors() if domain.os.firmware == "efi" else None
+        cpus = model.host_cpus(domain)
+        if cpus is not None and not cpus <= os.sched_getaffinity(0):
+            missing = ",".join(str(c) for c in sorted(cpus - os.sched_getaffinity(0)))
+            raise StartError(domain.name, stage="prepare", log_file=paths.log_file,
+                             reason=f"<vcpu cpuset> names host CPUs {missing}, which qemud may "
+                             f"not use here (it may use {_cpu_list(os.sched_getaffinity(0))}); "
+                             "fix the cpuset")
         proc = QemuProcess(domain.name, str(uuid),
                            model.command_line(domain, runtime, firmware), paths,
                            timeouts=self.timeouts, primitives=self.primitives,
-                           on_exit=on_exit, on_event=on_event)
+                           on_exit=on_exit, on_event=on_event, cpus=cpus)
         try:
             proc.prepare()
         except OSError as exc:  # e.g. a full /run: a failed start, reported and retried
@@ -215,6 +222,19 @@ class QemuLayer:
     def age(self, pid: int) -> float | None:
         """Process age from /proc."""
         return process_age(pid)
+
+
+def _cpu_list(cpus: Iterable[int]) -> str:
+    """Host CPU numbers as libvirt writes a cpuset: ``0-3,6``."""
+    out: list[str] = []
+    for cpu in sorted(cpus):
+        if out and "-" not in out[-1] and int(out[-1]) == cpu - 1:
+            out[-1] = f"{out[-1]}-{cpu}"
+        elif out and "-" in out[-1] and int(out[-1].split("-")[1]) == cpu - 1:
+            out[-1] = f"{out[-1].split('-')[0]}-{cpu}"
+        else:
+            out.append(str(cpu))
+    return ",".join(out)
 
 
 def is_runtime_folder(name: str) -> bool:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import model
 from tests.bench.cli import bench_status
+from tests.bench.corpus import bench_corpus
 from tests.bench.lifecycle import bench_once20, bench_start_latency
 from tests.bench.loop import bench_loop
 from tests.support.domains import write_domains
@@ -122,7 +123,7 @@ def bench_validate_cli() -> None:
 
 
 BENCHES: list[Callable[[], None]] = [bench_parse, bench_validate_cli, bench_status, bench_loop,
-                                     bench_start_latency, bench_once20]
+                                     bench_start_latency, bench_once20, bench_corpus]
 """Run in this order; later benchmarks (process start latency, scan passes) go here too."""
 
 

@@ -976,3 +976,24 @@ def test_current_memory_is_set_as_the_balloon_target_before_the_guest_runs(world
     assert world.status("bal")["state"] == "running"  # type: ignore[index]
     info = qmp_query(world.layout.vm_dir(uuid) / "qmp.sock", "query-balloon")
     assert info["actual"] == 64 * 1024**2  # no guest driver yet: nothing given back so far
+
+
+def test_vcpu_cpuset_confines_qemu_and_an_unknown_cpu_is_a_clear_failure(world: World) -> None:
+    """`<vcpu cpuset>` is applied to QEMU (libvirt pins the emulator the same way); a cpuset
+    naming CPUs this host does not give qemud fails the start with the reason in the status."""
+    mine = sorted(os.sched_getaffinity(0))
+    last = mine[-1]
+    world.write("pin", light_xml("pin").replace(
+        "<memory unit='MiB'>32</memory>",
+        f"<memory unit='MiB'>32</memory><vcpu cpuset='{last}'>1</vcpu>"))
+    world.write("nopin", light_xml("nopin").replace(
+        "<memory unit='MiB'>32</memory>", "<memory unit='MiB'>32</memory><vcpu cpuset='999'>1</vcpu>"))
+    out = world.cli("--once")
+    assert out.returncode == 1, out.stdout + out.stderr
+    st = world.status("pin")
+    assert st is not None and st["state"] == "running", st
+    assert os.sched_getaffinity(st["pid"]) == {last}
+    bad = world.status("nopin")
+    assert bad is not None and bad["pid"] is None, bad
+    assert "<vcpu cpuset> names host CPUs 999" in (bad["reason"] or ""), bad
+    assert world.qemu(light_uuid("nopin")) == []

@@ -88,13 +88,14 @@ def descriptors() -> list[Descriptor]:
 
 
 def _combo(body: str, machine: str = "q35", kind: str = "kvm", features: str = "",
-           clock: str = "", os_extra: str = "", os_attrs: str = "") -> Domain:
-    """A hand-written domain: `body` inside <devices>, the rest minimal."""
+           clock: str = "", os_extra: str = "", os_attrs: str = "",
+           vcpu: str = "<vcpu placement='static'>2</vcpu>", top: str = "") -> Domain:
+    """A hand-written domain: `body` inside <devices>, `top` after <vcpu>, the rest minimal."""
     return model.parse(f"""<domain type='{kind}'>
   <name>combo</name>
   <memory unit='MiB'>128</memory>
   <currentMemory unit='MiB'>96</currentMemory>
-  <vcpu placement='static'>2</vcpu>
+  {vcpu}{top}
   <os{os_attrs}><type arch='x86_64' machine='{machine}'>hvm</type>{os_extra}</os>
   <features><acpi/><apic/>{features}</features>
   <clock offset='utc'>{clock}</clock>
@@ -165,6 +166,41 @@ COMBOS: dict[str, Domain] = {
         "<video><model type='virtio'/></video><graphics type='vnc'/>", machine="pc",
         os_attrs=" firmware='efi'",
         os_extra="<firmware><feature enabled='no' name='secure-boot'/></firmware>"),
+    # VNC on a unix socket in the runtime folder, spice without any listener; USB disks
+    "combo-listen-socket-none": _combo("""<graphics type='vnc'><listen type='socket'/></graphics>
+          <disk type='file' device='disk'><source file='/images/usb.raw'/>
+            <target dev='sda' bus='usb' removable='on'/></disk>
+          <disk type='file' device='cdrom'><source file='/images/usb.iso'/>
+            <target dev='sdb' bus='usb'/><readonly/></disk>
+          <graphics type='spice'><listen type='none'/></graphics>
+          <video><model type='qxl'/></video>""", machine="pc"),
+    # the host's cache info passed through (libvirt's cpu-cache-passthrough), vmcoreinfo,
+    # TCG's translation cache size, QEMU's builtin rng
+    "combo-cpu-cache": _combo("""<video><model type='vga'/></video>
+          <rng model='virtio'><backend model='builtin'/></rng>""", machine="pc", kind="qemu",
+                              features="<vmcoreinfo/><tcg><tb-cache unit='MiB'>64</tb-cache></tcg>",
+                              top="<cpu mode='host-passthrough'><cache mode='passthrough'/></cpu>"),
+    # ALSA sound with libvirt's tuning (QEMU opens no device until the guest plays)
+    "combo-audio-alsa": _combo(
+        """<audio id='1' type='alsa' timerPeriod='50'><output voices='2' mixingEngine='yes'>
+          <settings frequency='22050' channels='2' format='s16'/></output></audio>
+          <sound model='ich9'/>"""),
+    # NUMA cells with <numatune> policies (host node 0 exists everywhere), cpuset, current,
+    # I/O threads, virtio options (ats, packed, iommu_platform)
+    "combo-numa-cpuset": _combo(
+        """<video><model type='vga'/></video>
+          <disk type='file' device='disk'><driver name='qemu' type='raw' iothread='2' ats='on'/>
+          <source file='/images/io.raw'/><target dev='vda' bus='virtio'/></disk>
+          <interface type='user'><model type='virtio'/><driver packed='on'/></interface>
+          <input type='mouse' bus='virtio'><driver iommu='on'/></input>
+          <rng model='virtio'><backend model='random'>/dev/urandom</backend>
+            <driver ats='on' packed='on'/></rng>""",
+        machine="q35", vcpu="<vcpu placement='static' cpuset='0' current='2'>4</vcpu>",
+        top="""<iothreads>2</iothreads><numatune><memory mode='strict' nodeset='0'/>
+          <memnode cellid='1' mode='preferred' nodeset='0'/></numatune>
+          <cpu><topology sockets='2' dies='1' cores='2' threads='1'/><numa>
+          <cell id='0' cpus='0-1' memory='65536' unit='KiB'/>
+          <cell id='1' cpus='2-3' memory='64' unit='MiB'/></numa></cpu>"""),
 }
 GENERATED = 15
 CANDIDATES = 400

@@ -167,7 +167,12 @@ def test_sound_with_spice_defaults_to_spice_audio_and_redirdev_gets_usb_ports() 
     ("<sound model='ac97'><codec type='duplex'/></sound>", 7,
      "<sound>: <codec> is for the HD Audio models ich6 and ich9, not 'ac97'"),
     ("<audio id='1' type='pulseaudio'/>", 7, "<audio type>: 'pulseaudio' is not supported; use "
-     "'none' or 'spice' (qemud runs without the user's sound server)"),
+     "'none', 'spice', 'alsa', 'oss' or 'file' (qemud's QEMU runs outside the user's sound "
+     "server)"),
+    ("<audio id='1' type='alsa'><input voices='many'/></audio>", 7, "<audio> input voices='many' "
+     "is not valid (yes/no, a whole number, a format like s16, or a path)"),
+    ("<audio id='1' type='alsa'><input bufferCount='3'/></audio>", 7, "<input>: attribute "
+     "'bufferCount' is not supported by qemud; remove it or see README for what is"),
     ("<redirdev bus='usb' type='tcp'/>", 7, "<redirdev type>: 'tcp' is not supported; use "
      "'spicevmc' (USB redirection through the spice client)"),
     ("<watchdog model='i6300esb' action='dump'/>", 7, "<watchdog action='dump'> needs a memory "
@@ -410,4 +415,184 @@ def test_smm_off_with_secure_boot_firmware_is_an_error() -> None:
                                          "virt-install").glob("*.xml")), ids=lambda p: p.stem)
 def test_virt_install_files_round_trip_through_to_xml(path: Path) -> None:
     d = model.parse_file(path).domain
+    assert model.parse(model.to_xml(d)).domain == d
+
+
+AUDIO = [
+    # libvirt 9.0's corpus: audio-alsa-minimal, audio-file-minimal, audio-alsa-best,
+    # audio-file-best, audio-oss-full (JSON -audiodev values written as QEMU's key=value)
+    ("<audio id='1' type='alsa'/>", "alsa,id=audio1"),
+    ("<audio id='1' type='file'/>", "wav,id=audio1"),
+    ("""<audio id='1' type='alsa' timerPeriod='50'>
+      <input mixingEngine='yes' fixedSettings='yes' voices='1' dev='/dev/dsp0'>
+        <settings frequency='44100' channels='2' format='s16'/></input>
+      <output mixingEngine='yes' fixedSettings='yes' voices='2' dev='/dev/dsp1'>
+        <settings frequency='22050' channels='4' format='f32'/></output></audio>""",
+     "alsa,id=audio1,timer-period=50,in.mixing-engine=on,in.fixed-settings=on,in.voices=1,"
+     "in.dev=/dev/dsp0,in.frequency=44100,in.channels=2,in.format=s16,out.mixing-engine=on,"
+     "out.fixed-settings=on,out.voices=2,out.dev=/dev/dsp1,out.frequency=22050,out.channels=4,"
+     "out.format=f32"),
+    ("<audio id='1' type='file' timerPeriod='50' path='audio,1.wav'/>",
+     "wav,id=audio1,timer-period=50,path=audio,,1.wav"),
+    ("""<audio id='1' type='oss' tryMMap='yes' exclusive='yes' dspPolicy='3'>
+      <output bufferLength='200' dev='/dev/dsp1' bufferCount='30' tryPoll='no'/></audio>""",
+     "oss,id=audio1,try-mmap=on,exclusive=on,dsp-policy=3,out.buffer-length=200,out.dev=/dev/dsp1,"
+     "out.buffer-count=30,out.try-poll=off"),
+]
+
+
+@pytest.mark.parametrize(("audio", "expected"), AUDIO)
+def test_audio_backends_render_as_libvirt(audio: str, expected: str) -> None:
+    d = devices(audio + "\n<sound model='ich9'/>")
+    assert values(d, "-audiodev") == [expected]
+    assert model.parse(model.to_xml(d)).domain == d
+
+
+IOTHREAD_DISK = """<disk type='file' device='disk'><driver name='qemu' type='raw' iothread='{n}'/>
+  <source file='/i/{n}.img'/><target dev='vd{dev}' bus='{bus}'/></disk>"""
+
+
+def test_iothreads_render_as_libvirt() -> None:
+    """libvirt 9.0's iothreads-disk: one -object per thread, virtio-blk-pci names its thread."""
+    d = devices(IOTHREAD_DISK.format(n=1, dev="b", bus="virtio") + "\n"
+                + IOTHREAD_DISK.format(n=2, dev="c", bus="virtio"), extra="<iothreads>2</iothreads>\n")
+    assert values(d, "-object") == ["iothread,id=iothread1", "iothread,id=iothread2"]
+    blk = [v for v in values(d, "-device") if v.startswith("virtio-blk-pci")]
+    assert [v.split(",")[1] for v in blk] == ["iothread=iothread1", "iothread=iothread2"]
+    assert model.parse(model.to_xml(d)).domain == d
+
+
+@pytest.mark.parametrize(("disk", "iothreads", "message"), [
+    (IOTHREAD_DISK.format(n=3, dev="b", bus="virtio"), "<iothreads>2</iothreads>",
+     "<driver iothread='3'>: there are 2 <iothreads>; add <iothreads>3</iothreads>"),
+    (IOTHREAD_DISK.format(n=1, dev="b", bus="sata"), "<iothreads>1</iothreads>",
+     "<driver iothread>: only virtio disks have an I/O thread; this one is on bus 'sata'"),
+])
+def test_iothread_errors(disk: str, iothreads: str, message: str) -> None:
+    data = domain_xml(iothreads + "\n<devices>\n" + disk + "\n</devices>")
+    assert issues(data) == [(8, message)]
+
+
+CPU_CACHE = [
+    # libvirt 9.0's cpu-cache-disable, cpu-cache-emulate-l3, cpu-cache-passthrough (.args)
+    ("host-passthrough", "<cache mode='disable'/>", "max,host-cache-info=off,l3-cache=off"),
+    ("host-passthrough", "<cache level='3' mode='emulate'/>", "max,l3-cache=on,host-cache-info=off"),
+    ("host-passthrough", "<cache mode='passthrough'/>", "max,host-cache-info=on,l3-cache=off"),
+    ("custom", "<model>Haswell</model><cache mode='disable'/>", "Haswell,l3-cache=off"),
+]
+
+
+@pytest.mark.parametrize(("mode", "body", "expected"), CPU_CACHE)
+def test_cpu_cache_renders_as_libvirt(mode: str, body: str, expected: str) -> None:
+    d = model.parse(domain_xml(f"<cpu mode='{mode}'>{body}</cpu>", kind="qemu")).domain
+    assert values(d, "-cpu") == [expected]
+    assert model.parse(model.to_xml(d)).domain == d
+
+
+@pytest.mark.parametrize(("mode", "cache", "message"), [
+    ("host-passthrough", "<cache level='2' mode='emulate'/>",
+     "<cache mode='emulate'> needs level='3' (QEMU emulates only the L3 cache)"),
+    ("host-passthrough", "<cache level='3' mode='passthrough'/>",
+     "<cache mode='passthrough'> takes no level; remove it"),
+    ("host-model", "<cache mode='passthrough'/>",
+     "<cache mode='passthrough'> needs <cpu mode='host-passthrough'> or 'maximum' (the host's "
+     "cache info comes with the host's CPU)"),
+])
+def test_cpu_cache_errors(mode: str, cache: str, message: str) -> None:
+    assert issues(domain_xml(f"<cpu mode='{mode}'>\n{cache}\n</cpu>")) == [(7, message)]
+
+
+LISTEN = [
+    # libvirt 9.0's graphics-vnc-none, graphics-vnc-socket, graphics-vnc-auto-socket,
+    # graphics-spice-socket, graphics-spice-auto-socket, audio-spice-minimal (listen none)
+    ("<graphics type='vnc'><listen type='none'/></graphics>", "-vnc", "none"),
+    ("<graphics type='vnc'><listen type='socket' socket='/tmp/vnc,1.sock'/></graphics>", "-vnc",
+     "vnc=unix:/tmp/vnc,,1.sock"),
+    ("<graphics type='vnc'><listen type='socket'/></graphics>", "-vnc", "vnc=unix:/r/vnc.sock"),
+    ("<graphics type='spice'><listen type='socket' socket='/tmp/spice.sock'/></graphics>",
+     "-spice", "unix=on,addr=/tmp/spice.sock,disable-ticketing=on,seamless-migration=on"),
+    ("<graphics type='spice'><listen type='socket'/></graphics>", "-spice",
+     "unix=on,addr=/r/spice.sock,disable-ticketing=on,seamless-migration=on"),
+    ("<graphics type='spice'><listen type='none'/></graphics>", "-spice",
+     "port=0,disable-ticketing=on,seamless-migration=on"),
+]
+
+
+@pytest.mark.parametrize(("graphics", "option", "expected"), LISTEN)
+def test_graphics_listen_types(graphics: str, option: str, expected: str) -> None:
+    d = devices(graphics)
+    runtime = model.Runtime(Path("/r/qmp.sock"), Path("/r/pid"), Path("/r/console.log"))
+    assert values(d, option, runtime) == [expected]
+    assert model.parse(model.to_xml(d)).domain == d
+
+
+USB_DISKS = [
+    # libvirt 9.0's disk-usb-device and disk-usb-device-removable (pc: PIIX3 UHCI, ports 1-2)
+    ("<disk type='file' device='disk'><source file='/i/a.img'/><target dev='sda' bus='usb'/>"
+     "</disk>", "pc",
+     ["piix3-usb-uhci,bus=pci.0,addr=0x1.0x2,id=usb",
+      "usb-storage,bus=usb.0,port=1,drive=drive-usb-disk0,id=usb-disk0,removable=off"]),
+    ("<disk type='file' device='disk'><source file='/i/a.img'/>"
+     "<target dev='sdb' bus='usb' removable='on'/></disk><input type='tablet' bus='usb'/>", "q35",
+     ["qemu-xhci,bus=pci.1,addr=0x0,id=usb",
+      "usb-storage,bus=usb.0,port=1,drive=drive-usb-disk1,id=usb-disk1,removable=on",
+      "usb-tablet,id=input0,bus=usb.0,port=2"]),
+]
+
+
+@pytest.mark.parametrize(("disk", "machine", "expected"), USB_DISKS)
+def test_usb_disks_render_as_libvirt(disk: str, machine: str, expected: list[str]) -> None:
+    d = devices(disk, machine=machine)
+    got = [v for v in values(d, "-device") if "usb" in v]
+    assert got == expected
+    assert model.parse(model.to_xml(d)).domain == d
+
+
+SMALL_FEATURES = [
+    # libvirt 9.0's vmcoreinfo, virtio-rng-builtin, x86_64-default-cpu-tcg-features (.args)
+    ("<features><vmcoreinfo/></features>", "", "-device", "vmcoreinfo"),
+    ("<features><vmcoreinfo state='off'/></features>", "", "-device", None),
+    ("", "<rng model='virtio'><backend model='builtin'/></rng>", "-object",
+     "rng-builtin,id=objrng0"),
+    ("<features><tcg><tb-cache unit='KiB'>102400</tb-cache></tcg></features>", "", "-accel",
+     "tcg,tb-size=100"),
+    ("<features><tcg><tb-cache>64</tb-cache></tcg></features>", "", "-accel", "tcg,tb-size=64"),
+]
+
+
+@pytest.mark.parametrize(("features", "dev", "option", "expected"), SMALL_FEATURES)
+def test_small_features_render_as_libvirt(features: str, dev: str, option: str,
+                                          expected: str | None) -> None:
+    d = devices(dev, kind="qemu", extra=features + "\n")
+    got = values(d, option)
+    if expected is None:
+        assert "vmcoreinfo" not in got
+    else:
+        assert expected in got
+    assert model.parse(model.to_xml(d)).domain == d
+
+
+def test_tb_cache_needs_tcg() -> None:
+    data = domain_xml("<features><tcg><tb-cache>64</tb-cache></tcg></features>")
+    assert issues(data) == [(6, "<tcg><tb-cache> is a TCG setting; it needs <domain type='qemu'>")]
+
+
+VIRTIO_OPTIONS = [
+    # libvirt 9.0's virtio-options-{disk,net,input,rng}-{ats,iommu,packed} (.args)
+    ("<disk type='file' device='disk'><driver name='qemu' type='raw' ats='on'/>"
+     "<source file='/i/a.img'/><target dev='vda' bus='virtio'/></disk>", "virtio-blk-pci,ats=on,"),
+    ("<interface type='user'><model type='virtio'/><driver packed='on'/></interface>",
+     "virtio-net-pci,packed=on,"),
+    ("<input type='mouse' bus='virtio'><driver iommu='on'/></input>",
+     "virtio-mouse-pci,iommu_platform=on,"),
+    ("<rng model='virtio'><backend model='random'>/dev/urandom</backend>"
+     "<driver iommu='off' ats='on' packed='off'/></rng>",
+     "virtio-rng-pci,iommu_platform=off,ats=on,packed=off,"),
+]
+
+
+@pytest.mark.parametrize(("device", "prefix"), VIRTIO_OPTIONS)
+def test_virtio_options_render_as_libvirt(device: str, prefix: str) -> None:
+    d = devices(device)
+    assert [v for v in values(d, "-device") if v.startswith(prefix)]
     assert model.parse(model.to_xml(d)).domain == d

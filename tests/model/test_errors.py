@@ -122,9 +122,14 @@ TOP_LEVEL = [
                  [(6, "<vcpu>: current=3 exceeds the vcpu count 2")], id="vcpu-current-too-big"),
     pytest.param(domain("<vcpu current='0'>2</vcpu>"),
                  [(6, "<vcpu current>: '0' is too small; the minimum is 1")], id="vcpu-current-0"),
-    pytest.param(domain("<vcpu cpuset='0-1'>2</vcpu>"),
-                 [(6, "<vcpu cpuset>: qemud does not pin QEMU to host CPUs yet; remove cpuset (or "
-                      "pin the qemud service with systemd's CPUAffinity=)")], id="vcpu-cpuset"),
+    pytest.param(domain("<vcpu cpuset='0-1,x'>2</vcpu>"),
+                 [(6, "<vcpu cpuset>: 'x' in '0-1,x' is not a number, a range a-b or ^n")],
+                 id="vcpu-cpuset-garbage"),
+    pytest.param(domain("<vcpu cpuset='0,^0'>2</vcpu>"),
+                 [(6, "<vcpu cpuset>: '0,^0' selects no CPU")], id="vcpu-cpuset-empty"),
+    pytest.param(domain("<vcpu cpuset='3-1'>2</vcpu>"),
+                 [(6, "<vcpu cpuset>: '3-1' in '3-1' is not a valid item (numbers 0-8191, ranges "
+                      "low-high, ^n excludes one)")], id="vcpu-cpuset-backwards"),
     pytest.param(domain("<vcpu placement='auto'>2</vcpu>"),
                  [(6, "<vcpu placement>: 'auto' needs numad, which qemud does not use; use "
                       "'static' or leave it out")], id="vcpu-placement-auto"),
@@ -134,11 +139,9 @@ CPU = [
     pytest.param(domain("<cpu mode='weird'><model>qemu64</model></cpu>"),
                  [(6, "<cpu mode>: 'weird' is not allowed; use one of 'host-passthrough', "
                       "'host-model', 'custom' or 'maximum'")], id="cpu-mode"),
-    pytest.param(domain("<cpu mode='custom'/>"),
-                 [(6, "<cpu mode='custom'> needs <model>; or use mode='host-passthrough'")],
-                 id="cpu-custom-without-model"),
-    pytest.param(domain("<cpu/>"), [(6, "<cpu mode='custom'> needs <model>")],
-                 id="cpu-no-mode-no-model"),
+    pytest.param(domain("<cpu mode='custom'><feature policy='require' name='vmx'/></cpu>"),
+                 [(6, "<cpu mode='custom'> with <feature>s needs <model>; add one (e.g. qemu64) "
+                      "or use mode='host-passthrough'")], id="cpu-features-without-model"),
     pytest.param(domain("<cpu mode='custom'>\n  <model>x y</model>\n</cpu>"),
                  [(7, "<cpu><model>: 'x y' has characters or a form that is not allowed here")],
                  id="cpu-model-chars"),
@@ -153,10 +156,11 @@ CPU = [
                         "  <feature policy='maybe' name='vmx'/>\n</cpu>"),
                  [(8, "<feature policy>: 'maybe' is not allowed; use one of 'force', 'require', "
                       "'optional', 'disable' or 'forbid'")], id="cpu-feature-policy"),
-    pytest.param(domain("<cpu mode='host-passthrough'>\n  <cache mode='passthrough'/>\n</cpu>"),
-                 [(7, f"<cache> inside <cpu> {NOT_SUPPORTED}")], id="cpu-cache"),
+    pytest.param(domain("<cpu mode='host-passthrough'>\n  <cache mode='disable' x='1'/>\n</cpu>"),
+                 [(7, f"<cache>: attribute 'x' {NOT_SUPPORTED}")], id="cpu-cache"),
     pytest.param(domain("<cpu mode='host-passthrough'>\n  <numa/>\n</cpu>"),
-                 [(7, f"<numa> inside <cpu> {NOT_SUPPORTED}")], id="cpu-numa"),
+                 [(7, "<numa> has no <cell>; add one per guest NUMA node or remove it")],
+                 id="cpu-numa-empty"),
 ]
 
 OS = [
@@ -276,9 +280,16 @@ FEATURES_CLOCK_LIFECYCLE = [
                  id="pm-flag"),
 ]
 
+CPUTUNE = [
+    pytest.param(domain("<cputune>\n  <vcpupin vcpu='0' cpuset='1'/>\n</cputune>"),
+                 [(6, "<cputune>: qemud does not pin or schedule QEMU's vCPU, emulator or I/O "
+                      "threads one by one; remove it (<vcpu cpuset> confines the whole QEMU)")],
+                 id="cputune"),
+]
+
 UNSUPPORTED_TOP = [
     pytest.param(domain(f"<{tag}/>"), [(6, f"<{tag}> inside <domain> {NOT_SUPPORTED}")], id=tag)
-    for tag in ("memtune", "memoryBacking", "blkiotune", "cputune", "numatune", "iothreads",
+    for tag in ("memtune", "memoryBacking", "blkiotune",
                 "sysinfo", "keywrap", "launchSecurity", "idmap", "genid", "perf")
 ]
 
@@ -376,8 +387,9 @@ GRAPHICS = [
                  id="graphics-listen"),
     pytest.param(devices("<graphics type='vnc'>\n  <listen type='network' network='default'/>\n"
                          "</graphics>"),
-                 [(8, "<listen type>: only type='address' is supported"),
-                  (8, f"<listen>: attribute 'network' {NOT_SUPPORTED}")], id="graphics-listen-net"),
+                 [(8, "<listen type>: 'network' is not supported; use 'address', 'socket' or "
+                      "'none' (a libvirt network's address is not known to qemud)")],
+                 id="graphics-listen-net"),
     pytest.param(devices("<graphics type='vnc' passwd='muchtoolong'/>"),
                  [(7, "<graphics>: a VNC password has at most 8 characters")],
                  id="graphics-passwd"),
@@ -426,11 +438,19 @@ DISKS = [
                  [(7, "<disk type>: 'network' is not allowed; use one of 'file' or 'block'"),
                   (7, "<disk device>: 'lun' is not allowed; use one of 'disk', 'cdrom' or "
                       "'floppy'")], id="disk-network-lun"),
-    pytest.param(devices("<disk>\n  <source file='/a'/>\n  <target dev='xda' bus='usb'/>\n"
+    pytest.param(devices("<disk>\n  <source file='/a'/>\n  <target dev='xda' bus='xen'/>\n"
                          "</disk>"),
                  [(9, "<target dev>: 'xda' has characters or a form that is not allowed here"),
-                  (9, "<target bus>: 'usb' is not allowed; use one of 'ide', 'sata', 'scsi', "
-                      "'virtio' or 'fdc'")], id="disk-target"),
+                  (9, "<target bus>: 'xen' is not allowed; use one of 'ide', 'sata', 'scsi', "
+                      "'virtio', 'fdc' or 'usb'")], id="disk-target"),
+    pytest.param(devices("<disk>\n  <source file='/a'/>\n  <target dev='sda' bus='sata' "
+                         "removable='on'/>\n</disk>"),
+                 [(9, "<target removable>: only USB disks (bus='usb') have removable media; "
+                      "remove it")], id="disk-removable-not-usb"),
+    pytest.param(devices("<disk device='cdrom'>\n  <target dev='sda' bus='usb'/>\n</disk>"),
+                 [(8, "<target bus='usb'> needs a <source>: QEMU's usb-storage cannot start "
+                      "without media (put an empty CD-ROM on bus='sata' or 'scsi')")],
+                 id="disk-usb-empty"),
     pytest.param(devices("<disk>\n  <source file='/a'/>\n  <target dev='xda'/>\n</disk>"),
                  [(9, "<target dev>: 'xda' has characters"),
                   (9, "<target bus> is required")], id="disk-target-no-bus"),
@@ -524,7 +544,12 @@ INTERFACES = [
                  [(8, f"<bandwidth> inside <interface> {NOT_SUPPORTED}")], id="nic-bandwidth"),
     pytest.param(devices("<interface type='user'>\n  <driver name='vhost' queues='4'/>\n"
                          "</interface>"),
-                 [(8, f"<driver> inside <interface> {NOT_SUPPORTED}")], id="nic-driver"),
+                 [(8, f"<driver>: attribute 'name' {NOT_SUPPORTED}"),
+                  (8, f"<driver>: attribute 'queues' {NOT_SUPPORTED}")], id="nic-driver"),
+    pytest.param(devices("<interface type='user'>\n  <model type='e1000'/>\n"
+                         "  <driver packed='on'/>\n</interface>"),
+                 [(7, "<interface>: <driver> iommu, ats and packed are options of virtio devices; "
+                      "remove them or use the virtio model/bus")], id="nic-virtio-options"),
     pytest.param(devices("<interface type='user'>\n  <boot order='1'/>\n</interface>\n"
                          "<disk>\n  <source file='/a'/>\n  <target dev='vda'/>\n"
                          "  <boot order='1'/>\n</disk>"),
@@ -594,7 +619,8 @@ OTHER_DEVICES = [
                  [(7, "<panic model>: 'hyperv' is not supported; use 'isa'")], id="panic-model"),
     pytest.param(devices("<rng model='virtio'>\n  <backend model='egd'>/dev/random</backend>\n"
                          "</rng>"),
-                 [(8, "<backend model>: only 'random' is supported")], id="rng-backend"),
+                 [(8, "<backend model>: 'egd' is not supported; use 'random' (a host device) or "
+                      "'builtin' (QEMU's own)")], id="rng-backend"),
     pytest.param(devices("<rng model='virtio-transitional'>\n"
                          "  <backend model='random'>/dev/urandom</backend>\n</rng>"),
                  [(7, "<rng model>: 'virtio-transitional' is not allowed; use one of 'virtio'")],
@@ -633,7 +659,7 @@ OTHER_DEVICES = [
                       "qemu-system-x86_64")], id="emulator-i386-for-x86_64"),
 ]
 
-ALL_ERRORS = (TOP_LEVEL + CPU + OS + FEATURES_CLOCK_LIFECYCLE + UNSUPPORTED_TOP + DESIRED
+ALL_ERRORS = (TOP_LEVEL + CPU + OS + FEATURES_CLOCK_LIFECYCLE + UNSUPPORTED_TOP + CPUTUNE + DESIRED
               + UNSUPPORTED_DEVICES + GRAPHICS + DISKS + INTERFACES + SERIALS + OTHER_DEVICES)
 
 

@@ -1,0 +1,181 @@
+"""The machine types an emulator offers (`<emulator> -machine help`), cached, and their check.
+
+`MachineCatalog.check` is the `model.MachineCheck` that `model.parse` takes (injected) to check
+`<type machine>` against the emulator's own list.
+
+Running the emulator is a side effect, so it lives here and not in `model/`. Each binary's list
+is kept in memory and in a small JSON file in the user's cache directory, keyed by the binary's
+resolved path, mtime and size: a QEMU upgrade (new mtime or size) is asked again, an unchanged one
+never. A binary that cannot be found or run is not checked (None): the start reports it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+import shutil
+import subprocess
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import model
+
+_ALIAS = re.compile(r"\(alias of (\S+)\)")
+RUN_TIMEOUT_S = 20.0
+
+
+@dataclass(frozen=True)
+class Machines:
+    """One emulator's machine types: every name (aliases included) and what each alias means."""
+
+    names: frozenset[str]
+    aliases: dict[str, str] = field(default_factory=dict, hash=False)
+
+    def resolve(self, machine: str) -> str | None:
+        """The concrete machine type behind `machine` (`pc` -> `pc-i440fx-7.2`), None if unknown."""
+        if machine not in self.names:
+            return None
+        return self.aliases.get(machine, machine)
+
+
+def parse_machine_help(text: str) -> Machines:
+    """Read the output of `qemu-system-* -machine help` (the first line is a heading)."""
+    names: set[str] = set()
+    aliases: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("Supported machines"):
+            continue
+        name = line.split()[0]
+        names.add(name)
+        alias = _ALIAS.search(line)
+        if alias is not None:
+            aliases[name] = alias.group(1)
+    return Machines(frozenset(names), aliases)
+
+
+def cache_file() -> Path:
+    """`$XDG_CACHE_HOME/qemud/machines.json` (default `~/.cache/qemud/machines.json`)."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "qemud" / "machines.json"
+
+
+Runner = Callable[[str], str]
+"""Runs `<binary> -machine help` and returns its standard output (raises OSError or
+subprocess errors when it cannot)."""
+
+
+def run_machine_help(binary: str) -> str:
+    """Run `binary -machine help` (no display, no accelerator: it only prints)."""
+    done = subprocess.run([binary, "-machine", "help"], capture_output=True, text=True,
+                          timeout=RUN_TIMEOUT_S, check=True, stdin=subprocess.DEVNULL)
+    return done.stdout
+
+
+@dataclass
+class MachineCatalog:
+    """Machine lists per emulator binary: memory first, then the JSON cache, then the binary.
+
+    Thread-safe (the scan runs in a worker thread). `check` is a `model.MachineCheck`.
+    """
+
+    cache: Path | None = field(default_factory=cache_file)
+    run: Runner = run_machine_help
+    which: Callable[[str], str | None] = shutil.which
+    _memory: dict[str, tuple[list[object], Machines]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def machines(self, emulator: str) -> Machines | None:
+        """The machine types of `emulator` (a path or a name on PATH); None when not runnable."""
+        found = emulator if "/" in emulator else self.which(emulator)
+        if found is None:
+            return None
+        try:
+            real = os.path.realpath(found)
+            st = os.stat(real)
+        except OSError:
+            return None
+        key: list[object] = [st.st_mtime_ns, st.st_size]
+        with self._lock:
+            held = self._memory.get(real)
+            if held is not None and held[0] == key:
+                return held[1]
+            machines = _from_json(self._load().get(real), key)
+            if machines is None:
+                try:
+                    machines = parse_machine_help(self.run(real))
+                except (OSError, subprocess.SubprocessError, UnicodeDecodeError):
+                    return None
+                if not machines.names:
+                    return None
+                self._store(real, key, machines)
+            self._memory[real] = (key, machines)
+            return machines
+
+    def check(self, emulator: str, machine: str) -> str | None:
+        """A `model.MachineCheck`: None when `emulator` has `machine` (or cannot be asked)."""
+        machines = self.machines(emulator)
+        if machines is None or machine in machines.names:
+            return None
+        close = difflib.get_close_matches(machine, sorted(machines.names), n=3, cutoff=0.6)
+        hint = (f"did you mean {', '.join(repr(c) for c in close)}?" if close
+                else f"see `{emulator} -machine help`")
+        return f"{machine!r} is not a machine type of {emulator}; {hint}"
+
+    def _load(self) -> dict[str, object]:
+        """The JSON cache's entries by binary path; an absent or damaged file is empty."""
+        if self.cache is None:
+            return {}
+        try:
+            data = json.loads(self.cache.read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _store(self, real: str, key: list[object], machines: Machines) -> None:
+        """Write the cache with this binary's entry (atomically; failures only lose the cache)."""
+        if self.cache is None:
+            return
+        data = self._load()
+        data[real] = {"key": key, "names": sorted(machines.names), "aliases": machines.aliases}
+        try:
+            self.cache.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            tmp = self.cache.with_name(f".{self.cache.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+            os.replace(tmp, self.cache)
+        except OSError:
+            pass
+
+
+def _from_json(entry: object, key: list[object]) -> Machines | None:
+    """A cache entry read back, when it is well formed and for this `key` (mtime, size)."""
+    if not isinstance(entry, dict) or entry.get("key") != key:
+        return None
+    names, aliases = entry.get("names"), entry.get("aliases")
+    if not isinstance(names, list) or not isinstance(aliases, dict):
+        return None
+    return Machines(frozenset(str(n) for n in names),
+                    {str(k): str(v) for k, v in aliases.items()})
+
+
+_DEFAULT: list[MachineCatalog] = []
+
+
+def default_catalog() -> MachineCatalog:
+    """The process's shared catalog (one memory cache for the daemon and the commands)."""
+    if not _DEFAULT:
+        _DEFAULT.append(MachineCatalog())
+    return _DEFAULT[0]
+
+
+def parse_checked(data: bytes, file: str | Path | None = None) -> model.Parsed:
+    """`model.parse` with `<type machine>` checked against the emulator's own list."""
+    return model.parse(data, file, default_catalog().check)
+
+
+def parse_file_checked(path: str | Path) -> model.Parsed:
+    """`model.parse_file` with `<type machine>` checked against the emulator's own list."""
+    return model.parse_file(path, default_catalog().check)

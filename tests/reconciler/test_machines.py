@@ -1,0 +1,116 @@
+"""`reconciler.machines`: the emulator's machine list, cached by path+mtime+size, and the check
+`model.parse` gets injected (errors at the `<type>` line with the closest names)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+import model
+from reconciler.machines import MachineCatalog, parse_machine_help
+from tests.support.snippets import domain_xml
+
+HELP = """Supported machines are:
+microvm              microvm (i386)
+pc                   Standard PC (i440FX + PIIX, 1996) (alias of pc-i440fx-7.2)
+pc-i440fx-7.2        Standard PC (i440FX + PIIX, 1996) (default)
+pc-i440fx-7.1        Standard PC (i440FX + PIIX, 1996)
+q35                  Standard PC (Q35 + ICH9, 2009) (alias of pc-q35-rhel9.2.0)
+pc-q35-rhel9.2.0     RHEL-9.2.0 PC (Q35 + ICH9, 2009)
+pc-q35-7.2           Standard PC (Q35 + ICH9, 2009)
+none                 empty machine
+"""
+
+
+def test_machine_help_is_read_with_its_aliases() -> None:
+    machines = parse_machine_help(HELP)
+    assert "pc-q35-rhel9.2.0" in machines.names and "none" in machines.names
+    assert machines.resolve("pc") == "pc-i440fx-7.2"
+    assert machines.resolve("q35") == "pc-q35-rhel9.2.0"
+    assert machines.resolve("pc-q35-7.2") == "pc-q35-7.2"
+    assert machines.resolve("pc-q35-9.9") is None
+
+
+@pytest.fixture
+def binary(tmp_path: Path) -> Path:
+    """A file standing for an emulator (the runner is faked; only its stat matters)."""
+    path = tmp_path / "qemu-system-x86_64"
+    path.write_text("#!/bin/false\n")
+    return path
+
+
+CHECKS = [
+    ("pc", None),
+    ("q35", None),
+    ("pc-q35-rhel9.2.0", None),
+    ("pc-q35-7.2", None),
+    ("pc-q35-7.3", "'pc-q35-7.3' is not a machine type of {b}; did you mean 'pc-q35-7.2', "
+                   "'pc-q35-rhel9.2.0'?"),
+    ("pc-i440fx-rhel7.6.0", "'pc-i440fx-rhel7.6.0' is not a machine type of {b}; did you mean "
+                            "'pc-i440fx-7.2', 'pc-i440fx-7.1', 'pc-q35-rhel9.2.0'?"),
+]
+
+
+@pytest.mark.parametrize(("machine", "message"), CHECKS)
+def test_parse_with_the_check_reports_at_the_type_line(binary: Path, tmp_path: Path,
+                                                       machine: str, message: str | None) -> None:
+    catalog = MachineCatalog(cache=tmp_path / "cache.json", run=lambda _: HELP)
+    data = domain_xml(f"<devices><emulator>{binary}</emulator></devices>",
+                      os=f"<os><type arch='x86_64' machine='{machine}'>hvm</type></os>")
+    if message is None:
+        assert model.parse(data, "f.xml", catalog.check).domain.os.machine == machine
+        return
+    with pytest.raises(model.InvalidDomainError) as info:
+        model.parse(data, "f.xml", catalog.check)
+    assert [(i.line, i.message) for i in info.value.issues] == [
+        (5, "<type machine>: " + message.format(b=binary))]
+
+
+def test_the_list_is_asked_once_per_binary_version(binary: Path, tmp_path: Path) -> None:
+    """Memory, then the JSON cache (another process), then the binary again after it changed."""
+    runs: list[str] = []
+
+    def run(path: str) -> str:
+        runs.append(path)
+        return HELP
+
+    cache = tmp_path / "cache.json"
+    first = MachineCatalog(cache=cache, run=run)
+    assert first.check(str(binary), "pc") is None
+    assert first.check(str(binary), "q35") is None
+    assert runs == [str(binary)]
+    assert str(binary) in json.loads(cache.read_text())
+    assert MachineCatalog(cache=cache, run=run).check(str(binary), "pc") is None
+    assert len(runs) == 1
+    binary.write_text("#!/bin/false\n# upgraded\n")
+    assert first.check(str(binary), "pc") is None
+    assert len(runs) == 2
+
+
+@pytest.mark.parametrize("emulator", ["/nonexistent/qemu-system-x86_64", "no-such-qemu"])
+def test_an_emulator_that_cannot_be_asked_is_not_checked(tmp_path: Path, emulator: str) -> None:
+    catalog = MachineCatalog(cache=tmp_path / "c.json", run=lambda _: HELP)
+    assert catalog.check(emulator, "pc-q35-99.0") is None
+
+
+def test_a_failing_binary_is_not_checked(binary: Path, tmp_path: Path) -> None:
+    def run(path: str) -> str:
+        raise OSError(8, "Exec format error")
+    assert MachineCatalog(cache=tmp_path / "c.json", run=run).check(str(binary), "x") is None
+
+
+@pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="needs Debian's QEMU")
+def test_real_qemu_list(tmp_path: Path) -> None:
+    """Debian 12's QEMU 7.2: its aliases resolve as it says; a typo gets the closest names."""
+    catalog = MachineCatalog(cache=tmp_path / "c.json")
+    machines = catalog.machines("qemu-system-x86_64")
+    assert machines is not None
+    assert (machines.resolve("pc") or "").startswith("pc-i440fx-")
+    assert (machines.resolve("q35") or "").startswith("pc-q35-")
+    message = catalog.check("qemu-system-x86_64", "pc-q53-7.2")
+    assert message is not None and "'pc-q35-7.2'" in message
+    assert os.stat(tmp_path / "c.json").st_size > 0
