@@ -1,0 +1,132 @@
+"""Sidecars for real: swtpm beside a real QEMU, adopted by the next reconciler, gone with the VM."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from reconciler.loop import Reconciler
+from reconciler.paths import Layout
+from reconciler.process import read_cmdline
+from tests.support.procs import kill_mentioning
+
+pytestmark = [pytest.mark.qemu,
+              pytest.mark.skipif(shutil.which("swtpm") is None, reason="needs swtpm")]
+
+UUID = "5e1dca25-1111-4222-8333-444455556666"
+
+
+def tpm_xml(state: str) -> str:
+    """A tiny q35 domain with a TPM 2.0 CRB device; no disk: the guest needn't boot."""
+    return f"""<domain type='qemu'>
+  <name>tpmvm</name>
+  <uuid>{UUID}</uuid>
+  <memory unit='MiB'>64</memory>
+  <os><type arch='x86_64' machine='q35'>hvm</type></os>
+  <devices><tpm model='tpm-crb'><backend type='emulator' version='2.0'/></tpm></devices>
+  <metadata><qemud:desired xmlns:qemud='urn:qemud:1' state='{state}' shutdown-timeout='1'/></metadata>
+</domain>
+"""
+
+
+@pytest.fixture
+def layout() -> Iterator[Layout]:
+    """A short private config dir; every process mentioning it dies afterwards."""
+    base = Path(tempfile.mkdtemp(prefix="qds", dir="/tmp"))
+    os.chmod(base, 0o700)
+    yield Layout.under(base)
+    kill_mentioning(f"{base}/")
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def once(layout: Layout) -> str:
+    """One `reconcile --once`, in process (a fresh reconciler each time); the domain's state."""
+    result = asyncio.run(Reconciler(layout, out=io.StringIO()).once())
+    return result.statuses[0].state
+
+
+def swtpms(state: Path) -> list[int]:
+    """Pids of swtpm processes whose command line names `state`."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            argv = read_cmdline(int(entry))
+            if argv and Path(argv[0]).name == "swtpm" and any(str(state) in a for a in argv):
+                out.append(int(entry))
+    return out
+
+
+def monitor(layout: Layout, command: str) -> object:
+    """One QMP command on the VM's user monitor, through `reconcile monitor`."""
+    done = subprocess.run([sys.executable, "-m", "reconciler", "--config-dir",
+                           str(layout.config_dir), "monitor", "tpmvm", command],
+                          capture_output=True, text=True, timeout=30, check=True)
+    return json.loads(done.stdout)
+
+
+def wait_gone(pid: int) -> None:
+    """Wait (on its pidfd, bounded) until `pid` has exited."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    import select
+    try:
+        assert select.select([fd], [], [], 10)[0], f"process {pid} still runs"
+    finally:
+        os.close(fd)
+
+
+def test_swtpm_is_started_adopted_and_stopped_with_its_vm(layout: Layout) -> None:
+    config = layout.config_dir
+    config.mkdir(mode=0o700, exist_ok=True)
+    (config / "tpmvm.xml").write_text(tpm_xml("running"))
+    assert once(layout) == "running"
+    tpm_state = layout.state_dir(UUID) / "tpm"
+    assert (tpm_state / "tpm2-00.permall").exists()
+    assert (tpm_state.stat().st_mode & 0o777) == 0o700
+    first = swtpms(tpm_state)
+    assert len(first) == 1
+    assert (layout.vm_dir(UUID) / "tpm0-swtpm.sock").exists()
+    reply = monitor(layout, "query-tpm")
+    assert reply == {"return": [{"model": "tpm-crb", "id": "tpm-tpm0",
+                                 "options": {"type": "emulator",
+                                             "data": {"chardev": "chrtpm"}}}]}
+    permall = (tpm_state / "tpm2-00.permall").stat().st_ino
+
+    assert once(layout) == "running"  # a new reconciler adopts QEMU and its swtpm
+    assert swtpms(tpm_state) == first  # the same swtpm, no second one
+
+    (config / "tpmvm.xml").write_text(tpm_xml("stopped"))
+    assert once(layout) == "stopped"
+    wait_gone(first[0])
+    assert swtpms(tpm_state) == []
+    assert (tpm_state / "tpm2-00.permall").stat().st_ino == permall  # state kept
+
+    (config / "tpmvm.xml").write_text(tpm_xml("running"))
+    assert once(layout) == "running"  # started again on the same state, never overwritten
+    assert (tpm_state / "tpm2-00.permall").stat().st_ino == permall
+    (config / "tpmvm.xml").write_text(tpm_xml("stopped"))
+    assert once(layout) == "stopped"
+
+
+def test_a_missing_swtpm_fails_the_start_cleanly(layout: Layout, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = layout.config_dir
+    config.mkdir(mode=0o700, exist_ok=True)
+    (config / "tpmvm.xml").write_text(tpm_xml("running"))
+    monkeypatch.setenv("PATH", "/nonexistent")
+    result = asyncio.run(Reconciler(layout, out=io.StringIO()).once())
+    status = result.statuses[0]
+    assert status.state != "running"
+    assert "swtpm is not installed" in (status.reason or "")
+    assert not layout.pidfile(UUID).exists()
