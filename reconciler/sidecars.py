@@ -225,21 +225,33 @@ def after(running: list[Running], on_exit: Callable[[_E], None]) -> Callable[[_E
     return exited
 
 
-def watch(running: Sequence[Running], log: VmLog) -> None:
+DEATH_GRACE = 2.0
+"""Seconds a sidecar's death waits for QEMU's exit before it is reported: swtpm's
+`--terminate` ends it as soon as QEMU closes the socket, a moment before QEMU itself exits."""
+
+
+def watch(running: Sequence[Running], log: VmLog, grace: float = DEATH_GRACE) -> None:
     """Say in the VM log when a sidecar dies while QEMU runs (QEMU is left alone).
 
-    Runs on the event loop: a reader on each pidfd, removed by `stop` before it signals, so
-    a sidecar stopped after QEMU's exit is never reported as dead.
+    Runs on the event loop: a reader on each pidfd. A death is reported only if QEMU's exit
+    (which calls `stop`) has not come within `grace` seconds, so a sidecar ending with its
+    QEMU is never reported as dead.
     """
     loop = asyncio.get_running_loop()
     for car in running:
-        def died(car: Running = car) -> None:
-            """The pidfd became readable: the sidecar is gone; log it once."""
-            loop.remove_reader(car.pidfd)
-            car.watcher = None
+        def report(car: Running = car) -> None:
+            """QEMU did not exit meanwhile: the sidecar died under it; log it once."""
+            if car.pidfd < 0:
+                return  # QEMU's exit came: the sidecar ended with it
             log.write(f"{car.spec.argv[0]} for {car.spec.name} (pid {car.pid}) exited while "
                       "QEMU runs; the guest keeps running but its device no longer works: "
                       "restart the VM (reconcile restart NAME) to get it back")
+
+        def died(car: Running = car) -> None:
+            """The pidfd became readable: the sidecar is gone; judge it after the grace."""
+            loop.remove_reader(car.pidfd)
+            car.watcher = None
+            loop.call_later(grace, report)
         loop.add_reader(car.pidfd, died)
         car.watcher = loop
 

@@ -7,17 +7,21 @@ import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import uuid as uuidlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+import model
 from reconciler.loop import Reconciler
 from reconciler.paths import Layout
 from reconciler.process import read_cmdline
+from reconciler.supervisor import QemuLayer
 from tests.support.procs import kill_mentioning
 
 pytestmark = [pytest.mark.qemu,
@@ -112,6 +116,8 @@ def test_swtpm_is_started_adopted_and_stopped_with_its_vm(layout: Layout) -> Non
     wait_gone(first[0])
     assert swtpms(tpm_state) == []
     assert (tpm_state / "tpm2-00.permall").stat().st_ino == permall  # state kept
+    assert not list(layout.vm_dir(UUID).glob("tpm0*"))  # no pidfile or socket left behind
+    assert "exited while QEMU runs" not in layout.log_file("tpmvm").read_text()
 
     (config / "tpmvm.xml").write_text(tpm_xml("running"))
     assert once(layout) == "running"  # started again on the same state, never overwritten
@@ -130,3 +136,30 @@ def test_a_missing_swtpm_fails_the_start_cleanly(layout: Layout, monkeypatch: py
     assert status.state != "running"
     assert "swtpm is not installed" in (status.reason or "")
     assert not layout.pidfile(UUID).exists()
+
+
+def test_a_dead_swtpm_is_logged_and_the_guest_keeps_running(layout: Layout) -> None:
+    """swtpm killed under a running QEMU: the VM log says so; QEMU is not stopped for it."""
+    layout.ensure()
+    domain = model.parse(tpm_xml("running").encode()).domain
+    assert domain is not None
+    log = layout.log_file("tpmvm")
+
+    async def scenario() -> None:
+        """Start through the real process layer, kill swtpm, wait for the log line, stop."""
+        exits: list[object] = []
+        handle = await QemuLayer(layout).start(uuidlib.UUID(UUID), domain, None, exits.append,
+                                               lambda _event: None)
+        assert handle.pid is not None
+        [pid] = swtpms(layout.state_dir(UUID) / "tpm")
+        os.kill(pid, signal.SIGKILL)
+        for _ in range(400):  # bounded: the line comes after `DEATH_GRACE`
+            if log.exists() and "exited while QEMU runs" in log.read_text():
+                break
+            await asyncio.sleep(0.05)
+        assert "exited while QEMU runs" in log.read_text()
+        assert not exits and os.path.exists(f"/proc/{handle.pid}")  # QEMU untouched
+        await handle.stop(reason="test", shutdown_timeout=1, graceful=False)
+        assert len(exits) == 1
+
+    asyncio.run(scenario())
