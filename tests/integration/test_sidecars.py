@@ -163,3 +163,21 @@ def test_a_dead_swtpm_is_logged_and_the_guest_keeps_running(layout: Layout) -> N
         assert len(exits) == 1
 
     asyncio.run(scenario())
+
+
+def test_a_qemu_that_fails_to_start_takes_its_swtpm_with_it(layout: Layout) -> None:
+    """QEMU refuses its disk after swtpm is up: the start fails and no swtpm is left behind."""
+    config = layout.config_dir
+    config.mkdir(mode=0o700, exist_ok=True)
+    broken = tpm_xml("running").replace(
+        "<devices>", "<devices><disk type='file' device='disk'>"
+                     f"<source file='{config}/missing.img'/><target dev='vda' bus='virtio'/>"
+                     "</disk>")
+    (config / "tpmvm.xml").write_text(broken)
+    assert once(layout) != "running"
+    assert "missing.img" in layout.log_file("tpmvm").read_text()  # QEMU did run and refuse it
+    tpm_state = layout.state_dir(UUID) / "tpm"
+    assert (tpm_state / "tpm2-00.permall").exists()  # swtpm was set up and started
+    for pid in swtpms(tpm_state):
+        wait_gone(pid)
+    assert swtpms(tpm_state) == []
