@@ -121,6 +121,9 @@ def _setup(spec: Spec, log_fd: int) -> None:
     ensure_private_dir(spec.state)
     if not spec.setup:
         return
+    if shutil.which(spec.setup[0]) is None:
+        raise SidecarError(spec.name, f"{spec.setup[0]} is not installed (Debian package "
+                           "swtpm-tools; `apt-get install swtpm-tools`)")
     try:
         done = subprocess.run(list(spec.setup), stdin=subprocess.DEVNULL, stdout=log_fd,
                               stderr=log_fd, timeout=SETUP_TIMEOUT, check=False,
