@@ -215,7 +215,8 @@ class QemuLayer:
                                          timeouts=self.timeouts, primitives=self.primitives,
                                          on_exit=on_exit, on_event=on_event,
                                          balloon=model.balloon_target(domain) if domain else None)
-        if handle is not None and domain is not None:  # ---- sidecars
+        if (handle is not None and domain is not None  # ---- sidecars (not after a cleanup)
+                and self.layout.vm_dir(str(uuid)).is_dir()):
             runtime = model.Runtime(self.layout.qmp_socket(str(uuid)),
                                     self.layout.pidfile(str(uuid)), Path(os.devnull),
                                     state_dir=self.layout.state_dir(str(uuid)))

@@ -134,7 +134,7 @@ def test_a_missing_swtpm_fails_the_start_cleanly(layout: Layout, monkeypatch: py
     result = asyncio.run(Reconciler(layout, out=io.StringIO()).once())
     status = result.statuses[0]
     assert status.state != "running"
-    assert "swtpm is not installed" in (status.reason or "")
+    assert "swtpm is not installed" in (status.reason or ""), status
     assert not layout.pidfile(UUID).exists()
 
 
