@@ -61,6 +61,10 @@ class Runtime:
         """The VM's runtime folder: the one holding the QMP socket (guest agent, spice sockets)."""
         return self.qmp_socket.parent
 
+    def tpm_socket(self, index: int) -> Path:
+        """The control socket of `<tpm>` number `index`'s swtpm: `tpm<index>-swtpm.sock` in the folder."""
+        return self.folder / f"tpm{index}-swtpm.sock"
+
     @property
     def user_qmp_socket(self) -> Path:
         """The second QMP monitor, for users and their tools: `qmp-user.sock` in the folder.
@@ -812,6 +816,18 @@ def _watchdogs(d: Domain, at: At) -> Iterator[Option]:
         yield ("-action", f"watchdog={actions.pop()}")
 
 
+def _tpms(d: Domain, runtime: Runtime | None) -> Iterator[Option]:
+    """`-tpmdev emulator` on swtpm's socket and the TPM device, with libvirt 9.0's ids.
+
+    Without a runtime (`reconcile argv`) the socket is shown relative, like a channel's.
+    """
+    for i, tpm in enumerate(d.devices.tpms):
+        path = runtime.tpm_socket(i) if runtime is not None else Path(f"tpm{i}-swtpm.sock")
+        yield ("-tpmdev", f"emulator,id=tpm-tpm{i},chardev=chrtpm")
+        yield ("-chardev", f"socket,id=chrtpm,path={esc(path)}")
+        yield ("-device", f"{tpm.model},tpmdev=tpm-tpm{i},id=tpm{i}")
+
+
 def _misc(d: Domain, at: At) -> Iterator[Option]:
     """Balloon, random number generators and the panic device."""
     if d.devices.memballoon == "virtio":
@@ -1035,6 +1051,7 @@ def options(d: Domain, runtime: Runtime | None = None,
     out += _sounds(d, ports, at)
     out += _redirdevs(d, ports)
     out += _watchdogs(d, at)
+    out += _tpms(d, runtime)
     out += _misc(d, at)
     return out
 

@@ -462,6 +462,13 @@ class Rng(Frozen):
     address: PciAddress | None = None
 
 
+class Tpm(Frozen):
+    """`<tpm model='tpm-tis'|'tpm-crb'><backend type='emulator' version=/></tpm>`: an swtpm beside QEMU."""
+
+    model: Literal["tpm-tis", "tpm-crb"] = "tpm-tis"
+    version: Literal["1.2", "2.0"] = "2.0"
+
+
 class Controller(Frozen):
     """`<controller type= index= model= ports=>`: USB, SCSI, virtio-serial and PCI bridges and ports."""
 
@@ -565,6 +572,7 @@ class Devices(Frozen):
     audios: tuple[Audio, ...] = ()
     redirdevs: tuple[Redirdev, ...] = ()
     watchdogs: tuple[Watchdog, ...] = ()
+    tpms: Annotated[tuple[Tpm, ...], Field(max_length=1)] = ()
 
 
 class PowerManagement(Frozen):

@@ -48,6 +48,7 @@ from model.domain import (
     Sound,
     Timer,
     Topology,
+    Tpm,
     Vcpu,
     Video,
     VirtioOptions,
@@ -60,7 +61,6 @@ from model.xml import Node, XmlError, load
 M = TypeVar("M", bound=BaseModel)
 
 UNSUPPORTED_DEVICES = {
-    "tpm": "a TPM needs an swtpm process beside QEMU, which qemud does not supervise yet",
     "filesystem": "a shared folder needs a virtiofsd process beside QEMU, which qemud does "
                   "not supervise yet",
     "hostdev": "passing a host device through needs VFIO setup and privileges qemud does not "
@@ -1004,6 +1004,36 @@ def _read_rng(ctx: _Context, node: Node) -> Rng | None:
     return _make(ctx, Rng, fields)
 
 
+def _read_tpm(ctx: _Context, node: Node) -> Tpm | None:
+    """`<tpm model=><backend type='emulator' version=/></tpm>`: a TPM emulated by swtpm."""
+    fields = _Fields(node)
+    fields.attr("model")
+    backend = node.child("backend")
+    if backend is None:
+        ctx.error(node.line, "<tpm> needs <backend type='emulator'/>: qemud runs an swtpm for it")
+        return None
+    kind = backend.attr("type")
+    if kind != "emulator":
+        ctx.error(backend.line, f"<tpm><backend type>: {kind!r} is not supported; use "
+                  "'emulator' (qemud does not hand a host TPM to a guest)")
+    fields.attr("version", node=backend)
+    for attr, why in (("persistent_state", "the TPM state is always kept in the VM's state "
+                       "folder"), ("debug", "swtpm's log level is not configurable")):
+        if backend.attr(attr) not in (None, "no" if attr == "persistent_state" else "0"):
+            ctx.error(backend.line, f"<backend {attr}> is not supported: {why}; remove it")
+    backend.ignore_attrs("persistent_state", "debug")
+    for child, why in (("encryption", "qemud cannot keep the secret that encrypts it"),
+                       ("active_pcr_banks", "qemud leaves the PCR banks at swtpm's defaults"),
+                       ("source", "swtpm is always reached through its own socket")):
+        kid = backend.child(child)
+        if kid is not None:
+            backend.consume(kid)
+            ctx.error(kid.line, f"<tpm><backend><{child}> is not supported: {why}; remove it")
+    _leftovers(ctx, backend)
+    _leftovers(ctx, node, IGNORED_EVERYWHERE)
+    return _make(ctx, Tpm, fields)
+
+
 def _read_model_only(ctx: _Context, node: Node,
                      allowed: tuple[str, ...]) -> tuple[str, PciAddress | None] | None:
     """Read `<memballoon model=>` / `<panic model=>`: a model among `allowed`, and an address."""
@@ -1262,6 +1292,7 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
         "audio": _read_audio,
         "redirdev": _read_redirdev,
         "watchdog": _read_watchdog,
+        "tpm": _read_tpm,
     }
     for kid in node.kids():
         node.consume(kid)
@@ -1291,7 +1322,7 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
             ctx.error(kid.line, f"<{kid.tag}> devices are not supported by qemud; remove it "
                       "(supported: disk, interface, graphics, serial, console, channel, video, "
                       "input, controller, sound, audio, redirdev, watchdog, memballoon, panic, "
-                      "rng)")
+                      "rng, tpm)")
     for con in consoles:
         made = _read_serial(ctx, con)
         if made is None:
@@ -1312,7 +1343,7 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
                       "use qemu-system-x86_64")
     balloons = found.get("memballoon", [])
     panics = [model for model, _ in found.get("panic", [])]
-    for tag in ("memballoon", "panic"):
+    for tag in ("memballoon", "panic", "tpm"):
         for line in tag_lines.get(tag, [])[1:]:  # never keep one silently: say which to remove
             ctx.error(line, f"more than one <{tag}> is not supported; keep one")
     devices = Devices(
@@ -1333,6 +1364,7 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
         audios=tuple(found.get("audio", [])),
         redirdevs=tuple(found.get("redirdev", [])),
         watchdogs=tuple(found.get("watchdog", [])),
+        tpms=tuple(found.get("tpm", [])[:1]),
     )
     _check_devices(ctx, devices, lines, os)
     return devices

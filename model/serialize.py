@@ -207,6 +207,8 @@ def _devices(dev: Devices) -> Element:
             _virtio_driver(r.virtio),
         ]) for r in dev.rngs),
         Element("panic", {"model": dev.panic}) if dev.panic else None,
+        *(Element("tpm", {"model": t.model}, [
+            Element("backend", {"type": "emulator", "version": t.version})]) for t in dev.tpms),
     ]
     return Element("devices", children=kids)
 

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import os
 import re
+import time
 import uuid as uuidlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -25,7 +26,7 @@ from typing import Protocol
 
 import model
 from model.firmware import choose as choose_firmware
-from reconciler import uefi
+from reconciler import sidecars, uefi
 from reconciler.desired import Desired, Identify, Owned, Want
 from reconciler.errors import AdoptError, MonitorError, ReconcilerError, StartError
 from reconciler.history import History
@@ -41,6 +42,7 @@ from reconciler.qemu import (
     VncInfo,
     process_age,
 )
+from reconciler.vmlog import VmLog
 
 ADOPT_RETRY = 30.0
 """Seconds before trying again to adopt a QEMU whose monitor did not answer."""
@@ -144,6 +146,8 @@ class QemuLayer:
                              reason=f"<vcpu cpuset> names host CPUs {missing}, which qemud may "
                              f"not use here (it may use {_cpu_list(os.sched_getaffinity(0))}); "
                              "fix the cpuset")
+        cars: list[sidecars.Running] = []  # sidecars: stopped once QEMU has exited
+        on_exit = sidecars.after(cars, on_exit)
         proc = QemuProcess(domain.name, str(uuid),
                            model.command_line(domain, runtime, firmware), paths,
                            timeouts=self.timeouts, primitives=self.primitives,
@@ -163,6 +167,14 @@ class QemuLayer:
             raise StartError(domain.name, stage="prepare", log_file=paths.log_file,
                              reason=f"cannot prepare its runtime or state folder: {exc}"
                              ) from exc
+        # ---- sidecars (reconciler/sidecars.py): up, sockets listening, before QEMU launches
+        try:
+            cars += await asyncio.to_thread(self._start_sidecars, domain, runtime, paths.log_file)
+        except (OSError, sidecars.SidecarError) as exc:
+            proc.cleanup()
+            raise StartError(domain.name, stage="prepare", log_file=paths.log_file,
+                             reason=f"a helper process did not start: {exc}") from exc
+        # ---- end sidecars
         try:
             await proc.launch()
             await proc.attach()
@@ -171,19 +183,51 @@ class QemuLayer:
                 await proc.set_balloon(target)
             await proc.resume()
         except StartError:
+            sidecars.stop(cars)  # sidecars: QEMU is gone already
             raise  # what was launched is gone already
         except Exception as exc:  # never leave a launched QEMU behind, paused and monitored
-            await proc.abort(f"unexpected error: {exc!r}", exc)
+            try:
+                await proc.abort(f"unexpected error: {exc!r}", exc)
+            finally:
+                sidecars.stop(cars)  # sidecars
+        sidecars.watch(cars, VmLog(paths.log_file, domain.name, time.time))  # sidecars
         return proc
+
+    @staticmethod
+    def _start_sidecars(domain: model.Domain, runtime: model.Runtime,
+                        log_file: Path) -> list[sidecars.Running]:
+        """Start the sidecars of `domain`, their output into the VM log (blocking)."""
+        if not sidecars.specs(domain, runtime):
+            return []
+        log_fd = sidecars.open_log(log_file)
+        try:
+            return sidecars.start_all(domain, runtime, log_fd)
+        finally:
+            os.close(log_fd)
 
     async def adopt(self, uuid: uuidlib.UUID, name: str, on_exit: ExitCallback,
                     on_event: EventCallback) -> Handle | None:
-        """Adopt the QEMU of `uuid`'s runtime folder (see `QemuProcess.adopt`)."""
+        """Adopt the QEMU of `uuid`'s runtime folder (see `QemuProcess.adopt`), and its sidecars."""
         domain, _ = self.load_definition(uuid)
-        return await QemuProcess.adopt(name, str(uuid), self.layout.vm(name, str(uuid)),
-                                       timeouts=self.timeouts, primitives=self.primitives,
-                                       on_exit=on_exit, on_event=on_event,
-                                       balloon=model.balloon_target(domain) if domain else None)
+        cars: list[sidecars.Running] = []  # sidecars: found from their pidfiles, stopped with QEMU
+        on_exit = sidecars.after(cars, on_exit)
+        handle = await QemuProcess.adopt(name, str(uuid), self.layout.vm(name, str(uuid)),
+                                         timeouts=self.timeouts, primitives=self.primitives,
+                                         on_exit=on_exit, on_event=on_event,
+                                         balloon=model.balloon_target(domain) if domain else None)
+        if (handle is not None and domain is not None  # ---- sidecars (not after a cleanup)
+                and self.layout.vm_dir(str(uuid)).is_dir()):
+            runtime = model.Runtime(self.layout.qmp_socket(str(uuid)),
+                                    self.layout.pidfile(str(uuid)), Path(os.devnull),
+                                    state_dir=self.layout.state_dir(str(uuid)))
+            found, missing = sidecars.adopt_all(domain, runtime)
+            cars += found
+            log = VmLog(self.layout.log_file(name), name, time.time)
+            for car in missing:
+                log.write(f"the sidecar for {car} is not running (adopted QEMU without it); "
+                          "restart the VM (reconcile restart NAME) to get it back")
+            sidecars.watch(found, log)
+        return handle
 
     def runtime_folders(self) -> list[uuidlib.UUID]:
         """Entries of the run directory named by a canonical uuid."""

@@ -640,6 +640,26 @@ def test_balloon_panic_rng(snippet: str, objects: list[str], expected: list[str]
     assert values(d, "-device") == expected
 
 
+@pytest.mark.parametrize(("snippet", "device"), [
+    ("<tpm model='tpm-crb'><backend type='emulator' version='2.0'/></tpm>",
+     "tpm-crb,tpmdev=tpm-tpm0,id=tpm0"),
+    ("<tpm><backend type='emulator'/></tpm>", "tpm-tis,tpmdev=tpm-tpm0,id=tpm0"),
+    ("<tpm model='tpm-tis'><backend type='emulator' version='1.2'/><alias name='tpm0'/></tpm>",
+     "tpm-tis,tpmdev=tpm-tpm0,id=tpm0"),
+])
+def test_tpm_as_libvirt_renders_it(snippet: str, device: str) -> None:
+    """libvirt's tests/qemuxml2argvdata/tpm-emulator*.args: -tpmdev, its chardev, the device."""
+    d = devices(snippet)
+    runtime = model.Runtime(Path("/r/u/qmp.sock"), Path("/r/u/pid"), Path("/l/x.log"),
+                            state_dir=Path("/s/u"))
+    argv = model.command_line(d, runtime)
+    at = argv.index("-tpmdev")
+    assert argv[at:at + 6] == ["-tpmdev", "emulator,id=tpm-tpm0,chardev=chrtpm",
+                               "-chardev", "socket,id=chrtpm,path=/r/u/tpm0-swtpm.sock",
+                               "-device", device]
+    assert values(d, "-chardev") == ["socket,id=chrtpm,path=tpm0-swtpm.sock"]
+
+
 def test_controllers_and_libvirts_own_address_do_not_change_the_command_line() -> None:
     plain = devices("<disk><source file='/a'/><target dev='vda'/></disk>"
                     "<interface type='user'/>")

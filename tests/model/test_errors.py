@@ -44,7 +44,7 @@ def check(data: bytes, expected: list[tuple[int | None, str]]) -> None:
 NOT_SUPPORTED = "is not supported by qemud; remove it or see README for what is"
 DEVICES = ("devices are not supported by qemud; remove it (supported: disk, interface, graphics, "
            "serial, console, channel, video, input, controller, sound, audio, redirdev, watchdog, "
-           "memballoon, panic, rng)")
+           "memballoon, panic, rng, tpm)")
 
 # --- the domain, its identity and its sizes ----------------------------------------------------
 
@@ -339,8 +339,6 @@ UNSUPPORTED_DEVICES = [
          "device through needs VFIO setup and privileges qemud does not manage"),
         ("filesystem", "<filesystem type='mount'/>", "a shared folder needs a virtiofsd process "
          "beside QEMU, which qemud does not supervise yet"),
-        ("tpm", "<tpm model='tpm-crb'/>", "a TPM needs an swtpm process beside QEMU, which qemud "
-         "does not supervise yet"),
         ("smartcard", "<smartcard mode='host'/>", "smartcards need a host NSS database or a "
          "spice client qemud does not set up"),
         ("parallel", "<parallel type='pty'/>", "QEMU's parallel port is not supported by qemud"),
@@ -596,6 +594,32 @@ SERIALS = [
 ]
 
 OTHER_DEVICES = [
+    pytest.param(devices("<tpm model='tpm-crb'/>"),
+                 [(7, "<tpm> needs <backend type='emulator'/>: qemud runs an swtpm for it")],
+                 id="tpm-no-backend"),
+    pytest.param(devices("<tpm model='tpm-tis'>\n  <backend type='passthrough'>\n"
+                         "    <device path='/dev/tpm0'/>\n  </backend>\n</tpm>"),
+                 [(8, "<tpm><backend type>: 'passthrough' is not supported; use 'emulator' "
+                      "(qemud does not hand a host TPM to a guest)"),
+                  (9, "<device> inside <backend> is not supported by qemud; remove it or see "
+                      "README for what is")], id="tpm-passthrough"),
+    pytest.param(devices("<tpm model='tpm-spapr'><backend type='emulator'/></tpm>"),
+                 [(7, "<tpm model>: 'tpm-spapr' is not allowed; use one of 'tpm-tis' or "
+                      "'tpm-crb'")], id="tpm-model"),
+    pytest.param(devices("<tpm><backend type='emulator' version='3.0'/></tpm>"),
+                 [(7, "<backend version>: '3.0' is not allowed; use one of '1.2' or '2.0'")],
+                 id="tpm-version"),
+    pytest.param(devices("<tpm>\n  <backend type='emulator'>\n"
+                         "    <encryption secret='6dd3e4a5-1d76-44ce-961f-f119f5aad935'/>\n"
+                         "  </backend>\n</tpm>"),
+                 [(9, "<tpm><backend><encryption> is not supported: qemud cannot keep the secret "
+                      "that encrypts it; remove it")], id="tpm-encryption"),
+    pytest.param(devices("<tpm><backend type='emulator' persistent_state='yes'/></tpm>"),
+                 [(7, "<backend persistent_state> is not supported: the TPM state is always kept "
+                      "in the VM's state folder; remove it")], id="tpm-persistent-state"),
+    pytest.param(devices("<tpm><backend type='emulator'/></tpm>\n"
+                         "<tpm><backend type='emulator'/></tpm>"),
+                 [(8, "more than one <tpm> is not supported; keep one")], id="tpm-two"),
     pytest.param(devices("<video>\n  <model type='vmvga'/>\n</video>"),
                  [(8, "<model type>: 'vmvga' is not allowed; use one of 'vga', 'cirrus', 'qxl', "
                       "'virtio', 'bochs', 'ramfb' or 'none'")], id="video-model"),

@@ -117,6 +117,8 @@ ROUND_TRIPS = [
             <rate bytes='100' period='10'/></rng>
           <panic model='isa'/>
         </devices>""", id="misc-devices"),
+    pytest.param({}, "<devices><tpm model='tpm-crb'><backend type='emulator' version='1.2'/>"
+                     "</tpm></devices>", id="tpm"),
 ]
 
 

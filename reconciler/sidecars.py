@@ -1,0 +1,279 @@
+"""Helper processes QEMU needs beside it (swtpm for `<tpm><backend type='emulator'>`).
+
+A sidecar is started before QEMU, on a socket qemud binds and listens on itself and passes
+as a descriptor (`swtpm socket --ctrl type=unixio,fd=N`): the socket exists before the
+helper runs, so QEMU never races it and nothing polls. It runs detached like QEMU (own
+session, no inherited descriptors, output into the VM log), its pid is written to a pidfile
+in the runtime folder, and a later reconciler adopts it only when /proc shows the same
+program with this VM's state folder on its command line. It is stopped once QEMU has exited.
+Its state (the TPM's `tpm2-00.permall`) lives in the VM's state folder, created once by
+`swtpm_setup --not-overwrite`, never overwritten.
+
+Everything here blocks (spawn, swtpm_setup): call it off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import model
+from reconciler.errors import ReconcilerError
+from reconciler.paths import ensure_private_dir
+from reconciler.process import listening_socket, read_cmdline, read_pidfile, spawn_detached
+from reconciler.vmlog import VmLog
+
+_E = TypeVar("_E")
+
+SETUP_TIMEOUT = 30.0
+"""Seconds `swtpm_setup` may take to manufacture a TPM state."""
+
+
+class SidecarError(ReconcilerError):
+    """A sidecar could not be prepared or started; `what` names it (e.g. 'swtpm for tpm0')."""
+
+    def __init__(self, what: str, reason: str) -> None:
+        self.what = what
+        self.reason = reason
+        super().__init__(f"{what}: {reason}")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One sidecar of a VM: its program line (`{fd}` is the listening socket), socket, pidfile."""
+
+    name: str
+    """Short id, e.g. `tpm0`: the pidfile is `<name>.sidecar.pid` in the runtime folder."""
+    argv: tuple[str, ...]
+    socket: Path
+    pidfile: Path
+    state: Path
+    """Its state folder; also the mark on its command line that identifies it in /proc."""
+    setup: tuple[str, ...] = ()
+    """Run once before the first start (must leave existing state alone)."""
+
+
+@dataclass
+class Running:
+    """A sidecar process held by a pidfd (signals never reach a recycled pid)."""
+
+    spec: Spec
+    pid: int
+    pidfd: int
+    reaper: threading.Thread | None = field(default=None, repr=False)
+    watcher: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
+    """The loop watching its pidfd (see `watch`), if any."""
+
+    def alive(self) -> bool:
+        """Whether the process still runs (its pidfd is not readable yet)."""
+        import select
+        return not select.select([self.pidfd], [], [], 0)[0]
+
+
+def specs(domain: model.Domain, runtime: model.Runtime) -> list[Spec]:
+    """The sidecars `domain` needs, with paths under `runtime` (pure).
+
+    swtpm's line is libvirt 9.0's (`qemuTPMEmulatorBuildCommand`) with the control socket
+    passed as a descriptor: `swtpm socket --ctrl type=unixio,fd=N --tpmstate dir=...,mode=0600
+    --terminate [--tpm2]`.
+    """
+    if runtime.state_dir is None:
+        return []
+    out = []
+    for i, tpm in enumerate(domain.devices.tpms):
+        state = runtime.state_dir / "tpm"
+        v2 = ["--tpm2"] if tpm.version == "2.0" else []
+        out.append(Spec(
+            name=f"tpm{i}",
+            argv=("swtpm", "socket", "--ctrl", "type=unixio,fd={fd}",
+                  "--tpmstate", f"dir={state},mode=0600", "--terminate", *v2),
+            socket=runtime.tpm_socket(i), pidfile=runtime.folder / f"tpm{i}.sidecar.pid",
+            state=state,
+            setup=("swtpm_setup", *v2, "--tpm-state", str(state), "--createek",
+                   "--not-overwrite", "--vmid", f"{domain.name}:{domain.uuid}"),
+        ))
+    return out
+
+
+def _reap(pid: int) -> threading.Thread:
+    """Reap our child `pid` when it exits (a daemon thread), so it never lingers as a zombie."""
+    def wait() -> None:
+        """Block in waitpid for the child."""
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+    thread = threading.Thread(target=wait, name=f"reap-{pid}", daemon=True)
+    thread.start()
+    return thread
+
+
+def _setup(spec: Spec, log_fd: int) -> None:
+    """Create the sidecar's state folder (0700) and run its setup, which keeps existing state."""
+    ensure_private_dir(spec.state.parent)
+    ensure_private_dir(spec.state)
+    if not spec.setup:
+        return
+    if shutil.which(spec.setup[0]) is None:
+        raise SidecarError(spec.name, f"{spec.setup[0]} is not installed (Debian package "
+                           "swtpm-tools; `apt-get install swtpm-tools`)")
+    try:
+        done = subprocess.run(list(spec.setup), stdin=subprocess.DEVNULL, stdout=log_fd,
+                              stderr=log_fd, timeout=SETUP_TIMEOUT, check=False,
+                              env={**os.environ, "LC_ALL": "C"}, cwd=spec.state)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise SidecarError(spec.name, f"{spec.setup[0]} failed: {exc}") from exc
+    if done.returncode != 0:
+        raise SidecarError(spec.name, f"{spec.setup[0]} exited with status {done.returncode} "
+                           "(its messages are in the VM log)")
+
+
+def start(spec: Spec, log_fd: int,
+          spawn: Callable[[Sequence[str], int, Sequence[int]], int] = spawn_detached) -> Running:
+    """Set up and start one sidecar on a socket bound here; raises SidecarError on failure.
+
+    When this returns, the socket exists and listens (QEMU may connect at once: the kernel
+    queues the connection until the sidecar accepts it) and the pidfile names the process.
+    """
+    if shutil.which(spec.argv[0]) is None:
+        raise SidecarError(spec.name, f"{spec.argv[0]} is not installed (Debian package "
+                           f"{spec.argv[0]}; `apt-get install {spec.argv[0]} swtpm-tools`)")
+    _setup(spec, log_fd)
+    try:
+        sock = listening_socket(spec.socket)
+    except OSError as exc:
+        raise SidecarError(spec.name, f"cannot listen on {spec.socket}: {exc}") from exc
+    with sock:
+        fd = sock.fileno()
+        argv = [a.replace("{fd}", str(fd)) for a in spec.argv]
+        try:
+            pid = spawn(argv, log_fd, (fd,))
+        except OSError as exc:
+            raise SidecarError(spec.name, f"cannot run {argv[0]}: {exc}") from exc
+    pidfd = os.pidfd_open(pid)
+    running = Running(spec, pid, pidfd, _reap(pid))
+    try:
+        tmp = spec.pidfile.with_suffix(".tmp")
+        tmp.write_text(f"{pid}\n", encoding="ascii")
+        os.replace(tmp, spec.pidfile)
+    except OSError as exc:
+        stop([running])
+        raise SidecarError(spec.name, f"cannot write {spec.pidfile}: {exc}") from exc
+    return running
+
+
+def start_all(domain: model.Domain, runtime: model.Runtime, log_fd: int) -> list[Running]:
+    """Start every sidecar of `domain`; on any failure the ones started are stopped again."""
+    started: list[Running] = []
+    try:
+        for spec in specs(domain, runtime):
+            started.append(start(spec, log_fd))
+            if not started[-1].alive():
+                raise SidecarError(spec.name, f"{spec.argv[0]} exited at once (see the VM log)")
+    except BaseException:
+        stop(started)
+        raise
+    return started
+
+
+def identify(spec: Spec, pid: int) -> bool:
+    """Whether `pid` is this VM's sidecar: the same program with its state folder in its argv."""
+    argv = read_cmdline(pid)
+    if not argv:
+        return False
+    return (Path(argv[0]).name == spec.argv[0]
+            and any(str(spec.state) in arg for arg in argv[1:]))
+
+
+def adopt_all(domain: model.Domain, runtime: model.Runtime) -> tuple[list[Running], list[str]]:
+    """Take over the live sidecars named by the pidfiles; also say which ones are missing."""
+    found: list[Running] = []
+    missing: list[str] = []
+    for spec in specs(domain, runtime):
+        pid = read_pidfile(spec.pidfile)
+        if pid is None or not identify(spec, pid):
+            missing.append(spec.name)
+            continue
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            missing.append(spec.name)
+            continue
+        if identify(spec, pid):  # checked again now that the pidfd pins the process
+            found.append(Running(spec, pid, pidfd))
+        else:
+            os.close(pidfd)
+            missing.append(spec.name)
+    return found, missing
+
+
+def open_log(path: Path) -> int:
+    """The VM log opened for appending (0600), for a sidecar's output; the caller closes it."""
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+
+def after(running: list[Running], on_exit: Callable[[_E], None]) -> Callable[[_E], None]:
+    """Wrap QEMU's exit callback: stop the sidecars in `running` first (QEMU is gone)."""
+    def exited(event: _E) -> None:
+        """Stop the sidecars, then report the exit as before."""
+        stop(running)
+        on_exit(event)
+    return exited
+
+
+DEATH_GRACE = 2.0
+"""Seconds a sidecar's death waits for QEMU's exit before it is reported: swtpm's
+`--terminate` ends it as soon as QEMU closes the socket, a moment before QEMU itself exits."""
+
+
+def watch(running: Sequence[Running], log: VmLog, grace: float = DEATH_GRACE) -> None:
+    """Say in the VM log when a sidecar dies while QEMU runs (QEMU is left alone).
+
+    Runs on the event loop: a reader on each pidfd. A death is reported only if QEMU's exit
+    (which calls `stop`) has not come within `grace` seconds, so a sidecar ending with its
+    QEMU is never reported as dead.
+    """
+    loop = asyncio.get_running_loop()
+    for car in running:
+        def report(car: Running = car) -> None:
+            """QEMU did not exit meanwhile: the sidecar died under it; log it once."""
+            if car.pidfd < 0:
+                return  # QEMU's exit came: the sidecar ended with it
+            log.write(f"{car.spec.argv[0]} for {car.spec.name} (pid {car.pid}) exited while "
+                      "QEMU runs; the guest keeps running but its device no longer works: "
+                      "restart the VM (reconcile restart NAME) to get it back")
+
+        def died(car: Running = car) -> None:
+            """The pidfd became readable: the sidecar is gone; judge it after the grace."""
+            loop.remove_reader(car.pidfd)
+            car.watcher = None
+            loop.call_later(grace, report)
+        loop.add_reader(car.pidfd, died)
+        car.watcher = loop
+
+
+def stop(running: Sequence[Running]) -> None:
+    """SIGTERM each sidecar through its pidfd and remove its pidfile; never raises.
+
+    Called once QEMU is gone (swtpm's `--terminate` would end it then anyway). Does not wait.
+    """
+    for car in running:
+        if car.pidfd < 0:
+            continue  # stopped already: its descriptor number may belong to someone else now
+        if car.watcher is not None:
+            car.watcher.remove_reader(car.pidfd)
+            car.watcher = None
+        with contextlib.suppress(OSError):
+            signal.pidfd_send_signal(car.pidfd, signal.SIGTERM)
+        with contextlib.suppress(OSError):
+            car.spec.pidfile.unlink()
+        with contextlib.suppress(OSError):
+            os.close(car.pidfd)
+        car.pidfd = -1

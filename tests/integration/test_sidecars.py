@@ -1,0 +1,183 @@
+"""Sidecars for real: swtpm beside a real QEMU, adopted by the next reconciler, gone with the VM."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import uuid as uuidlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import model
+from reconciler.loop import Reconciler
+from reconciler.paths import Layout
+from reconciler.process import read_cmdline
+from reconciler.supervisor import QemuLayer
+from tests.support.procs import kill_mentioning
+
+pytestmark = [pytest.mark.qemu,
+              pytest.mark.skipif(shutil.which("swtpm") is None, reason="needs swtpm")]
+
+UUID = "5e1dca25-1111-4222-8333-444455556666"
+
+
+def tpm_xml(state: str) -> str:
+    """A tiny q35 domain with a TPM 2.0 CRB device; no disk: the guest needn't boot."""
+    return f"""<domain type='qemu'>
+  <name>tpmvm</name>
+  <uuid>{UUID}</uuid>
+  <memory unit='MiB'>64</memory>
+  <os><type arch='x86_64' machine='q35'>hvm</type></os>
+  <devices><tpm model='tpm-crb'><backend type='emulator' version='2.0'/></tpm></devices>
+  <metadata><qemud:desired xmlns:qemud='urn:qemud:1' state='{state}' shutdown-timeout='1'/></metadata>
+</domain>
+"""
+
+
+@pytest.fixture
+def layout() -> Iterator[Layout]:
+    """A short private config dir; every process mentioning it dies afterwards."""
+    base = Path(tempfile.mkdtemp(prefix="qds", dir="/tmp"))
+    os.chmod(base, 0o700)
+    yield Layout.under(base)
+    kill_mentioning(f"{base}/")
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def once(layout: Layout) -> str:
+    """One `reconcile --once`, in process (a fresh reconciler each time); the domain's state."""
+    result = asyncio.run(Reconciler(layout, out=io.StringIO()).once())
+    return result.statuses[0].state
+
+
+def swtpms(state: Path) -> list[int]:
+    """Pids of swtpm processes whose command line names `state`."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            argv = read_cmdline(int(entry))
+            if argv and Path(argv[0]).name == "swtpm" and any(str(state) in a for a in argv):
+                out.append(int(entry))
+    return out
+
+
+def monitor(layout: Layout, command: str) -> object:
+    """One QMP command on the VM's user monitor, through `reconcile monitor`."""
+    done = subprocess.run([sys.executable, "-m", "reconciler", "--config-dir",
+                           str(layout.config_dir), "monitor", "tpmvm", command],
+                          capture_output=True, text=True, timeout=30, check=True)
+    return json.loads(done.stdout)
+
+
+def wait_gone(pid: int) -> None:
+    """Wait (on its pidfd, bounded) until `pid` has exited."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    import select
+    try:
+        assert select.select([fd], [], [], 10)[0], f"process {pid} still runs"
+    finally:
+        os.close(fd)
+
+
+def test_swtpm_is_started_adopted_and_stopped_with_its_vm(layout: Layout) -> None:
+    config = layout.config_dir
+    config.mkdir(mode=0o700, exist_ok=True)
+    (config / "tpmvm.xml").write_text(tpm_xml("running"))
+    assert once(layout) == "running"
+    tpm_state = layout.state_dir(UUID) / "tpm"
+    assert (tpm_state / "tpm2-00.permall").exists()
+    assert (tpm_state.stat().st_mode & 0o777) == 0o700
+    first = swtpms(tpm_state)
+    assert len(first) == 1
+    assert (layout.vm_dir(UUID) / "tpm0-swtpm.sock").exists()
+    reply = monitor(layout, "query-tpm")
+    assert reply == {"return": [{"model": "tpm-crb", "id": "tpm-tpm0",
+                                 "options": {"type": "emulator",
+                                             "data": {"chardev": "chrtpm"}}}]}
+    permall = (tpm_state / "tpm2-00.permall").stat().st_ino
+
+    assert once(layout) == "running"  # a new reconciler adopts QEMU and its swtpm
+    assert swtpms(tpm_state) == first  # the same swtpm, no second one
+
+    (config / "tpmvm.xml").write_text(tpm_xml("stopped"))
+    assert once(layout) == "stopped"
+    wait_gone(first[0])
+    assert swtpms(tpm_state) == []
+    assert (tpm_state / "tpm2-00.permall").stat().st_ino == permall  # state kept
+    assert not list(layout.vm_dir(UUID).glob("tpm0*"))  # no pidfile or socket left behind
+    assert "exited while QEMU runs" not in layout.log_file("tpmvm").read_text()
+
+    (config / "tpmvm.xml").write_text(tpm_xml("running"))
+    assert once(layout) == "running"  # started again on the same state, never overwritten
+    assert (tpm_state / "tpm2-00.permall").stat().st_ino == permall
+    (config / "tpmvm.xml").write_text(tpm_xml("stopped"))
+    assert once(layout) == "stopped"
+
+
+def test_a_missing_swtpm_fails_the_start_cleanly(layout: Layout, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = layout.config_dir
+    config.mkdir(mode=0o700, exist_ok=True)
+    (config / "tpmvm.xml").write_text(tpm_xml("running"))
+    monkeypatch.setenv("PATH", "/nonexistent")
+    result = asyncio.run(Reconciler(layout, out=io.StringIO()).once())
+    status = result.statuses[0]
+    assert status.state != "running"
+    assert "swtpm is not installed" in (status.reason or ""), status
+    assert not layout.pidfile(UUID).exists()
+
+
+def test_a_dead_swtpm_is_logged_and_the_guest_keeps_running(layout: Layout) -> None:
+    """swtpm killed under a running QEMU: the VM log says so; QEMU is not stopped for it."""
+    layout.ensure()
+    domain = model.parse(tpm_xml("running").encode()).domain
+    assert domain is not None
+    log = layout.log_file("tpmvm")
+
+    async def scenario() -> None:
+        """Start through the real process layer, kill swtpm, wait for the log line, stop."""
+        exits: list[object] = []
+        handle = await QemuLayer(layout).start(uuidlib.UUID(UUID), domain, None, exits.append,
+                                               lambda _event: None)
+        assert handle.pid is not None
+        [pid] = swtpms(layout.state_dir(UUID) / "tpm")
+        os.kill(pid, signal.SIGKILL)
+        for _ in range(400):  # bounded: the line comes after `DEATH_GRACE`
+            if log.exists() and "exited while QEMU runs" in log.read_text():
+                break
+            await asyncio.sleep(0.05)
+        assert "exited while QEMU runs" in log.read_text()
+        assert not exits and os.path.exists(f"/proc/{handle.pid}")  # QEMU untouched
+        await handle.stop(reason="test", shutdown_timeout=1, graceful=False)
+        assert len(exits) == 1
+
+    asyncio.run(scenario())
+
+
+def test_a_qemu_that_fails_to_start_takes_its_swtpm_with_it(layout: Layout) -> None:
+    """QEMU refuses its disk after swtpm is up: the start fails and no swtpm is left behind."""
+    config = layout.config_dir
+    config.mkdir(mode=0o700, exist_ok=True)
+    broken = tpm_xml("running").replace(
+        "<devices>", "<devices><disk type='file' device='disk'>"
+                     f"<source file='{config}/missing.img'/><target dev='vda' bus='virtio'/>"
+                     "</disk>")
+    (config / "tpmvm.xml").write_text(broken)
+    assert once(layout) != "running"
+    assert "missing.img" in layout.log_file("tpmvm").read_text()  # QEMU did run and refuse it
+    tpm_state = layout.state_dir(UUID) / "tpm"
+    assert (tpm_state / "tpm2-00.permall").exists()  # swtpm was set up and started
+    for pid in swtpms(tpm_state):
+        wait_gone(pid)
+    assert swtpms(tpm_state) == []
