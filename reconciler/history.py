@@ -18,7 +18,7 @@ from model import Domain
 from reconciler.plan import Ended
 from reconciler.policy import ExitKind, RestartState, after_exit, should_restart
 from reconciler.scan import FileKey
-from reconciler.status import write_atomic
+from reconciler.status import remove_left_over_temp_files, write_atomic
 
 MEMORY_FILE = "exits.json"
 
@@ -36,6 +36,8 @@ class History:
     """The last failed action of a VM (start, adoption), shown as its reason until it starts."""
     dirty: bool = False
     """Something changed since the last successful save."""
+    swept: bool = False
+    """The temporary files a killed writer left next to `path` were removed (first write)."""
 
     def record_end(self, uuid: uuidlib.UUID, domain: Domain | None, kind: ExitKind, *,
                    uptime: float, message: str, key: FileKey | None, now: float) -> Ended:
@@ -116,8 +118,12 @@ class History:
     def write(self, data: bytes) -> OSError | None:
         """Write `data` (from `encode`) to `exits.json`; the error instead of raising.
 
-        Touches nothing but the file, so it may run in a worker thread.
+        Touches nothing but the file (and, the first time, the temporary files of a writer
+        killed while writing it), so it may run in a worker thread.
         """
+        if not self.swept:
+            remove_left_over_temp_files(self.path.parent, self.path.name)
+            self.swept = True
         try:
             self.write_file(self.path, data)
         except OSError as exc:

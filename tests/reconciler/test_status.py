@@ -407,3 +407,25 @@ def test_the_schema_rejects_what_pydantic_rejects(tmp_path: Path, mutate: Any) -
         _check(data, schema(), schema())
     with pytest.raises(ValueError):
         StatusFile.model_validate(data)
+
+
+def test_temp_files_of_a_killed_writer_are_removed_by_the_first_publish(tmp_path: Path) -> None:
+    """A reconciler SIGKILLed between making a temporary file and renaming it leaves it behind:
+    the next writer's first publish removes it (and only such files)."""
+    left = [tmp_path / ".a.json.k2x9_q1.tmp", tmp_path / ".status.json.zz81.tmp"]
+    for path in left:
+        path.write_text("{\"half")
+    (tmp_path / ".notes.tmp").write_text("not ours")
+    (tmp_path / "keep.txt").write_text("not ours")
+    StatusWriter(tmp_path).publish([st("a")], T0)
+    assert listing(tmp_path) == [".notes.tmp", "a.json", "keep.txt", "status.json"]
+
+
+def test_history_first_write_removes_temp_files_of_a_killed_writer(tmp_path: Path) -> None:
+    """The same for `exits.json` in the run directory; other temp files there stay."""
+    from reconciler.history import History
+
+    (tmp_path / ".exits.json.abc.tmp").write_text("{")
+    (tmp_path / ".settled.abc.tmp").write_text("1")
+    assert History(tmp_path / "exits.json").write(b"{}") is None
+    assert listing(tmp_path) == [".settled.abc.tmp", "exits.json"]
