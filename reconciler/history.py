@@ -132,14 +132,23 @@ class History:
 
     @classmethod
     def load(cls, path: Path) -> History:
-        """Read what `save` wrote; a missing or damaged file (or entry) means a fresh start."""
+        """Read what `save` wrote; a missing or damaged file (or entry) means a fresh start.
+
+        A damaged file or entry leaves the history `dirty`, so the next save rewrites the file
+        with what was understood (a damaged file is never read again and again).
+        """
         history = cls(path)
         try:
             data = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return history
         except (OSError, ValueError):
+            history.dirty = True
             return history
         if not isinstance(data, dict):
+            history.dirty = True
             return history
+        damaged = False
         for raw, rec in data.items():
             try:
                 uuid = uuidlib.UUID(raw)
@@ -151,5 +160,7 @@ class History:
                 history.ended[uuid] = Ended(ExitKind(rec["kind"]), float(rec["at"]), state,
                                             bool(rec["held"]), key, str(rec.get("message", "")))
             except (ValueError, TypeError, KeyError, AttributeError):
+                damaged = True
                 continue
+        history.dirty = damaged
         return history

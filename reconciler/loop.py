@@ -344,6 +344,7 @@ class Reconciler:
         self.layout.ensure()
         loaded = History.load(self.history.path)
         self.history.ended, self.history.restarts = loaded.ended, loaded.restarts
+        self.history.dirty = loaded.dirty  # a damaged exits.json is rewritten by the first pass
 
     async def once(self, *, lock_timeout: float = 120.0, dry_run: bool = False
                    ) -> PassResult:

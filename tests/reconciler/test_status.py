@@ -429,3 +429,20 @@ def test_history_first_write_removes_temp_files_of_a_killed_writer(tmp_path: Pat
     (tmp_path / ".settled.abc.tmp").write_text("1")
     assert History(tmp_path / "exits.json").write(b"{}") is None
     assert listing(tmp_path) == [".settled.abc.tmp", "exits.json"]
+
+
+@pytest.mark.parametrize("damage", [b"\x00\xff", b"[1, 2]", b'{"not-a-uuid": 1}',
+                                    b'{"11111111-1111-4111-8111-111111111111": {"kind": "nope"}}'])
+def test_a_damaged_exits_json_is_rewritten_by_the_next_save(tmp_path: Path, damage: bytes) -> None:
+    """A damaged `exits.json` (or entry) loads as what could be understood and is dirty, so the
+    next save rewrites it as valid JSON; an intact one is not rewritten."""
+    from reconciler.history import History
+
+    path = tmp_path / "exits.json"
+    path.write_bytes(damage)
+    history = History.load(path)
+    assert history.dirty and history.ended == {}
+    assert history.save() is None
+    assert isinstance(json.loads(path.read_bytes()), dict)
+    assert not History.load(path).dirty  # rewritten: nothing damaged any more
+    assert not History.load(tmp_path / "missing.json").dirty
