@@ -28,9 +28,13 @@ lint:
     .venv/bin/ruff check model reconciler tests
     .venv/bin/mypy
 
-# the stateful model check of the reconciler with many more examples (QEMUD_SOAK_EXAMPLES, default 2000)
+# the stateful model check with many more examples (QEMUD_SOAK_EXAMPLES, default 2000), SIGKILLs of the
+# reconciler at random moments, then the real-QEMU soak (30 VMs, thousands of file operations and faults
+# over a few minutes: QEMUD_SOAK_VMS, _OPS, _SECONDS, _SEED), which prints its figures
 soak examples="2000":
     QEMUD_SOAK_EXAMPLES={{examples}} {{py}} -m pytest -q tests/reconciler/test_stateful.py
+    QEMUD_FAULT_KILL_ROUNDS="${QEMUD_FAULT_KILL_ROUNDS:-6}" {{py}} -m pytest -q tests/faults/test_kill.py
+    {{py}} -m tests.faults.soak
 
 # print the performance figures
 bench:

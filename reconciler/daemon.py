@@ -29,7 +29,7 @@ from reconciler.control import CONTROL_SOCKET, serve_control
 from reconciler.errors import ReconcilerError
 from reconciler.lock import DAEMON_LOCK, DirLock, LockTimeoutError
 from reconciler.scan import is_domain_file
-from reconciler.status import write_atomic
+from reconciler.status import remove_left_over_temp_files, write_atomic
 from reconciler.supervisor import is_runtime_folder
 
 if TYPE_CHECKING:
@@ -131,6 +131,7 @@ async def serve(rec: Reconciler, *, resync: float = 30.0, debounce: float = 0.05
     try:
         if not daemon_lock.try_acquire():
             raise AlreadyRunningError(daemon_lock.path)
+        remove_left_over_temp_files(rec.layout.run_dir, SETTLED_FILE)  # of a daemon killed
         observer = watch(rec.layout.config_dir, rec.layout.run_dir, notify)
         control_path = rec.layout.run_dir / CONTROL_SOCKET
         control = await serve_control(rec, control_path)

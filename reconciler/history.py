@@ -18,7 +18,7 @@ from model import Domain
 from reconciler.plan import Ended
 from reconciler.policy import ExitKind, RestartState, after_exit, should_restart
 from reconciler.scan import FileKey
-from reconciler.status import iso, write_atomic
+from reconciler.status import iso, remove_left_over_temp_files, write_atomic
 
 MEMORY_FILE = "exits.json"
 UNSEEN_CRASH = "QEMU crashed or was killed while no reconciler was running"
@@ -37,6 +37,8 @@ class History:
     """The last failed action of a VM (start, adoption), shown as its reason until it starts."""
     dirty: bool = False
     """Something changed since the last successful save."""
+    swept: bool = False
+    """The temporary files a killed writer left next to `path` were removed (first write)."""
 
     def record_end(self, uuid: uuidlib.UUID, domain: Domain | None, kind: ExitKind, *,
                    uptime: float, message: str, key: FileKey | None, now: float) -> Ended:
@@ -132,8 +134,12 @@ class History:
     def write(self, data: bytes) -> OSError | None:
         """Write `data` (from `encode`) to `exits.json`; the error instead of raising.
 
-        Touches nothing but the file, so it may run in a worker thread.
+        Touches nothing but the file (and, the first time, the temporary files of a writer
+        killed while writing it), so it may run in a worker thread.
         """
+        if not self.swept:
+            remove_left_over_temp_files(self.path.parent, self.path.name)
+            self.swept = True
         try:
             self.write_file(self.path, data)
         except OSError as exc:
@@ -142,14 +148,23 @@ class History:
 
     @classmethod
     def load(cls, path: Path) -> History:
-        """Read what `save` wrote; a missing or damaged file (or entry) means a fresh start."""
+        """Read what `save` wrote; a missing or damaged file (or entry) means a fresh start.
+
+        A damaged file or entry leaves the history `dirty`, so the next save rewrites the file
+        with what was understood (a damaged file is never read again and again).
+        """
         history = cls(path)
         try:
             data = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return history
         except (OSError, ValueError):
+            history.dirty = True
             return history
         if not isinstance(data, dict):
+            history.dirty = True
             return history
+        damaged = False
         for raw, rec in data.items():
             try:
                 uuid = uuidlib.UUID(raw)
@@ -161,5 +176,7 @@ class History:
                 history.ended[uuid] = Ended(ExitKind(rec["kind"]), float(rec["at"]), state,
                                             bool(rec["held"]), key, str(rec.get("message", "")))
             except (ValueError, TypeError, KeyError, AttributeError):
+                damaged = True
                 continue
+        history.dirty = damaged
         return history

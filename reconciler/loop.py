@@ -17,6 +17,7 @@ Nothing a pass writes may kill it: a failed status, history or definition write 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import time
@@ -44,6 +45,7 @@ __all__ = [
     "DAEMON_LOCK",
     "MEMORY_FILE",
     "QUIET_PERIOD",
+    "WRITE_RETRY",
     "AlreadyRunningError",
     "DaemonServesError",
     "DirLock",
@@ -55,6 +57,9 @@ __all__ = [
 
 QUIET_PERIOD = 0.25
 """Seconds a domain file must stay missing before its VM is stopped (editors save by rename)."""
+WRITE_RETRY = 2.0
+"""Seconds after a failed status or history write (full disk, read-only directory) before a
+pass writes them again: the status is right soon after the space is back, without an event."""
 
 
 def boot_time(stat: Path = Path("/proc/stat")) -> float | None:
@@ -364,12 +369,22 @@ class Reconciler:
 
     def _published(self, out: list[DomainStatus], problems: list[str], saved: OSError | None
                    ) -> list[DomainStatus]:
-        """Report write failures (once per change); a failed history write is retried."""
+        """Report write failures (once per change) and arrange a pass that writes again.
+
+        A failed write is retried by the next pass, and one comes within `WRITE_RETRY` s even
+        when nothing else happens (only the daemon's loop has a timer to arm).
+        """
         if saved is not None:
             self.history.dirty = True
             problems.append(f"cannot write {self.history.path}: {saved.strerror or saved}; "
                             "exits and back-offs are kept in memory and written again next pass")
+        failing = bool(self._said.get("writes"))
         self._say_once("writes", problems)
+        if failing and not problems:
+            self.say(f"status files written again in {self.layout.status_dir}")
+        if problems:
+            with contextlib.suppress(RuntimeError):  # no running loop (a synchronous caller)
+                self._wake_later(self.clock() + WRITE_RETRY)
         return out
 
     async def settle(self, timeout: float | None = None) -> None:
@@ -390,6 +405,7 @@ class Reconciler:
         self.layout.ensure()
         loaded = History.load(self.history.path)
         self.history.ended, self.history.restarts = loaded.ended, loaded.restarts
+        self.history.dirty = loaded.dirty  # a damaged exits.json is rewritten by the first pass
 
     async def once(self, *, lock_timeout: float = 120.0, dry_run: bool = False
                    ) -> PassResult:

@@ -83,6 +83,30 @@ def schema() -> dict[str, Any]:
     return StatusFile.model_json_schema()
 
 
+def temp_files(directory: Path, name: str = "*") -> list[Path]:
+    """The temporary files `write_atomic` makes for `name` (any file by default) in `directory`.
+
+    Normally gone a moment later; one is left behind only by a writer killed (SIGKILL, power
+    cut) between making it and renaming it into place.
+    """
+    try:
+        return sorted(directory.glob(f".{name}.*.tmp"))
+    except OSError:
+        return []
+
+
+def remove_left_over_temp_files(directory: Path, name: str = "*") -> None:
+    """Remove what `temp_files` finds (call it only while no other writer uses `directory`).
+
+    Best effort: an error (read-only or vanished directory) is ignored; the next call retries.
+    """
+    for path in temp_files(directory, name):
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:
+            return
+
+
 def write_atomic(path: Path, data: bytes, mode: int = 0o600, *, durable: bool = True) -> None:
     """Replace `path` with `data` atomically: temp file in the same dir, fsync, rename, fsync dir.
 
@@ -175,6 +199,8 @@ class StatusWriter:
         if last is not None and len(final) == len(last) and all(
                 a is b for a, b in zip(final, last, strict=True)):
             return final  # nothing changed since the last publish: no file to touch
+        if last is None:  # the first publish (or a retry): a killed writer's temp files go
+            remove_left_over_temp_files(self.directory, "*.json")
         self.errors = []
         ok = True
         keep: set[str] = {SUMMARY}

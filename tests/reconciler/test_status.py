@@ -407,3 +407,42 @@ def test_the_schema_rejects_what_pydantic_rejects(tmp_path: Path, mutate: Any) -
         _check(data, schema(), schema())
     with pytest.raises(ValueError):
         StatusFile.model_validate(data)
+
+
+def test_temp_files_of_a_killed_writer_are_removed_by_the_first_publish(tmp_path: Path) -> None:
+    """A reconciler SIGKILLed between making a temporary file and renaming it leaves it behind:
+    the next writer's first publish removes it (and only such files)."""
+    left = [tmp_path / ".a.json.k2x9_q1.tmp", tmp_path / ".status.json.zz81.tmp"]
+    for path in left:
+        path.write_text("{\"half")
+    (tmp_path / ".notes.tmp").write_text("not ours")
+    (tmp_path / "keep.txt").write_text("not ours")
+    StatusWriter(tmp_path).publish([st("a")], T0)
+    assert listing(tmp_path) == [".notes.tmp", "a.json", "keep.txt", "status.json"]
+
+
+def test_history_first_write_removes_temp_files_of_a_killed_writer(tmp_path: Path) -> None:
+    """The same for `exits.json` in the run directory; other temp files there stay."""
+    from reconciler.history import History
+
+    (tmp_path / ".exits.json.abc.tmp").write_text("{")
+    (tmp_path / ".settled.abc.tmp").write_text("1")
+    assert History(tmp_path / "exits.json").write(b"{}") is None
+    assert listing(tmp_path) == [".settled.abc.tmp", "exits.json"]
+
+
+@pytest.mark.parametrize("damage", [b"\x00\xff", b"[1, 2]", b'{"not-a-uuid": 1}',
+                                    b'{"11111111-1111-4111-8111-111111111111": {"kind": "nope"}}'])
+def test_a_damaged_exits_json_is_rewritten_by_the_next_save(tmp_path: Path, damage: bytes) -> None:
+    """A damaged `exits.json` (or entry) loads as what could be understood and is dirty, so the
+    next save rewrites it as valid JSON; an intact one is not rewritten."""
+    from reconciler.history import History
+
+    path = tmp_path / "exits.json"
+    path.write_bytes(damage)
+    history = History.load(path)
+    assert history.dirty and history.ended == {}
+    assert history.save() is None
+    assert isinstance(json.loads(path.read_bytes()), dict)
+    assert not History.load(path).dirty  # rewritten: nothing damaged any more
+    assert not History.load(tmp_path / "missing.json").dirty
