@@ -40,7 +40,7 @@ from reconciler.paths import Layout
 from reconciler.status import DomainStatus, StatusFile
 from tests.support import vms
 from tests.support.guest import READY_LINE, Guest
-from tests.support.procs import kill_mentioning, pids_mentioning
+from tests.support.procs import cmdline_of, kill_mentioning, pids_mentioning
 
 try:
     import jsonschema
@@ -200,8 +200,13 @@ class World:
             cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
 
     def qemu(self, uuid: str) -> list[int]:
-        """Live processes whose command line has `uuid` (QEMUs of that domain)."""
-        return pids_mentioning(uuid)
+        """Live processes of this world whose command line has `uuid` (QEMUs of that domain).
+
+        Only this world's: another test (or another checkout's test run on the same machine)
+        may run a VM of the same uuid at the same time.
+        """
+        root = os.fsencode(str(self.root))
+        return [pid for pid in pids_mentioning(uuid) if root in cmdline_of(pid)]
 
     # -- status
 
