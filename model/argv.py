@@ -656,6 +656,12 @@ def shown_videos(d: Domain) -> list[Video]:
     return shown
 
 
+QXL_RAM_KIB = 65536
+"""libvirt's default qxl `ram` and `vram` (KiB) when the file gives none."""
+QXL_VGAMEM_KIB = 16384
+"""libvirt's default qxl `vgamem` (KiB)."""
+
+
 def _videos(d: Domain, at: At) -> Iterator[Option]:
     """`-device` for each video adapter; the first one is the primary VGA."""
     shown = shown_videos(d)
@@ -667,15 +673,14 @@ def _videos(d: Domain, at: At) -> Iterator[Option]:
         if device is None:
             raise RenderError(f"video model {video.model!r} can only be the first video device")
         parts = [device + ("" if video.model == "ramfb" else at(f"video{i}")), f"id=video{i}"]
-        if video.heads is not None and video.model in ("qxl", "virtio"):
-            parts.append(f"max_outputs={video.heads}")
+        if video.model in ("qxl", "virtio"):  # libvirt's heads default to 1 (QEMU's qxl: 0)
+            parts.append(f"max_outputs={video.heads or 1}")
         if video.model == "qxl":  # libvirt's sizes are KiB; QEMU's ram_size/vram_size are bytes
-            if video.ram is not None:
-                parts.append(f"ram_size={video.ram * 1024}")
-            if video.vram is not None:
-                parts.append(f"vram_size={video.vram * 1024}")
-            if video.vgamem is not None:
-                parts.append(f"vgamem_mb={video.vgamem // 1024}")
+            # libvirt 9.0 always gives qxl its sizes, defaulting to 64 MiB, 64 MiB, 0 and 16 MiB
+            parts.append(f"ram_size={(video.ram or QXL_RAM_KIB) * 1024}")
+            parts.append(f"vram_size={(video.vram or QXL_RAM_KIB) * 1024}")
+            parts.append("vram64_size_mb=0")
+            parts.append(f"vgamem_mb={(video.vgamem or QXL_VGAMEM_KIB) // 1024}")
         elif video.model in ("vga", "bochs") and video.vram is not None:
             parts.append(f"vgamem_mb={video.vram // 1024}")
         yield ("-device", ",".join(parts))
