@@ -21,6 +21,7 @@ from model.domain import (
     Cpu,
     Disk,
     Domain,
+    Interface,
     PciAddress,
     Serial,
     Video,
@@ -463,11 +464,18 @@ _NIC_DEVICES = {"virtio": "virtio-net-pci", "e1000": "e1000", "e1000e": "e1000e"
                 "vmxnet3": "vmxnet3"}
 
 
-def bridge_of(source: str | None, network: bool) -> str:
-    """The host bridge a NIC joins: the bridge itself, or virbr0 for libvirt's 'default' network."""
-    if network and source == "default":
-        return "virbr0"
-    return source or "virbr0"
+def bridge_of(nic: Interface) -> str:
+    """The host bridge a NIC joins: its bridge, or its network's (resolved or guessed).
+
+    A network's bridge is resolved from libvirt's definition at parse time; unresolved (see
+    `model.parse.HostFacts`) it is virbr0 for 'default', else the network's name.
+    """
+    if nic.type == "network":
+        if nic.bridge is not None:
+            return nic.bridge
+        if nic.source == "default":
+            return "virbr0"
+    return nic.source or "virbr0"
 
 
 def virtio_props(o: VirtioOptions) -> str:
@@ -483,7 +491,7 @@ def _nics(d: Domain, at: At) -> Iterator[Option]:
         if nic.type == "user":
             yield ("-netdev", f"user,id={net}")
         else:
-            yield ("-netdev", f"bridge,id={net},br={bridge_of(nic.source, nic.type == 'network')}")
+            yield ("-netdev", f"bridge,id={net},br={bridge_of(nic)}")
         dev = [_NIC_DEVICES[nic.model] + virtio_props(nic.virtio) + at(f"net{i}"),
                f"netdev={net}", f"id=net{i}",
                f"mac={nic.mac or mac_for(d.uuid, i)}"]
