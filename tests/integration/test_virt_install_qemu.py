@@ -28,13 +28,11 @@ run here (nested KVM does not: `kvm_runs()` asks QEMU). No device option is chan
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -48,6 +46,7 @@ import pytest
 
 import model
 from model.firmware import Descriptor, parse_descriptor
+from tests.support.qmp import Qmp
 
 pytestmark = pytest.mark.qemu
 
@@ -251,63 +250,13 @@ def substitute(label: str, argv: list[str], work: Path, qmp: Path) -> Launch:
 # --------------------------------------------------------------------------------------------
 # QMP and QEMU.
 
-class Qmp:
-    """A minimal synchronous QMP client (QEMU's greeting, capabilities, commands, events skipped)."""
-
-    def __init__(self, path: Path, proc: subprocess.Popen[bytes]) -> None:
-        """Connect to `path` once QEMU listens there; fail when QEMU exits first or never listens."""
-        waited = 0.0
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"QEMU exited with status {proc.returncode} before QMP answered")
-            try:
-                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                self.sock.connect(str(path))
-                break
-            except (FileNotFoundError, ConnectionRefusedError):
-                self.sock.close()
-                if waited > START_TIMEOUT:
-                    raise RuntimeError(f"no QMP at {path} after {START_TIMEOUT:.0f} s") from None
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(0.05)  # returns at once if QEMU exits
-                waited += 0.05
-        self.sock.settimeout(START_TIMEOUT)
-        self.file = self.sock.makefile("rwb")
-        self._read()  # greeting
-        self.execute("qmp_capabilities")
-
-    def _read(self) -> dict[str, Any]:
-        """The next message that is not an event."""
-        while True:
-            line = self.file.readline()
-            if not line:
-                raise RuntimeError("QMP closed")
-            msg: dict[str, Any] = json.loads(line)
-            if "event" not in msg:
-                return msg
-
-    def execute(self, command: str, **arguments: Any) -> Any:
-        """Run `command`; return its `return` value, or raise with QEMU's error."""
-        self.file.write(json.dumps({"execute": command, "arguments": arguments}).encode() + b"\n")
-        self.file.flush()
-        reply = self._read()
-        if "error" in reply:
-            raise RuntimeError(f"{command}: {reply['error']}")
-        return reply.get("return")
-
-    def close(self) -> None:
-        """Close the connection."""
-        self.file.close()
-        self.sock.close()
-
-
 def run(launch: Launch, work: Path) -> Launch:
     """Start `launch.argv`, record `info qtree` and `query-pci`, quit; never leaves QEMU running."""
     log = work / f"{launch.label}.stderr"
     with log.open("wb") as err:
         proc = subprocess.Popen(launch.argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
     try:
-        qmp = Qmp(launch.qmp, proc)
+        qmp = Qmp(launch.qmp, proc, START_TIMEOUT)
         try:
             launch.qtree = qmp.execute("human-monitor-command", **{"command-line": "info qtree"})
             launch.pci = qmp.execute("query-pci")
