@@ -845,10 +845,10 @@ def _network_bridge(ctx: _Context, source: Node, fields: _Fields) -> None:
     elif stated is not None:
         fields.put("bridge", stated, "<source bridge>", source.line)
     else:
+        guess = "virbr0" if network == "default" else network
         ctx.warn(source.line, f"<source network='{network}'>: libvirt's networks were not "
-                 "consulted; the guest is attached with qemu-bridge-helper to "
-                 f"{'virbr0' if network == 'default' else repr(network)} (the usual bridge of "
-                 "'default', else the network's name)")
+                 f"consulted; assuming the network's bridge is '{guess}' (virbr0 for 'default', "
+                 "else the network's name)")
 
 
 def _read_interface(ctx: _Context, node: Node) -> Interface | None:

@@ -39,8 +39,9 @@ def test_the_folder_follows_the_environment(monkeypatch: pytest.MonkeyPatch,
     _net(tmp_path, "lan", "br-lan")
     monkeypatch.setenv(ENV, str(tmp_path))
     assert Networks().bridge("lan") == "br-lan"
-    assert host_facts().network_bridge is not None
-    assert host_facts().network_bridge("lan") == "br-lan"  # type: ignore[misc]
+    lookup = host_facts().network_bridge
+    assert lookup is not None
+    assert lookup("lan") == "br-lan"
 
 
 @pytest.mark.parametrize(("files", "name", "bridge"), [
