@@ -73,6 +73,7 @@ def _device(text: str) -> dict[str, str]:
 
 
 def _values(argv: list[str], option: str) -> list[dict[str, str]]:
+    """Every value of `option` in `argv`, as dicts."""
     return [_device(argv[i + 1]) for i, a in enumerate(argv[:-1]) if a == option]
 
 
@@ -106,6 +107,7 @@ def _namespaces_work() -> str | None:
 
 @pytest.fixture
 def short() -> Iterator[Path]:
+    """A short temporary directory (unix socket paths are limited to 107 bytes)."""
     path = Path(tempfile.mkdtemp(prefix="qnb-", dir="/tmp"))
     yield path
     shutil.rmtree(path, ignore_errors=True)

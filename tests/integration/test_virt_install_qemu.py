@@ -434,11 +434,13 @@ def pairs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Pair]]
 
 
 def _started(launch: Launch) -> list[Dev]:
+    """The devices QEMU reported for `launch`; fails with its stderr and argv if it did not start."""
     assert launch.problem is None, launch.report()
     return qtree_devices(launch.qtree)
 
 
 def _allowed(name: str, side: str, key: str) -> bool:
+    """Whether device `key`, seen only on `side`, is an `ALLOWED` difference of file `name`."""
     return any(s == side and key.startswith(prefix) for s, prefix in ALLOWED.get(name, set()))
 
 

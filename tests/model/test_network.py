@@ -86,6 +86,7 @@ NIC = """<devices>
 
 
 def _lookup(bridges: dict[str, str]) -> HostFacts:
+    """Host facts whose networks are `bridges` (name -> bridge); others are undefined."""
     def bridge(name: str) -> str:
         if name not in bridges:
             raise NetworkError(name, f"no libvirt network {name!r}: /nets/{name}.xml does not "

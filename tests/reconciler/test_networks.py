@@ -22,6 +22,7 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 def _net(folder: Path, name: str, bridge: str) -> None:
+    """Write a NAT network `name` on `bridge` into `folder`, as libvirt stores it."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{name}.xml").write_text(
         f"<network>\n  <name>{name}</name>\n  <forward mode='nat'/>\n"
@@ -108,6 +109,7 @@ def test_entry_points_resolve_networks(monkeypatch: pytest.MonkeyPatch, tmp_path
 
 
 def _run(*argv: str) -> tuple[int, str, str]:
+    """Run `reconcile` in-process: exit code, stdout, stderr."""
     out, err = io.StringIO(), io.StringIO()
     code = main(list(argv), out, err)
     return code, out.getvalue(), err.getvalue()
