@@ -21,6 +21,7 @@ from model.domain import (
     Cpu,
     Disk,
     Domain,
+    Interface,
     PciAddress,
     Serial,
     Video,
@@ -467,11 +468,18 @@ _NIC_DEVICES = {"virtio": "virtio-net-pci", "e1000": "e1000", "e1000e": "e1000e"
                 "vmxnet3": "vmxnet3"}
 
 
-def bridge_of(source: str | None, network: bool) -> str:
-    """The host bridge a NIC joins: the bridge itself, or virbr0 for libvirt's 'default' network."""
-    if network and source == "default":
-        return "virbr0"
-    return source or "virbr0"
+def bridge_of(nic: Interface) -> str:
+    """The host bridge a NIC joins: its bridge, or its network's (resolved or guessed).
+
+    A network's bridge is resolved from libvirt's definition at parse time; unresolved (see
+    `model.parse.HostFacts`) it is virbr0 for 'default', else the network's name.
+    """
+    if nic.type == "network":
+        if nic.bridge is not None:
+            return nic.bridge
+        if nic.source == "default":
+            return "virbr0"
+    return nic.source or "virbr0"
 
 
 def virtio_props(o: VirtioOptions) -> str:
@@ -487,7 +495,7 @@ def _nics(d: Domain, at: At) -> Iterator[Option]:
         if nic.type == "user":
             yield ("-netdev", f"user,id={net}")
         else:
-            yield ("-netdev", f"bridge,id={net},br={bridge_of(nic.source, nic.type == 'network')}")
+            yield ("-netdev", f"bridge,id={net},br={bridge_of(nic)}")
         dev = [_NIC_DEVICES[nic.model] + virtio_props(nic.virtio) + at(f"net{i}"),
                f"netdev={net}", f"id=net{i}",
                f"mac={nic.mac or mac_for(d.uuid, i)}"]
@@ -660,6 +668,12 @@ def shown_videos(d: Domain) -> list[Video]:
     return shown
 
 
+QXL_RAM_KIB = 65536
+"""libvirt's default qxl `ram` and `vram` (KiB) when the file gives none."""
+QXL_VGAMEM_KIB = 16384
+"""libvirt's default qxl `vgamem` (KiB)."""
+
+
 def _videos(d: Domain, at: At) -> Iterator[Option]:
     """`-device` for each video adapter; the first one is the primary VGA."""
     shown = shown_videos(d)
@@ -671,15 +685,14 @@ def _videos(d: Domain, at: At) -> Iterator[Option]:
         if device is None:
             raise RenderError(f"video model {video.model!r} can only be the first video device")
         parts = [device + ("" if video.model == "ramfb" else at(f"video{i}")), f"id=video{i}"]
-        if video.heads is not None and video.model in ("qxl", "virtio"):
-            parts.append(f"max_outputs={video.heads}")
+        if video.model in ("qxl", "virtio"):  # libvirt's heads default to 1 (QEMU's qxl: 0)
+            parts.append(f"max_outputs={video.heads or 1}")
         if video.model == "qxl":  # libvirt's sizes are KiB; QEMU's ram_size/vram_size are bytes
-            if video.ram is not None:
-                parts.append(f"ram_size={video.ram * 1024}")
-            if video.vram is not None:
-                parts.append(f"vram_size={video.vram * 1024}")
-            if video.vgamem is not None:
-                parts.append(f"vgamem_mb={video.vgamem // 1024}")
+            # libvirt 9.0 always gives qxl its sizes, defaulting to 64 MiB, 64 MiB, 0 and 16 MiB
+            parts.append(f"ram_size={(video.ram or QXL_RAM_KIB) * 1024}")
+            parts.append(f"vram_size={(video.vram or QXL_RAM_KIB) * 1024}")
+            parts.append("vram64_size_mb=0")
+            parts.append(f"vgamem_mb={(video.vgamem or QXL_VGAMEM_KIB) // 1024}")
         elif video.model in ("vga", "bochs") and video.vram is not None:
             parts.append(f"vgamem_mb={video.vram // 1024}")
         yield ("-device", ",".join(parts))

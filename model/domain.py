@@ -331,6 +331,9 @@ class Interface(Frozen):
         "rtl8139"
     )
     source: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:\-]{1,15}$")] | None = None
+    bridge: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:\-]{1,15}$")] | None = None
+    """type='network' only: the network's bridge, resolved from libvirt's definition of the
+    network when parsed (`model.parse.HostFacts`), written back as `<source bridge=>`."""
     boot_order: BootOrder | None = None
     address: PciAddress | None = None
     virtio: VirtioOptions = VirtioOptions()
@@ -346,6 +349,13 @@ class Interface(Frozen):
     def _lower_mac(cls, value: object) -> object:
         """Normalise MAC addresses to lower case, as libvirt prints them."""
         return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _bridge_only_for_networks(self) -> Interface:
+        """Guarantee a resolved bridge only on a type='network' interface."""
+        if self.bridge is not None and self.type != "network":
+            raise ValueError("only type='network' has a resolved <source bridge=>")
+        return self
 
     @model_validator(mode="after")
     def _source_matches_type(self) -> Interface:

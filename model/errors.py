@@ -41,3 +41,15 @@ class RenderError(ModelError):
     def __init__(self, message: str, line: int | None = None) -> None:
         self.line = line
         super().__init__(message)
+
+
+class NetworkError(ModelError):
+    """A libvirt network cannot give a bridge (raised by `model.parse.BridgeLookup`s).
+
+    Carries the network's name and a sentence for a user: which file, which line, what to do.
+    """
+
+    def __init__(self, network: str, message: str) -> None:
+        self.network = network
+        self.message = message
+        super().__init__(message)

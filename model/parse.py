@@ -55,7 +55,7 @@ from model.domain import (
     Watchdog,
     uuid_for_name,
 )
-from model.errors import InvalidDomainError, Issue, RenderError
+from model.errors import InvalidDomainError, Issue, NetworkError, RenderError
 from model.xml import Node, XmlError, load
 
 M = TypeVar("M", bound=BaseModel)
@@ -91,6 +91,26 @@ too); which versions exist is the emulator's to say (see `MachineCheck`)."""
 MachineCheck = Callable[[str, str], "str | None"]
 """Injected by the caller: (emulator, machine) -> None when the emulator has that machine type,
 else a sentence for the user (e.g. with the closest names). The model never runs programs."""
+BridgeLookup = Callable[[str], str]
+"""Injected by the caller: a libvirt network's name -> the host bridge its guests join, from the
+network's definition; raises `NetworkError` (naming the file and line, and what to do) when the
+network is not defined or has no bridge. The model never reads the host."""
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What `parse` may ask about the host, injected by the caller (reconciler/hostfacts.py).
+
+    Each is optional: without `check_machine` any machine type of the families qemud renders is
+    accepted; without `network_bridge` a `type='network'` interface keeps the bridge its file
+    states (`<source bridge=>`, as libvirt's live XML has it) or, failing that, the guess
+    virbr0 for 'default' and the network's name otherwise, with a warning.
+    """
+
+    check_machine: MachineCheck | None = None
+    network_bridge: BridgeLookup | None = None
+
+
 EMULATORS = {"qemu-system-x86_64": "x86_64", "qemu-system-i386": "i686"}
 
 
@@ -113,7 +133,7 @@ class _Context:
     warnings: list[Issue] = field(default_factory=list)
     disk_lines: list[int | None] = field(default_factory=list)
     machine_line: int | None = None
-    check_machine: MachineCheck | None = None
+    host: HostFacts = HostFacts()
 
     def error(self, line: int | None, message: str) -> None:
         """Record an error; parsing goes on so that every error is reported at once."""
@@ -804,6 +824,33 @@ def _read_disk(ctx: _Context, node: Node) -> Disk | None:
     return _make(ctx, Disk, fields)
 
 
+def _network_bridge(ctx: _Context, source: Node, fields: _Fields) -> None:
+    """Set the bridge of `<source network=>`, or record why there is none.
+
+    From the network's definition (`HostFacts.network_bridge`); without one, the `bridge=` the
+    file states (libvirt's live XML, qemud's definition in use); else a guess, with a warning.
+    """
+    network = source.attr("network")
+    stated = source.attr("bridge")
+    lookup = ctx.host.network_bridge
+    if network is None:
+        return  # the model reports the missing source
+    if lookup is not None:
+        try:
+            bridge = lookup(network)
+        except NetworkError as exc:
+            ctx.error(source.line, f"<source network='{network}'>: {exc.message}")
+            return
+        fields.put("bridge", bridge, "<source bridge>", source.line)
+    elif stated is not None:
+        fields.put("bridge", stated, "<source bridge>", source.line)
+    else:
+        guess = "virbr0" if network == "default" else network
+        ctx.warn(source.line, f"<source network='{network}'>: libvirt's networks were not "
+                 f"consulted; assuming the network's bridge is '{guess}' (virbr0 for 'default', "
+                 "else the network's name)")
+
+
 def _read_interface(ctx: _Context, node: Node) -> Interface | None:
     """`<interface type=>` with mac, model, source, boot."""
     fields = _Fields(node)
@@ -823,17 +870,13 @@ def _read_interface(ctx: _Context, node: Node) -> Interface | None:
         source.ignore_attrs("portid")
         fields.put("source", source.attr(key), f"<source {key}>", source.line)
         if typ == "network":
-            source.ignore_attrs("bridge")
+            _network_bridge(ctx, source, fields)
         _leftovers(ctx, source)
     boot = node.child("boot")
     if boot is not None:
         fields.put("boot_order", boot.attr("order"), "<boot order>", boot.line)
         _leftovers(ctx, boot)
     _driver_only_virtio(ctx, node, fields)
-    if typ == "network":
-        ctx.warn(node.line, "<interface type='network'>: qemud has no libvirt networks; the guest "
-                 "is attached with qemu-bridge-helper to the network's bridge (virbr0 for "
-                 "'default', else a bridge of the network's name)")
     fields.put("address", _address(ctx, node), "<address>")
     _leftovers(ctx, node, (*IGNORED_EVERYWHERE, "target", "actual"))
     return _make(ctx, Interface, fields)
@@ -1574,8 +1617,8 @@ def _check_domain(ctx: _Context, domain: Domain, fields: _Fields) -> None:
     if domain.features.tb_cache is not None and domain.type != "qemu":
         ctx.error(fields.where["features"][1], "<tcg><tb-cache> is a TCG setting; it needs "
                   "<domain type='qemu'>")
-    if ctx.check_machine is not None and domain.os.machine is not None:
-        why = ctx.check_machine(emulator(domain), domain.os.machine)
+    if ctx.host.check_machine is not None and domain.os.machine is not None:
+        why = ctx.host.check_machine(emulator(domain), domain.os.machine)
         if why is not None:
             ctx.error(ctx.machine_line, f"<type machine>: {why}")
     for disk, line in zip(domain.devices.disks, ctx.disk_lines, strict=False):
@@ -1607,15 +1650,15 @@ def _check_domain(ctx: _Context, domain: Domain, fields: _Fields) -> None:
                  "<domain type='qemu'> (TCG) the 'max' CPU model is used instead")
 
 
-def parse(data: bytes, file: str | Path | None = None,
-          check_machine: MachineCheck | None = None) -> Parsed:
+def parse(data: bytes, file: str | Path | None = None, host: HostFacts | None = None) -> Parsed:
     """Parse and validate one domain document.
 
     Returns a `Parsed` (domain and warnings). Raises `InvalidDomainError` carrying every issue,
     each with its line, and nothing else: no lxml or Pydantic exception escapes.
-    `check_machine` (see `MachineCheck`) validates `<type machine>` against the emulator.
+    `host` (see `HostFacts`) checks `<type machine>` against the emulator and resolves
+    `<interface type='network'>` to its network's bridge.
     """
-    ctx = _Context(check_machine=check_machine)
+    ctx = _Context(host=host or HostFacts())
     try:
         root = load(data)
     except XmlError as exc:
@@ -1631,14 +1674,14 @@ def parse(data: bytes, file: str | Path | None = None,
                   tuple(ctx.disk_lines))
 
 
-def parse_file(path: str | Path, check_machine: MachineCheck | None = None) -> Parsed:
+def parse_file(path: str | Path, host: HostFacts | None = None) -> Parsed:
     """Read and parse a domain file; an unreadable file is an `InvalidDomainError` too."""
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise InvalidDomainError(path, [Issue(None, f"cannot read the file: {exc.strerror}")]) \
             from exc
-    return parse(data, path, check_machine)
+    return parse(data, path, host)
 
 
-__all__ = ["MachineCheck", "Parsed", "parse", "parse_file"]
+__all__ = ["BridgeLookup", "HostFacts", "MachineCheck", "Parsed", "parse", "parse_file"]

@@ -90,7 +90,8 @@ def _interface(nic: Interface) -> Element:
     key = "network" if nic.type == "network" else "bridge"
     return Element("interface", {"type": nic.type}, [
         Element("mac", {"address": nic.mac}) if nic.mac else None,
-        Element("source", {key: nic.source}) if nic.source else None,
+        Element("source", {key: nic.source, **({"bridge": nic.bridge} if nic.bridge else {})})
+        if nic.source else None,
         Element("model", {"type": nic.model}),
         Element("boot", {"order": _num(nic.boot_order)}) if nic.boot_order else None,
         _virtio_driver(nic.virtio),

@@ -89,10 +89,10 @@ def _validate_one(path: Path, disks: dict[str, list[tuple[str, int | None, bool]
     """
     import model
     from reconciler.desired import writable_disks
-    from reconciler.machines import parse_file_checked
+    from reconciler.hostfacts import parse_file_checked
 
     try:
-        parsed = parse_file_checked(path)  # machine types checked against the emulator's list
+        parsed = parse_file_checked(path)  # machine type and networks checked on this host
     except model.InvalidDomainError as exc:
         return {"file": str(path), "valid": False, "name": None, "uuid": None,
                 "errors": [_issue_json(i) for i in exc.issues], "warnings": []}
@@ -227,9 +227,10 @@ def format_argv(options: Sequence[tuple[str, ...]]) -> str:
 def cmd_argv(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """`reconcile argv`: print the QEMU command line of one domain file."""
     import model
+    from reconciler.hostfacts import parse_file_checked
 
     try:
-        parsed = model.parse_file(args.file)
+        parsed = parse_file_checked(args.file)  # networks resolved as the daemon resolves them
     except model.InvalidDomainError as exc:
         for issue in exc.issues:
             err.write(f"{_where(str(args.file), issue.line)}: error: {issue.message}\n")

@@ -22,7 +22,7 @@ from typing import Any, Literal, TextIO
 
 import model
 from model.edit import set_state
-from model.parse import MachineCheck
+from model.parse import HostFacts
 from reconciler.errors import ReconcilerError
 from reconciler.paths import Layout
 
@@ -140,7 +140,7 @@ def _write_new(target: Path, data: bytes) -> None:
 
 
 def import_domains(sources: Iterable[Source], config_dir: Path,
-                   check_machine: MachineCheck | None = None,
+                   host: HostFacts | None = None,
                    write: Callable[[Path, bytes], None] = _write_new) -> Report:
     """Write a qemud file for each source into `config_dir`; report what could not be carried.
 
@@ -153,7 +153,7 @@ def import_domains(sources: Iterable[Source], config_dir: Path,
         state: Literal["running", "stopped"] = "running" if src.autostart else "stopped"
         try:
             data = set_state(src.data, state, src.origin)
-            parsed = model.parse(data, src.origin, check_machine)
+            parsed = model.parse(data, src.origin, host)
         except model.InvalidDomainError as exc:
             report.problems += [i.render(src.origin) for i in exc.issues]
             continue
@@ -188,14 +188,14 @@ def cmd_import(args: Any, out: TextIO, err: TextIO, layout: Layout) -> int:
     Exit 0 when every domain was carried over, 1 when any was not (each reported on stderr as
     `file:line: message`); a source that cannot be read at all raises `SourceError` (exit 2).
     """
-    from reconciler.machines import default_catalog
+    from reconciler.hostfacts import host_facts
 
     layout.ensure()
     if args.uri:
         sources = from_virsh(args.uri)
     else:
         sources = from_folder(Path(args.source) if args.source else LIBVIRT_CONFIG)
-    report = import_domains(sources, layout.config_dir, default_catalog().check)
+    report = import_domains(sources, layout.config_dir, host_facts())
     for done in report.imported:
         out.write(f"imported {done.name} from {done.origin} into {done.file} "
                   f"(desired {done.state})\n")

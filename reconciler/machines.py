@@ -1,7 +1,7 @@
 """The machine types an emulator offers (`<emulator> -machine help`), cached, and their check.
 
-`MachineCatalog.check` is the `model.MachineCheck` that `model.parse` takes (injected) to check
-`<type machine>` against the emulator's own list.
+`MachineCatalog.check` is the `model.parse.MachineCheck` that `model.parse` is given (through
+`reconciler.hostfacts`) to check `<type machine>` against the emulator's own list.
 
 Running the emulator is a side effect, so it lives here and not in `model/`. Each binary's list
 is kept in memory and in a small JSON file in the user's cache directory, keyed by the binary's
@@ -21,8 +21,6 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import model
 
 _ALIAS = re.compile(r"\(alias of (\S+)\)")
 RUN_TIMEOUT_S = 20.0
@@ -170,12 +168,3 @@ def default_catalog() -> MachineCatalog:
         _DEFAULT.append(MachineCatalog())
     return _DEFAULT[0]
 
-
-def parse_checked(data: bytes, file: str | Path | None = None) -> model.Parsed:
-    """`model.parse` with `<type machine>` checked against the emulator's own list."""
-    return model.parse(data, file, default_catalog().check)
-
-
-def parse_file_checked(path: str | Path) -> model.Parsed:
-    """`model.parse_file` with `<type machine>` checked against the emulator's own list."""
-    return model.parse_file(path, default_catalog().check)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from model import Domain
+from model.argv import bridge_of
 from reconciler.desired import Identify, Want, writable_disks
 from reconciler.policy import ExitKind, RestartState
 from reconciler.scan import FileKey
@@ -145,11 +146,25 @@ def _describe_claim(claim: Claim) -> str:
             "disk": f"the disk image {value}"}[kind]
 
 
+def _joined(d: Domain) -> Domain:
+    """`d` with each network interface's bridge as QEMU joined it.
+
+    A definition kept by a qemud that did not resolve networks has no bridge: it joined the
+    guessed one (`model.argv.bridge_of`), which is what it is compared by.
+    """
+    nics = d.devices.interfaces
+    if all(n.type != "network" or n.bridge is not None for n in nics):
+        return d
+    joined = tuple(n.model_copy(update={"bridge": bridge_of(n)}) if n.type == "network" else n
+                   for n in nics)
+    return d.model_copy(update={"devices": d.devices.model_copy(update={"interfaces": joined})})
+
+
 def _same_definition(a: Domain | None, b: Domain) -> bool:
     """Whether two definitions describe the same guest (the desired-state block aside)."""
     if a is None or a is b:
         return True
-    return a.model_copy(update={"desired": b.desired}) == b
+    return _joined(a.model_copy(update={"desired": b.desired})) == _joined(b)
 
 
 def pending_restart(live: Live | None, want: Want | None) -> bool:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 import model
-from reconciler.machines import parse_checked
+from reconciler.hostfacts import parse_checked
 
 EDITOR_DEBRIS = ("~", ".swp", ".swx", ".swo", ".tmp", ".bak", ".orig", ".part")
 

@@ -141,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown benchmark(s) {', '.join(sorted(unknown))}; "
                      f"known: {', '.join(sorted(names))}")
     _OPTIONS["count"] = args.count
+    # the generated domains use libvirt's 'default' network: resolve it as the tests do
+    os.environ.setdefault("QEMUD_LIBVIRT_NETWORKS",
+                          str(Path(__file__).resolve().parents[1] / "data" / "libvirt-networks"))
     chosen = [b for b in BENCHES if not args.names or b.__name__.removeprefix("bench_") in args.names]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {load:.2f}")

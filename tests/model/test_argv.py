@@ -556,15 +556,19 @@ def test_runtime_serial_log(port: int, log: str) -> None:
 @pytest.mark.parametrize(("snippet", "expected"), [
     ("<video><model type='vga'/></video>", ["VGA,bus=pci.0,addr=0x2,id=video0"]),
     ("<video><model type='cirrus'/></video>", ["cirrus-vga,bus=pci.0,addr=0x2,id=video0"]),
-    ("<video><model type='qxl'/></video>", ["qxl-vga,bus=pci.0,addr=0x2,id=video0"]),
-    ("<video><model type='virtio'/></video>", ["virtio-vga,bus=pci.0,addr=0x2,id=video0"]),
+    ("<video><model type='qxl'/></video>", [  # libvirt's default heads and sizes
+        "qxl-vga,bus=pci.0,addr=0x2,id=video0,"
+        "max_outputs=1,ram_size=67108864,vram_size=67108864,vram64_size_mb=0,vgamem_mb=16"]),
+    ("<video><model type='virtio'/></video>", ["virtio-vga,bus=pci.0,addr=0x2,id=video0,max_outputs=1"]),
     ("<video><model type='bochs'/></video>", ["bochs-display,bus=pci.0,addr=0x2,id=video0"]),
     ("<video><model type='ramfb'/></video>", ["ramfb,id=video0"]),
     ("<video><model type='none'/></video>", []),
     ("<video><model type='virtio'/></video><video><model type='virtio'/></video>",
-     ["virtio-vga,bus=pci.0,addr=0x2,id=video0", "virtio-gpu-pci,bus=pci.0,addr=0x3,id=video1"]),
+     ["virtio-vga,bus=pci.0,addr=0x2,id=video0,max_outputs=1",
+      "virtio-gpu-pci,bus=pci.0,addr=0x3,id=video1,max_outputs=1"]),
     ("<video><model type='vga'/></video><video><model type='qxl'/></video>",
-     ["VGA,bus=pci.0,addr=0x2,id=video0", "qxl,bus=pci.0,addr=0x3,id=video1"]),
+     ["VGA,bus=pci.0,addr=0x2,id=video0", "qxl,bus=pci.0,addr=0x3,id=video1,"
+      "max_outputs=1,ram_size=67108864,vram_size=67108864,vram64_size_mb=0,vgamem_mb=16"]),
 ])
 def test_video(snippet: str, expected: list[str]) -> None:
     assert values(devices(snippet), "-device") == expected
@@ -573,7 +577,7 @@ def test_video(snippet: str, expected: list[str]) -> None:
 @pytest.mark.parametrize(("snippet", "expected"), [
     ("<graphics type='vnc'/>", ["VGA,bus=pci.0,addr=0x2,id=video0"]),  # libvirt adds a default video adapter
     ("<graphics type='vnc'/><video><model type='virtio'/></video>",
-     ["virtio-vga,bus=pci.0,addr=0x2,id=video0"]),
+     ["virtio-vga,bus=pci.0,addr=0x2,id=video0,max_outputs=1"]),
     ("<graphics type='vnc'/><video><model type='none'/></video>", []),  # explicitly none
     ("", []),
 ])

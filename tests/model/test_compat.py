@@ -268,7 +268,7 @@ def test_q35_root_ports_are_packed_and_devices_take_one_each() -> None:
         "virtio-blk-pci,bus=pci.2,addr=0x0,drive=drive-virtio-disk0,id=virtio-disk0",
         "virtio-net-pci,bus=pci.1,addr=0x0,netdev=hostnet0,id=net0,mac=" +
         values(d, "-device")[4].rsplit("mac=", 1)[1],
-        "virtio-vga,bus=pcie.0,addr=0x1,id=video0"]
+        "virtio-vga,bus=pcie.0,addr=0x1,id=video0,max_outputs=1"]
 
 
 @pytest.mark.parametrize(("snippet", "message"), [

@@ -431,7 +431,8 @@ def test_disk_cache_modes(cache: str) -> None:
        <source network='default' portid='0b7c7e4a-9d0e-4f6c-8a4d-2e3f1a5b6c7d' bridge='virbr0'/>
        <model type='e1000e'/>
        <target dev='vnet0'/>
-     </interface>""", Interface(type="network", source="default", model="e1000e")),
+     </interface>""", Interface(type="network", source="default", bridge="virbr0",
+                                model="e1000e")),  # a live XML states the bridge
 ])
 def test_interface(snippet: str, nic: Interface) -> None:
     assert parse(devices(snippet)).devices.interfaces == (nic,)
@@ -444,11 +445,12 @@ def test_interface_models(nic_model: str) -> None:
     assert d.devices.interfaces[0].model == nic_model
 
 
-def test_network_interface_warns_that_there_are_no_libvirt_networks() -> None:
+def test_network_interface_unresolved_warns_that_the_bridge_is_a_guess() -> None:
+    # without host facts (no network lookup injected) the bridge is guessed, and said so
     parsed = model.parse(devices("<interface type='network'><source network='lan'/></interface>"))
     assert [w.line for w in parsed.warnings] == [7]
-    assert parsed.warnings[0].message.startswith("<interface type='network'>: qemud has no "
-                                                 "libvirt networks")
+    assert parsed.warnings[0].message.startswith("<source network='lan'>: libvirt's networks "
+                                                 "were not consulted")
 
 
 @pytest.mark.parametrize(("snippet", "graphics"), [

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import model
+from model.parse import HostFacts
 from reconciler.cli import main
 from reconciler.importer import SourceError, from_folder, from_virsh, import_domains
 
@@ -111,8 +112,8 @@ def test_import_never_overwrites_and_refuses_clashes(libvirt_dir: Path, tmp_path
 
 def test_machine_check_applies(libvirt_dir: Path, tmp_path: Path) -> None:
     """The emulator's machine list is consulted: a type it lacks is reported at its line."""
-    report = import_domains(from_folder(libvirt_dir), tmp_path,
-                            lambda emulator, machine: f"{machine!r} is not known to {emulator}")
+    report = import_domains(from_folder(libvirt_dir), tmp_path, HostFacts(
+        check_machine=lambda emulator, machine: f"{machine!r} is not known to {emulator}"))
     assert report.imported == []
     assert f"{libvirt_dir / 'debian12.xml'}:" in report.problems[0]
     assert "<type machine>: 'pc-q35-7.2' is not known to /usr/bin/qemu-system-x86_64" \

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import model
+from model.parse import HostFacts
 from reconciler.machines import MachineCatalog, parse_machine_help
 from tests.support.snippets import domain_xml
 
@@ -62,10 +63,10 @@ def test_parse_with_the_check_reports_at_the_type_line(binary: Path, tmp_path: P
     data = domain_xml(f"<devices><emulator>{binary}</emulator></devices>",
                       os=f"<os><type arch='x86_64' machine='{machine}'>hvm</type></os>")
     if message is None:
-        assert model.parse(data, "f.xml", catalog.check).domain.os.machine == machine
+        assert model.parse(data, "f.xml", HostFacts(check_machine=catalog.check)).domain.os.machine == machine
         return
     with pytest.raises(model.InvalidDomainError) as info:
-        model.parse(data, "f.xml", catalog.check)
+        model.parse(data, "f.xml", HostFacts(check_machine=catalog.check))
     assert [(i.line, i.message) for i in info.value.issues] == [
         (5, "<type machine>: " + message.format(b=binary))]
 

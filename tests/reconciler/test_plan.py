@@ -255,6 +255,10 @@ DISK = ("<disk type='file' device='disk'><source file='/var/lib/x.qcow2'/>"
         "<driver name='qemu' type='qcow2'/><target dev='vda' bus='virtio'/></disk>")
 
 
+NET = "<interface type='network'><source network='default'/></interface>"
+NET_AT = "<interface type='network'><source network='default' bridge='{}'/></interface>"
+
+
 def _live_with(**kw: object) -> Live:
     return Live(U1, "a", 4242, "running", domain(U1, **kw))
 
@@ -276,6 +280,13 @@ PENDING = [
     pytest.param({"devices": DISK}, {"devices": DISK, "state": "stopped"}, False,
                  id="device-same-state-changed"),
     pytest.param({}, {"memory": 128, "state": "stopped"}, True, id="memory-and-state"),
+    # a definition kept by a qemud that guessed network bridges: the same bridge is the same
+    pytest.param({"devices": NET}, {"devices": NET_AT.format("virbr0")}, False,
+                 id="network-bridge-resolved-as-guessed"),
+    pytest.param({"devices": NET}, {"devices": NET_AT.format("virbr1")}, True,
+                 id="network-bridge-resolved-elsewhere"),
+    pytest.param({"devices": NET_AT.format("virbr0")}, {"devices": NET_AT.format("virbr1")}, True,
+                 id="network-bridge-changed"),
 ]
 
 

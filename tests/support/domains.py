@@ -431,9 +431,11 @@ def _interfaces(c: _Chooser) -> list[Interface]:
     nics = []
     for _ in range(c.int(0, 3)):
         kind = c.pick(("user", "bridge", "network"))
+        name = None if kind == "user" else c.text("bridge")
         nics.append(Interface(
             type=kind,
-            source=None if kind == "user" else c.text("bridge"),
+            # a network must be defined to be used: libvirt's 'default' (tests: its test data)
+            source="default" if kind == "network" else name,
             mac=_mac(c) if c.flag(0.5) else None,
             model=c.pick(("rtl8139", "virtio", "e1000", "e1000e", "ne2k_pci", "pcnet",
                           "vmxnet3")),
