@@ -13,15 +13,18 @@ import signal
 import subprocess
 import sys
 import tempfile
+import uuid as uuidlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+import model
 from reconciler import sidecars
 from reconciler.loop import Reconciler
 from reconciler.paths import Layout
 from reconciler.process import read_cmdline
+from reconciler.supervisor import QemuLayer
 from tests.support.procs import kill_mentioning
 
 VIRTIOFSD = sidecars.virtiofsd_binary()
@@ -181,3 +184,47 @@ def test_a_missing_virtiofsd_fails_the_start_cleanly(layout: Layout) -> None:
     assert "/nonexistent/virtiofsd is not installed" in state
     assert qemus(config) == []
     assert not layout.pidfile(UUID).exists()
+
+
+def test_a_qemu_that_fails_to_start_takes_its_virtiofsd_with_it(layout: Layout) -> None:
+    """QEMU refuses its disk after virtiofsd is up: the start fails, no virtiofsd is left."""
+    config = layout.config_dir
+    config.mkdir(mode=0o700, exist_ok=True)
+    broken = fs_xml("running", Path("/tmp")).replace(
+        "<devices>", "<devices><disk type='file' device='disk'>"
+                     f"<source file='{config}/missing.img'/><target dev='vda' bus='virtio'/>"
+                     "</disk>")
+    (config / "fsvm.xml").write_text(broken)
+    assert once(layout) != "running"
+    log = layout.log_file("fsvm").read_text()
+    assert "missing.img" in log  # QEMU did run and refuse it
+    assert "Waiting for vhost-user socket connection" in log  # virtiofsd was up before it
+    for pid in virtiofsds(config):
+        wait_gone(pid)
+    assert virtiofsds(config) == []
+
+
+def test_a_dead_virtiofsd_is_logged_and_the_guest_keeps_running(layout: Layout) -> None:
+    """virtiofsd killed under a running QEMU: the VM log says so; QEMU is not stopped for it."""
+    layout.ensure()
+    domain = model.parse(fs_xml("running", Path("/tmp")).encode()).domain
+    log = layout.log_file("fsvm")
+
+    async def scenario() -> None:
+        """Start through the real process layer, kill virtiofsd, wait for the log line, stop."""
+        exits: list[object] = []
+        handle = await QemuLayer(layout).start(uuidlib.UUID(UUID), domain, None, exits.append,
+                                               lambda _event: None)
+        assert handle.pid is not None
+        [pid] = virtiofsds(layout.config_dir)
+        os.kill(pid, signal.SIGKILL)
+        for _ in range(400):  # bounded: the line comes after `DEATH_GRACE`
+            if log.exists() and "exited while QEMU runs" in log.read_text():
+                break
+            await asyncio.sleep(0.05)
+        assert "exited while QEMU runs" in log.read_text()
+        assert not exits and os.path.exists(f"/proc/{handle.pid}")  # QEMU untouched
+        await handle.stop(reason="test", shutdown_timeout=1, graceful=False)
+        assert len(exits) == 1
+
+    asyncio.run(scenario())
