@@ -127,10 +127,12 @@ def virtiofsd_argv(fs: Filesystem, binary: str) -> tuple[str, ...]:
     """The virtiofsd line for `fs` (`{fd}` is the socket), as libvirt 9.0 builds it (pure).
 
     `qemuVirtioFSBuildCommandLine`: `virtiofsd --fd=N -o source=DIR[,cache=][,sandbox=]
-    [,xattr|no_xattr][,flock|no_flock][,posix_lock|no_posix_lock] [--thread-pool-size=N]`,
-    commas in the folder doubled.
+    [,xattr|no_xattr][,flock|no_flock][,posix_lock|no_posix_lock] [--thread-pool-size=N]`.
+    One difference: a comma or backslash in the folder is escaped with a backslash, which the C
+    virtiofsd's option parser (fuse_opt) understands; libvirt doubles commas, which it does not
+    (`source=/a,,b` makes it look for `/a`).
     """
-    opts = "source=" + fs.source_dir.replace(",", ",,")
+    opts = "source=" + fs.source_dir.replace("\\", "\\\\").replace(",", "\\,")
     if fs.cache is not None:
         opts += f",cache={fs.cache}"
     if fs.sandbox is not None:

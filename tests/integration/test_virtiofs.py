@@ -137,7 +137,7 @@ def test_virtiofsd_is_started_adopted_and_stopped_with_its_vm(layout: Layout) ->
     config = layout.config_dir
     config.mkdir(mode=0o700, exist_ok=True)
     base = layout.config_dir
-    shared = Path(tempfile.mkdtemp(prefix="qdv-share", dir="/tmp"))
+    shared = Path(tempfile.mkdtemp(prefix="qdv-sh,are", dir="/tmp"))  # a comma, escaped
     try:
         (config / "fsvm.xml").write_text(fs_xml("running", shared))
         assert once(layout) == "running"
@@ -145,7 +145,9 @@ def test_virtiofsd_is_started_adopted_and_stopped_with_its_vm(layout: Layout) ->
         assert len(first) == 1
         argv = read_cmdline(first[0])
         assert argv is not None and argv[0] == VIRTIOFSD
-        assert f"source={shared}" in argv and any(a.startswith("--fd=") for a in argv)
+        escaped = str(shared).replace(",", "\\,")
+        assert f"source={escaped}" in argv and any(a.startswith("--fd=") for a in argv)
+        assert "failed to stat source" not in layout.log_file("fsvm").read_text()
         assert (layout.vm_dir(UUID) / "fs0-fs.sock").exists()
         assert (layout.vm_dir(UUID) / "fs0.sidecar.pid").read_text().strip() == str(first[0])
         peripherals = monitor(layout, {"execute": "qom-list",

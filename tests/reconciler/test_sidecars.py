@@ -64,11 +64,12 @@ def test_debians_descriptor_names_its_virtiofsd() -> None:
     (Filesystem(source_dir="/a,b", target_dir="a", cache="always", sandbox="chroot", xattr=True,
                 flock=False, posix_lock=True, thread_pool=16, binary_path="/opt/virtiofsd"),
      ["/opt/virtiofsd", "--fd={fd}", "-o",
-      "source=/a,,b,cache=always,sandbox=chroot,xattr,no_flock,posix_lock",
+      "source=/a\\,b,cache=always,sandbox=chroot,xattr,no_flock,posix_lock",
       "--thread-pool-size=16"]),
     (Filesystem(source_dir="/a", target_dir="a", cache="none", xattr=False, flock=True,
                 posix_lock=False),
      ["/bin/vfsd", "--fd={fd}", "-o", "source=/a,cache=none,no_xattr,flock,no_posix_lock"]),
+    (Filesystem(source_dir="/a\\b", target_dir="a"), ["/bin/vfsd", "--fd={fd}", "-o", "source=/a\\\\b"]),
 ])
 def test_virtiofsd_line_is_libvirts(fs: Filesystem, line: list[str]) -> None:
     """libvirt 9.0's qemuVirtioFSBuildCommandLine, with the socket passed as a descriptor."""
