@@ -1115,25 +1115,33 @@ def _read_filesystem(ctx: _Context, node: Node) -> Filesystem | None:
 def _read_memory_backing(ctx: _Context, node: Node) -> MemoryBacking | None:
     """`<memoryBacking><source type='memfd'/><access mode='shared'/></memoryBacking>`."""
     fields = _Fields(node)
+    ok = True
+    for kid in node.kids():
+        if kid.tag not in ("source", "access"):
+            node.consume(kid)
+            ctx.error(kid.line, f"<memoryBacking><{kid.tag}> is not supported by qemud (only "
+                      "<source type='memfd'/> and <access mode=>); remove it")
+            ok = False
     source = node.child("source")
-    if source is None or source.attr("type") != "memfd":
-        what = "no <source>" if source is None else f"<source type={source.attr('type')!r}>"
-        ctx.error(node.line if source is None else source.line,
-                  f"<memoryBacking>: {what} is not supported; use <source type='memfd'/> "
-                  "(guest memory in a memfd, which virtiofs can share)")
-        return None
-    _leftovers(ctx, source)
+    if source is None:
+        ctx.error(node.line, "<memoryBacking> without <source type='memfd'/> is not supported "
+                  "(qemud backs guest memory only by a memfd); add <source type='memfd'/> or "
+                  "remove <memoryBacking>")
+        ok = False
+    elif source.attr("type") != "memfd":
+        ctx.error(source.line, f"<memoryBacking>: <source type={source.attr('type')!r}> is not "
+                  "supported; use <source type='memfd'/> (guest memory in a memfd, which "
+                  "virtiofs can share)")
+        ok = False
+    else:
+        _leftovers(ctx, source)
     access = node.child("access")
     if access is not None:
         fields.attr("access", "mode", access)
         _leftovers(ctx, access)
-    for kid in node.kids():
-        if kid.tag not in ("source", "access"):
-            node.consume(kid)
-            ctx.error(kid.line, f"<memoryBacking><{kid.tag}> is not supported by qemud "
-                      "(only <source type='memfd'/> and <access mode=>); remove it")
     _leftovers(ctx, node)
-    return _make(ctx, MemoryBacking, fields)
+    made = _make(ctx, MemoryBacking, fields)
+    return made if ok else None
 
 
 def _read_model_only(ctx: _Context, node: Node,

@@ -168,6 +168,9 @@ def test_two_shares_and_a_comma_in_the_tag() -> None:
     pytest.param("", "<memoryBacking><source type='file'/></memoryBacking>",
                  [(6, "<memoryBacking>: <source type='file'> is not supported; use <source "
                       "type='memfd'/>")], id="file-backed"),
+    pytest.param("", "<memoryBacking>\n<access mode='shared'/><locked/></memoryBacking>",
+                 [(6, "<memoryBacking> without <source type='memfd'/> is not supported"),
+                  (7, "<memoryBacking><locked> is not supported by qemud")], id="no-source"),
     pytest.param("", "<memoryBacking><source type='memfd'/><access mode='open'/></memoryBacking>",
                  [(6, "<access mode>: 'open' is not allowed")], id="access-mode"),
     pytest.param("<filesystem type='mount' accessmode='passthrough'>\n<source dir='/a'/>"
