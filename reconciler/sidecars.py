@@ -78,6 +78,8 @@ class Spec:
     """Run once before the first start (must leave existing state alone)."""
     package: str = ""
     """The Debian package that provides the program (named when it is missing)."""
+    folder: Path | None = None
+    """A host folder that must exist before it starts (virtiofsd's shared folder)."""
 
 
 @dataclass
@@ -161,7 +163,7 @@ def specs(domain: model.Domain, runtime: model.Runtime,
         out.append(Spec(
             name=f"fs{i}", argv=virtiofsd_argv(fs, binary), socket=runtime.fs_socket(i),
             pidfile=runtime.folder / f"fs{i}.sidecar.pid", state=None, mark=None,
-            package="qemu-system-common",
+            package="qemu-system-common", folder=Path(fs.source_dir),
         ))
     for i, tpm in enumerate(domain.devices.tpms):
         state = runtime.state_dir / "tpm"
@@ -227,6 +229,9 @@ def start(spec: Spec, log_fd: int,
     if shutil.which(spec.argv[0]) is None:
         raise SidecarError(spec.name, f"{spec.argv[0]} is not installed (Debian package "
                            f"{spec.package.split()[0]}; `apt-get install {spec.package}`)")
+    if spec.folder is not None and not spec.folder.is_dir():
+        raise SidecarError(spec.name, f"the shared folder {spec.folder} (<source dir>) is not a "
+                           "folder on this host; create it or fix the path")
     _setup(spec, log_fd)
     try:
         sock = listening_socket(spec.socket)

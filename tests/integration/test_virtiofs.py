@@ -230,3 +230,13 @@ def test_a_dead_virtiofsd_is_logged_and_the_guest_keeps_running(layout: Layout) 
         assert len(exits) == 1
 
     asyncio.run(scenario())
+
+
+def test_a_missing_shared_folder_fails_the_start_and_says_so(layout: Layout) -> None:
+    config = layout.config_dir
+    config.mkdir(mode=0o700, exist_ok=True)
+    (config / "fsvm.xml").write_text(fs_xml("running", config / "nowhere"))
+    state = once(layout)
+    assert f"the shared folder {config}/nowhere (<source dir>) is not a folder" in state, state
+    assert qemus(config) == [] and virtiofsds(config) == []
+    assert not layout.pidfile(UUID).exists()

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ import pytest
 import model
 from model.domain import Filesystem
 from reconciler import sidecars
-from reconciler.process import spawn_detached
+from reconciler.process import read_cmdline, spawn_detached
 
 UUID = "4dea22b3-1d52-d8f3-2516-782e98ab3fa0"
 DOMAIN = f"""<domain type='qemu'><name>v</name><uuid>{UUID}</uuid>
@@ -111,6 +112,10 @@ def test_an_environment_marked_sidecar_is_known_by_its_own_pidfile(tmp_path: Pat
     finally:
         os.close(log)
     try:
+        for _ in range(500):  # bounded: /proc shows no argv while the child is still in execve
+            if read_cmdline(pid):
+                break
+            time.sleep(0.01)
         assert sidecars.identify(spec, pid)
         assert not sidecars.identify(other, pid)
         assert f"{sidecars.MARK}={spec.pidfile}" in sidecars.read_environ(pid)
