@@ -1677,11 +1677,14 @@ def _check_numa(ctx: _Context, domain: Domain, fields: _Fields) -> None:
                       f"(cells 0-{len(cells) - 1})")
 
 
-def _check_filesystems(ctx: _Context, domain: Domain) -> None:
-    """Check that a virtiofs share has memory virtiofsd can map (shared memfd) and its own tag."""
+def _check_filesystems(ctx: _Context, domain: Domain, backing_failed: bool) -> None:
+    """Check that a virtiofs share has memory virtiofsd can map (shared memfd) and its own tag.
+
+    A `<memoryBacking>` already reported as invalid is not reported again at each share.
+    """
     lines = ctx.filesystem_lines
     backing = domain.memory_backing
-    shared = backing is not None and backing.access == "shared"
+    shared = backing_failed or (backing is not None and backing.access == "shared")
     tags: set[str] = set()
     for fs, line in zip(domain.devices.filesystems, lines, strict=False):
         if not shared:
@@ -1720,7 +1723,7 @@ def _check_domain(ctx: _Context, domain: Domain, fields: _Fields) -> None:
         elif disk.iothread > domain.iothreads:
             ctx.error(line, f"<driver iothread='{disk.iothread}'>: there are "
                       f"{domain.iothreads} <iothreads>; add <iothreads>{disk.iothread}</iothreads>")
-    _check_filesystems(ctx, domain)
+    _check_filesystems(ctx, domain, "memory_backing" in fields.failed)
     hyperv = domain.features.hyperv
     if domain.type == "qemu" and hyperv is not None:
         kvm_only = [n for n, on in hyperv.enabled if on and n in KVM_ONLY_HYPERV]

@@ -165,7 +165,7 @@ def test_two_shares_and_a_comma_in_the_tag() -> None:
                  id="memfd-not-shared"),
     pytest.param("", "<memoryBacking><hugepages/><source type='memfd'/></memoryBacking>",
                  [(6, "<memoryBacking><hugepages> is not supported by qemud")], id="hugepages"),
-    pytest.param("", "<memoryBacking><source type='file'/></memoryBacking>",
+    pytest.param(FS, "<memoryBacking><source type='file'/></memoryBacking>",
                  [(6, "<memoryBacking>: <source type='file'> is not supported; use <source "
                       "type='memfd'/>")], id="file-backed"),
     pytest.param("", "<memoryBacking>\n<access mode='shared'/><locked/></memoryBacking>",
