@@ -62,6 +62,10 @@ class Runtime:
         """The VM's runtime folder: the one holding the QMP socket (guest agent, spice sockets)."""
         return self.qmp_socket.parent
 
+    def fs_socket(self, index: int) -> Path:
+        """The vhost-user socket of `<filesystem>` number `index`'s virtiofsd: `fs<index>-fs.sock`."""
+        return self.folder / f"fs{index}-fs.sock"
+
     def tpm_socket(self, index: int) -> Path:
         """The control socket of `<tpm>` number `index`'s swtpm: `tpm<index>-swtpm.sock` in the folder."""
         return self.folder / f"tpm{index}-swtpm.sock"
@@ -116,6 +120,8 @@ def _machine(d: Domain, fw: FirmwareChoice | None) -> Option:
     if any(t.name == "hpet" and t.present is False for t in d.clock.timers):
         parts.append("hpet=off")
     parts.append("dump-guest-core=off")
+    if d.memory_backing is not None and not (d.cpu is not None and d.cpu.numa):
+        parts.append("memory-backend=pc.ram")
     if fw is not None:
         parts += ["pflash0=pflash0", "pflash1=pflash1"]
     return ("-machine", ",".join(parts))
@@ -268,7 +274,9 @@ def _numa(d: Domain) -> Iterator[Option]:
         policy = tune.memory if tune is not None else None
         if tune is not None:
             policy = next((m for m in tune.memnodes if m.cellid == cell.id), policy)
-        backend = f"memory-backend-ram,id=ram-node{cell.id},size={units.to_mib(cell.memory) << 20}"
+        kind = "ram" if d.memory_backing is None else "memfd"
+        backend = (f"memory-backend-{kind},id=ram-node{cell.id}{_share(d)},"
+                   f"size={units.to_mib(cell.memory) << 20}")
         if policy is not None:
             nodes = ",".join(f"host-nodes={r}" for r in qemu_ranges(policy.nodeset))
             backend += f",{nodes},policy={_POLICY[policy.mode]}"
@@ -841,6 +849,38 @@ def _tpms(d: Domain, runtime: Runtime | None) -> Iterator[Option]:
         yield ("-device", f"{tpm.model},tpmdev=tpm-tpm{i},id=tpm{i}")
 
 
+def _filesystems(d: Domain, runtime: Runtime | None, at: At) -> Iterator[Option]:
+    """virtiofs: a chardev on virtiofsd's socket and `vhost-user-fs-pci`, with libvirt 9.0's ids.
+
+    Without a runtime (`reconcile argv`) the socket is shown relative, like a channel's.
+    """
+    for i, fs in enumerate(d.devices.filesystems):
+        path = runtime.fs_socket(i) if runtime is not None else Path(f"fs{i}-fs.sock")
+        yield ("-chardev", f"socket,id=chr-vu-fs{i},path={esc(path)}")
+        queue = f",queue-size={fs.queue}" if fs.queue is not None else ""
+        yield ("-device", f"vhost-user-fs-pci,id=fs{i},chardev=chr-vu-fs{i}{queue},"
+               f"tag={esc(fs.target_dir)}{at(f'fs{i}')}")
+
+
+def memory_backend(d: Domain) -> Option | None:
+    """`<memoryBacking><source type='memfd'>` without NUMA cells: guest RAM as libvirt 9.0 gives it.
+
+    `memory-backend-memfd,id=pc.ram[,share=on|off],x-use-canonical-path-for-ramblock-id=off,
+    size=BYTES`, named by `-machine ...,memory-backend=pc.ram` (libvirt's disk-vhostuser.args).
+    With cells each cell's backend is a memfd instead (see `_numa`).
+    """
+    if d.memory_backing is None or (d.cpu is not None and d.cpu.numa):
+        return None
+    return ("-object", f"memory-backend-memfd,id=pc.ram{_share(d)},"
+            f"x-use-canonical-path-for-ramblock-id=off,size={memory_mib(d) << 20}")
+
+
+def _share(d: Domain) -> str:
+    """`,share=on|off` for `<access mode=>` (absent: QEMU's default, private)."""
+    access = d.memory_backing.access if d.memory_backing is not None else None
+    return "" if access is None else f",share={'on' if access == 'shared' else 'off'}"
+
+
 def _misc(d: Domain, at: At) -> Iterator[Option]:
     """Balloon, random number generators and the panic device."""
     if d.devices.memballoon == "virtio":
@@ -879,7 +919,7 @@ _PCIE_DEVICES = frozenset({"virtio-blk-pci", "virtio-net-pci", "virtio-balloon-p
                            "virtio-serial-pci", "virtio-scsi-pci", "virtio-vga", "virtio-gpu-pci",
                            "virtio-tablet-pci", "virtio-mouse-pci", "virtio-keyboard-pci",
                            "qemu-xhci", "nec-usb-xhci", "e1000e", "vmxnet3", "bochs-display",
-                           "pcie-pci-bridge"})
+                           "pcie-pci-bridge", "vhost-user-fs-pci"})
 """PCI Express endpoints: on 'q35' libvirt puts each behind its own pcie-root-port."""
 
 
@@ -951,6 +991,8 @@ def _pci_requests(d: Domain) -> list[pci.Request]:
     for disk in d.devices.disks:
         if disk.target_bus == "virtio":
             add(f"virtio-disk{disk_index(disk.target_dev)}", "virtio-blk-pci", disk.address)
+    for i, fs in enumerate(d.devices.filesystems):  # libvirt places filesystems after disks
+        add(f"fs{i}", "vhost-user-fs-pci", fs.address)
     if d.devices.memballoon == "virtio":
         add("balloon0", "virtio-balloon-pci", d.devices.memballoon_address)
     for i, rng in enumerate(d.devices.rngs):
@@ -1026,6 +1068,9 @@ def options(d: Domain, runtime: Runtime | None = None,
                 else "tcg" if tb is None else f"tcg,tb-size={units.to_mib(tb)}"))
     out += _cpu(d)
     out.append(("-m", str(memory_mib(d))))
+    backend = memory_backend(d)
+    if backend is not None:
+        out.append(backend)
     out.append(_smp(d))
     out += _numa(d)
     out += [("-object", f"iothread,id=iothread{i}") for i in range(1, d.iothreads + 1)]
@@ -1065,6 +1110,7 @@ def options(d: Domain, runtime: Runtime | None = None,
     out += _redirdevs(d, ports)
     out += _watchdogs(d, at)
     out += _tpms(d, runtime)
+    out += _filesystems(d, runtime, at)
     out += _misc(d, at)
     return out
 

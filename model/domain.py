@@ -562,6 +562,64 @@ class Watchdog(Frozen):
     address: PciAddress | None = None
 
 
+class Filesystem(Frozen):
+    """A virtiofs `<filesystem>`: a host folder shared with the guest through a virtiofsd.
+
+    `<filesystem type='mount' accessmode='passthrough'><driver type='virtiofs'/>`; the guest
+    mounts it by its tag. The `<binary>` settings are virtiofsd's options (None: virtiofsd's default).
+    """
+
+    source_dir: Annotated[str, Field(min_length=1)]
+    """`<source dir=>`: the host folder, an absolute path."""
+    target_dir: Annotated[str, Field(min_length=1, max_length=36)]
+    """`<target dir=>`: the mount tag the guest sees (QEMU's `tag`, at most 36 bytes)."""
+    queue: Annotated[int, Field(ge=1, le=1024)] | None = None
+    """`<driver queue=>`: QEMU's `queue-size` (a power of two, at most 1024)."""
+    binary_path: str | None = None
+    """`<binary path=>`: the virtiofsd to run (default: QEMU's vhost-user descriptor's)."""
+    xattr: bool | None = None
+    cache: Literal["none", "always"] | None = None
+    sandbox: Literal["namespace", "chroot"] | None = None
+    posix_lock: bool | None = None
+    flock: bool | None = None
+    thread_pool: Annotated[int, Field(ge=0, le=2**31 - 1)] | None = None
+    address: PciAddress | None = None
+
+    @field_validator("source_dir")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        """The shared folder is an absolute host path (virtiofsd is not run from the file's folder)."""
+        if not value.startswith("/"):
+            raise ValueError(f"{value!r} is not an absolute path")
+        return value
+
+    @field_validator("target_dir")
+    @classmethod
+    def _tag(cls, value: str) -> str:
+        """The tag fits the 36 bytes of virtio-fs's config space."""
+        if len(value.encode()) > 36:
+            raise ValueError(f"the mount tag {value!r} is longer than QEMU's 36 bytes")
+        return value
+
+    @field_validator("queue")
+    @classmethod
+    def _power_of_two(cls, value: int | None) -> int | None:
+        """QEMU refuses a queue size that is not a power of two."""
+        if value is not None and value & (value - 1):
+            raise ValueError(f"{value} is not a power of two (QEMU's queue-size must be one)")
+        return value
+
+
+class MemoryBacking(Frozen):
+    """`<memoryBacking><source type='memfd'/><access mode=/>`: guest RAM in a memfd.
+
+    With `access` 'shared', helpers such as virtiofsd can map it.
+    """
+
+    source: Literal["memfd"] = "memfd"
+    access: Literal["shared", "private"] | None = None
+
+
 class Devices(Frozen):
     """`<devices>`: everything qemud renders, in document order within each kind."""
 
@@ -583,6 +641,7 @@ class Devices(Frozen):
     redirdevs: tuple[Redirdev, ...] = ()
     watchdogs: tuple[Watchdog, ...] = ()
     tpms: Annotated[tuple[Tpm, ...], Field(max_length=1)] = ()
+    filesystems: tuple[Filesystem, ...] = ()
 
 
 class PowerManagement(Frozen):
@@ -607,6 +666,7 @@ class Domain(Frozen):
     description: str | None = None
     memory: Positive
     current_memory: Positive | None = None
+    memory_backing: MemoryBacking | None = None
     vcpu: Vcpu = Vcpu()
     cpu: Cpu | None = None
     numatune: Numatune | None = None

@@ -32,10 +32,12 @@ from model.domain import (
     Disk,
     Domain,
     Features,
+    Filesystem,
     Graphics,
     Hyperv,
     Input,
     Interface,
+    MemoryBacking,
     NumaCell,
     NumaMemory,
     Numatune,
@@ -61,8 +63,6 @@ from model.xml import Node, XmlError, load
 M = TypeVar("M", bound=BaseModel)
 
 UNSUPPORTED_DEVICES = {
-    "filesystem": "a shared folder needs a virtiofsd process beside QEMU, which qemud does "
-                  "not supervise yet",
     "hostdev": "passing a host device through needs VFIO setup and privileges qemud does not "
                "manage",
     "smartcard": "smartcards need a host NSS database or a spice client qemud does not set up",
@@ -132,6 +132,7 @@ class _Context:
     issues: list[Issue] = field(default_factory=list)
     warnings: list[Issue] = field(default_factory=list)
     disk_lines: list[int | None] = field(default_factory=list)
+    filesystem_lines: list[int | None] = field(default_factory=list)
     machine_line: int | None = None
     host: HostFacts = HostFacts()
 
@@ -1077,6 +1078,115 @@ def _read_tpm(ctx: _Context, node: Node) -> Tpm | None:
     return _make(ctx, Tpm, fields)
 
 
+def _read_filesystem(ctx: _Context, node: Node) -> Filesystem | None:
+    """A virtiofs `<filesystem type='mount' accessmode='passthrough'>`.
+
+    `<driver type='virtiofs'/>`, `<source dir=>`, `<target dir=>` and virtiofsd's `<binary>`
+    settings, as libvirt 9.0 reads them; any other driver is refused with its line.
+    """
+    fields = _Fields(node)
+    driver = node.child("driver")
+    kind = driver.attr("type") if driver is not None else None
+    if kind != "virtiofs":
+        why = ("9p (type='path' or 'handle') needs QEMU's 9p server, which qemud does not "
+               "render" if kind in (None, "path", "handle") else f"driver {kind!r} is unknown")
+        ctx.error(driver.line if driver is not None else node.line,
+                  f"<filesystem>: {why}; use <driver type='virtiofs'/> (with <memoryBacking>"
+                  "<source type='memfd'/><access mode='shared'/></memoryBacking>)")
+        return None
+    ftype = node.attr("type")
+    if ftype not in (None, "mount"):
+        ctx.error(node.line, f"<filesystem type>: {ftype!r} is not supported; use 'mount' (a "
+                  "host folder)")
+        return None
+    mode = node.attr("accessmode")
+    if mode not in (None, "passthrough"):
+        ctx.error(node.line, f"<filesystem accessmode>: {mode!r} is not supported by virtiofs; "
+                  "use 'passthrough'")
+        return None
+    if driver is not None:
+        fields.put("queue", _int(ctx, driver, "queue"), "<driver queue>", driver.line)
+        _leftovers(ctx, driver)
+    source = node.child("source")
+    if source is None or source.attr("dir") is None:
+        ctx.error(node.line if source is None else source.line,
+                  "<filesystem> needs <source dir='/host/folder'/>: the folder to share")
+        fields.fail("source_dir")
+    else:
+        fields.attr("source_dir", "dir", source)
+        _leftovers(ctx, source)
+    target = node.child("target")
+    if target is None or target.attr("dir") is None:
+        ctx.error(node.line if target is None else target.line,
+                  "<filesystem> needs <target dir='TAG'/>: the tag the guest mounts "
+                  "(mount -t virtiofs TAG /mnt)")
+        fields.fail("target_dir")
+    else:
+        fields.attr("target_dir", "dir", target)
+        _leftovers(ctx, target)
+    readonly = node.child("readonly")
+    if readonly is not None:
+        ctx.error(readonly.line, "<filesystem><readonly/>: virtiofs cannot share a folder "
+                  "read-only (libvirt refuses it too); remove it, or mount it read-only in "
+                  "the guest")
+    binary = node.child("binary")
+    if binary is not None:
+        fields.attr("binary_path", "path", binary)
+        fields.put("xattr", _flag(ctx, binary, "xattr", ("on", "off")), "<binary xattr>",
+                   binary.line)
+        for tag, attr, key in (("cache", "mode", "cache"), ("sandbox", "mode", "sandbox")):
+            kid = binary.child(tag)
+            if kid is not None:
+                fields.attr(key, attr, kid)
+                _leftovers(ctx, kid)
+        lock = binary.child("lock")
+        if lock is not None:
+            for attr, key in (("posix", "posix_lock"), ("flock", "flock")):
+                fields.put(key, _flag(ctx, lock, attr, ("on", "off")), f"<lock {attr}>",
+                           lock.line)
+            _leftovers(ctx, lock)
+        pool = binary.child("thread_pool")
+        if pool is not None:
+            fields.put("thread_pool", _int(ctx, pool, "size"), "<thread_pool size>", pool.line)
+            _leftovers(ctx, pool)
+        _leftovers(ctx, binary)
+    fields.put("address", _address(ctx, node), "<address>")
+    _leftovers(ctx, node, IGNORED_EVERYWHERE)
+    return _make(ctx, Filesystem, fields)
+
+
+def _read_memory_backing(ctx: _Context, node: Node) -> MemoryBacking | None:
+    """`<memoryBacking><source type='memfd'/><access mode='shared'/></memoryBacking>`."""
+    fields = _Fields(node)
+    ok = True
+    for kid in node.kids():
+        if kid.tag not in ("source", "access"):
+            node.consume(kid)
+            ctx.error(kid.line, f"<memoryBacking><{kid.tag}> is not supported by qemud (only "
+                      "<source type='memfd'/> and <access mode=>); remove it")
+            ok = False
+    source = node.child("source")
+    if source is None:
+        ctx.error(node.line, "<memoryBacking> without <source type='memfd'/> is not supported "
+                  "(qemud backs guest memory only by a memfd); add <source type='memfd'/> or "
+                  "remove <memoryBacking>")
+        ok = False
+    elif source.attr("type") != "memfd":
+        ctx.error(source.line, f"<memoryBacking>: <source type={source.attr('type')!r}> is not "
+                  "supported; use <source type='memfd'/> (guest memory in a memfd, which "
+                  "virtiofs can share)")
+        ok = False
+    else:
+        _leftovers(ctx, source)
+    access = node.child("access")
+    if access is not None:
+        fields.attr("access", "mode", access)
+        _leftovers(ctx, access)
+    _leftovers(ctx, node)
+    made = _make(ctx, MemoryBacking, fields)
+    return made if ok else None
+
+
 def _read_model_only(ctx: _Context, node: Node,
                      allowed: tuple[str, ...]) -> tuple[str, PciAddress | None] | None:
     """Read `<memballoon model=>` / `<panic model=>`: a model among `allowed`, and an address."""
@@ -1336,6 +1446,7 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
         "redirdev": _read_redirdev,
         "watchdog": _read_watchdog,
         "tpm": _read_tpm,
+        "filesystem": _read_filesystem,
     }
     for kid in node.kids():
         node.consume(kid)
@@ -1365,7 +1476,7 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
             ctx.error(kid.line, f"<{kid.tag}> devices are not supported by qemud; remove it "
                       "(supported: disk, interface, graphics, serial, console, channel, video, "
                       "input, controller, sound, audio, redirdev, watchdog, memballoon, panic, "
-                      "rng, tpm)")
+                      "rng, tpm, filesystem)")
     for con in consoles:
         made = _read_serial(ctx, con)
         if made is None:
@@ -1376,6 +1487,7 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
         serial_ports[made.port] = con
         lines[id(made)] = con.line
     ctx.disk_lines = list(tag_lines.get("disk", []))
+    ctx.filesystem_lines = list(tag_lines.get("filesystem", []))
     if emulator is not None:
         base = Path(emulator).name
         if base not in EMULATORS:
@@ -1408,6 +1520,7 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
         redirdevs=tuple(found.get("redirdev", [])),
         watchdogs=tuple(found.get("watchdog", [])),
         tpms=tuple(found.get("tpm", [])[:1]),
+        filesystems=tuple(found.get("filesystem", [])),
     )
     _check_devices(ctx, devices, lines, os)
     return devices
@@ -1532,6 +1645,9 @@ def _read_domain(ctx: _Context, root: Node) -> Domain | None:
             fields.fail(key)
         fields.put(key, value, f"<{tag}>", line)
 
+    backing = root.child("memoryBacking")
+    if backing is not None:
+        sub("memory_backing", _read_memory_backing(ctx, backing), "memoryBacking", backing.line)
     vcpu = root.child("vcpu")
     sub("vcpu", _read_vcpu(ctx, vcpu), "vcpu", vcpu.line if vcpu else None)
     cpu = root.child("cpu")
@@ -1604,6 +1720,26 @@ def _check_numa(ctx: _Context, domain: Domain, fields: _Fields) -> None:
                       f"(cells 0-{len(cells) - 1})")
 
 
+def _check_filesystems(ctx: _Context, domain: Domain, backing_failed: bool) -> None:
+    """Check that a virtiofs share has memory virtiofsd can map (shared memfd) and its own tag.
+
+    A `<memoryBacking>` already reported as invalid is not reported again at each share.
+    """
+    lines = ctx.filesystem_lines
+    backing = domain.memory_backing
+    shared = backing_failed or (backing is not None and backing.access == "shared")
+    tags: set[str] = set()
+    for fs, line in zip(domain.devices.filesystems, lines, strict=False):
+        if not shared:
+            ctx.error(line, "<filesystem> with <driver type='virtiofs'> needs guest memory "
+                      "virtiofsd can share; add <memoryBacking><source type='memfd'/><access "
+                      "mode='shared'/></memoryBacking> to <domain>")
+        if fs.target_dir in tags:
+            ctx.error(line, f"two <filesystem> have <target dir='{fs.target_dir}'>; each needs "
+                      "its own tag")
+        tags.add(fs.target_dir)
+
+
 def _check_domain(ctx: _Context, domain: Domain, fields: _Fields) -> None:
     """Whole-domain rules that need several parts: topology, emulator vs arch, CPU vs accel."""
     cpu = domain.cpu
@@ -1630,6 +1766,7 @@ def _check_domain(ctx: _Context, domain: Domain, fields: _Fields) -> None:
         elif disk.iothread > domain.iothreads:
             ctx.error(line, f"<driver iothread='{disk.iothread}'>: there are "
                       f"{domain.iothreads} <iothreads>; add <iothreads>{disk.iothread}</iothreads>")
+    _check_filesystems(ctx, domain, "memory_backing" in fields.failed)
     hyperv = domain.features.hyperv
     if domain.type == "qemu" and hyperv is not None:
         kvm_only = [n for n, on in hyperv.enabled if on and n in KVM_ONLY_HYPERV]

@@ -14,6 +14,7 @@ from model.domain import (
     Disk,
     Domain,
     Features,
+    Filesystem,
     Graphics,
     Interface,
     Os,
@@ -173,12 +174,36 @@ def _usb(port: str | None) -> Element | None:
     return Element("address", {"type": "usb", "bus": "0", "port": port}) if port else None
 
 
+def _filesystem(fs: Filesystem) -> Element:
+    """Render a virtiofs `<filesystem>` as libvirt writes it."""
+    on = ("on", "off")
+    binary = [
+        Element("cache", {"mode": fs.cache}) if fs.cache else None,
+        Element("sandbox", {"mode": fs.sandbox}) if fs.sandbox else None,
+        Element("lock", {"posix": _yn(fs.posix_lock, on), "flock": _yn(fs.flock, on)})
+        if fs.posix_lock is not None or fs.flock is not None else None,
+        Element("thread_pool", {"size": str(fs.thread_pool)}) if fs.thread_pool is not None
+        else None,
+    ]
+    has_binary = (fs.binary_path is not None or fs.xattr is not None
+                  or any(b is not None for b in binary))
+    return Element("filesystem", {"type": "mount", "accessmode": "passthrough"}, [
+        Element("driver", {"type": "virtiofs", "queue": _num(fs.queue)}),
+        Element("binary", {"path": fs.binary_path, "xattr": _yn(fs.xattr, on)}, binary)
+        if has_binary else None,
+        Element("source", {"dir": fs.source_dir}),
+        Element("target", {"dir": fs.target_dir}),
+        _address(fs.address),
+    ])
+
+
 def _devices(dev: Devices) -> Element:
     """Render `<devices>` in libvirt's usual order."""
     kids: list[Element | None] = [
         Element("emulator", text=dev.emulator) if dev.emulator else None,
         *(_disk(d) for d in dev.disks),
         *(_controller(c) for c in dev.controllers),
+        *(_filesystem(f) for f in dev.filesystems),
         *(_interface(n) for n in dev.interfaces),
         *(_serial(s) for s in dev.serials),
         *(_channel(c) for c in dev.channels),
@@ -307,6 +332,11 @@ def to_element(d: Domain) -> Element:
         _desired(d.desired),
         _size("memory", d.memory),
         _size("currentMemory", d.current_memory) if d.current_memory is not None else None,
+        Element("memoryBacking", children=[
+            Element("source", {"type": d.memory_backing.source}),
+            Element("access", {"mode": d.memory_backing.access})
+            if d.memory_backing.access else None,
+        ]) if d.memory_backing is not None else None,
         Element("iothreads", text=str(d.iothreads)) if d.iothreads else None,
         Element("vcpu", {"current": _num(d.vcpu.current),
                          "cpuset": format_cpuset(d.vcpu.cpuset) if d.vcpu.cpuset else None},

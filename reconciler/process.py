@@ -16,7 +16,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from reconciler.errors import InvalidIdentifierError
@@ -24,7 +24,8 @@ from reconciler.paths import canonical_uuid
 
 
 def spawn_detached(argv: Sequence[str], log_fd: int, pass_fds: Sequence[int] = (),
-                   cpus: frozenset[int] | None = None) -> int:
+                   cpus: frozenset[int] | None = None,
+                   env: Mapping[str, str] | None = None) -> int:
     """Start ``argv`` in a new session, stdin /dev/null, stdout+stderr on ``log_fd``.
 
     The child survives qemud being killed: it has its own session and process group, so
@@ -37,7 +38,8 @@ def spawn_detached(argv: Sequence[str], log_fd: int, pass_fds: Sequence[int] = (
     on those host CPUs only, from its first instruction: the affinity is set on the spawning
     thread (Linux affinity is per thread and inherited), then restored. ``argv[0]`` is looked
     up in PATH. Returns the pid; raises OSError if the binary cannot be executed or the CPUs
-    cannot be used. Blocking: call it off the loop (in a thread of its own).
+    cannot be used. ``env`` is added to the environment. Blocking: call it off the loop (in a
+    thread of its own).
     """
     before = os.sched_getaffinity(0) if cpus else None
     try:
@@ -46,7 +48,7 @@ def spawn_detached(argv: Sequence[str], log_fd: int, pass_fds: Sequence[int] = (
         child = subprocess.Popen(
             list(argv), stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd, close_fds=True,
             pass_fds=tuple(pass_fds), start_new_session=True, umask=0o177,
-            restore_signals=True, env={**os.environ, "LC_ALL": "C"})
+            restore_signals=True, env={**os.environ, "LC_ALL": "C", **(env or {})})
     finally:
         if before is not None:
             os.sched_setaffinity(0, before)

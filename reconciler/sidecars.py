@@ -1,13 +1,15 @@
-"""Helper processes QEMU needs beside it (swtpm for `<tpm><backend type='emulator'>`).
+"""Helper processes QEMU needs beside it: swtpm (`<tpm>`) and virtiofsd (`<filesystem>`).
 
 A sidecar is started before QEMU, on a socket qemud binds and listens on itself and passes
 as a descriptor (`swtpm socket --ctrl type=unixio,fd=N`): the socket exists before the
-helper runs, so QEMU never races it and nothing polls. It runs detached like QEMU (own
-session, no inherited descriptors, output into the VM log), its pid is written to a pidfile
-in the runtime folder, and a later reconciler adopts it only when /proc shows the same
-program with this VM's state folder on its command line. It is stopped once QEMU has exited.
-Its state (the TPM's `tpm2-00.permall`) lives in the VM's state folder, created once by
-`swtpm_setup --not-overwrite`, never overwritten.
+helper runs, so QEMU never races it and nothing polls (virtiofsd: `--fd=N`). It runs
+detached like QEMU (own session, no inherited descriptors, output into the VM log, its own
+pidfile's path in its environment as `QEMUD_SIDECAR`), its pid is written to a pidfile in the
+runtime folder, and a later reconciler adopts it only when /proc shows the same program with
+its mark: this VM's state folder on swtpm's command line, `QEMUD_SIDECAR` in virtiofsd's
+environment (its command line names only the shared folder, which two VMs may share). It is
+stopped once QEMU has exited. swtpm's state (the TPM's `tpm2-00.permall`) lives in the VM's
+state folder, created once by `swtpm_setup --not-overwrite`, never overwritten.
 
 Everything here blocks (spawn, swtpm_setup): call it off the event loop.
 """
@@ -16,23 +18,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
 import subprocess
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
 import model
+from model.domain import Filesystem
 from reconciler.errors import ReconcilerError
 from reconciler.paths import ensure_private_dir
 from reconciler.process import listening_socket, read_cmdline, read_pidfile, spawn_detached
 from reconciler.vmlog import VmLog
 
 _E = TypeVar("_E")
+
+MARK = "QEMUD_SIDECAR"
+"""The environment variable naming a sidecar's pidfile: how an environment-marked one is known."""
+
+VHOST_USER_DIRS = (Path("/etc/qemu/vhost-user"), Path("/usr/share/qemu/vhost-user"))
+"""QEMU's vhost-user descriptor folders, most important first (a file in /etc overrides the
+one of the same name in /usr/share, as for firmware descriptors)."""
+VIRTIOFSD_FALLBACK = "/usr/lib/qemu/virtiofsd"
+"""Debian 12's virtiofsd (package qemu-system-common) when no descriptor names one."""
 
 SETUP_TIMEOUT = 30.0
 """Seconds `swtpm_setup` may take to manufacture a TPM state."""
@@ -56,10 +69,17 @@ class Spec:
     argv: tuple[str, ...]
     socket: Path
     pidfile: Path
-    state: Path
-    """Its state folder; also the mark on its command line that identifies it in /proc."""
+    state: Path | None
+    """Its state folder (created 0700), if it has one."""
+    mark: str | None
+    """What identifies it in /proc: a string on its command line (swtpm: its state folder), or
+    None for `QEMUD_SIDECAR=<pidfile>` in its environment."""
     setup: tuple[str, ...] = ()
     """Run once before the first start (must leave existing state alone)."""
+    package: str = ""
+    """The Debian package that provides the program (named when it is missing)."""
+    folder: Path | None = None
+    """A host folder that must exist before it starts (virtiofsd's shared folder)."""
 
 
 @dataclass
@@ -79,16 +99,72 @@ class Running:
         return not select.select([self.pidfd], [], [], 0)[0]
 
 
-def specs(domain: model.Domain, runtime: model.Runtime) -> list[Spec]:
-    """The sidecars `domain` needs, with paths under `runtime` (pure).
+def virtiofsd_binary(dirs: Sequence[Path] = VHOST_USER_DIRS) -> str:
+    """The virtiofsd QEMU's vhost-user descriptors name (type 'fs'), else Debian's path.
+
+    Descriptors are taken by file name in order (as QEMU's firmware descriptors are); a name
+    in an earlier folder hides the same name in a later one. Unreadable or malformed files are
+    skipped. Small reads; never raises.
+    """
+    chosen: dict[str, Path] = {}
+    for folder in dirs:
+        try:
+            names = sorted(p.name for p in folder.iterdir() if p.suffix == ".json")
+        except OSError:
+            continue
+        for name in names:
+            chosen.setdefault(name, folder / name)
+    for name in sorted(chosen):
+        try:
+            data = json.loads(chosen[name].read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and data.get("type") == "fs" \
+                and isinstance(data.get("binary"), str) and data["binary"]:
+            return str(data["binary"])
+    return VIRTIOFSD_FALLBACK
+
+
+def virtiofsd_argv(fs: Filesystem, binary: str) -> tuple[str, ...]:
+    """The virtiofsd line for `fs` (`{fd}` is the socket), as libvirt 9.0 builds it (pure).
+
+    `qemuVirtioFSBuildCommandLine`: `virtiofsd --fd=N -o source=DIR[,cache=][,sandbox=]
+    [,xattr|no_xattr][,flock|no_flock][,posix_lock|no_posix_lock] [--thread-pool-size=N]`.
+    One difference: a comma or backslash in the folder is escaped with a backslash, which the C
+    virtiofsd's option parser (fuse_opt) understands; libvirt doubles commas, which it does not
+    (`source=/a,,b` makes it look for `/a`).
+    """
+    opts = "source=" + fs.source_dir.replace("\\", "\\\\").replace(",", "\\,")
+    if fs.cache is not None:
+        opts += f",cache={fs.cache}"
+    if fs.sandbox is not None:
+        opts += f",sandbox={fs.sandbox}"
+    for name, value in (("xattr", fs.xattr), ("flock", fs.flock), ("posix_lock", fs.posix_lock)):
+        if value is not None:
+            opts += f",{'' if value else 'no_'}{name}"
+    pool = (f"--thread-pool-size={fs.thread_pool}",) if fs.thread_pool is not None else ()
+    return (fs.binary_path or binary, "--fd={fd}", "-o", opts, *pool)
+
+
+def specs(domain: model.Domain, runtime: model.Runtime,
+          virtiofsd: Callable[[], str] = virtiofsd_binary) -> list[Spec]:
+    """The sidecars `domain` needs, with paths under `runtime`.
 
     swtpm's line is libvirt 9.0's (`qemuTPMEmulatorBuildCommand`) with the control socket
     passed as a descriptor: `swtpm socket --ctrl type=unixio,fd=N --tpmstate dir=...,mode=0600
-    --terminate [--tpm2]`.
+    --terminate [--tpm2]`. virtiofsd's is `virtiofsd_argv`; `virtiofsd` finds the program
+    (called only when the domain has a `<filesystem>`).
     """
     if runtime.state_dir is None:
         return []
     out = []
+    binary = virtiofsd() if domain.devices.filesystems else ""
+    for i, fs in enumerate(domain.devices.filesystems):
+        out.append(Spec(
+            name=f"fs{i}", argv=virtiofsd_argv(fs, binary), socket=runtime.fs_socket(i),
+            pidfile=runtime.folder / f"fs{i}.sidecar.pid", state=None, mark=None,
+            package="qemu-system-common", folder=Path(fs.source_dir),
+        ))
     for i, tpm in enumerate(domain.devices.tpms):
         state = runtime.state_dir / "tpm"
         v2 = ["--tpm2"] if tpm.version == "2.0" else []
@@ -97,7 +173,7 @@ def specs(domain: model.Domain, runtime: model.Runtime) -> list[Spec]:
             argv=("swtpm", "socket", "--ctrl", "type=unixio,fd={fd}",
                   "--tpmstate", f"dir={state},mode=0600", "--terminate", *v2),
             socket=runtime.tpm_socket(i), pidfile=runtime.folder / f"tpm{i}.sidecar.pid",
-            state=state,
+            state=state, mark=str(state), package="swtpm swtpm-tools",
             setup=("swtpm_setup", *v2, "--tpm-state", str(state), "--createek",
                    "--not-overwrite", "--vmid", f"{domain.name}:{domain.uuid}"),
         ))
@@ -117,6 +193,8 @@ def _reap(pid: int) -> threading.Thread:
 
 def _setup(spec: Spec, log_fd: int) -> None:
     """Create the sidecar's state folder (0700) and run its setup, which keeps existing state."""
+    if spec.state is None:
+        return
     ensure_private_dir(spec.state.parent)
     ensure_private_dir(spec.state)
     if not spec.setup:
@@ -135,8 +213,14 @@ def _setup(spec: Spec, log_fd: int) -> None:
                            "(its messages are in the VM log)")
 
 
+def _spawn(argv: Sequence[str], log_fd: int, fds: Sequence[int], env: Mapping[str, str]) -> int:
+    """`spawn_detached` with `env` added to the environment."""
+    return spawn_detached(argv, log_fd, fds, env=env)
+
+
 def start(spec: Spec, log_fd: int,
-          spawn: Callable[[Sequence[str], int, Sequence[int]], int] = spawn_detached) -> Running:
+          spawn: Callable[[Sequence[str], int, Sequence[int], Mapping[str, str]], int] = _spawn,
+          ) -> Running:
     """Set up and start one sidecar on a socket bound here; raises SidecarError on failure.
 
     When this returns, the socket exists and listens (QEMU may connect at once: the kernel
@@ -144,7 +228,10 @@ def start(spec: Spec, log_fd: int,
     """
     if shutil.which(spec.argv[0]) is None:
         raise SidecarError(spec.name, f"{spec.argv[0]} is not installed (Debian package "
-                           f"{spec.argv[0]}; `apt-get install {spec.argv[0]} swtpm-tools`)")
+                           f"{spec.package.split()[0]}; `apt-get install {spec.package}`)")
+    if spec.folder is not None and not spec.folder.is_dir():
+        raise SidecarError(spec.name, f"the shared folder {spec.folder} (<source dir>) is not a "
+                           "folder on this host; create it or fix the path")
     _setup(spec, log_fd)
     try:
         sock = listening_socket(spec.socket)
@@ -154,7 +241,7 @@ def start(spec: Spec, log_fd: int,
         fd = sock.fileno()
         argv = [a.replace("{fd}", str(fd)) for a in spec.argv]
         try:
-            pid = spawn(argv, log_fd, (fd,))
+            pid = spawn(argv, log_fd, (fd,), {MARK: str(spec.pidfile)})
         except OSError as exc:
             raise SidecarError(spec.name, f"cannot run {argv[0]}: {exc}") from exc
     pidfd = os.pidfd_open(pid)
@@ -183,13 +270,23 @@ def start_all(domain: model.Domain, runtime: model.Runtime, log_fd: int) -> list
     return started
 
 
+def read_environ(pid: int) -> list[str]:
+    """The initial environment of process `pid` (`/proc/PID/environ`), or [] if unreadable."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return []
+    return [os.fsdecode(item) for item in raw.split(b"\0") if item]
+
+
 def identify(spec: Spec, pid: int) -> bool:
-    """Whether `pid` is this VM's sidecar: the same program with its state folder in its argv."""
+    """Whether `pid` is this VM's sidecar: the same program, with its mark (see `Spec.mark`)."""
     argv = read_cmdline(pid)
-    if not argv:
+    if not argv or Path(argv[0]).name != Path(spec.argv[0]).name:
         return False
-    return (Path(argv[0]).name == spec.argv[0]
-            and any(str(spec.state) in arg for arg in argv[1:]))
+    if spec.mark is not None:
+        return any(spec.mark in arg for arg in argv[1:])
+    return f"{MARK}={spec.pidfile}" in read_environ(pid)
 
 
 def adopt_all(domain: model.Domain, runtime: model.Runtime) -> tuple[list[Running], list[str]]:

@@ -44,7 +44,7 @@ def check(data: bytes, expected: list[tuple[int | None, str]]) -> None:
 NOT_SUPPORTED = "is not supported by qemud; remove it or see README for what is"
 DEVICES = ("devices are not supported by qemud; remove it (supported: disk, interface, graphics, "
            "serial, console, channel, video, input, controller, sound, audio, redirdev, watchdog, "
-           "memballoon, panic, rng, tpm)")
+           "memballoon, panic, rng, tpm, filesystem)")
 
 # --- the domain, its identity and its sizes ----------------------------------------------------
 
@@ -289,7 +289,7 @@ CPUTUNE = [
 
 UNSUPPORTED_TOP = [
     pytest.param(domain(f"<{tag}/>"), [(6, f"<{tag}> inside <domain> {NOT_SUPPORTED}")], id=tag)
-    for tag in ("memtune", "memoryBacking", "blkiotune",
+    for tag in ("memtune", "blkiotune",
                 "sysinfo", "keywrap", "launchSecurity", "idmap", "genid", "perf")
 ]
 
@@ -337,8 +337,6 @@ UNSUPPORTED_DEVICES = [
     for tag, snippet, why in [
         ("hostdev", "<hostdev mode='subsystem' type='pci' managed='yes'/>", "passing a host "
          "device through needs VFIO setup and privileges qemud does not manage"),
-        ("filesystem", "<filesystem type='mount'/>", "a shared folder needs a virtiofsd process "
-         "beside QEMU, which qemud does not supervise yet"),
         ("smartcard", "<smartcard mode='host'/>", "smartcards need a host NSS database or a "
          "spice client qemud does not set up"),
         ("parallel", "<parallel type='pty'/>", "QEMU's parallel port is not supported by qemud"),

@@ -119,6 +119,22 @@ ROUND_TRIPS = [
         </devices>""", id="misc-devices"),
     pytest.param({}, "<devices><tpm model='tpm-crb'><backend type='emulator' version='1.2'/>"
                      "</tpm></devices>", id="tpm"),
+    pytest.param({}, """
+        <memoryBacking><source type='memfd'/><access mode='shared'/></memoryBacking>
+        <devices>
+          <filesystem type='mount' accessmode='passthrough'>
+            <driver type='virtiofs'/><source dir='/srv/a'/><target dir='a'/></filesystem>
+          <filesystem type='mount' accessmode='passthrough'>
+            <driver type='virtiofs' queue='512'/>
+            <binary path='/usr/libexec/virtiofsd' xattr='off'>
+              <cache mode='none'/><sandbox mode='namespace'/><lock posix='on' flock='off'/>
+              <thread_pool size='4'/>
+            </binary>
+            <source dir='/srv/b,c'/><target dir='b'/>
+            <address type='pci' domain='0x0000' bus='0x00' slot='0x07' function='0x0'/>
+          </filesystem>
+        </devices>""", id="virtiofs"),
+    pytest.param({}, "<memoryBacking><source type='memfd'/></memoryBacking>", id="memfd-private"),
 ]
 
 
