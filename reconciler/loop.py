@@ -37,7 +37,14 @@ from reconciler.qemu import Primitives, Timeouts, identify_qemu, read_pidfile
 from reconciler.report import Facts, LiveFacts, Report
 from reconciler.scan import Scan, Scanner
 from reconciler.status import DomainStatus, StatusWriter, read_status
-from reconciler.supervisor import ADOPT_RETRY, ProcessLayer, QemuLayer, Supervisor, Vm
+from reconciler.supervisor import (
+    ADOPT_RETRY,
+    START_GRACE,
+    ProcessLayer,
+    QemuLayer,
+    Supervisor,
+    Vm,
+)
 from reconciler.vmlog import format_log_line
 
 __all__ = [
@@ -448,9 +455,12 @@ class Reconciler:
         """The daemon (see `reconciler.daemon.serve`)."""
         await serve(self, resync=resync, debounce=debounce)
 
-    async def detach_all(self) -> None:
-        """Let go of every VM without stopping it (they are adopted next time)."""
-        await self.supervisor.detach_all()
+    async def detach_all(self, start_grace: float = START_GRACE) -> None:
+        """Let go of every VM without stopping it, starts under way let finish first (bounded).
+
+        See `Supervisor.detach_all`; the VMs are adopted by the next reconciler.
+        """
+        await self.supervisor.detach_all(start_grace)
 
 
 def _where(file: str, line: int | None, message: str) -> str:

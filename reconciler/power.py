@@ -118,6 +118,9 @@ async def _restart(rec: Reconciler, verb: Verb, name: str, uuid: uuidlib.UUID, *
     want = sup.desired.wants[uuid]
     if verb == "reboot":
         live = _live(vm, name, verb)
+        if not (live.domain or want.domain).features.acpi:
+            raise PowerError(name, verb, "the domain has no <acpi/> in <features>, so the guest "
+                             f"never sees a power button; `reconcile restart {name}` restarts it")
         timeout = (live.domain or want.domain).desired.shutdown_timeout
         # like libvirt's fake reboot, the reboot stays pending until the guest powers off,
         # even after this command has given up waiting (the exit clears it)

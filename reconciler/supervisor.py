@@ -44,6 +44,9 @@ from reconciler.qemu import (
 )
 from reconciler.vmlog import VmLog
 
+START_GRACE = 15.0
+"""Seconds a reconciler that exits (SIGTERM, end of --once or of a verb) lets starts under way
+finish, so that no guest is left paused between QEMU's launch and its `cont`."""
 ADOPT_RETRY = 30.0
 """Seconds before trying again to adopt a QEMU whose monitor did not answer."""
 
@@ -313,6 +316,9 @@ class Vm:
     retry_at: float | None = None
     """For an unresponsive VM: when to try adopting it again."""
     exited: bool = False
+    latest: model.Domain | None = None
+    """The newest valid definition of its file (it may differ only where no restart is needed,
+    or be pending): its shutdown timeout applies when the VM is stopped after the file is gone."""
 
 
 @dataclass
@@ -328,6 +334,8 @@ class _Worker:
     operations: int = 0
     requests: list[tuple[Callable[[], Awaitable[object]], asyncio.Future[object]]] = field(
         default_factory=list)
+    current: Action | None = None
+    """The action being carried out right now, if any."""
 
 
 @dataclass
@@ -446,6 +454,8 @@ class Supervisor:
                 self.incumbents[uuid] = replace(own, file=want.file)
         for uuid, vm in self.vms.items():
             want = desired.wants.get(uuid)
+            if want is not None and want.kept is None:
+                vm.latest = want.domain
             if want is None or want.kept is not None or want.file == vm.file or vm.domain is None:
                 continue  # a kept definition never moves a VM to another file
             vm.file = want.file
@@ -569,7 +579,11 @@ class Supervisor:
                 else:
                     action, worker.pending = worker.pending, None
                     assert action is not None
-                    await self._act(uuid, action)
+                    worker.current = action
+                    try:
+                        await self._act(uuid, action)
+                    finally:
+                        worker.current = None
                 worker.operations += 1
                 self._changed()
         finally:
@@ -735,7 +749,7 @@ class Supervisor:
         if vm is None or vm.handle is None or vm.phase not in ("running", "stopping"):
             return
         want = self.desired.wants.get(uuid)
-        domain = want.domain if want is not None else vm.domain
+        domain = want.domain if want is not None else (vm.latest or vm.domain)
         timeout = domain.desired.shutdown_timeout if domain is not None else 60
         graceful = uuid not in self.forced and (domain is None or domain.features.acpi)
         self.say(f"{vm.name}: stopping ({action.reason})")
@@ -766,10 +780,12 @@ class Supervisor:
         if self.vms.get(uuid) is vm:
             del self.vms[uuid]
         self.forced.discard(uuid)
-        if uuid in self.rebooting:  # the guest powered off for a reboot: ours, started again
+        if uuid in self.rebooting:
             self.rebooting.discard(uuid)
-            vm.stop_reason = "reboot requested"
-            exit_info = replace(exit_info, kind=ExitKind.STOPPED)
+            if exit_info.kind in (ExitKind.POWEROFF, ExitKind.STOPPED):
+                # the guest powered off for the reboot: qemud's doing, started again at once
+                vm.stop_reason = "reboot requested"
+                exit_info = replace(exit_info, kind=ExitKind.STOPPED)
         want = self.desired.wants.get(uuid)
         domain = vm.domain or (want.domain if want else None)
         key = want.key if want is not None else None
@@ -803,8 +819,20 @@ class Supervisor:
                 return
             await asyncio.wait(tasks)
 
-    async def detach_all(self) -> None:
-        """Let go of every VM without stopping it (the next reconciler adopts them)."""
+    async def detach_all(self, start_grace: float = START_GRACE) -> None:
+        """Let go of every VM without stopping it (the next reconciler adopts them).
+
+        A start under way is let finish first (at most `start_grace` s): cancelled between
+        QEMU's launch and its `cont`, it would leave a paused guest until some reconciler
+        runs again. Everything else (a graceful stop's wait, pending work) is cancelled; the
+        VMs keep running as they are.
+        """
+        starting = [w.task for w in self._workers.values()
+                    if w.task is not None and isinstance(w.current, Start)]
+        for worker in self._workers.values():
+            worker.pending = None  # nothing new begins meanwhile
+        if starting:
+            await asyncio.wait(starting, timeout=start_grace)
         for worker in list(self._workers.values()):
             if worker.task is not None:
                 worker.task.cancel()

@@ -115,6 +115,7 @@ class FakeHandle:
         return self.qemu.state
 
     async def stop(self, *, reason: str, shutdown_timeout: float, graceful: bool = True) -> Exit:
+        self.world.stop_timeouts.append(shutdown_timeout)
         self.world.check_stop(self.qemu, reason)
         await self.world.gate()
         return self.world.end(self.qemu, ExitKind.STOPPED)
@@ -151,6 +152,7 @@ class FakeWorld:
     next_pid: int = 1000
     stops: int = 0
     commands: list[tuple[int, str]] = field(default_factory=list)
+    stop_timeouts: list[float] = field(default_factory=list)
 
     def live(self) -> list[FakeQemu]:
         """The fake QEMUs that run."""
@@ -412,7 +414,10 @@ class ReconcilerMachine(RuleBasedStateMachine):
                     worker.task.cancel()
             self.drain()
         else:
-            self.run(old.detach_all())
+            # a start under way that does not finish within the grace is left prelaunch (the
+            # next reconciler resumes it); `test_a_reconciler_that_exits_lets_starts_finish`
+            # checks the grace itself
+            self.run(old.detach_all(start_grace=0))
         for qemu in self.world.procs.values():
             qemu.on_exit = None  # nobody listens to QEMUs the dead daemon watched
         self.rec = self._new_reconciler()
@@ -917,5 +922,60 @@ def test_a_forced_stop_that_does_not_happen_leaves_no_hard_stop_behind(
         m.write_valid("a.xml", "web", U1, False, None, False)  # a plain stop
         settle(m)
         assert graceful == [True], graceful
+    finally:
+        m.teardown()
+
+
+def test_a_reconciler_that_exits_lets_starts_under_way_finish() -> None:
+    """SIGTERM (or the end of --once, or of a verb) while a VM is between QEMU's launch and its
+    `cont`: the start is let finish, so no guest is left paused until a reconciler runs again."""
+    m = machine()
+    try:
+        m.write_valid("a.xml", "n1", U1, True, None, False)
+        m.run_pass()
+        [qemu] = m.world.live()
+        assert qemu.state == "prelaunch"  # launched, waiting for its `cont`
+        leaving = m.loop.create_task(m.rec.detach_all())
+        m.drain()
+        assert not leaving.done(), "it let go of a start under way"
+        m.world.release()
+        m.drain()
+        m.loop.run_until_complete(asyncio.wait_for(leaving, 5))
+        assert qemu.alive and qemu.state == "running"
+    finally:
+        m.teardown()
+
+
+def test_a_reboot_marker_never_turns_a_crash_into_a_restart_by_qemud() -> None:
+    m = machine()
+    try:
+        m.write_valid("a.xml", "n1", U1, True, None, False)
+        settle(m)
+        m.world.live()[0].hung = True  # the guest ignores the button
+        m.power_verb(0, "reboot")
+        m.loop.run_until_complete(asyncio.wait({m.power[-1]}, timeout=8))
+        m.kill_qemu(0)  # then it crashes
+        m.run_pass()
+        assert m.rec.history.ended[U1].kind is ExitKind.CRASH
+    finally:
+        m.teardown()
+
+
+def test_deleting_a_file_stops_its_vm_within_the_latest_definitions_timeout() -> None:
+    """The shutdown timeout edited after the start (no restart needed) applies when the file
+    is deleted: the newest valid definition of the file, not the one the VM started with."""
+    m = machine()
+    try:
+        m.write_valid("a.xml", "n1", U1, True, None, False)
+        settle(m)
+        spec = m.files["a.xml"].valid
+        assert spec is not None
+        m._write("a.xml", spec.xml(True).replace("shutdown-timeout='5'",
+                                                 "shutdown-timeout='2'"), spec)
+        settle(m)
+        assert m.world.stops == 0
+        m.delete("a.xml")
+        settle(m, 4, 400.0)
+        assert m.world.stop_timeouts == [2]
     finally:
         m.teardown()
