@@ -349,8 +349,12 @@ def _file_errors(domains: Sequence[Mapping[str, Any]]) -> list[str]:
 def _dry_run_problems(layout: Layout) -> list[str]:
     """What `--dry-run` found wrong with the files: invalid files and clashes, one line each.
 
-    A scan of its own (a dry run reports no statuses): `file:line: message` per error.
+    A scan of its own (a dry run reports no statuses): `file:line: message` per error, and each
+    writable disk image two domains wanted running name (the one `--once` would keep stopped).
     """
+    import time
+
+    from reconciler.desired import DesiredSet, DiskIdentity
     from reconciler.paths import untrusted_file
     from reconciler.scan import Scanner
 
@@ -358,6 +362,9 @@ def _dry_run_problems(layout: Layout) -> list[str]:
                    distrust=untrusted_file if layout.system_instance else None).scan()
     lines = [f"{_where(i.file, i.line)}: {i.message}" for bad in scan.invalid for i in bad.errors]
     lines += [f"{c.loser}: {c.message()}" for c in scan.conflicts]
+    desired = DesiredSet(0.0, DiskIdentity()).update(scan, {}, time.time())
+    lines += [f"{_where(str(c.loser.file), c.loser_line)}: {c.message(c.loser)}"
+              for c in desired.disk_conflicts if c.loser.running]
     return lines
 
 

@@ -502,11 +502,22 @@ def test_once_prints_every_file_error_as_file_line_message(tmp_path: Path) -> No
     assert str(bad) not in err
 
 
+SHARED_DISK = ("<disk type='file' device='disk'><source file='/img/shared.qcow2'/>"
+               "<target dev='vda' bus='virtio'/></disk>")
+RUNNING = ("  <metadata><qemud:desired xmlns:qemud='urn:qemud:1' state='running'/></metadata>\n")
+
+
 @pytest.mark.parametrize(("files", "code"), [
     ({"a.xml": domain_xml("a", uuid=uuid_of("a"))}, 0),
     ({"a.xml": domain_xml("a", uuid=uuid_of("a")), "bad.xml": INVALID}, 1),
     ({"a.xml": domain_xml("a", uuid=uuid_of("a")), "b.xml": domain_xml("a", uuid=uuid_of("b"))},
      1),
+    # a writable disk image both want while running: --once keeps one stopped, exits 1
+    ({"a.xml": domain_xml("a", uuid=uuid_of("a"), devices=SHARED_DISK, extra=RUNNING),
+      "b.xml": domain_xml("b", uuid=uuid_of("b"), devices=SHARED_DISK, extra=RUNNING)}, 1),
+    # ... but not when only one of them wants to run
+    ({"a.xml": domain_xml("a", uuid=uuid_of("a"), devices=SHARED_DISK, extra=RUNNING),
+      "b.xml": domain_xml("b", uuid=uuid_of("b"), devices=SHARED_DISK)}, 0),
 ])
 def test_dry_run_exits_1_when_a_file_is_invalid_or_in_conflict(
         tmp_path: Path, files: dict[str, str], code: int) -> None:
