@@ -629,6 +629,12 @@ def cmd_set_state(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     running = {u: f for u in layer.runtime_folders() if (f := layer.load_source(u)) is not None}
     scan = Scanner(layout.config_dir).scan(running)
     found = [c for c in scan.domains.values() if c.name == args.name]
+    if not found and getattr(args, "force", False):
+        # its file is gone (or invalid): no desired state to edit, but a VM of that name may
+        # still run (being stopped after its quiet period, or kept on its last definition)
+        out.write(f"{args.name}: no valid domain file in {layout.config_dir}; stopping its VM "
+                  "at once if one runs\n")
+        return _power(layout, "stop-force", args.name, wait=not args.no_wait, out=out, err=err)
     if not found:
         err.write(f"reconcile: no valid domain named {args.name!r} in {layout.config_dir}\n")
         return EXIT_INVALID

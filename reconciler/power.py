@@ -92,7 +92,9 @@ async def carry_out(rec: Reconciler, verb: Verb, name: str, say: Callable[[str],
         try:
             if not await sup.until(lambda: uuid not in sup.vms, STOP_WAIT):
                 want = sup.desired.wants.get(uuid)
-                why = ("its desired state is still running (was its file edited back?)"
+                why = ("its desired state is still running (was its file edited back, or is it "
+                       "invalid? an invalid file keeps the VM on its last valid definition: "
+                       "fix the file, or delete it to stop the VM)"
                        if want is not None and want.running else "QEMU is still running")
                 raise PowerError(name, verb, f"{why}; see its log "
                                  f"({rec.layout.vm(name, str(uuid)).log_file})")

@@ -166,3 +166,17 @@ def test_stop_on_a_name_clash_edits_the_file_of_the_vm_that_runs(world: World) -
     assert f"({b})" in out.stdout, out.stdout
     assert "state='stopped'" in b.read_text() and "state='running'" in a.read_text()
     world.wait(lambda: not alive(pid), "the VM of b.xml to stop")
+
+
+def test_stop_force_of_a_vm_whose_file_was_deleted_skips_the_wait(world: World) -> None:
+    """The file is gone, so the VM is being stopped gracefully (600 s ACPI wait): `stop --force`
+    has no file to edit but still cuts the wait short."""
+    world.start_daemon()
+    path = world.write("gone", dom("gone", acpi=True, shutdown_timeout=600))
+    pid = world.wait_running("gone")["pid"]
+    path.unlink()
+    world.wait(lambda: "waiting up to 600s" in world.vm_log("gone"), "the ACPI wait to begin")
+    out = world.cli("stop", "gone", "--force", timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "no valid domain file" in out.stdout and "gone: stopped" in out.stdout, out.stdout
+    world.wait(lambda: not alive(pid), "the VM to stop")
