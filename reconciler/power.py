@@ -126,7 +126,7 @@ async def _restart(rec: Reconciler, verb: Verb, name: str, uuid: uuidlib.UUID, *
         timeout = (live.domain or want.domain).desired.shutdown_timeout
         # like libvirt's fake reboot, the reboot stays pending until the guest powers off,
         # even after this command has given up waiting (the exit clears it)
-        sup.rebooting.add(uuid)
+        sup.mark_restart(uuid)
         try:
             await sup.submit(uuid, lambda: sup.execute(uuid, "system_powerdown"))
         except BaseException:
@@ -140,6 +140,7 @@ async def _restart(rec: Reconciler, verb: Verb, name: str, uuid: uuidlib.UUID, *
                              f"`reconcile restart {name}` forces it now")
         say(f"{name}: powered off; starting it again")
     elif vm is not None and vm.handle is not None:
+        sup.mark_restart(uuid)  # a daemon restarted during the stop still starts it again
         say(f"{name}: stopping")
         await sup.submit(uuid, lambda: sup.stop_now(uuid, "restart requested"))
         say(f"{name}: stopped; starting it again")

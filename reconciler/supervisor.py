@@ -54,6 +54,9 @@ DEFINITION_FILE = "domain.xml"
 """Copy of the definition a VM runs, in its runtime folder (like libvirt's status XML)."""
 SOURCE_FILE = "source"
 """The path of the domain file a VM was started from, in its runtime folder."""
+RESTART_FILE = "restart-pending"
+"""In a VM's runtime folder while a user's reboot or restart waits for the guest to power off:
+the next reconciler knows that power-off is qemud's doing (like libvirt's fake-reboot flag)."""
 
 EXIT_MESSAGES = {
     ExitKind.POWEROFF: "the guest powered itself off",
@@ -125,6 +128,12 @@ class ProcessLayer(Protocol):
 
     def age(self, pid: int) -> float | None:
         """Seconds since process `pid` started, if known."""
+
+    def mark_restart(self, uuid: uuidlib.UUID, pending: bool) -> None:
+        """Record (or clear) a pending reboot/restart in the runtime folder (raises OSError)."""
+
+    def restart_marked(self, uuid: uuidlib.UUID) -> bool:
+        """Whether a pending reboot/restart is recorded for `uuid`."""
 
 
 @dataclass
@@ -269,6 +278,18 @@ class QemuLayer:
     def age(self, pid: int) -> float | None:
         """Process age from /proc."""
         return process_age(pid)
+
+    def mark_restart(self, uuid: uuidlib.UUID, pending: bool) -> None:
+        """Create or remove `restart-pending` in the runtime folder (gone with it on exit)."""
+        marker = self.layout.vm_dir(str(uuid)) / RESTART_FILE
+        if pending:
+            marker.touch(mode=0o600)
+        else:
+            marker.unlink(missing_ok=True)
+
+    def restart_marked(self, uuid: uuidlib.UUID) -> bool:
+        """Whether `restart-pending` is in the runtime folder."""
+        return (self.layout.vm_dir(str(uuid)) / RESTART_FILE).exists()
 
 
 def _cpu_list(cpus: Iterable[int]) -> str:
@@ -519,6 +540,19 @@ class Supervisor:
         if vm is not None:
             await self._stop(uuid, Stop(uuid, vm.name, reason))
 
+    def mark_restart(self, uuid: uuidlib.UUID) -> None:
+        """A user's reboot or restart is pending: the VM's next power-off is qemud's doing.
+
+        Recorded in its runtime folder too, so a daemon restarted meanwhile still starts the VM
+        again when the guest powers off (instead of taking that for the guest's own decision).
+        """
+        self.rebooting.add(uuid)
+        try:
+            self.layer.mark_restart(uuid, True)
+        except OSError as exc:
+            self.say(f"cannot record the pending restart of {uuid} in its runtime folder "
+                     f"({exc}); a daemon restarted before the guest powers off forgets it")
+
     def force_stop(self, uuid: uuidlib.UUID) -> None:
         """Have `uuid`'s stop skip the ACPI wait: the next one, and one already waiting."""
         self.forced.add(uuid)
@@ -666,6 +700,8 @@ class Supervisor:
             vm.started_at = self.clock() - (self.layer.age(handle.pid) or 0.0)
         self.vms[uuid] = vm
         self.history.failures.pop(uuid, None)
+        if self.layer.restart_marked(uuid):
+            self.rebooting.add(uuid)  # a reboot or restart asked of an earlier reconciler
         self.say(f"{name}: adopted running QEMU pid {handle.pid}")
         if domain is not None and domain.devices.graphics:
             vm.vnc = await _vnc_of(handle)
@@ -784,7 +820,7 @@ class Supervisor:
             self.rebooting.discard(uuid)
             if exit_info.kind in (ExitKind.POWEROFF, ExitKind.STOPPED):
                 # the guest powered off for the reboot: qemud's doing, started again at once
-                vm.stop_reason = "reboot requested"
+                vm.stop_reason = vm.stop_reason or "reboot requested"
                 exit_info = replace(exit_info, kind=ExitKind.STOPPED)
         want = self.desired.wants.get(uuid)
         domain = vm.domain or (want.domain if want else None)

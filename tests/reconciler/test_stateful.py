@@ -153,6 +153,8 @@ class FakeWorld:
     stops: int = 0
     commands: list[tuple[int, str]] = field(default_factory=list)
     stop_timeouts: list[float] = field(default_factory=list)
+    marks: set[uuidlib.UUID] = field(default_factory=set)
+    """Pending restarts recorded in runtime folders (gone with the folder, as on disk)."""
 
     def live(self) -> list[FakeQemu]:
         """The fake QEMUs that run."""
@@ -178,6 +180,7 @@ class FakeWorld:
             qemu.alive = False
             if self.folders.get(qemu.uuid) == qemu.pid:
                 del self.folders[qemu.uuid]
+                self.marks.discard(qemu.uuid)
             callback, qemu.on_exit = qemu.on_exit, None
             if callback is not None:
                 callback(exit_info)
@@ -267,6 +270,15 @@ class FakeLayer:
 
     def age(self, pid: int) -> float | None:
         return 0.0
+
+    def mark_restart(self, uuid: uuidlib.UUID, pending: bool) -> None:
+        if pending:
+            self.world.marks.add(uuid)
+        else:
+            self.world.marks.discard(uuid)
+
+    def restart_marked(self, uuid: uuidlib.UUID) -> bool:
+        return uuid in self.world.marks
 
 
 class ReconcilerMachine(RuleBasedStateMachine):
@@ -977,5 +989,31 @@ def test_deleting_a_file_stops_its_vm_within_the_latest_definitions_timeout() ->
         m.delete("a.xml")
         settle(m, 4, 400.0)
         assert m.world.stop_timeouts == [2]
+    finally:
+        m.teardown()
+
+
+def test_a_pending_reboot_survives_a_daemon_restart() -> None:
+    """reboot; the guest is slower than the timeout; the daemon restarts; then the guest powers
+    off: the new daemon knows that power-off is the reboot's and starts the VM again."""
+    m = machine()
+    try:
+        m.write_valid("a.xml", "n1", U1, True, None, False)
+        settle(m)
+        q = m.world.live()[0]
+        q.hung = True
+        m.power_verb(0, "reboot")
+        m.loop.run_until_complete(asyncio.wait({m.power[-1]}, timeout=8))
+        assert m.power[-1].exception() is not None
+        m.restart_daemon(kill=False)
+        settle(m)
+        q.hung = False
+
+        async def poweroff() -> None:
+            m.world.end(q, ExitKind.POWEROFF)
+        m.run(poweroff())
+        settle(m, 4, 400.0)
+        live = m.world.live()
+        assert [x.uuid for x in live] == [U1] and live[0].pid != q.pid
     finally:
         m.teardown()
