@@ -123,6 +123,10 @@ class Parsed:
     warnings: tuple[Issue, ...] = ()
     disk_lines: tuple[int | None, ...] = ()
     """The line of each `<disk>`, in the order of `domain.devices.disks` (for conflict reports)."""
+    name_line: int | None = None
+    """The line of `<name>` (for name clash reports)."""
+    uuid_line: int | None = None
+    """The line of `<uuid>`, or of `<name>` when the uuid is derived from it (uuid clashes)."""
 
 
 @dataclass
@@ -134,6 +138,8 @@ class _Context:
     disk_lines: list[int | None] = field(default_factory=list)
     filesystem_lines: list[int | None] = field(default_factory=list)
     machine_line: int | None = None
+    name_line: int | None = None
+    uuid_line: int | None = None
     host: HostFacts = HostFacts()
 
     def error(self, line: int | None, message: str) -> None:
@@ -1611,6 +1617,7 @@ def _read_domain(ctx: _Context, root: Node) -> Domain | None:
     name, name_line = _read_text(ctx, root, "name")
     fields.put("name", name, "<name>", name_line)
     raw_uuid, uuid_line = _read_text(ctx, root, "uuid")
+    ctx.name_line, ctx.uuid_line = name_line, uuid_line
     if raw_uuid is None and name is not None:
         ctx.warn(root.line, f"no <uuid>; using {uuid_for_name(name)}, derived from the name "
                  "(add it to the file to keep it if the name changes)")
@@ -1808,7 +1815,7 @@ def parse(data: bytes, file: str | Path | None = None, host: HostFacts | None = 
         issues = ctx.issues or [Issue(None, "the domain is not valid")]
         raise InvalidDomainError(file, sorted(issues, key=lambda i: (i.line or 0)))
     return Parsed(domain, None if file is None else str(file), tuple(ctx.warnings),
-                  tuple(ctx.disk_lines))
+                  tuple(ctx.disk_lines), ctx.name_line, ctx.uuid_line or ctx.name_line)
 
 
 def parse_file(path: str | Path, host: HostFacts | None = None) -> Parsed:

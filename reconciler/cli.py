@@ -303,7 +303,8 @@ def _reason_text(dom: Mapping[str, Any]) -> str:
     if not errors and not dom.get("next_retry_at"):
         return reason  # the usual case, and what a table of 1,000 domains is mostly made of
     first = _error_text(errors[0]) if errors else ""
-    text = "; ".join(p for p in (reason, "" if first in reason else first) if p)
+    quoted = bool(errors) and str(errors[0].get("message")) in reason
+    text = "; ".join(p for p in (reason, "" if quoted else first) if p)
     extras = []
     if len(errors) > 1:
         extras.append(f"(+{len(errors) - 1} more: reconcile status {dom.get('name')} --json)")
@@ -361,7 +362,7 @@ def _dry_run_problems(layout: Layout) -> list[str]:
     scan = Scanner(layout.config_dir,
                    distrust=untrusted_file if layout.system_instance else None).scan()
     lines = [f"{_where(i.file, i.line)}: {i.message}" for bad in scan.invalid for i in bad.errors]
-    lines += [f"{c.loser}: {c.message()}" for c in scan.conflicts]
+    lines += [_where(str(c.loser), c.loser_line) + ": " + c.message() for c in scan.conflicts]
     desired = DesiredSet(0.0, DiskIdentity()).update(scan, {}, time.time())
     lines += [f"{_where(str(c.loser.file), c.loser_line)}: {c.message(c.loser)}"
               for c in desired.disk_conflicts if c.loser.running]
@@ -531,20 +532,38 @@ def _epoch(stamp: str) -> float | None:
     return days * 86400.0 + hour * 3600 + minute * 60 + second
 
 
+HUNG_AFTER = 90.0
+"""A daemon that has not completed a pass for this long (or three resync periods) is hung."""
+
+
 def _stale_warning(layout: Layout, updated_at: str | None, resync: float, now: float
                    ) -> str | None:
     """The warning for a status no reconciler keeps up to date, or None when it is current.
 
     Stale means: older than the resync period and no daemon serves the directory (an idle
-    daemon does not rewrite an unchanged status, so age alone proves nothing while one runs).
+    daemon does not rewrite an unchanged status, so age alone proves nothing while one runs);
+    or a daemon holds the directory but has not completed a pass (its heartbeat, `LAST_PASS`)
+    for three resync periods (at least `HUNG_AFTER` s): it is hung.
     """
     age = _age(updated_at, now)
     if age is None or age <= resync:
         return None
-    from reconciler.lock import daemon_serves
+    from reconciler.lock import DAEMON_LOCK, LAST_PASS, DirLock
 
-    if daemon_serves(layout.run_dir):
-        return None
+    lock = DirLock(layout.run_dir / DAEMON_LOCK)
+    if lock.held():
+        try:
+            quiet = now - (layout.run_dir / LAST_PASS).stat().st_mtime
+        except OSError:
+            return None  # a daemon of an older version, which keeps no heartbeat
+        if quiet <= max(3 * resync, HUNG_AFTER):
+            return None
+        owner = lock.owner()
+        who = f"the daemon (pid {owner})" if owner else "the daemon"
+        return (f"reconcile: warning: {who} serving {layout.config_dir} has not completed a "
+                f"pass for {_ago(quiet)} (it runs one at least every {resync:g} s): it may be "
+                "hung; see its log, and restart it (systemctl restart, or kill it and run "
+                "'reconcile'): its VMs keep running and are adopted\n")
     return (f"reconcile: warning: this status is from {updated_at} ({_ago(age)} ago) and no "
             f"reconciler has updated it since: none serves {layout.config_dir}; start the "
             "daemon with 'reconcile' (or its systemd service), or refresh the status once with "
@@ -653,6 +672,18 @@ def cmd_set_state(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if daemon_serves(layout.run_dir):
         out.write("the running daemon applies it\n")
         return EXIT_OK
+    domain = found[0].parsed.domain
+    if state == "stopped" and found[0].uuid in running and not domain.features.acpi:
+        out.write(f"no daemon runs: stopping {args.name} here, at once (no <acpi/>: its guest "
+                  "cannot see a power button)\n")
+    elif state == "stopped" and found[0].uuid in running:
+        timeout = domain.desired.shutdown_timeout
+        out.write(f"no daemon runs: stopping {args.name} here: ACPI power button, then up to "
+                  f"{timeout:g}s for the guest to power off (`reconcile stop {args.name} "
+                  "--force` does not wait)\n")
+    elif state == "running":
+        out.write(f"no daemon runs: starting {args.name} here\n")
+    out.flush()
     rec = Reconciler(layout, out=err)
     result = asyncio.run(rec.once())
     mine = [s for s in result.statuses if s.name == args.name and s.state != "conflict"]

@@ -185,7 +185,7 @@ class DesiredSet:
             return self._last[2]
         clashes: dict[str, tuple[FileIssue, ...]] = {}
         for conflict in scan.conflicts:
-            issue = FileIssue(str(conflict.winner), None, conflict.message())
+            issue = conflict.issue(conflict.winner)
             clashes[str(conflict.winner)] = (*clashes.get(str(conflict.winner), ()), issue)
         wants: dict[uuidlib.UUID, Want] = {}
         made: dict[uuidlib.UUID, tuple[Candidate, tuple[FileIssue, ...], Want]] = {}
@@ -259,7 +259,7 @@ class DesiredSet:
         conflict = losers.get(path)
         if conflict is not None:
             if conflict.uuid == own.uuid and own.domain is not None:
-                issue = FileIssue(path, None, conflict.message())
+                issue = conflict.issue(conflict.loser)
                 return _kept(own, (issue,),
                              "the file lost a clash; the definition in use stays in effect")
             return (f"{own.file} now defines '{conflict.name}' ({conflict.uuid}): "

@@ -16,12 +16,14 @@ from pathlib import Path
 
 from model import Domain
 from reconciler.plan import Ended
-from reconciler.policy import ExitKind, RestartState, after_exit, should_restart
+from reconciler.policy import HEALTHY_UPTIME, ExitKind, RestartState, after_exit, should_restart
 from reconciler.scan import FileKey
 from reconciler.status import iso, remove_left_over_temp_files, write_atomic
 
 MEMORY_FILE = "exits.json"
 UNSEEN_CRASH = "QEMU crashed or was killed while no reconciler was running"
+UNSEEN_EXIT = ("QEMU exited while no reconciler was running (cleanly: the guest powered off, or "
+               "QEMU was told to quit)")
 
 
 @dataclass
@@ -74,6 +76,18 @@ class History:
         message = (f"{UNSEEN_CRASH} (pid {pid}, started "
                    f"{iso(started_at)}; it left its pidfile behind)")
         return self.record_end(uuid, domain, ExitKind.CRASH, uptime=max(0.0, now - started_at),
+                               message=message, key=key, now=now)
+
+    def record_unseen_exit(self, uuid: uuidlib.UUID, domain: Domain | None, *,
+                           exited_at: float, key: FileKey | None, now: float) -> Ended:
+        """A QEMU that exited by itself, cleanly, while no reconciler watched: a power-off.
+
+        The daemon would have seen the guest's power-off (or an outside `quit`) and applied the
+        restart policy to it; so does this, so that a VM ends up the same with or without a
+        daemon running at the time. The uptime is unknown (treated as healthy).
+        """
+        message = f"{UNSEEN_EXIT}, at {iso(exited_at)}"
+        return self.record_end(uuid, domain, ExitKind.POWEROFF, uptime=HEALTHY_UPTIME,
                                message=message, key=key, now=now)
 
     def record_start(self, uuid: uuidlib.UUID, *, restart: bool) -> None:

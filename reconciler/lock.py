@@ -22,6 +22,9 @@ DAEMON_LOCK = "daemon.lock"
 """Held by the daemon for its whole life; holds its pid (for `reconcile --once` to signal)."""
 PASS_LOCK = "reconcile.lock"
 """Held while a pass acts, by the daemon or by `reconcile --once`."""
+LAST_PASS = "last-pass"
+"""Touched by every pass of a reconciler: a daemon that holds its lock but has not touched it for
+several resync periods is hung (`reconcile status` warns)."""
 
 _FLOCK = "hhqqi4x"
 """`struct flock` on Linux x86-64: l_type, l_whence, l_start, l_len, l_pid (and padding)."""

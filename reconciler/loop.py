@@ -30,15 +30,16 @@ from typing import TextIO
 from reconciler.daemon import AlreadyRunningError, DaemonServesError, delegate, serve
 from reconciler.desired import Desired, DesiredSet, DiskIdentity
 from reconciler.history import MEMORY_FILE, History
-from reconciler.lock import DAEMON_LOCK, PASS_LOCK, DirLock, LockTimeoutError
+from reconciler.lock import DAEMON_LOCK, LAST_PASS, PASS_LOCK, DirLock, LockTimeoutError
 from reconciler.paths import Layout, untrusted_file
 from reconciler.plan import Action, Adopt, Blocked, Clean, Ended, Live, Observed, Wait, plan
-from reconciler.qemu import Primitives, Timeouts, identify_qemu, read_pidfile
+from reconciler.qemu import RAN_FILE, STOP_FILE, Primitives, Timeouts, identify_qemu, read_pidfile
 from reconciler.report import Facts, LiveFacts, Report
 from reconciler.scan import Scan, Scanner
 from reconciler.status import DomainStatus, StatusWriter, read_status
 from reconciler.supervisor import (
     ADOPT_RETRY,
+    RESTART_FILE,
     START_GRACE,
     ProcessLayer,
     QemuLayer,
@@ -108,7 +109,7 @@ class Reconciler:
     passes: int = 0
     """How many passes have run (tests wait on it instead of sleeping)."""
     booted_at: Callable[[], float | None] = boot_time
-    """When the host booted (wall clock), None if unknown: see `_leftover_pidfiles`."""
+    """When the host booted (wall clock), None if unknown: see `_leftovers`."""
     timestamps: bool = False
     """Start each line on `out` with the time, as the VM log does (a daemon not under systemd,
     whose journal stamps lines itself)."""
@@ -205,7 +206,7 @@ class Reconciler:
         self.supervisor.follow(desired)
         orphans = self.supervisor.orphans()
         if orphans:
-            leftovers = self._leftover_pidfiles(orphans)
+            leftovers = self._leftovers(orphans)
             seen = {uuid: self.history.ended.get(uuid) for uuid in leftovers}
             await self.supervisor.adopt_all(sorted(orphans))
             # clashes are resolved in favour of running VMs: judge again with the adopted ones
@@ -223,20 +224,36 @@ class Reconciler:
         statuses = await self._publish(desired, actions, now)
         return PassResult((*adopted, *actions), tuple(statuses))
 
-    def _leftover_pidfiles(self, orphans: frozenset[uuidlib.UUID]
-                           ) -> dict[uuidlib.UUID, tuple[int, float]]:
-        """The pid and start time (mtime) of each orphan's pidfile written since the host booted.
+    def _leftovers(self, orphans: frozenset[uuidlib.UUID]
+                   ) -> dict[uuidlib.UUID, tuple[int | None, float]]:
+        """Runtime folders that tell of an exit no reconciler saw, if adoption finds QEMU gone.
 
-        QEMU removes its pidfile when it exits cleanly, so a pidfile whose QEMU is gone (which
-        adoption finds out) means a crash no reconciler saw. One from before the boot is left
-        by a host that went down with its VMs: that is no crash of theirs.
+        Maps uuid to (pid, time): a pidfile written since the host booted (pid and its mtime)
+        means a crash, as QEMU removes its pidfile whenever it exits by itself; a folder without
+        pidfile (pid None, the folder's mtime: when the pidfile went) means QEMU exited by
+        itself, cleanly (the guest powered off, or a `quit` from outside), but only when the
+        guest is known to have run (`RAN_FILE`) and qemud was not stopping or restarting it
+        (`STOP_FILE`, the restart marker). Anything from before the boot is left by a host that
+        went down with its VMs: no exit of theirs.
         """
         booted = self.booted_at()
-        found: dict[uuidlib.UUID, tuple[int, float]] = {}
+        found: dict[uuidlib.UUID, tuple[int | None, float]] = {}
         for uuid in orphans:
             path = self.layout.pidfile(str(uuid))
             try:
                 mtime = os.stat(path).st_mtime
+            except FileNotFoundError:
+                folder = self.layout.vm_dir(str(uuid))
+                try:
+                    mtime = os.stat(folder).st_mtime
+                    if (not (folder / RAN_FILE).exists() or (folder / STOP_FILE).exists()
+                            or (folder / RESTART_FILE).exists()):
+                        continue
+                except OSError:
+                    continue
+                if booted is None or mtime >= booted:
+                    found[uuid] = (None, mtime)
+                continue
             except OSError:
                 continue
             pid = read_pidfile(path)
@@ -244,22 +261,29 @@ class Reconciler:
                 found[uuid] = (pid, mtime)
         return found
 
-    def _record_unseen_crashes(self, leftovers: dict[uuidlib.UUID, tuple[int, float]],
+    def _record_unseen_crashes(self, leftovers: dict[uuidlib.UUID, tuple[int | None, float]],
                                seen: dict[uuidlib.UUID, Ended | None], desired: Desired,
                                now: float) -> None:
-        """Record as crashes the leftovers whose QEMU adoption found gone (folder removed).
+        """Record the exits of the leftovers whose QEMU adoption found gone (folder removed).
 
-        A VM adopted after all, or whose exit adoption saw and recorded itself, is left alone;
-        so is one no file wants running any more (it is stopped, as wanted). The restart policy
-        then decides as for any crash, and the restart is counted.
+        A crash (pidfile left) is recorded as one; a clean exit (no pidfile) as a power-off,
+        as the daemon would have seen it. A VM adopted after all, or whose exit adoption saw
+        and recorded itself, is left alone; so is one no file wants running any more (it is
+        stopped, as wanted). The restart policy then decides as for any exit, and a restart
+        is counted.
         """
-        for uuid, (pid, started) in sorted(leftovers.items()):
+        for uuid, (pid, since) in sorted(leftovers.items()):
             want = desired.wants.get(uuid)
             if (uuid in self.supervisor.vms or want is None or not want.running
                     or self.history.ended.get(uuid) is not seen.get(uuid)):
                 continue
-            ended = self.history.record_unseen_crash(uuid, want.domain, pid=pid,
-                                                     started_at=started, key=want.key, now=now)
+            if pid is None:
+                ended = self.history.record_unseen_exit(uuid, want.domain, exited_at=since,
+                                                        key=want.key, now=now)
+            else:
+                ended = self.history.record_unseen_crash(uuid, want.domain, pid=pid,
+                                                         started_at=since, key=want.key,
+                                                         now=now)
             self.say(f"{want.name}: {ended.message}")
             retry = ended.restart.next_retry_at
             if not ended.held and retry is not None:
@@ -313,7 +337,8 @@ class Reconciler:
         for bad in desired.invalid:
             lines += [_where(i.file, i.line, i.message) for i in bad.errors]
         for conflict in desired.conflicts:
-            lines.append(f"{conflict.loser}: {conflict.message()}")
+            issue = conflict.issue(conflict.loser)
+            lines.append(_where(issue.file, issue.line, issue.message))
         for want in desired.wants.values():
             lines += [_where(i.file, i.line, i.message) for i in want.errors]
         self._say_once("files", lines)
@@ -372,6 +397,8 @@ class Reconciler:
         writer = self.writer
         out = writer.publish(statuses, now)
         saved = self.history.write(history_data) if history_data is not None else None
+        with contextlib.suppress(OSError):  # the heartbeat `reconcile status` checks
+            (self.layout.run_dir / LAST_PASS).touch(mode=0o600)
         return out, list(writer.errors), saved
 
     def _published(self, out: list[DomainStatus], problems: list[str], saved: OSError | None

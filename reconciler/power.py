@@ -60,6 +60,9 @@ def find_vm(rec: Reconciler, name: str) -> tuple[uuidlib.UUID, Vm | None]:
     for uuid, vm in sup.vms.items():
         if vm.name == name:
             return uuid, vm
+    for conflict in sup.desired.conflicts:
+        if conflict.name == name:
+            raise PowerError(name, "find", f"its file lost a clash: {conflict.message()}")
     raise PowerError(name, "find", f"no domain named {name!r} in {rec.layout.config_dir}")
 
 
@@ -105,6 +108,11 @@ async def carry_out(rec: Reconciler, verb: Verb, name: str, say: Callable[[str],
     if want is None or not want.running:
         raise PowerError(name, verb, f"its desired state is stopped; `reconcile start {name}` "
                          "starts it")
+    if uuid in sup.restarting:
+        raise PowerError(name, verb, "a restart or reboot of it is already under way; wait for "
+                         "it (`reconcile status`)")
+    if want.blocked is not None and (vm is None or vm.handle is None):
+        raise PowerError(name, verb, f"it may not start now: {want.blocked}")
     old_pid = vm.pid if vm is not None else None
     sup.restarting.add(uuid)  # its file's place and disks stay its own while it comes back
     try:
@@ -148,12 +156,25 @@ async def _restart(rec: Reconciler, verb: Verb, name: str, uuid: uuidlib.UUID, *
         say(f"{name}: not running; starting it now")
     rec.history.allow_start(uuid)  # a restart now: no back-off, no hold
     rec.wake.set()
-    if not await sup.until(lambda: _running_anew(rec, uuid, old_pid), START_WAIT):
+    if not await sup.until(lambda: _running_anew(rec, uuid, old_pid)
+                           or _blocked(rec, uuid) is not None,
+                           START_WAIT):
         failure = rec.history.failures.get(uuid) or (
             ended.message if (ended := rec.history.ended.get(uuid)) else "")
         raise PowerError(name, verb, f"it did not start again within {START_WAIT:g}s"
                          + (f": {failure}" if failure else ""))
+    blocked = _blocked(rec, uuid)
+    if blocked is not None and not _running_anew(rec, uuid, old_pid):
+        raise PowerError(name, verb, f"it may not start now: {blocked}")
     return f"{name}: running, pid {sup.vms[uuid].pid}"
+
+
+def _blocked(rec: Reconciler, uuid: uuidlib.UUID) -> str | None:
+    """Why `uuid` may not start now (a disk conflict it loses, or its file gone), else None."""
+    want = rec.supervisor.desired.wants.get(uuid)
+    if want is None:
+        return "its domain file is gone or no longer defines it"
+    return want.blocked
 
 
 def _running_anew(rec: Reconciler, uuid: uuidlib.UUID, old_pid: int | None) -> bool:

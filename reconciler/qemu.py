@@ -98,6 +98,8 @@ from reconciler.vmlog import VmLog, format_log_line
 
 __all__ = [
     "LIFECYCLE_EVENTS",
+    "RAN_FILE",
+    "STOP_FILE",
     "Exit",
     "Phase",
     "Primitives",
@@ -118,6 +120,12 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+RAN_FILE = "ran"
+"""Touched in the runtime folder once the guest runs: evidence that QEMU really ran, so a folder
+left without its QEMU or pidfile is an exit nobody saw (not a start cut short)."""
+STOP_FILE = "stop-requested"
+"""Touched when qemud begins to stop the VM: its QEMU's exit is qemud's doing."""
 
 
 # --------------------------------------------------------------------------
@@ -435,6 +443,11 @@ class QemuProcess:
                              .strip(), err)
         self._log(f"balloon target {target} bytes (<currentMemory>)")
 
+    def _mark(self, marker: str) -> None:
+        """Touch `marker` in the runtime folder (a tiny write; a failure only loses the hint)."""
+        with contextlib.suppress(OSError):
+            (self.paths.vm_dir / marker).touch(mode=0o600)
+
     async def resume(self) -> None:
         """Let the guest run (QMP ``cont``); from now on exits go to ``on_exit``.
 
@@ -449,6 +462,7 @@ class QemuProcess:
         self.run_state = "running"
         self._report_exit = True
         self.phase = Phase.ACTIVE
+        self._mark(RAN_FILE)
 
     async def start(self) -> None:
         """Run prepare, launch, attach and resume; the guest is running on return.
@@ -595,6 +609,7 @@ class QemuProcess:
             self.run_state = "running"
             self._log(f"adopting pid {pid}: resumed a QEMU that was never started (prelaunch)")
         self.phase = Phase.ACTIVE
+        self._mark(RAN_FILE)
         self._log(f"adopted pid {pid} (run state {status.status})")
         return self
 
@@ -849,6 +864,7 @@ class QemuProcess:
         """The stop sequence behind `stop`."""
         self._requested_stop = True
         self.phase = Phase.STOPPING
+        self._mark(STOP_FILE)
         monitor_ok = self._monitor_connected()
         if graceful and monitor_ok:
             self._log(

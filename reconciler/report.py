@@ -73,11 +73,11 @@ class Report:
         for conflict in desired.conflicts:
             if (conflict.uuid, str(conflict.loser)) in kept:
                 continue  # a running loser keeps its VM; its own status says why
-            message = conflict.message()
+            issue = conflict.issue(conflict.loser)
             out.append(DomainStatus(
                 name=conflict.name, uuid=str(conflict.uuid), file=str(conflict.loser),
-                state="conflict", reason=message, updated_at=stamp,
-                errors=(FileError(file=str(conflict.loser), message=message),)))
+                desired=conflict.desired, state="conflict", reason=issue.message, updated_at=stamp,
+                errors=(_error(issue),)))
         for bad in desired.invalid:
             if str(bad.path) in kept_files:
                 continue  # its VM keeps running the definition in use; its status lists these
@@ -111,6 +111,9 @@ class Report:
         if (reason is None and live is not None and live.phase == "paused" and vm is not None
                 and vm.run_state not in (None, "paused", "running")):
             reason = f"QEMU paused it: {vm.run_state}" + _PAUSES.get(vm.run_state or "", "")
+        elif reason is None and live is not None and live.phase == "paused":
+            reason = ("paused through QMP (a 'stop' command, not qemud); resume it with: "
+                      f"reconcile monitor {live.name} '{{\"execute\": \"cont\"}}'")
         if reason is None and live is not None and live.phase == "stopping" and want is None:
             reason = "its domain file is gone"
         name = live.name if live is not None else (want.name if want else str(fact.uuid))
@@ -138,6 +141,8 @@ _PAUSES = {
                 "'reconcile stop' and 'start')",
     "guest-panicked": " (the guest kernel panicked)",
     "shutdown": " (the guest shut down and QEMU waits)",
+    "suspended": " (the guest suspended itself to RAM; a key press or QMP 'system_wakeup' "
+                 "wakes it)",
 }
 """What a user can do about QEMU's own reasons for pausing a guest."""
 

@@ -69,19 +69,41 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Conflict:
-    """A file that lost a clash: same name or same uuid as the winner's file."""
+    """A file that lost a clash: same name or same uuid as the winner's file.
+
+    The lines are those of `<name>` (name clash) or `<uuid>` (uuid clash; `<name>` when the uuid
+    is derived from it) in each file, when known.
+    """
 
     loser: Path
     winner: Path
     kind: Literal["name", "uuid"]
     name: str
     uuid: uuidlib.UUID
+    loser_line: int | None = None
+    winner_line: int | None = None
+    desired: Literal["running", "stopped"] = "stopped"
+    """What the losing file asks for (it stays stopped while it loses)."""
 
-    def message(self) -> str:
-        """A sentence naming both files and what to do."""
+    def message(self, about: Path | None = None) -> str:
+        """A sentence for `about`'s status (the loser's by default): the other file and line."""
         what = f"name '{self.name}'" if self.kind == "name" else f"uuid {self.uuid}"
-        return (f"{self.loser} has the same {what} as {self.winner}, which wins; "
-                f"give {self.loser.name} its own {self.kind} or remove it")
+        element = "<name>" if self.kind == "name" else "<uuid>"
+        if about is not None and about == self.winner:
+            return (f"{what} is also used by {_where(self.loser, self.loser_line)}, which stays "
+                    f"stopped while this file wins; give each domain its own {element}")
+        return (f"{what} is also used by {_where(self.winner, self.winner_line)}, which wins; "
+                f"give {self.loser.name} its own {element} or remove it")
+
+    def issue(self, about: Path) -> FileIssue:
+        """The clash as an error of `about` (the loser or the winner), at its line."""
+        line = self.winner_line if about == self.winner else self.loser_line
+        return FileIssue(str(about), line, self.message(about))
+
+
+def _where(path: Path, line: int | None) -> str:
+    """`path:line`, or the path alone when the line is unknown."""
+    return f"{path}:{line}" if line is not None else str(path)
 
 
 @dataclass(frozen=True)
@@ -132,11 +154,15 @@ def resolve(candidates: Iterable[Candidate], running: Mapping[uuidlib.UUID, Path
     for cand in ordered:
         first = by_uuid.get(cand.uuid)
         if first is not None:
-            conflicts.append(Conflict(cand.path, first.path, "uuid", cand.name, cand.uuid))
+            conflicts.append(Conflict(cand.path, first.path, "uuid", cand.name, cand.uuid,
+                                      cand.parsed.uuid_line, first.parsed.uuid_line,
+                                      cand.parsed.domain.desired.state))
             continue
         other = by_name.get(cand.name)
         if other is not None:
-            conflicts.append(Conflict(cand.path, other.path, "name", cand.name, cand.uuid))
+            conflicts.append(Conflict(cand.path, other.path, "name", cand.name, cand.uuid,
+                                      cand.parsed.name_line, other.parsed.name_line,
+                                      cand.parsed.domain.desired.state))
             continue
         by_uuid[cand.uuid] = cand
         by_name[cand.name] = cand

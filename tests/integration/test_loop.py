@@ -564,8 +564,8 @@ def test_name_clash_reports_loser_and_restarts_nothing(world: World) -> None:
     conflict = world.wait(lambda: _conflicts(world), "a conflict in status.json")[0]
     assert conflict["name"] == "n1" and conflict["file"] == str(loser)
     assert conflict["uuid"] == other_uuid
-    assert str(loser) in conflict["reason"] and str(winner) in conflict["reason"]
-    assert [e["file"] for e in conflict["errors"]] == [str(loser)]
+    assert loser.name in conflict["reason"] and f"{winner}:2" in conflict["reason"]  # <name>
+    assert [(e["file"], e["line"]) for e in conflict["errors"]] == [(str(loser), 2)]
     time.sleep(SETTLE)
     st = world.status("n1")
     assert st is not None and (st["state"], st["pid"], st["file"]) == ("running", pid, str(winner))
@@ -585,7 +585,8 @@ def test_uuid_clash_reports_loser_and_restarts_nothing(world: World) -> None:
     loser = world.write("u0", light_xml("u0", uuid=uuid))
     conflict = world.wait(lambda: _conflicts(world), "a conflict in status.json")[0]
     assert (conflict["name"], conflict["uuid"], conflict["file"]) == ("u0", uuid, str(loser))
-    assert str(loser) in conflict["reason"] and str(winner) in conflict["reason"]
+    assert loser.name in conflict["reason"] and f"{winner}:" in conflict["reason"]
+    assert all(e["line"] is not None for e in conflict["errors"]), conflict
     time.sleep(SETTLE)
     st = world.status("u1")
     assert st is not None and (st["state"], st["pid"]) == ("running", pid)

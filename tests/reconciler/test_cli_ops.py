@@ -25,7 +25,7 @@ import pytest
 from reconciler import console
 from reconciler.cli import PENDING_NOTE, main
 from reconciler.follow import follow, tail_offset
-from reconciler.lock import DAEMON_LOCK, DirLock
+from reconciler.lock import DAEMON_LOCK, LAST_PASS, DirLock
 from reconciler.paths import Layout
 from reconciler.status import DomainStatus, FileError, StatusWriter, iso, read_status
 from tests.reconciler.test_cli import INVALID, UUID, domain_xml, uuid_of, write
@@ -234,7 +234,7 @@ def test_an_old_status_nobody_updates_gets_a_warning_with_the_fix(tmp_path: Path
     assert json.loads(out)["domains"][0]["name"] == "a"
 
 
-def test_an_old_status_of_an_idle_daemon_gets_no_warning(tmp_path: Path) -> None:
+def test_an_old_status_of_an_idle_daemon_gets_no_warning_unless_the_daemon_is_hung(tmp_path: Path) -> None:
     old = time.time() - 300
     layout = publish(tmp_path / "c", dom("a", at=old), now=old)
     holder = subprocess.Popen(  # another process holds the daemon lock, as a daemon does
@@ -248,6 +248,17 @@ def test_an_old_status_of_an_idle_daemon_gets_no_warning(tmp_path: Path) -> None
         assert DirLock(layout.run_dir / DAEMON_LOCK).held_elsewhere()
         code, _, err = run("status", "--config-dir", str(tmp_path / "c"))
         assert (code, err) == (0, "")
+        # its heartbeat is recent: still no warning
+        beat = layout.run_dir / LAST_PASS
+        beat.touch()
+        code, _, err = run("status", "--config-dir", str(tmp_path / "c"))
+        assert (code, err) == (0, "")
+        # ... but a daemon that holds the lock and has done no pass for 5 min is hung
+        os.utime(beat, (old, old))
+        code, out, err = run("status", "--config-dir", str(tmp_path / "c"))
+        assert code == 0 and out.splitlines()[1].startswith("a ")
+        assert err.startswith(f"reconcile: warning: the daemon (pid {holder.pid}) serving "), err
+        assert "has not completed a pass for 5 min" in err and "may be hung" in err, err
     finally:
         assert holder.stdin is not None
         holder.stdin.close()
@@ -529,10 +540,39 @@ def test_dry_run_exits_1_when_a_file_is_invalid_or_in_conflict(
     got, out, _ = run("--config-dir", str(conf), "--once", "--dry-run")
     assert got == code
     if code:
-        assert re.search(rf"^{re.escape(str(conf))}/b(ad)?\.xml(:\d+)?: ", out, re.M), out
+        assert re.search(rf"^{re.escape(str(conf))}/b(ad)?\.xml:\d+: ", out, re.M), out
     assert not (conf / "status" / "status.json").exists()  # a dry run publishes nothing
     assert sorted(p.name for p in conf.iterdir() if p.suffix == ".xml") == [
         n for n in before if n.endswith(".xml")]
+
+
+@pytest.mark.parametrize("kind", ["name", "uuid"])
+def test_once_reports_a_clash_at_the_lines_of_both_files_once_each(tmp_path: Path,
+                                                                   kind: str) -> None:
+    """`--once` prints each side of a clash as `file:line: message` naming the other file's
+    line; the table says it once per row (no reason repeated as an error); the loser shows
+    the state its file asks for."""
+    conf = tmp_path / "c"
+    conf.mkdir(mode=0o700)
+    write(conf / "a.xml", domain_xml("web", uuid=uuid_of("a")))
+    if kind == "name":
+        write(conf / "b.xml", domain_xml("web", uuid=uuid_of("b"), extra=RUNNING))
+    else:
+        write(conf / "b.xml", domain_xml("other", uuid=uuid_of("a"), extra=RUNNING))
+    code, out, _ = run("--config-dir", str(conf), "--once")
+    assert code == 1
+    element = "name" if kind == "name" else "uuid"
+    line_a = next(i for i, t in enumerate((conf / "a.xml").read_text().splitlines(), 1)
+                  if f"<{element}>" in t)
+    line_b = next(i for i, t in enumerate((conf / "b.xml").read_text().splitlines(), 1)
+                  if f"<{element}>" in t)
+    assert re.search(rf"^{conf}/b\.xml:{line_b}: .* is also used by {conf}/a\.xml:{line_a}, "
+                     "which wins", out, re.M), out
+    assert re.search(rf"^{conf}/a\.xml:{line_a}: .* is also used by {conf}/b\.xml:{line_b}, "
+                     "which stays stopped", out, re.M), out
+    loser_row = next(t for t in out.splitlines() if " conflict " in t)
+    assert loser_row.count("is also used by") == 1, loser_row
+    assert loser_row.split()[2] == "running"  # DESIRED: what b.xml asks for
 
 
 # --- validate: clashes between the files given, and ACPI --------------------------------------------

@@ -63,8 +63,9 @@ def test_a_running_clash_loser_keeps_its_definition() -> None:
     desired = DesiredSet(0.25).update(scan(cand("a", U1), conflicts=(clash,)),
                                       owned("b", U2, "/c/b.xml"), NOW)
     assert desired.wants[U2].name == "b" and desired.wants[U2].kept is not None
-    assert "same name" in desired.wants[U2].errors[0].message
-    assert "same name" in desired.wants[U1].errors[0].message  # the winner says so too
+    assert "name 'a' is also used by /c/a.xml, which wins" in desired.wants[U2].errors[0].message
+    # the winner says so too
+    assert "is also used by /c/b.xml, which stays stopped" in desired.wants[U1].errors[0].message
     assert not desired.gone
 
 

@@ -485,9 +485,14 @@ def test_scan_resolves_clashes(tmp_path: Path, files: list[tuple[str, str, uuidl
         loser = next(f for f in files if f[0] == conflict.loser.name)
         assert (conflict.name, conflict.uuid) == (loser[1], loser[2])
         assert conflict.winner.name in by_file
+        # each side's message names the other file at the line of the clashing element
+        assert conflict.loser_line is not None and conflict.winner_line is not None
         msg = conflict.message()
-        assert str(conflict.loser) in msg and str(conflict.winner) in msg
+        assert f"{conflict.winner}:{conflict.winner_line}" in msg and conflict.loser.name in msg
         assert (conflict.name if conflict.kind == "name" else str(conflict.uuid)) in msg
+        assert conflict.issue(conflict.loser).line == conflict.loser_line
+        assert f"{conflict.loser}:{conflict.loser_line}" in conflict.message(conflict.winner)
+        assert conflict.issue(conflict.winner).line == conflict.winner_line
     assert scan.invalid == ()
 
 

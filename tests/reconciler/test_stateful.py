@@ -703,6 +703,24 @@ def test_a_vm_paused_by_qemu_shows_why_and_what_to_do() -> None:
         m.teardown()
 
 
+def test_a_vm_paused_through_qmp_says_so_and_how_to_resume_it() -> None:
+    """A user's `stop` on the users' monitor: qemud leaves the guest paused and says why."""
+    m = machine()
+    try:
+        m.write_valid("a.xml", "n1", U1, True, None, False)
+        settle(m)
+        m.world.live()[0].state = "paused"
+        m.run_pass()
+        status = next(s for s in m.rec.publish(m.rec.supervisor.desired, [], m.now)
+                      if s.name == "n1")
+        assert status.state == "paused" and status.reason is not None
+        assert status.reason.startswith("paused through QMP")
+        assert "reconcile monitor n1" in status.reason and '"cont"' in status.reason
+        assert m.world.live()[0].state == "paused"  # left as the user put it
+    finally:
+        m.teardown()
+
+
 def test_a_vm_whose_file_became_another_domain_stays_with_the_copy_that_still_defines_it() -> None:
     m = machine()
     try:
@@ -863,6 +881,59 @@ def test_restart_of_a_disk_holder_keeps_its_disk() -> None:
         settle(m, 6, 400.0)
         assert [q.uuid for q in m.world.live()] == [U1], "a crash gave the disk to 'two'"
         assert not m.world.violations
+    finally:
+        m.teardown()
+
+
+def test_restart_of_a_disk_conflict_loser_says_why_at_once() -> None:
+    """'two' may not start while 'one' holds their disk: `restart two` says so at once (it
+    used to wait its whole start timeout and say nothing)."""
+    m = machine()
+    try:
+        m.write_valid("b.xml", "one", U1, True, "/img/d1.img", False)
+        settle(m)
+        m.write_valid("a.xml", "two", U2, True, "/img/d1.img", False)
+        settle(m)
+        task = m.loop.create_task(power.carry_out(m.rec, "restart", "two", lambda text: None))
+        m.drain()
+        assert task.done()
+        with pytest.raises(power.PowerError, match=r"it may not start now: disk image /img/d1.img"):
+            task.result()
+        assert [q.uuid for q in m.world.live()] == [U1]
+    finally:
+        m.teardown()
+
+
+def test_a_second_restart_under_way_is_refused_and_the_first_keeps_its_claims() -> None:
+    m = machine()
+    try:
+        m.write_valid("b.xml", "one", U1, True, "/img/d1.img", False)
+        settle(m)
+        m.world.live()[0].hung = True  # the stop takes its time: the first restart is under way
+        first = m.loop.create_task(power.carry_out(m.rec, "restart", "one", lambda text: None))
+        m.drain()
+        assert not first.done() and U1 in m.rec.supervisor.restarting
+        second = m.loop.create_task(power.carry_out(m.rec, "restart", "one", lambda text: None))
+        m.drain()
+        with pytest.raises(power.PowerError, match="already under way"):
+            second.result()
+        assert U1 in m.rec.supervisor.restarting  # the refused one did not drop the claim
+        m.finish_all()
+        settle(m, 6, 400.0)
+        assert first.done() and first.result().startswith("one: running, pid")
+        assert not m.world.violations
+    finally:
+        m.teardown()
+
+
+def test_a_verb_on_the_name_of_a_clash_loser_says_it_lost() -> None:
+    m = machine()
+    try:
+        m.write_valid("b.xml", "one", U1, True, None, False)
+        m.write_valid("c.xml", "other", U1, True, None, False)  # same uuid, loses to b.xml
+        settle(m)
+        with pytest.raises(power.PowerError, match=r"its file lost a clash: uuid .* is also used"):
+            power.find_vm(m.rec, "other")
     finally:
         m.teardown()
 

@@ -240,7 +240,7 @@ def test_an_empty_status_is_not_rewritten_on_every_pass(tmp_path: Path) -> None:
 
 
 def _loser(name: str, file: str, winner: str, at: float = T0) -> DomainStatus:
-    msg = f"{file} has the same name '{name}' as {winner}, which wins"
+    msg = f"name '{name}' is also used by {winner}, which wins"
     return DomainStatus(name=name, uuid=U2, file=file, state="conflict", reason=msg,
                         errors=(FileError(file=file, message=msg),), updated_at=iso(at) or "")
 
