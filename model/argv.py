@@ -777,17 +777,23 @@ def _kebab(name: str) -> str:
     return re.sub(r"(?<=[a-z])([A-Z]+)", lambda m: "-" + m.group(1).lower(), name)
 
 
+_VERBATIM = frozenset({"path", "serverName", "name", "streamName", "clientName", "connectPorts"})
+"""Audio settings whose values are names, passed on as written (no yes/no -> on/off)."""
+
+
 def _audiodev(aid: int, kind: str, settings: tuple[tuple[str, str], ...]) -> str:
     """`-audiodev driver,id=audioN,...` with libvirt's tuning (`in.`/`out.` for directions).
 
-    `file` is QEMU's `wav` driver; yes/no become on/off.
+    `file` is QEMU's `wav` driver and `pulseaudio` its `pa`; yes/no become on/off; the
+    server of pulseaudio is `server` (jack's, per direction, `server-name`).
     """
-    parts = [{"file": "wav"}.get(kind, kind), f"id=audio{aid}"]
+    parts = [{"file": "wav", "pulseaudio": "pa"}.get(kind, kind), f"id=audio{aid}"]
     for where, value in settings:
         direction, _, name = where.rpartition("/")
         prefix = {"input": "in.", "output": "out."}.get(direction.split("/")[0], "")
-        text = {"yes": "on", "no": "off"}.get(value, value) if name != "path" else value
-        parts.append(f"{prefix}{_kebab(name)}={esc(text)}")
+        text = value if name in _VERBATIM else {"yes": "on", "no": "off"}.get(value, value)
+        key = "server" if (kind, where) == ("pulseaudio", "serverName") else _kebab(name)
+        parts.append(f"{prefix}{key}={esc(text)}")
     return ",".join(parts)
 
 

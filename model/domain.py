@@ -542,7 +542,7 @@ class Audio(Frozen):
     """`<audio id= type=>`: where guest sound goes; 'none' drops it, 'spice' sends it to the client."""
 
     id: Positive
-    type: Literal["none", "spice", "alsa", "oss", "file"]
+    type: Literal["none", "spice", "alsa", "oss", "file", "pulseaudio", "jack", "sdl", "dbus"]
     settings: tuple[tuple[str, str], ...] = ()
     """libvirt's tuning as (where, value) in document order: `timerPeriod`, `path` (file),
     `input/voices`, `output/settings/frequency`..., each a name `model.argv` knows."""

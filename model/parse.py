@@ -91,6 +91,9 @@ too); which versions exist is the emulator's to say (see `MachineCheck`)."""
 MachineCheck = Callable[[str, str], "str | None"]
 """Injected by the caller: (emulator, machine) -> None when the emulator has that machine type,
 else a sentence for the user (e.g. with the closest names). The model never runs programs."""
+ModuleCheck = Callable[[str, str], "str | None"]
+"""Injected by the caller: (emulator, QEMU module such as 'audio-pa') -> None when the emulator
+can load it (or builds it in), else a sentence saying what to install."""
 BridgeLookup = Callable[[str], str]
 """Injected by the caller: a libvirt network's name -> the host bridge its guests join, from the
 network's definition; raises `NetworkError` (naming the file and line, and what to do) when the
@@ -109,6 +112,7 @@ class HostFacts:
 
     check_machine: MachineCheck | None = None
     network_bridge: BridgeLookup | None = None
+    check_module: ModuleCheck | None = None
 
 
 EMULATORS = {"qemu-system-x86_64": "x86_64", "qemu-system-i386": "i686"}
@@ -137,6 +141,7 @@ class _Context:
     warnings: list[Issue] = field(default_factory=list)
     disk_lines: list[int | None] = field(default_factory=list)
     filesystem_lines: list[int | None] = field(default_factory=list)
+    audio_lines: list[int | None] = field(default_factory=list)
     machine_line: int | None = None
     name_line: int | None = None
     uuid_line: int | None = None
@@ -1261,26 +1266,50 @@ def _read_sound(ctx: _Context, node: Node) -> Sound | None:
 
 
 AUDIO_TOP = {"none": (), "spice": (), "alsa": (), "file": ("path",),
-             "oss": ("tryMMap", "exclusive", "dspPolicy")}
+             "oss": ("tryMMap", "exclusive", "dspPolicy"), "pulseaudio": ("serverName",),
+             "jack": (), "sdl": (), "dbus": ()}
 """The `<audio>` types qemud renders and the attributes each takes besides id, type, timerPeriod."""
-AUDIO_DIRECTION = {"alsa": ("dev",), "oss": ("dev", "bufferCount", "tryPoll")}
+AUDIO_DIRECTION = {"alsa": ("dev",), "oss": ("dev", "bufferCount", "tryPoll"),
+                   "pulseaudio": ("name", "streamName", "latency"),
+                   "jack": ("serverName", "clientName", "connectPorts", "exactName"),
+                   "sdl": ("bufferCount",)}
 """`<input>`/`<output>` attributes of some types, besides the common ones (`AUDIO_COMMON`)."""
 AUDIO_COMMON = ("mixingEngine", "fixedSettings", "voices", "bufferLength")
 AUDIO_SETTINGS = ("frequency", "channels", "format")
 
 
-def _read_audio(ctx: _Context, node: Node) -> Audio | None:
-    """`<audio id= type=>` with libvirt's tuning: none, spice, alsa, oss, file (a WAV file).
+AUDIO_MODULES = {"pulseaudio": "audio-pa", "jack": "audio-jack", "sdl": "audio-sdl",
+                 "alsa": "audio-alsa", "oss": "audio-oss", "spice": "audio-spice",
+                 "dbus": "audio-dbus"}
+"""The QEMU module each `<audio type>` needs (checked through `HostFacts.check_module`)."""
 
-    Sound servers (pulseaudio, jack, sdl) are refused: Debian's qemu-system-x86 lacks their
-    modules without qemu-system-gui, and qemud's QEMU runs outside the user's session.
+
+def _read_audio(ctx: _Context, node: Node) -> Audio | None:
+    """`<audio id= type=>` with libvirt's tuning (none, spice, alsa, oss, file, pulseaudio, ...).
+
+    The types: none, spice, alsa, oss, file (a WAV file), pulseaudio, jack, sdl and dbus. The
+    sound servers need QEMU's module for them (Debian: qemu-system-gui) and a server QEMU can
+    reach (the session daemon's QEMU runs in the user's session); `_check_domain` checks the
+    module. coreaudio and dsound are macOS and Windows backends. SDL's `driver=` (an
+    environment variable for QEMU) is refused.
     """
     fields = _Fields(node)
     fields.put("id", _int(ctx, node, "id"), "<audio id>")
     kind = node.attr("type")
+    if kind in ("coreaudio", "dsound"):
+        host_os = "macOS" if kind == "coreaudio" else "Windows"
+        ctx.error(node.line, f"<audio type>: {kind!r} is a {host_os} sound backend, which Linux "
+                  "QEMU does not have; use 'pulseaudio', 'alsa', 'jack', 'sdl', 'spice', 'file' "
+                  "or 'none'")
+        return None
     if kind is not None and kind not in AUDIO_TOP:
         ctx.error(node.line, f"<audio type>: {kind!r} is not supported; use 'none', 'spice', "
-                  "'alsa', 'oss' or 'file' (qemud's QEMU runs outside the user's sound server)")
+                  "'alsa', 'oss', 'file', 'pulseaudio', 'jack', 'sdl' or 'dbus'")
+        return None
+    if kind == "sdl" and node.attr("driver") is not None:
+        ctx.error(node.line, "<audio type='sdl' driver=>: qemud does not set SDL's audio "
+                  "driver (an environment variable of QEMU); remove driver= (SDL picks one) or "
+                  "use that backend directly, e.g. type='pulseaudio'")
         return None
     fields.put("type", kind, "<audio type>")
     settings: list[tuple[str, str]] = []
@@ -1306,8 +1335,11 @@ def _read_audio(ctx: _Context, node: Node) -> Audio | None:
         _leftovers(ctx, kid)
     for where, value in settings:
         name = where.rsplit("/", 1)[-1]
-        if name in ("mixingEngine", "fixedSettings", "tryPoll", "tryMMap", "exclusive"):
+        if name in ("mixingEngine", "fixedSettings", "tryPoll", "tryMMap", "exclusive",
+                    "exactName"):
             ok = value in ("yes", "no")
+        elif name in ("serverName", "name", "streamName", "clientName", "connectPorts"):
+            ok = bool(value)
         elif name in ("path", "dev", "format"):
             ok = bool(value) and (name != "format" or value in ("u8", "s16", "s32", "u16",
                                                                    "u32", "f32"))
@@ -1494,6 +1526,7 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
         lines[id(made)] = con.line
     ctx.disk_lines = list(tag_lines.get("disk", []))
     ctx.filesystem_lines = list(tag_lines.get("filesystem", []))
+    ctx.audio_lines = list(tag_lines.get("audio", []))
     if emulator is not None:
         base = Path(emulator).name
         if base not in EMULATORS:
@@ -1764,6 +1797,12 @@ def _check_domain(ctx: _Context, domain: Domain, fields: _Fields) -> None:
         why = ctx.host.check_machine(emulator(domain), domain.os.machine)
         if why is not None:
             ctx.error(ctx.machine_line, f"<type machine>: {why}")
+    if ctx.host.check_module is not None:
+        for audio, line in zip(domain.devices.audios, ctx.audio_lines, strict=False):
+            module = AUDIO_MODULES.get(audio.type)
+            why = ctx.host.check_module(emulator(domain), module) if module else None
+            if why is not None:
+                ctx.error(line, f"<audio type='{audio.type}'>: {why}")
     for disk, line in zip(domain.devices.disks, ctx.disk_lines, strict=False):
         if disk.iothread is None:
             continue

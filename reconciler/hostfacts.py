@@ -1,4 +1,4 @@
-"""The host facts `model.parse` is given: machine types of the emulator, libvirt's networks.
+"""The host facts `model.parse` is given: machine types, libvirt's networks, QEMU's modules.
 
 One seam (`model.parse.HostFacts`) for everything the pure model may ask about the host; each
 fact's side effects live in its own module (`machines`, `networks`).
@@ -6,6 +6,8 @@ fact's side effects live in its own module (`machines`, `networks`).
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import model
@@ -13,13 +15,37 @@ from model.parse import HostFacts
 from reconciler.machines import default_catalog
 from reconciler.networks import Networks
 
+MODULE_DIR = Path("/usr/lib/x86_64-linux-gnu/qemu")
+"""Where Debian's QEMU loads its modules from (its build's CONFIG_QEMU_MODDIR)."""
+GUI_MODULES = frozenset({"audio-pa", "audio-jack", "audio-sdl", "ui-sdl", "ui-gtk"})
+"""The modules Debian ships in qemu-system-gui rather than with the emulator."""
+
+
+def check_module(emulator: str, module: str, module_dir: Path = MODULE_DIR) -> str | None:
+    """None when `emulator` can load QEMU module `module`, else what to install.
+
+    `emulator` is a path or a name looked up in $PATH. Only Debian's own emulators
+    (/usr/bin/qemu-system-*) are checked, against Debian's module
+    folder; another build (or one with modules built in, no folder) is trusted to have it.
+    """
+    found = emulator if "/" in emulator else shutil.which(emulator)
+    real = os.path.realpath(found) if found else ""
+    if not real.startswith("/usr/bin/qemu-system-") or not module_dir.is_dir():
+        return None
+    if (module_dir / f"{module}.so").exists():
+        return None
+    package = "qemu-system-gui" if module in GUI_MODULES else "qemu-system-x86"
+    return (f"needs QEMU's {module} module, which is not installed ({module_dir}/{module}.so); "
+            f"install Debian's {package} package")
+
 
 def host_facts() -> HostFacts:
-    """The process's host facts: the shared machine catalog and libvirt's networks.
+    """The process's host facts: the shared machine catalog, libvirt's networks, QEMU's modules.
 
     The networks folder is `$QEMUD_LIBVIRT_NETWORKS` as it is at each call.
     """
-    return HostFacts(check_machine=default_catalog().check, network_bridge=Networks().bridge)
+    return HostFacts(check_machine=default_catalog().check, network_bridge=Networks().bridge,
+                     check_module=check_module)
 
 
 def parse_checked(data: bytes, file: str | Path | None = None) -> model.Parsed:

@@ -185,6 +185,11 @@ COMBOS: dict[str, Domain] = {
         """<audio id='1' type='alsa' timerPeriod='50'><output voices='2' mixingEngine='yes'>
           <settings frequency='22050' channels='2' format='s16'/></output></audio>
           <sound model='ich9'/>"""),
+    # D-Bus audio (Debian's qemu-system-x86 has its module; pulseaudio, jack and sdl need
+    # qemu-system-gui, which the host check makes validate ask for) on an HD Audio card
+    "combo-audio-dbus": _combo(
+        """<audio id='1' type='dbus'><output voices='2'/></audio>
+          <sound model='ich6'/>"""),
     # NUMA cells with <numatune> policies (host node 0 exists everywhere), cpuset, current,
     # I/O threads, virtio options (ats, packed, iommu_platform)
     "combo-numa-cpuset": _combo(

@@ -16,6 +16,7 @@ from model import pci
 from model.argv import balloon_target
 from model.domain import Domain, PciAddress
 from model.firmware import choose, parse_descriptor
+from model.parse import HostFacts
 from tests.support.snippets import domain_xml
 
 
@@ -166,9 +167,14 @@ def test_sound_with_spice_defaults_to_spice_audio_and_redirdev_gets_usb_ports() 
      "<sound model>: 'sb16' is not allowed; use one of 'ich9', 'ich6', 'ac97' or 'usb'"),
     ("<sound model='ac97'><codec type='duplex'/></sound>", 7,
      "<sound>: <codec> is for the HD Audio models ich6 and ich9, not 'ac97'"),
-    ("<audio id='1' type='pulseaudio'/>", 7, "<audio type>: 'pulseaudio' is not supported; use "
-     "'none', 'spice', 'alsa', 'oss' or 'file' (qemud's QEMU runs outside the user's sound "
-     "server)"),
+    ("<audio id='1' type='coreaudio'/>", 7, "<audio type>: 'coreaudio' is a macOS sound "
+     "backend, which Linux QEMU does not have; use 'pulseaudio', 'alsa', 'jack', 'sdl', "
+     "'spice', 'file' or 'none'"),
+    ("<audio id='1' type='sdl' driver='pulseaudio'/>", 7, "<audio type='sdl' driver=>: qemud "
+     "does not set SDL's audio driver (an environment variable of QEMU); remove driver= (SDL "
+     "picks one) or use that backend directly, e.g. type='pulseaudio'"),
+    ("<audio id='1' type='pulseaudio'><input latency='soon'/></audio>", 7, "<audio> input "
+     "latency='soon' is not valid (yes/no, a whole number, a format like s16, or a path)"),
     ("<audio id='1' type='alsa'><input voices='many'/></audio>", 7, "<audio> input voices='many' "
      "is not valid (yes/no, a whole number, a format like s16, or a path)"),
     ("<audio id='1' type='alsa'><input bufferCount='3'/></audio>", 7, "<input>: attribute "
@@ -434,6 +440,22 @@ AUDIO = [
      "out.format=f32"),
     ("<audio id='1' type='file' timerPeriod='50' path='audio,1.wav'/>",
      "wav,id=audio1,timer-period=50,path=audio,,1.wav"),
+    # audio-pulseaudio-full, audio-jack-full, audio-sdl-minimal, audio-many-backends (dbus)
+    ("""<audio id='1' type='pulseaudio' serverName='acme.example.org'>
+      <input mixingEngine='yes' voices='1' name='fish' streamName='food' latency='100'/>
+      <output bufferLength='200' name='fish' streamName='food' latency='200'>
+        <settings frequency='22050' channels='4' format='f32'/></output></audio>""",
+     "pa,id=audio1,server=acme.example.org,in.mixing-engine=on,in.voices=1,in.name=fish,"
+     "in.stream-name=food,in.latency=100,out.buffer-length=200,out.name=fish,"
+     "out.stream-name=food,out.latency=200,out.frequency=22050,out.channels=4,out.format=f32"),
+    ("""<audio id='1' type='jack'>
+      <input serverName='fish' clientName='food' connectPorts='yum' exactName='yes'/>
+      <output serverName='fish' clientName='food' connectPorts='yum'/></audio>""",
+     "jack,id=audio1,in.server-name=fish,in.client-name=food,in.connect-ports=yum,"
+     "in.exact-name=on,out.server-name=fish,out.client-name=food,out.connect-ports=yum"),
+    ("<audio id='1' type='sdl'><output bufferCount='50'/></audio>",
+     "sdl,id=audio1,out.buffer-count=50"),
+    ("<audio id='1' type='dbus'/>", "dbus,id=audio1"),
     ("""<audio id='1' type='oss' tryMMap='yes' exclusive='yes' dspPolicy='3'>
       <output bufferLength='200' dev='/dev/dsp1' bufferCount='30' tryPoll='no'/></audio>""",
      "oss,id=audio1,try-mmap=on,exclusive=on,dsp-policy=3,out.buffer-length=200,out.dev=/dev/dsp1,"
@@ -596,3 +618,36 @@ def test_virtio_options_render_as_libvirt(device: str, prefix: str) -> None:
     d = devices(device)
     assert [v for v in values(d, "-device") if v.startswith(prefix)]
     assert model.parse(model.to_xml(d)).domain == d
+
+
+def test_an_audio_backend_whose_qemu_module_is_missing_is_refused_at_its_line() -> None:
+    """With the host's module check (reconciler.hostfacts), a missing module is an error that
+    says which package to install; without one (pure model) the file is accepted."""
+    text = domain_xml("<devices>\n<audio id='1' type='pulseaudio'/>\n</devices>",
+                      os="<os><type machine='pc'>hvm</type></os>")
+    asked: list[tuple[str, str]] = []
+
+    def missing(emulator: str, module: str) -> str:
+        asked.append((emulator, module))
+        return "needs QEMU's audio-pa module; install Debian's qemu-system-gui package"
+
+    with pytest.raises(model.InvalidDomainError) as caught:
+        model.parse(text, host=HostFacts(check_module=missing))
+    assert [(i.line, i.message) for i in caught.value.issues] == [
+        (7, "<audio type='pulseaudio'>: needs QEMU's audio-pa module; install Debian's "
+            "qemu-system-gui package")]
+    assert asked == [("qemu-system-x86_64", "audio-pa")]  # the default emulator, by name
+    assert model.parse(text).domain.devices.audios[0].type == "pulseaudio"
+
+
+def test_the_module_check_looks_in_debians_module_folder(tmp_path: Path) -> None:
+    from reconciler.hostfacts import check_module
+
+    (tmp_path / "audio-alsa.so").touch()
+    assert check_module("/usr/bin/qemu-system-x86_64", "audio-alsa", tmp_path) is None
+    why = check_module("/usr/bin/qemu-system-x86_64", "audio-pa", tmp_path)
+    assert why == (f"needs QEMU's audio-pa module, which is not installed ({tmp_path}/"
+                   "audio-pa.so); install Debian's qemu-system-gui package")
+    assert check_module("qemu-system-x86_64", "audio-pa", tmp_path) == why  # found in $PATH
+    assert check_module("/opt/qemu/bin/qemu-system-x86_64", "audio-pa", tmp_path) is None
+    assert check_module("/usr/bin/qemu-system-x86_64", "audio-pa", tmp_path / "none") is None
