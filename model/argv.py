@@ -20,6 +20,7 @@ from model.domain import (
     Controller,
     Cpu,
     Disk,
+    Display,
     Domain,
     Interface,
     PciAddress,
@@ -602,10 +603,27 @@ def _secret(sid: str, value: str) -> Option:
     return ("-object", f"secret,id={sid},data={esc(value)},format=raw")
 
 
+def _local_display(shown: Display) -> str:
+    """`-display egl-headless|dbus,...` as libvirt writes it."""
+    parts: list[str] = [shown.type]
+    if shown.type == "dbus":
+        parts.append(f"addr={esc(shown.address)}" if shown.address is not None else "p2p=on")
+        if shown.gl is not None:
+            parts.append(f"gl={_on(shown.gl)}")
+    if shown.rendernode is not None:
+        parts.append(f"rendernode={shown.rendernode}")
+    if shown.audio is not None:
+        parts.append(f"audiodev=audio{shown.audio}")
+    return ",".join(parts)
+
+
 def _display(d: Domain, runtime: Runtime | None) -> Iterator[Option]:
-    """`-vnc` and/or `-spice` for the graphics, else `-display none`."""
+    """`-vnc`/`-spice` for the graphics, `-display` for QEMU's own (egl-headless, dbus), or none."""
+    for shown in d.devices.displays:
+        yield ("-display", _local_display(shown))
     if not d.devices.graphics:
-        yield ("-display", "none")
+        if not d.devices.displays:
+            yield ("-display", "none")
         return
     for g in d.devices.graphics:
         host = f"[{g.listen}]" if ":" in g.listen else g.listen

@@ -406,6 +406,35 @@ class Graphics(Frozen):
         return self
 
 
+class Display(Frozen):
+    """`<graphics type='egl-headless'|'dbus'>`: a display of QEMU's own, not a VNC/spice server.
+
+    egl-headless renders with OpenGL on a host render node (for VNC or spice beside it); dbus
+    exports the display (and audio) on D-Bus: peer to peer (clients connect through QMP
+    `add_client`) or on the bus at `address`.
+    """
+
+    type: Literal["egl-headless", "dbus"]
+    rendernode: Annotated[str, Field(pattern=r"^/[^\x00-\x1f,]*$")] | None = None
+    gl: bool | None = None
+    """dbus: `<gl enable=>` (OpenGL on a render node)."""
+    address: Annotated[str, Field(pattern=r"^[^\x00-\x1f]+$")] | None = None
+    """dbus: the D-Bus address of the bus to export on (None: `p2p`)."""
+    p2p: bool = False
+    audio: Positive | None = None
+    """dbus: `<audio id=>`, the audiodev exported with the display."""
+
+    @model_validator(mode="after")
+    def _dbus_needs_a_way_in(self) -> Display:
+        """Guarantee a dbus display says how clients reach it, and dbus settings stay on dbus."""
+        if self.type == "dbus" and not self.p2p and self.address is None:
+            raise ValueError("a dbus display needs p2p='yes' or address=")
+        if self.type == "egl-headless" and (self.gl is not None or self.address is not None
+                                            or self.p2p or self.audio is not None):
+            raise ValueError("gl enable, address, p2p and audio are dbus settings")
+        return self
+
+
 CharType = Literal["pty", "file", "unix", "null"]
 
 
@@ -627,6 +656,8 @@ class Devices(Frozen):
     disks: tuple[Disk, ...] = ()
     interfaces: tuple[Interface, ...] = ()
     graphics: tuple[Graphics, ...] = ()
+    displays: tuple[Display, ...] = ()
+    """egl-headless and dbus `<graphics>` (at most one)."""
     serials: tuple[Serial, ...] = ()
     videos: tuple[Video, ...] = ()
     inputs: tuple[Input, ...] = ()

@@ -30,6 +30,7 @@ from model.domain import (
     Desired,
     Devices,
     Disk,
+    Display,
     Domain,
     Features,
     Filesystem,
@@ -900,8 +901,53 @@ _SPICE_CHILDREN = {"image": ("compression", "image_compression"),
                    "streaming": ("mode", "streaming"), "mouse": ("mode", "mouse")}
 
 
-def _read_graphics(ctx: _Context, node: Node) -> Graphics | None:
-    """`<graphics type='vnc'|'spice' port= autoport= listen= passwd=>` and its children."""
+def _read_display(ctx: _Context, node: Node) -> Display | None:
+    """`<graphics type='egl-headless'|'dbus'>`: `<gl rendernode= enable=>`, dbus's address/p2p.
+
+    dbus also takes `<audio id=>`, the audiodev it exports.
+    A dbus display with neither p2p nor address is refused: libvirt runs a private D-Bus
+    daemon for it, which qemud does not.
+    """
+    fields = _Fields(node)
+    kind = node.attr("type")
+    fields.attr("type")
+    gl = node.child("gl")
+    if gl is not None:
+        fields.put("rendernode", gl.attr("rendernode"), "<gl rendernode>", gl.line)
+        if kind == "dbus":
+            fields.put("gl", _flag(ctx, gl, "enable"), "<gl enable>", gl.line)
+        elif gl.attr("enable") not in (None, "yes"):
+            ctx.error(gl.line, "<graphics type='egl-headless'><gl enable='no'>: egl-headless is "
+                      "OpenGL; remove <gl> or the whole display")
+        gl.ignore_attrs("enable")
+        _leftovers(ctx, gl)
+    if kind == "dbus":
+        fields.attr("address")
+        fields.put("p2p", _flag(ctx, node, "p2p"), "<graphics p2p>")
+        audio = node.child("audio")
+        if audio is not None:
+            fields.put("audio", _int(ctx, audio, "id"), "<audio id>", audio.line)
+            _leftovers(ctx, audio)
+        if node.attr("address") is None and node.attr("p2p") != "yes":
+            ctx.error(node.line, "<graphics type='dbus'> without p2p='yes' or address= needs a "
+                      "private D-Bus daemon, which qemud does not run; add p2p='yes' (clients "
+                      "connect through QMP) or the address= of a bus")
+            return None
+    _leftovers(ctx, node)
+    return _make(ctx, Display, fields)
+
+
+def _read_graphics(ctx: _Context, node: Node) -> Graphics | Display | None:
+    """`<graphics type='vnc'|'spice' port= autoport= listen= passwd=>` (others: `_read_display`)."""
+    if node.attr("type") in ("egl-headless", "dbus"):
+        return _read_display(ctx, node)
+    if node.attr("type") in ("sdl", "desktop", "rdp"):
+        ctx.error(node.line, f"<graphics type='{node.attr('type')}'>: "
+                  + ("opens a window on the X display of whoever runs QEMU, which a daemon "
+                     "has none of; use VNC or spice (remote-viewer), or dbus p2p"
+                     if node.attr("type") != "rdp" else "QEMU has no RDP server; use VNC or "
+                     "spice"))
+        return None
     fields = _Fields(node)
     fields.attr("type")
     fields.attr("passwd")
@@ -1425,6 +1471,13 @@ def _check_devices(ctx: _Context, devices: Devices, lines: dict[int, int | None]
         if port.port in ports:
             ctx.error(lines.get(id(port)), f"two <serial> devices use <target port='{port.port}'>")
         ports.add(port.port)
+    for extra in devices.displays[1:]:
+        ctx.error(lines.get(id(extra)), f"<graphics type='{extra.type}'>: QEMU has one local "
+                  f"display and <graphics type='{devices.displays[0].type}'> is it; keep one")
+    for shown in devices.displays:
+        if shown.audio is not None and shown.audio not in {a.id for a in devices.audios}:
+            ctx.error(lines.get(id(shown)), f"<graphics type='dbus'><audio id='{shown.audio}'> "
+                      "names an <audio> that does not exist; add it or remove the reference")
     kinds: set[str] = set()
     for g in devices.graphics:
         if g.type in kinds:
@@ -1544,7 +1597,8 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
         emulator=emulator,
         disks=tuple(found.get("disk", [])),
         interfaces=tuple(found.get("interface", [])),
-        graphics=tuple(found.get("graphics", [])),
+        graphics=tuple(g for g in found.get("graphics", []) if isinstance(g, Graphics)),
+        displays=tuple(g for g in found.get("graphics", []) if isinstance(g, Display)),
         serials=tuple(found.get("serials", [])),
         videos=tuple(found.get("video", [])),
         inputs=tuple(found.get("input", [])),

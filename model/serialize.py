@@ -12,6 +12,7 @@ from model.domain import (
     Desired,
     Devices,
     Disk,
+    Display,
     Domain,
     Features,
     Filesystem,
@@ -146,6 +147,17 @@ def _graphics(g: Graphics) -> Element:
                                 "passwd": g.passwd}, kids)
 
 
+def _local_display(shown: Display) -> Element:
+    """Render an egl-headless or dbus `<graphics>`."""
+    gl = ({"enable": _yn(shown.gl) if shown.gl is not None else None,
+           "rendernode": shown.rendernode})
+    return Element("graphics", {"type": shown.type, "address": shown.address,
+                                "p2p": "yes" if shown.p2p else None}, [
+        Element("gl", gl) if any(v is not None for v in gl.values()) else None,
+        Element("audio", {"id": str(shown.audio)}) if shown.audio is not None else None,
+    ])
+
+
 def _video(v: Video) -> Element:
     """Render one `<video>`."""
     return Element("video", children=[
@@ -211,6 +223,7 @@ def _devices(dev: Devices) -> Element:
                   [_usb(i.usb_port), _address(i.address), _virtio_driver(i.virtio)])
           for i in dev.inputs),
         *(_graphics(g) for g in dev.graphics),
+        *(_local_display(shown) for shown in dev.displays),
         *(Element("sound", {"model": s.model}, [
             *(Element("codec", {"type": c}) for c in s.codecs),
             Element("audio", {"id": str(s.audio)}) if s.audio is not None else None,

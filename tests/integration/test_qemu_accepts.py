@@ -190,6 +190,12 @@ COMBOS: dict[str, Domain] = {
     "combo-audio-dbus": _combo(
         """<audio id='1' type='dbus'><output voices='2'/></audio>
           <sound model='ich6'/>"""),
+    # a D-Bus display, peer to peer, exporting that audio beside a VNC server (egl-headless
+    # needs a host render node, which this machine lacks: QEMU says so at start)
+    "combo-display-dbus": _combo(
+        """<graphics type='vnc' autoport='yes'/>
+          <graphics type='dbus' p2p='yes'><audio id='1'/></graphics>
+          <audio id='1' type='dbus'/><sound model='ich9'/><video><model type='virtio'/></video>"""),
     # NUMA cells with <numatune> policies (host node 0 exists everywhere), cpuset, current,
     # I/O threads, virtio options (ats, packed, iommu_platform)
     "combo-numa-cpuset": _combo(

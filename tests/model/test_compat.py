@@ -651,3 +651,54 @@ def test_the_module_check_looks_in_debians_module_folder(tmp_path: Path) -> None
     assert check_module("qemu-system-x86_64", "audio-pa", tmp_path) == why  # found in $PATH
     assert check_module("/opt/qemu/bin/qemu-system-x86_64", "audio-pa", tmp_path) is None
     assert check_module("/usr/bin/qemu-system-x86_64", "audio-pa", tmp_path / "none") is None
+
+
+# --- displays of QEMU's own: egl-headless, dbus ---------------------------------------------------
+
+DISPLAYS = [
+    # libvirt 9.0's graphics-egl-headless-rendernode, graphics-dbus-p2p, graphics-dbus-address,
+    # graphics-dbus-audio
+    ("<graphics type='egl-headless'><gl rendernode='/dev/dri/foo'/></graphics>",
+     ["egl-headless,rendernode=/dev/dri/foo"]),
+    ("<graphics type='egl-headless'/>", ["egl-headless"]),
+    ("<graphics type='dbus' p2p='yes'/>", ["dbus,p2p=on"]),
+    ("<graphics type='dbus' address='unix:path=/tmp/foo'><gl enable='yes' "
+     "rendernode='/dev/dri/foo'/></graphics>",
+     ["dbus,addr=unix:path=/tmp/foo,gl=on,rendernode=/dev/dri/foo"]),
+    ("<graphics type='dbus' p2p='yes'><audio id='1'/></graphics><audio id='1' type='dbus'/>",
+     ["dbus,p2p=on,audiodev=audio1"]),
+]
+
+
+@pytest.mark.parametrize(("snippet", "display"), DISPLAYS)
+def test_local_displays_render_as_libvirt(snippet: str, display: list[str]) -> None:
+    d = devices(snippet)
+    assert values(d, "-display") == display
+    assert model.parse(model.to_xml(d)).domain == d
+
+
+def test_egl_headless_goes_beside_vnc() -> None:
+    """libvirt's graphics-vnc-egl-headless: the VNC server shows what egl-headless renders."""
+    d = devices("<graphics type='vnc' port='5901'/><graphics type='egl-headless'/>")
+    assert values(d, "-display") == ["egl-headless"]
+    assert values(d, "-vnc") == ["127.0.0.1:1"]
+
+
+@pytest.mark.parametrize(("snippet", "line", "message"), [
+    ("<graphics type='dbus'/>", 7, "<graphics type='dbus'> without p2p='yes' or address= needs "
+     "a private D-Bus daemon, which qemud does not run; add p2p='yes' (clients connect through "
+     "QMP) or the address= of a bus"),
+    ("<graphics type='sdl' display=':0.1' xauth='/root/.Xauthority'/>", 7,
+     "<graphics type='sdl'>: opens a window on the X display of whoever runs QEMU, which a "
+     "daemon has none of; use VNC or spice (remote-viewer), or dbus p2p"),
+    ("<graphics type='dbus' p2p='yes'/>\n<graphics type='egl-headless'/>", 8,
+     "<graphics type='egl-headless'>: QEMU has one local display and <graphics type='dbus'> is "
+     "it; keep one"),
+    ("<graphics type='dbus' p2p='yes'><audio id='2'/></graphics>", 7,
+     "<graphics type='dbus'><audio id='2'> names an <audio> that does not exist; add it or "
+     "remove the reference"),
+])
+def test_local_display_errors(snippet: str, line: int, message: str) -> None:
+    with pytest.raises(model.InvalidDomainError) as caught:
+        devices(snippet)
+    assert [(i.line, i.message) for i in caught.value.issues] == [(line, message)]

@@ -362,8 +362,8 @@ GRAPHICS = [
                          "</graphics>"),
                  [(8, "<image compression>: 'fast' is not allowed; use one of 'auto_glz', "
                       "'auto_lz', 'quic', 'glz', 'lz' or 'off'")], id="graphics-spice-image"),
-    pytest.param(devices("<graphics type='sdl'/>"), [(7, "<graphics type>: 'sdl' is not allowed")],
-                 id="graphics-sdl"),
+    pytest.param(devices("<graphics type='vnx'/>"), [(7, "<graphics type>: 'vnx' is not allowed")],
+                 id="graphics-vnx"),
     pytest.param(devices("<graphics type='vnc' autoport='no'/>"),
                  [(7, "<graphics autoport='no'> needs a port (5900 or above)")],
                  id="graphics-no-autoport-no-port"),
@@ -729,14 +729,14 @@ def test_three_independent_mistakes_give_three_issues_in_line_order() -> None:
         <vcpu>0</vcpu>
         <devices>
           <sounds model='ich9'/>
-          <graphics type='sdl'/>
+          <graphics type='vnx'/>
         </devices>
         """, kind="xen")
     assert issues(data) == [
         (1, "<domain type>: 'xen' is not allowed; use one of 'kvm' or 'qemu'"),
         (6, "<vcpu>: '0' is too small; the minimum is 1"),
         (8, f"<sounds> {DEVICES}"),
-        (9, "<graphics type>: 'sdl' is not allowed; use one of 'vnc' or 'spice'"),
+        (9, "<graphics type>: 'vnx' is not allowed; use one of 'vnc' or 'spice'"),
     ]
 
 
