@@ -35,6 +35,10 @@ from model.firmware import Descriptor, FirmwareChoice, choose
 Option = tuple[str, ...]
 """One option with its value(s), e.g. ("-m", "512"); a flag alone is ("-nodefaults",)."""
 
+SPICE_X509_DIR = "/etc/pki/libvirt-spice"
+"""Where spice's TLS certificates are (ca-cert.pem, server-cert.pem, server-key.pem): libvirt's
+default `spice_tls_x509_cert_dir`, so a libvirt host's certificates serve as they are."""
+
 USER_QMP_SOCKET = "qmp-user.sock"
 """The users' own QMP monitor in the VM's runtime folder (`reconcile monitor`, qmp-shell)."""
 
@@ -650,6 +654,10 @@ def _display(d: Domain, runtime: Runtime | None) -> Iterator[Option]:
             parts = ["unix=on", f"addr={esc(sock)}"]
         else:
             parts = [f"port={g.port}", f"addr={g.listen}"]
+        if g.tls_port is not None:
+            parts.insert(1, f"tls-port={g.tls_port}")
+            if parts[0] == "port=0":
+                parts.insert(2, f"addr={g.listen}")
         if g.passwd is not None:
             yield _secret("spice-secret", g.passwd)
             parts.append("password-secret=spice-secret")
@@ -669,8 +677,18 @@ def _display(d: Domain, runtime: Runtime | None) -> Iterator[Option]:
             parts.append(f"agent-mouse={_on(g.mouse == 'client')}")
         if g.clipboard is False:
             parts.append("disable-copy-paste=on")
+        if g.tls_port is not None:
+            parts.append(f"x509-dir={SPICE_X509_DIR}")
+        mode_of = {"secure": "tls-channel", "insecure": "plaintext-channel"}
+        if g.default_mode in mode_of:
+            parts.append(f"{mode_of[g.default_mode]}=default")
+        parts += [f"{mode_of[mode]}={name}" for name, mode in g.channels if mode in mode_of]
         if g.filetransfer is False:
             parts.append("disable-agent-file-xfer=on")
+        if g.gl is not None:
+            parts.append(f"gl={_on(g.gl)}")
+        if g.rendernode is not None:
+            parts.append(f"rendernode={esc(g.rendernode)}")
         parts.append("seamless-migration=on")
         yield ("-spice", ",".join(parts))
 

@@ -368,6 +368,11 @@ class Interface(Frozen):
         return self
 
 
+SpiceChannel = Literal["main", "display", "inputs", "cursor", "playback", "record",
+                       "smartcard", "usbredir", "webdav"]
+"""The spice channels `<graphics><channel name=>` may name (QEMU's spice channel names)."""
+
+
 class Graphics(Frozen):
     """`<graphics type='vnc'|'spice' port= autoport= listen= passwd=>`; port None means automatic."""
 
@@ -391,16 +396,33 @@ class Graphics(Frozen):
     mouse: Literal["server", "client"] | None = None
     clipboard: bool | None = None
     filetransfer: bool | None = None
+    tls_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    """spice only: `tlsPort=`, served with the certificates in `SPICE_X509_DIR`."""
+    default_mode: Literal["any", "secure", "insecure"] | None = None
+    """spice only: `defaultMode=`, the mode of the channels `channels` does not name."""
+    channels: tuple[tuple[SpiceChannel, Literal["secure", "insecure", "any"]], ...] = ()
+    """spice only: `<channel name= mode=>` in document order."""
+    gl: bool | None = None
+    """spice only: `<gl enable=>`, OpenGL on a host render node (local clients only)."""
+    rendernode: Annotated[str, Field(pattern=r"^/[^\x00-\x1f]*$")] | None = None
 
     @model_validator(mode="after")
     def _spice_options_need_spice(self) -> Graphics:
-        """Guarantee the spice-only settings are only on spice graphics."""
+        """Guarantee the spice-only settings are only on spice graphics, TLS where asked for."""
         spice_only = (self.image_compression, self.jpeg_compression, self.zlib_compression,
                       self.playback_compression, self.streaming, self.mouse, self.clipboard,
-                      self.filetransfer)
-        if self.type == "vnc" and any(v is not None for v in spice_only):
-            raise ValueError("image, jpeg, zlib, playback, streaming, mouse, clipboard and "
-                             "filetransfer are spice settings; VNC has none of them")
+                      self.filetransfer, self.tls_port, self.default_mode, self.gl,
+                      self.rendernode)
+        if self.type == "vnc" and (any(v is not None for v in spice_only) or self.channels):
+            raise ValueError("image, jpeg, zlib, playback, streaming, mouse, clipboard, "
+                             "filetransfer, tlsPort, defaultMode, channel and gl are spice "
+                             "settings; VNC has none of them")
+        secure = self.default_mode == "secure" or any(m == "secure" for _, m in self.channels)
+        if secure and self.tls_port is None:
+            raise ValueError("a secure spice channel needs TLS: give tlsPort=")
+        if self.tls_port is not None and (self.port is None or self.listen_type != "address"):
+            raise ValueError("spice over TLS needs port= on an address too (QEMU cannot choose "
+                             "spice ports, and TLS is for TCP clients)")
         if self.type == "vnc" and self.passwd is not None and len(self.passwd) > 8:
             raise ValueError("a VNC password has at most 8 characters")
         return self

@@ -16,7 +16,14 @@ from typing import Any, TypeVar, get_args
 from pydantic import BaseModel, ValidationError
 
 from model import units
-from model.argv import USB_MODELS, balloon_target, disk_index, emulator, options
+from model.argv import (
+    SPICE_X509_DIR,
+    USB_MODELS,
+    balloon_target,
+    disk_index,
+    emulator,
+    options,
+)
 from model.cpuset import CpusetError, format_cpuset, parse_cpuset
 from model.domain import (
     NAMESPACE,
@@ -114,6 +121,8 @@ class HostFacts:
     check_machine: MachineCheck | None = None
     network_bridge: BridgeLookup | None = None
     check_module: ModuleCheck | None = None
+    spice_certificates: Callable[[str], str | None] | None = None
+    """(folder) -> None when it holds spice's TLS certificates QEMU can read, else what to do."""
 
 
 EMULATORS = {"qemu-system-x86_64": "x86_64", "qemu-system-i386": "i686"}
@@ -951,17 +960,29 @@ def _read_graphics(ctx: _Context, node: Node) -> Graphics | Display | None:
     fields = _Fields(node)
     fields.attr("type")
     fields.attr("passwd")
-    node.ignore_attrs("keymap", "sharePolicy", "defaultMode")
+    node.ignore_attrs("keymap", "sharePolicy")
     if node.attr("keymap") not in (None, "en-us"):
         ctx.error(node.line, "<graphics keymap>: QEMU's keymaps are deprecated; remove it and "
                   "let the client send scancodes")
     tls = node.attr("tlsPort")
     if tls not in (None, "-1", "0"):
-        ctx.error(node.line, "<graphics tlsPort>: spice over TLS needs certificates qemud does not "
-                  "configure; remove tlsPort (or set it to -1)")
-    if node.attr("defaultMode") not in (None, "any", "insecure"):
-        ctx.error(node.line, "<graphics defaultMode='secure'> needs TLS, which qemud does not "
-                  "configure; remove it")
+        fields.put("tls_port", _int(ctx, node, "tlsPort"), "<graphics tlsPort>")
+        if ctx.host.spice_certificates is not None:
+            why = ctx.host.spice_certificates(SPICE_X509_DIR)
+            if why is not None:
+                ctx.error(node.line, f"<graphics tlsPort>: {why}")
+    fields.attr("default_mode", "defaultMode")
+    channels: list[tuple[str | None, str | None]] = []
+    for spice_channel in node.children("channel"):
+        channels.append((spice_channel.attr("name"), spice_channel.attr("mode")))
+        _leftovers(ctx, spice_channel)
+    if channels:
+        fields.put("channels", tuple(channels), "<graphics><channel>")
+    gl = node.child("gl")
+    if gl is not None:
+        fields.put("gl", _flag(ctx, gl, "enable"), "<gl enable>", gl.line)
+        fields.put("rendernode", gl.attr("rendernode"), "<gl rendernode>", gl.line)
+        _leftovers(ctx, gl)
     for tag, (attr, key) in _SPICE_CHILDREN.items():
         kid = node.child(tag)
         if kid is not None:
@@ -977,7 +998,10 @@ def _read_graphics(ctx: _Context, node: Node) -> Graphics | Display | None:
             _leftovers(ctx, kid)
     port = _int(ctx, node, "port") if node.attr("port") not in ("-1", None) else None
     auto = _flag(ctx, node, "autoport")
-    if auto is False and port is None:
+    local_gl = gl is not None and gl.attr("enable") == "yes" and node.attr("type") == "spice"
+    if auto is False and port is None and local_gl:
+        fields.put("listen_type", "none", "<graphics>")  # spice GL serves local clients only
+    elif auto is False and port is None:
         ctx.error(node.line, "<graphics autoport='no'> needs a port (5900 or above)")
     if auto is not True:
         fields.put("port", port, "<graphics port>")
@@ -997,7 +1021,8 @@ def _read_graphics(ctx: _Context, node: Node) -> Graphics | Display | None:
             listen = kid.attr("address") or listen
         _leftovers(ctx, kid)
     fields.put("listen", listen, "<graphics listen>")
-    fields.put("listen_type", listen_type, "<listen type>")
+    if listen_type is not None or "listen_type" not in fields.data:
+        fields.put("listen_type", listen_type, "<listen type>")
     if node.attr("type") == "spice" and fields.data.get("port") is None and listen_type is None:
         ctx.warn(node.line, "<graphics type='spice' autoport='yes'>: QEMU cannot choose a spice "
                  "port itself, so qemud serves spice on the unix socket spice.sock in the VM's "

@@ -141,8 +141,13 @@ def _graphics(g: Graphics) -> Element:
         if g.filetransfer is not None else None,
         Element("listen", {"type": g.listen_type, "socket": g.socket})
         if g.listen_type != "address" else None,
+        *(Element("channel", {"name": name, "mode": mode}) for name, mode in g.channels),
+        Element("gl", {"enable": _yn(g.gl) if g.gl is not None else None,
+                       "rendernode": g.rendernode})
+        if g.gl is not None or g.rendernode is not None else None,
     ]
     return Element("graphics", {"type": g.type, "port": _num(g.port),
+                                "tlsPort": _num(g.tls_port), "defaultMode": g.default_mode,
                                 "autoport": "no" if g.port else "yes", "listen": g.listen,
                                 "passwd": g.passwd}, kids)
 

@@ -39,13 +39,30 @@ def check_module(emulator: str, module: str, module_dir: Path = MODULE_DIR) -> s
             f"install Debian's {package} package")
 
 
+SPICE_FILES = ("ca-cert.pem", "server-cert.pem", "server-key.pem")
+"""What QEMU reads from spice's x509-dir (as libvirt's spice_tls_x509_cert_dir holds them)."""
+
+
+def spice_certificates(folder: str) -> str | None:
+    """None when this process (QEMU's user) can read spice's TLS certificates in `folder`.
+
+    Else a sentence naming what is missing and what to do.
+    """
+    missing = [name for name in SPICE_FILES if not os.access(Path(folder) / name, os.R_OK)]
+    if not missing:
+        return None
+    return (f"spice over TLS needs {', '.join(SPICE_FILES)} in {folder} (libvirt's "
+            f"spice_tls_x509_cert_dir), readable by qemud's user; missing or unreadable: "
+            f"{', '.join(missing)}; create them or remove tlsPort")
+
+
 def host_facts() -> HostFacts:
     """The process's host facts: the shared machine catalog, libvirt's networks, QEMU's modules.
 
     The networks folder is `$QEMUD_LIBVIRT_NETWORKS` as it is at each call.
     """
     return HostFacts(check_machine=default_catalog().check, network_bridge=Networks().bridge,
-                     check_module=check_module)
+                     check_module=check_module, spice_certificates=spice_certificates)
 
 
 def parse_checked(data: bytes, file: str | Path | None = None) -> model.Parsed:

@@ -702,3 +702,63 @@ def test_local_display_errors(snippet: str, line: int, message: str) -> None:
     with pytest.raises(model.InvalidDomainError) as caught:
         devices(snippet)
     assert [(i.line, i.message) for i in caught.value.issues] == [(line, message)]
+
+
+# --- spice: TLS, channel modes, GL --------------------------------------------------------------
+
+
+def test_spice_tls_and_channel_modes_render_as_libvirt() -> None:
+    """libvirt 9.0's graphics-spice: x509 from libvirt's spice folder, default and per-channel
+    modes."""
+    d = devices("""<graphics type='spice' port='5903' tlsPort='5904' autoport='no'
+        listen='127.0.0.1' defaultMode='secure'>
+      <channel name='main' mode='secure'/><channel name='inputs' mode='insecure'/>
+      <channel name='cursor' mode='any'/></graphics>""")
+    assert values(d, "-spice") == [
+        "port=5903,tls-port=5904,addr=127.0.0.1,disable-ticketing=on,"
+        "x509-dir=/etc/pki/libvirt-spice,tls-channel=default,tls-channel=main,"
+        "plaintext-channel=inputs,seamless-migration=on"]
+    assert model.parse(model.to_xml(d)).domain == d
+
+
+def test_spice_gl_is_local_on_port_0_with_its_render_node() -> None:
+    """libvirt's graphics-spice-gl-auto-rendernode (autoport='no', no port: local only)."""
+    d = devices("<graphics type='spice' autoport='no'><gl enable='yes' "
+                "rendernode='/dev/dri/foo,bar'/></graphics>")
+    assert values(d, "-spice") == ["port=0,disable-ticketing=on,gl=on,"
+                                   "rendernode=/dev/dri/foo,,bar,seamless-migration=on"]
+    assert model.parse(model.to_xml(d)).domain == d
+
+
+@pytest.mark.parametrize(("snippet", "message"), [
+    ("<graphics type='spice' port='5903'><channel name='main' mode='secure'/></graphics>",
+     "a secure spice channel needs TLS: give tlsPort="),
+    ("<graphics type='spice' autoport='yes' tlsPort='5904'/>", "spice over TLS needs port= on "
+     "an address too (QEMU cannot choose spice ports, and TLS is for TCP clients)"),
+    ("<graphics type='vnc' port='5900'><gl enable='yes'/></graphics>", "image, jpeg, zlib, "
+     "playback, streaming, mouse, clipboard, filetransfer, tlsPort, defaultMode, channel and gl "
+     "are spice settings; VNC has none of them"),
+])
+def test_spice_tls_mistakes_are_refused_at_the_graphics_line(snippet: str, message: str) -> None:
+    with pytest.raises(model.InvalidDomainError) as caught:
+        devices(snippet)
+    assert len(caught.value.issues) == 1 and caught.value.issues[0].line == 7
+    assert message in caught.value.issues[0].message
+
+
+def test_spice_tls_without_certificates_says_where_they_go(tmp_path: Path) -> None:
+    from reconciler.hostfacts import spice_certificates
+
+    text = domain_xml("<devices>\n<graphics type='spice' port='5903' tlsPort='5904'/>\n"
+                      "</devices>", os="<os><type machine='pc'>hvm</type></os>")
+    with pytest.raises(model.InvalidDomainError) as caught:
+        model.parse(text, host=HostFacts(spice_certificates=lambda d: spice_certificates(
+            str(tmp_path))))
+    [issue] = caught.value.issues
+    assert issue.line == 7 and issue.message == (
+        "<graphics tlsPort>: spice over TLS needs ca-cert.pem, server-cert.pem, server-key.pem in "
+        f"{tmp_path} (libvirt's spice_tls_x509_cert_dir), readable by qemud's user; missing or "
+        "unreadable: ca-cert.pem, server-cert.pem, server-key.pem; create them or remove tlsPort")
+    for name in ("ca-cert.pem", "server-cert.pem", "server-key.pem"):
+        (tmp_path / name).write_text("x")
+    assert spice_certificates(str(tmp_path)) is None

@@ -352,11 +352,12 @@ UNSUPPORTED_DEVICES = [
 
 GRAPHICS = [
     pytest.param(devices("<graphics type='spice' tlsPort='5902'/>"),
-                 [(7, "<graphics tlsPort>: spice over TLS needs certificates qemud does not "
-                      "configure; remove tlsPort (or set it to -1)")], id="graphics-spice"),
+                 [(7, "<graphics>: spice over TLS needs port= on an address too (QEMU cannot "
+                      "choose spice ports, and TLS is for TCP clients)")], id="graphics-spice"),
     pytest.param(devices("<graphics type='vnc'>\n  <image compression='off'/>\n</graphics>"),
-                 [(7, "<graphics>: image, jpeg, zlib, playback, streaming, mouse, clipboard and "
-                      "filetransfer are spice settings; VNC has none of them")],
+                 [(7, "<graphics>: image, jpeg, zlib, playback, streaming, mouse, clipboard, "
+                      "filetransfer, tlsPort, defaultMode, channel and gl are spice settings; "
+                      "VNC has none of them")],
                  id="graphics-vnc-image"),
     pytest.param(devices("<graphics type='spice' port='5930'>\n  <image compression='fast'/>\n"
                          "</graphics>"),
