@@ -193,6 +193,10 @@ def _cpu_props(d: Domain) -> list[str]:
         props.append(f"kvm-pv-ipi={_on(f.kvm_pv_ipi)}")
     if f.pvspinlock is not None:
         props.append(f"kvm-pv-unhalt={_on(f.pvspinlock)}")
+    if f.pmu is not None:
+        props.append(f"pmu={_on(f.pmu)}")
+    if d.devices.hyperv_panic:
+        props.append("hv-crash")
     return props
 
 
@@ -305,8 +309,12 @@ def _boot(d: Domain) -> Iterator[Option]:
         parts.append("menu=" + ("on" if d.os.bootmenu else "off"))
         if d.os.bootmenu and d.os.bootmenu_timeout is not None:
             parts.append(f"splash-time={d.os.bootmenu_timeout}")
+    if d.os.reboot_timeout is not None:
+        parts.append(f"reboot-timeout={d.os.reboot_timeout}")
     if parts:
         yield ("-boot", ",".join(parts))
+    if d.os.bios_useserial:
+        yield ("-device", "sga")
 
 
 def _kernel(d: Domain) -> Iterator[Option]:
@@ -1106,8 +1114,9 @@ def options(d: Domain, runtime: Runtime | None = None,
     out += _firmware(fw)
     out.append(_machine(d, fw))
     tb = d.features.tb_cache
-    out.append(("-accel", "kvm" if d.type == "kvm"
-                else "tcg" if tb is None else f"tcg,tb-size={units.to_mib(tb)}"))
+    ring = d.features.kvm_dirty_ring
+    out.append(("-accel", ("kvm" if ring is None else f"kvm,dirty-ring-size={ring}")
+                if d.type == "kvm" else "tcg" if tb is None else f"tcg,tb-size={units.to_mib(tb)}"))
     out += _cpu(d)
     out.append(("-m", str(memory_mib(d))))
     backend = memory_backend(d)

@@ -153,6 +153,10 @@ class Os(Frozen):
     boot: tuple[BootDev, ...] = ()
     bootmenu: bool | None = None
     bootmenu_timeout: Annotated[int, Field(ge=0, le=65535)] | None = None
+    reboot_timeout: Annotated[int, Field(ge=-1, le=65535)] | None = None
+    """`<bios rebootTimeout=>`: ms before the BIOS retries booting when nothing boots (-1: never)."""
+    bios_useserial: bool | None = None
+    """`<bios useserial=>`: SeaBIOS's screen on the serial port too (QEMU's sga device)."""
     kernel: str | None = None
     initrd: str | None = None
     cmdline: str | None = None
@@ -223,6 +227,18 @@ class Features(Frozen):
     """`<vmcoreinfo state=>`: the vmcoreinfo device (guest kernel crash dump info)."""
     tb_cache: Positive | None = None
     """`<tcg><tb-cache unit=>`: TCG's translation block cache, bytes (TCG only)."""
+    pmu: bool | None = None
+    """`<pmu state=>`: the guest's performance monitoring unit."""
+    kvm_dirty_ring: Annotated[int, Field(ge=1024, le=65536)] | None = None
+    """`<kvm><dirty-ring state='on' size=>`: KVM's dirty ring size (entries; KVM only)."""
+
+    @field_validator("kvm_dirty_ring")
+    @classmethod
+    def _power_of_two(cls, size: int | None) -> int | None:
+        """Guarantee a dirty ring size KVM accepts: a power of two."""
+        if size is not None and size & (size - 1):
+            raise ValueError("the dirty ring size must be a power of two, 1024 to 65536")
+        return size
 
 
 class Timer(Frozen):
@@ -687,6 +703,8 @@ class Devices(Frozen):
     memballoon: Literal["virtio", "none"] | None = None
     memballoon_address: PciAddress | None = None
     panic: Literal["isa"] | None = None
+    hyperv_panic: bool = False
+    """`<panic model='hyperv'>`: the Hyper-V crash MSRs (a CPU property, beside an isa one)."""
     rngs: tuple[Rng, ...] = ()
     channels: tuple[Channel, ...] = ()
     sounds: tuple[Sound, ...] = ()

@@ -567,6 +567,14 @@ def _read_os(ctx: _Context, node: Node | None, line: int | None = None) -> Os | 
             fields.fail("boot")
         _leftovers(ctx, boot)
     fields.put("boot", tuple(boots), "<boot dev>")
+    bios = node.child("bios")
+    if bios is not None:
+        never = bios.attr("rebootTimeout") == "-1"
+        fields.put("reboot_timeout", -1 if never else _int(ctx, bios, "rebootTimeout"),
+                   "<bios rebootTimeout>", bios.line)
+        fields.put("bios_useserial", _flag(ctx, bios, "useserial"), "<bios useserial>",
+                   bios.line)
+        _leftovers(ctx, bios)
     menu = node.child("bootmenu")
     if menu is not None:
         fields.put("bootmenu", _flag(ctx, menu, "enable"), "<bootmenu enable>", menu.line)
@@ -680,7 +688,20 @@ def _read_features(ctx: _Context, node: Node | None) -> Features | None:
                 fields.put(key, _flag(ctx, kid, "state", ("on", "off")), f"<{tag} state>",
                            kid.line)
                 _leftovers(ctx, kid)
+        ring = kvm.child("dirty-ring")
+        if ring is not None:
+            if _flag(ctx, ring, "state", ("on", "off")):
+                fields.put("kvm_dirty_ring", _int(ctx, ring, "size"), "<dirty-ring size>",
+                           ring.line)
+            else:
+                ring.ignore_attrs("size")
+            _leftovers(ctx, ring)
         _leftovers(ctx, kvm)
+    pmu = node.child("pmu")
+    if pmu is not None:
+        state = _flag(ctx, pmu, "state", ("on", "off"))
+        fields.put("pmu", True if state is None else state, "<pmu state>", pmu.line)
+        _leftovers(ctx, pmu)
     for tag in ("pvspinlock", "smm"):
         kid = node.child(tag)
         if kid is not None:
@@ -1555,7 +1576,7 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
         "input": _read_input,
         "controller": _read_controller,
         "memballoon": lambda c, n: _read_model_only(c, n, ("virtio", "none")),
-        "panic": lambda c, n: _read_model_only(c, n, ("isa",)),
+        "panic": lambda c, n: _read_model_only(c, n, ("isa", "hyperv")),
         "channel": _read_channel,
         "sound": _read_sound,
         "audio": _read_audio,
@@ -1615,7 +1636,12 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
                       "use qemu-system-x86_64")
     balloons = found.get("memballoon", [])
     panics = [model for model, _ in found.get("panic", [])]
-    for tag in ("memballoon", "panic", "tpm"):
+    seen_panics: set[str] = set()
+    for model, line in zip(panics, tag_lines.get("panic", []), strict=False):
+        if model in seen_panics:  # one of each model (libvirt's panic-double: hyperv and isa)
+            ctx.error(line, f"more than one <panic model='{model}'> is not supported; keep one")
+        seen_panics.add(model)
+    for tag in ("memballoon", "tpm"):
         for line in tag_lines.get(tag, [])[1:]:  # never keep one silently: say which to remove
             ctx.error(line, f"more than one <{tag}> is not supported; keep one")
     devices = Devices(
@@ -1630,7 +1656,8 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
         controllers=tuple(found.get("controller", [])),
         memballoon=balloons[-1][0] if balloons else None,
         memballoon_address=balloons[-1][1] if balloons else None,
-        panic=panics[-1] if panics else None,
+        panic="isa" if "isa" in panics else None,
+        hyperv_panic="hyperv" in panics,
         rngs=tuple(found.get("rng", [])),
         channels=tuple(found.get("channel", [])),
         sounds=tuple(found.get("sound", [])),
@@ -1869,6 +1896,9 @@ def _check_domain(ctx: _Context, domain: Domain, fields: _Fields) -> None:
             ctx.error(fields.where["cpu"][1], f"<topology> gives {product} vCPUs but <vcpu> is "
                       f"{domain.vcpu.count}; they must match")
     _check_numa(ctx, domain, fields)
+    if domain.features.kvm_dirty_ring is not None and domain.type != "kvm":
+        ctx.error(fields.where["features"][1], "<kvm><dirty-ring> is a KVM setting; it needs "
+                  "<domain type='kvm'>")
     if domain.features.tb_cache is not None and domain.type != "qemu":
         ctx.error(fields.where["features"][1], "<tcg><tb-cache> is a TCG setting; it needs "
                   "<domain type='qemu'>")

@@ -251,6 +251,7 @@ def _devices(dev: Devices) -> Element:
             _virtio_driver(r.virtio),
         ]) for r in dev.rngs),
         Element("panic", {"model": dev.panic}) if dev.panic else None,
+        Element("panic", {"model": "hyperv"}) if dev.hyperv_panic else None,
         *(Element("tpm", {"model": t.model}, [
             Element("backend", {"type": "emulator", "version": t.version})]) for t in dev.tpms),
     ]
@@ -281,6 +282,9 @@ def _os(os: Os) -> Element:
         *(Element("boot", {"dev": b}) for b in os.boot),
         Element("bootmenu", {"enable": _yn(os.bootmenu), "timeout": _num(os.bootmenu_timeout)})
         if os.bootmenu is not None or os.bootmenu_timeout is not None else None,
+        Element("bios", {"useserial": _yn(os.bios_useserial),
+                         "rebootTimeout": _num(os.reboot_timeout)})
+        if os.bios_useserial is not None or os.reboot_timeout is not None else None,
         Element("kernel", text=os.kernel) if os.kernel is not None else None,
         Element("initrd", text=os.initrd) if os.initrd is not None else None,
         Element("cmdline", text=os.cmdline) if os.cmdline is not None else None,
@@ -308,7 +312,9 @@ def _features(f: Features) -> Element:
             kids.append(Element(name, attrs, sub))
         hyperv = Element("hyperv", {"mode": f.hyperv.mode}, kids)
     kvm = [state("hidden", f.kvm_hidden), state("hint-dedicated", f.kvm_hint_dedicated),
-           state("poll-control", f.kvm_poll_control), state("pv-ipi", f.kvm_pv_ipi)]
+           state("poll-control", f.kvm_poll_control), state("pv-ipi", f.kvm_pv_ipi),
+           Element("dirty-ring", {"state": "on", "size": str(f.kvm_dirty_ring)})
+           if f.kvm_dirty_ring is not None else None]
     return Element("features", children=[
         Element("acpi") if f.acpi else None,
         Element("apic") if f.apic else None,
@@ -320,6 +326,7 @@ def _features(f: Features) -> Element:
         Element("vmport", {"state": _yn(f.vmport, ("on", "off"))})
         if f.vmport is not None else None,
         state("vmcoreinfo", f.vmcoreinfo),
+        state("pmu", f.pmu),
         Element("tcg", children=[Element("tb-cache", {"unit": "b"}, text=str(f.tb_cache))])
         if f.tb_cache is not None else None,
     ])

@@ -190,6 +190,11 @@ COMBOS: dict[str, Domain] = {
     "combo-audio-dbus": _combo(
         """<audio id='1' type='dbus'><output voices='2'/></audio>
           <sound model='ich6'/>"""),
+    # the PMU, Hyper-V crash MSRs beside pvpanic, the BIOS's reboot timeout and serial screen
+    "combo-pmu-panics-bios": _combo(
+        """<panic model='hyperv'/><panic model='isa'/>""",
+        features="<pmu state='on'/>",
+        os_extra="<bios useserial='yes' rebootTimeout='500'/>"),
     # a D-Bus display, peer to peer, exporting that audio beside a VNC server (egl-headless
     # needs a host render node, which this machine lacks: QEMU says so at start)
     "combo-display-dbus": _combo(

@@ -762,3 +762,64 @@ def test_spice_tls_without_certificates_says_where_they_go(tmp_path: Path) -> No
     for name in ("ca-cert.pem", "server-cert.pem", "server-key.pem"):
         (tmp_path / name).write_text("x")
     assert spice_certificates(str(tmp_path)) is None
+
+
+# --- small machine settings: pmu, hyperv panic, dirty ring, bios ---------------------------------
+
+
+def domain_with(top: str = "", devices_xml: str = "", kind: str = "qemu") -> model.Domain:
+    """A minimal domain with `top` after <os> and `devices_xml` in <devices>."""
+    return model.parse(domain_xml(top + "<devices>\n" + devices_xml + "\n</devices>", kind=kind,
+                                  os="<os><type machine='pc'>hvm</type></os>")).domain
+
+
+@pytest.mark.parametrize(("top", "devs", "kind", "option", "expected"), [
+    # libvirt 9.0's pmu-feature, pmu-feature-off, hyperv-panic, kvm-features, reboot-timeout-*
+    ("<features><pmu/></features>", "", "qemu", "-cpu", ["qemu64,pmu=on"]),
+    ("<features><pmu state='off'/></features>", "", "qemu", "-cpu", ["qemu64,pmu=off"]),
+    ("", "<panic model='hyperv'/>", "qemu", "-cpu", ["qemu64,hv-crash"]),
+    ("<features><kvm><dirty-ring state='on' size='4096'/></kvm></features>", "", "kvm",
+     "-accel", ["kvm,dirty-ring-size=4096"]),
+    ("<features><kvm><dirty-ring state='off'/></kvm></features>", "", "kvm", "-accel", ["kvm"]),
+])
+def test_machine_settings_render_as_libvirt(top: str, devs: str, kind: str, option: str,
+                                            expected: list[str]) -> None:
+    d = domain_with(top, devs, kind)
+    assert values(d, option) == expected
+    assert model.parse(model.to_xml(d)).domain == d
+
+
+def test_a_hyperv_and_an_isa_panic_go_together() -> None:
+    """libvirt's panic-double: the crash MSRs and the pvpanic ISA device."""
+    d = domain_with(devices_xml="<panic model='hyperv'/><panic model='isa'/>")
+    assert values(d, "-cpu") == ["qemu64,hv-crash"]
+    assert any(v.startswith("pvpanic") for v in values(d, "-device"))
+    assert model.parse(model.to_xml(d)).domain == d
+    with pytest.raises(model.InvalidDomainError) as caught:
+        domain_with(devices_xml="<panic model='isa'/>\n<panic model='isa'/>")
+    assert [(i.line, i.message) for i in caught.value.issues] == [
+        (8, "more than one <panic model='isa'> is not supported; keep one")]
+
+
+@pytest.mark.parametrize(("bios", "boot", "sga"), [
+    ("<bios rebootTimeout='128'/>", ["order=c,reboot-timeout=128"], False),
+    ("<bios rebootTimeout='-1'/>", ["order=c,reboot-timeout=-1"], False),
+    ("<bios useserial='yes'/>", ["order=c"], True),
+])
+def test_bios_settings_render_as_libvirt(bios: str, boot: list[str], sga: bool) -> None:
+    d = model.parse(domain_xml("<devices/>", os="<os><type machine='pc'>hvm</type>"
+                               f"<boot dev='hd'/>{bios}</os>")).domain
+    assert values(d, "-boot") == boot
+    assert ("sga" in values(d, "-device")) is sga
+    assert model.parse(model.to_xml(d)).domain == d
+
+
+def test_a_dirty_ring_size_kvm_refuses_is_refused() -> None:
+    with pytest.raises(model.InvalidDomainError) as caught:
+        domain_with("<features><kvm><dirty-ring state='on' size='3000'/></kvm></features>",
+                    kind="kvm")
+    assert "power of two" in caught.value.issues[0].message
+    with pytest.raises(model.InvalidDomainError) as caught:
+        domain_with("<features><kvm><dirty-ring state='on' size='4096'/></kvm></features>")
+    assert caught.value.issues[0].message == ("<kvm><dirty-ring> is a KVM setting; it needs "
+                                              "<domain type='kvm'>")

@@ -397,7 +397,8 @@ GRAPHICS = [
                  [(8, "more than one <memballoon> is not supported; keep one")],
                  id="memballoon-two"),
     pytest.param(devices("<panic model='isa'/>\n<panic model='isa'/>"),
-                 [(8, "more than one <panic> is not supported; keep one")], id="panic-two"),
+                 [(8, "more than one <panic model='isa'> is not supported; keep one")],
+                 id="panic-two"),
 ]
 
 DISKS = [
@@ -638,8 +639,9 @@ OTHER_DEVICES = [
     pytest.param(devices("<memballoon model='xen'/>"),
                  [(7, "<memballoon model>: 'xen' is not supported; use 'virtio' or 'none'")],
                  id="memballoon-model"),
-    pytest.param(devices("<panic model='hyperv'/>"),
-                 [(7, "<panic model>: 'hyperv' is not supported; use 'isa'")], id="panic-model"),
+    pytest.param(devices("<panic model='pseries'/>"),
+                 [(7, "<panic model>: 'pseries' is not supported; use 'isa' or 'hyperv'")],
+                 id="panic-model"),
     pytest.param(devices("<rng model='virtio'>\n  <backend model='egd'>/dev/random</backend>\n"
                          "</rng>"),
                  [(8, "<backend model>: 'egd' is not supported; use 'random' (a host device) or "
