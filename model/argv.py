@@ -124,6 +124,9 @@ def _machine(d: Domain, fw: FirmwareChoice | None) -> Option:
         parts.append("smm=" + ("on" if smm else "off"))
     if any(t.name == "hpet" and t.present is False for t in d.clock.timers):
         parts.append("hpet=off")
+    speakers = [i for i, snd in enumerate(d.devices.sounds) if snd.model == "pcspk"]
+    if speakers:
+        parts.append(f"pcspk-audiodev=audio{sound_audiodev(d, speakers[0])}")
     parts.append("dump-guest-core=off")
     if d.memory_backing is not None and not (d.cpu is not None and d.cpu.numa):
         parts.append("memory-backend=pc.ram")
@@ -653,6 +656,8 @@ def _display(d: Domain, runtime: Runtime | None) -> Iterator[Option]:
             if g.passwd is not None:
                 yield _secret("vnc-secret", g.passwd)
                 vnc += ",password-secret=vnc-secret"
+            if g.audio is not None:
+                vnc += f",audiodev=audio{g.audio}"
             yield ("-vnc", vnc)
             continue
         if g.listen_type == "none":  # libvirt's graphics-spice with <listen type='none'>
@@ -841,7 +846,21 @@ def _audiodev(aid: int, kind: str, settings: tuple[tuple[str, str], ...]) -> str
     return ",".join(parts)
 
 
-_SOUND = {"ich9": "ich9-intel-hda", "ich6": "intel-hda", "ac97": "AC97", "usb": "usb-audio"}
+_SOUND = {"ich9": "ich9-intel-hda", "ich6": "intel-hda", "ac97": "AC97", "usb": "usb-audio",
+          "es1370": "ES1370", "sb16": "sb16"}
+"""QEMU's device of each `<sound model>` (pcspk is the machine's `pcspk-audiodev`)."""
+PCI_SOUND = ("ich9", "ich6", "ac97", "es1370")
+"""The sound models on the PCI bus."""
+
+
+def sound_audiodev(d: Domain, index: int) -> int:
+    """The audiodev id of sound card `index`: its `<audio id=>`, else the first backend."""
+    snd = d.devices.sounds[index]
+    audios = audio_ids(d)
+    aid = snd.audio if snd.audio is not None else min(audios)
+    if aid not in audios:
+        raise RenderError(f"<sound> names <audio id='{aid}'>, which does not exist")
+    return aid
 
 
 def _sounds(d: Domain, ports: dict[str, str], at: At) -> Iterator[Option]:
@@ -851,15 +870,16 @@ def _sounds(d: Domain, ports: dict[str, str], at: At) -> Iterator[Option]:
     for aid, kind in audios.items():
         yield ("-audiodev", _audiodev(aid, kind, tuning.get(aid, ())))
     for i, snd in enumerate(d.devices.sounds):
-        aid = snd.audio if snd.audio is not None else min(audios)
-        if aid not in audios:
-            raise RenderError(f"<sound> names <audio id='{aid}'>, which does not exist")
+        aid = sound_audiodev(d, i)
         sid = f"sound{i}"
+        if snd.model == "pcspk":
+            continue  # the machine's own speaker: -machine pcspk-audiodev
         if snd.model == "usb":
             port = f",port={ports[sid]}" if sid in ports else ""
             yield ("-device", f"usb-audio,id={sid},audiodev=audio{aid},bus=usb.0{port}")
-        elif snd.model == "ac97":
-            yield ("-device", f"AC97{at(sid)},id={sid},audiodev=audio{aid}")
+        elif snd.model in ("ac97", "es1370", "sb16"):
+            where = at(sid) if snd.model in PCI_SOUND else ""  # sb16 sits on the ISA bus
+            yield ("-device", f"{_SOUND[snd.model]}{where},id={sid},audiodev=audio{aid}")
         else:
             yield ("-device", f"{_SOUND[snd.model]}{at(sid)},id={sid}")
             for j, codec in enumerate(snd.codecs or ("duplex",)):
@@ -1006,7 +1026,7 @@ def _pci_requests(d: Domain) -> list[pci.Request]:
     for i, nic in enumerate(d.devices.interfaces):
         add(f"net{i}", _NIC_DEVICES[nic.model], nic.address)
     for i, snd in enumerate(d.devices.sounds):
-        if snd.model != "usb":
+        if snd.model in PCI_SOUND:
             home = PciAddress(slot=0x1B) if q35 and snd.model == "ich9" else None
             add(f"sound{i}", _SOUND[snd.model], snd.address, home)
     usb = _usb_controller(d)

@@ -421,6 +421,8 @@ class Graphics(Frozen):
     gl: bool | None = None
     """spice only: `<gl enable=>`, OpenGL on a host render node (local clients only)."""
     rendernode: Annotated[str, Field(pattern=r"^/[^\x00-\x1f]*$")] | None = None
+    audio: Positive | None = None
+    """VNC only: `<audio id=>`, the audiodev whose sound VNC clients hear."""
 
     @model_validator(mode="after")
     def _spice_options_need_spice(self) -> Graphics:
@@ -433,6 +435,9 @@ class Graphics(Frozen):
             raise ValueError("image, jpeg, zlib, playback, streaming, mouse, clipboard, "
                              "filetransfer, tlsPort, defaultMode, channel and gl are spice "
                              "settings; VNC has none of them")
+        if self.type == "spice" and self.audio is not None:
+            raise ValueError("<audio id=> in <graphics> is for VNC; spice carries sound with "
+                             "<audio type='spice'>")
         secure = self.default_mode == "secure" or any(m == "secure" for _, m in self.channels)
         if secure and self.tls_port is None:
             raise ValueError("a secure spice channel needs TLS: give tlsPort=")
@@ -591,7 +596,9 @@ class Channel(Frozen):
 class Sound(Frozen):
     """`<sound model=>` with optional `<codec type=>`s and `<audio id=>`."""
 
-    model: Literal["ich9", "ich6", "ac97", "usb"]
+    model: Literal["ich9", "ich6", "ac97", "usb", "es1370", "sb16", "pcspk"]
+    """HD Audio (ich9, ich6), AC97, USB audio, ES1370 (PCI), Sound Blaster 16 (ISA) and the PC
+    speaker (a machine property)."""
     codecs: tuple[Literal["duplex", "micro", "output"], ...] = ()
     audio: Positive | None = None
     """The id of the `<audio>` backend; None is the first one."""
@@ -602,6 +609,8 @@ class Sound(Frozen):
         """Guarantee codecs only on HD Audio (ich6, ich9)."""
         if self.codecs and self.model not in ("ich6", "ich9"):
             raise ValueError(f"<codec> is for the HD Audio models ich6 and ich9, not {self.model!r}")
+        if self.address is not None and self.model in ("sb16", "pcspk"):
+            raise ValueError(f"the {self.model} sound device has no PCI or USB address")
         return self
 
 

@@ -999,6 +999,10 @@ def _read_graphics(ctx: _Context, node: Node) -> Graphics | Display | None:
         _leftovers(ctx, spice_channel)
     if channels:
         fields.put("channels", tuple(channels), "<graphics><channel>")
+    heard = node.child("audio")
+    if heard is not None:
+        fields.put("audio", _int(ctx, heard, "id"), "<audio id>", heard.line)
+        _leftovers(ctx, heard)
     gl = node.child("gl")
     if gl is not None:
         fields.put("gl", _flag(ctx, gl, "enable"), "<gl enable>", gl.line)
@@ -1520,9 +1524,12 @@ def _check_devices(ctx: _Context, devices: Devices, lines: dict[int, int | None]
     for extra in devices.displays[1:]:
         ctx.error(lines.get(id(extra)), f"<graphics type='{extra.type}'>: QEMU has one local "
                   f"display and <graphics type='{devices.displays[0].type}'> is it; keep one")
-    for shown in devices.displays:
-        if shown.audio is not None and shown.audio not in {a.id for a in devices.audios}:
-            ctx.error(lines.get(id(shown)), f"<graphics type='dbus'><audio id='{shown.audio}'> "
+    heard: list[tuple[object, str, int | None]] = [
+        *((x, x.type, x.audio) for x in devices.displays),
+        *((x, x.type, x.audio) for x in devices.graphics)]
+    for shown, kind, audio in heard:
+        if audio is not None and audio not in {a.id for a in devices.audios}:
+            ctx.error(lines.get(id(shown)), f"<graphics type='{kind}'><audio id='{audio}'> "
                       "names an <audio> that does not exist; add it or remove the reference")
     kinds: set[str] = set()
     for g in devices.graphics:
@@ -1538,6 +1545,9 @@ def _check_devices(ctx: _Context, devices: Devices, lines: dict[int, int | None]
             what = type(item).__name__.lower()
             ctx.error(lines.get(id(item)), f"this <{what}> goes through spice, but the domain has "
                       "no <graphics type='spice'>; add one or remove it")
+    for speaker in [x for x in devices.sounds if x.model == "pcspk"][1:]:
+        ctx.error(lines.get(id(speaker)), "a machine has one PC speaker: keep one "
+                  "<sound model='pcspk'>")
     ids = [a.id for a in devices.audios]
     for a in devices.audios:
         if ids.count(a.id) > 1:

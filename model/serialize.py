@@ -142,6 +142,7 @@ def _graphics(g: Graphics) -> Element:
         Element("listen", {"type": g.listen_type, "socket": g.socket})
         if g.listen_type != "address" else None,
         *(Element("channel", {"name": name, "mode": mode}) for name, mode in g.channels),
+        Element("audio", {"id": str(g.audio)}) if g.audio is not None else None,
         Element("gl", {"enable": _yn(g.gl) if g.gl is not None else None,
                        "rendernode": g.rendernode})
         if g.gl is not None or g.rendernode is not None else None,

@@ -187,6 +187,11 @@ COMBOS: dict[str, Domain] = {
           <sound model='ich9'/>"""),
     # D-Bus audio (Debian's qemu-system-x86 has its module; pulseaudio, jack and sdl need
     # qemu-system-gui, which the host check makes validate ask for) on an HD Audio card
+    # the older sound cards and the PC speaker, VNC carrying one backend's sound
+    "combo-sound-legacy": _combo(
+        """<graphics type='vnc' autoport='yes'><audio id='2'/></graphics>
+          <audio id='1' type='none'/><audio id='2' type='none'/>
+          <sound model='pcspk'/><sound model='es1370'/><sound model='sb16'/>""", machine="pc"),
     "combo-audio-dbus": _combo(
         """<audio id='1' type='dbus'><output voices='2'/></audio>
           <sound model='ich6'/>"""),

@@ -163,8 +163,9 @@ def test_sound_with_spice_defaults_to_spice_audio_and_redirdev_gets_usb_ports() 
 
 
 @pytest.mark.parametrize(("snippet", "line", "message"), [
-    ("<sound model='sb16'/>", 7,
-     "<sound model>: 'sb16' is not allowed; use one of 'ich9', 'ich6', 'ac97' or 'usb'"),
+    ("<sound model='gus'/>", 7,
+     "<sound model>: 'gus' is not allowed; use one of 'ich9', 'ich6', 'ac97', 'usb', 'es1370', "
+     "'sb16' or 'pcspk'"),
     ("<sound model='ac97'><codec type='duplex'/></sound>", 7,
      "<sound>: <codec> is for the HD Audio models ich6 and ich9, not 'ac97'"),
     ("<audio id='1' type='coreaudio'/>", 7, "<audio type>: 'coreaudio' is a macOS sound "
@@ -823,3 +824,33 @@ def test_a_dirty_ring_size_kvm_refuses_is_refused() -> None:
         domain_with("<features><kvm><dirty-ring state='on' size='4096'/></kvm></features>")
     assert caught.value.issues[0].message == ("<kvm><dirty-ring> is a KVM setting; it needs "
                                               "<domain type='kvm'>")
+
+
+def test_more_sound_models_render_as_libvirt_does_for_qemu_7() -> None:
+    """libvirt 9.0's sound-device: ES1370 on PCI, sb16 on ISA, the PC speaker as the machine's
+    pcspk-audiodev (QEMU 7.2 has no -soundhw, which libvirt's old .args still show)."""
+    d = devices("<sound model='pcspk'/><sound model='es1370'/><sound model='sb16'/>"
+                "<sound model='ac97'/>")
+    assert [v for v in values(d, "-device") if "sound" in v] == [
+        "ES1370,bus=pci.0,addr=0x2,id=sound1,audiodev=audio1",
+        "sb16,id=sound2,audiodev=audio1",
+        "AC97,bus=pci.0,addr=0x3,id=sound3,audiodev=audio1"]
+    assert "pcspk-audiodev=audio1" in values(d, "-machine")[0].split(",")
+    assert model.parse(model.to_xml(d)).domain == d
+    with pytest.raises(model.InvalidDomainError) as caught:
+        devices("<sound model='pcspk'/>\n<sound model='pcspk'/>")
+    assert [(i.line, i.message) for i in caught.value.issues] == [
+        (8, "a machine has one PC speaker: keep one <sound model='pcspk'>")]
+
+
+def test_vnc_carries_the_sound_of_its_audiodev() -> None:
+    """libvirt's audio-many-backends: `<graphics type='vnc'><audio id='2'/>`."""
+    d = devices("<graphics type='vnc' port='5900'><audio id='2'/></graphics>"
+                "<audio id='1' type='none'/><audio id='2' type='alsa'/>")
+    assert values(d, "-vnc") == ["127.0.0.1:0,audiodev=audio2"]
+    assert model.parse(model.to_xml(d)).domain == d
+    with pytest.raises(model.InvalidDomainError) as caught:
+        devices("<graphics type='vnc' port='5900'><audio id='4'/></graphics>")
+    assert caught.value.issues[0].message == (
+        "<graphics type='vnc'><audio id='4'> names an <audio> that does not exist; add it or "
+        "remove the reference")
