@@ -303,6 +303,28 @@ MAX_APIC_ID = 255
 _BOOT_LETTER = {"hd": "c", "cdrom": "d", "fd": "a", "network": "n"}
 
 
+def _sysinfo(d: Domain) -> Iterator[Option]:
+    """`-smbios type=N,...` (with `<smbios mode='sysinfo'>`) and `-fw_cfg`, as libvirt does."""
+    info = d.sysinfo
+    if info is None:
+        return
+    if d.os.smbios_mode == "sysinfo":
+        tables: list[tuple[int, tuple[tuple[str, str], ...]]] = [
+            (0, info.bios), (1, info.system), *((2, b) for b in info.base_boards),
+            (3, info.chassis)]
+        for number, entries in tables:
+            if entries:
+                yield ("-smbios", ",".join([f"type={number}",
+                                            *(f"{k}={esc(v)}" for k, v in entries)]))
+        if info.oem_strings:
+            yield ("-smbios", ",".join(["type=11", *(f"value={esc(v)}"
+                                                     for v in info.oem_strings)]))
+    for blob in info.fw_cfg:
+        what = (f"file={esc(blob.file)}" if blob.file is not None
+                else f"string={esc(blob.value or '')}")
+        yield ("-fw_cfg", f"name={esc(blob.name)},{what}")
+
+
 def _boot(d: Domain) -> Iterator[Option]:
     """`-boot order=...,menu=on,splash-time=...` from `<os>`."""
     parts = []
@@ -1122,6 +1144,7 @@ def options(d: Domain, runtime: Runtime | None = None,
     out: list[Option] = [(emulator(d),)]
     out.append(("-name", f"guest={esc(d.name)},debug-threads=on"))
     out.append(("-uuid", str(d.uuid)))
+    out += _sysinfo(d)
     if runtime is not None:
         out.append(("-pidfile", str(runtime.pidfile)))
         out.append(("-chardev",

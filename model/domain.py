@@ -153,6 +153,8 @@ class Os(Frozen):
     boot: tuple[BootDev, ...] = ()
     bootmenu: bool | None = None
     bootmenu_timeout: Annotated[int, Field(ge=0, le=65535)] | None = None
+    smbios_mode: Literal["sysinfo", "emulate"] | None = None
+    """`<smbios mode=>`: 'sysinfo' gives the guest the `<sysinfo type='smbios'>` tables."""
     reboot_timeout: Annotated[int, Field(ge=-1, le=65535)] | None = None
     """`<bios rebootTimeout=>`: ms before the BIOS retries booting when nothing boots (-1: never)."""
     bios_useserial: bool | None = None
@@ -736,6 +738,45 @@ MAX_NAME_BYTES = 200
 `.<name>.json.XXXXXXXX.tmp` must fit in a 255-byte file name."""
 
 
+SMBIOS_FIELDS: dict[str, tuple[str, ...]] = {
+    "bios": ("vendor", "version", "date", "release"),
+    "system": ("manufacturer", "product", "version", "serial", "uuid", "sku", "family"),
+    "baseBoard": ("manufacturer", "product", "version", "serial", "asset", "location"),
+    "chassis": ("manufacturer", "version", "serial", "asset", "sku"),
+}
+"""The `<entry name=>`s of each `<sysinfo type='smbios'>` block (libvirt's names, QEMU's keys)."""
+
+Entries = tuple[tuple[str, str], ...]
+"""(name, value) pairs in document order."""
+
+
+class FwCfg(Frozen):
+    """`<sysinfo type='fwcfg'><entry name= [file=]>`: a blob the guest reads from fw_cfg."""
+
+    name: Annotated[str, Field(pattern=r"^opt/[^\x00-\x1f]{1,51}$")]
+    """Under opt/ (QEMU reserves the rest), at most 55 bytes."""
+    value: str | None = None
+    file: Annotated[str, Field(pattern=r"^/[^\x00-\x1f]*$")] | None = None
+
+    @model_validator(mode="after")
+    def _value_or_file(self) -> FwCfg:
+        """Guarantee exactly one of a value or a file."""
+        if (self.value is None) == (self.file is None):
+            raise ValueError("a fw_cfg entry has either text or file=, not both or neither")
+        return self
+
+
+class Sysinfo(Frozen):
+    """`<sysinfo type='smbios'>` (SMBIOS tables 0, 1, 2, 3 and 11) and `<sysinfo type='fwcfg'>`."""
+
+    bios: Entries = ()
+    system: Entries = ()
+    base_boards: tuple[Entries, ...] = ()
+    chassis: Entries = ()
+    oem_strings: tuple[str, ...] = ()
+    fw_cfg: tuple[FwCfg, ...] = ()
+
+
 class Domain(Frozen):
     """A whole `<domain>`: the guest's hardware, lifecycle actions and qemud's desired state."""
 
@@ -760,6 +801,7 @@ class Domain(Frozen):
     on_crash: Lifecycle = "destroy"
     pm: PowerManagement = PowerManagement()
     devices: Devices = Devices()
+    sysinfo: Sysinfo | None = None
     desired: Desired = Desired()
 
     @field_validator("name")

@@ -8,6 +8,7 @@ a user wrote is ever silently dropped.
 from __future__ import annotations
 
 import re
+import uuid as uuidlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from model.argv import (
 from model.cpuset import CpusetError, format_cpuset, parse_cpuset
 from model.domain import (
     NAMESPACE,
+    SMBIOS_FIELDS,
     Audio,
     BootDev,
     Channel,
@@ -41,6 +43,7 @@ from model.domain import (
     Domain,
     Features,
     Filesystem,
+    FwCfg,
     Graphics,
     Hyperv,
     Input,
@@ -56,6 +59,7 @@ from model.domain import (
     Rng,
     Serial,
     Sound,
+    Sysinfo,
     Timer,
     Topology,
     Tpm,
@@ -567,6 +571,15 @@ def _read_os(ctx: _Context, node: Node | None, line: int | None = None) -> Os | 
             fields.fail("boot")
         _leftovers(ctx, boot)
     fields.put("boot", tuple(boots), "<boot dev>")
+    smbios = node.child("smbios")
+    if smbios is not None:
+        mode = smbios.attr("mode")
+        if mode == "host":
+            ctx.error(smbios.line, "<smbios mode='host'> copies the host's SMBIOS tables, which "
+                      "qemud does not read; use mode='sysinfo' with a <sysinfo type='smbios'>")
+        else:
+            fields.put("smbios_mode", mode, "<smbios mode>", smbios.line)
+        _leftovers(ctx, smbios)
     bios = node.child("bios")
     if bios is not None:
         never = bios.attr("rebootTimeout") == "-1"
@@ -1742,6 +1755,70 @@ def _read_controller(ctx: _Context, node: Node) -> Controller | None:
     return _make(ctx, Controller, fields)
 
 
+def _entries(ctx: _Context, node: Node, allowed: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """The `<entry name=>value</entry>`s of one SMBIOS block, each name one of `allowed`."""
+    out: list[tuple[str, str]] = []
+    for entry in node.children("entry"):
+        name, text = entry.attr("name"), entry.element.text or ""
+        if name not in allowed:
+            ctx.error(entry.line, f"<{node.tag}><entry name=>: {name!r} is not an SMBIOS field of "
+                      f"<{node.tag}>; use one of {', '.join(repr(a) for a in allowed)}")
+        elif any(n == name for n, _ in out):
+            ctx.error(entry.line, f"<{node.tag}><entry name='{name}'> is given twice; keep one")
+        else:
+            out.append((name, text))
+        _leftovers(ctx, entry)
+    _leftovers(ctx, node)
+    return tuple(out)
+
+
+def _read_sysinfo(ctx: _Context, nodes: list[Node]) -> Sysinfo | None:
+    """Every `<sysinfo>`: SMBIOS blocks and fw_cfg entries.
+
+    Type 'smbios' has bios, system, baseBoard (several), chassis and oemStrings; type 'fwcfg'
+    has entries under opt/, each a text or a file=.
+    """
+    fields = _Fields(nodes[0])
+    boards: list[tuple[tuple[str, str], ...]] = []
+    fw_cfg: list[FwCfg] = []
+    for node in nodes:
+        kind = node.attr("type")
+        if kind == "smbios":
+            for tag, key in (("bios", "bios"), ("system", "system"), ("chassis", "chassis")):
+                block = node.child(tag)
+                if block is not None:
+                    fields.put(key, _entries(ctx, block, SMBIOS_FIELDS[tag]), f"<{tag}>",
+                               block.line)
+            for board in node.children("baseBoard"):
+                boards.append(_entries(ctx, board, SMBIOS_FIELDS["baseBoard"]))
+            oem = node.child("oemStrings")
+            if oem is not None:
+                texts = []
+                for entry in oem.children("entry"):
+                    texts.append(entry.element.text or "")
+                    _leftovers(ctx, entry)
+                fields.put("oem_strings", tuple(texts), "<oemStrings>", oem.line)
+                _leftovers(ctx, oem)
+        elif kind == "fwcfg":
+            for entry in node.children("entry"):
+                blob = _Fields(entry)
+                blob.attr("name")
+                blob.attr("file")
+                if entry.attr("file") is None:
+                    blob.put("value", entry.element.text, "<entry>")
+                _leftovers(ctx, entry)
+                made = _make(ctx, FwCfg, blob)
+                if made is not None:
+                    fw_cfg.append(made)
+        else:
+            what = "is missing" if kind is None else f"{kind!r} is not supported"
+            ctx.error(node.line, f"<sysinfo type>: {what}; use 'smbios' or 'fwcfg'")
+        _leftovers(ctx, node)
+    fields.put("base_boards", tuple(boards), "<baseBoard>")
+    fields.put("fw_cfg", tuple(fw_cfg), "<sysinfo type='fwcfg'>")
+    return _make(ctx, Sysinfo, fields)
+
+
 def _read_text(ctx: _Context, root: Node, tag: str) -> tuple[str | None, int | None]:
     """Read the text of a single top-level element such as `<name>`; report duplicates."""
     found = list(root.children(tag))
@@ -1836,6 +1913,9 @@ def _read_domain(ctx: _Context, root: Node) -> Domain | None:
     devices_node = root.child("devices")
     sub("devices", _read_devices(ctx, devices_node, os), "devices",
         devices_node.line if devices_node else None)
+    sysinfos = list(root.children("sysinfo"))
+    if sysinfos:
+        sub("sysinfo", _read_sysinfo(ctx, sysinfos), "sysinfo", sysinfos[0].line)
     _leftovers(ctx, root, IGNORED_TOP)
     domain = _make(ctx, Domain, fields)
     if domain is not None:
@@ -1845,6 +1925,41 @@ def _read_domain(ctx: _Context, root: Node) -> Domain | None:
 
 KVM_ONLY_HYPERV = ("vpindex", "synic", "stimer", "tlbflush", "ipi")
 """Hyper-V enlightenments QEMU provides only with KVM (they all rest on VP_INDEX)."""
+
+
+_SMBIOS_DATE = re.compile(r"^(0[1-9]|1[0-2])/(0[1-9]|[12][0-9]|3[01])/([0-9]{2}|[0-9]{4})$")
+
+
+def _check_sysinfo(ctx: _Context, domain: Domain, fields: _Fields) -> None:
+    """Check `<sysinfo>` by libvirt's rules: tables only with `<smbios mode='sysinfo'>`, etc.
+
+    `<smbios mode='sysinfo'>` needs SMBIOS tables (tables without it are warned about); a system
+    uuid must be the domain's; a BIOS date is mm/dd/yy or mm/dd/yyyy.
+    """
+    info, line = domain.sysinfo, fields.where.get("sysinfo", ("", None))[1]
+    has_tables = info is not None and any((info.bios, info.system, info.base_boards,
+                                           info.chassis, info.oem_strings))
+    if domain.os.smbios_mode == "sysinfo" and not has_tables:
+        ctx.error(fields.where["os"][1], "<smbios mode='sysinfo'> needs a <sysinfo "
+                  "type='smbios'> with the tables to give the guest")
+    if has_tables and domain.os.smbios_mode != "sysinfo":
+        ctx.warn(line, "<sysinfo type='smbios'> has no effect without <os><smbios "
+                 "mode='sysinfo'/></os> (as in libvirt); add that to give the guest these tables")
+    if info is None:
+        return
+    uuid = dict(info.system).get("uuid")
+    if uuid is not None:
+        try:
+            same = uuidlib.UUID(uuid) == domain.uuid
+        except ValueError:
+            same = False
+        if not same:
+            ctx.error(line, f"<system><entry name='uuid'>{uuid}</entry> differs from the "
+                      f"domain's <uuid> {domain.uuid}; make them equal or remove the entry")
+    date = dict(info.bios).get("date")
+    if date is not None and not _SMBIOS_DATE.match(date):
+        ctx.error(line, f"<bios><entry name='date'>{date}</entry>: SMBIOS dates are mm/dd/yy or "
+                  "mm/dd/yyyy")
 
 
 def _check_numa(ctx: _Context, domain: Domain, fields: _Fields) -> None:
@@ -1906,6 +2021,7 @@ def _check_domain(ctx: _Context, domain: Domain, fields: _Fields) -> None:
             ctx.error(fields.where["cpu"][1], f"<topology> gives {product} vCPUs but <vcpu> is "
                       f"{domain.vcpu.count}; they must match")
     _check_numa(ctx, domain, fields)
+    _check_sysinfo(ctx, domain, fields)
     if domain.features.kvm_dirty_ring is not None and domain.type != "kvm":
         ctx.error(fields.where["features"][1], "<kvm><dirty-ring> is a KVM setting; it needs "
                   "<domain type='kvm'>")

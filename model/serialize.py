@@ -21,6 +21,7 @@ from model.domain import (
     Os,
     PciAddress,
     Serial,
+    Sysinfo,
     Video,
     VirtioOptions,
 )
@@ -283,6 +284,7 @@ def _os(os: Os) -> Element:
         *(Element("boot", {"dev": b}) for b in os.boot),
         Element("bootmenu", {"enable": _yn(os.bootmenu), "timeout": _num(os.bootmenu_timeout)})
         if os.bootmenu is not None or os.bootmenu_timeout is not None else None,
+        Element("smbios", {"mode": os.smbios_mode}) if os.smbios_mode else None,
         Element("bios", {"useserial": _yn(os.bios_useserial),
                          "rebootTimeout": _num(os.reboot_timeout)})
         if os.bios_useserial is not None or os.reboot_timeout is not None else None,
@@ -405,7 +407,31 @@ def to_element(d: Domain) -> Element:
             if d.pm.suspend_to_disk is not None else None,
         ]),
         _devices(d.devices),
+        *_sysinfo(d.sysinfo),
     ])
+
+
+def _sysinfo(info: Sysinfo | None) -> list[Element]:
+    """`<sysinfo type='smbios'>` and `<sysinfo type='fwcfg'>` (each only when it has entries)."""
+    if info is None:
+        return []
+
+    def block(tag: str, entries: tuple[tuple[str, str], ...]) -> Element | None:
+        """One SMBIOS block of named entries."""
+        return Element(tag, children=[Element("entry", {"name": k}, text=v) for k, v in entries]
+                       ) if entries else None
+
+    out: list[Element] = []
+    smbios = [block("bios", info.bios), block("system", info.system),
+              *(block("baseBoard", b) for b in info.base_boards), block("chassis", info.chassis),
+              Element("oemStrings", children=[Element("entry", text=v) for v in info.oem_strings])
+              if info.oem_strings else None]
+    if any(e is not None for e in smbios):
+        out.append(Element("sysinfo", {"type": "smbios"}, smbios))
+    if info.fw_cfg:
+        out.append(Element("sysinfo", {"type": "fwcfg"}, [
+            Element("entry", {"name": b.name, "file": b.file}, text=b.value) for b in info.fw_cfg]))
+    return out
 
 
 def to_xml(d: Domain) -> bytes:

@@ -195,6 +195,16 @@ COMBOS: dict[str, Domain] = {
     "combo-audio-dbus": _combo(
         """<audio id='1' type='dbus'><output voices='2'/></audio>
           <sound model='ich6'/>"""),
+    # SMBIOS tables from <sysinfo> and a fw_cfg blob (what virt-install --sysinfo and
+    # CoreOS's ignition config use)
+    "combo-sysinfo": _combo(
+        "", os_extra="<smbios mode='sysinfo'/>",
+        top="""<sysinfo type='smbios'><bios><entry name='vendor'>Q, Inc.</entry></bios>
+          <system><entry name='product'>qemud</entry><entry name='family'>test</entry></system>
+          <baseBoard><entry name='serial'>1</entry></baseBoard>
+          <chassis><entry name='asset'>2</entry></chassis>
+          <oemStrings><entry>a=b</entry></oemStrings></sysinfo>
+          <sysinfo type='fwcfg'><entry name='opt/org.qemud/test'>hello</entry></sysinfo>"""),
     # the PMU, Hyper-V crash MSRs beside pvpanic, the BIOS's reboot timeout and serial screen
     "combo-pmu-panics-bios": _combo(
         """<panic model='hyperv'/><panic model='isa'/>""",

@@ -854,3 +854,67 @@ def test_vnc_carries_the_sound_of_its_audiodev() -> None:
     assert caught.value.issues[0].message == (
         "<graphics type='vnc'><audio id='4'> names an <audio> that does not exist; add it or "
         "remove the reference")
+
+
+# --- sysinfo: SMBIOS tables and fw_cfg ----------------------------------------------------------
+
+SYSINFO = """<sysinfo type='smbios'>
+    <bios><entry name='vendor'>LENOVO</entry><entry name='date'>01/02/2023</entry></bios>
+    <system><entry name='manufacturer'>Fedora</entry>
+      <entry name='uuid'>{uuid}</entry></system>
+    <baseBoard><entry name='product'>A,B</entry></baseBoard>
+    <baseBoard><entry name='product'>C</entry></baseBoard>
+    <chassis><entry name='sku'>Type3Sku1</entry></chassis>
+    <oemStrings><entry>Hello</entry><entry>is, tricky</entry></oemStrings>
+  </sysinfo>
+  <sysinfo type='fwcfg'>
+    <entry name='opt/com.example/name'>example value</entry>
+    <entry name='opt/com.coreos/config' file='/tmp/provision.ign'/>
+  </sysinfo>
+"""
+
+
+def _sysinfo_domain(smbios: str = "<smbios mode='sysinfo'/>", uuid: str | None = None
+                    ) -> model.Parsed:
+    """A domain with `SYSINFO` and `smbios` in <os> (its system uuid `uuid`, else its own)."""
+    text = domain_xml("<devices/>", os=f"<os><type machine='pc'>hvm</type>{smbios}</os>").decode()
+    own = model.parse(text.replace(smbios, "").encode()).domain.uuid
+    return model.parse(text.replace("<devices/>", SYSINFO.format(uuid=uuid or own)
+                                    + "<devices/>").encode())
+
+
+def test_sysinfo_renders_smbios_tables_and_fw_cfg_as_libvirt() -> None:
+    """libvirt 9.0's smbios and smbios-type-fwcfg (values escaped, baseboards in order)."""
+    parsed = _sysinfo_domain()
+    d = parsed.domain
+    assert values(d, "-smbios") == [
+        "type=0,vendor=LENOVO,date=01/02/2023", f"type=1,manufacturer=Fedora,uuid={d.uuid}",
+        "type=2,product=A,,B", "type=2,product=C", "type=3,sku=Type3Sku1",
+        "type=11,value=Hello,value=is,, tricky"]
+    assert values(d, "-fw_cfg") == ["name=opt/com.example/name,string=example value",
+                                    "name=opt/com.coreos/config,file=/tmp/provision.ign"]
+    assert parsed.warnings == ()
+    assert model.parse(model.to_xml(d)).domain == d
+
+
+def test_sysinfo_without_smbios_mode_gives_only_fw_cfg_and_a_warning() -> None:
+    parsed = _sysinfo_domain(smbios="")
+    assert values(parsed.domain, "-smbios") == []
+    assert len(values(parsed.domain, "-fw_cfg")) == 2
+    assert [w.message for w in parsed.warnings] == [
+        "<sysinfo type='smbios'> has no effect without <os><smbios mode='sysinfo'/></os> (as in "
+        "libvirt); add that to give the guest these tables"]
+
+
+@pytest.mark.parametrize(("smbios", "uuid", "message"), [
+    ("<smbios mode='sysinfo'/>", "a94b4335-6a14-8bc4-d6da-f7ea590b6816",
+     "<system><entry name='uuid'>a94b4335-6a14-8bc4-d6da-f7ea590b6816</entry> differs from the "
+     "domain's <uuid>"),
+    ("<smbios mode='host'/>", None, "<smbios mode='host'> copies the host's SMBIOS tables, "
+     "which qemud does not read; use mode='sysinfo' with a <sysinfo type='smbios'>"),
+])
+def test_sysinfo_mistakes(smbios: str, uuid: str | None, message: str) -> None:
+    with pytest.raises(model.InvalidDomainError) as caught:
+        _sysinfo_domain(smbios, uuid)
+    assert any(message in i.message and i.line is not None for i in caught.value.issues), \
+        caught.value.issues

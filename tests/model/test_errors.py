@@ -287,10 +287,15 @@ CPUTUNE = [
                  id="cputune"),
 ]
 
+SYSINFO = [
+    pytest.param(domain("<sysinfo/>"), [(6, "<sysinfo type>: is missing; use 'smbios' or "
+                                            "'fwcfg'")], id="sysinfo-type"),
+]
+
 UNSUPPORTED_TOP = [
     pytest.param(domain(f"<{tag}/>"), [(6, f"<{tag}> inside <domain> {NOT_SUPPORTED}")], id=tag)
     for tag in ("memtune", "blkiotune",
-                "sysinfo", "keywrap", "launchSecurity", "idmap", "genid", "perf")
+                "keywrap", "launchSecurity", "idmap", "genid", "perf")
 ]
 
 DESIRED = [
@@ -684,7 +689,7 @@ OTHER_DEVICES = [
                       "qemu-system-x86_64")], id="emulator-i386-for-x86_64"),
 ]
 
-ALL_ERRORS = (TOP_LEVEL + CPU + OS + FEATURES_CLOCK_LIFECYCLE + UNSUPPORTED_TOP + CPUTUNE + DESIRED
+ALL_ERRORS = (TOP_LEVEL + CPU + OS + FEATURES_CLOCK_LIFECYCLE + UNSUPPORTED_TOP + SYSINFO + CPUTUNE + DESIRED
               + UNSUPPORTED_DEVICES + GRAPHICS + DISKS + INTERFACES + SERIALS + OTHER_DEVICES)
 
 
