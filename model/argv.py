@@ -917,6 +917,32 @@ def _redirdevs(d: Domain, ports: dict[str, str]) -> Iterator[Option]:
         yield ("-device", f"usb-redir,chardev=charredir{i},id=redir{i},bus=usb.0{port}")
 
 
+SHMEM_SERVER = "/var/lib/libvirt/shmem-{name}-sock"
+"""libvirt's socket of an ivshmem-server when `<server>` names none."""
+
+
+def _shmems(d: Domain, at: At) -> Iterator[Option]:
+    """ivshmem-plain on `/dev/shm/<name>`, or ivshmem-doorbell on its server's socket.
+
+    As libvirt renders them: the plain one's memory is a shared file backend.
+    """
+    for i, mem in enumerate(d.devices.shmems):
+        sid = f"shmem{i}"
+        role = "" if mem.role is None else f",master={_on(mem.role == 'master')}"
+        if mem.model == "ivshmem-plain":
+            yield ("-object", f"memory-backend-file,id=shmmem-{sid},"
+                              f"mem-path=/dev/shm/{mem.name},"
+                              f"size={mem.size},share=on")
+            yield ("-device", f"ivshmem-plain,id={sid},memdev=shmmem-{sid}{role}{at(sid)}")
+            continue
+        vectors = f",vectors={mem.vectors}" if mem.vectors is not None else ""
+        ioeventfd = _on(mem.ioeventfd if mem.ioeventfd is not None else True)
+        yield ("-device", f"ivshmem-doorbell,id={sid},chardev=char{sid}{role}{vectors},"
+                          f"ioeventfd={ioeventfd}{at(sid)}")
+        server = mem.server or SHMEM_SERVER.format(name=mem.name)
+        yield ("-chardev", f"socket,id=char{sid},path={esc(server)}")
+
+
 def _watchdogs(d: Domain, at: At) -> Iterator[Option]:
     """`-device i6300esb|ib700` and the watchdog action (one action for all watchdogs)."""
     actions = {w.action for w in d.devices.watchdogs}
@@ -1098,6 +1124,8 @@ def _pci_requests(d: Domain) -> list[pci.Request]:
     for i, inp in enumerate(d.devices.inputs):
         if inp.bus == "virtio":
             add(f"input{i}", _INPUT[(inp.type, inp.bus)], inp.address)
+    for i, mem in enumerate(d.devices.shmems):
+        add(f"shmem{i}", mem.model, mem.address)
     return reqs
 
 
@@ -1203,6 +1231,7 @@ def options(d: Domain, runtime: Runtime | None = None,
     out += _sounds(d, ports, at)
     out += _redirdevs(d, ports)
     out += _watchdogs(d, at)
+    out += _shmems(d, at)
     out += _tpms(d, runtime)
     out += _filesystems(d, runtime, at)
     out += _misc(d, at)

@@ -616,6 +616,35 @@ class Sound(Frozen):
         return self
 
 
+class Shmem(Frozen):
+    """`<shmem name=>`: memory shared with other VMs or host programs (ivshmem), in /dev/shm.
+
+    ivshmem-plain maps `/dev/shm/<name>`; ivshmem-doorbell talks to an `ivshmem-server` on a
+    unix socket (`server`, by default libvirt's path) that interrupts the peers.
+    """
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.+-]{1,200}$")]
+    model: Literal["ivshmem-plain", "ivshmem-doorbell"] = "ivshmem-plain"
+    size: Annotated[int, Field(ge=1024 * 1024)] = 4 * 1024 * 1024
+    """Bytes; a power of two (QEMU's BAR), at least 1 MiB."""
+    role: Literal["master", "peer"] | None = None
+    server: Annotated[str, Field(pattern=r"^/[^\x00-\x1f]*$")] | None = None
+    """ivshmem-doorbell: the server's socket (None: libvirt's /var/lib/libvirt/shmem-NAME-sock)."""
+    vectors: Annotated[int, Field(ge=1, le=1024)] | None = None
+    ioeventfd: bool | None = None
+    address: PciAddress | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Shmem:
+        """Guarantee a power-of-two size and doorbell settings only on a doorbell."""
+        if self.size & (self.size - 1):
+            raise ValueError("the shared memory size must be a power of two (4 MiB by default)")
+        if self.model == "ivshmem-plain" and (self.server is not None or self.vectors is not None
+                                               or self.ioeventfd is not None):
+            raise ValueError("<server> and <msi> are for model 'ivshmem-doorbell'")
+        return self
+
+
 class Audio(Frozen):
     """`<audio id= type=>`: where guest sound goes; 'none' drops it, 'spice' sends it to the client."""
 
@@ -722,6 +751,7 @@ class Devices(Frozen):
     audios: tuple[Audio, ...] = ()
     redirdevs: tuple[Redirdev, ...] = ()
     watchdogs: tuple[Watchdog, ...] = ()
+    shmems: tuple[Shmem, ...] = ()
     tpms: Annotated[tuple[Tpm, ...], Field(max_length=1)] = ()
     filesystems: tuple[Filesystem, ...] = ()
 

@@ -58,6 +58,7 @@ from model.domain import (
     Redirdev,
     Rng,
     Serial,
+    Shmem,
     Sound,
     Sysinfo,
     Timer,
@@ -79,7 +80,6 @@ UNSUPPORTED_DEVICES = {
                "manage",
     "smartcard": "smartcards need a host NSS database or a spice client qemud does not set up",
     "hub": "USB hubs are not needed: qemu-xhci has up to 15 ports per speed (ports=)",
-    "shmem": "shared memory needs an ivshmem server qemud does not run",
     "vsock": "vsock needs the host's vhost-vsock device and a context id qemud does not assign",
     "iommu": "an IOMMU is not supported by qemud yet",
     "memory": "memory hotplug needs <maxMemory> slots, which qemud does not support",
@@ -1481,6 +1481,45 @@ def _read_redirdev(ctx: _Context, node: Node) -> Redirdev | None:
     return _make(ctx, Redirdev, fields) if ok else None
 
 
+def _read_shmem(ctx: _Context, node: Node) -> Shmem | None:
+    """`<shmem name= role=>` with `<model type=>`, `<size>`, `<server path=>`, `<msi>`."""
+    fields = _Fields(node)
+    fields.attr("name")
+    fields.attr("role")
+    kind = node.child("model")
+    server = node.child("server")
+    if kind is not None:
+        fields.put("model", kind.attr("type"), "<model type>", kind.line)
+        _leftovers(ctx, kind)
+    elif server is not None:
+        fields.put("model", "ivshmem-doorbell", "<shmem>")
+    size = node.child("size")
+    if size is not None:
+        fields.put("size", _size(ctx, size), "<size>", size.line)
+        _leftovers(ctx, size)
+    if server is not None:
+        fields.put("server", server.attr("path"), "<server path>", server.line)
+        _leftovers(ctx, server)
+    msi = node.child("msi")
+    plain = (kind.attr("type") if kind is not None else None) in (None, "ivshmem-plain") \
+        and server is None
+    if msi is not None and plain:
+        ctx.error(msi.line, "<msi> is for model 'ivshmem-doorbell' (with an ivshmem-server); "
+                  "ivshmem-plain has no interrupts: remove <msi>")
+    if msi is not None:
+        if msi.attr("enabled") == "no":
+            ctx.error(msi.line, "<msi enabled='no'>: QEMU's ivshmem-doorbell always uses MSI; "
+                      "remove enabled='no'")
+        msi.ignore_attrs("enabled")
+        fields.put("vectors", _int(ctx, msi, "vectors"), "<msi vectors>", msi.line)
+        fields.put("ioeventfd", _flag(ctx, msi, "ioeventfd", ("on", "off")), "<msi ioeventfd>",
+                   msi.line)
+        _leftovers(ctx, msi)
+    fields.put("address", _address(ctx, node), "<address>")
+    _leftovers(ctx, node, IGNORED_EVERYWHERE)
+    return _make(ctx, Shmem, fields)
+
+
 def _read_watchdog(ctx: _Context, node: Node) -> Watchdog | None:
     """`<watchdog model= action=>`."""
     fields = _Fields(node)
@@ -1605,6 +1644,7 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
         "audio": _read_audio,
         "redirdev": _read_redirdev,
         "watchdog": _read_watchdog,
+        "shmem": _read_shmem,
         "tpm": _read_tpm,
         "filesystem": _read_filesystem,
     }
@@ -1633,10 +1673,9 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
             ctx.error(kid.line, f"<{kid.tag}> devices are not supported by qemud: "
                       f"{UNSUPPORTED_DEVICES[kid.tag]}; remove it")
         else:
+            known = ", ".join(sorted({*readers, "serial", "console"}))
             ctx.error(kid.line, f"<{kid.tag}> devices are not supported by qemud; remove it "
-                      "(supported: disk, interface, graphics, serial, console, channel, video, "
-                      "input, controller, sound, audio, redirdev, watchdog, memballoon, panic, "
-                      "rng, tpm, filesystem)")
+                      f"(supported: {known})")
     for con in consoles:
         made = _read_serial(ctx, con)
         if made is None:
@@ -1687,6 +1726,7 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
         audios=tuple(found.get("audio", [])),
         redirdevs=tuple(found.get("redirdev", [])),
         watchdogs=tuple(found.get("watchdog", [])),
+        shmems=tuple(found.get("shmem", [])),
         tpms=tuple(found.get("tpm", [])[:1]),
         filesystems=tuple(found.get("filesystem", [])),
     )

@@ -21,6 +21,7 @@ from model.domain import (
     Os,
     PciAddress,
     Serial,
+    Shmem,
     Sysinfo,
     Video,
     VirtioOptions,
@@ -154,6 +155,18 @@ def _graphics(g: Graphics) -> Element:
                                 "passwd": g.passwd}, kids)
 
 
+def _shmem(mem: Shmem) -> Element:
+    """Render one `<shmem>`."""
+    msi = {"vectors": _num(mem.vectors), "ioeventfd": _yn(mem.ioeventfd, ("on", "off"))}
+    return Element("shmem", {"name": mem.name, "role": mem.role}, [
+        Element("model", {"type": mem.model}),
+        Element("size", {"unit": "b"}, text=str(mem.size)),
+        Element("server", {"path": mem.server}) if mem.model == "ivshmem-doorbell" else None,
+        Element("msi", msi) if any(v is not None for v in msi.values()) else None,
+        _address(mem.address),
+    ])
+
+
 def _local_display(shown: Display) -> Element:
     """Render an egl-headless or dbus `<graphics>`."""
     gl = ({"enable": _yn(shown.gl) if shown.gl is not None else None,
@@ -256,6 +269,7 @@ def _devices(dev: Devices) -> Element:
         Element("panic", {"model": "hyperv"}) if dev.hyperv_panic else None,
         *(Element("tpm", {"model": t.model}, [
             Element("backend", {"type": "emulator", "version": t.version})]) for t in dev.tpms),
+        *(_shmem(mem) for mem in dev.shmems),
     ]
     return Element("devices", children=kids)
 

@@ -195,6 +195,9 @@ COMBOS: dict[str, Domain] = {
     "combo-audio-dbus": _combo(
         """<audio id='1' type='dbus'><output voices='2'/></audio>
           <sound model='ich6'/>"""),
+    # shared memory with the host (Looking Glass style), plain, in /dev/shm
+    "combo-shmem": _combo("""<shmem name='qemud-accepts-test'><model type='ivshmem-plain'/>
+          <size unit='M'>1</size></shmem>"""),
     # SMBIOS tables from <sysinfo> and a fw_cfg blob (what virt-install --sysinfo and
     # CoreOS's ignition config use)
     "combo-sysinfo": _combo(
@@ -569,6 +572,7 @@ def outcomes(guest: Guest, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             for listener in setup.listeners:
                 listener.close()
         shutil.rmtree(short, ignore_errors=True)
+        Path("/dev/shm/qemud-accepts-test").unlink(missing_ok=True)  # combo-shmem's memory
 
 
 def test_samples_and_generated_are_covered() -> None:

@@ -918,3 +918,39 @@ def test_sysinfo_mistakes(smbios: str, uuid: str | None, message: str) -> None:
         _sysinfo_domain(smbios, uuid)
     assert any(message in i.message and i.line is not None for i in caught.value.issues), \
         caught.value.issues
+
+
+# --- shmem (ivshmem) ----------------------------------------------------------------------------
+
+
+def test_shmem_renders_as_libvirt() -> None:
+    """libvirt 9.0's shmem-plain-doorbell (plain with roles and sizes, doorbell on a server)."""
+    d = devices("""<shmem name='lg'><model type='ivshmem-plain'/><size unit='M'>32</size></shmem>
+      <shmem name='s1' role='master'><model type='ivshmem-plain'/></shmem>
+      <shmem name='s2'><model type='ivshmem-doorbell'/><server/><msi vectors='16'/></shmem>
+      <shmem name='s3'><server path='/tmp/s3,sock'/><msi ioeventfd='off'/></shmem>""")
+    got = [v for v in values(d, "-device") + values(d, "-object") + values(d, "-chardev")
+           if "shm" in v]
+    assert got == [
+        "ivshmem-plain,id=shmem0,memdev=shmmem-shmem0,bus=pci.0,addr=0x2",
+        "ivshmem-plain,id=shmem1,memdev=shmmem-shmem1,master=on,bus=pci.0,addr=0x3",
+        "ivshmem-doorbell,id=shmem2,chardev=charshmem2,vectors=16,ioeventfd=on,bus=pci.0,addr=0x4",
+        "ivshmem-doorbell,id=shmem3,chardev=charshmem3,ioeventfd=off,bus=pci.0,addr=0x5",
+        "memory-backend-file,id=shmmem-shmem0,mem-path=/dev/shm/lg,size=33554432,share=on",
+        "memory-backend-file,id=shmmem-shmem1,mem-path=/dev/shm/s1,size=4194304,share=on",
+        "socket,id=charshmem2,path=/var/lib/libvirt/shmem-s2-sock",
+        "socket,id=charshmem3,path=/tmp/s3,,sock"]
+    assert model.parse(model.to_xml(d)).domain == d
+
+
+@pytest.mark.parametrize(("snippet", "message"), [
+    ("<shmem name='a'><size unit='K'>12345</size></shmem>",
+     "the shared memory size must be a power of two"),
+    ("<shmem name='a'><msi/></shmem>", "<msi> is for model 'ivshmem-doorbell'"),
+    ("<shmem name='a/b'/>", "<shmem name>"),
+])
+def test_shmem_mistakes(snippet: str, message: str) -> None:
+    with pytest.raises(model.InvalidDomainError) as caught:
+        devices(snippet)
+    assert caught.value.issues[0].line == 7 and message in caught.value.issues[0].message, \
+        caught.value.issues

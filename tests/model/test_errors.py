@@ -42,9 +42,9 @@ def check(data: bytes, expected: list[tuple[int | None, str]]) -> None:
 
 
 NOT_SUPPORTED = "is not supported by qemud; remove it or see README for what is"
-DEVICES = ("devices are not supported by qemud; remove it (supported: disk, interface, graphics, "
-           "serial, console, channel, video, input, controller, sound, audio, redirdev, watchdog, "
-           "memballoon, panic, rng, tpm, filesystem)")
+DEVICES = ("devices are not supported by qemud; remove it (supported: audio, channel, console, "
+           "controller, disk, filesystem, graphics, input, interface, memballoon, panic, redirdev, "
+           "rng, serial, shmem, sound, tpm, video, watchdog)")
 
 # --- the domain, its identity and its sizes ----------------------------------------------------
 
@@ -347,7 +347,6 @@ UNSUPPORTED_DEVICES = [
         ("parallel", "<parallel type='pty'/>", "QEMU's parallel port is not supported by qemud"),
         ("hub", "<hub type='usb'/>", "USB hubs are not needed: qemu-xhci has up to 15 ports per "
          "speed (ports=)"),
-        ("shmem", "<shmem name='x'/>", "shared memory needs an ivshmem server qemud does not run"),
         ("vsock", "<vsock model='virtio'/>", "vsock needs the host's vhost-vsock device and a "
          "context id qemud does not assign"),
         ("iommu", "<iommu model='intel'/>", "an IOMMU is not supported by qemud yet"),
