@@ -28,6 +28,7 @@ from watchdog.observers.api import BaseObserver
 from reconciler.control import CONTROL_SOCKET, serve_control
 from reconciler.errors import ReconcilerError
 from reconciler.lock import DAEMON_LOCK, DirLock, LockTimeoutError
+from reconciler.networks import networks_dir
 from reconciler.scan import is_domain_file
 from reconciler.status import remove_left_over_temp_files, write_atomic
 from reconciler.supervisor import is_runtime_folder
@@ -132,7 +133,7 @@ async def serve(rec: Reconciler, *, resync: float = 30.0, debounce: float = 0.05
         if not daemon_lock.try_acquire():
             raise AlreadyRunningError(daemon_lock.path)
         remove_left_over_temp_files(rec.layout.run_dir, SETTLED_FILE)  # of a daemon killed
-        observer = watch(rec.layout.config_dir, rec.layout.run_dir, notify)
+        observer = watch(rec.layout.config_dir, rec.layout.run_dir, notify, (networks_dir(),))
         control_path = rec.layout.run_dir / CONTROL_SOCKET
         control = await serve_control(rec, control_path)
         rec.say(f"watching {rec.layout.config_dir} (pid {os.getpid()})")
@@ -202,19 +203,22 @@ def _stop_race(record: logging.LogRecord) -> bool:
     return "called when the thread is inactive" not in record.getMessage()
 
 
-def watch(config_dir: Path, run_dir: Path, wake: Callable[[bool], None]) -> BaseObserver:
+def watch(config_dir: Path, run_dir: Path, wake: Callable[[bool], None],
+          facts_dirs: tuple[Path, ...] = ()) -> BaseObserver:
     """Start a watchdog observer calling `wake(completed)` (from its thread) on relevant events.
 
     Relevant: a domain file in `config_dir` (`completed` when it was closed after writing or
     renamed into place: an editor's save is done), a runtime folder appearing or going in
-    `run_dir` (another reconciler started a VM).
+    `run_dir` (another reconciler started a VM), an XML file changing in one of the
+    `facts_dirs` that exist (libvirt's network definitions, which domain files refer to).
     """
-    handler = _Handler(wake, config_dir)
+    present = tuple(d for d in facts_dirs if d.is_dir())
+    handler = _Handler(wake, config_dir, present)
     quiet = logging.getLogger("watchdog.observers.inotify")
     if _stop_race not in quiet.filters:
         quiet.addFilter(_stop_race)
     observer = Observer()
-    for directory in (config_dir, run_dir):
+    for directory in (config_dir, run_dir, *present):
         observer.schedule(handler, str(directory), recursive=False)
     observer.start()
     return observer
@@ -223,9 +227,11 @@ def watch(config_dir: Path, run_dir: Path, wake: Callable[[bool], None]) -> Base
 class _Handler(FileSystemEventHandler):
     """Forwards relevant watchdog events as wake-ups; runs on the observer thread."""
 
-    def __init__(self, wake: Callable[[bool], None], config_dir: Path) -> None:
+    def __init__(self, wake: Callable[[bool], None], config_dir: Path,
+                 facts_dirs: tuple[Path, ...] = ()) -> None:
         self._wake = wake
         self._config_dir = str(config_dir)
+        self._facts_dirs = {str(d) for d in facts_dirs}
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         """Wake the loop for a domain file event, or a runtime folder appearing or going."""
@@ -241,6 +247,10 @@ class _Handler(FileSystemEventHandler):
                     completed = event.event_type == "closed" or (
                         event.event_type == "moved" and is_dest)
                     self._wake(completed)
+                    return
+            elif os.path.dirname(path) in self._facts_dirs:
+                if name.endswith(".xml") and event.event_type in ("closed", "moved", "deleted"):
+                    self._wake(True)
                     return
             elif is_runtime_folder(name):
                 self._wake(False)

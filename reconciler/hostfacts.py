@@ -13,7 +13,7 @@ from pathlib import Path
 import model
 from model.parse import HostFacts
 from reconciler.machines import default_catalog
-from reconciler.networks import Networks
+from reconciler.networks import Networks, networks_dir
 
 MODULE_DIR = Path("/usr/lib/x86_64-linux-gnu/qemu")
 """Where Debian's QEMU loads its modules from (its build's CONFIG_QEMU_MODDIR)."""
@@ -54,6 +54,20 @@ def spice_certificates(folder: str) -> str | None:
     return (f"spice over TLS needs {', '.join(SPICE_FILES)} in {folder} (libvirt's "
             f"spice_tls_x509_cert_dir), readable by qemud's user; missing or unreadable: "
             f"{', '.join(missing)}; create them or remove tlsPort")
+
+
+def host_key() -> tuple[tuple[str, int], ...]:
+    """A cheap fingerprint of the host facts that change: libvirt's network definitions.
+
+    The name and mtime of each; a change makes the scanner read the files that depend on them.
+    """
+    folder = networks_dir()
+    try:
+        with os.scandir(folder) as found:
+            return tuple(sorted((e.name, e.stat().st_mtime_ns) for e in found
+                                if e.name.endswith(".xml")))
+    except OSError:
+        return ()
 
 
 def host_facts() -> HostFacts:

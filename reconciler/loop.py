@@ -30,6 +30,7 @@ from typing import TextIO
 from reconciler.daemon import AlreadyRunningError, DaemonServesError, delegate, serve
 from reconciler.desired import Desired, DesiredSet, DiskIdentity
 from reconciler.history import MEMORY_FILE, History
+from reconciler.hostfacts import host_key
 from reconciler.lock import DAEMON_LOCK, LAST_PASS, PASS_LOCK, DirLock, LockTimeoutError
 from reconciler.paths import Layout, untrusted_file
 from reconciler.plan import Action, Adopt, Blocked, Clean, Ended, Live, Observed, Wait, plan
@@ -184,7 +185,7 @@ class Reconciler:
         """A fresh scanner of the config directory (refusing untrusted files with --system)."""
         return Scanner(self.layout.config_dir,
                        distrust=untrusted_file if self.layout.system_instance else None,
-                       linger=self.quiet_period, now=self.clock)
+                       linger=self.quiet_period, now=self.clock, host_key=host_key)
 
     # ------------------------------------------------------------------ the pass
 

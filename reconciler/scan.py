@@ -169,6 +169,11 @@ def resolve(candidates: Iterable[Candidate], running: Mapping[uuidlib.UUID, Path
     return by_uuid, conflicts
 
 
+def _uses_host_facts(parsed: model.Parsed) -> bool:
+    """Whether a valid parse depends on host facts that may change: a libvirt network's bridge."""
+    return any(nic.type == "network" for nic in parsed.domain.devices.interfaces)
+
+
 def _issues(path: Path, exc: model.InvalidDomainError) -> tuple[FileIssue, ...]:
     """The issues of an invalid file as `FileIssue`s naming the file."""
     return tuple(FileIssue(str(path), i.line, i.message) for i in exc.issues)
@@ -225,6 +230,10 @@ class Scanner:
     """Seconds a vanished file still counts as it was (editors and git save by unlink+write):
     clashes and the desired set never see the gap, so nothing flips for a moment."""
     now: Callable[[], float] = time.time
+    host_key: Callable[[], object] | None = None
+    """What the host facts a parse depends on look like now (libvirt's network definitions);
+    when it changes, invalid files and files that use a libvirt network are read again."""
+    _host_seen: object = None
     _vanished: dict[str, float] = field(default_factory=dict)
     _cache: dict[str, _Entry] = field(default_factory=dict)
     _last: tuple[dict[str, _Entry], dict[uuidlib.UUID, Path], Scan] | None = None
@@ -259,9 +268,20 @@ class Scanner:
         return replace(self, _vanished={}, _cache=cache, _last=None)
 
     def scan(self, running: Mapping[uuidlib.UUID, Path] | None = None) -> Scan:
-        """One pass: stat every domain file, reparse the changed ones, resolve clashes."""
+        """One pass: stat every domain file, reparse the changed ones, resolve clashes.
+
+        Files whose parse depends on host facts that changed since the last pass (see
+        `host_key`) count as changed.
+        """
         seen: dict[str, _Entry] = {}
         parsed = 0
+        if self.host_key is not None:
+            facts = self.host_key()
+            if self._host_seen is not None and facts != self._host_seen:
+                for old_entry in self._cache.values():
+                    if old_entry.parsed is None or _uses_host_facts(old_entry.parsed):
+                        old_entry.racy = True  # read again below, last good kept
+            self._host_seen = facts
         try:
             entries = list(os.scandir(self.config_dir))
         except FileNotFoundError:

@@ -25,6 +25,9 @@ import pytest
 import model
 from reconciler.hostfacts import parse_checked, parse_file_checked
 from reconciler.networks import ENV
+from tests.integration.test_loop import World, light_xml, world
+
+__all__ = ["world"]
 
 pytestmark = pytest.mark.qemu
 
@@ -136,3 +139,25 @@ def test_qemu_joins_each_networks_bridge(networks: Path, short: Path) -> None:
     assert "br=virbr0" in report["info_network"] and "br=qbr-lan" in report["info_network"]
     # the bridge helper put exactly one tap on each network's bridge
     assert {b: len(p) for b, p in report["ports"].items()} == {"virbr0": 1, "qbr-lan": 1}
+
+
+def test_the_daemon_notices_a_network_defined_later(world: World, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A domain on a libvirt network not yet defined is invalid; once `virsh net-define` (here:
+    the file libvirt writes) adds it, the daemon watching libvirt's folder reads the domain
+    again at once, without its file being touched (resync is 300 s here)."""
+    folder = tmp_path / "later-networks"
+    folder.mkdir()
+    monkeypatch.setenv(ENV, str(folder))
+    world.write("n", light_xml("n", state="stopped").replace(
+        "</domain>", "<devices><interface type='network'><source network='lan'/></interface>"
+                     "</devices>\n</domain>"))
+    world.start_daemon()
+    st = world.wait_status("n", lambda s: s["state"] == "invalid", "n to be invalid")
+    assert "no libvirt network 'lan'" in st["reason"], st
+    staged = folder / "lan.xml.new"
+    staged.write_text("<network>\n  <name>lan</name>\n  <bridge name='qbr-lan'/>\n</network>\n")
+    staged.rename(folder / "lan.xml")  # as libvirt saves it: written aside, renamed into place
+    st = world.wait_status("n", lambda s: s["state"] == "stopped", "n to become valid",
+                           timeout=30)
+    assert st["errors"] == [], st

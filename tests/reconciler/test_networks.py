@@ -7,6 +7,7 @@ point (scan, validate, argv, import) gives `model.parse`, through `reconciler.ho
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import pytest
@@ -130,3 +131,35 @@ def test_argv_and_validate_use_the_networks_bridge(monkeypatch: pytest.MonkeyPat
     assert code == 1
     assert (f"{file}:55: error: <source network='default'>: no libvirt network 'default': "
             f"{nets}/default.xml does not exist") in out + err
+
+
+def test_the_scanner_reads_again_what_a_network_change_affects(monkeypatch: pytest.MonkeyPatch,
+                                                               tmp_path: Path) -> None:
+    """A domain on a network defined later becomes valid without touching its file; one on a
+    network whose bridge changes gets the new bridge; other files are not read again."""
+    from reconciler.hostfacts import host_key
+    from reconciler.scan import Scanner
+
+    nets, conf = tmp_path / "nets", tmp_path / "conf"
+    conf.mkdir()
+    monkeypatch.setenv(ENV, str(nets))
+    (conf / "a.xml").write_bytes(domain_xml(NIC.format("lan"), name="<name>a</name>", uuid=None))
+    (conf / "b.xml").write_bytes(domain_xml("", name="<name>b</name>", uuid=None))
+    old = 1_000_000_000_000_000_000  # files written long ago: never re-read as racy
+    for f in conf.iterdir():
+        os.utime(f, ns=(old, old))
+    scanner = Scanner(conf, host_key=host_key)
+    first = scanner.scan()
+    assert [i.path.name for i in first.invalid] == ["a.xml"] and first.parsed == 2
+    assert scanner.scan().parsed == 0  # nothing changed: nothing read
+    _net(nets, "lan", "br-lan")
+    second = scanner.scan()
+    assert second.parsed == 1 and not second.invalid  # a.xml only
+    [a] = [c for c in second.domains.values() if c.name == "a"]
+    assert a.parsed.domain.devices.interfaces[0].bridge == "br-lan"
+    assert scanner.scan().parsed == 0
+    _net(nets, "lan", "br-other")
+    os.utime(nets / "lan.xml", ns=(old + 10**9, old + 10**9))  # a new version of the network
+    third = scanner.scan()
+    [a] = [c for c in third.domains.values() if c.name == "a"]
+    assert third.parsed == 1 and a.parsed.domain.devices.interfaces[0].bridge == "br-other"
