@@ -350,6 +350,8 @@ def _kernel(d: Domain) -> Iterator[Option]:
         yield ("-initrd", d.os.initrd)
     if d.os.cmdline:
         yield ("-append", d.os.cmdline)
+    for kind, path in d.os.acpi_tables:
+        yield ("-acpitable", f"sig={kind.upper()},file={esc(path)}")
 
 
 def _clock(d: Domain) -> Iterator[Option]:

@@ -144,6 +144,10 @@ class Numatune(Frozen):
 BootDev = Literal["hd", "cdrom", "fd", "network"]
 
 
+AbsPath = Annotated[str, Field(pattern=r"^/[^\x00-\x1f]*$")]
+"""An absolute host path without control characters."""
+
+
 class Os(Frozen):
     """`<os>`: `<type arch= machine=>hvm</type>`, boot order, boot menu and direct kernel boot."""
 
@@ -153,6 +157,8 @@ class Os(Frozen):
     boot: tuple[BootDev, ...] = ()
     bootmenu: bool | None = None
     bootmenu_timeout: Annotated[int, Field(ge=0, le=65535)] | None = None
+    acpi_tables: tuple[tuple[Literal["slic", "msdm"], AbsPath], ...] = ()
+    """`<acpi><table type=>FILE</table>`: extra ACPI tables given to the guest (type, file)."""
     smbios_mode: Literal["sysinfo", "emulate"] | None = None
     """`<smbios mode=>`: 'sysinfo' gives the guest the `<sysinfo type='smbios'>` tables."""
     reboot_timeout: Annotated[int, Field(ge=-1, le=65535)] | None = None

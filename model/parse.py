@@ -601,6 +601,14 @@ def _read_os(ctx: _Context, node: Node | None, line: int | None = None) -> Os | 
                 ctx.error(kid.line, f"<{name}> is empty; give the path of the file")
             fields.put(name, text, f"<{name}>", kid.line)
             _leftovers(ctx, kid)
+    acpi = node.child("acpi")
+    if acpi is not None:
+        tables = []
+        for table in acpi.children("table"):
+            tables.append((table.attr("type"), table.text))
+            _leftovers(ctx, table)
+        fields.put("acpi_tables", tuple(tables), "<acpi><table>", acpi.line)
+        _leftovers(ctx, acpi)
     fields.put("firmware", node.attr("firmware"), "<os firmware>")
     fw = node.child("firmware")
     if fw is not None:

@@ -298,6 +298,8 @@ def _os(os: Os) -> Element:
         *(Element("boot", {"dev": b}) for b in os.boot),
         Element("bootmenu", {"enable": _yn(os.bootmenu), "timeout": _num(os.bootmenu_timeout)})
         if os.bootmenu is not None or os.bootmenu_timeout is not None else None,
+        Element("acpi", children=[Element("table", {"type": kind}, text=path)
+                                  for kind, path in os.acpi_tables]) if os.acpi_tables else None,
         Element("smbios", {"mode": os.smbios_mode}) if os.smbios_mode else None,
         Element("bios", {"useserial": _yn(os.bios_useserial),
                          "rebootTimeout": _num(os.reboot_timeout)})

@@ -954,3 +954,16 @@ def test_shmem_mistakes(snippet: str, message: str) -> None:
         devices(snippet)
     assert caught.value.issues[0].line == 7 and message in caught.value.issues[0].message, \
         caught.value.issues
+
+
+def test_acpi_tables_render_as_libvirt() -> None:
+    """libvirt 9.0's acpi-table: an extra table (SLIC, MSDM) from a file."""
+    d = model.parse(domain_xml("<devices/>", os="<os><type machine='pc'>hvm</type><acpi>"
+                               "<table type='slic'>/var/lib/libvirt/acpi/slic.dat</table>"
+                               "</acpi></os>")).domain
+    assert values(d, "-acpitable") == ["sig=SLIC,file=/var/lib/libvirt/acpi/slic.dat"]
+    assert model.parse(model.to_xml(d)).domain == d
+    with pytest.raises(model.InvalidDomainError) as caught:
+        model.parse(domain_xml("<devices/>", os="<os><type machine='pc'>hvm</type><acpi>"
+                               "<table type='dsdt'>/x</table></acpi></os>"))
+    assert caught.value.issues[0].line == 5
