@@ -813,6 +813,32 @@ class Sysinfo(Frozen):
     fw_cfg: tuple[FwCfg, ...] = ()
 
 
+CpuSet = frozenset[int]
+
+
+class Cputune(Frozen):
+    """`<cputune>` pins: the host CPUs of vCPU, emulator and I/O threads.
+
+    The emulator's threads are all the others. qemud applies the pins before the guest runs.
+    """
+
+    vcpupins: tuple[tuple[Annotated[int, Field(ge=0)], CpuSet], ...] = ()
+    emulatorpin: CpuSet | None = None
+    iothreadpins: tuple[tuple[Positive, CpuSet], ...] = ()
+
+    @model_validator(mode="after")
+    def _one_pin_each(self) -> Cputune:
+        """Guarantee one pin per vCPU and I/O thread, none of them empty."""
+        for what, pins in (("vcpu", self.vcpupins), ("iothread", self.iothreadpins)):
+            ids = [i for i, _ in pins]
+            if len(ids) != len(set(ids)):
+                raise ValueError(f"each {what} is pinned once; remove the second <{what}pin>")
+        if any(not cpus for _, cpus in (*self.vcpupins, *self.iothreadpins)) or (
+                self.emulatorpin is not None and not self.emulatorpin):
+            raise ValueError("a pin's cpuset names no CPU")
+        return self
+
+
 class Domain(Frozen):
     """A whole `<domain>`: the guest's hardware, lifecycle actions and qemud's desired state."""
 
@@ -826,6 +852,7 @@ class Domain(Frozen):
     memory_backing: MemoryBacking | None = None
     vcpu: Vcpu = Vcpu()
     cpu: Cpu | None = None
+    cputune: Cputune | None = None
     numatune: Numatune | None = None
     iothreads: Annotated[int, Field(ge=0, le=MAX_IOTHREADS)] = 0
     """`<iothreads>N</iothreads>`: QEMU I/O threads iothread1..N for virtio disks."""

@@ -36,6 +36,7 @@ from model.domain import (
     Controller,
     Cpu,
     CpuFeature,
+    Cputune,
     Desired,
     Devices,
     Disk,
@@ -450,6 +451,50 @@ def _nodeset(ctx: _Context, node: Node, name: str) -> frozenset[int] | None:
     except CpusetError as exc:
         ctx.error(node.line, f"<{node.tag} {name}>: {exc}")
         return None
+
+
+_CGROUP_TUNING = ("shares", "period", "quota", "global_period", "global_quota",
+                  "emulator_period", "emulator_quota", "iothread_period", "iothread_quota")
+"""`<cputune>` children libvirt applies through the cgroup CPU controller."""
+
+
+def _read_cputune(ctx: _Context, node: Node) -> Cputune | None:
+    """`<cputune>`: vcpupin, emulatorpin and iothreadpin, thread affinities qemud applies.
+
+    CPU shares, quotas, real-time schedulers and cache tuning are refused with why.
+    """
+    fields = _Fields(node)
+    ok = True
+    for tag in _CGROUP_TUNING:
+        for kid in node.children(tag):
+            ok = False
+            ctx.error(kid.line, f"<cputune><{tag}> is applied through the cgroup CPU controller, "
+                      "which qemud does not manage; remove it (the pins are kept)")
+    for tag in ("vcpusched", "iothreadsched", "emulatorsched", "cachetune", "memorytune"):
+        for kid in node.children(tag):
+            ok = False
+            what = "real-time scheduling" if tag.endswith("sched") else "resctrl cache tuning"
+            ctx.error(kid.line, f"<cputune><{tag}>: {what} is not supported by qemud; remove it")
+    vcpupins: list[tuple[int | None, frozenset[int] | None]] = []
+    for pin in node.children("vcpupin"):
+        vcpupins.append((_int(ctx, pin, "vcpu"), _nodeset(ctx, pin, "cpuset")))
+        _leftovers(ctx, pin)
+    iothreadpins: list[tuple[int | None, frozenset[int] | None]] = []
+    for pin in node.children("iothreadpin"):
+        iothreadpins.append((_int(ctx, pin, "iothread"), _nodeset(ctx, pin, "cpuset")))
+        _leftovers(ctx, pin)
+    emulator = node.child("emulatorpin")
+    if emulator is not None:
+        fields.put("emulatorpin", _nodeset(ctx, emulator, "cpuset"), "<emulatorpin cpuset>",
+                   emulator.line)
+        _leftovers(ctx, emulator)
+    if any(None in pin for pin in (*vcpupins, *iothreadpins)):
+        return None  # reported where read
+    fields.put("vcpupins", tuple(vcpupins), "<vcpupin>")
+    fields.put("iothreadpins", tuple(iothreadpins), "<iothreadpin>")
+    _leftovers(ctx, node)
+    made = _make(ctx, Cputune, fields)
+    return made if ok else None
 
 
 def _read_numa(ctx: _Context, node: Node) -> tuple[NumaCell, ...] | None:
@@ -1936,9 +1981,7 @@ def _read_domain(ctx: _Context, root: Node) -> Domain | None:
         sub("cpu", _read_cpu(ctx, cpu), "cpu", cpu.line)
     cputune = root.child("cputune")
     if cputune is not None:
-        root.ignore("cputune")
-        ctx.error(cputune.line, "<cputune>: qemud does not pin or schedule QEMU's vCPU, emulator "
-                  "or I/O threads one by one; remove it (<vcpu cpuset> confines the whole QEMU)")
+        sub("cputune", _read_cputune(ctx, cputune), "cputune", cputune.line)
     iothreads, iothreads_line = _read_text(ctx, root, "iothreads")
     fields.put("iothreads", iothreads, "<iothreads>", iothreads_line)
     numatune = root.child("numatune")
@@ -2070,6 +2113,16 @@ def _check_domain(ctx: _Context, domain: Domain, fields: _Fields) -> None:
                       f"{domain.vcpu.count}; they must match")
     _check_numa(ctx, domain, fields)
     _check_sysinfo(ctx, domain, fields)
+    if domain.cputune is not None:
+        line = fields.where.get("cputune", ("", None))[1]
+        for vcpu, _ in domain.cputune.vcpupins:
+            if vcpu >= domain.vcpu.count:
+                ctx.error(line, f"<vcpupin vcpu='{vcpu}'>: the domain has {domain.vcpu.count} "
+                          f"vCPUs, numbered 0 to {domain.vcpu.count - 1}")
+        for thread, _ in domain.cputune.iothreadpins:
+            if thread > domain.iothreads:
+                ctx.error(line, f"<iothreadpin iothread='{thread}'>: the domain has "
+                          f"{domain.iothreads} <iothreads>, numbered from 1")
     if domain.features.kvm_dirty_ring is not None and domain.type != "kvm":
         ctx.error(fields.where["features"][1], "<kvm><dirty-ring> is a KVM setting; it needs "
                   "<domain type='kvm'>")

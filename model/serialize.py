@@ -9,6 +9,7 @@ from model.domain import (
     Audio,
     Channel,
     Controller,
+    Cputune,
     Desired,
     Devices,
     Disk,
@@ -385,6 +386,7 @@ def to_element(d: Domain) -> Element:
         Element("vcpu", {"current": _num(d.vcpu.current),
                          "cpuset": format_cpuset(d.vcpu.cpuset) if d.vcpu.cpuset else None},
                 text=str(d.vcpu.count)),
+        _cputune(d.cputune) if d.cputune is not None else None,
         _os(os),
         _features(d.features),
         Element("cpu", {"mode": cpu.mode}, [
@@ -448,6 +450,18 @@ def _sysinfo(info: Sysinfo | None) -> list[Element]:
         out.append(Element("sysinfo", {"type": "fwcfg"}, [
             Element("entry", {"name": b.name, "file": b.file}, text=b.value) for b in info.fw_cfg]))
     return out
+
+
+def _cputune(tune: Cputune) -> Element:
+    """`<cputune>` with its pins."""
+    return Element("cputune", children=[
+        *(Element("vcpupin", {"vcpu": str(v), "cpuset": format_cpuset(c)})
+          for v, c in tune.vcpupins),
+        Element("emulatorpin", {"cpuset": format_cpuset(tune.emulatorpin)})
+        if tune.emulatorpin is not None else None,
+        *(Element("iothreadpin", {"iothread": str(t), "cpuset": format_cpuset(c)})
+          for t, c in tune.iothreadpins),
+    ])
 
 
 def to_xml(d: Domain) -> bytes:

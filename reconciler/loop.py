@@ -33,7 +33,19 @@ from reconciler.history import MEMORY_FILE, History
 from reconciler.hostfacts import host_key
 from reconciler.lock import DAEMON_LOCK, LAST_PASS, PASS_LOCK, DirLock, LockTimeoutError
 from reconciler.paths import Layout, untrusted_file
-from reconciler.plan import Action, Adopt, Blocked, Clean, Ended, Live, Observed, Wait, plan
+from reconciler.plan import (
+    Action,
+    Adopt,
+    Blocked,
+    Clean,
+    Ended,
+    Live,
+    Observed,
+    Start,
+    Stop,
+    Wait,
+    plan,
+)
 from reconciler.qemu import RAN_FILE, STOP_FILE, Primitives, Timeouts, identify_qemu, read_pidfile
 from reconciler.report import Facts, LiveFacts, Report
 from reconciler.scan import Scan, Scanner
@@ -465,7 +477,10 @@ class Reconciler:
             if dry_run:
                 return result
             for _ in range(10):
-                if not self.supervisor.working:
+                # a pass that started or stopped anything is followed by one that reports how
+                # it went, even when it is over already (a start can fail before `working`)
+                acted = any(isinstance(a, Start | Stop) for a in result.actions)
+                if not acted and not self.supervisor.working:
                     break
                 await self.settle()
                 result = await self.run_pass()

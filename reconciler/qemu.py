@@ -210,6 +210,11 @@ class Primitives:
     wall_clock: Callable[[], float] = time.time
     spawn: Spawner = field(default=spawn_detached)
     connect_qmp: QmpConnector = field(default=connect_qmp)
+    #: Confine one thread (a Linux task id) to some host CPUs.
+    set_affinity: Callable[[int, frozenset[int]], None] = os.sched_setaffinity
+    #: The task ids of a process's threads.
+    threads: Callable[[int], list[int]] = field(default=lambda pid: sorted(
+        int(t) for t in os.listdir(f"/proc/{pid}/task")))
 
 
 # --------------------------------------------------------------------------
@@ -442,6 +447,52 @@ class QemuProcess:
             await self._fail("balloon", f"'balloon' failed: {err.reason} {err.qemu_message or ''}"
                              .strip(), err)
         self._log(f"balloon target {target} bytes (<currentMemory>)")
+
+    async def pin(self, vcpus: Mapping[int, frozenset[int]], iothreads: Mapping[int, frozenset[int]],
+                  emulator: frozenset[int] | None) -> None:
+        """Pin threads to host CPUs (`<cputune>`) before `resume`, as libvirt does.
+
+        vCPU threads come from QMP ``query-cpus-fast``, I/O threads (``iothreadN``) from
+        ``query-iothreads``; the emulator's pin applies to every other thread. On failure kills
+        the process it launched, cleans up and raises `StartError`.
+        """
+        if self.phase is not Phase.ATTACHED:
+            raise PhaseError(self.name, "pin()", self.phase.value)
+        try:
+            cpus: Any = await self.execute("query-cpus-fast")
+            threads: Any = await self.execute("query-iothreads") if iothreads else []
+        except MonitorError as err:
+            await self._fail("pin", f"cannot list QEMU's threads: {err.reason}", err)
+        by_vcpu: dict[int, int] = {c["cpu-index"]: c["thread-id"] for c in cpus}
+        by_io: dict[int, int] = {int(str(t["id"]).removeprefix("iothread")): t["thread-id"]
+                                 for t in threads if str(t["id"]).startswith("iothread")}
+        plan: list[tuple[str, int, frozenset[int]]] = []
+        for index, allowed in sorted(vcpus.items()):
+            if index in by_vcpu:
+                plan.append((f"vCPU {index}", by_vcpu[index], allowed))
+        for index, allowed in sorted(iothreads.items()):
+            if index in by_io:
+                plan.append((f"I/O thread {index}", by_io[index], allowed))
+        if emulator is not None and self.pid is not None:
+            special = {*by_vcpu.values(), *by_io.values()}
+            try:
+                tids = self.primitives.threads(self.pid)
+            except OSError as err:
+                await self._fail("pin", f"cannot list QEMU's threads: {err}", err)
+            plan += [("emulator", tid, emulator) for tid in tids if tid not in special]
+        for what, tid, allowed in plan:
+            try:
+                self.primitives.set_affinity(tid, allowed)
+            except ProcessLookupError:
+                continue  # a short-lived worker thread that ended meanwhile
+            except OSError as err:
+                await self._fail("pin", f"cannot pin the {what} thread to host CPUs "
+                                 f"{','.join(map(str, sorted(allowed)))}: {err.strerror}", err)
+        if plan:
+            self._log("pinned " + "; ".join(
+                f"{what} to {','.join(map(str, sorted(allowed)))}"
+                for what, _, allowed in plan if what != "emulator")
+                + ("; emulator threads" if emulator is not None else ""))
 
     def _mark(self, marker: str) -> None:
         """Touch `marker` in the runtime folder (a tiny write; a failure only loses the hint)."""

@@ -152,12 +152,19 @@ class QemuLayer:
                                 state_dir=self.layout.state_dir(str(uuid)))
         firmware = uefi.descriptors() if domain.os.firmware == "efi" else None
         cpus = model.host_cpus(domain)
-        if cpus is not None and not cpus <= os.sched_getaffinity(0):
-            missing = ",".join(str(c) for c in sorted(cpus - os.sched_getaffinity(0)))
-            raise StartError(domain.name, stage="prepare", log_file=paths.log_file,
-                             reason=f"<vcpu cpuset> names host CPUs {missing}, which qemud may "
-                             f"not use here (it may use {_cpu_list(os.sched_getaffinity(0))}); "
-                             "fix the cpuset")
+        usable = os.sched_getaffinity(0)
+        pins = [("<vcpu cpuset>", cpus)]
+        if domain.cputune is not None:
+            tune = domain.cputune
+            pins += [(f"<vcpupin vcpu='{v}'>", c) for v, c in tune.vcpupins]
+            pins += [("<emulatorpin>", tune.emulatorpin)]
+            pins += [(f"<iothreadpin iothread='{t}'>", c) for t, c in tune.iothreadpins]
+        for what, wanted in pins:
+            if wanted is not None and not wanted <= usable:
+                missing = ",".join(str(c) for c in sorted(wanted - usable))
+                raise StartError(domain.name, stage="prepare", log_file=paths.log_file,
+                                 reason=f"{what} names host CPUs {missing}, which qemud may "
+                                 f"not use here (it may use {_cpu_list(usable)}); fix the cpuset")
         cars: list[sidecars.Running] = []  # sidecars: stopped once QEMU has exited
         on_exit = sidecars.after(cars, on_exit)
         proc = QemuProcess(domain.name, str(uuid),
@@ -193,6 +200,9 @@ class QemuLayer:
             target = model.balloon_target(domain)
             if target is not None:  # <currentMemory>: set before the guest runs, as libvirt does
                 await proc.set_balloon(target)
+            if domain.cputune is not None:  # <cputune> pins, before the guest runs, as libvirt
+                await proc.pin(dict(domain.cputune.vcpupins), dict(domain.cputune.iothreadpins),
+                               domain.cputune.emulatorpin)
             await proc.resume()
         except StartError:
             sidecars.stop(cars)  # sidecars: QEMU is gone already

@@ -967,3 +967,39 @@ def test_acpi_tables_render_as_libvirt() -> None:
         model.parse(domain_xml("<devices/>", os="<os><type machine='pc'>hvm</type><acpi>"
                                "<table type='dsdt'>/x</table></acpi></os>"))
     assert caught.value.issues[0].line == 5
+
+
+# --- cputune pins -------------------------------------------------------------------------------
+
+
+def test_cputune_pins_are_read_and_kept() -> None:
+    """vcpupin, emulatorpin and iothreadpin (libvirt 9.0's cputune-numatune and
+    vcpu-placement-static use them); the process layer applies them (tests/integration)."""
+    d = model.parse(domain_xml(
+        "<vcpu>2</vcpu><iothreads>1</iothreads>\n<cputune><vcpupin vcpu='0' cpuset='1'/>"
+        "<vcpupin vcpu='1' cpuset='0-1,^1'/><emulatorpin cpuset='1-3'/>"
+        "<iothreadpin iothread='1' cpuset='2'/></cputune>\n<devices/>")).domain
+    assert d.cputune is not None
+    assert d.cputune.vcpupins == ((0, frozenset({1})), (1, frozenset({0})))
+    assert d.cputune.emulatorpin == frozenset({1, 2, 3})
+    assert d.cputune.iothreadpins == ((1, frozenset({2})),)
+    assert model.parse(model.to_xml(d)).domain == d
+
+
+@pytest.mark.parametrize(("tune", "message"), [
+    ("<shares>2048</shares>", "<cputune><shares> is applied through the cgroup CPU controller, "
+     "which qemud does not manage; remove it (the pins are kept)"),
+    ("<vcpusched vcpus='0' scheduler='fifo' priority='1'/>",
+     "<cputune><vcpusched>: real-time scheduling is not supported by qemud; remove it"),
+    ("<vcpupin vcpu='2' cpuset='0'/>", "<vcpupin vcpu='2'>: the domain has 2 vCPUs, numbered 0 "
+     "to 1"),
+    ("<vcpupin vcpu='0' cpuset='0'/><vcpupin vcpu='0' cpuset='1'/>",
+     "each vcpu is pinned once; remove the second <vcpupin>"),
+    ("<iothreadpin iothread='1' cpuset='0'/>", "<iothreadpin iothread='1'>: the domain has 0 "
+     "<iothreads>, numbered from 1"),
+])
+def test_cputune_mistakes(tune: str, message: str) -> None:
+    with pytest.raises(model.InvalidDomainError) as caught:
+        model.parse(domain_xml(f"<vcpu>2</vcpu>\n<cputune>{tune}</cputune>\n<devices/>"))
+    assert [i.message for i in caught.value.issues if message in i.message], caught.value.issues
+    assert all(i.line is not None for i in caught.value.issues)

@@ -281,9 +281,9 @@ FEATURES_CLOCK_LIFECYCLE = [
 ]
 
 CPUTUNE = [
-    pytest.param(domain("<cputune>\n  <vcpupin vcpu='0' cpuset='1'/>\n</cputune>"),
-                 [(6, "<cputune>: qemud does not pin or schedule QEMU's vCPU, emulator or I/O "
-                      "threads one by one; remove it (<vcpu cpuset> confines the whole QEMU)")],
+    pytest.param(domain("<cputune>\n  <quota>-1</quota>\n</cputune>"),
+                 [(7, "<cputune><quota> is applied through the cgroup CPU controller, which "
+                      "qemud does not manage; remove it (the pins are kept)")],
                  id="cputune"),
 ]
 
