@@ -17,6 +17,7 @@ from model import pci, units
 from model.cpuset import qemu_ranges
 from model.domain import (
     Channel,
+    CharSource,
     Controller,
     Cpu,
     Disk,
@@ -512,20 +513,45 @@ def _nics(d: Domain, at: At) -> Iterator[Option]:
         yield ("-device", ",".join(dev))
 
 
+def chardev_backend(src: CharSource, cid: str, parallel: bool = False) -> list[str]:
+    """The `-chardev` value of a character device's host side, as libvirt 9.0 writes it.
+
+    tcp is `socket,host=,port=` (`telnet=on`, `server=on,wait=off` when bound, `reconnect=`),
+    udp `udp,host=,port=,localaddr=,localport=` (empty when not given, as libvirt has it), a
+    host device `serial` (or `parallel` for a parallel port), a file `file[,append=on]`.
+    """
+    if src.type == "pty":
+        return ["pty", f"id={cid}"]
+    if src.type == "file":
+        append = [f"append={_on(src.append)}"] if src.append is not None else []
+        return ["file", f"id={cid}", f"path={esc(src.path or '')}", *append]
+    if src.type == "dev":
+        return ["parallel" if parallel else "serial", f"id={cid}", f"path={esc(src.path or '')}"]
+    if src.type == "pipe":
+        return ["pipe", f"id={cid}", f"path={esc(src.path or '')}"]
+    if src.type == "udp":
+        return ["udp", f"id={cid}", f"host={src.host or ''}", f"port={src.service}",
+                f"localaddr={src.bind_host or ''}", f"localport={src.bind_service or 0}"]
+    if src.type in ("unix", "tcp"):
+        where = ([f"path={esc(src.path or '')}"] if src.type == "unix" else
+                 [*([f"host={src.host}"] if src.host else []), f"port={src.service}"])
+        parts = ["socket", f"id={cid}", *where]
+        if src.telnet:
+            parts.append("telnet=on")
+        parts.append("server=on,wait=off" if src.mode == "bind" else
+                     "server=off" if src.type == "unix" else "")
+        if src.reconnect:
+            parts.append(f"reconnect={src.reconnect}")
+        return [p for p in parts if p]
+    return ["null", f"id={cid}"]
+
+
 def _chardev(port: Serial, cid: str, runtime: Runtime | None) -> str:
-    """The `-chardev` backend of one serial port, logging pty and unix ports to a file."""
-    if port.type == "pty":
-        parts = ["pty", f"id={cid}"]
-    elif port.type == "file":
-        parts = ["file", f"id={cid}", f"path={esc(port.path or '')}"]
-    elif port.type == "unix":
-        server = "server=on,wait=off" if port.mode == "bind" else "server=off"
-        parts = ["socket", f"id={cid}", f"path={esc(port.path or '')}", server]
-    else:
-        parts = ["null", f"id={cid}"]
+    """The `-chardev` backend of one serial port, logging it to a file (not a file or null one)."""
+    parts = chardev_backend(port, cid)
     log: str | Path | None = port.log
     append = port.log_append
-    if log is None and runtime is not None and port.type in ("pty", "unix"):
+    if log is None and runtime is not None and port.type not in ("file", "null"):
         log, append = runtime.serial_log(port.port), True
     if log is not None:
         parts += [f"logfile={esc(log)}", f"logappend={'on' if append else 'off'}"]
@@ -533,11 +559,38 @@ def _chardev(port: Serial, cid: str, runtime: Runtime | None) -> str:
 
 
 def _serials(d: Domain, runtime: Runtime | None) -> Iterator[Option]:
-    """`-chardev` + `-device isa-serial` for each serial port (and console standing for one)."""
+    """`-chardev` + `-device isa-serial` (or isa-debugcon) for each serial port."""
     for port in d.devices.serials:
         cid = f"charserial{port.port}"
         yield ("-chardev", _chardev(port, cid, runtime))
-        yield ("-device", f"isa-serial,chardev={cid},id=serial{port.port},index={port.port}")
+        if port.target_type == "isa-debug":
+            yield ("-device", f"isa-debugcon,chardev={cid},id=serial{port.port},"
+                   f"iobase={port.iobase if port.iobase is not None else 0x402}")
+            continue
+        isa = "".join(f",{k}={v}" for k, v in (("iobase", port.iobase), ("irq", port.irq))
+                      if v is not None)
+        yield ("-device", f"isa-serial,chardev={cid},id=serial{port.port},index={port.port}{isa}")
+
+
+def _consoles(d: Domain) -> Iterator[Option]:
+    """`-chardev` + `-device virtconsole` for each virtio `<console>`, with libvirt's ids.
+
+    libvirt's console 0 stands for serial port 0 when the domain has one, so the virtio
+    consoles are numbered after it.
+    """
+    first = 1 if d.devices.serials else 0
+    for i, con in enumerate(d.devices.consoles, start=first):
+        cid = f"charconsole{i}"
+        yield ("-chardev", ",".join(chardev_backend(con, cid)))
+        yield ("-device", f"virtconsole,chardev={cid},id=console{i}")
+
+
+def _parallels(d: Domain) -> Iterator[Option]:
+    """`-chardev` + `-device isa-parallel` for each `<parallel>`."""
+    for i, par in enumerate(d.devices.parallels):
+        cid = f"charparallel{i}"
+        yield ("-chardev", ",".join(chardev_backend(par, cid, parallel=True)))
+        yield ("-device", f"isa-parallel,chardev={cid},id=parallel{i}")
 
 
 def channel_path(channel: Channel, runtime: Runtime | None) -> Path:
@@ -557,6 +610,8 @@ def virtio_serial_controllers(d: Domain) -> list[Controller]:
     declared = [c for c in d.devices.controllers if c.type == "virtio-serial"]
     indexes = {c.index for c in declared}
     needed = {ch.controller for ch in d.devices.channels}
+    if d.devices.consoles:
+        needed.add(0)  # virtconsoles go on the first virtio-serial controller, as libvirt's
     return declared + [Controller(type="virtio-serial", index=i) for i in sorted(needed - indexes)]
 
 
@@ -1102,6 +1157,8 @@ def options(d: Domain, runtime: Runtime | None = None,
         out += _disk(d, disk, at)
     out += _nics(d, at)
     out += _serials(d, runtime)
+    out += _parallels(d)
+    out += _consoles(d)
     out += _channels(d, runtime)
     out += _inputs(d, ports, at)
     out += _display(d, runtime)

@@ -406,26 +406,81 @@ class Graphics(Frozen):
         return self
 
 
-CharType = Literal["pty", "file", "unix", "null"]
+CharType = Literal["pty", "file", "unix", "null", "dev", "tcp", "udp", "pipe"]
+"""libvirt's character device types that qemud renders (QEMU's pty, file, socket, null,
+serial/parallel, udp and pipe chardev backends)."""
+
+Service = Annotated[int, Field(ge=0, le=65535)]
+"""A TCP or UDP port, as libvirt's `service=`."""
+Host = Annotated[str, Field(pattern=r"^[0-9A-Za-z.:_\-]*$")]
 
 
-class Serial(Frozen):
-    """`<serial type=>` (and a `<console>` that stands for a serial port): a guest serial port."""
+class CharSource(Frozen):
+    """A character device's host side: `type=`, `<source>` (or two for udp), `<protocol>`.
+
+    `mode` is the socket's side: 'bind' listens (QEMU `server=on,wait=off`), 'connect' dials.
+    For udp `host`/`service` are where datagrams go and `bind_host`/`bind_service` the local end.
+    """
 
     type: CharType = "pty"
-    port: Annotated[int, Field(ge=0, le=3)] = 0
-    """QEMU has 4 ISA serial ports (COM1-COM4)."""
     path: str | None = None
     mode: Literal["bind", "connect"] = "bind"
-    log: str | None = None
-    log_append: bool = False
+    host: Host | None = None
+    service: Service | None = None
+    bind_host: Host | None = None
+    bind_service: Service | None = None
+    telnet: bool = False
+    """`<protocol type='telnet'>` (tcp only); False is 'raw'."""
+    reconnect: Annotated[int, Field(ge=0, le=2**31 - 1)] | None = None
+    """`<reconnect enabled='yes' timeout=N>` in seconds; 0 is `enabled='no'`; tcp and unix."""
+    append: bool | None = None
+    """`<source append='on'|'off'>` of a file."""
 
     @model_validator(mode="after")
-    def _path_matches_type(self) -> Serial:
-        """Guarantee file and unix ports have a path, and pty and null ports do not need one."""
-        if self.type in ("file", "unix") and not self.path:
+    def _source_matches_type(self) -> CharSource:
+        """Guarantee each type has what QEMU needs, and nothing another type's."""
+        if self.type in ("file", "unix", "dev", "pipe") and not self.path:
             raise ValueError(f"type='{self.type}' needs <source path='...'/>")
+        if self.type not in ("tcp", "udp") and (self.host or self.service is not None):
+            raise ValueError(f"type='{self.type}' takes no host= or service=")
+        if self.type == "tcp" and self.service is None:
+            raise ValueError("type='tcp' needs <source service='PORT'/>")
+        if self.type == "udp" and self.service is None:
+            raise ValueError("type='udp' needs <source mode='connect' service='PORT'/>")
+        if self.type != "udp" and (self.bind_host or self.bind_service is not None):
+            raise ValueError("only type='udp' has a second, bind-side <source>")
+        if self.telnet and self.type != "tcp":
+            raise ValueError("<protocol type='telnet'> is for type='tcp' only")
+        if self.reconnect is not None and (self.type not in ("tcp", "unix")
+                                           or self.mode != "connect"):
+            raise ValueError("<reconnect> is for tcp and unix sources with mode='connect'")
+        if self.append is not None and self.type != "file":
+            raise ValueError("<source append=> is for type='file' only")
         return self
+
+
+class Serial(CharSource):
+    """`<serial type=>` (and a `<console>` that stands for a serial port): a guest serial port."""
+
+    port: Annotated[int, Field(ge=0, le=3)] = 0
+    """QEMU has 4 ISA serial ports (COM1-COM4)."""
+    log: str | None = None
+    log_append: bool = False
+    target_type: Literal["isa-serial", "isa-debug"] = "isa-serial"
+    """`<target type='isa-debug'>`: QEMU's isa-debugcon (SeaBIOS/OVMF debug output) instead."""
+    iobase: Annotated[int, Field(ge=0, le=0xFFFF)] | None = None
+    """`<address type='isa' iobase= irq=>`: the port's I/O base (debugcon: 0x402 if absent)."""
+    irq: Annotated[int, Field(ge=0, le=15)] | None = None
+
+
+class Console(CharSource):
+    """`<console><target type='virtio'>`: a virtio console (QEMU `virtconsole`, guest hvc0...)."""
+
+
+class Parallel(CharSource):
+    """`<parallel type=>`: an ISA parallel port (QEMU `isa-parallel`, LPT1-LPT3)."""
+
+    port: Annotated[int, Field(ge=0, le=2)] = 0
 
 
 class Video(Frozen):
@@ -628,6 +683,9 @@ class Devices(Frozen):
     interfaces: tuple[Interface, ...] = ()
     graphics: tuple[Graphics, ...] = ()
     serials: tuple[Serial, ...] = ()
+    consoles: tuple[Console, ...] = ()
+    """Virtio consoles only (a `<console>` with a serial target is one of `serials`)."""
+    parallels: tuple[Parallel, ...] = ()
     videos: tuple[Video, ...] = ()
     inputs: tuple[Input, ...] = ()
     controllers: tuple[Controller, ...] = ()

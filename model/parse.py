@@ -24,6 +24,7 @@ from model.domain import (
     BootDev,
     Channel,
     Clock,
+    Console,
     Controller,
     Cpu,
     CpuFeature,
@@ -42,6 +43,7 @@ from model.domain import (
     NumaMemory,
     Numatune,
     Os,
+    Parallel,
     PciAddress,
     PowerManagement,
     Redirdev,
@@ -71,7 +73,6 @@ UNSUPPORTED_DEVICES = {
     "vsock": "vsock needs the host's vhost-vsock device and a context id qemud does not assign",
     "iommu": "an IOMMU is not supported by qemud yet",
     "memory": "memory hotplug needs <maxMemory> slots, which qemud does not support",
-    "parallel": "QEMU's parallel port is not supported by qemud",
     "lease": "leases belong to libvirt's lock manager, which qemud does not have",
     "crypto": "crypto devices need a backend qemud does not set up",
 }
@@ -966,21 +967,133 @@ def _char_fields(ctx: _Context, node: Node, source_extras: tuple[str, ...] = ())
     return fields
 
 
+_CHAR_SOURCE_TYPES = ("pty", "file", "unix", "null", "dev", "tcp", "udp", "pipe")
+_CHAR_REFUSED = {
+    "vc": "a virtual console needs a graphical QEMU window, which qemud does not open; use 'pty'",
+    "stdio": "QEMU's standard input and output are qemud's, not a terminal; use 'pty'",
+    "spiceport": "use 'pty' or 'unix' (spice ports are not rendered by qemud yet)",
+    "nmdm": "nmdm is FreeBSD's; use 'pty'",
+    "spicevmc": "a spicevmc data channel is only for <channel>, <redirdev> and <smartcard>",
+    "qemu-vdagent": "use 'pty' or 'unix' (the QEMU vdagent is only for <channel>)",
+}
+
+
+def _char_source(ctx: _Context, node: Node) -> _Fields | None:
+    """Read a character device's host side into `CharSource` fields, as libvirt does.
+
+    `type=`; `<source path= mode= host= service= append=>` (udp: a 'bind' and a 'connect'
+    `<source>`); `<protocol type='raw'|'telnet'>`; `<source><reconnect enabled= timeout=>`.
+    libvirt's default mode is 'connect' for tcp, 'bind' for unix (qemud's long-standing reading).
+    Returns None (after reporting) for a type qemud does not render.
+    """
+    fields = _Fields(node)
+    typ = node.attr("type") or "pty"
+    node.ignore_attrs("tty")
+    if typ in _CHAR_REFUSED or typ not in _CHAR_SOURCE_TYPES:
+        why = _CHAR_REFUSED.get(typ, "use one of " + ", ".join(repr(t) for t in
+                                                               _CHAR_SOURCE_TYPES))
+        ctx.error(node.line, f"<{node.tag} type>: {typ!r} is not supported; {why}")
+        return None
+    fields.put("type", typ, f"<{node.tag} type>")
+    sources = list(node.children("source"))
+    if typ != "udp" and len(sources) > 1:
+        ctx.error(sources[1].line, f"<{node.tag} type='{typ}'> takes one <source>; remove the "
+                  "others")
+    for source in sources:
+        mode = source.attr("mode")
+        if mode not in (None, "bind", "connect"):
+            ctx.error(source.line, f"<source mode>: {mode!r} is not allowed; use one of 'bind' "
+                      "or 'connect'")
+            mode = None
+        if typ == "udp":
+            bind = mode == "bind"
+            fields.put("bind_host" if bind else "host", source.attr("host"), "<source host>",
+                       source.line)
+            fields.put("bind_service" if bind else "service", source.attr("service"),
+                       "<source service>", source.line)
+        else:
+            if typ == "tcp":
+                fields.put("mode", mode or "connect", "<source mode>", source.line)
+                fields.attr("host", node=source)
+                fields.attr("service", node=source)
+            else:
+                fields.put("mode", mode, "<source mode>", source.line)
+            fields.attr("path", node=source)
+            append = _flag(ctx, source, "append", ("on", "off"))
+            if append is not None and typ != "file":
+                ctx.error(source.line, "<source append> is for type='file' only; remove it")
+            else:
+                fields.put("append", append, "<source append>", source.line)
+            if typ == "tcp" and _flag(ctx, source, "tls"):
+                ctx.error(source.line, "<source tls='yes'>: TLS needs x509 certificates qemud "
+                          "does not configure; remove tls (or set it to 'no')")
+        reconnect = source.child("reconnect")
+        if reconnect is not None:
+            enabled = _flag(ctx, reconnect, "enabled")
+            timeout = _int(ctx, reconnect, "timeout")
+            dials = (mode or ("connect" if typ == "tcp" else "bind")) == "connect"
+            if typ not in ("tcp", "unix") or not dials:
+                ctx.error(reconnect.line, "<reconnect> is for tcp and unix sources with "
+                          "mode='connect' (a listening socket has nothing to reconnect to)")
+                enabled = None
+            elif enabled is None:
+                ctx.error(reconnect.line, "<reconnect> needs enabled='yes' (with timeout=) or "
+                          "enabled='no'")
+            elif enabled and not timeout:
+                ctx.error(reconnect.line, "<reconnect enabled='yes'> needs timeout= (seconds, "
+                          "at least 1)")
+            if enabled is not None:
+                fields.put("reconnect", (timeout or None) if enabled else 0, "<reconnect>",
+                           reconnect.line)
+            _leftovers(ctx, reconnect)
+        _leftovers(ctx, source, ("seclabel",))
+    if typ == "tcp" and not sources:
+        fields.put("mode", "connect", "<source mode>")
+    protocol = node.child("protocol")
+    if protocol is not None:
+        kind = protocol.attr("type")
+        if kind not in ("raw", "telnet"):
+            ctx.error(protocol.line, f"<protocol type>: {kind!r} is not supported; use 'raw' or "
+                      "'telnet' (TLS needs certificates qemud does not configure)")
+        if kind == "telnet" and typ != "tcp":
+            ctx.error(protocol.line, "<protocol type='telnet'> is for type='tcp' only; remove it")
+        else:
+            fields.put("telnet", kind == "telnet" or None, "<protocol type>", protocol.line)
+        _leftovers(ctx, protocol)
+    return fields
+
+
 def _read_serial(ctx: _Context, node: Node) -> Serial | None:
-    """`<serial>` or `<console>` with source, target port and log."""
-    fields = _char_fields(ctx, node)
+    """`<serial>` or `<console>` with source, target port and type, ISA address and log."""
+    fields = _char_source(ctx, node)
+    if fields is None:
+        node.ignore("source", "protocol", "target", "log", "address")
+        _leftovers(ctx, node, IGNORED_EVERYWHERE)
+        return None
     target = node.child("target")
     if target is not None:
         ttype = target.attr("type")
-        if ttype not in (None, "serial", "isa-serial"):
-            ctx.error(target.line, f"<target type>: {ttype!r} is not supported; use 'serial'")
+        if ttype not in (None, "serial", "isa-serial", "isa-debug"):
+            ctx.error(target.line, f"<target type>: {ttype!r} is not supported; use 'serial' "
+                      "or 'isa-debug'" + (" (or 'virtio' on a <console>)"
+                                          if node.tag == "console" else ""))
+        if ttype == "isa-debug":
+            fields.put("target_type", "isa-debug", "<target type>", target.line)
         fields.attr("port", node=target)
         model = target.child("model")
         if model is not None:
-            if model.attr("name") not in (None, "isa-serial"):
-                ctx.error(model.line, "<model name>: only 'isa-serial' is supported")
+            expected = "isa-debugcon" if ttype == "isa-debug" else "isa-serial"
+            if model.attr("name") not in (None, expected):
+                ctx.error(model.line, f"<model name>: only {expected!r} is supported")
             _leftovers(ctx, model)
         _leftovers(ctx, target)
+    addr = node.child("address")
+    if addr is not None and addr.attr("type") == "isa":
+        if addr.attr("iobase") is not None:
+            fields.put("iobase", _hex(ctx, addr, "iobase", 0), "<address iobase>", addr.line)
+        if addr.attr("irq") is not None:
+            fields.put("irq", _hex(ctx, addr, "irq", 0), "<address irq>", addr.line)
+    _address(ctx, node, ("isa",))
     log = node.child("log")
     if log is not None:
         fields.attr("log", "file", log)
@@ -988,6 +1101,38 @@ def _read_serial(ctx: _Context, node: Node) -> Serial | None:
         _leftovers(ctx, log)
     _leftovers(ctx, node, IGNORED_EVERYWHERE)
     return _make(ctx, Serial, fields)
+
+
+def _read_console(ctx: _Context, node: Node) -> Console | None:
+    """`<console>` with `<target type='virtio'>`: a virtio console on virtio-serial controller 0."""
+    fields = _char_source(ctx, node)
+    target = node.child("target")
+    if target is not None:
+        target.ignore_attrs("type", "port")  # port: libvirt's console index, not a setting
+        _leftovers(ctx, target)
+    if fields is None:
+        node.ignore("source", "protocol", "log")
+        _leftovers(ctx, node, IGNORED_EVERYWHERE)
+        return None
+    _address(ctx, node, ("virtio-serial",))
+    _leftovers(ctx, node, IGNORED_EVERYWHERE)
+    return _make(ctx, Console, fields)
+
+
+def _read_parallel(ctx: _Context, node: Node) -> Parallel | None:
+    """`<parallel type=>` with its source and `<target port=>`: an isa-parallel port."""
+    fields = _char_source(ctx, node)
+    if fields is None:
+        node.ignore("source", "protocol", "target", "address")
+        _leftovers(ctx, node, IGNORED_EVERYWHERE)
+        return None
+    target = node.child("target")
+    if target is not None:
+        fields.attr("port", node=target)
+        _leftovers(ctx, target)
+    _address(ctx, node, ("isa",))
+    _leftovers(ctx, node, IGNORED_EVERYWHERE)
+    return _make(ctx, Parallel, fields)
 
 
 def _read_video(ctx: _Context, node: Node) -> Video | None:
@@ -1447,6 +1592,7 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
         "watchdog": _read_watchdog,
         "tpm": _read_tpm,
         "filesystem": _read_filesystem,
+        "parallel": _read_parallel,
     }
     for kid in node.kids():
         node.consume(kid)
@@ -1476,8 +1622,15 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
             ctx.error(kid.line, f"<{kid.tag}> devices are not supported by qemud; remove it "
                       "(supported: disk, interface, graphics, serial, console, channel, video, "
                       "input, controller, sound, audio, redirdev, watchdog, memballoon, panic, "
-                      "rng, tpm, filesystem)")
+                      "rng, tpm, filesystem, parallel)")
     for con in consoles:
+        target = con.child("target")
+        if target is not None and target.attr("type") == "virtio":
+            console = _read_console(ctx, con)
+            if console is not None:
+                found.setdefault("consoles", []).append(console)
+                lines[id(console)] = con.line
+            continue
         made = _read_serial(ctx, con)
         if made is None:
             continue
@@ -1521,6 +1674,8 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
         watchdogs=tuple(found.get("watchdog", [])),
         tpms=tuple(found.get("tpm", [])[:1]),
         filesystems=tuple(found.get("filesystem", [])),
+        consoles=tuple(found.get("consoles", [])),
+        parallels=tuple(found.get("parallel", [])),
     )
     _check_devices(ctx, devices, lines, os)
     return devices

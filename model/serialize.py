@@ -8,6 +8,8 @@ from model.domain import (
     NAMESPACE,
     Audio,
     Channel,
+    CharSource,
+    Console,
     Controller,
     Desired,
     Devices,
@@ -18,6 +20,7 @@ from model.domain import (
     Graphics,
     Interface,
     Os,
+    Parallel,
     PciAddress,
     Serial,
     Video,
@@ -100,19 +103,60 @@ def _interface(nic: Interface) -> Element:
     ])
 
 
+def _char_kids(src: CharSource) -> list[Element | None]:
+    """`<source>` (two for udp) and `<protocol>` of a character device, as libvirt writes them."""
+    if src.type == "udp":
+        bind = None
+        if src.bind_host is not None or src.bind_service is not None:
+            bind = Element("source", {"mode": "bind", "host": src.bind_host,
+                                      "service": _num(src.bind_service)})
+        return [bind, Element("source", {"mode": "connect", "host": src.host,
+                                         "service": _num(src.service)})]
+    reconnect = None
+    if src.reconnect is not None:
+        reconnect = Element("reconnect", {"enabled": "yes" if src.reconnect else "no",
+                                          "timeout": _num(src.reconnect or None)})
+    source = None
+    if src.type == "tcp":
+        source = Element("source", {"mode": src.mode, "host": src.host,
+                                    "service": _num(src.service)}, [reconnect])
+    elif src.path is not None or src.mode != "bind" or src.append is not None:
+        # keep mode='connect' even without a path
+        source = Element("source", {"path": src.path,
+                                    "mode": src.mode if src.mode != "bind" else None,
+                                    "append": _yn(src.append, ("on", "off"))}, [reconnect])
+    protocol = Element("protocol", {"type": "telnet"}) if src.telnet else None
+    return [source, protocol]
+
+
 def _serial(port: Serial) -> Element:
     """Render one `<serial>`."""
-    source = None
-    if port.path is not None or port.mode != "bind":  # keep mode='connect' even without a path
-        source = Element("source", {"path": port.path,
-                                    "mode": port.mode if port.mode != "bind" else None})
     log = None
     if port.log is not None or port.log_append:  # keep append='on' even without a file
         log = Element("log", {"file": port.log, "append": _yn(port.log_append or None,
                                                                ("on", "off"))})
+    address = None
+    if port.iobase is not None or port.irq is not None:
+        address = Element("address", {"type": "isa", "iobase": None if port.iobase is None
+                                      else f"{port.iobase:#x}",
+                                      "irq": None if port.irq is None else f"{port.irq:#x}"})
+    target_type = "isa-debug" if port.target_type == "isa-debug" else None
     return Element("serial", {"type": port.type}, [
-        source, Element("target", {"port": str(port.port)}), log,
+        *_char_kids(port), Element("target", {"type": target_type, "port": str(port.port)}),
+        log, address,
     ])
+
+
+def _console(con: Console) -> Element:
+    """Render one virtio `<console>`."""
+    return Element("console", {"type": con.type},
+                   [*_char_kids(con), Element("target", {"type": "virtio"})])
+
+
+def _parallel(par: Parallel) -> Element:
+    """Render one `<parallel>`."""
+    return Element("parallel", {"type": par.type},
+                   [*_char_kids(par), Element("target", {"port": str(par.port)})])
 
 
 def _controller(c: Controller) -> Element:
@@ -206,6 +250,8 @@ def _devices(dev: Devices) -> Element:
         *(_filesystem(f) for f in dev.filesystems),
         *(_interface(n) for n in dev.interfaces),
         *(_serial(s) for s in dev.serials),
+        *(_parallel(p) for p in dev.parallels),
+        *(_console(c) for c in dev.consoles),
         *(_channel(c) for c in dev.channels),
         *(Element("input", {"type": i.type, "bus": i.bus},
                   [_usb(i.usb_port), _address(i.address), _virtio_driver(i.virtio)])

@@ -44,7 +44,7 @@ def check(data: bytes, expected: list[tuple[int | None, str]]) -> None:
 NOT_SUPPORTED = "is not supported by qemud; remove it or see README for what is"
 DEVICES = ("devices are not supported by qemud; remove it (supported: disk, interface, graphics, "
            "serial, console, channel, video, input, controller, sound, audio, redirdev, watchdog, "
-           "memballoon, panic, rng, tpm, filesystem)")
+           "memballoon, panic, rng, tpm, filesystem, parallel)")
 
 # --- the domain, its identity and its sizes ----------------------------------------------------
 
@@ -339,7 +339,6 @@ UNSUPPORTED_DEVICES = [
          "device through needs VFIO setup and privileges qemud does not manage"),
         ("smartcard", "<smartcard mode='host'/>", "smartcards need a host NSS database or a "
          "spice client qemud does not set up"),
-        ("parallel", "<parallel type='pty'/>", "QEMU's parallel port is not supported by qemud"),
         ("hub", "<hub type='usb'/>", "USB hubs are not needed: qemu-xhci has up to 15 ports per "
          "speed (ports=)"),
         ("shmem", "<shmem name='x'/>", "shared memory needs an ivshmem server qemud does not run"),
@@ -558,12 +557,25 @@ INTERFACES = [
 ]
 
 SERIALS = [
-    pytest.param(devices("<serial type='tcp'>\n  <source mode='bind' host='0' service='4555'/>\n"
+    pytest.param(devices("<serial type='tcp'>\n  <source mode='bind' host='0'/>\n</serial>"),
+                 [(7, "<serial>: type='tcp' needs <source service='PORT'/>")], id="serial-tcp"),
+    pytest.param(devices("<serial type='vc'/>"),
+                 [(7, "<serial type>: 'vc' is not supported; a virtual console needs a "
+                      "graphical QEMU window")], id="serial-vc"),
+    pytest.param(devices("<serial type='tcp'>\n  <source host='h' service='1' tls='yes'/>\n"
                          "</serial>"),
-                 [(7, "<serial type>: 'tcp' is not allowed; use one of 'pty', 'file', 'unix' or "
-                      "'null'"),
-                  (8, f"<source>: attribute 'host' {NOT_SUPPORTED}"),
-                  (8, f"<source>: attribute 'service' {NOT_SUPPORTED}")], id="serial-tcp"),
+                 [(8, "<source tls='yes'>: TLS needs x509 certificates")], id="serial-tcp-tls"),
+    pytest.param(devices("<serial type='tcp'>\n  <source mode='bind' service='1'>\n"
+                         "    <reconnect enabled='yes' timeout='3'/>\n  </source>\n</serial>"),
+                 [(9, "<reconnect> is for tcp and unix sources with mode='connect'")],
+                 id="serial-reconnect-bind"),
+    pytest.param(devices("<serial type='udp'>\n  <source mode='bind' service='1'/>\n</serial>"),
+                 [(7, "<serial>: type='udp' needs <source mode='connect' service='PORT'/>")],
+                 id="serial-udp-no-connect"),
+    pytest.param(devices("<serial type='pty'>\n  <source append='on'/>\n</serial>"),
+                 [(8, "<source append> is for type='file' only")], id="serial-append-pty"),
+    pytest.param(devices("<parallel type='pty'>\n  <target port='3'/>\n</parallel>"),
+                 [(8, "<target port>: '3' is too large; the maximum is 2")], id="parallel-port"),
     pytest.param(devices("<serial type='file'/>"),
                  [(7, "<serial>: type='file' needs <source path='...'/>")], id="serial-file-no-path"),
     pytest.param(devices("<serial type='unix'>\n  <source mode='connect'/>\n</serial>"),
@@ -571,9 +583,9 @@ SERIALS = [
     pytest.param(devices("<serial type='unix'>\n  <source mode='listen' path='/s'/>\n</serial>"),
                  [(8, "<source mode>: 'listen' is not allowed; use one of 'bind' or 'connect'")],
                  id="serial-unix-mode"),
-    pytest.param(devices("<console type='pty'>\n  <target type='virtio' port='0'/>\n</console>"),
-                 [(8, "<target type>: 'virtio' is not supported; use 'serial'")],
-                 id="console-virtio"),
+    pytest.param(devices("<console type='pty'>\n  <target type='xen' port='0'/>\n</console>"),
+                 [(8, "<target type>: 'xen' is not supported; use 'serial' or 'isa-debug' (or "
+                      "'virtio' on a <console>)")], id="console-xen"),
     pytest.param(devices("<serial type='pty'>\n  <target port='0'>\n"
                          "    <model name='16550a'/>\n  </target>\n</serial>"),
                  [(9, "<model name>: only 'isa-serial' is supported")], id="serial-model"),
@@ -588,7 +600,8 @@ SERIALS = [
                          "<serial type='null'><target port='0'/></serial>"),
                  [(8, "two <serial> devices use <target port='0'>")], id="serial-same-port"),
     pytest.param(devices("<serial type='pty'>\n  <protocol type='telnet'/>\n</serial>"),
-                 [(8, f"<protocol> inside <serial> {NOT_SUPPORTED}")], id="serial-protocol"),
+                 [(8, "<protocol type='telnet'> is for type='tcp' only; remove it")],
+                 id="serial-protocol"),
 ]
 
 OTHER_DEVICES = [

@@ -1,0 +1,172 @@
+"""Real QEMU runs the character devices, consoles and network sockets the model renders.
+
+Each case is a domain file with real host ends: a TCP or unix listener for `mode='connect'`
+sources, a free port for bound ones, a pty for `type='dev'`, a fifo pair for `type='pipe'`.
+QEMU is started paused (`-S`) under TCG with the model's command line; the test requires
+`query-status` to say 'prelaunch', and `query-chardev` to list every chardev the model named
+(so QEMU realized each backend, and each front-end device found it), then quits QEMU.
+A `<parallel type='dev'>` needs a real parallel port (ppdev), which this machine does not have:
+it is covered by the model tests only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import shlex
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from qemu.qmp import QMPClient
+
+import model
+
+pytestmark = pytest.mark.qemu
+
+START_TIMEOUT = 30.0
+
+
+def _free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A port the OS says is free now (bound and released)."""
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _tcp_listener() -> Iterator[int]:
+    """A TCP listener on 127.0.0.1 for QEMU to connect to; yields its port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(4)
+        yield int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _unix_listener(path: Path) -> Iterator[Path]:
+    """A unix socket listener at `path` for QEMU to connect to."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.bind(str(path))
+        s.listen(4)
+        yield path
+
+
+Case = Callable[[Path, contextlib.ExitStack], str]
+"""Builds the <devices> body of one case in a work folder, keeping its host ends open."""
+
+
+def _serial_sockets(work: Path, stack: contextlib.ExitStack) -> str:
+    tcp = stack.enter_context(_tcp_listener())
+    unix = stack.enter_context(_unix_listener(work / "peer.sock"))
+    return f"""
+      <serial type='tcp'><source mode='connect' host='127.0.0.1' service='{tcp}'>
+        <reconnect enabled='yes' timeout='5'/></source><protocol type='raw'/>
+        <target port='0'/></serial>
+      <serial type='tcp'><source mode='bind' host='127.0.0.1' service='{_free_port()}'/>
+        <protocol type='telnet'/><target port='1'/></serial>
+      <serial type='udp'><source mode='bind' host='127.0.0.1'
+        service='{_free_port(socket.SOCK_DGRAM)}'/>
+        <source mode='connect' host='127.0.0.1' service='{_free_port(socket.SOCK_DGRAM)}'/>
+        <target port='2'/></serial>
+      <serial type='unix'><source mode='connect' path='{unix}'/><target port='3'/></serial>"""
+
+
+def _serial_dev_pipe_debugcon(work: Path, stack: contextlib.ExitStack) -> str:
+    primary, secondary = os.openpty()
+    stack.callback(os.close, primary)
+    stack.callback(os.close, secondary)
+    for end in ("in", "out"):
+        os.mkfifo(work / f"guest.pipe.{end}")
+        # QEMU opens both ends of the fifos; keep a reader and writer open so it does not block
+        fd = os.open(work / f"guest.pipe.{end}", os.O_RDWR | os.O_NONBLOCK)
+        stack.callback(os.close, fd)
+    return f"""
+      <serial type='dev'><source path='{os.ttyname(secondary)}'/><target port='0'/>
+        <address type='isa' iobase='0x3f8' irq='0x4'/></serial>
+      <serial type='pipe'><source path='{work / "guest.pipe"}'/><target port='1'/></serial>
+      <serial type='file'><source path='{work / "s.log"}' append='on'/><target port='2'/></serial>
+      <serial type='pty'><target type='isa-debug' port='3'/><address type='isa' iobase='0x402'/></serial>"""
+
+
+def _consoles_parallels(work: Path, stack: contextlib.ExitStack) -> str:
+    unix = stack.enter_context(_unix_listener(work / "console-peer.sock"))
+    tcp = stack.enter_context(_tcp_listener())
+    return f"""
+      <serial type='pty'><target port='0'/></serial>
+      <console type='pty'><target type='serial' port='0'/></console>
+      <console type='pty'><target type='virtio' port='1'/></console>
+      <console type='unix'><source mode='bind' path='{work / "console.sock"}'/>
+        <target type='virtio' port='2'/></console>
+      <console type='unix'><source mode='connect' path='{unix}'/>
+        <target type='virtio' port='3'/></console>
+      <parallel type='tcp'><source mode='connect' host='127.0.0.1' service='{tcp}'/>
+        <target port='0'/></parallel>
+      <parallel type='unix'><source mode='bind' path='{work / "lp1.sock"}'/>
+        <target port='1'/></parallel>
+      <parallel type='file'><source path='{work / "lp2.out"}'/><target port='2'/></parallel>"""
+
+
+CASES: dict[str, Case] = {
+    "serial-sockets": _serial_sockets,
+    "serial-dev-pipe-debugcon": _serial_dev_pipe_debugcon,
+    "consoles-parallels": _consoles_parallels,
+}
+
+
+async def _run(argv: list[str], qmp_path: Path, stderr: Path) -> tuple[str, set[str]]:
+    """Start QEMU, return (query-status, chardev labels); always stop it."""
+    qmp = QMPClient("chardev")
+    with stderr.open("wb") as err:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"QEMU exited with {proc.returncode}: "
+                                     f"{stderr.read_text()}\n{shlex.join(argv)}")
+            if qmp_path.exists():
+                with contextlib.suppress(OSError):
+                    await qmp.connect(str(qmp_path))
+                    break
+            assert time.monotonic() < deadline, f"no QMP: {stderr.read_text()}"
+            await asyncio.sleep(0.05)
+        status = await qmp.execute("query-status")
+        chardevs = await qmp.execute("query-chardev")
+        assert isinstance(status, dict) and isinstance(chardevs, list)
+        with contextlib.suppress(Exception):
+            await qmp.execute("quit")
+        await asyncio.to_thread(proc.wait, 15)
+        return str(status["status"]), {str(c["label"]) for c in chardevs}
+    finally:
+        with contextlib.suppress(Exception):
+            await qmp.disconnect()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=15)
+
+
+@pytest.mark.parametrize("label", sorted(CASES))
+def test_qemu_runs_character_devices(label: str, tmp_path: Path) -> None:
+    work = tmp_path
+    with contextlib.ExitStack() as stack:
+        body = CASES[label](work, stack)
+        data = f"""<domain type='qemu'>
+  <name>{label}</name>
+  <memory unit='MiB'>64</memory>
+  <os><type arch='x86_64' machine='pc'>hvm</type></os>
+  <devices>{body}</devices>
+</domain>""".encode()
+        domain = model.parse(data).domain
+        runtime = model.Runtime(work / "qmp.sock", work / "qemu.pid", work / "console.log")
+        argv = [*model.command_line(domain, runtime), "-S"]
+        names = {v.split(",")[1].removeprefix("id=") for o, v in itertools.pairwise(argv)
+                 if o == "-chardev"}
+        status, labels = asyncio.run(_run(argv, runtime.qmp_socket, work / "stderr"))
+    assert status == "prelaunch", shlex.join(argv)
+    assert names <= labels, (names - labels, shlex.join(argv))

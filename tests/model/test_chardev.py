@@ -1,0 +1,268 @@
+"""Character devices, consoles, parallel ports: parse, command line, round trip, errors.
+
+Each expected `-chardev`/`-device` value is libvirt 9.0's for the same XML (its
+tests/qemuxml2argvdata `.args`, JSON -device values written as QEMU's key=value), except
+where a comment says why not.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+import model
+from model.domain import Console, Domain, Parallel, Serial
+from model.serialize import to_xml
+from tests.support.snippets import domain_xml
+
+
+def devices(snippet: str) -> Domain:
+    """The minimal pc domain with `snippet` in <devices> (line 7 onwards)."""
+    return model.parse(domain_xml(
+        "<devices>\n" + textwrap.dedent(snippet).strip("\n") + "\n</devices>",
+        os="<os><type machine='pc'>hvm</type></os>")).domain
+
+
+def values(d: Domain, option: str) -> list[str]:
+    """Every value of `option`, in order (no runtime: as `reconcile argv` shows it)."""
+    return [o[1] for o in model.options(d) if o[0] == option]
+
+
+# (XML, libvirt's -chardev values, libvirt's -device values for the character devices)
+CASES = [
+    pytest.param("""
+        <serial type='tcp'>
+          <source mode='connect' host='127.0.0.1' service='9999'/>
+          <protocol type='raw'/>
+          <target port='0'/>
+        </serial>
+        <console type='tcp'>
+          <source mode='connect' host='127.0.0.1' service='9999'/>
+          <protocol type='raw'/>
+          <target port='0'/>
+        </console>""",
+                 ["socket,id=charserial0,host=127.0.0.1,port=9999"],
+                 ["isa-serial,chardev=charserial0,id=serial0,index=0"], id="serial-tcp-chardev"),
+    pytest.param("""
+        <serial type='tcp'>
+          <source mode='bind' host='127.0.0.1' service='9999'/>
+          <protocol type='telnet'/>
+          <target port='0'/>
+        </serial>""",
+                 ["socket,id=charserial0,host=127.0.0.1,port=9999,telnet=on,server=on,wait=off"],
+                 ["isa-serial,chardev=charserial0,id=serial0,index=0"],
+                 id="serial-tcp-telnet-chardev"),
+    pytest.param("""
+        <serial type='udp'>
+          <source mode='bind' host='127.0.0.1' service='9999'/>
+          <source mode='connect' host='127.0.0.1' service='9998'/>
+          <target port='0'/>
+        </serial>
+        <serial type='udp'>
+          <source mode='connect' service='9999'/>
+          <target port='1'/>
+        </serial>""",
+                 ["udp,id=charserial0,host=127.0.0.1,port=9998,localaddr=127.0.0.1,localport=9999",
+                  "udp,id=charserial1,host=,port=9999,localaddr=,localport=0"],
+                 ["isa-serial,chardev=charserial0,id=serial0,index=0",
+                  "isa-serial,chardev=charserial1,id=serial1,index=1"], id="serial-udp-chardev"),
+    pytest.param("""
+        <serial type='dev'>
+          <source path='/dev/ttyS2'/>
+          <target port='0'/>
+          <address type='isa' iobase='0x3f8' irq='0x4'/>
+        </serial>""",
+                 ["serial,id=charserial0,path=/dev/ttyS2"],
+                 ["isa-serial,chardev=charserial0,id=serial0,index=0,iobase=1016,irq=4"],
+                 id="serial-dev-chardev-iobase"),
+    # libvirt passes the file as an fd (-add-fd, path=/dev/fdset/0); qemud names the file
+    pytest.param("""
+        <serial type='file'>
+          <source path='/tmp/serial.log' append='on'/>
+          <target port='0'/>
+        </serial>""",
+                 ["file,id=charserial0,path=/tmp/serial.log,append=on"],
+                 ["isa-serial,chardev=charserial0,id=serial0,index=0"], id="serial-file-chardev"),
+    pytest.param("""
+        <serial type='pty'>
+          <target type='isa-debug'/>
+          <address type='isa' iobase='0x402'/>
+        </serial>""",
+                 ["pty,id=charserial0"],
+                 ["isa-debugcon,chardev=charserial0,id=serial0,iobase=1026"], id="serial-debugcon"),
+    pytest.param("""
+        <serial type='pipe'>
+          <source path='/tmp/serial.pipe'/>
+          <target port='0'/>
+        </serial>""",
+                 ["pipe,id=charserial0,path=/tmp/serial.pipe"],
+                 ["isa-serial,chardev=charserial0,id=serial0,index=0"], id="serial-pipe"),
+    pytest.param("""
+        <serial type='tcp'>
+          <source mode='connect' host='127.0.0.1' service='9999'>
+            <reconnect enabled='yes' timeout='10'/>
+          </source>
+        </serial>""",
+                 ["socket,id=charserial0,host=127.0.0.1,port=9999,reconnect=10"],
+                 ["isa-serial,chardev=charserial0,id=serial0,index=0"], id="chardev-reconnect"),
+    # libvirt opens a bound unix socket itself and passes its fd; qemud has QEMU bind it
+    pytest.param("""
+        <parallel type='unix'>
+          <source mode='bind' path='/tmp/parport0.socket'/>
+          <protocol type='raw'/>
+          <target port='0'/>
+        </parallel>
+        <parallel type='unix'>
+          <source mode='connect' path='/tmp/parport1.socket'/>
+          <protocol type='raw'/>
+          <target port='1'/>
+        </parallel>""",
+                 ["socket,id=charparallel0,path=/tmp/parport0.socket,server=on,wait=off",
+                  "socket,id=charparallel1,path=/tmp/parport1.socket,server=off"],
+                 ["isa-parallel,chardev=charparallel0,id=parallel0",
+                  "isa-parallel,chardev=charparallel1,id=parallel1"], id="parallel-unix-chardev"),
+    pytest.param("""
+        <parallel type='dev'>
+          <source path='/dev/parport0'/>
+          <target port='0'/>
+        </parallel>""",
+                 ["parallel,id=charparallel0,path=/dev/parport0"],
+                 ["isa-parallel,chardev=charparallel0,id=parallel0"],
+                 id="parallel-parport-chardev"),
+    pytest.param("""
+        <parallel type='tcp'>
+          <source mode='bind' host='127.0.0.1' service='9999'/>
+          <protocol type='raw'/>
+          <target port='0'/>
+        </parallel>""",
+                 ["socket,id=charparallel0,host=127.0.0.1,port=9999,server=on,wait=off"],
+                 ["isa-parallel,chardev=charparallel0,id=parallel0"], id="parallel-tcp-chardev"),
+    pytest.param("""
+        <console type='pty'>
+          <target type='virtio'/>
+        </console>""",
+                 ["pty,id=charconsole0"],
+                 ["virtio-serial-pci,bus=pci.0,addr=0x2,id=virtio-serial0",
+                  "virtconsole,chardev=charconsole0,id=console0"], id="console-virtio"),
+    pytest.param("""
+        <serial type='pty'>
+          <target port='0'/>
+        </serial>
+        <console type='pty'>
+          <target type='serial' port='0'/>
+        </console>
+        <console type='pty'>
+          <target type='virtio' port='1'/>
+        </console>
+        <console type='pty'>
+          <target type='virtio' port='2'/>
+        </console>
+        <console type='pty'>
+          <target type='virtio' port='3'/>
+        </console>""",
+                 ["pty,id=charserial0", "pty,id=charconsole1", "pty,id=charconsole2",
+                  "pty,id=charconsole3"],
+                 ["virtio-serial-pci,bus=pci.0,addr=0x2,id=virtio-serial0",
+                  "isa-serial,chardev=charserial0,id=serial0,index=0",
+                  "virtconsole,chardev=charconsole1,id=console1",
+                  "virtconsole,chardev=charconsole2,id=console2",
+                  "virtconsole,chardev=charconsole3,id=console3"], id="console-virtio-many"),
+    pytest.param("""
+        <console type='unix'>
+          <source mode='bind' path='/tmp/listen.socket'/>
+          <target type='virtio'/>
+        </console>
+        <console type='unix'>
+          <source mode='connect' path='/tmp/connect.socket'/>
+          <target type='virtio'/>
+        </console>""",
+                 ["socket,id=charconsole0,path=/tmp/listen.socket,server=on,wait=off",
+                  "socket,id=charconsole1,path=/tmp/connect.socket,server=off"],
+                 ["virtio-serial-pci,bus=pci.0,addr=0x2,id=virtio-serial0",
+                  "virtconsole,chardev=charconsole0,id=console0",
+                  "virtconsole,chardev=charconsole1,id=console1"], id="console-virtio-unix"),
+]
+
+
+@pytest.mark.parametrize(("snippet", "chardevs", "devs"), CASES)
+def test_command_line_as_libvirt(snippet: str, chardevs: list[str], devs: list[str]) -> None:
+    d = devices(snippet)
+    assert values(d, "-chardev") == chardevs
+    assert values(d, "-device") == devs
+
+
+@pytest.mark.parametrize(("snippet", "chardevs", "devs"), CASES)
+def test_round_trip(snippet: str, chardevs: list[str], devs: list[str]) -> None:
+    d = devices(snippet)
+    again = model.parse(to_xml(d)).domain
+    assert again == d
+    assert values(again, "-chardev") == chardevs
+
+
+def test_models() -> None:
+    d = devices("""
+        <serial type='udp'>
+          <source mode='bind' host='127.0.0.1' service='9999'/>
+          <source mode='connect' host='127.0.0.1' service='9998'/>
+          <target port='1'/>
+        </serial>
+        <console type='unix'>
+          <source mode='connect' path='/tmp/c.sock'>
+            <reconnect enabled='no'/>
+          </source>
+          <target type='virtio'/>
+        </console>
+        <parallel type='file'>
+          <source path='/tmp/lp' append='off'/>
+        </parallel>""")
+    assert d.devices.serials == (Serial(type="udp", port=1, host="127.0.0.1", service=9998,
+                                        bind_host="127.0.0.1", bind_service=9999),)
+    assert d.devices.consoles == (Console(type="unix", path="/tmp/c.sock", mode="connect",
+                                          reconnect=0),)
+    assert d.devices.parallels == (Parallel(type="file", path="/tmp/lp", append=False),)
+    assert "file,id=charparallel0,path=/tmp/lp,append=off" in values(d, "-chardev")
+    assert "socket,id=charconsole1,path=/tmp/c.sock,server=off" in values(d, "-chardev")
+
+
+def test_tcp_defaults_to_connect_as_libvirt() -> None:
+    d = devices("<serial type='tcp'><source host='h' service='7'/></serial>")
+    assert d.devices.serials[0].mode == "connect"
+    assert values(d, "-chardev") == ["socket,id=charserial0,host=h,port=7"]
+
+
+def test_serial_tcp_logged_with_runtime() -> None:
+    """With a runtime every serial port but a file or null one is copied to its console log."""
+    from pathlib import Path
+    runtime = model.Runtime(Path("/run/q/qmp.sock"), Path("/run/q/pid"), Path("/log/c.log"))
+    d = devices("<serial type='tcp'><source mode='bind' service='7'/></serial>")
+    got = [v for o, v in (o[:2] for o in model.options(d, runtime) if len(o) > 1)
+           if o == "-chardev" and v.startswith("socket,id=charserial0")]
+    assert got == ["socket,id=charserial0,port=7,server=on,wait=off,logfile=/log/c.log,"
+                   "logappend=on"]
+
+
+def issues(snippet: str) -> list[tuple[int | None, str]]:
+    """(line, message) of every issue of a domain with `snippet` in <devices>."""
+    with pytest.raises(model.InvalidDomainError) as info:
+        model.parse(domain_xml("<devices>\n" + textwrap.dedent(snippet).strip("\n")
+                               + "\n</devices>"))
+    return [(i.line, i.message) for i in info.value.issues]
+
+
+def test_errors_at_their_lines() -> None:
+    assert issues("<serial type='tcp'>\n<source service='x'/>\n</serial>") == [
+        (8, "<source service>: 'x' is not a whole number")]
+    assert issues("<serial type='tcp'>\n<source service='1'/>\n<source service='2'/>\n"
+                  "</serial>") == [
+        (9, "<serial type='tcp'> takes one <source>; remove the others")]
+    assert issues("<serial type='tcp'>\n<source service='1'/>\n<protocol type='tls'/>\n"
+                  "</serial>") == [
+        (9, "<protocol type>: 'tls' is not supported; use 'raw' or 'telnet' (TLS needs "
+            "certificates qemud does not configure)")]
+    assert issues("<console type='stdio'>\n<target type='virtio'/>\n</console>") == [
+        (7, "<console type>: 'stdio' is not supported; QEMU's standard input and output are "
+            "qemud's, not a terminal; use 'pty'")]
+    assert issues("<serial type='tcp'>\n<source mode='connect' service='1'>\n"
+                  "<reconnect enabled='yes'/>\n</source>\n</serial>") == [
+        (9, "<reconnect enabled='yes'> needs timeout= (seconds, at least 1)")]
