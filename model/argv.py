@@ -497,17 +497,80 @@ def virtio_props(o: VirtioOptions) -> str:
     return "".join(f",{k}={_on(v)}" for k, v in pairs if v is not None)
 
 
+def _netdev(nic: Interface, net: str) -> str:
+    """The `-netdev` value of one NIC, as libvirt 9.0 writes it (ids and key order)."""
+    if nic.type == "user":
+        parts = ["user"]
+        if nic.user_ipv4 is not None:
+            parts.append(f"net={nic.user_ipv4}")
+        if nic.user_ipv6 is not None:
+            prefix, _, length = nic.user_ipv6.partition("/")
+            parts += [f"ipv6-prefix={prefix}", f"ipv6-prefixlen={length}"]
+        return ",".join([*parts, f"id={net}"])
+    if nic.type in ("bridge", "network"):
+        return f"bridge,id={net},br={bridge_of(nic)}"
+    if nic.type == "ethernet":
+        # libvirt creates the tap and runs the script itself, then passes an fd; qemud has
+        # QEMU do both (script= runs with the tap's name, as libvirt runs it)
+        parts = ["tap", f"id={net}"]
+        if nic.target_dev is not None:
+            parts.append(f"ifname={esc(nic.target_dev)}")
+        parts.append(f"script={esc(nic.script) if nic.script else 'no'}")
+        parts.append(f"downscript={esc(nic.downscript) if nic.downscript else 'no'}")
+        if nic.driver.name == "vhost":
+            parts.append("vhost=on")
+        if (nic.driver.queues or 1) > 1:
+            parts.append(f"queues={nic.driver.queues}")
+        return ",".join(parts)
+    where = f"{nic.socket_address or ''}:{nic.socket_port}"
+    key = {"server": "listen", "client": "connect", "mcast": "mcast", "udp": "udp"}[nic.type]
+    local = (f",localaddr={nic.local_address}:{nic.local_port}" if nic.type == "udp" else "")
+    return f"socket,{key}={where}{local},id={net}"
+
+
+_TXMODE = {"iothread": "bh", "timer": "timer"}
+_HOST_PROPS = {"csum": "csum", "gso": "gso", "tso4": "host_tso4", "tso6": "host_tso6",
+               "ecn": "host_ecn", "ufo": "host_ufo", "mrg_rxbuf": "mrg_rxbuf"}
+
+
+def _nic_driver_props(nic: Interface) -> str:
+    """virtio-net-pci properties of `<driver>`, in libvirt's order (before netdev=)."""
+    drv = nic.driver
+    out: list[str] = []
+    if drv.txmode is not None:
+        out.append(f"tx={_TXMODE[drv.txmode]}")
+    for key, flag in (("ioeventfd", drv.ioeventfd), ("event_idx", drv.event_idx)):
+        if flag is not None:
+            out.append(f"{key}={_on(flag)}")
+    out += [f"{_HOST_PROPS[n]}={_on(v)}" for n, v in drv.host]
+    out += [f"guest_{n}={_on(v)}" for n, v in drv.guest]
+    if (drv.queues or 1) > 1:
+        out += ["mq=on", f"vectors={2 * (drv.queues or 1) + 2}"]
+    if drv.rx_queue_size is not None:
+        out.append(f"rx_queue_size={drv.rx_queue_size}")
+    if drv.tx_queue_size is not None:
+        out.append(f"tx_queue_size={drv.tx_queue_size}")
+    if drv.rss is not None:
+        out.append(f"rss={_on(drv.rss)}")
+    if drv.rss_hash_report is not None:
+        out.append(f"hash={_on(drv.rss_hash_report)}")
+    return "".join(f",{p}" for p in out)
+
+
 def _nics(d: Domain, at: At) -> Iterator[Option]:
     """`-netdev` + `-device` for each `<interface>`, with a stable MAC when none is given."""
     for i, nic in enumerate(d.devices.interfaces):
         net = f"hostnet{i}"
-        if nic.type == "user":
-            yield ("-netdev", f"user,id={net}")
-        else:
-            yield ("-netdev", f"bridge,id={net},br={bridge_of(nic)}")
-        dev = [_NIC_DEVICES[nic.model] + virtio_props(nic.virtio) + at(f"net{i}"),
-               f"netdev={net}", f"id=net{i}",
+        yield ("-netdev", _netdev(nic, net))
+        dev = [_NIC_DEVICES[nic.model] + virtio_props(nic.virtio) + _nic_driver_props(nic)
+               + at(f"net{i}"), f"netdev={net}", f"id=net{i}",
                f"mac={nic.mac or mac_for(d.uuid, i)}"]
+        if nic.rom_enabled is False:
+            dev.append("romfile=")
+        elif nic.rom_file is not None:
+            dev.append(f"romfile={esc(nic.rom_file)}")
+        if nic.rom_bar is not None and nic.rom_enabled is not False:
+            dev.append(f"rombar={int(nic.rom_bar)}")
         if nic.boot_order is not None:
             dev.append(f"bootindex={nic.boot_order}")
         yield ("-device", ",".join(dev))

@@ -322,10 +322,48 @@ class Disk(Frozen):
         return self
 
 
-class Interface(Frozen):
-    """`<interface type=>`: user (slirp) networking, a host bridge, or a named network's bridge."""
+HostOffload = Literal["csum", "gso", "tso4", "tso6", "ecn", "ufo", "mrg_rxbuf"]
+GuestOffload = Literal["csum", "tso4", "tso6", "ecn", "ufo"]
+QueueSize = Literal[256, 512, 1024]
+"""virtio-net's rx/tx queue sizes: a power of two from 256 to 1024 (QEMU's limits)."""
 
-    type: Literal["user", "bridge", "network"]
+
+class NicDriver(Frozen):
+    """`<interface><driver>` of a virtio NIC: virtio-net-pci properties and the netdev's queues.
+
+    `name` 'vhost' asks for the kernel's vhost-net (tap netdevs only); 'qemu' for QEMU's own.
+    `host`/`guest` are `<host csum= ...>`/`<guest ...>` offloads as (name, on) in document order.
+    """
+
+    name: Literal["qemu", "vhost"] | None = None
+    txmode: Literal["iothread", "timer"] | None = None
+    queues: Annotated[int, Field(ge=1, le=256)] | None = None
+    rx_queue_size: QueueSize | None = None
+    tx_queue_size: QueueSize | None = None
+    ioeventfd: bool | None = None
+    event_idx: bool | None = None
+    rss: bool | None = None
+    rss_hash_report: bool | None = None
+    host: tuple[tuple[HostOffload, bool], ...] = ()
+    guest: tuple[tuple[GuestOffload, bool], ...] = ()
+
+    def any(self) -> bool:
+        """Whether anything is set (the default driver renders nothing)."""
+        return self != NicDriver()
+
+
+IfName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:\-]{1,15}$")]
+"""A Linux network interface name (at most 15 bytes)."""
+
+
+class Interface(Frozen):
+    """`<interface type=>`: slirp, a host bridge or a network's, a tap, or a socket netdev.
+
+    type 'ethernet' is a tap device; 'server', 'client', 'mcast' and 'udp' are QEMU socket
+    netdevs linking guests directly.
+    """
+
+    type: Literal["user", "bridge", "network", "ethernet", "server", "client", "mcast", "udp"]
     mac: Annotated[str, Field(pattern=r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")] | None = None
     model: Literal["virtio", "e1000", "e1000e", "rtl8139", "ne2k_pci", "pcnet", "vmxnet3"] = (
         "rtl8139"
@@ -337,11 +375,70 @@ class Interface(Frozen):
     boot_order: BootOrder | None = None
     address: PciAddress | None = None
     virtio: VirtioOptions = VirtioOptions()
+    driver: NicDriver = NicDriver()
+    socket_address: Annotated[str, Field(pattern=r"^[0-9A-Za-z.:_\-]+$")] | None = None
+    """server/client/mcast/udp: `<source address=>`, the peer's (or the listening) address."""
+    socket_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    local_address: Annotated[str, Field(pattern=r"^[0-9A-Za-z.:_\-]+$")] | None = None
+    """udp: `<source><local address= port=>`, this end."""
+    local_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    target_dev: IfName | None = None
+    """ethernet: `<target dev=>`, the tap device (QEMU creates it unless managed='no')."""
+    target_managed: bool | None = None
+    """ethernet: `<target managed='no'>`: the tap exists already (created by the user)."""
+    script: str | None = None
+    """ethernet: `<script path=>`, run by QEMU with the tap's name once it exists."""
+    downscript: str | None = None
+    user_ipv4: Annotated[str, Field(pattern=r"^[0-9.]+/[0-9]{1,2}$")] | None = None
+    """user only: `<ip family='ipv4' address= prefix=>`, slirp's network (QEMU `net=`)."""
+    user_ipv6: Annotated[str, Field(pattern=r"^[0-9A-Fa-f:]+/[0-9]{1,3}$")] | None = None
+    """user only: `<ip family='ipv6' address= prefix=>`, slirp's IPv6 prefix."""
+    rom_bar: bool | None = None
+    """`<rom bar='on'|'off'>`: whether the NIC's option ROM is mapped (QEMU `rombar`)."""
+    rom_file: str | None = None
+    """`<rom file=>`: the option ROM to load instead of QEMU's."""
+    rom_enabled: bool | None = None
+    """`<rom enabled='no'>`: no option ROM at all (QEMU `romfile=` empty)."""
 
     @model_validator(mode="after")
     def _virtio_options(self) -> Interface:
         """Guarantee virtio options only on a virtio NIC."""
         _virtio_only(self.virtio, self.model == "virtio")
+        if self.driver.any() and self.model != "virtio" and self.driver != NicDriver(
+                name=self.driver.name):
+            raise ValueError("<driver> txmode, queues, queue sizes, offloads, rss, ioeventfd and "
+                             "event_idx are virtio-net settings; use <model type='virtio'>")
+        return self
+
+    @model_validator(mode="after")
+    def _socket_and_tap_settings(self) -> Interface:
+        """Guarantee socket netdevs have their address and port, and tap settings stay on taps."""
+        sock = self.type in ("server", "client", "mcast", "udp")
+        if sock and self.socket_port is None:
+            raise ValueError(f"type='{self.type}' needs <source address='...' port='...'/>")
+        if self.type in ("client", "mcast", "udp") and self.socket_address is None:
+            raise ValueError(f"type='{self.type}' needs <source address='...'/>")
+        if not sock and (self.socket_address is not None or self.socket_port is not None):
+            raise ValueError(f"type='{self.type}' takes no <source address= port=>")
+        if self.type == "udp" and (self.local_address is None or self.local_port is None):
+            raise ValueError("type='udp' needs <source><local address='...' port='...'/>")
+        if self.type != "udp" and (self.local_address is not None or self.local_port is not None):
+            raise ValueError("only type='udp' has <source><local>")
+        if self.type != "user" and (self.user_ipv4 or self.user_ipv6):
+            raise ValueError("<ip> sets user networking's addresses; qemud does not configure "
+                             f"them for type='{self.type}' (do it in the guest)")
+        tap = (self.target_dev, self.target_managed, self.script, self.downscript)
+        if self.type != "ethernet" and any(v is not None for v in tap):
+            raise ValueError("<target dev>, <script> and <downscript> are read for "
+                             "type='ethernet' only")
+        if self.target_managed is False and self.target_dev is None:
+            raise ValueError("<target managed='no'> needs dev=, the existing tap's name")
+        if self.driver.name == "vhost" and self.type in ("bridge", "network"):
+            raise ValueError("<driver name='vhost'>: qemud joins bridges through QEMU's bridge "
+                             "helper, whose netdev has no vhost; remove name='vhost'")
+        if (self.driver.queues or 1) > 1 and self.type != "ethernet":
+            raise ValueError(f"<driver queues>: a type='{self.type}' netdev has one queue pair; "
+                             "multiqueue needs type='ethernet' (a multiqueue tap)")
         return self
 
     @field_validator("mac", mode="before")
@@ -360,11 +457,11 @@ class Interface(Frozen):
     @model_validator(mode="after")
     def _source_matches_type(self) -> Interface:
         """Guarantee bridge and network interfaces name their source, and user ones do not."""
-        if self.type != "user" and self.source is None:
+        if self.type in ("bridge", "network") and self.source is None:
             what = "bridge" if self.type == "bridge" else "network"
             raise ValueError(f"type='{self.type}' needs <source {what}='...'/>")
-        if self.type == "user" and self.source is not None:
-            raise ValueError("type='user' takes no <source>")
+        if self.type not in ("bridge", "network") and self.source is not None:
+            raise ValueError(f"type='{self.type}' takes no <source> bridge or network")
         return self
 
 

@@ -39,6 +39,7 @@ from model.domain import (
     Input,
     Interface,
     MemoryBacking,
+    NicDriver,
     NumaCell,
     NumaMemory,
     Numatune,
@@ -853,10 +854,76 @@ def _network_bridge(ctx: _Context, source: Node, fields: _Fields) -> None:
                  "else the network's name)")
 
 
+_SOCKET_NICS = ("server", "client", "mcast", "udp")
+_HOST_OFFLOADS = ("csum", "gso", "tso4", "tso6", "ecn", "ufo", "mrg_rxbuf")
+_GUEST_OFFLOADS = ("csum", "tso4", "tso6", "ecn", "ufo")
+_NIC_REFUSED = {
+    "vlan": "VLAN tags are set by libvirt on an Open vSwitch or SR-IOV port, which qemud does "
+            "not manage; tag the traffic on the host bridge instead",
+    "virtualport": "802.1Qbg/bh and Open vSwitch ports are set up by libvirt, which qemud does "
+                   "not do; join a Linux bridge (type='bridge') instead",
+    "bandwidth": "traffic shaping is applied by libvirt with tc, which qemud does not run",
+    "filterref": "libvirt's network filters (nwfilter) are not available to qemud",
+    "teaming": "failover teaming needs a hostdev interface, which qemud does not pass through",
+    "ip": "qemud does not configure addresses for the guest or the host's tap; configure them "
+          "in the guest (or the <script> of a type='ethernet' tap)",
+    "route": "qemud does not add host routes for a tap; add them in the <script>",
+    "portForward": "port forwarding belongs to passt, which qemud does not run",
+}
+"""`<interface>` children qemud cannot honour, each with why (refused at their line)."""
+
+
+def _read_nic_driver(ctx: _Context, driver: Node, fields: _Fields) -> None:
+    """`<driver name= txmode= queues= ...>` with `<host>`/`<guest>` offloads into `driver`."""
+    _virtio_options(ctx, driver, fields)
+    data: dict[str, object] = {}
+    for key in ("name", "txmode"):
+        if driver.attr(key) is not None:
+            data[key] = driver.attr(key)
+    for key in ("queues", "rx_queue_size", "tx_queue_size"):
+        if driver.attr(key) is not None:
+            value = _int(ctx, driver, key)
+            if value is not None:
+                data[key] = value
+    for key in ("ioeventfd", "event_idx", "rss", "rss_hash_report"):
+        value = _flag(ctx, driver, key, ("on", "off"))
+        if value is not None:
+            data[key] = value
+    for tag, names in (("host", _HOST_OFFLOADS), ("guest", _GUEST_OFFLOADS)):
+        kid = driver.child(tag)
+        if kid is not None:
+            pairs = [(n, _flag(ctx, kid, n, ("on", "off"))) for n in names if kid.attr(n)]
+            data[tag] = tuple((n, v) for n, v in pairs if v is not None)
+            _leftovers(ctx, kid)
+    _leftovers(ctx, driver)
+    try:
+        fields.put("driver", NicDriver.model_validate(data), "<driver>", driver.line)
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False):
+            where = str(err["loc"][0]) if err["loc"] else ""
+            ctx.error(driver.line, _say(err, f"<driver {where}>" if where else "<driver>"))
+        fields.fail("driver")
+
+
+_NIC_TYPES_REFUSED = {
+    "direct": "macvtap devices are created by libvirt, which qemud does not do; use "
+              "type='bridge' (or type='ethernet' with a tap you created)",
+    "hostdev": "passing an SR-IOV function through needs VFIO, which qemud does not manage",
+    "vdpa": "vDPA devices need host setup qemud does not do",
+    "vhostuser": "qemud does not start or manage vhost-user backends (DPDK, Open vSwitch)",
+}
+
+
 def _read_interface(ctx: _Context, node: Node) -> Interface | None:
-    """`<interface type=>` with mac, model, source, boot."""
+    """`<interface type=>` with mac, model, source, boot, driver, rom and (ethernet) the tap."""
     fields = _Fields(node)
     typ = node.attr("type")
+    if typ in _NIC_TYPES_REFUSED:
+        ctx.error(node.line, f"<interface type='{typ}'> is not supported: "
+                  f"{_NIC_TYPES_REFUSED[typ]}")
+        node.ignore(*(k.tag for k in node.kids()))
+        node.ignore_attrs("managed", "trustGuestRxFilters")
+        return None
     fields.put("type", typ, "<interface type>")
     mac = node.child("mac")
     if mac is not None:
@@ -867,7 +934,23 @@ def _read_interface(ctx: _Context, node: Node) -> Interface | None:
         fields.attr("model", "type", model)
         _leftovers(ctx, model)
     source = node.child("source")
-    if source is not None:
+    if source is not None and typ in _SOCKET_NICS:
+        fields.attr("socket_address", "address", source)
+        fields.attr("socket_port", "port", source)
+        local = source.child("local")
+        if local is not None and typ == "udp":
+            fields.attr("local_address", "address", local)
+            fields.attr("local_port", "port", local)
+            _leftovers(ctx, local)
+        _leftovers(ctx, source)
+    elif source is not None and typ == "ethernet":
+        for kid in source.kids():
+            if kid.tag in _NIC_REFUSED:
+                source.consume(kid)
+                ctx.error(kid.line, f"<{kid.tag}> inside <source> is not supported: "
+                          f"{_NIC_REFUSED[kid.tag]}")
+        _leftovers(ctx, source)
+    elif source is not None:
         key = {"bridge": "bridge", "network": "network"}.get(typ or "", "bridge")
         source.ignore_attrs("portid")
         fields.put("source", source.attr(key), f"<source {key}>", source.line)
@@ -878,7 +961,40 @@ def _read_interface(ctx: _Context, node: Node) -> Interface | None:
     if boot is not None:
         fields.put("boot_order", boot.attr("order"), "<boot order>", boot.line)
         _leftovers(ctx, boot)
-    _driver_only_virtio(ctx, node, fields)
+    driver = node.child("driver")
+    if driver is not None:
+        _read_nic_driver(ctx, driver, fields)
+    rom = node.child("rom")
+    if rom is not None:
+        fields.put("rom_bar", _flag(ctx, rom, "bar", ("on", "off")), "<rom bar>", rom.line)
+        fields.put("rom_enabled", _flag(ctx, rom, "enabled"), "<rom enabled>", rom.line)
+        fields.attr("rom_file", "file", rom)
+        _leftovers(ctx, rom)
+    if typ == "ethernet":
+        target = node.child("target")
+        if target is not None:
+            fields.attr("target_dev", "dev", target)
+            fields.put("target_managed", _flag(ctx, target, "managed"), "<target managed>",
+                       target.line)
+            _leftovers(ctx, target)
+        for tag in ("script", "downscript"):
+            script = node.child(tag)
+            if script is not None:
+                fields.attr(tag, "path", script)
+                _leftovers(ctx, script)
+    for ip in node.children("ip") if typ == "user" else ():
+        family = ip.attr("family") or "ipv4"
+        if family not in ("ipv4", "ipv6"):
+            ctx.error(ip.line, f"<ip family>: {family!r} is not allowed; use 'ipv4' or 'ipv6'")
+        prefix = ip.attr("prefix") or ("24" if family == "ipv4" else "64")
+        fields.put(f"user_{family}" if family in ("ipv4", "ipv6") else "user_ipv4",
+                   f"{ip.attr('address')}/{prefix}", "<ip address>", ip.line)
+        _leftovers(ctx, ip)
+    for kid in node.kids():
+        if kid.tag in _NIC_REFUSED and not (kid.tag == "ip" and typ == "user"):
+            node.consume(kid)
+            ctx.error(kid.line, f"<{kid.tag}> inside <interface> is not supported: "
+                      f"{_NIC_REFUSED[kid.tag]}")
     fields.put("address", _address(ctx, node), "<address>")
     _leftovers(ctx, node, (*IGNORED_EVERYWHERE, "target", "actual"))
     return _make(ctx, Interface, fields)

@@ -89,16 +89,63 @@ def _virtio_driver(o: VirtioOptions) -> Element | None:
     return Element("driver", _virtio_attrs(o)) if o.any() else None
 
 
+def _nic_driver(nic: Interface) -> Element | None:
+    """The `<driver>` of a NIC: virtio options, virtio-net settings and offloads, or None."""
+    drv = nic.driver
+    on = ("on", "off")
+    if not nic.virtio.any() and not drv.any():
+        return None
+    attrs = {"name": drv.name, "txmode": drv.txmode, "queues": _num(drv.queues),
+             "rx_queue_size": _num(drv.rx_queue_size), "tx_queue_size": _num(drv.tx_queue_size),
+             "ioeventfd": _yn(drv.ioeventfd, on), "event_idx": _yn(drv.event_idx, on),
+             "rss": _yn(drv.rss, on), "rss_hash_report": _yn(drv.rss_hash_report, on),
+             **_virtio_attrs(nic.virtio)}
+    return Element("driver", attrs, [
+        Element("host", {n: _yn(v, on) for n, v in drv.host}) if drv.host else None,
+        Element("guest", {n: _yn(v, on) for n, v in drv.guest}) if drv.guest else None,
+    ])
+
+
+def _nic_source(nic: Interface) -> Element | None:
+    """The `<source>` of a NIC: bridge or network, or a socket netdev's address and port."""
+    if nic.type in ("server", "client", "mcast", "udp"):
+        local = None
+        if nic.type == "udp":
+            local = Element("local", {"address": nic.local_address, "port": _num(nic.local_port)})
+        return Element("source", {"address": nic.socket_address, "port": _num(nic.socket_port)},
+                       [local])
+    key = "network" if nic.type == "network" else "bridge"
+    if not nic.source:
+        return None
+    return Element("source", {key: nic.source, **({"bridge": nic.bridge} if nic.bridge else {})})
+
+
 def _interface(nic: Interface) -> Element:
     """Render one `<interface>`."""
-    key = "network" if nic.type == "network" else "bridge"
+    ips = []
+    for family, value in (("ipv4", nic.user_ipv4), ("ipv6", nic.user_ipv6)):
+        if value is not None:
+            address, _, prefix = value.partition("/")
+            ips.append(Element("ip", {"address": address, "family": family, "prefix": prefix}))
+    rom = None
+    if (nic.rom_bar, nic.rom_file, nic.rom_enabled) != (None, None, None):
+        rom = Element("rom", {"bar": _yn(nic.rom_bar, ("on", "off")), "file": nic.rom_file,
+                              "enabled": _yn(nic.rom_enabled)})
+    target = None
+    if nic.target_dev is not None or nic.target_managed is not None:
+        target = Element("target", {"dev": nic.target_dev,
+                                    "managed": _yn(nic.target_managed)})
     return Element("interface", {"type": nic.type}, [
         Element("mac", {"address": nic.mac}) if nic.mac else None,
-        Element("source", {key: nic.source, **({"bridge": nic.bridge} if nic.bridge else {})})
-        if nic.source else None,
+        _nic_source(nic),
+        *ips,
+        target,
+        Element("script", {"path": nic.script}) if nic.script else None,
+        Element("downscript", {"path": nic.downscript}) if nic.downscript else None,
         Element("model", {"type": nic.model}),
         Element("boot", {"order": _num(nic.boot_order)}) if nic.boot_order else None,
-        _virtio_driver(nic.virtio),
+        _nic_driver(nic),
+        rom,
         _address(nic.address),
     ])
 

@@ -1,7 +1,8 @@
-"""Real QEMU runs the character devices, consoles and network sockets the model renders.
+"""Real QEMU runs the character devices, consoles and network backends the model renders.
 
 Each case is a domain file with real host ends: a TCP or unix listener for `mode='connect'`
-sources, a free port for bound ones, a pty for `type='dev'`, a fifo pair for `type='pipe'`.
+sources and client NICs, a free port for bound ones, a pty for `type='dev'`, a fifo pair for
+`type='pipe'`, a tap QEMU creates (as root) whose `<script>` must run.
 QEMU is started paused (`-S`) under TCG with the model's command line; the test requires
 `query-status` to say 'prelaunch', and `query-chardev` to list every chardev the model named
 (so QEMU realized each backend, and each front-end device found it), then quits QEMU.
@@ -112,7 +113,53 @@ def _consoles_parallels(work: Path, stack: contextlib.ExitStack) -> str:
       <parallel type='file'><source path='{work / "lp2.out"}'/><target port='2'/></parallel>"""
 
 
+def _socket_nics(work: Path, stack: contextlib.ExitStack) -> str:
+    tcp = stack.enter_context(_tcp_listener())
+    return f"""
+      <interface type='server'><source address='127.0.0.1' port='{_free_port()}'/>
+        <model type='virtio'/></interface>
+      <interface type='client'><source address='127.0.0.1' port='{tcp}'/>
+        <model type='e1000'/></interface>
+      <interface type='mcast'><source address='230.0.0.1' port='{_free_port(socket.SOCK_DGRAM)}'/>
+        </interface>
+      <interface type='udp'>
+        <source address='127.0.0.1' port='{_free_port(socket.SOCK_DGRAM)}'>
+          <local address='127.0.0.1' port='{_free_port(socket.SOCK_DGRAM)}'/></source>
+        <model type='virtio'/></interface>"""
+
+
+def _virtio_net_settings(work: Path, stack: contextlib.ExitStack) -> str:
+    return """
+      <interface type='user'>
+        <ip address='172.17.2.0' family='ipv4' prefix='24'/>
+        <ip address='2001:db8:ac10:fd01::' family='ipv6' prefix='64'/>
+        <model type='virtio'/>
+        <driver txmode='iothread' rx_queue_size='512' tx_queue_size='1024' event_idx='off'
+                ioeventfd='on' rss='on' rss_hash_report='on'>
+          <host csum='off' gso='off' tso4='off' tso6='off' ecn='off' ufo='off' mrg_rxbuf='off'/>
+          <guest csum='off' tso4='off' tso6='off' ecn='off' ufo='off'/>
+        </driver>
+        <rom bar='off' file='/usr/lib/ipxe/qemu/efi-virtio.rom'/>
+      </interface>
+      <interface type='user'><model type='e1000'/><rom enabled='no'/></interface>"""
+
+
+def _tap(work: Path, stack: contextlib.ExitStack) -> str:
+    if os.geteuid() != 0 or not os.access("/dev/net/tun", os.R_OK | os.W_OK):
+        pytest.skip("creating a tap needs root and /dev/net/tun")
+    name = f"qdch{os.getpid() % 100000}"
+    script = work / "ifup"
+    script.write_text(f"#!/bin/sh\necho \"$1\" > {work / 'ifup.ran'}\n")
+    script.chmod(0o755)
+    return f"""
+      <interface type='ethernet'><target dev='{name}'/><script path='{script}'/>
+        <model type='virtio'/><driver queues='2'/></interface>"""
+
+
 CASES: dict[str, Case] = {
+    "nic-sockets": _socket_nics,
+    "nic-virtio-settings": _virtio_net_settings,
+    "nic-tap": _tap,
     "serial-sockets": _serial_sockets,
     "serial-dev-pipe-debugcon": _serial_dev_pipe_debugcon,
     "consoles-parallels": _consoles_parallels,
@@ -170,3 +217,7 @@ def test_qemu_runs_character_devices(label: str, tmp_path: Path) -> None:
         status, labels = asyncio.run(_run(argv, runtime.qmp_socket, work / "stderr"))
     assert status == "prelaunch", shlex.join(argv)
     assert names <= labels, (names - labels, shlex.join(argv))
+    complaints = (work / "stderr").read_text()
+    assert "Could not" not in complaints and "warning" not in complaints, complaints
+    if label == "nic-tap":  # QEMU created the tap and ran the <script> with its name
+        assert (work / "ifup.ran").read_text().strip().startswith("qdch")

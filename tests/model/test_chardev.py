@@ -266,3 +266,178 @@ def test_errors_at_their_lines() -> None:
     assert issues("<serial type='tcp'>\n<source mode='connect' service='1'>\n"
                   "<reconnect enabled='yes'/>\n</source>\n</serial>") == [
         (9, "<reconnect enabled='yes'> needs timeout= (seconds, at least 1)")]
+
+
+# --- interfaces: socket netdevs, taps, virtio-net driver settings, rom ------------------------
+
+# (XML, libvirt's -netdev values, libvirt's -device values)
+NICS = [
+    pytest.param("""
+        <interface type='client'>
+          <mac address='52:54:00:8c:b9:05'/>
+          <source address='192.168.0.1' port='5558'/>
+          <model type='rtl8139'/>
+        </interface>""",
+                 ["socket,connect=192.168.0.1:5558,id=hostnet0"],
+                 ["rtl8139,bus=pci.0,addr=0x2,netdev=hostnet0,id=net0,mac=52:54:00:8c:b9:05"],
+                 id="net-client"),
+    pytest.param("""
+        <interface type='server'>
+          <mac address='52:54:00:8c:b9:05'/>
+          <source address='192.168.0.1' port='5558'/>
+        </interface>""",
+                 ["socket,listen=192.168.0.1:5558,id=hostnet0"],
+                 ["rtl8139,bus=pci.0,addr=0x2,netdev=hostnet0,id=net0,mac=52:54:00:8c:b9:05"],
+                 id="net-server"),
+    pytest.param("""
+        <interface type='mcast'>
+          <mac address='52:54:00:8c:b9:05'/>
+          <source address='192.0.0.1' port='5558'/>
+        </interface>""",
+                 ["socket,mcast=192.0.0.1:5558,id=hostnet0"],
+                 ["rtl8139,bus=pci.0,addr=0x2,netdev=hostnet0,id=net0,mac=52:54:00:8c:b9:05"],
+                 id="net-mcast"),
+    pytest.param("""
+        <interface type='udp'>
+          <mac address='52:54:00:8c:b9:05'/>
+          <source address='192.168.10.1' port='5555'>
+            <local address='192.168.10.1' port='5556'/>
+          </source>
+          <model type='rtl8139'/>
+        </interface>""",
+                 ["socket,udp=192.168.10.1:5555,localaddr=192.168.10.1:5556,id=hostnet0"],
+                 ["rtl8139,bus=pci.0,addr=0x2,netdev=hostnet0,id=net0,mac=52:54:00:8c:b9:05"],
+                 id="net-udp"),
+    pytest.param("""
+        <interface type='user'>
+          <mac address='00:11:22:33:44:55'/>
+          <ip address='172.17.2.0' family='ipv4' prefix='24'/>
+          <ip address='2001:db8:ac10:fd01::' family='ipv6' prefix='64'/>
+          <model type='rtl8139'/>
+          <address type='pci' domain='0x0000' bus='0x00' slot='0x03' function='0x0'/>
+        </interface>""",
+                 ["user,net=172.17.2.0/24,ipv6-prefix=2001:db8:ac10:fd01::,ipv6-prefixlen=64,"
+                  "id=hostnet0"],
+                 ["rtl8139,bus=pci.0,addr=0x3,netdev=hostnet0,id=net0,mac=00:11:22:33:44:55"],
+                 id="net-user-addr"),
+    pytest.param("""
+        <interface type='user'>
+          <mac address='00:11:22:33:44:55'/>
+          <model type='virtio'/>
+          <driver txmode='iothread'/>
+        </interface>""",
+                 ["user,id=hostnet0"],
+                 ["virtio-net-pci,tx=bh,bus=pci.0,addr=0x2,netdev=hostnet0,id=net0,"
+                  "mac=00:11:22:33:44:55"], id="net-virtio-device"),
+    pytest.param("""
+        <interface type='user'>
+          <mac address='00:11:22:33:44:55'/>
+          <model type='virtio'/>
+          <driver rx_queue_size='512' tx_queue_size='1024'/>
+        </interface>""",
+                 ["user,id=hostnet0"],
+                 ["virtio-net-pci,rx_queue_size=512,tx_queue_size=1024,bus=pci.0,addr=0x2,"
+                  "netdev=hostnet0,id=net0,mac=00:11:22:33:44:55"], id="net-virtio-rxtxqueuesize"),
+    pytest.param("""
+        <interface type='user'>
+          <mac address='00:22:44:66:88:aa'/>
+          <model type='virtio'/>
+          <driver>
+            <host csum='off' gso='off' tso4='off' tso6='off' ecn='off' ufo='off'
+                  mrg_rxbuf='off'/>
+            <guest csum='off' tso4='off' tso6='off' ecn='off' ufo='off'/>
+          </driver>
+        </interface>""",
+                 ["user,id=hostnet0"],
+                 ["virtio-net-pci,csum=off,gso=off,host_tso4=off,host_tso6=off,host_ecn=off,"
+                  "host_ufo=off,mrg_rxbuf=off,guest_csum=off,guest_tso4=off,guest_tso6=off,"
+                  "guest_ecn=off,guest_ufo=off,bus=pci.0,addr=0x2,netdev=hostnet0,id=net0,"
+                  "mac=00:22:44:66:88:aa"], id="net-virtio-disable-offloads"),
+    pytest.param("""
+        <interface type='user'>
+          <mac address='00:11:22:33:44:77'/>
+          <model type='virtio'/>
+          <driver rss='off' rss_hash_report='on'/>
+        </interface>""",
+                 ["user,id=hostnet0"],
+                 ["virtio-net-pci,rss=off,hash=on,bus=pci.0,addr=0x2,netdev=hostnet0,id=net0,"
+                  "mac=00:11:22:33:44:77"], id="net-virtio-rss"),
+    pytest.param("""
+        <interface type='user'>
+          <mac address='52:54:00:e5:48:58'/>
+          <model type='virtio'/>
+          <driver name='vhost' event_idx='off'/>
+        </interface>""",
+                 ["user,id=hostnet0"],
+                 ["virtio-net-pci,event_idx=off,bus=pci.0,addr=0x2,netdev=hostnet0,id=net0,"
+                  "mac=52:54:00:e5:48:58"], id="event_idx"),
+    # libvirt creates the tap, runs the script and passes fd=3; qemud has QEMU do the same
+    pytest.param("""
+        <interface type='ethernet'>
+          <mac address='00:11:22:33:44:55'/>
+          <script path='/etc/qemu-ifup'/>
+          <model type='rtl8139'/>
+        </interface>""",
+                 ["tap,id=hostnet0,script=/etc/qemu-ifup,downscript=no"],
+                 ["rtl8139,bus=pci.0,addr=0x2,netdev=hostnet0,id=net0,mac=00:11:22:33:44:55"],
+                 id="net-eth"),
+    pytest.param("""
+        <interface type='ethernet'>
+          <mac address='fe:11:22:33:44:55'/>
+          <target dev='mytap0' managed='no'/>
+          <model type='virtio'/>
+          <driver queues='4'/>
+        </interface>""",
+                 ["tap,id=hostnet0,ifname=mytap0,script=no,downscript=no,queues=4"],
+                 ["virtio-net-pci,mq=on,vectors=10,bus=pci.0,addr=0x2,netdev=hostnet0,id=net0,"
+                  "mac=fe:11:22:33:44:55"], id="net-eth-unmanaged-tap"),
+    pytest.param("""
+        <interface type='user'>
+          <mac address='52:54:00:24:a5:9f'/>
+          <model type='virtio'/>
+          <rom bar='off' file='/usr/share/qemu/efi-virtio.rom'/>
+        </interface>
+        <interface type='user'>
+          <mac address='52:54:00:24:a5:a0'/>
+          <model type='e1000'/>
+          <rom enabled='no'/>
+        </interface>""",
+                 ["user,id=hostnet0", "user,id=hostnet1"],
+                 ["virtio-net-pci,bus=pci.0,addr=0x2,netdev=hostnet0,id=net0,"
+                  "mac=52:54:00:24:a5:9f,romfile=/usr/share/qemu/efi-virtio.rom,rombar=0",
+                  "e1000,bus=pci.0,addr=0x3,netdev=hostnet1,id=net1,mac=52:54:00:24:a5:a0,"
+                  "romfile="], id="net-rom"),
+]
+
+
+@pytest.mark.parametrize(("snippet", "netdevs", "devs"), NICS)
+def test_interfaces_as_libvirt(snippet: str, netdevs: list[str], devs: list[str]) -> None:
+    d = devices(snippet)
+    assert values(d, "-netdev") == netdevs
+    assert values(d, "-device") == devs
+    assert model.parse(to_xml(d)).domain == d
+
+
+def test_interface_refusals_at_their_lines() -> None:
+    assert issues("<interface type='user'>\n<vlan><tag id='42'/></vlan>\n</interface>") == [
+        (8, "<vlan> inside <interface> is not supported: VLAN tags are set by libvirt on an Open "
+            "vSwitch or SR-IOV port, which qemud does not manage; tag the traffic on the host "
+            "bridge instead")]
+    assert issues("<interface type='ethernet'>\n<source>\n<ip address='1.2.3.4'/>\n</source>\n"
+                  "</interface>") == [
+        (9, "<ip> inside <source> is not supported: qemud does not configure addresses for the "
+            "guest or the host's tap; configure them in the guest (or the <script> of a "
+            "type='ethernet' tap)")]
+    assert issues("<interface type='bridge'>\n<source bridge='br0'/>\n<model type='virtio'/>\n"
+                  "<driver queues='2'/>\n</interface>") == [
+        (7, "<interface>: <driver queues>: a type='bridge' netdev has one queue pair; "
+            "multiqueue needs type='ethernet' (a multiqueue tap)")]
+    assert issues("<interface type='client'>\n<source port='5'/>\n</interface>") == [
+        (7, "<interface>: type='client' needs <source address='...'/>")]
+    assert issues("<interface type='user'>\n<model type='virtio'/>\n"
+                  "<driver rx_queue_size='100'/>\n</interface>") == [
+        (9, "<driver rx_queue_size>: 100 is not allowed; use one of 256, 512 or 1024")]
+    assert issues("<interface type='vhostuser'>\n<source type='unix' path='/x' mode='client'/>"
+                  "\n</interface>") == [
+        (7, "<interface type='vhostuser'> is not supported: qemud does not start or manage "
+            "vhost-user backends (DPDK, Open vSwitch)")]
