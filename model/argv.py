@@ -364,6 +364,7 @@ SCSI_MODELS = {None: "virtio-scsi-pci", "virtio-scsi": "virtio-scsi-pci", "lsilo
 def _usb_needed(d: Domain) -> bool:
     """Whether a device needs the USB bus: USB inputs and sound, and redirected USB devices."""
     return (any(i.bus == "usb" for i in d.devices.inputs) or bool(d.devices.redirdevs)
+            or bool(d.devices.smartcards)
             or any(s.model == "usb" for s in d.devices.sounds)
             or any(disk.target_bus == "usb" for disk in d.devices.disks))
 
@@ -843,6 +844,7 @@ def usb_ports(d: Domain) -> dict[str, str]:
     wanted: list[tuple[str, str | None]] = []
     wanted += [(f"usb-disk{disk_index(disk.target_dev)}", None) for disk in d.devices.disks
                if disk.target_bus == "usb"]
+    wanted += [("ccid0", None)] if d.devices.smartcards else []
     wanted += [(f"input{i}", inp.usb_port) for i, inp in enumerate(d.devices.inputs)
                if inp.bus == "usb"]
     wanted += [(f"sound{i}", None) for i, s in enumerate(d.devices.sounds) if s.model == "usb"]
@@ -936,11 +938,61 @@ def _sounds(d: Domain, ports: dict[str, str], at: At) -> Iterator[Option]:
 
 
 def _redirdevs(d: Domain, ports: dict[str, str]) -> Iterator[Option]:
-    """`-chardev spicevmc` + `-device usb-redir` for each `<redirdev>`."""
-    for i, _ in enumerate(d.devices.redirdevs):
-        yield ("-chardev", f"spicevmc,id=charredir{i},name=usbredir")
+    """`-chardev` (spicevmc, or the usbredir peer's) + `-device usb-redir` per `<redirdev>`."""
+    for i, r in enumerate(d.devices.redirdevs):
+        cid = f"charredir{i}"
+        chardev = (f"spicevmc,id={cid},name=usbredir" if r.source is None
+                   else ",".join(chardev_backend(r.source, cid)))
+        yield ("-chardev", chardev)
+        boot = f",bootindex={r.boot_order}" if r.boot_order is not None else ""
         port = f",port={ports[f'redir{i}']}" if f"redir{i}" in ports else ""
-        yield ("-device", f"usb-redir,chardev=charredir{i},id=redir{i},bus=usb.0{port}")
+        yield ("-device", f"usb-redir,chardev={cid},id=redir{i}{boot},bus=usb.0{port}")
+
+
+def _smartcards(d: Domain, ports: dict[str, str]) -> Iterator[Option]:
+    """`-device usb-ccid` (the reader, libvirt's ccid0) and one card device per `<smartcard>`.
+
+    host: `ccid-card-emulated,backend=nss-emulated`; host-certificates: `backend=certificates`
+    with cert1-3 and `db=` (libvirt's default /etc/pki/nssdb); passthrough: a chardev
+    (spicevmc name=smartcard, or the relay's) and `ccid-card-passthru`.
+    """
+    if not d.devices.smartcards:
+        return
+    port = f",port={ports['ccid0']}" if "ccid0" in ports else ""
+    yield ("-device", f"usb-ccid,id=ccid0,bus=usb.0{port}")
+    for i, card in enumerate(d.devices.smartcards):
+        where = f"id=smartcard{i},bus=ccid0.0"
+        if card.mode == "host":
+            yield ("-device", f"ccid-card-emulated,backend=nss-emulated,{where}")
+        elif card.mode == "host-certificates":
+            certs = ",".join(f"cert{n}={esc(c)}" for n, c in enumerate(card.certificates, 1))
+            db = esc(card.database or "/etc/pki/nssdb")
+            yield ("-device", f"ccid-card-emulated,backend=certificates,{certs},db={db},{where}")
+        else:
+            cid = f"charsmartcard{i}"
+            yield ("-chardev", f"spicevmc,id={cid},name=smartcard" if card.source is None
+                   else ",".join(chardev_backend(card.source, cid)))
+            yield ("-device", f"ccid-card-passthru,chardev={cid},{where}")
+
+
+def vsock_cid(d: Domain) -> int | None:
+    """The guest's vsock context id: as given, else derived from the uuid (`<cid auto='yes'>`).
+
+    libvirt probes the host for a free id at each start; qemud keeps the id stable for a domain
+    (3 to 2**32-2, from its uuid) so that host services can rely on it. Two domains whose ids
+    collide are told so by QEMU at start (the id is taken).
+    """
+    if not d.devices.vsocks:
+        return None
+    given = d.devices.vsocks[0].cid
+    return given if given is not None else 3 + d.uuid.int % (2**32 - 4)
+
+
+def _vsocks(d: Domain, at: At) -> Iterator[Option]:
+    """`-device vhost-vsock-pci` with the guest's context id (libvirt's id vsock0)."""
+    cid = vsock_cid(d)
+    if cid is not None:
+        yield ("-device", f"vhost-vsock-pci,id=vsock0,guest-cid={cid}{at('vsock0')}")
 
 
 def _watchdogs(d: Domain, at: At) -> Iterator[Option]:
@@ -1037,7 +1089,7 @@ _PCIE_DEVICES = frozenset({"virtio-blk-pci", "virtio-net-pci", "virtio-balloon-p
                            "virtio-serial-pci", "virtio-scsi-pci", "virtio-vga", "virtio-gpu-pci",
                            "virtio-tablet-pci", "virtio-mouse-pci", "virtio-keyboard-pci",
                            "qemu-xhci", "nec-usb-xhci", "e1000e", "vmxnet3", "bochs-display",
-                           "pcie-pci-bridge", "vhost-user-fs-pci"})
+                           "pcie-pci-bridge", "vhost-user-fs-pci", "vhost-vsock-pci"})
 """PCI Express endpoints: on 'q35' libvirt puts each behind its own pcie-root-port."""
 
 
@@ -1115,6 +1167,8 @@ def _pci_requests(d: Domain) -> list[pci.Request]:
         add("balloon0", "virtio-balloon-pci", d.devices.memballoon_address)
     for i, rng in enumerate(d.devices.rngs):
         add(f"rng{i}", "virtio-rng-pci", rng.address)
+    for vsock in d.devices.vsocks:
+        add("vsock0", "vhost-vsock-pci", vsock.address)
     for i, w in enumerate(d.devices.watchdogs):
         if w.model == "i6300esb":
             add(f"watchdog{i}", "i6300esb", w.address)
@@ -1228,10 +1282,12 @@ def options(d: Domain, runtime: Runtime | None = None,
     out += _videos(d, at)
     out += _sounds(d, ports, at)
     out += _redirdevs(d, ports)
+    out += _smartcards(d, ports)
     out += _watchdogs(d, at)
     out += _tpms(d, runtime)
     out += _filesystems(d, runtime, at)
     out += _misc(d, at)
+    out += _vsocks(d, at)
     return out
 
 

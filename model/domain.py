@@ -634,7 +634,7 @@ class Tpm(Frozen):
 class Controller(Frozen):
     """`<controller type= index= model= ports=>`: USB, SCSI, virtio-serial and PCI bridges and ports."""
 
-    type: Literal["usb", "scsi", "ide", "sata", "pci", "virtio-serial", "fdc"]
+    type: Literal["usb", "scsi", "ide", "sata", "pci", "virtio-serial", "fdc", "ccid"]
     index: NonNegative = 0
     model: str | None = None
     ports: Annotated[int, Field(ge=1, le=31)] | None = None
@@ -701,9 +701,54 @@ class Audio(Frozen):
 
 
 class Redirdev(Frozen):
-    """`<redirdev bus='usb' type='spicevmc'>`: a USB device of the spice client, passed through."""
+    """`<redirdev bus='usb' type=>`: a USB device redirected into the guest (QEMU `usb-redir`).
+
+    `source` None is type 'spicevmc' (the spice client's devices); else a usbredir peer on a
+    character device (tcp, unix...), e.g. `usbredirserver` on the host or another machine.
+    """
 
     usb_port: Annotated[str, Field(pattern=r"^[1-9][0-9]?(\.[1-9][0-9]?){0,4}$")] | None = None
+    source: CharSource | None = None
+    boot_order: BootOrder | None = None
+
+
+class Smartcard(Frozen):
+    """`<smartcard mode=>` on a USB CCID reader (QEMU `usb-ccid`).
+
+    'host' and 'host-certificates' emulate a card from the host's NSS database
+    (`ccid-card-emulated`); 'passthrough' relays a remote card over `source` (None: spicevmc,
+    the spice client's card) with `ccid-card-passthru`.
+    """
+
+    mode: Literal["host", "host-certificates", "passthrough"]
+    certificates: tuple[Annotated[str, Field(min_length=1, pattern=r"^[^\x00-\x1f,]+$")], ...] = ()
+    """host-certificates: the three NSS certificate nicknames."""
+    database: str | None = None
+    """host-certificates: the NSS database folder (None: /etc/pki/nssdb, as libvirt)."""
+    source: CharSource | None = None
+
+    @model_validator(mode="after")
+    def _mode_settings(self) -> Smartcard:
+        """Guarantee three certificates exactly for host-certificates, a source only to relay."""
+        if self.mode == "host-certificates" and len(self.certificates) != 3:
+            raise ValueError("mode='host-certificates' needs exactly three <certificate>s")
+        if self.mode != "host-certificates" and (self.certificates or self.database):
+            raise ValueError("<certificate> and <database> are for mode='host-certificates'")
+        if self.mode != "passthrough" and self.source is not None:
+            raise ValueError(f"mode='{self.mode}' takes no type= or <source>; the card is the "
+                             "host's")
+        return self
+
+
+class Vsock(Frozen):
+    """`<vsock model='virtio'><cid auto= address=/>`: a host-guest socket (vhost-vsock-pci).
+
+    `cid` None is `auto='yes'`: qemud derives a stable context id from the domain's uuid
+    (`model.argv.vsock_cid`) instead of probing the host for a free one as libvirt does.
+    """
+
+    cid: Annotated[int, Field(ge=3, le=2**32 - 2)] | None = None
+    address: PciAddress | None = None
 
 
 class Watchdog(Frozen):
@@ -794,6 +839,8 @@ class Devices(Frozen):
     sounds: tuple[Sound, ...] = ()
     audios: tuple[Audio, ...] = ()
     redirdevs: tuple[Redirdev, ...] = ()
+    smartcards: tuple[Smartcard, ...] = ()
+    vsocks: Annotated[tuple[Vsock, ...], Field(max_length=1)] = ()
     watchdogs: tuple[Watchdog, ...] = ()
     tpms: Annotated[tuple[Tpm, ...], Field(max_length=1)] = ()
     filesystems: tuple[Filesystem, ...] = ()

@@ -23,6 +23,7 @@ from model.domain import (
     Audio,
     BootDev,
     Channel,
+    CharSource,
     Clock,
     Console,
     Controller,
@@ -50,6 +51,7 @@ from model.domain import (
     Redirdev,
     Rng,
     Serial,
+    Smartcard,
     Sound,
     Timer,
     Topology,
@@ -57,6 +59,7 @@ from model.domain import (
     Vcpu,
     Video,
     VirtioOptions,
+    Vsock,
     Watchdog,
     uuid_for_name,
 )
@@ -68,10 +71,8 @@ M = TypeVar("M", bound=BaseModel)
 UNSUPPORTED_DEVICES = {
     "hostdev": "passing a host device through needs VFIO setup and privileges qemud does not "
                "manage",
-    "smartcard": "smartcards need a host NSS database or a spice client qemud does not set up",
     "hub": "USB hubs are not needed: qemu-xhci has up to 15 ports per speed (ports=)",
     "shmem": "shared memory needs an ivshmem server qemud does not run",
-    "vsock": "vsock needs the host's vhost-vsock device and a context id qemud does not assign",
     "iommu": "an IOMMU is not supported by qemud yet",
     "memory": "memory hotplug needs <maxMemory> slots, which qemud does not support",
     "lease": "leases belong to libvirt's lock manager, which qemud does not have",
@@ -1577,22 +1578,108 @@ def _read_audio(ctx: _Context, node: Node) -> Audio | None:
     return _make(ctx, Audio, fields)
 
 
+def _read_relay(ctx: _Context, node: Node) -> CharSource | None:
+    """The character device a redirdev or passthrough smartcard talks over.
+
+    None for spicevmc, or for a type qemud does not render (then reported).
+    """
+    if node.attr("type") == "spicevmc":
+        for tag in ("source", "protocol"):
+            kid = node.child(tag)
+            if kid is not None:
+                ctx.error(kid.line, f"<{node.tag} type='spicevmc'> takes no <{tag}>; remove it")
+        return None
+    fields = _char_source(ctx, node)
+    if fields is None:
+        node.ignore("source", "protocol")
+        return None
+    return _make(ctx, CharSource, fields)
+
+
 def _read_redirdev(ctx: _Context, node: Node) -> Redirdev | None:
-    """`<redirdev bus='usb' type='spicevmc'>`."""
+    """`<redirdev bus='usb' type=>`: spicevmc, or a usbredir peer on a character device."""
     fields = _Fields(node)
     ok = True
     if node.attr("bus") not in (None, "usb"):
         ctx.error(node.line, "<redirdev bus>: only 'usb' exists")
         ok = False
-    if node.attr("type") != "spicevmc":
-        ctx.error(node.line, f"<redirdev type>: {node.attr('type')!r} is not supported; use "
-                  "'spicevmc' (USB redirection through the spice client)")
+    if node.attr("type") is None:
+        ctx.error(node.line, "<redirdev> needs type= ('spicevmc', 'tcp', 'unix'...)")
         ok = False
+    relay = _read_relay(ctx, node) if node.attr("type") is not None else None
+    if node.attr("type") not in (None, "spicevmc") and relay is None:
+        ok = False
+    fields.put("source", relay, "<source>")
+    boot = node.child("boot")
+    if boot is not None:
+        fields.put("boot_order", boot.attr("order"), "<boot order>", boot.line)
+        _leftovers(ctx, boot)
     _usb_port(ctx, node, fields)
     _address(ctx, node, ("usb",))
-    node.ignore("boot")
     _leftovers(ctx, node, IGNORED_EVERYWHERE)
     return _make(ctx, Redirdev, fields) if ok else None
+
+
+def _read_smartcard(ctx: _Context, node: Node) -> Smartcard | None:
+    """`<smartcard mode=>`: host, host-certificates or passthrough (with type= and a source).
+
+    `<address type='ccid'>` is accepted for the one reader qemud renders.
+    """
+    fields = _Fields(node)
+    fields.attr("mode")
+    mode = node.attr("mode")
+    if mode == "passthrough":
+        if node.attr("type") is None:
+            ctx.error(node.line, "<smartcard mode='passthrough'> needs type= ('spicevmc', "
+                      "'tcp', 'unix'...)")
+            return None
+        relay = _read_relay(ctx, node)
+        if node.attr("type") != "spicevmc" and relay is None:
+            return None
+        fields.put("source", relay, "<source>")
+    certs = list(node.children("certificate"))
+    if certs:
+        fields.put("certificates", tuple(c.text or "" for c in certs), "<certificate>",
+                   certs[0].line)
+        for c in certs:
+            _leftovers(ctx, c)
+    database = node.child("database")
+    if database is not None:
+        fields.put("database", database.text, "<database>", database.line)
+        _leftovers(ctx, database)
+    addr = node.child("address")
+    if addr is not None and addr.attr("type") == "ccid":
+        if addr.attr("controller") not in (None, "0") or addr.attr("slot") not in (None, "0"):
+            ctx.error(addr.line, "<address type='ccid'>: qemud renders one reader with one "
+                      "card, controller='0' slot='0'")
+        addr.ignore_attrs("controller", "slot")
+        node.consume(addr)
+        _leftovers(ctx, addr)
+    else:
+        _address(ctx, node, ("ccid",))
+    _leftovers(ctx, node, IGNORED_EVERYWHERE)
+    return _make(ctx, Smartcard, fields)
+
+
+def _read_vsock(ctx: _Context, node: Node) -> Vsock | None:
+    """`<vsock model='virtio'><cid auto= address=/>`."""
+    fields = _Fields(node)
+    if node.attr("model") not in (None, "virtio"):
+        ctx.error(node.line, f"<vsock model>: {node.attr('model')!r} is not supported; use "
+                  "'virtio'")
+    cid = node.child("cid")
+    if cid is not None:
+        auto = _flag(ctx, cid, "auto")
+        if auto is not True:
+            if cid.attr("address") is None:
+                ctx.error(cid.line, "<cid auto='no'> needs address= (3 or more)")
+            fields.attr("cid", "address", cid)
+        else:
+            cid.ignore_attrs("address")  # a live XML's assigned cid; qemud derives its own
+        _leftovers(ctx, cid)
+    fields.put("address", _address(ctx, node), "<address>")
+    _leftovers(ctx, node, IGNORED_EVERYWHERE)
+    return _make(ctx, Vsock, fields)
 
 
 def _read_watchdog(ctx: _Context, node: Node) -> Watchdog | None:
@@ -1654,8 +1741,10 @@ def _check_devices(ctx: _Context, devices: Devices, lines: dict[int, int | None]
             ctx.error(lines.get(id(g)), f"more than one <graphics type='{g.type}'> is not "
                       "supported; keep one (one VNC and one spice may go together)")
         kinds.add(g.type)
-    needs_spice: list[Channel | Redirdev | Audio] = [
-        *(x for x in devices.channels if x.type == "spicevmc"), *devices.redirdevs,
+    needs_spice: list[Channel | Redirdev | Audio | Smartcard] = [
+        *(x for x in devices.channels if x.type == "spicevmc"),
+        *(x for x in devices.redirdevs if x.source is None),
+        *(x for x in devices.smartcards if x.mode == "passthrough" and x.source is None),
         *(x for x in devices.audios if x.type == "spice")]
     if "spice" not in kinds:
         for item in needs_spice:
@@ -1709,6 +1798,8 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
         "tpm": _read_tpm,
         "filesystem": _read_filesystem,
         "parallel": _read_parallel,
+        "smartcard": _read_smartcard,
+        "vsock": _read_vsock,
     }
     for kid in node.kids():
         node.consume(kid)
@@ -1738,7 +1829,7 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
             ctx.error(kid.line, f"<{kid.tag}> devices are not supported by qemud; remove it "
                       "(supported: disk, interface, graphics, serial, console, channel, video, "
                       "input, controller, sound, audio, redirdev, watchdog, memballoon, panic, "
-                      "rng, tpm, filesystem, parallel)")
+                      "rng, tpm, filesystem, parallel, smartcard, vsock)")
     for con in consoles:
         target = con.child("target")
         if target is not None and target.attr("type") == "virtio":
@@ -1767,7 +1858,7 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
                       "use qemu-system-x86_64")
     balloons = found.get("memballoon", [])
     panics = [model for model, _ in found.get("panic", [])]
-    for tag in ("memballoon", "panic", "tpm"):
+    for tag in ("memballoon", "panic", "tpm", "vsock"):
         for line in tag_lines.get(tag, [])[1:]:  # never keep one silently: say which to remove
             ctx.error(line, f"more than one <{tag}> is not supported; keep one")
     devices = Devices(
@@ -1792,6 +1883,8 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
         filesystems=tuple(found.get("filesystem", [])),
         consoles=tuple(found.get("consoles", [])),
         parallels=tuple(found.get("parallel", [])),
+        smartcards=tuple(found.get("smartcard", [])),
+        vsocks=tuple(found.get("vsock", [])[:1]),
     )
     _check_devices(ctx, devices, lines, os)
     return devices

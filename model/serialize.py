@@ -22,7 +22,9 @@ from model.domain import (
     Os,
     Parallel,
     PciAddress,
+    Redirdev,
     Serial,
+    Smartcard,
     Video,
     VirtioOptions,
 )
@@ -176,6 +178,26 @@ def _char_kids(src: CharSource) -> list[Element | None]:
     return [source, protocol]
 
 
+def _redirdev(r: Redirdev) -> Element:
+    """Render one `<redirdev>`: spicevmc, or its character device."""
+    kids = _char_kids(r.source) if r.source is not None else []
+    return Element("redirdev", {"bus": "usb", "type": r.source.type if r.source else "spicevmc"},
+                   [*kids, Element("boot", {"order": _num(r.boot_order)})
+                    if r.boot_order is not None else None, _usb(r.usb_port)])
+
+
+def _smartcard(c: Smartcard) -> Element:
+    """Render one `<smartcard>`."""
+    attrs: dict[str, str | None] = {"mode": c.mode}
+    if c.mode == "passthrough":
+        attrs["type"] = c.source.type if c.source is not None else "spicevmc"
+    return Element("smartcard", attrs, [
+        *(_char_kids(c.source) if c.source is not None else []),
+        *(Element("certificate", text=cert) for cert in c.certificates),
+        Element("database", text=c.database) if c.database is not None else None,
+    ])
+
+
 def _serial(port: Serial) -> Element:
     """Render one `<serial>`."""
     log = None
@@ -311,8 +333,12 @@ def _devices(dev: Devices) -> Element:
         ]) for s in dev.sounds),
         *(_audio(a) for a in dev.audios),
         *(_video(v) for v in dev.videos),
-        *(Element("redirdev", {"bus": "usb", "type": "spicevmc"}, [_usb(r.usb_port)])
-          for r in dev.redirdevs),
+        *(_redirdev(r) for r in dev.redirdevs),
+        *(_smartcard(c) for c in dev.smartcards),
+        *(Element("vsock", {"model": "virtio"}, [
+            Element("cid", {"auto": "yes"} if v.cid is None
+                    else {"auto": "no", "address": str(v.cid)}),
+            _address(v.address)]) for v in dev.vsocks),
         *(Element("watchdog", {"model": w.model, "action": w.action}, [_address(w.address)])
           for w in dev.watchdogs),
         Element("memballoon", {"model": dev.memballoon}, [_address(dev.memballoon_address)])

@@ -2,12 +2,14 @@
 
 Each case is a domain file with real host ends: a TCP or unix listener for `mode='connect'`
 sources and client NICs, a free port for bound ones, a pty for `type='dev'`, a fifo pair for
-`type='pipe'`, a tap QEMU creates (as root) whose `<script>` must run.
+`type='pipe'`, a tap QEMU creates (as root) whose `<script>` must run, a real NSS database
+(certutil) for an emulated smartcard.
 QEMU is started paused (`-S`) under TCG with the model's command line; the test requires
 `query-status` to say 'prelaunch', and `query-chardev` to list every chardev the model named
 (so QEMU realized each backend, and each front-end device found it), then quits QEMU.
-A `<parallel type='dev'>` needs a real parallel port (ppdev), which this machine does not have:
-it is covered by the model tests only.
+Not run here, for want of host hardware: `<parallel type='dev'>` (a ppdev parallel port),
+`<vsock>` (/dev/vhost-vsock), `<smartcard mode='host'>` (the host's /etc/pki/nssdb); the model
+tests cover their command lines.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import contextlib
 import itertools
 import os
 import shlex
+import shutil
 import socket
 import subprocess
 import time
@@ -156,7 +159,51 @@ def _tap(work: Path, stack: contextlib.ExitStack) -> str:
         <model type='virtio'/><driver queues='2'/></interface>"""
 
 
+def _usb_relays(work: Path, stack: contextlib.ExitStack) -> str:
+    tcp = stack.enter_context(_tcp_listener())
+    unix = stack.enter_context(_unix_listener(work / "usbredir.sock"))
+    return f"""
+      <controller type='usb' index='0' model='qemu-xhci'/>
+      <redirdev bus='usb' type='tcp'><source mode='connect' host='127.0.0.1' service='{tcp}'/>
+        <protocol type='raw'/><boot order='1'/></redirdev>
+      <redirdev bus='usb' type='unix'><source mode='connect' path='{unix}'/></redirdev>
+      <redirdev bus='usb' type='unix'><source mode='bind' path='{work / "redir-listen.sock"}'/>
+        </redirdev>
+      <smartcard mode='passthrough' type='tcp'>
+        <source mode='bind' host='127.0.0.1' service='{_free_port()}'/></smartcard>"""
+
+
+def _nss_db(work: Path) -> Path:
+    """A real NSS database with three self-signed certificates cert1-cert3 (certutil)."""
+    if shutil.which("certutil") is None:
+        pytest.skip("certutil (Debian's libnss3-tools) is needed to make an NSS database")
+    db = work / "nssdb"
+    db.mkdir()
+    subprocess.run(["certutil", "-N", "-d", f"sql:{db}", "--empty-password"], check=True,
+                   capture_output=True)
+    for n in (1, 2, 3):
+        noise = work / "noise"
+        noise.write_bytes(os.urandom(64))
+        subprocess.run(["certutil", "-S", "-s", f"CN=card{n}", "-n", f"cert{n}", "-x", "-t",
+                        "CT,C,C", "-d", f"sql:{db}", "-z", str(noise), "-k", "rsa", "-g",
+                        "2048", "-v", "12"], check=True, capture_output=True)
+    return db
+
+
+def _smartcard_certificates(work: Path, stack: contextlib.ExitStack) -> str:
+    db = _nss_db(work)
+    return f"""
+      <controller type='ccid' index='0'/>
+      <smartcard mode='host-certificates'>
+        <certificate>cert1</certificate><certificate>cert2</certificate>
+        <certificate>cert3</certificate><database>{db}</database>
+        <address type='ccid' controller='0' slot='0'/>
+      </smartcard>"""
+
+
 CASES: dict[str, Case] = {
+    "usb-relays": _usb_relays,
+    "smartcard-certificates": _smartcard_certificates,
     "nic-sockets": _socket_nics,
     "nic-virtio-settings": _virtio_net_settings,
     "nic-tap": _tap,

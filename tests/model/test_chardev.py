@@ -8,6 +8,7 @@ where a comment says why not.
 from __future__ import annotations
 
 import textwrap
+import uuid
 
 import pytest
 
@@ -441,3 +442,131 @@ def test_interface_refusals_at_their_lines() -> None:
                   "\n</interface>") == [
         (7, "<interface type='vhostuser'> is not supported: qemud does not start or manage "
             "vhost-user backends (DPDK, Open vSwitch)")]
+
+
+# --- redirected USB devices, smartcards, vsock ----------------------------------------------
+
+# (XML, libvirt's -chardev values, libvirt's -device values after the USB controller)
+USB_RELAYS = [
+    pytest.param("""
+        <controller type='usb' index='0' model='ich9-ehci1'/>
+        <redirdev bus='usb' type='tcp'>
+          <source mode='connect' host='localhost' service='4000'/>
+          <protocol type='raw'/>
+          <boot order='1'/>
+        </redirdev>""",
+                 ["socket,id=charredir0,host=localhost,port=4000"],
+                 ["usb-redir,chardev=charredir0,id=redir0,bootindex=1,bus=usb.0,port=1"],
+                 id="usb-redir-boot"),
+    # libvirt binds the listening socket itself and passes its fd
+    pytest.param("""
+        <controller type='usb' index='0' model='ich9-ehci1'/>
+        <redirdev bus='usb' type='unix'>
+          <source mode='connect' path='/tmp/connect.socket'/>
+          <protocol type='raw'/>
+        </redirdev>
+        <redirdev bus='usb' type='unix'>
+          <source mode='bind' path='/tmp/listen.socket'/>
+          <protocol type='raw'/>
+        </redirdev>""",
+                 ["socket,id=charredir0,path=/tmp/connect.socket,server=off",
+                  "socket,id=charredir1,path=/tmp/listen.socket,server=on,wait=off"],
+                 ["usb-redir,chardev=charredir0,id=redir0,bus=usb.0,port=1",
+                  "usb-redir,chardev=charredir1,id=redir1,bus=usb.0,port=2"],
+                 id="usb-redir-unix"),
+    pytest.param("""
+        <smartcard mode='host'/>""",
+                 [], ["usb-ccid,id=ccid0,bus=usb.0,port=1",
+                      "ccid-card-emulated,backend=nss-emulated,id=smartcard0,bus=ccid0.0"],
+                 id="smartcard-host"),
+    pytest.param("""
+        <controller type='ccid' index='0'/>
+        <smartcard mode='host'>
+          <address type='ccid' controller='0' slot='0'/>
+        </smartcard>""",
+                 [], ["usb-ccid,id=ccid0,bus=usb.0,port=1",
+                      "ccid-card-emulated,backend=nss-emulated,id=smartcard0,bus=ccid0.0"],
+                 id="smartcard-controller"),
+    pytest.param("""
+        <smartcard mode='host-certificates'>
+          <certificate>cert1</certificate>
+          <certificate>cert2</certificate>
+          <certificate>cert3</certificate>
+          <database>/tmp/foo</database>
+        </smartcard>""",
+                 [], ["usb-ccid,id=ccid0,bus=usb.0,port=1",
+                      "ccid-card-emulated,backend=certificates,cert1=cert1,cert2=cert2,"
+                      "cert3=cert3,db=/tmp/foo,id=smartcard0,bus=ccid0.0"],
+                 id="smartcard-host-certificates-database"),
+    pytest.param("""
+        <smartcard mode='host-certificates'>
+          <certificate>cert1</certificate>
+          <certificate>cert2</certificate>
+          <certificate>cert3</certificate>
+        </smartcard>""",
+                 [], ["usb-ccid,id=ccid0,bus=usb.0,port=1",
+                      "ccid-card-emulated,backend=certificates,cert1=cert1,cert2=cert2,"
+                      "cert3=cert3,db=/etc/pki/nssdb,id=smartcard0,bus=ccid0.0"],
+                 id="smartcard-host-certificates"),
+    pytest.param("""
+        <smartcard mode='passthrough' type='tcp'>
+          <source mode='bind' host='127.0.0.1' service='2001'/>
+          <protocol type='raw'/>
+        </smartcard>""",
+                 ["socket,id=charsmartcard0,host=127.0.0.1,port=2001,server=on,wait=off"],
+                 ["usb-ccid,id=ccid0,bus=usb.0,port=1",
+                  "ccid-card-passthru,chardev=charsmartcard0,id=smartcard0,bus=ccid0.0"],
+                 id="smartcard-passthrough-tcp"),
+    pytest.param("""
+        <graphics type='spice' port='5903'/>
+        <smartcard mode='passthrough' type='spicevmc'/>""",
+                 ["spicevmc,id=charsmartcard0,name=smartcard"],
+                 ["usb-ccid,id=ccid0,bus=usb.0,port=1",
+                  "ccid-card-passthru,chardev=charsmartcard0,id=smartcard0,bus=ccid0.0"],
+                 id="smartcard-passthrough-spicevmc"),
+]
+
+
+@pytest.mark.parametrize(("snippet", "chardevs", "devs"), USB_RELAYS)
+def test_usb_relays_as_libvirt(snippet: str, chardevs: list[str], devs: list[str]) -> None:
+    d = devices(snippet)
+    assert values(d, "-chardev") == chardevs
+    got = values(d, "-device")
+    assert got[0].split(",")[0] in ("piix3-usb-uhci", "ich9-usb-ehci1")
+    assert [v for v in got[1:] if not v.startswith("VGA")] == devs
+    assert model.parse(to_xml(d)).domain == d
+
+
+def test_vsock_given_and_auto() -> None:
+    d = devices("<vsock model='virtio'><cid auto='no' address='4'/>"
+                "<address type='pci' domain='0x0000' bus='0x00' slot='0x07' function='0x0'/>"
+                "</vsock>")
+    assert values(d, "-device") == ["vhost-vsock-pci,id=vsock0,guest-cid=4,bus=pci.0,addr=0x7"]
+    assert model.parse(to_xml(d)).domain == d
+    auto = devices("<vsock><cid auto='yes'/></vsock>")
+    cid = model.argv.vsock_cid(auto)
+    assert cid is not None and 3 <= cid <= 2**32 - 2
+    assert values(auto, "-device") == [f"vhost-vsock-pci,id=vsock0,guest-cid={cid},bus=pci.0,"
+                                       "addr=0x2"]
+    other = auto.model_copy(update={"uuid": uuid.UUID("6f1c1a4e-2d0b-4e6b-9a53-1b7c0d6e2f10")})
+    assert model.argv.vsock_cid(other) not in (None, cid)  # another domain, another id
+    assert model.argv.vsock_cid(auto) == cid  # stable: the same domain, the same id
+    assert model.parse(to_xml(auto)).domain == auto
+
+
+def test_relay_errors_at_their_lines() -> None:
+    assert issues("<smartcard mode='host-certificates'>\n<certificate>a</certificate>\n"
+                  "</smartcard>") == [
+        (7, "<smartcard>: mode='host-certificates' needs exactly three <certificate>s")]
+    assert issues("<smartcard mode='passthrough'/>") == [
+        (7, "<smartcard mode='passthrough'> needs type= ('spicevmc', 'tcp', 'unix'...)")]
+    assert issues("<smartcard mode='passthrough' type='spicevmc'/>") == [
+        (7, "this <smartcard> goes through spice, but the domain has no <graphics "
+            "type='spice'>; add one or remove it")]
+    assert issues("<redirdev bus='usb' type='spicevmc'>\n<source path='/x'/>\n</redirdev>"
+                  "\n<graphics type='spice' port='5901'/>") == [
+        (8, "<redirdev type='spicevmc'> takes no <source>; remove it")]
+    assert issues("<vsock model='virtio'>\n<cid auto='no' address='2'/>\n</vsock>") == [
+        (8, "<cid address>: '2' is too small; the minimum is 3")]
+    assert issues("<vsock><cid auto='yes'/></vsock>\n<vsock><cid auto='yes'/></vsock>") == [
+        (8, "more than one <vsock> is not supported; keep one")]

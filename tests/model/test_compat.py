@@ -173,8 +173,10 @@ def test_sound_with_spice_defaults_to_spice_audio_and_redirdev_gets_usb_ports() 
      "is not valid (yes/no, a whole number, a format like s16, or a path)"),
     ("<audio id='1' type='alsa'><input bufferCount='3'/></audio>", 7, "<input>: attribute "
      "'bufferCount' is not supported by qemud; remove it or see README for what is"),
-    ("<redirdev bus='usb' type='tcp'/>", 7, "<redirdev type>: 'tcp' is not supported; use "
-     "'spicevmc' (USB redirection through the spice client)"),
+    ("<redirdev bus='usb' type='tcp'/>", 7, "<redirdev>: type='tcp' needs <source "
+     "service='PORT'/>"),
+    ("<redirdev bus='usb' type='vc'/>", 7, "<redirdev type>: 'vc' is not supported; a virtual "
+     "console needs a graphical QEMU window, which qemud does not open; use 'pty'"),
     ("<watchdog model='i6300esb' action='dump'/>", 7, "<watchdog action='dump'> needs a memory "
      "dump qemud cannot take; use 'reset', 'poweroff', 'pause' or 'none'"),
     ("<watchdog model='diag288'/>", 7,

@@ -44,7 +44,7 @@ def check(data: bytes, expected: list[tuple[int | None, str]]) -> None:
 NOT_SUPPORTED = "is not supported by qemud; remove it or see README for what is"
 DEVICES = ("devices are not supported by qemud; remove it (supported: disk, interface, graphics, "
            "serial, console, channel, video, input, controller, sound, audio, redirdev, watchdog, "
-           "memballoon, panic, rng, tpm, filesystem, parallel)")
+           "memballoon, panic, rng, tpm, filesystem, parallel, smartcard, vsock)")
 
 # --- the domain, its identity and its sizes ----------------------------------------------------
 
@@ -337,13 +337,9 @@ UNSUPPORTED_DEVICES = [
     for tag, snippet, why in [
         ("hostdev", "<hostdev mode='subsystem' type='pci' managed='yes'/>", "passing a host "
          "device through needs VFIO setup and privileges qemud does not manage"),
-        ("smartcard", "<smartcard mode='host'/>", "smartcards need a host NSS database or a "
-         "spice client qemud does not set up"),
         ("hub", "<hub type='usb'/>", "USB hubs are not needed: qemu-xhci has up to 15 ports per "
          "speed (ports=)"),
         ("shmem", "<shmem name='x'/>", "shared memory needs an ivshmem server qemud does not run"),
-        ("vsock", "<vsock model='virtio'/>", "vsock needs the host's vhost-vsock device and a "
-         "context id qemud does not assign"),
         ("iommu", "<iommu model='intel'/>", "an IOMMU is not supported by qemud yet"),
         ("lease", "<lease/>", "leases belong to libvirt's lock manager, which qemud does not have"),
     ]
@@ -665,7 +661,8 @@ OTHER_DEVICES = [
                  [(9, "<rate bytes>: '0' is too small; the minimum is 1")], id="rng-rate"),
     pytest.param(devices("<controller type='foo'/>"),
                  [(7, "<controller type>: 'foo' is not allowed; use one of 'usb', 'scsi', 'ide', "
-                      "'sata', 'pci', 'virtio-serial' or 'fdc'")], id="controller-type"),
+                      "'sata', 'pci', 'virtio-serial', 'fdc' or 'ccid'")],
+                 id="controller-type"),
     pytest.param(devices("<controller type='usb' index='-1'/>"),
                  [(7, "<controller index>: '-1' is too small; the minimum is 0")],
                  id="controller-index"),
