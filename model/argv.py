@@ -604,7 +604,7 @@ def chardev_backend(src: CharSource, cid: str, parallel: bool = False) -> list[s
             parts.append("telnet=on")
         parts.append("server=on,wait=off" if src.mode == "bind" else
                      "server=off" if src.type == "unix" else "")
-        if src.reconnect:
+        if src.reconnect is not None:
             parts.append(f"reconnect={src.reconnect}")
         return [p for p in parts if p]
     return ["null", f"id={cid}"]
@@ -706,14 +706,25 @@ def _channels(d: Domain, runtime: Runtime | None) -> Iterator[Option]:
         cid = f"charchannel{i}"
         if ch.type == "unix":
             server = "server=on,wait=off" if ch.mode == "bind" else "server=off"
-            yield ("-chardev", f"socket,id={cid},path={esc(channel_path(ch, runtime))},{server}")
+            again = f",reconnect={ch.reconnect}" if ch.reconnect is not None else ""
+            yield ("-chardev", f"socket,id={cid},path={esc(channel_path(ch, runtime))},{server}"
+                   f"{again}")
         elif ch.type == "spicevmc":
             yield ("-chardev", f"spicevmc,id={cid},name=vdagent")
+        elif ch.type == "qemu-vdagent":
+            opts = "".join(f",{k}={_on(v)}" for k, v in (
+                ("clipboard", ch.vdagent_clipboard),
+                ("mouse", None if ch.vdagent_mouse is None else ch.vdagent_mouse == "client"))
+                if v is not None)
+            yield ("-chardev", f"qemu-vdagent,id={cid},name=vdagent{opts}")
+        elif ch.source is not None:
+            yield ("-chardev", ",".join(chardev_backend(ch.source, cid)))
         else:
             yield ("-chardev", f"pty,id={cid}")
-        name = ch.name or "com.redhat.spice.0"
+        name = ch.name or ("com.redhat.spice.0" if ch.type in ("spicevmc", "qemu-vdagent")
+                           else None)
         yield ("-device", f"virtserialport,bus=virtio-serial{ch.controller}.0,nr={nr},"
-               f"chardev={cid},id=channel{i},name={esc(name)}")
+               f"chardev={cid},id=channel{i}" + (f",name={esc(name)}" if name else ""))
 
 
 def _secret(sid: str, value: str) -> Option:
@@ -1058,6 +1069,9 @@ def _misc(d: Domain, at: At) -> Iterator[Option]:
     for i, rng in enumerate(d.devices.rngs):
         if rng.backend_model == "builtin":
             yield ("-object", f"rng-builtin,id=objrng{i}")
+        elif rng.egd is not None:
+            yield ("-chardev", ",".join(chardev_backend(rng.egd, f"charrng{i}")))
+            yield ("-object", f"rng-egd,id=objrng{i},chardev=charrng{i}")
         else:
             yield ("-object", f"rng-random,id=objrng{i},filename={esc(rng.backend)}")
         dev = f"virtio-rng-pci{virtio_props(rng.virtio)}{at(f'rng{i}')},rng=objrng{i},id=rng{i}"

@@ -614,14 +614,24 @@ class Rng(Frozen):
 
     model: Literal["virtio"] = "virtio"
     backend: str = "/dev/urandom"
-    backend_model: Literal["random", "builtin"] = "random"
-    """'builtin': QEMU's own generator (rng-builtin), no host device."""
+    backend_model: Literal["random", "builtin", "egd"] = "random"
+    """'builtin': QEMU's own generator (rng-builtin), no host device; 'egd': an EGD daemon."""
+    egd: CharSource | None = None
+    """egd only: `<backend model='egd' type=>` with its source, where the daemon listens."""
     virtio: VirtioOptions = VirtioOptions()
     rate_bytes: Annotated[int, Field(ge=1, le=2**63 - 1)] | None = None
     """QEMU's `max-bytes`: below 2**63."""
     rate_period: Annotated[int, Field(ge=1, le=2**32 - 1)] | None = None
     """QEMU's `period` in ms: a uint32."""
     address: PciAddress | None = None
+
+    @model_validator(mode="after")
+    def _egd_has_source(self) -> Rng:
+        """Guarantee an egd backend has its character device, and only an egd backend."""
+        if (self.backend_model == "egd") != (self.egd is not None):
+            raise ValueError("<backend model='egd'> needs type= and its <source> (and only egd "
+                             "takes them)")
+        return self
 
 
 class Tpm(Frozen):
@@ -647,29 +657,54 @@ class Controller(Frozen):
 
 
 class Channel(Frozen):
-    """`<channel type='unix'|'spicevmc'|'pty'><target type='virtio' name=/>`: a virtio-serial port."""
+    """`<channel type=><target type='virtio' name=/>`: a virtio-serial port.
 
-    type: Literal["unix", "spicevmc", "pty"]
+    unix (its socket in the runtime folder unless `path`), spicevmc (the spice agent), pty,
+    qemu-vdagent (QEMU's own clipboard/mouse agent, for VNC), or any other character device
+    (tcp, udp, file, null, dev, pipe) held in `source`.
+    """
+
+    type: Literal["unix", "spicevmc", "pty", "qemu-vdagent", "tcp", "udp", "file", "null", "dev",
+                  "pipe"]
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")] | None = None
     path: str | None = None
     """unix only; None means the runtime folder's `<name>` socket (libvirt's channel dir)."""
     mode: Literal["bind", "connect"] = "bind"
+    reconnect: Annotated[int, Field(ge=0, le=2**31 - 1)] | None = None
+    """unix with mode='connect': `<reconnect>` seconds (0: enabled='no')."""
+    source: CharSource | None = None
+    """tcp, udp, file, null, dev and pipe channels: the character device."""
+    vdagent_clipboard: bool | None = None
+    """qemu-vdagent: `<source><clipboard copypaste=>`."""
+    vdagent_mouse: Literal["client", "server"] | None = None
+    """qemu-vdagent: `<source><mouse mode=>` ('client': the agent reports absolute positions)."""
     controller: NonNegative = 0
     port: Annotated[int, Field(ge=1, le=30)] | None = None
     """The virtio-serial port (`nr`); None assigns the next free one, as libvirt does."""
 
     @model_validator(mode="after")
     def _name_fits_type(self) -> Channel:
-        """Guarantee a name (spicevmc defaults to spice's agent channel), and no path without unix."""
-        if self.type == "spicevmc" and self.name not in (None, "com.redhat.spice.0"):
-            raise ValueError("a spicevmc channel is the spice agent's: name it "
+        """Guarantee a spicevmc/vdagent name, a unix socket's name or path, settings per type."""
+        if self.type in ("spicevmc", "qemu-vdagent") and self.name not in (None,
+                                                                          "com.redhat.spice.0"):
+            raise ValueError(f"a {self.type} channel is the spice agent's: name it "
                              "'com.redhat.spice.0' or leave the name out")
-        if self.type != "spicevmc" and self.name is None:
-            raise ValueError("<target name=> is required, e.g. 'org.qemu.guest_agent.0'")
+        if self.type == "unix" and self.name is None and self.path is None:
+            raise ValueError("a unix channel needs <target name=> (its socket is named after it, "
+                             "e.g. 'org.qemu.guest_agent.0') or <source path=>")
         if self.type != "unix" and self.path is not None:
             raise ValueError(f"type='{self.type}' takes no <source path>")
         if self.type == "unix" and self.path is None and self.mode == "connect":
             raise ValueError("mode='connect' needs <source path='...'/>: the socket to connect to")
+        if self.reconnect is not None and (self.type != "unix" or self.mode != "connect"):
+            raise ValueError("<reconnect> is for tcp and unix sources with mode='connect'")
+        relayed = self.type in ("tcp", "udp", "file", "null", "dev", "pipe")
+        if relayed != (self.source is not None) or (self.source is not None
+                                                    and self.source.type != self.type):
+            raise ValueError(f"type='{self.type}' and its character device disagree")
+        if self.type != "qemu-vdagent" and (self.vdagent_clipboard is not None
+                                            or self.vdagent_mouse is not None):
+            raise ValueError("<source><clipboard>/<mouse> are for type='qemu-vdagent'")
         return self
 
 

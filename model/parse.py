@@ -1283,20 +1283,26 @@ def _read_video(ctx: _Context, node: Node) -> Video | None:
 
 
 def _read_rng(ctx: _Context, node: Node) -> Rng | None:
-    """`<rng model='virtio'>` with a random backend and an optional rate."""
+    """`<rng model='virtio'>` with a random, builtin or egd backend and an optional rate."""
     fields = _Fields(node)
     fields.attr("model")
     backend = node.child("backend")
     if backend is not None:
         kind = backend.attr("model")
-        if kind not in ("random", "builtin"):
+        if kind not in ("random", "builtin", "egd"):
             ctx.error(backend.line, f"<backend model>: {kind!r} is not supported; use 'random' "
-                      "(a host device) or 'builtin' (QEMU's own)")
+                      "(a host device), 'builtin' (QEMU's own) or 'egd' (an EGD daemon)")
         elif kind == "builtin" and (backend.text or "").strip():
             ctx.error(backend.line, "<backend model='builtin'> takes no device path; remove it")
-        fields.put("backend_model", kind if kind == "builtin" else None, "<backend model>",
-                   backend.line)
-        if kind != "builtin":
+        fields.put("backend_model", kind if kind in ("builtin", "egd") else None,
+                   "<backend model>", backend.line)
+        if kind == "egd":
+            relay = _char_source(ctx, backend)
+            made = _make(ctx, CharSource, relay) if relay is not None else None
+            fields.put("egd", made, "<backend>", backend.line)
+            if made is None:
+                fields.fail("egd")
+        elif kind != "builtin":
             fields.put("backend", backend.text, "<backend>", backend.line)
         _leftovers(ctx, backend)
     rate = node.child("rate")
@@ -1307,6 +1313,8 @@ def _read_rng(ctx: _Context, node: Node) -> Rng | None:
     fields.put("address", _address(ctx, node), "<address>")
     _driver_only_virtio(ctx, node, fields)
     _leftovers(ctx, node, IGNORED_EVERYWHERE)
+    if "egd" in fields.failed:
+        return None  # its character device was reported
     return _make(ctx, Rng, fields)
 
 
@@ -1463,9 +1471,61 @@ def _read_model_only(ctx: _Context, node: Node,
     return value, address
 
 
+_RELAYED_CHANNELS = ("tcp", "udp", "file", "null", "dev", "pipe")
+
+
+def _channel_source(ctx: _Context, node: Node) -> _Fields:
+    """The host side of a `<channel>`, by its type (see `Channel`)."""
+    typ = node.attr("type")
+    if typ in _RELAYED_CHANNELS:
+        fields = _Fields(node)
+        fields.put("type", typ, "<channel type>")
+        relay = _char_source(ctx, node)
+        if relay is None:
+            fields.fail("source")
+        else:
+            made = _make(ctx, CharSource, relay)
+            fields.put("source", made, "<source>")
+            if made is None:
+                fields.fail("source")
+        return fields
+    if typ == "qemu-vdagent":
+        fields = _Fields(node)
+        fields.put("type", typ, "<channel type>")
+        source = node.child("source")
+        if source is not None:
+            clip = source.child("clipboard")
+            if clip is not None:
+                fields.put("vdagent_clipboard", _flag(ctx, clip, "copypaste"),
+                           "<clipboard copypaste>", clip.line)
+                _leftovers(ctx, clip)
+            mouse = source.child("mouse")
+            if mouse is not None:
+                fields.attr("vdagent_mouse", "mode", mouse)
+                _leftovers(ctx, mouse)
+            _leftovers(ctx, source)
+        return fields
+    fields = _char_fields(ctx, node, ("seclabel", "reconnect"))
+    source = node.child("source")
+    reconnect = source.child("reconnect") if source is not None else None
+    if reconnect is not None:
+        enabled = _flag(ctx, reconnect, "enabled")
+        timeout = _int(ctx, reconnect, "timeout")
+        if enabled is None:
+            ctx.error(reconnect.line, "<reconnect> needs enabled='yes' (with timeout=) or "
+                      "enabled='no'")
+        elif enabled and not timeout:
+            ctx.error(reconnect.line, "<reconnect enabled='yes'> needs timeout= (seconds, "
+                      "at least 1)")
+        else:
+            fields.put("reconnect", timeout if enabled else 0, "<reconnect>", reconnect.line)
+        _leftovers(ctx, reconnect)
+    return fields
+
+
 def _read_channel(ctx: _Context, node: Node) -> Channel | None:
-    """`<channel type='unix'|'spicevmc'|'pty'>` with `<source>` and `<target type='virtio'>`."""
-    fields = _char_fields(ctx, node, ("seclabel",))
+    """`<channel type=>` with its host side (see `Channel`) and `<target type='virtio'>`."""
+    fields = _channel_source(ctx, node)
     target = node.child("target")
     if target is None:
         ctx.error(node.line, "<channel> needs <target type='virtio' name='...'/>")
@@ -1474,6 +1534,7 @@ def _read_channel(ctx: _Context, node: Node) -> Channel | None:
     if ttype != "virtio":
         ctx.error(target.line, f"<channel><target type>: {ttype!r} is not supported; use "
                   "'virtio' (guestfwd needs user networking rules qemud does not write)")
+        target.ignore_attrs("address", "port")  # guestfwd's, refused as a whole above
     target.ignore_attrs("state")  # the guest agent's connection state, written by libvirt
     fields.attr("name", node=target)
     _leftovers(ctx, target)
@@ -1486,6 +1547,8 @@ def _read_channel(ctx: _Context, node: Node) -> Channel | None:
         fields.put("port", _hex(ctx, addr, "port", 0) or None, "<address port>", addr.line)
     _address(ctx, node, ("virtio-serial",))
     _leftovers(ctx, node, IGNORED_EVERYWHERE)
+    if "source" in fields.failed:
+        return None  # its character device was reported
     return _make(ctx, Channel, fields)
 
 

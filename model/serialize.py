@@ -270,15 +270,28 @@ def _video(v: Video) -> Element:
 
 def _channel(ch: Channel) -> Element:
     """Render one `<channel>`."""
-    source = None
-    if ch.path is not None or ch.mode != "bind":
-        source = Element("source", {"path": ch.path, "mode": ch.mode if ch.mode != "bind" else None})
+    kids: list[Element | None] = []
+    if ch.source is not None:
+        kids = _char_kids(ch.source)
+    elif ch.type == "qemu-vdagent":
+        if ch.vdagent_clipboard is not None or ch.vdagent_mouse is not None:
+            kids = [Element("source", children=[
+                Element("clipboard", {"copypaste": _yn(ch.vdagent_clipboard)})
+                if ch.vdagent_clipboard is not None else None,
+                Element("mouse", {"mode": ch.vdagent_mouse}) if ch.vdagent_mouse else None])]
+    elif ch.path is not None or ch.mode != "bind" or ch.reconnect is not None:
+        reconnect = None
+        if ch.reconnect is not None:
+            reconnect = Element("reconnect", {"enabled": "yes" if ch.reconnect else "no",
+                                              "timeout": _num(ch.reconnect or None)})
+        kids = [Element("source", {"path": ch.path,
+                                   "mode": ch.mode if ch.mode != "bind" else None}, [reconnect])]
     address = None
     if ch.port is not None or ch.controller:
         address = Element("address", {"type": "virtio-serial", "controller": str(ch.controller),
                                       "bus": "0", "port": _num(ch.port)})
     return Element("channel", {"type": ch.type}, [
-        source, Element("target", {"type": "virtio", "name": ch.name}), address,
+        *kids, Element("target", {"type": "virtio", "name": ch.name}), address,
     ])
 
 
@@ -344,7 +357,9 @@ def _devices(dev: Devices) -> Element:
         Element("memballoon", {"model": dev.memballoon}, [_address(dev.memballoon_address)])
         if dev.memballoon else None,
         *(Element("rng", {"model": r.model}, [
-            Element("backend", {"model": r.backend_model},
+            Element("backend", {"model": r.backend_model,
+                                "type": r.egd.type if r.egd is not None else None},
+                    _char_kids(r.egd) if r.egd is not None else [],
                     text=r.backend if r.backend_model == "random" else None),
             Element("rate", {"bytes": _num(r.rate_bytes), "period": _num(r.rate_period)})
             if r.rate_bytes or r.rate_period else None,

@@ -201,7 +201,29 @@ def _smartcard_certificates(work: Path, stack: contextlib.ExitStack) -> str:
       </smartcard>"""
 
 
+def _channels_egd(work: Path, stack: contextlib.ExitStack) -> str:
+    channel = stack.enter_context(_tcp_listener())
+    egd = stack.enter_context(_tcp_listener())
+    unix = stack.enter_context(_unix_listener(work / "channel-peer.sock"))
+    return f"""
+      <channel type='tcp'><source mode='connect' host='127.0.0.1' service='{channel}'>
+        <reconnect enabled='yes' timeout='10'/></source>
+        <target type='virtio' name='asdf'/></channel>
+      <channel type='unix'><source mode='connect' path='{unix}'><reconnect enabled='no'/>
+        </source><target type='virtio' name='fdsa'/></channel>
+      <channel type='pty'><target type='virtio'/></channel>
+      <channel type='udp'><source mode='connect' host='127.0.0.1'
+        service='{_free_port(socket.SOCK_DGRAM)}'/><target type='virtio' name='u'/></channel>
+      <channel type='qemu-vdagent'><source><clipboard copypaste='yes'/><mouse mode='client'/>
+        </source><target type='virtio' name='com.redhat.spice.0'/></channel>
+      <graphics type='vnc' port='{_free_port()}' listen='127.0.0.1'/>
+      <rng model='virtio'><backend model='egd' type='tcp'>
+        <source mode='connect' host='127.0.0.1' service='{egd}'>
+        <reconnect enabled='yes' timeout='5'/></source></backend></rng>"""
+
+
 CASES: dict[str, Case] = {
+    "channels-egd": _channels_egd,
     "usb-relays": _usb_relays,
     "smartcard-certificates": _smartcard_certificates,
     "nic-sockets": _socket_nics,

@@ -223,7 +223,7 @@ def test_models() -> None:
                                           reconnect=0),)
     assert d.devices.parallels == (Parallel(type="file", path="/tmp/lp", append=False),)
     assert "file,id=charparallel0,path=/tmp/lp,append=off" in values(d, "-chardev")
-    assert "socket,id=charconsole1,path=/tmp/c.sock,server=off" in values(d, "-chardev")
+    assert "socket,id=charconsole1,path=/tmp/c.sock,server=off,reconnect=0" in values(d, "-chardev")
 
 
 def test_tcp_defaults_to_connect_as_libvirt() -> None:
@@ -570,3 +570,102 @@ def test_relay_errors_at_their_lines() -> None:
         (8, "<cid address>: '2' is too small; the minimum is 3")]
     assert issues("<vsock><cid auto='yes'/></vsock>\n<vsock><cid auto='yes'/></vsock>") == [
         (8, "more than one <vsock> is not supported; keep one")]
+
+
+# --- channels on any character device, qemu-vdagent, rng egd ---------------------------------
+
+
+def test_chardev_reconnect_as_libvirt() -> None:
+    """libvirt's chardev-reconnect.xml: every relay kind with <reconnect>, and rng egd."""
+    d = devices("""
+        <controller type='usb' index='0' model='piix3-uhci'/>
+        <redirdev bus='usb' type='tcp'>
+          <source mode='connect' host='localhost' service='3456'>
+            <reconnect enabled='yes' timeout='15'/>
+          </source>
+        </redirdev>
+        <smartcard mode='passthrough' type='unix'>
+          <source mode='connect' path='/tmp/channel/asdf'>
+            <reconnect enabled='yes' timeout='20'/>
+          </source>
+        </smartcard>
+        <channel type='tcp'>
+          <source mode='connect' host='localhost' service='1234'>
+            <reconnect enabled='yes' timeout='10'/>
+          </source>
+          <target type='virtio' name='asdf'/>
+        </channel>
+        <channel type='unix'>
+          <source mode='connect' path='/tmp/channel/fdsa'>
+            <reconnect enabled='no'/>
+          </source>
+          <target type='virtio' name='fdsa'/>
+        </channel>
+        <rng model='virtio'>
+          <backend model='egd' type='tcp'>
+            <source mode='connect' host='localhost' service='2345'>
+              <reconnect enabled='yes' timeout='5'/>
+            </source>
+          </backend>
+        </rng>""")
+    # libvirt writes no server=off for a connecting unix socket (QEMU's default); qemud does
+    assert values(d, "-chardev") == [
+        "socket,id=charchannel0,host=localhost,port=1234,reconnect=10",
+        "socket,id=charchannel1,path=/tmp/channel/fdsa,server=off,reconnect=0",
+        "socket,id=charredir0,host=localhost,port=3456,reconnect=15",
+        "socket,id=charsmartcard0,path=/tmp/channel/asdf,server=off,reconnect=20",
+        "socket,id=charrng0,host=localhost,port=2345,reconnect=5"]
+    assert "rng-egd,id=objrng0,chardev=charrng0" in values(d, "-object")
+    devs = values(d, "-device")
+    for dev in ("usb-ccid,id=ccid0,bus=usb.0,port=1",
+                "ccid-card-passthru,chardev=charsmartcard0,id=smartcard0,bus=ccid0.0",
+                "virtserialport,bus=virtio-serial0.0,nr=1,chardev=charchannel0,id=channel0,"
+                "name=asdf",
+                "virtserialport,bus=virtio-serial0.0,nr=2,chardev=charchannel1,id=channel1,"
+                "name=fdsa",
+                "usb-redir,chardev=charredir0,id=redir0,bus=usb.0,port=2"):
+        assert dev in devs
+    assert model.parse(to_xml(d)).domain == d
+
+
+@pytest.mark.parametrize(("snippet", "chardev", "port"), [
+    ("""<channel type='qemu-vdagent'>
+          <target type='virtio' name='com.redhat.spice.0'/>
+          <address type='virtio-serial' controller='1' bus='0' port='3'/>
+          <source><clipboard copypaste='no'/><mouse mode='server'/></source>
+        </channel>""",
+     "qemu-vdagent,id=charchannel0,name=vdagent,clipboard=off,mouse=off",
+     "virtserialport,bus=virtio-serial1.0,nr=3,chardev=charchannel0,id=channel0,"
+     "name=com.redhat.spice.0"),
+    ("""<channel type='qemu-vdagent'>
+          <target type='virtio' name='com.redhat.spice.0'/>
+          <source><mouse mode='client'/><clipboard copypaste='yes'/></source>
+        </channel>""",
+     "qemu-vdagent,id=charchannel0,name=vdagent,clipboard=on,mouse=on",
+     "virtserialport,bus=virtio-serial0.0,nr=1,chardev=charchannel0,id=channel0,"
+     "name=com.redhat.spice.0"),
+    # a nameless channel: libvirt gives the port no name
+    ("<channel type='pty'><target type='virtio'/></channel>", "pty,id=charchannel0",
+     "virtserialport,bus=virtio-serial0.0,nr=1,chardev=charchannel0,id=channel0"),
+    ("<channel type='udp'><source mode='connect' host='10.0.0.1' service='9'/>"
+     "<target type='virtio' name='u'/></channel>",
+     "udp,id=charchannel0,host=10.0.0.1,port=9,localaddr=,localport=0",
+     "virtserialport,bus=virtio-serial0.0,nr=1,chardev=charchannel0,id=channel0,name=u"),
+])
+def test_channels_as_libvirt(snippet: str, chardev: str, port: str) -> None:
+    d = devices(snippet)
+    assert values(d, "-chardev") == [chardev]
+    assert port in values(d, "-device")
+    assert model.parse(to_xml(d)).domain == d
+
+
+def test_channel_and_egd_errors_at_their_lines() -> None:
+    assert issues("<channel type='tcp'>\n<source mode='connect' service='x'/>\n"
+                  "<target type='virtio' name='a'/>\n</channel>") == [
+        (8, "<source service>: 'x' is not a whole number")]
+    assert issues("<rng model='virtio'>\n<backend model='egd' type='vc'/>\n</rng>") == [
+        (8, "<backend type>: 'vc' is not supported; a virtual console needs a graphical QEMU "
+            "window, which qemud does not open; use 'pty'")]
+    assert issues("<channel type='qemu-vdagent'>\n<source><mouse mode='x'/></source>\n"
+                  "<target type='virtio'/>\n</channel>") == [
+        (8, "<mouse mode>: 'x' is not allowed; use one of 'server' or 'client'")]

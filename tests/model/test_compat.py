@@ -86,9 +86,13 @@ def test_spicevmc_channel_needs_spice_and_is_the_agent() -> None:
      "<channel><target type>: 'guestfwd' is not supported; use 'virtio' (guestfwd needs user "
      "networking rules qemud does not write)"),
     ("<channel type='unix'><target type='virtio'/></channel>", 7,
-     "<channel>: <target name=> is required, e.g. 'org.qemu.guest_agent.0'"),
+     "<channel>: a unix channel needs <target name=> (its socket is named after it, e.g. "
+     "'org.qemu.guest_agent.0') or <source path=>"),
     ("<channel type='file'><target type='virtio' name='x'/></channel>", 7,
-     "<channel type>: 'file' is not allowed; use one of 'unix', 'spicevmc' or 'pty'"),
+     "<channel>: type='file' needs <source path='...'/>"),
+    ("<channel type='vc'><target type='virtio' name='x'/></channel>", 7,
+     "<channel type>: 'vc' is not allowed; use one of 'unix', 'spicevmc', 'pty', 'qemu-vdagent', "
+     "'tcp', 'udp', 'file', 'null', 'dev' or 'pipe'"),
     ("<channel type='unix'><source mode='connect'/><target type='virtio' name='x'/></channel>", 7,
      "<channel>: mode='connect' needs <source path='...'/>: the socket to connect to"),
 ])

@@ -648,10 +648,10 @@ OTHER_DEVICES = [
                  id="memballoon-model"),
     pytest.param(devices("<panic model='hyperv'/>"),
                  [(7, "<panic model>: 'hyperv' is not supported; use 'isa'")], id="panic-model"),
-    pytest.param(devices("<rng model='virtio'>\n  <backend model='egd'>/dev/random</backend>\n"
+    pytest.param(devices("<rng model='virtio'>\n  <backend model='hw'>/dev/random</backend>\n"
                          "</rng>"),
-                 [(8, "<backend model>: 'egd' is not supported; use 'random' (a host device) or "
-                      "'builtin' (QEMU's own)")], id="rng-backend"),
+                 [(8, "<backend model>: 'hw' is not supported; use 'random' (a host device), "
+                      "'builtin' (QEMU's own) or 'egd' (an EGD daemon)")], id="rng-backend"),
     pytest.param(devices("<rng model='virtio-transitional'>\n"
                          "  <backend model='random'>/dev/urandom</backend>\n</rng>"),
                  [(7, "<rng model>: 'virtio-transitional' is not allowed; use one of 'virtio'")],
