@@ -957,7 +957,20 @@ def _redirdevs(d: Domain, ports: dict[str, str]) -> Iterator[Option]:
         yield ("-chardev", chardev)
         boot = f",bootindex={r.boot_order}" if r.boot_order is not None else ""
         port = f",port={ports[f'redir{i}']}" if f"redir{i}" in ports else ""
-        yield ("-device", f"usb-redir,chardev={cid},id=redir{i}{boot},bus=usb.0{port}")
+        rules = _usb_filter(d)
+        yield ("-device", f"usb-redir,chardev={cid},id=redir{i}{rules}{boot},bus=usb.0{port}")
+
+
+def _usb_filter(d: Domain) -> str:
+    """`,filter=class:vendor:product:version:allow|...` of `<redirfilter>`, as libvirt writes it."""
+    if not d.devices.redirfilter:
+        return ""
+    def hexed(value: int | None, width: int) -> str:
+        """A rule's number in libvirt's form; -1 matches any."""
+        return "-1" if value is None else f"0x{value:0{width}X}"
+    rules = [":".join((hexed(r.usb_class, 2), hexed(r.vendor, 4), hexed(r.product, 4),
+                       hexed(r.version, 4), str(int(r.allow)))) for r in d.devices.redirfilter]
+    return ",filter=" + "|".join(rules)
 
 
 def _smartcards(d: Domain, ports: dict[str, str]) -> Iterator[Option]:

@@ -747,6 +747,20 @@ class Redirdev(Frozen):
     boot_order: BootOrder | None = None
 
 
+class UsbFilterRule(Frozen):
+    """`<redirfilter><usbdev class= vendor= product= version= allow=/>`: one usbredir filter rule.
+
+    None matches any value (libvirt's -1); `version` is the device's BCD release (0x0110 for
+    '1.10').
+    """
+
+    usb_class: Annotated[int, Field(ge=0, le=0xFF)] | None = None
+    vendor: Annotated[int, Field(ge=0, le=0xFFFF)] | None = None
+    product: Annotated[int, Field(ge=0, le=0xFFFF)] | None = None
+    version: Annotated[int, Field(ge=0, le=0xFFFF)] | None = None
+    allow: bool
+
+
 class Smartcard(Frozen):
     """`<smartcard mode=>` on a USB CCID reader (QEMU `usb-ccid`).
 
@@ -874,6 +888,8 @@ class Devices(Frozen):
     sounds: tuple[Sound, ...] = ()
     audios: tuple[Audio, ...] = ()
     redirdevs: tuple[Redirdev, ...] = ()
+    redirfilter: tuple[UsbFilterRule, ...] = ()
+    """The filter of every `<redirdev>`'s USB devices, rules in order (none: all allowed)."""
     smartcards: tuple[Smartcard, ...] = ()
     vsocks: Annotated[tuple[Vsock, ...], Field(max_length=1)] = ()
     watchdogs: tuple[Watchdog, ...] = ()

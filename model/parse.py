@@ -56,6 +56,7 @@ from model.domain import (
     Timer,
     Topology,
     Tpm,
+    UsbFilterRule,
     Vcpu,
     Video,
     VirtioOptions,
@@ -1683,6 +1684,40 @@ def _read_redirdev(ctx: _Context, node: Node) -> Redirdev | None:
     return _make(ctx, Redirdev, fields) if ok else None
 
 
+def _usb_version(ctx: _Context, node: Node) -> int | None:
+    """A `<usbdev version='M.mm'>` as its BCD number, as libvirt reads it ('9.4' is 0x0940)."""
+    value = node.attr("version")
+    if value in (None, "-1"):
+        return None
+    major, dot, minor = (value or "").partition(".")
+    if not (major.isdigit() and len(major) <= 2 and (not dot or (minor.isdigit()
+                                                                 and len(minor) <= 2))):
+        ctx.error(node.line, f"<usbdev version>: {value!r} is not a USB release such as '1.10'")
+        return None
+    return int(f"{int(major):02d}{minor.ljust(2, '0') if dot else '00'}", 16)
+
+
+def _read_redirfilter(ctx: _Context, node: Node) -> tuple[UsbFilterRule, ...] | None:
+    """`<redirfilter>` with its `<usbdev>` rules (class, vendor, product: hex or -1)."""
+    rules = []
+    ok = True
+    for dev in node.children("usbdev"):
+        fields = _Fields(dev)
+        for name, key in (("class", "usb_class"), ("vendor", "vendor"), ("product", "product")):
+            value = dev.attr(name)
+            if value not in (None, "-1"):
+                fields.put(key, _hex(ctx, dev, name, -1), f"<usbdev {name}>", dev.line)
+        fields.put("version", _usb_version(ctx, dev), "<usbdev version>", dev.line)
+        fields.put("allow", _flag(ctx, dev, "allow"), "<usbdev allow>", dev.line)
+        _leftovers(ctx, dev)
+        rule = _make(ctx, UsbFilterRule, fields)
+        ok = ok and rule is not None
+        if rule is not None:
+            rules.append(rule)
+    _leftovers(ctx, node)
+    return tuple(rules) if ok else None
+
+
 def _read_smartcard(ctx: _Context, node: Node) -> Smartcard | None:
     """`<smartcard mode=>`: host, host-certificates or passthrough (with type= and a source).
 
@@ -1862,6 +1897,7 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
         "filesystem": _read_filesystem,
         "parallel": _read_parallel,
         "smartcard": _read_smartcard,
+        "redirfilter": _read_redirfilter,
         "vsock": _read_vsock,
     }
     for kid in node.kids():
@@ -1892,7 +1928,7 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
             ctx.error(kid.line, f"<{kid.tag}> devices are not supported by qemud; remove it "
                       "(supported: disk, interface, graphics, serial, console, channel, video, "
                       "input, controller, sound, audio, redirdev, watchdog, memballoon, panic, "
-                      "rng, tpm, filesystem, parallel, smartcard, vsock)")
+                      "rng, tpm, filesystem, parallel, smartcard, vsock, redirfilter)")
     for con in consoles:
         target = con.child("target")
         if target is not None and target.attr("type") == "virtio":
@@ -1921,7 +1957,7 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
                       "use qemu-system-x86_64")
     balloons = found.get("memballoon", [])
     panics = [model for model, _ in found.get("panic", [])]
-    for tag in ("memballoon", "panic", "tpm", "vsock"):
+    for tag in ("memballoon", "panic", "tpm", "vsock", "redirfilter"):
         for line in tag_lines.get(tag, [])[1:]:  # never keep one silently: say which to remove
             ctx.error(line, f"more than one <{tag}> is not supported; keep one")
     devices = Devices(
@@ -1947,6 +1983,7 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
         consoles=tuple(found.get("consoles", [])),
         parallels=tuple(found.get("parallel", [])),
         smartcards=tuple(found.get("smartcard", [])),
+        redirfilter=found.get("redirfilter", [()])[0],
         vsocks=tuple(found.get("vsock", [])[:1]),
     )
     _check_devices(ctx, devices, lines, os)

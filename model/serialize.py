@@ -347,6 +347,14 @@ def _devices(dev: Devices) -> Element:
         *(_audio(a) for a in dev.audios),
         *(_video(v) for v in dev.videos),
         *(_redirdev(r) for r in dev.redirdevs),
+        Element("redirfilter", children=[
+            Element("usbdev", {
+                "class": None if r.usb_class is None else f"0x{r.usb_class:02X}",
+                "vendor": None if r.vendor is None else f"0x{r.vendor:04X}",
+                "product": None if r.product is None else f"0x{r.product:04X}",
+                "version": None if r.version is None
+                else f"{r.version >> 8:X}.{r.version & 0xFF:02X}",
+                "allow": _yn(r.allow)}) for r in dev.redirfilter]) if dev.redirfilter else None,
         *(_smartcard(c) for c in dev.smartcards),
         *(Element("vsock", {"model": "virtio"}, [
             Element("cid", {"auto": "yes"} if v.cid is None

@@ -170,7 +170,11 @@ def _usb_relays(work: Path, stack: contextlib.ExitStack) -> str:
       <redirdev bus='usb' type='unix'><source mode='bind' path='{work / "redir-listen.sock"}'/>
         </redirdev>
       <smartcard mode='passthrough' type='tcp'>
-        <source mode='bind' host='127.0.0.1' service='{_free_port()}'/></smartcard>"""
+        <source mode='bind' host='127.0.0.1' service='{_free_port()}'/></smartcard>
+      <redirfilter>
+        <usbdev class='0x08' vendor='0x15E1' product='0x2007' version='1.10' allow='yes'/>
+        <usbdev allow='no'/>
+      </redirfilter>"""
 
 
 def _nss_db(work: Path) -> Path:

@@ -669,3 +669,30 @@ def test_channel_and_egd_errors_at_their_lines() -> None:
     assert issues("<channel type='qemu-vdagent'>\n<source><mouse mode='x'/></source>\n"
                   "<target type='virtio'/>\n</channel>") == [
         (8, "<mouse mode>: 'x' is not allowed; use one of 'server' or 'client'")]
+
+
+def test_redirfilter_as_libvirt() -> None:
+    """libvirt's usb-redir-filter-version.xml: rules in order, versions as BCD, -1 for any."""
+    d = devices("""
+        <graphics type='spice' port='5904'/>
+        <controller type='usb' index='0' model='piix3-uhci'/>
+        <redirdev bus='usb' type='spicevmc'>
+          <address type='usb' bus='0' port='1'/>
+        </redirdev>
+        <redirdev bus='usb' type='spicevmc'>
+          <address type='usb' bus='0' port='2'/>
+        </redirdev>
+        <redirfilter>
+          <usbdev class='0x08' vendor='0x15E1' product='0x2007' version='1.09' allow='yes'/>
+          <usbdev class='0x08' vendor='0x15E1' product='0x2007' version='9.4' allow='yes'/>
+          <usbdev allow='no'/>
+        </redirfilter>""")
+    rules = "0x08:0x15E1:0x2007:0x0109:1|0x08:0x15E1:0x2007:0x0940:1|-1:-1:-1:-1:0"
+    assert [v for v in values(d, "-device") if v.startswith("usb-redir")] == [
+        f"usb-redir,chardev=charredir0,id=redir0,filter={rules},bus=usb.0,port=1",
+        f"usb-redir,chardev=charredir1,id=redir1,filter={rules},bus=usb.0,port=2"]
+    assert model.parse(to_xml(d)).domain == d
+    assert issues("<redirfilter>\n<usbdev version='1.2.3' allow='yes'/>\n</redirfilter>") == [
+        (8, "<usbdev version>: '1.2.3' is not a USB release such as '1.10'")]
+    assert issues("<redirfilter>\n<usbdev class='0x08'/>\n</redirfilter>") == [
+        (8, "<usbdev allow> is required")]

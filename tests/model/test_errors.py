@@ -44,7 +44,7 @@ def check(data: bytes, expected: list[tuple[int | None, str]]) -> None:
 NOT_SUPPORTED = "is not supported by qemud; remove it or see README for what is"
 DEVICES = ("devices are not supported by qemud; remove it (supported: disk, interface, graphics, "
            "serial, console, channel, video, input, controller, sound, audio, redirdev, watchdog, "
-           "memballoon, panic, rng, tpm, filesystem, parallel, smartcard, vsock)")
+           "memballoon, panic, rng, tpm, filesystem, parallel, smartcard, vsock, redirfilter)")
 
 # --- the domain, its identity and its sizes ----------------------------------------------------
 
