@@ -22,6 +22,7 @@ from model.domain import (
     Cpu,
     Disk,
     Domain,
+    Input,
     Interface,
     PciAddress,
     Serial,
@@ -838,7 +839,8 @@ def _videos(d: Domain, at: At) -> Iterator[Option]:
 
 _INPUT = {("tablet", "usb"): "usb-tablet", ("mouse", "usb"): "usb-mouse",
           ("keyboard", "usb"): "usb-kbd", ("tablet", "virtio"): "virtio-tablet-pci",
-          ("mouse", "virtio"): "virtio-mouse-pci", ("keyboard", "virtio"): "virtio-keyboard-pci"}
+          ("mouse", "virtio"): "virtio-mouse-pci", ("keyboard", "virtio"): "virtio-keyboard-pci",
+          ("passthrough", "virtio"): "virtio-input-host-pci"}
 
 USB_PORTS = {"piix3-usb-uhci": 2, "piix4-usb-uhci": 2, "usb-ehci": 6, "ich9-usb-ehci1": 6,
              "qemu-xhci": 4, "nec-usb-xhci": 4}
@@ -882,14 +884,33 @@ def usb_ports(d: Domain) -> dict[str, str]:
 def _inputs(d: Domain, ports: dict[str, str], at: At) -> Iterator[Option]:
     """`-device` for USB and virtio input devices (PS/2 mouse and keyboard are built in)."""
     for i, inp in enumerate(d.devices.inputs):
+        if inp.type == "evdev":
+            yield ("-object", _input_linux(inp, f"input{i}"))
+            continue
         device = _INPUT.get((inp.type, inp.bus))
         if device is None:
+            continue
+        if inp.type == "passthrough":  # libvirt's order: id, evdev, then bus/addr
+            yield ("-device", f"{device}{virtio_props(inp.virtio)},id=input{i},"
+                   f"evdev={esc(inp.evdev or '')}{at(f'input{i}')}")
             continue
         port = ports.get(f"input{i}")
         where = ",bus=usb.0" + (f",port={port}" if port else "") if inp.bus == "usb" else ""
         yield ("-device", f"{device}{virtio_props(inp.virtio)}"
                f"{at(f'input{i}') if inp.bus == 'virtio' else ''},"
                f"id=input{i}{where}")
+
+
+def _input_linux(inp: Input, oid: str) -> str:
+    """`-object input-linux` for an `<input type='evdev'>`, with libvirt's properties."""
+    parts = ["input-linux", f"id={oid}", f"evdev={esc(inp.evdev or '')}"]
+    if inp.repeat is not None:
+        parts.append(f"repeat={_on(inp.repeat)}")
+    if inp.grab == "all":
+        parts.append("grab_all=on")
+    if inp.grab_toggle is not None:
+        parts.append(f"grab-toggle={inp.grab_toggle}")
+    return ",".join(parts)
 
 
 def audio_ids(d: Domain) -> dict[int, str]:
@@ -1116,7 +1137,8 @@ _PCIE_DEVICES = frozenset({"virtio-blk-pci", "virtio-net-pci", "virtio-balloon-p
                            "virtio-serial-pci", "virtio-scsi-pci", "virtio-vga", "virtio-gpu-pci",
                            "virtio-tablet-pci", "virtio-mouse-pci", "virtio-keyboard-pci",
                            "qemu-xhci", "nec-usb-xhci", "e1000e", "vmxnet3", "bochs-display",
-                           "pcie-pci-bridge", "vhost-user-fs-pci", "vhost-vsock-pci"})
+                           "pcie-pci-bridge", "vhost-user-fs-pci", "vhost-vsock-pci",
+                           "virtio-input-host-pci"})
 """PCI Express endpoints: on 'q35' libvirt puts each behind its own pcie-root-port."""
 
 

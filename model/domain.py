@@ -592,13 +592,39 @@ class Video(Frozen):
 
 
 class Input(Frozen):
-    """`<input type= bus=>`."""
+    """`<input type= bus=>`.
 
-    type: Literal["tablet", "mouse", "keyboard"]
+    'passthrough' hands a host evdev device to the guest (virtio-input-host-pci); 'evdev' feeds
+    a host keyboard or mouse to the guest's own input devices (QEMU's input-linux object).
+    """
+
+    type: Literal["tablet", "mouse", "keyboard", "passthrough", "evdev"]
     bus: Literal["usb", "ps2", "virtio"] = "ps2"
     usb_port: Annotated[str, Field(pattern=r"^[1-9][0-9]?(\.[1-9][0-9]?){0,4}$")] | None = None
     address: PciAddress | None = None
     virtio: VirtioOptions = VirtioOptions()
+    evdev: Annotated[str, Field(pattern=r"^/[^\x00-\x1f]*$")] | None = None
+    """passthrough: `<source evdev=>`; evdev: `<source dev=>` (a /dev/input/event* file)."""
+    grab: Literal["all"] | None = None
+    """evdev: `<source grab='all'>`: the grab takes every host input device."""
+    grab_toggle: Literal["ctrl-ctrl", "alt-alt", "shift-shift", "meta-meta", "scrolllock",
+                         "ctrl-scrolllock"] | None = None
+    repeat: bool | None = None
+
+    @model_validator(mode="after")
+    def _host_devices(self) -> Input:
+        """Guarantee a host device for passthrough (virtio) and evdev, and only for them."""
+        host = self.type in ("passthrough", "evdev")
+        if host != (self.evdev is not None):
+            raise ValueError(f"type='{self.type}' " + ("needs <source> naming the host's "
+                             "/dev/input/event* device" if host else "takes no <source>"))
+        if self.type == "passthrough" and self.bus != "virtio":
+            raise ValueError("type='passthrough' is on bus='virtio' (virtio-input-host-pci)")
+        if self.type == "evdev" and (self.bus != "ps2" or self.address or self.usb_port):
+            raise ValueError("type='evdev' is no guest device: it takes no bus= or <address>")
+        if self.type != "evdev" and (self.grab or self.grab_toggle or self.repeat is not None):
+            raise ValueError("grab, grabToggle and repeat are for type='evdev'")
+        return self
 
     @model_validator(mode="after")
     def _ps2_has_no_tablet(self) -> Input:

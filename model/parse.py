@@ -2003,10 +2003,21 @@ def _next_index(controller: Controller, earlier: list[Controller]) -> Controller
 
 
 def _read_input(ctx: _Context, node: Node) -> Input | None:
-    """`<input type= bus=>`."""
+    """`<input type= bus=>`; passthrough and evdev ones with their `<source>`."""
     fields = _Fields(node)
     fields.attr("type")
     fields.attr("bus")
+    source = node.child("source")
+    if source is not None:
+        if node.attr("type") == "evdev":
+            fields.attr("evdev", "dev", source)
+            fields.attr("grab", node=source)
+            fields.attr("grab_toggle", "grabToggle", source)
+            fields.put("repeat", _flag(ctx, source, "repeat", ("on", "off")), "<source repeat>",
+                       source.line)
+        else:
+            fields.attr("evdev", node=source)
+        _leftovers(ctx, source)
     _usb_port(ctx, node, fields)
     fields.put("address", _address(ctx, node, ("pci", "usb")), "<address>")
     _driver_only_virtio(ctx, node, fields)

@@ -18,6 +18,7 @@ from model.domain import (
     Features,
     Filesystem,
     Graphics,
+    Input,
     Interface,
     Os,
     Parallel,
@@ -198,6 +199,18 @@ def _smartcard(c: Smartcard) -> Element:
     ])
 
 
+def _input(i: Input) -> Element:
+    """Render one `<input>` (an evdev one has no bus; host devices have their `<source>`)."""
+    source = None
+    if i.type == "evdev":
+        source = Element("source", {"dev": i.evdev, "grab": i.grab, "grabToggle": i.grab_toggle,
+                                    "repeat": _yn(i.repeat, ("on", "off"))})
+    elif i.evdev is not None:
+        source = Element("source", {"evdev": i.evdev})
+    return Element("input", {"type": i.type, "bus": None if i.type == "evdev" else i.bus},
+                   [source, _usb(i.usb_port), _address(i.address), _virtio_driver(i.virtio)])
+
+
 def _serial(port: Serial) -> Element:
     """Render one `<serial>`."""
     log = None
@@ -335,9 +348,7 @@ def _devices(dev: Devices) -> Element:
         *(_parallel(p) for p in dev.parallels),
         *(_console(c) for c in dev.consoles),
         *(_channel(c) for c in dev.channels),
-        *(Element("input", {"type": i.type, "bus": i.bus},
-                  [_usb(i.usb_port), _address(i.address), _virtio_driver(i.virtio)])
-          for i in dev.inputs),
+        *(_input(i) for i in dev.inputs),
         *(_graphics(g) for g in dev.graphics),
         *(Element("sound", {"model": s.model}, [
             *(Element("codec", {"type": c}) for c in s.codecs),

@@ -8,8 +8,9 @@ QEMU is started paused (`-S`) under TCG with the model's command line; the test 
 `query-status` to say 'prelaunch', and `query-chardev` to list every chardev the model named
 (so QEMU realized each backend, and each front-end device found it), then quits QEMU.
 Not run here, for want of host hardware: `<parallel type='dev'>` (a ppdev parallel port),
-`<vsock>` (/dev/vhost-vsock), `<smartcard mode='host'>` (the host's /etc/pki/nssdb); the model
-tests cover their command lines.
+`<vsock>` (/dev/vhost-vsock), `<smartcard mode='host'>` (the host's /etc/pki/nssdb),
+`<input type='evdev'|'passthrough'>` (a /dev/input/event* device); the model tests cover their
+command lines.
 """
 
 from __future__ import annotations

@@ -696,3 +696,28 @@ def test_redirfilter_as_libvirt() -> None:
         (8, "<usbdev version>: '1.2.3' is not a USB release such as '1.10'")]
     assert issues("<redirfilter>\n<usbdev class='0x08'/>\n</redirfilter>") == [
         (8, "<usbdev allow> is required")]
+
+
+def test_host_input_devices_as_libvirt() -> None:
+    """libvirt's input-linux.xml and virtio-input-passthrough.xml."""
+    d = devices("""
+        <input type='evdev'>
+          <source dev='/dev/input/event1234' grab='all' grabToggle='alt-alt' repeat='on'/>
+        </input>
+        <input type='passthrough' bus='virtio'>
+          <source evdev='/dev/input/event1234'/>
+        </input>""")
+    assert values(d, "-object") == ["input-linux,id=input0,evdev=/dev/input/event1234,"
+                                    "repeat=on,grab_all=on,grab-toggle=alt-alt"]
+    assert values(d, "-device") == ["virtio-input-host-pci,id=input1,evdev=/dev/input/event1234,"
+                                    "bus=pci.0,addr=0x2"]
+    assert model.parse(to_xml(d)).domain == d
+    assert issues("<input type='passthrough' bus='usb'>\n<source evdev='/dev/input/e'/>\n"
+                  "</input>") == [
+        (7, "<input>: type='passthrough' is on bus='virtio' (virtio-input-host-pci)")]
+    assert issues("<input type='evdev'/>") == [
+        (7, "<input>: type='evdev' needs <source> naming the host's /dev/input/event* device")]
+    assert issues("<input type='evdev'>\n<source dev='/dev/input/e' grabToggle='f12'/>\n"
+                  "</input>") == [
+        (8, "<source grabToggle>: 'f12' is not allowed; use one of 'ctrl-ctrl', 'alt-alt', "
+            "'shift-shift', 'meta-meta', 'scrolllock' or 'ctrl-scrolllock'")]

@@ -637,9 +637,9 @@ OTHER_DEVICES = [
     pytest.param(devices("<input type='tablet' bus='ps2'/>"),
                  [(7, "<input>: a tablet cannot be on the ps2 bus; use bus='usb' or bus='virtio'")],
                  id="input-ps2-tablet"),
-    pytest.param(devices("<input type='passthrough' bus='virtio'/>"),
-                 [(7, "<input type>: 'passthrough' is not allowed; use one of 'tablet', 'mouse' "
-                      "or 'keyboard'")], id="input-type"),
+    pytest.param(devices("<input type='joystick' bus='virtio'/>"),
+                 [(7, "<input type>: 'joystick' is not allowed; use one of 'tablet', 'mouse', "
+                      "'keyboard', 'passthrough' or 'evdev'")], id="input-type"),
     pytest.param(devices("<input type='mouse' bus='xen'/>"),
                  [(7, "<input bus>: 'xen' is not allowed; use one of 'usb', 'ps2' or 'virtio'")],
                  id="input-bus"),
