@@ -658,15 +658,16 @@ def _parallels(d: Domain) -> Iterator[Option]:
         yield ("-device", f"isa-parallel,chardev={cid},id=parallel{i}")
 
 
-def channel_path(channel: Channel, runtime: Runtime | None) -> Path:
+def channel_path(channel: Channel, runtime: Runtime | None, index: int = 0) -> Path:
     """Where a unix channel's socket is: its `<source path>`, else `<name>` in the runtime folder.
 
-    The guest agent's socket of a running VM is `runtime.folder / 'org.qemu.guest_agent.0'`.
-    Without a runtime (`reconcile argv`) the path is shown relative.
+    The guest agent's socket of a running VM is `runtime.folder / 'org.qemu.guest_agent.0'`;
+    a nameless channel's is `channel<index>.sock`. Without a runtime (`reconcile argv`) the path
+    is shown relative.
     """
     if channel.path is not None:
         return Path(channel.path)
-    name = channel.name or "channel"
+    name = channel.name or f"channel{index}.sock"
     return runtime.folder / name if runtime is not None else Path(name)
 
 
@@ -708,7 +709,7 @@ def _channels(d: Domain, runtime: Runtime | None) -> Iterator[Option]:
         if ch.type == "unix":
             server = "server=on,wait=off" if ch.mode == "bind" else "server=off"
             again = f",reconnect={ch.reconnect}" if ch.reconnect is not None else ""
-            yield ("-chardev", f"socket,id={cid},path={esc(channel_path(ch, runtime))},{server}"
+            yield ("-chardev", f"socket,id={cid},path={esc(channel_path(ch, runtime, i))},{server}"
                    f"{again}")
         elif ch.type == "spicevmc":
             yield ("-chardev", f"spicevmc,id={cid},name=vdagent")

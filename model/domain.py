@@ -694,7 +694,8 @@ class Channel(Frozen):
                   "pipe"]
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")] | None = None
     path: str | None = None
-    """unix only; None means the runtime folder's `<name>` socket (libvirt's channel dir)."""
+    """unix only; None means the runtime folder's `<name>` socket (libvirt's channel dir), or
+    `channel<N>.sock` for nameless channel N."""
     mode: Literal["bind", "connect"] = "bind"
     reconnect: Annotated[int, Field(ge=0, le=2**31 - 1)] | None = None
     """unix with mode='connect': `<reconnect>` seconds (0: enabled='no')."""
@@ -710,14 +711,11 @@ class Channel(Frozen):
 
     @model_validator(mode="after")
     def _name_fits_type(self) -> Channel:
-        """Guarantee a spicevmc/vdagent name, a unix socket's name or path, settings per type."""
+        """Guarantee a spicevmc/vdagent name, a connecting socket's path, settings per type."""
         if self.type in ("spicevmc", "qemu-vdagent") and self.name not in (None,
                                                                           "com.redhat.spice.0"):
             raise ValueError(f"a {self.type} channel is the spice agent's: name it "
                              "'com.redhat.spice.0' or leave the name out")
-        if self.type == "unix" and self.name is None and self.path is None:
-            raise ValueError("a unix channel needs <target name=> (its socket is named after it, "
-                             "e.g. 'org.qemu.guest_agent.0') or <source path=>")
         if self.type != "unix" and self.path is not None:
             raise ValueError(f"type='{self.type}' takes no <source path>")
         if self.type == "unix" and self.path is None and self.mode == "connect":

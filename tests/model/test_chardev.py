@@ -721,3 +721,20 @@ def test_host_input_devices_as_libvirt() -> None:
                   "</input>") == [
         (8, "<source grabToggle>: 'f12' is not allowed; use one of 'ctrl-ctrl', 'alt-alt', "
             "'shift-shift', 'meta-meta', 'scrolllock' or 'ctrl-scrolllock'")]
+
+
+def test_nameless_unix_channels_get_their_own_sockets() -> None:
+    """libvirt's channel-virtio-unix.xml: sockets in the runtime folder, by name or by index."""
+    from pathlib import Path
+    runtime = model.Runtime(Path("/run/q/qmp.sock"), Path("/run/q/pid"), Path("/log/c.log"))
+    d = devices("""
+        <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>
+        <channel type='unix'><target type='virtio'/></channel>
+        <channel type='unix'><target type='virtio'/></channel>""")
+    got = [o[1] for o in model.options(d, runtime) if o[0] == "-chardev"][2:]
+    assert got == ["socket,id=charchannel0,path=/run/q/org.qemu.guest_agent.0,server=on,wait=off",
+                   "socket,id=charchannel1,path=/run/q/channel1.sock,server=on,wait=off",
+                   "socket,id=charchannel2,path=/run/q/channel2.sock,server=on,wait=off"]
+    assert [v for v in values(d, "-device") if v.startswith("virtserialport")][1] == (
+        "virtserialport,bus=virtio-serial0.0,nr=2,chardev=charchannel1,id=channel1")
+    assert model.parse(to_xml(d)).domain == d
