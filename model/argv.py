@@ -594,6 +594,8 @@ def chardev_backend(src: CharSource, cid: str, parallel: bool = False) -> list[s
         return ["parallel" if parallel else "serial", f"id={cid}", f"path={esc(src.path or '')}"]
     if src.type == "pipe":
         return ["pipe", f"id={cid}", f"path={esc(src.path or '')}"]
+    if src.type == "spiceport":
+        return ["spiceport", f"id={cid}", f"name={src.spice_channel}"]
     if src.type == "udp":
         return ["udp", f"id={cid}", f"host={src.host or ''}", f"port={src.service}",
                 f"localaddr={src.bind_host or ''}", f"localport={src.bind_service or 0}"]

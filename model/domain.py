@@ -503,7 +503,7 @@ class Graphics(Frozen):
         return self
 
 
-CharType = Literal["pty", "file", "unix", "null", "dev", "tcp", "udp", "pipe"]
+CharType = Literal["pty", "file", "unix", "null", "dev", "tcp", "udp", "pipe", "spiceport"]
 """libvirt's character device types that qemud renders (QEMU's pty, file, socket, null,
 serial/parallel, udp and pipe chardev backends)."""
 
@@ -532,12 +532,16 @@ class CharSource(Frozen):
     """`<reconnect enabled='yes' timeout=N>` in seconds; 0 is `enabled='no'`; tcp and unix."""
     append: bool | None = None
     """`<source append='on'|'off'>` of a file."""
+    spice_channel: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")] | None = None
+    """spiceport: `<source channel=>`, the spice port's name the client opens."""
 
     @model_validator(mode="after")
     def _source_matches_type(self) -> CharSource:
         """Guarantee each type has what QEMU needs, and nothing another type's."""
         if self.type in ("file", "unix", "dev", "pipe") and not self.path:
             raise ValueError(f"type='{self.type}' needs <source path='...'/>")
+        if self.path is not None and self.type not in ("file", "unix", "dev", "pipe", "pty"):
+            raise ValueError(f"type='{self.type}' takes no <source path>")  # pty: libvirt's live
         if self.type not in ("tcp", "udp") and (self.host or self.service is not None):
             raise ValueError(f"type='{self.type}' takes no host= or service=")
         if self.type == "tcp" and self.service is None:
@@ -553,6 +557,9 @@ class CharSource(Frozen):
             raise ValueError("<reconnect> is for tcp and unix sources with mode='connect'")
         if self.append is not None and self.type != "file":
             raise ValueError("<source append=> is for type='file' only")
+        if (self.type == "spiceport") != (self.spice_channel is not None):
+            raise ValueError("type='spiceport' needs <source channel='...'/>, and only it takes "
+                             "one")
         return self
 
 
@@ -691,7 +698,7 @@ class Channel(Frozen):
     """
 
     type: Literal["unix", "spicevmc", "pty", "qemu-vdagent", "tcp", "udp", "file", "null", "dev",
-                  "pipe"]
+                  "pipe", "spiceport"]
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")] | None = None
     path: str | None = None
     """unix only; None means the runtime folder's `<name>` socket (libvirt's channel dir), or
@@ -722,7 +729,7 @@ class Channel(Frozen):
             raise ValueError("mode='connect' needs <source path='...'/>: the socket to connect to")
         if self.reconnect is not None and (self.type != "unix" or self.mode != "connect"):
             raise ValueError("<reconnect> is for tcp and unix sources with mode='connect'")
-        relayed = self.type in ("tcp", "udp", "file", "null", "dev", "pipe")
+        relayed = self.type in ("tcp", "udp", "file", "null", "dev", "pipe", "spiceport")
         if relayed != (self.source is not None) or (self.source is not None
                                                     and self.source.type != self.type):
             raise ValueError(f"type='{self.type}' and its character device disagree")

@@ -1085,11 +1085,10 @@ def _char_fields(ctx: _Context, node: Node, source_extras: tuple[str, ...] = ())
     return fields
 
 
-_CHAR_SOURCE_TYPES = ("pty", "file", "unix", "null", "dev", "tcp", "udp", "pipe")
+_CHAR_SOURCE_TYPES = ("pty", "file", "unix", "null", "dev", "tcp", "udp", "pipe", "spiceport")
 _CHAR_REFUSED = {
     "vc": "a virtual console needs a graphical QEMU window, which qemud does not open; use 'pty'",
     "stdio": "QEMU's standard input and output are qemud's, not a terminal; use 'pty'",
-    "spiceport": "use 'pty' or 'unix' (spice ports are not rendered by qemud yet)",
     "nmdm": "nmdm is FreeBSD's; use 'pty'",
     "spicevmc": "a spicevmc data channel is only for <channel>, <redirdev> and <smartcard>",
     "qemu-vdagent": "use 'pty' or 'unix' (the QEMU vdagent is only for <channel>)",
@@ -1134,6 +1133,8 @@ def _char_source(ctx: _Context, node: Node) -> _Fields | None:
                 fields.put("mode", mode or "connect", "<source mode>", source.line)
                 fields.attr("host", node=source)
                 fields.attr("service", node=source)
+            elif typ == "spiceport":
+                fields.attr("spice_channel", "channel", source)
             else:
                 fields.put("mode", mode, "<source mode>", source.line)
             fields.attr("path", node=source)
@@ -1472,7 +1473,7 @@ def _read_model_only(ctx: _Context, node: Node,
     return value, address
 
 
-_RELAYED_CHANNELS = ("tcp", "udp", "file", "null", "dev", "pipe")
+_RELAYED_CHANNELS = ("tcp", "udp", "file", "null", "dev", "pipe", "spiceport")
 
 
 def _channel_source(ctx: _Context, node: Node) -> _Fields:
@@ -1839,7 +1840,12 @@ def _check_devices(ctx: _Context, devices: Devices, lines: dict[int, int | None]
             ctx.error(lines.get(id(g)), f"more than one <graphics type='{g.type}'> is not "
                       "supported; keep one (one VNC and one spice may go together)")
         kinds.add(g.type)
-    needs_spice: list[Channel | Redirdev | Audio | Smartcard] = [
+    spiceports: list[Any] = [x for x in (*devices.serials, *devices.consoles,
+                                         *devices.parallels) if x.type == "spiceport"]
+    relays: list[Channel | Redirdev | Smartcard] = [*devices.channels, *devices.redirdevs,
+                                                    *devices.smartcards]
+    spiceports += [x for x in relays if x.source is not None and x.source.type == "spiceport"]
+    needs_spice: list[Any] = [*spiceports,
         *(x for x in devices.channels if x.type == "spicevmc"),
         *(x for x in devices.redirdevs if x.source is None),
         *(x for x in devices.smartcards if x.mode == "passthrough" and x.source is None),

@@ -167,7 +167,9 @@ def _char_kids(src: CharSource) -> list[Element | None]:
         reconnect = Element("reconnect", {"enabled": "yes" if src.reconnect else "no",
                                           "timeout": _num(src.reconnect or None)})
     source = None
-    if src.type == "tcp":
+    if src.type == "spiceport":
+        source = Element("source", {"channel": src.spice_channel})
+    elif src.type == "tcp":
         source = Element("source", {"mode": src.mode, "host": src.host,
                                     "service": _num(src.service)}, [reconnect])
     elif src.path is not None or src.mode != "bind" or src.append is not None:

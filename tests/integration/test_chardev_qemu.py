@@ -227,7 +227,17 @@ def _channels_egd(work: Path, stack: contextlib.ExitStack) -> str:
         <reconnect enabled='yes' timeout='5'/></source></backend></rng>"""
 
 
+def _spiceports(work: Path, stack: contextlib.ExitStack) -> str:
+    return f"""
+      <serial type='spiceport'><source channel='org.qemu.console.serial.0'/><target port='0'/>
+        </serial>
+      <channel type='spiceport'><source channel='org.example.port'/>
+        <target type='virtio' name='org.example.port'/></channel>
+      <graphics type='spice' port='{_free_port()}' autoport='no' listen='127.0.0.1'/>"""
+
+
 CASES: dict[str, Case] = {
+    "spiceports": _spiceports,
     "channels-egd": _channels_egd,
     "usb-relays": _usb_relays,
     "smartcard-certificates": _smartcard_certificates,

@@ -738,3 +738,30 @@ def test_nameless_unix_channels_get_their_own_sockets() -> None:
     assert [v for v in values(d, "-device") if v.startswith("virtserialport")][1] == (
         "virtserialport,bus=virtio-serial0.0,nr=2,chardev=charchannel1,id=channel1")
     assert model.parse(to_xml(d)).domain == d
+
+
+def test_spiceport_as_libvirt() -> None:
+    """libvirt's serial-spiceport.xml (without its spice TLS port, which qemud refuses)."""
+    d = devices("""
+        <serial type='spiceport'>
+          <source channel='org.qemu.console.serial.0'/>
+          <target port='0'/>
+        </serial>
+        <console type='spiceport'>
+          <source channel='org.qemu.console.serial.0'/>
+          <target type='serial' port='0'/>
+        </console>
+        <channel type='spiceport'>
+          <source channel='org.example.port'/>
+          <target type='virtio' name='org.example.port'/>
+        </channel>
+        <graphics type='spice' port='5903' autoport='no' listen='127.0.0.1'/>""")
+    assert values(d, "-chardev") == ["spiceport,id=charserial0,name=org.qemu.console.serial.0",
+                                     "spiceport,id=charchannel0,name=org.example.port"]
+    assert model.parse(to_xml(d)).domain == d
+    assert issues("<serial type='spiceport'>\n<source channel='x'/>\n</serial>") == [
+        (7, "this <serial> goes through spice, but the domain has no <graphics type='spice'>; add "
+            "one or remove it")]
+    assert issues("<serial type='spiceport'>\n<source channel='x' path='x'/>\n</serial>\n"
+                  "<graphics type='spice' port='5903'/>") == [
+        (7, "<serial>: type='spiceport' takes no <source path>")]

@@ -89,7 +89,7 @@ def test_spicevmc_channel_needs_spice_and_is_the_agent() -> None:
      "<channel>: type='file' needs <source path='...'/>"),
     ("<channel type='vc'><target type='virtio' name='x'/></channel>", 7,
      "<channel type>: 'vc' is not allowed; use one of 'unix', 'spicevmc', 'pty', 'qemu-vdagent', "
-     "'tcp', 'udp', 'file', 'null', 'dev' or 'pipe'"),
+     "'tcp', 'udp', 'file', 'null', 'dev', 'pipe' or 'spiceport'"),
     ("<channel type='unix'><source mode='connect'/><target type='virtio' name='x'/></channel>", 7,
      "<channel>: mode='connect' needs <source path='...'/>: the socket to connect to"),
 ])
