@@ -1878,7 +1878,8 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
         return Devices()
     found: dict[str, list[Any]] = {}
     lines: dict[int, int | None] = {}
-    serial_ports: dict[int, Node] = {}
+    serial_ports: dict[int, Any] = {}
+    auto_ports: list[Serial] = []
     consoles: list[Node] = []
     emulator: str | None = None
     emulator_line: int | None = None
@@ -1914,8 +1915,10 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
         elif kid.tag == "serial":
             made = _read_serial(ctx, kid)
             if made is not None:
+                target = kid.child("target")
+                if target is None or target.attr("port") is None:
+                    auto_ports.append(made)
                 found.setdefault("serials", []).append(made)
-                serial_ports[made.port] = kid
                 lines[id(made)] = kid.line
         elif kid.tag == "console":
             consoles.append(kid)
@@ -1935,6 +1938,8 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
                       "(supported: disk, interface, graphics, serial, console, channel, video, "
                       "input, controller, sound, audio, redirdev, watchdog, memballoon, panic, "
                       "rng, tpm, filesystem, parallel, smartcard, vsock, redirfilter)")
+    found["serials"] = _auto_serial_ports(ctx, found.get("serials", []), auto_ports, lines)
+    serial_ports.update({made.port: made for made in found["serials"]})
     for con in consoles:
         target = con.child("target")
         if target is not None and target.attr("type") == "virtio":
@@ -1949,7 +1954,7 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
         if made.port in serial_ports:
             continue  # libvirt mirrors serial port N as a console: the same device
         found.setdefault("serials", []).append(made)
-        serial_ports[made.port] = con
+        serial_ports[made.port] = made
         lines[id(made)] = con.line
     ctx.disk_lines = list(tag_lines.get("disk", []))
     ctx.filesystem_lines = list(tag_lines.get("filesystem", []))
@@ -1994,6 +1999,32 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
     )
     _check_devices(ctx, devices, lines, os)
     return devices
+
+
+def _auto_serial_ports(ctx: _Context, serials: list[Serial], auto: list[Serial],
+                       lines: dict[int, int | None]) -> list[Serial]:
+    """Give each `<serial>` written without `<target port>` a port as libvirt does.
+
+    In document order, one more than the highest port of every serial known so far (those with
+    a port anywhere in the file, and those already given one): `<serial/><serial/>` are ports 0
+    and 1. A port beyond COM4 is reported at its line.
+    """
+    autos = {id(a) for a in auto}
+    known = [s.port for s in serials if id(s) not in autos]
+    out = []
+    for serial in serials:
+        made = serial
+        if id(serial) in autos:
+            port = max(known, default=-1) + 1
+            if port > 3:
+                ctx.error(lines.get(id(serial)), "no serial port is left for this <serial> (QEMU "
+                          "has COM1-COM4, <target port='0'> to '3'); remove one")
+                continue
+            made = serial.model_copy(update={"port": port})
+            lines[id(made)] = lines.pop(id(serial))
+            known.append(port)
+        out.append(made)
+    return out
 
 
 def _next_index(controller: Controller, earlier: list[Controller]) -> Controller:

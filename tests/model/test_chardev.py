@@ -765,3 +765,16 @@ def test_spiceport_as_libvirt() -> None:
     assert issues("<serial type='spiceport'>\n<source channel='x' path='x'/>\n</serial>\n"
                   "<graphics type='spice' port='5903'/>") == [
         (7, "<serial>: type='spiceport' takes no <source path>")]
+
+
+def test_serial_ports_assigned_as_libvirt() -> None:
+    """libvirt's rule for a <serial> without <target port>: one more than the highest known."""
+    d = devices("<serial type='pty'/>\n<serial type='null'/>\n<console type='pty'/>")
+    assert [(s.type, s.port) for s in d.devices.serials] == [("pty", 0), ("null", 1)]
+    assert values(d, "-device") == ["isa-serial,chardev=charserial0,id=serial0,index=0",
+                                    "isa-serial,chardev=charserial1,id=serial1,index=1"]
+    d = devices("<serial type='pty'/>\n<serial type='null'><target port='1'/></serial>")
+    assert [(s.type, s.port) for s in d.devices.serials] == [("pty", 2), ("null", 1)]
+    assert issues("<serial type='pty'><target port='3'/></serial>\n<serial type='null'/>") == [
+        (8, "no serial port is left for this <serial> (QEMU has COM1-COM4, <target port='0'> to "
+            "'3'); remove one")]
