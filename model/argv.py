@@ -643,13 +643,16 @@ def _consoles(d: Domain) -> Iterator[Option]:
     """`-chardev` + `-device virtconsole` for each virtio `<console>`, with libvirt's ids.
 
     libvirt's console 0 stands for serial port 0 when the domain has one, so the virtio
-    consoles are numbered after it.
+    consoles are numbered after it. They take ports 0, 1... of virtio-serial controller 0.
     """
     first = 1 if d.devices.serials else 0
     for i, con in enumerate(d.devices.consoles, start=first):
         cid = f"charconsole{i}"
         yield ("-chardev", ",".join(chardev_backend(con, cid)))
-        yield ("-device", f"virtconsole,chardev={cid},id=console{i}")
+        # libvirt leaves bus and nr to QEMU, which may put a console on another controller
+        # than the channels expect; qemud names the place QEMU gives it with one controller
+        yield ("-device", f"virtconsole,chardev={cid},id=console{i},bus=virtio-serial0.0,"
+               f"nr={i - first}")
 
 
 def _parallels(d: Domain) -> Iterator[Option]:
@@ -673,40 +676,68 @@ def channel_path(channel: Channel, runtime: Runtime | None, index: int = 0) -> P
     return runtime.folder / name if runtime is not None else Path(name)
 
 
+VIRTIO_SERIAL_PORTS = 31
+"""QEMU's default `max_ports` of a virtio-serial controller (port 0 is the console's)."""
+
+
 def virtio_serial_controllers(d: Domain) -> list[Controller]:
-    """The virtio-serial controllers: those declared, plus index 0 when channels need it."""
+    """The virtio-serial controllers: those declared, plus those channels and consoles need.
+
+    As libvirt, a controller is added (with the next index) when the channels without an
+    address do not fit on the existing ones.
+    """
     declared = [c for c in d.devices.controllers if c.type == "virtio-serial"]
     indexes = {c.index for c in declared}
-    needed = {ch.controller for ch in d.devices.channels}
+    needed = {controller for controller, _ in channel_placement(d)}
     if d.devices.consoles:
         needed.add(0)  # virtconsoles go on the first virtio-serial controller, as libvirt's
     return declared + [Controller(type="virtio-serial", index=i) for i in sorted(needed - indexes)]
 
 
-def _channel_ports(d: Domain) -> list[int]:
-    """The virtio-serial port (`nr`) of each channel: as given, else the next free from 1."""
-    used: dict[int, set[int]] = {}
+def channel_placement(d: Domain) -> list[tuple[int, int]]:
+    """(controller, port `nr`) of each channel: as given, else the next free one, as libvirt.
+
+    A controller has ports 1 to `ports`-1 (31 by default; 0 is the console's): a channel
+    without an address that does not fit on controller 0 goes to the next controller with a free
+    port, one being added when none has. Virtio consoles take ports 1.. of controller 0 after
+    the first (QEMU numbers them before the channels).
+    """
+    limits = {c.index: (c.ports or VIRTIO_SERIAL_PORTS)
+              for c in d.devices.controllers if c.type == "virtio-serial"}
+    used: dict[int, set[int]] = {0: set(range(1, len(d.devices.consoles)))}
     for ch in d.devices.channels:
         if ch.port is not None:
             taken = used.setdefault(ch.controller, set())
             if ch.port in taken:
                 raise RenderError(f"two channels use port {ch.port} of virtio-serial controller "
                                   f"{ch.controller}")
+            if ch.port >= limits.get(ch.controller, VIRTIO_SERIAL_PORTS):
+                raise RenderError(f"port {ch.port} is beyond the {limits[ch.controller]} ports "
+                                  f"of virtio-serial controller {ch.controller} (ports=)")
             taken.add(ch.port)
     out = []
     for ch in d.devices.channels:
-        port = ch.port
-        if port is None:
-            taken = used.setdefault(ch.controller, set())
-            port = next(n for n in range(1, 32) if n not in taken)
-            taken.add(port)
-        out.append(port)
+        if ch.port is not None:
+            out.append((ch.controller, ch.port))
+            continue
+        controller = ch.controller
+        while True:
+            limit = limits.get(controller, VIRTIO_SERIAL_PORTS)
+            taken = used.setdefault(controller, set())
+            free = [n for n in range(1, limit) if n not in taken]
+            if free:
+                break
+            controller = next(i for i in range(controller + 1, 256)
+                              if i not in limits or len(used.get(i, set())) < limits[i] - 1)
+        taken.add(free[0])
+        out.append((controller, free[0]))
     return out
 
 
 def _channels(d: Domain, runtime: Runtime | None) -> Iterator[Option]:
     """`-chardev` + `-device virtserialport` for each `<channel>`."""
-    for i, (ch, nr) in enumerate(zip(d.devices.channels, _channel_ports(d), strict=True)):
+    for i, (ch, (controller, nr)) in enumerate(zip(d.devices.channels, channel_placement(d),
+                                                    strict=True)):
         cid = f"charchannel{i}"
         if ch.type == "unix":
             server = "server=on,wait=off" if ch.mode == "bind" else "server=off"
@@ -727,7 +758,7 @@ def _channels(d: Domain, runtime: Runtime | None) -> Iterator[Option]:
             yield ("-chardev", f"pty,id={cid}")
         name = ch.name or ("com.redhat.spice.0" if ch.type in ("spicevmc", "qemu-vdagent")
                            else None)
-        yield ("-device", f"virtserialport,bus=virtio-serial{ch.controller}.0,nr={nr},"
+        yield ("-device", f"virtserialport,bus=virtio-serial{controller}.0,nr={nr},"
                f"chardev={cid},id=channel{i}" + (f",name={esc(name)}" if name else ""))
 
 

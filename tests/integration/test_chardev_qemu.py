@@ -236,7 +236,18 @@ def _spiceports(work: Path, stack: contextlib.ExitStack) -> str:
       <graphics type='spice' port='{_free_port()}' autoport='no' listen='127.0.0.1'/>"""
 
 
+def _virtio_serial_overflow(work: Path, stack: contextlib.ExitStack) -> str:
+    channels = "".join(f"<channel type='pty'><target type='virtio' name='port.{n}'/></channel>"
+                       for n in range(6))
+    return f"""
+      <controller type='virtio-serial' index='0' ports='4'/>
+      <console type='pty'><target type='virtio'/></console>
+      <console type='pty'><target type='virtio'/></console>
+      {channels}"""
+
+
 CASES: dict[str, Case] = {
+    "virtio-serial-overflow": _virtio_serial_overflow,
     "spiceports": _spiceports,
     "channels-egd": _channels_egd,
     "usb-relays": _usb_relays,

@@ -139,13 +139,15 @@ CASES = [
         </parallel>""",
                  ["socket,id=charparallel0,host=127.0.0.1,port=9999,server=on,wait=off"],
                  ["isa-parallel,chardev=charparallel0,id=parallel0"], id="parallel-tcp-chardev"),
+    # libvirt leaves a virtconsole's bus and nr to QEMU; qemud names them (see _consoles)
     pytest.param("""
         <console type='pty'>
           <target type='virtio'/>
         </console>""",
                  ["pty,id=charconsole0"],
                  ["virtio-serial-pci,bus=pci.0,addr=0x2,id=virtio-serial0",
-                  "virtconsole,chardev=charconsole0,id=console0"], id="console-virtio"),
+                  "virtconsole,chardev=charconsole0,id=console0,bus=virtio-serial0.0,nr=0"],
+                 id="console-virtio"),
     pytest.param("""
         <serial type='pty'>
           <target port='0'/>
@@ -166,9 +168,10 @@ CASES = [
                   "pty,id=charconsole3"],
                  ["virtio-serial-pci,bus=pci.0,addr=0x2,id=virtio-serial0",
                   "isa-serial,chardev=charserial0,id=serial0,index=0",
-                  "virtconsole,chardev=charconsole1,id=console1",
-                  "virtconsole,chardev=charconsole2,id=console2",
-                  "virtconsole,chardev=charconsole3,id=console3"], id="console-virtio-many"),
+                  "virtconsole,chardev=charconsole1,id=console1,bus=virtio-serial0.0,nr=0",
+                  "virtconsole,chardev=charconsole2,id=console2,bus=virtio-serial0.0,nr=1",
+                  "virtconsole,chardev=charconsole3,id=console3,bus=virtio-serial0.0,nr=2"],
+                 id="console-virtio-many"),
     pytest.param("""
         <console type='unix'>
           <source mode='bind' path='/tmp/listen.socket'/>
@@ -181,8 +184,9 @@ CASES = [
                  ["socket,id=charconsole0,path=/tmp/listen.socket,server=on,wait=off",
                   "socket,id=charconsole1,path=/tmp/connect.socket,server=off"],
                  ["virtio-serial-pci,bus=pci.0,addr=0x2,id=virtio-serial0",
-                  "virtconsole,chardev=charconsole0,id=console0",
-                  "virtconsole,chardev=charconsole1,id=console1"], id="console-virtio-unix"),
+                  "virtconsole,chardev=charconsole0,id=console0,bus=virtio-serial0.0,nr=0",
+                  "virtconsole,chardev=charconsole1,id=console1,bus=virtio-serial0.0,nr=1"],
+                 id="console-virtio-unix"),
 ]
 
 
@@ -778,3 +782,27 @@ def test_serial_ports_assigned_as_libvirt() -> None:
     assert issues("<serial type='pty'><target port='3'/></serial>\n<serial type='null'/>") == [
         (8, "no serial port is left for this <serial> (QEMU has COM1-COM4, <target port='0'> to "
             "'3'); remove one")]
+
+
+def test_channels_overflow_to_a_new_controller_as_libvirt() -> None:
+    """libvirt's channel-virtio-autoadd.xml: ports='4' holds three channels (nr 1-3)."""
+    d = devices("<controller type='virtio-serial' index='0' ports='4' vectors='4'/>\n" + "\n".join(
+        f"<channel type='pty'><target type='virtio' name='org.linux-kvm.port.{n}'/></channel>"
+        for n in ("0", "foo", "bar", "wizz", "ooh", "lla")))
+    got = values(d, "-device")
+    assert got[:2] == ["virtio-serial-pci,bus=pci.0,addr=0x2,id=virtio-serial0,max_ports=4",
+                       "virtio-serial-pci,bus=pci.0,addr=0x3,id=virtio-serial1"]
+    assert [v.split(",chardev")[0] for v in got[2:]] == [
+        "virtserialport,bus=virtio-serial0.0,nr=1", "virtserialport,bus=virtio-serial0.0,nr=2",
+        "virtserialport,bus=virtio-serial0.0,nr=3", "virtserialport,bus=virtio-serial1.0,nr=1",
+        "virtserialport,bus=virtio-serial1.0,nr=2", "virtserialport,bus=virtio-serial1.0,nr=3"]
+
+
+def test_channels_leave_the_virtio_consoles_their_ports() -> None:
+    """QEMU numbers virtconsoles first (0, then 1...): channels take the ports after them."""
+    d = devices("""
+        <console type='pty'><target type='virtio'/></console>
+        <console type='pty'><target type='virtio'/></console>
+        <channel type='pty'><target type='virtio' name='a'/></channel>""")
+    assert [v for v in values(d, "-device") if v.startswith("virtserialport")] == [
+        "virtserialport,bus=virtio-serial0.0,nr=2,chardev=charchannel0,id=channel0,name=a"]
