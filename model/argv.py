@@ -17,11 +17,13 @@ from model import pci, units
 from model.cpuset import qemu_ranges
 from model.domain import (
     Channel,
+    CharSource,
     Controller,
     Cpu,
     Disk,
     Display,
     Domain,
+    Input,
     Interface,
     PciAddress,
     Serial,
@@ -403,6 +405,7 @@ SCSI_MODELS = {None: "virtio-scsi-pci", "virtio-scsi": "virtio-scsi-pci", "lsilo
 def _usb_needed(d: Domain) -> bool:
     """Whether a device needs the USB bus: USB inputs and sound, and redirected USB devices."""
     return (any(i.bus == "usb" for i in d.devices.inputs) or bool(d.devices.redirdevs)
+            or bool(d.devices.smartcards)
             or any(s.model == "usb" for s in d.devices.sounds)
             or any(disk.target_bus == "usb" for disk in d.devices.disks))
 
@@ -536,36 +539,126 @@ def virtio_props(o: VirtioOptions) -> str:
     return "".join(f",{k}={_on(v)}" for k, v in pairs if v is not None)
 
 
+def _netdev(nic: Interface, net: str) -> str:
+    """The `-netdev` value of one NIC, as libvirt 9.0 writes it (ids and key order)."""
+    if nic.type == "user":
+        parts = ["user"]
+        if nic.user_ipv4 is not None:
+            parts.append(f"net={nic.user_ipv4}")
+        if nic.user_ipv6 is not None:
+            prefix, _, length = nic.user_ipv6.partition("/")
+            parts += [f"ipv6-prefix={prefix}", f"ipv6-prefixlen={length}"]
+        return ",".join([*parts, f"id={net}"])
+    if nic.type in ("bridge", "network"):
+        return f"bridge,id={net},br={bridge_of(nic)}"
+    if nic.type == "ethernet":
+        # libvirt creates the tap and runs the script itself, then passes an fd; qemud has
+        # QEMU do both (script= runs with the tap's name, as libvirt runs it)
+        parts = ["tap", f"id={net}"]
+        if nic.target_dev is not None:
+            parts.append(f"ifname={esc(nic.target_dev)}")
+        parts.append(f"script={esc(nic.script) if nic.script else 'no'}")
+        parts.append(f"downscript={esc(nic.downscript) if nic.downscript else 'no'}")
+        if nic.driver.name == "vhost":
+            parts.append("vhost=on")
+        if (nic.driver.queues or 1) > 1:
+            parts.append(f"queues={nic.driver.queues}")
+        return ",".join(parts)
+    where = f"{nic.socket_address or ''}:{nic.socket_port}"
+    key = {"server": "listen", "client": "connect", "mcast": "mcast", "udp": "udp"}[nic.type]
+    local = (f",localaddr={nic.local_address}:{nic.local_port}" if nic.type == "udp" else "")
+    return f"socket,{key}={where}{local},id={net}"
+
+
+_TXMODE = {"iothread": "bh", "timer": "timer"}
+_HOST_PROPS = {"csum": "csum", "gso": "gso", "tso4": "host_tso4", "tso6": "host_tso6",
+               "ecn": "host_ecn", "ufo": "host_ufo", "mrg_rxbuf": "mrg_rxbuf"}
+
+
+def _nic_driver_props(nic: Interface) -> str:
+    """virtio-net-pci properties of `<driver>`, in libvirt's order (before netdev=)."""
+    drv = nic.driver
+    out: list[str] = []
+    if drv.txmode is not None:
+        out.append(f"tx={_TXMODE[drv.txmode]}")
+    for key, flag in (("ioeventfd", drv.ioeventfd), ("event_idx", drv.event_idx)):
+        if flag is not None:
+            out.append(f"{key}={_on(flag)}")
+    out += [f"{_HOST_PROPS[n]}={_on(v)}" for n, v in drv.host]
+    out += [f"guest_{n}={_on(v)}" for n, v in drv.guest]
+    if (drv.queues or 1) > 1:
+        out += ["mq=on", f"vectors={2 * (drv.queues or 1) + 2}"]
+    if drv.rx_queue_size is not None:
+        out.append(f"rx_queue_size={drv.rx_queue_size}")
+    if drv.tx_queue_size is not None:
+        out.append(f"tx_queue_size={drv.tx_queue_size}")
+    if drv.rss is not None:
+        out.append(f"rss={_on(drv.rss)}")
+    if drv.rss_hash_report is not None:
+        out.append(f"hash={_on(drv.rss_hash_report)}")
+    return "".join(f",{p}" for p in out)
+
+
 def _nics(d: Domain, at: At) -> Iterator[Option]:
     """`-netdev` + `-device` for each `<interface>`, with a stable MAC when none is given."""
     for i, nic in enumerate(d.devices.interfaces):
         net = f"hostnet{i}"
-        if nic.type == "user":
-            yield ("-netdev", f"user,id={net}")
-        else:
-            yield ("-netdev", f"bridge,id={net},br={bridge_of(nic)}")
-        dev = [_NIC_DEVICES[nic.model] + virtio_props(nic.virtio) + at(f"net{i}"),
-               f"netdev={net}", f"id=net{i}",
+        yield ("-netdev", _netdev(nic, net))
+        dev = [_NIC_DEVICES[nic.model] + virtio_props(nic.virtio) + _nic_driver_props(nic)
+               + at(f"net{i}"), f"netdev={net}", f"id=net{i}",
                f"mac={nic.mac or mac_for(d.uuid, i)}"]
+        if nic.rom_enabled is False:
+            dev.append("romfile=")
+        elif nic.rom_file is not None:
+            dev.append(f"romfile={esc(nic.rom_file)}")
+        if nic.rom_bar is not None and nic.rom_enabled is not False:
+            dev.append(f"rombar={int(nic.rom_bar)}")
         if nic.boot_order is not None:
             dev.append(f"bootindex={nic.boot_order}")
         yield ("-device", ",".join(dev))
 
 
+def chardev_backend(src: CharSource, cid: str, parallel: bool = False) -> list[str]:
+    """The `-chardev` value of a character device's host side, as libvirt 9.0 writes it.
+
+    tcp is `socket,host=,port=` (`telnet=on`, `server=on,wait=off` when bound, `reconnect=`),
+    udp `udp,host=,port=,localaddr=,localport=` (empty when not given, as libvirt has it), a
+    host device `serial` (or `parallel` for a parallel port), a file `file[,append=on]`.
+    """
+    if src.type == "pty":
+        return ["pty", f"id={cid}"]
+    if src.type == "file":
+        append = [f"append={_on(src.append)}"] if src.append is not None else []
+        return ["file", f"id={cid}", f"path={esc(src.path or '')}", *append]
+    if src.type == "dev":
+        return ["parallel" if parallel else "serial", f"id={cid}", f"path={esc(src.path or '')}"]
+    if src.type == "pipe":
+        return ["pipe", f"id={cid}", f"path={esc(src.path or '')}"]
+    if src.type == "spiceport":
+        return ["spiceport", f"id={cid}", f"name={src.spice_channel}"]
+    if src.type == "udp":
+        return ["udp", f"id={cid}", f"host={src.host or ''}", f"port={src.service}",
+                f"localaddr={src.bind_host or ''}", f"localport={src.bind_service or 0}"]
+    if src.type in ("unix", "tcp"):
+        where = ([f"path={esc(src.path or '')}"] if src.type == "unix" else
+                 [*([f"host={src.host}"] if src.host else []), f"port={src.service}"])
+        parts = ["socket", f"id={cid}", *where]
+        if src.telnet:
+            parts.append("telnet=on")
+        parts.append("server=on,wait=off" if src.mode == "bind" else
+                     "server=off" if src.type == "unix" else "")
+        if src.reconnect is not None:
+            parts.append(f"reconnect={src.reconnect}")
+        return [p for p in parts if p]
+    return ["null", f"id={cid}"]
+
+
 def _chardev(port: Serial, cid: str, runtime: Runtime | None) -> str:
-    """The `-chardev` backend of one serial port, logging pty and unix ports to a file."""
-    if port.type == "pty":
-        parts = ["pty", f"id={cid}"]
-    elif port.type == "file":
-        parts = ["file", f"id={cid}", f"path={esc(port.path or '')}"]
-    elif port.type == "unix":
-        server = "server=on,wait=off" if port.mode == "bind" else "server=off"
-        parts = ["socket", f"id={cid}", f"path={esc(port.path or '')}", server]
-    else:
-        parts = ["null", f"id={cid}"]
+    """The `-chardev` backend of one serial port, logging it to a file (not a file or null one)."""
+    parts = chardev_backend(port, cid)
     log: str | Path | None = port.log
     append = port.log_append
-    if log is None and runtime is not None and port.type in ("pty", "unix"):
+    if log is None and runtime is not None and port.type not in ("file", "null"):
         log, append = runtime.serial_log(port.port), True
     if log is not None:
         parts += [f"logfile={esc(log)}", f"logappend={'on' if append else 'off'}"]
@@ -573,68 +666,140 @@ def _chardev(port: Serial, cid: str, runtime: Runtime | None) -> str:
 
 
 def _serials(d: Domain, runtime: Runtime | None) -> Iterator[Option]:
-    """`-chardev` + `-device isa-serial` for each serial port (and console standing for one)."""
+    """`-chardev` + `-device isa-serial` (or isa-debugcon) for each serial port."""
     for port in d.devices.serials:
         cid = f"charserial{port.port}"
         yield ("-chardev", _chardev(port, cid, runtime))
-        yield ("-device", f"isa-serial,chardev={cid},id=serial{port.port},index={port.port}")
+        if port.target_type == "isa-debug":
+            yield ("-device", f"isa-debugcon,chardev={cid},id=serial{port.port},"
+                   f"iobase={port.iobase if port.iobase is not None else 0x402}")
+            continue
+        isa = "".join(f",{k}={v}" for k, v in (("iobase", port.iobase), ("irq", port.irq))
+                      if v is not None)
+        yield ("-device", f"isa-serial,chardev={cid},id=serial{port.port},index={port.port}{isa}")
 
 
-def channel_path(channel: Channel, runtime: Runtime | None) -> Path:
+def _consoles(d: Domain) -> Iterator[Option]:
+    """`-chardev` + `-device virtconsole` for each virtio `<console>`, with libvirt's ids.
+
+    libvirt's console 0 stands for serial port 0 when the domain has one, so the virtio
+    consoles are numbered after it. They take ports 0, 1... of virtio-serial controller 0.
+    """
+    first = 1 if d.devices.serials else 0
+    for i, con in enumerate(d.devices.consoles, start=first):
+        cid = f"charconsole{i}"
+        yield ("-chardev", ",".join(chardev_backend(con, cid)))
+        # libvirt leaves bus and nr to QEMU, which may put a console on another controller
+        # than the channels expect; qemud names the place QEMU gives it with one controller
+        yield ("-device", f"virtconsole,chardev={cid},id=console{i},bus=virtio-serial0.0,"
+               f"nr={i - first}")
+
+
+def _parallels(d: Domain) -> Iterator[Option]:
+    """`-chardev` + `-device isa-parallel` for each `<parallel>`."""
+    for i, par in enumerate(d.devices.parallels):
+        cid = f"charparallel{i}"
+        yield ("-chardev", ",".join(chardev_backend(par, cid, parallel=True)))
+        yield ("-device", f"isa-parallel,chardev={cid},id=parallel{i}")
+
+
+def channel_path(channel: Channel, runtime: Runtime | None, index: int = 0) -> Path:
     """Where a unix channel's socket is: its `<source path>`, else `<name>` in the runtime folder.
 
-    The guest agent's socket of a running VM is `runtime.folder / 'org.qemu.guest_agent.0'`.
-    Without a runtime (`reconcile argv`) the path is shown relative.
+    The guest agent's socket of a running VM is `runtime.folder / 'org.qemu.guest_agent.0'`;
+    a nameless channel's is `channel<index>.sock`. Without a runtime (`reconcile argv`) the path
+    is shown relative.
     """
     if channel.path is not None:
         return Path(channel.path)
-    name = channel.name or "channel"
+    name = channel.name or f"channel{index}.sock"
     return runtime.folder / name if runtime is not None else Path(name)
 
 
+VIRTIO_SERIAL_PORTS = 31
+"""QEMU's default `max_ports` of a virtio-serial controller (port 0 is the console's)."""
+
+
 def virtio_serial_controllers(d: Domain) -> list[Controller]:
-    """The virtio-serial controllers: those declared, plus index 0 when channels need it."""
+    """The virtio-serial controllers: those declared, plus those channels and consoles need.
+
+    As libvirt, a controller is added (with the next index) when the channels without an
+    address do not fit on the existing ones.
+    """
     declared = [c for c in d.devices.controllers if c.type == "virtio-serial"]
     indexes = {c.index for c in declared}
-    needed = {ch.controller for ch in d.devices.channels}
+    needed = {controller for controller, _ in channel_placement(d)}
+    if d.devices.consoles:
+        needed.add(0)  # virtconsoles go on the first virtio-serial controller, as libvirt's
     return declared + [Controller(type="virtio-serial", index=i) for i in sorted(needed - indexes)]
 
 
-def _channel_ports(d: Domain) -> list[int]:
-    """The virtio-serial port (`nr`) of each channel: as given, else the next free from 1."""
-    used: dict[int, set[int]] = {}
+def channel_placement(d: Domain) -> list[tuple[int, int]]:
+    """(controller, port `nr`) of each channel: as given, else the next free one, as libvirt.
+
+    A controller has ports 1 to `ports`-1 (31 by default; 0 is the console's): a channel
+    without an address that does not fit on controller 0 goes to the next controller with a free
+    port, one being added when none has. Virtio consoles take ports 1.. of controller 0 after
+    the first (QEMU numbers them before the channels).
+    """
+    limits = {c.index: (c.ports or VIRTIO_SERIAL_PORTS)
+              for c in d.devices.controllers if c.type == "virtio-serial"}
+    used: dict[int, set[int]] = {0: set(range(1, len(d.devices.consoles)))}
     for ch in d.devices.channels:
         if ch.port is not None:
             taken = used.setdefault(ch.controller, set())
             if ch.port in taken:
                 raise RenderError(f"two channels use port {ch.port} of virtio-serial controller "
                                   f"{ch.controller}")
+            if ch.port >= limits.get(ch.controller, VIRTIO_SERIAL_PORTS):
+                raise RenderError(f"port {ch.port} is beyond the {limits[ch.controller]} ports "
+                                  f"of virtio-serial controller {ch.controller} (ports=)")
             taken.add(ch.port)
     out = []
     for ch in d.devices.channels:
-        port = ch.port
-        if port is None:
-            taken = used.setdefault(ch.controller, set())
-            port = next(n for n in range(1, 32) if n not in taken)
-            taken.add(port)
-        out.append(port)
+        if ch.port is not None:
+            out.append((ch.controller, ch.port))
+            continue
+        controller = ch.controller
+        while True:
+            limit = limits.get(controller, VIRTIO_SERIAL_PORTS)
+            taken = used.setdefault(controller, set())
+            free = [n for n in range(1, limit) if n not in taken]
+            if free:
+                break
+            controller = next(i for i in range(controller + 1, 256)
+                              if i not in limits or len(used.get(i, set())) < limits[i] - 1)
+        taken.add(free[0])
+        out.append((controller, free[0]))
     return out
 
 
 def _channels(d: Domain, runtime: Runtime | None) -> Iterator[Option]:
     """`-chardev` + `-device virtserialport` for each `<channel>`."""
-    for i, (ch, nr) in enumerate(zip(d.devices.channels, _channel_ports(d), strict=True)):
+    for i, (ch, (controller, nr)) in enumerate(zip(d.devices.channels, channel_placement(d),
+                                                    strict=True)):
         cid = f"charchannel{i}"
         if ch.type == "unix":
             server = "server=on,wait=off" if ch.mode == "bind" else "server=off"
-            yield ("-chardev", f"socket,id={cid},path={esc(channel_path(ch, runtime))},{server}")
+            again = f",reconnect={ch.reconnect}" if ch.reconnect is not None else ""
+            yield ("-chardev", f"socket,id={cid},path={esc(channel_path(ch, runtime, i))},{server}"
+                   f"{again}")
         elif ch.type == "spicevmc":
             yield ("-chardev", f"spicevmc,id={cid},name=vdagent")
+        elif ch.type == "qemu-vdagent":
+            opts = "".join(f",{k}={_on(v)}" for k, v in (
+                ("clipboard", ch.vdagent_clipboard),
+                ("mouse", None if ch.vdagent_mouse is None else ch.vdagent_mouse == "client"))
+                if v is not None)
+            yield ("-chardev", f"qemu-vdagent,id={cid},name=vdagent{opts}")
+        elif ch.source is not None:
+            yield ("-chardev", ",".join(chardev_backend(ch.source, cid)))
         else:
             yield ("-chardev", f"pty,id={cid}")
-        name = ch.name or "com.redhat.spice.0"
-        yield ("-device", f"virtserialport,bus=virtio-serial{ch.controller}.0,nr={nr},"
-               f"chardev={cid},id=channel{i},name={esc(name)}")
+        name = ch.name or ("com.redhat.spice.0" if ch.type in ("spicevmc", "qemu-vdagent")
+                           else None)
+        yield ("-device", f"virtserialport,bus=virtio-serial{controller}.0,nr={nr},"
+               f"chardev={cid},id=channel{i}" + (f",name={esc(name)}" if name else ""))
 
 
 def _secret(sid: str, value: str) -> Option:
@@ -781,7 +946,8 @@ def _videos(d: Domain, at: At) -> Iterator[Option]:
 
 _INPUT = {("tablet", "usb"): "usb-tablet", ("mouse", "usb"): "usb-mouse",
           ("keyboard", "usb"): "usb-kbd", ("tablet", "virtio"): "virtio-tablet-pci",
-          ("mouse", "virtio"): "virtio-mouse-pci", ("keyboard", "virtio"): "virtio-keyboard-pci"}
+          ("mouse", "virtio"): "virtio-mouse-pci", ("keyboard", "virtio"): "virtio-keyboard-pci",
+          ("passthrough", "virtio"): "virtio-input-host-pci"}
 
 USB_PORTS = {"piix3-usb-uhci": 2, "piix4-usb-uhci": 2, "usb-ehci": 6, "ich9-usb-ehci1": 6,
              "qemu-xhci": 4, "nec-usb-xhci": 4}
@@ -798,6 +964,7 @@ def usb_ports(d: Domain) -> dict[str, str]:
     wanted: list[tuple[str, str | None]] = []
     wanted += [(f"usb-disk{disk_index(disk.target_dev)}", None) for disk in d.devices.disks
                if disk.target_bus == "usb"]
+    wanted += [("ccid0", None)] if d.devices.smartcards else []
     wanted += [(f"input{i}", inp.usb_port) for i, inp in enumerate(d.devices.inputs)
                if inp.bus == "usb"]
     wanted += [(f"sound{i}", None) for i, s in enumerate(d.devices.sounds) if s.model == "usb"]
@@ -824,14 +991,33 @@ def usb_ports(d: Domain) -> dict[str, str]:
 def _inputs(d: Domain, ports: dict[str, str], at: At) -> Iterator[Option]:
     """`-device` for USB and virtio input devices (PS/2 mouse and keyboard are built in)."""
     for i, inp in enumerate(d.devices.inputs):
+        if inp.type == "evdev":
+            yield ("-object", _input_linux(inp, f"input{i}"))
+            continue
         device = _INPUT.get((inp.type, inp.bus))
         if device is None:
+            continue
+        if inp.type == "passthrough":  # libvirt's order: id, evdev, then bus/addr
+            yield ("-device", f"{device}{virtio_props(inp.virtio)},id=input{i},"
+                   f"evdev={esc(inp.evdev or '')}{at(f'input{i}')}")
             continue
         port = ports.get(f"input{i}")
         where = ",bus=usb.0" + (f",port={port}" if port else "") if inp.bus == "usb" else ""
         yield ("-device", f"{device}{virtio_props(inp.virtio)}"
                f"{at(f'input{i}') if inp.bus == 'virtio' else ''},"
                f"id=input{i}{where}")
+
+
+def _input_linux(inp: Input, oid: str) -> str:
+    """`-object input-linux` for an `<input type='evdev'>`, with libvirt's properties."""
+    parts = ["input-linux", f"id={oid}", f"evdev={esc(inp.evdev or '')}"]
+    if inp.repeat is not None:
+        parts.append(f"repeat={_on(inp.repeat)}")
+    if inp.grab == "all":
+        parts.append("grab_all=on")
+    if inp.grab_toggle is not None:
+        parts.append(f"grab-toggle={inp.grab_toggle}")
+    return ",".join(parts)
 
 
 def audio_ids(d: Domain) -> dict[int, str]:
@@ -912,11 +1098,74 @@ def _sounds(d: Domain, ports: dict[str, str], at: At) -> Iterator[Option]:
 
 
 def _redirdevs(d: Domain, ports: dict[str, str]) -> Iterator[Option]:
-    """`-chardev spicevmc` + `-device usb-redir` for each `<redirdev>`."""
-    for i, _ in enumerate(d.devices.redirdevs):
-        yield ("-chardev", f"spicevmc,id=charredir{i},name=usbredir")
+    """`-chardev` (spicevmc, or the usbredir peer's) + `-device usb-redir` per `<redirdev>`."""
+    for i, r in enumerate(d.devices.redirdevs):
+        cid = f"charredir{i}"
+        chardev = (f"spicevmc,id={cid},name=usbredir" if r.source is None
+                   else ",".join(chardev_backend(r.source, cid)))
+        yield ("-chardev", chardev)
+        boot = f",bootindex={r.boot_order}" if r.boot_order is not None else ""
         port = f",port={ports[f'redir{i}']}" if f"redir{i}" in ports else ""
-        yield ("-device", f"usb-redir,chardev=charredir{i},id=redir{i},bus=usb.0{port}")
+        rules = _usb_filter(d)
+        yield ("-device", f"usb-redir,chardev={cid},id=redir{i}{rules}{boot},bus=usb.0{port}")
+
+
+def _usb_filter(d: Domain) -> str:
+    """`,filter=class:vendor:product:version:allow|...` of `<redirfilter>`, as libvirt writes it."""
+    if not d.devices.redirfilter:
+        return ""
+    def hexed(value: int | None, width: int) -> str:
+        """A rule's number in libvirt's form; -1 matches any."""
+        return "-1" if value is None else f"0x{value:0{width}X}"
+    rules = [":".join((hexed(r.usb_class, 2), hexed(r.vendor, 4), hexed(r.product, 4),
+                       hexed(r.version, 4), str(int(r.allow)))) for r in d.devices.redirfilter]
+    return ",filter=" + "|".join(rules)
+
+
+def _smartcards(d: Domain, ports: dict[str, str]) -> Iterator[Option]:
+    """`-device usb-ccid` (the reader, libvirt's ccid0) and one card device per `<smartcard>`.
+
+    host: `ccid-card-emulated,backend=nss-emulated`; host-certificates: `backend=certificates`
+    with cert1-3 and `db=` (libvirt's default /etc/pki/nssdb); passthrough: a chardev
+    (spicevmc name=smartcard, or the relay's) and `ccid-card-passthru`.
+    """
+    if not d.devices.smartcards:
+        return
+    port = f",port={ports['ccid0']}" if "ccid0" in ports else ""
+    yield ("-device", f"usb-ccid,id=ccid0,bus=usb.0{port}")
+    for i, card in enumerate(d.devices.smartcards):
+        where = f"id=smartcard{i},bus=ccid0.0"
+        if card.mode == "host":
+            yield ("-device", f"ccid-card-emulated,backend=nss-emulated,{where}")
+        elif card.mode == "host-certificates":
+            certs = ",".join(f"cert{n}={esc(c)}" for n, c in enumerate(card.certificates, 1))
+            db = esc(card.database or "/etc/pki/nssdb")
+            yield ("-device", f"ccid-card-emulated,backend=certificates,{certs},db={db},{where}")
+        else:
+            cid = f"charsmartcard{i}"
+            yield ("-chardev", f"spicevmc,id={cid},name=smartcard" if card.source is None
+                   else ",".join(chardev_backend(card.source, cid)))
+            yield ("-device", f"ccid-card-passthru,chardev={cid},{where}")
+
+
+def vsock_cid(d: Domain) -> int | None:
+    """The guest's vsock context id: as given, else derived from the uuid (`<cid auto='yes'>`).
+
+    libvirt probes the host for a free id at each start; qemud keeps the id stable for a domain
+    (3 to 2**32-2, from its uuid) so that host services can rely on it. Two domains whose ids
+    collide are told so by QEMU at start (the id is taken).
+    """
+    if not d.devices.vsocks:
+        return None
+    given = d.devices.vsocks[0].cid
+    return given if given is not None else 3 + d.uuid.int % (2**32 - 4)
+
+
+def _vsocks(d: Domain, at: At) -> Iterator[Option]:
+    """`-device vhost-vsock-pci` with the guest's context id (libvirt's id vsock0)."""
+    cid = vsock_cid(d)
+    if cid is not None:
+        yield ("-device", f"vhost-vsock-pci,id=vsock0,guest-cid={cid}{at('vsock0')}")
 
 
 SHMEM_SERVER = "/var/lib/libvirt/shmem-{name}-sock"
@@ -1008,6 +1257,9 @@ def _misc(d: Domain, at: At) -> Iterator[Option]:
     for i, rng in enumerate(d.devices.rngs):
         if rng.backend_model == "builtin":
             yield ("-object", f"rng-builtin,id=objrng{i}")
+        elif rng.egd is not None:
+            yield ("-chardev", ",".join(chardev_backend(rng.egd, f"charrng{i}")))
+            yield ("-object", f"rng-egd,id=objrng{i},chardev=charrng{i}")
         else:
             yield ("-object", f"rng-random,id=objrng{i},filename={esc(rng.backend)}")
         dev = f"virtio-rng-pci{virtio_props(rng.virtio)}{at(f'rng{i}')},rng=objrng{i},id=rng{i}"
@@ -1039,7 +1291,8 @@ _PCIE_DEVICES = frozenset({"virtio-blk-pci", "virtio-net-pci", "virtio-balloon-p
                            "virtio-serial-pci", "virtio-scsi-pci", "virtio-vga", "virtio-gpu-pci",
                            "virtio-tablet-pci", "virtio-mouse-pci", "virtio-keyboard-pci",
                            "qemu-xhci", "nec-usb-xhci", "e1000e", "vmxnet3", "bochs-display",
-                           "pcie-pci-bridge", "vhost-user-fs-pci"})
+                           "pcie-pci-bridge", "vhost-user-fs-pci", "vhost-vsock-pci",
+                           "virtio-input-host-pci"})
 """PCI Express endpoints: on 'q35' libvirt puts each behind its own pcie-root-port."""
 
 
@@ -1117,6 +1370,8 @@ def _pci_requests(d: Domain) -> list[pci.Request]:
         add("balloon0", "virtio-balloon-pci", d.devices.memballoon_address)
     for i, rng in enumerate(d.devices.rngs):
         add(f"rng{i}", "virtio-rng-pci", rng.address)
+    for vsock in d.devices.vsocks:
+        add("vsock0", "vhost-vsock-pci", vsock.address)
     for i, w in enumerate(d.devices.watchdogs):
         if w.model == "i6300esb":
             add(f"watchdog{i}", "i6300esb", w.address)
@@ -1226,17 +1481,21 @@ def options(d: Domain, runtime: Runtime | None = None,
         out += _disk(d, disk, at)
     out += _nics(d, at)
     out += _serials(d, runtime)
+    out += _parallels(d)
+    out += _consoles(d)
     out += _channels(d, runtime)
     out += _inputs(d, ports, at)
     out += _display(d, runtime)
     out += _videos(d, at)
     out += _sounds(d, ports, at)
     out += _redirdevs(d, ports)
+    out += _smartcards(d, ports)
     out += _watchdogs(d, at)
     out += _shmems(d, at)
     out += _tpms(d, runtime)
     out += _filesystems(d, runtime, at)
     out += _misc(d, at)
+    out += _vsocks(d, at)
     return out
 
 

@@ -346,10 +346,48 @@ class Disk(Frozen):
         return self
 
 
-class Interface(Frozen):
-    """`<interface type=>`: user (slirp) networking, a host bridge, or a named network's bridge."""
+HostOffload = Literal["csum", "gso", "tso4", "tso6", "ecn", "ufo", "mrg_rxbuf"]
+GuestOffload = Literal["csum", "tso4", "tso6", "ecn", "ufo"]
+QueueSize = Literal[256, 512, 1024]
+"""virtio-net's rx/tx queue sizes: a power of two from 256 to 1024 (QEMU's limits)."""
 
-    type: Literal["user", "bridge", "network"]
+
+class NicDriver(Frozen):
+    """`<interface><driver>` of a virtio NIC: virtio-net-pci properties and the netdev's queues.
+
+    `name` 'vhost' asks for the kernel's vhost-net (tap netdevs only); 'qemu' for QEMU's own.
+    `host`/`guest` are `<host csum= ...>`/`<guest ...>` offloads as (name, on) in document order.
+    """
+
+    name: Literal["qemu", "vhost"] | None = None
+    txmode: Literal["iothread", "timer"] | None = None
+    queues: Annotated[int, Field(ge=1, le=256)] | None = None
+    rx_queue_size: QueueSize | None = None
+    tx_queue_size: QueueSize | None = None
+    ioeventfd: bool | None = None
+    event_idx: bool | None = None
+    rss: bool | None = None
+    rss_hash_report: bool | None = None
+    host: tuple[tuple[HostOffload, bool], ...] = ()
+    guest: tuple[tuple[GuestOffload, bool], ...] = ()
+
+    def any(self) -> bool:
+        """Whether anything is set (the default driver renders nothing)."""
+        return self != NicDriver()
+
+
+IfName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:\-]{1,15}$")]
+"""A Linux network interface name (at most 15 bytes)."""
+
+
+class Interface(Frozen):
+    """`<interface type=>`: slirp, a host bridge or a network's, a tap, or a socket netdev.
+
+    type 'ethernet' is a tap device; 'server', 'client', 'mcast' and 'udp' are QEMU socket
+    netdevs linking guests directly.
+    """
+
+    type: Literal["user", "bridge", "network", "ethernet", "server", "client", "mcast", "udp"]
     mac: Annotated[str, Field(pattern=r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")] | None = None
     model: Literal["virtio", "e1000", "e1000e", "rtl8139", "ne2k_pci", "pcnet", "vmxnet3"] = (
         "rtl8139"
@@ -361,11 +399,70 @@ class Interface(Frozen):
     boot_order: BootOrder | None = None
     address: PciAddress | None = None
     virtio: VirtioOptions = VirtioOptions()
+    driver: NicDriver = NicDriver()
+    socket_address: Annotated[str, Field(pattern=r"^[0-9A-Za-z.:_\-]+$")] | None = None
+    """server/client/mcast/udp: `<source address=>`, the peer's (or the listening) address."""
+    socket_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    local_address: Annotated[str, Field(pattern=r"^[0-9A-Za-z.:_\-]+$")] | None = None
+    """udp: `<source><local address= port=>`, this end."""
+    local_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    target_dev: IfName | None = None
+    """ethernet: `<target dev=>`, the tap device (QEMU creates it unless managed='no')."""
+    target_managed: bool | None = None
+    """ethernet: `<target managed='no'>`: the tap exists already (created by the user)."""
+    script: str | None = None
+    """ethernet: `<script path=>`, run by QEMU with the tap's name once it exists."""
+    downscript: str | None = None
+    user_ipv4: Annotated[str, Field(pattern=r"^[0-9.]+/[0-9]{1,2}$")] | None = None
+    """user only: `<ip family='ipv4' address= prefix=>`, slirp's network (QEMU `net=`)."""
+    user_ipv6: Annotated[str, Field(pattern=r"^[0-9A-Fa-f:]+/[0-9]{1,3}$")] | None = None
+    """user only: `<ip family='ipv6' address= prefix=>`, slirp's IPv6 prefix."""
+    rom_bar: bool | None = None
+    """`<rom bar='on'|'off'>`: whether the NIC's option ROM is mapped (QEMU `rombar`)."""
+    rom_file: str | None = None
+    """`<rom file=>`: the option ROM to load instead of QEMU's."""
+    rom_enabled: bool | None = None
+    """`<rom enabled='no'>`: no option ROM at all (QEMU `romfile=` empty)."""
 
     @model_validator(mode="after")
     def _virtio_options(self) -> Interface:
         """Guarantee virtio options only on a virtio NIC."""
         _virtio_only(self.virtio, self.model == "virtio")
+        if self.driver.any() and self.model != "virtio" and self.driver != NicDriver(
+                name=self.driver.name):
+            raise ValueError("<driver> txmode, queues, queue sizes, offloads, rss, ioeventfd and "
+                             "event_idx are virtio-net settings; use <model type='virtio'>")
+        return self
+
+    @model_validator(mode="after")
+    def _socket_and_tap_settings(self) -> Interface:
+        """Guarantee socket netdevs have their address and port, and tap settings stay on taps."""
+        sock = self.type in ("server", "client", "mcast", "udp")
+        if sock and self.socket_port is None:
+            raise ValueError(f"type='{self.type}' needs <source address='...' port='...'/>")
+        if self.type in ("client", "mcast", "udp") and self.socket_address is None:
+            raise ValueError(f"type='{self.type}' needs <source address='...'/>")
+        if not sock and (self.socket_address is not None or self.socket_port is not None):
+            raise ValueError(f"type='{self.type}' takes no <source address= port=>")
+        if self.type == "udp" and (self.local_address is None or self.local_port is None):
+            raise ValueError("type='udp' needs <source><local address='...' port='...'/>")
+        if self.type != "udp" and (self.local_address is not None or self.local_port is not None):
+            raise ValueError("only type='udp' has <source><local>")
+        if self.type != "user" and (self.user_ipv4 or self.user_ipv6):
+            raise ValueError("<ip> sets user networking's addresses; qemud does not configure "
+                             f"them for type='{self.type}' (do it in the guest)")
+        tap = (self.target_dev, self.target_managed, self.script, self.downscript)
+        if self.type != "ethernet" and any(v is not None for v in tap):
+            raise ValueError("<target dev>, <script> and <downscript> are read for "
+                             "type='ethernet' only")
+        if self.target_managed is False and self.target_dev is None:
+            raise ValueError("<target managed='no'> needs dev=, the existing tap's name")
+        if self.driver.name == "vhost" and self.type in ("bridge", "network"):
+            raise ValueError("<driver name='vhost'>: qemud joins bridges through QEMU's bridge "
+                             "helper, whose netdev has no vhost; remove name='vhost'")
+        if (self.driver.queues or 1) > 1 and self.type != "ethernet":
+            raise ValueError(f"<driver queues>: a type='{self.type}' netdev has one queue pair; "
+                             "multiqueue needs type='ethernet' (a multiqueue tap)")
         return self
 
     @field_validator("mac", mode="before")
@@ -384,11 +481,11 @@ class Interface(Frozen):
     @model_validator(mode="after")
     def _source_matches_type(self) -> Interface:
         """Guarantee bridge and network interfaces name their source, and user ones do not."""
-        if self.type != "user" and self.source is None:
+        if self.type in ("bridge", "network") and self.source is None:
             what = "bridge" if self.type == "bridge" else "network"
             raise ValueError(f"type='{self.type}' needs <source {what}='...'/>")
-        if self.type == "user" and self.source is not None:
-            raise ValueError("type='user' takes no <source>")
+        if self.type not in ("bridge", "network") and self.source is not None:
+            raise ValueError(f"type='{self.type}' takes no <source> bridge or network")
         return self
 
 
@@ -486,26 +583,88 @@ class Display(Frozen):
         return self
 
 
-CharType = Literal["pty", "file", "unix", "null"]
+CharType = Literal["pty", "file", "unix", "null", "dev", "tcp", "udp", "pipe", "spiceport"]
+"""libvirt's character device types that qemud renders (QEMU's pty, file, socket, null,
+serial/parallel, udp and pipe chardev backends)."""
+
+Service = Annotated[int, Field(ge=0, le=65535)]
+"""A TCP or UDP port, as libvirt's `service=`."""
+Host = Annotated[str, Field(pattern=r"^[0-9A-Za-z.:_\-]*$")]
 
 
-class Serial(Frozen):
-    """`<serial type=>` (and a `<console>` that stands for a serial port): a guest serial port."""
+class CharSource(Frozen):
+    """A character device's host side: `type=`, `<source>` (or two for udp), `<protocol>`.
+
+    `mode` is the socket's side: 'bind' listens (QEMU `server=on,wait=off`), 'connect' dials.
+    For udp `host`/`service` are where datagrams go and `bind_host`/`bind_service` the local end.
+    """
 
     type: CharType = "pty"
-    port: Annotated[int, Field(ge=0, le=3)] = 0
-    """QEMU has 4 ISA serial ports (COM1-COM4)."""
     path: str | None = None
     mode: Literal["bind", "connect"] = "bind"
-    log: str | None = None
-    log_append: bool = False
+    host: Host | None = None
+    service: Service | None = None
+    bind_host: Host | None = None
+    bind_service: Service | None = None
+    telnet: bool = False
+    """`<protocol type='telnet'>` (tcp only); False is 'raw'."""
+    reconnect: Annotated[int, Field(ge=0, le=2**31 - 1)] | None = None
+    """`<reconnect enabled='yes' timeout=N>` in seconds; 0 is `enabled='no'`; tcp and unix."""
+    append: bool | None = None
+    """`<source append='on'|'off'>` of a file."""
+    spice_channel: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")] | None = None
+    """spiceport: `<source channel=>`, the spice port's name the client opens."""
 
     @model_validator(mode="after")
-    def _path_matches_type(self) -> Serial:
-        """Guarantee file and unix ports have a path, and pty and null ports do not need one."""
-        if self.type in ("file", "unix") and not self.path:
+    def _source_matches_type(self) -> CharSource:
+        """Guarantee each type has what QEMU needs, and nothing another type's."""
+        if self.type in ("file", "unix", "dev", "pipe") and not self.path:
             raise ValueError(f"type='{self.type}' needs <source path='...'/>")
+        if self.path is not None and self.type not in ("file", "unix", "dev", "pipe", "pty"):
+            raise ValueError(f"type='{self.type}' takes no <source path>")  # pty: libvirt's live
+        if self.type not in ("tcp", "udp") and (self.host or self.service is not None):
+            raise ValueError(f"type='{self.type}' takes no host= or service=")
+        if self.type == "tcp" and self.service is None:
+            raise ValueError("type='tcp' needs <source service='PORT'/>")
+        if self.type == "udp" and self.service is None:
+            raise ValueError("type='udp' needs <source mode='connect' service='PORT'/>")
+        if self.type != "udp" and (self.bind_host or self.bind_service is not None):
+            raise ValueError("only type='udp' has a second, bind-side <source>")
+        if self.telnet and self.type != "tcp":
+            raise ValueError("<protocol type='telnet'> is for type='tcp' only")
+        if self.reconnect is not None and (self.type not in ("tcp", "unix")
+                                           or self.mode != "connect"):
+            raise ValueError("<reconnect> is for tcp and unix sources with mode='connect'")
+        if self.append is not None and self.type != "file":
+            raise ValueError("<source append=> is for type='file' only")
+        if (self.type == "spiceport") != (self.spice_channel is not None):
+            raise ValueError("type='spiceport' needs <source channel='...'/>, and only it takes "
+                             "one")
         return self
+
+
+class Serial(CharSource):
+    """`<serial type=>` (and a `<console>` that stands for a serial port): a guest serial port."""
+
+    port: Annotated[int, Field(ge=0, le=3)] = 0
+    """QEMU has 4 ISA serial ports (COM1-COM4)."""
+    log: str | None = None
+    log_append: bool = False
+    target_type: Literal["isa-serial", "isa-debug"] = "isa-serial"
+    """`<target type='isa-debug'>`: QEMU's isa-debugcon (SeaBIOS/OVMF debug output) instead."""
+    iobase: Annotated[int, Field(ge=0, le=0xFFFF)] | None = None
+    """`<address type='isa' iobase= irq=>`: the port's I/O base (debugcon: 0x402 if absent)."""
+    irq: Annotated[int, Field(ge=0, le=15)] | None = None
+
+
+class Console(CharSource):
+    """`<console><target type='virtio'>`: a virtio console (QEMU `virtconsole`, guest hvc0...)."""
+
+
+class Parallel(CharSource):
+    """`<parallel type=>`: an ISA parallel port (QEMU `isa-parallel`, LPT1-LPT3)."""
+
+    port: Annotated[int, Field(ge=0, le=2)] = 0
 
 
 class Video(Frozen):
@@ -520,13 +679,39 @@ class Video(Frozen):
 
 
 class Input(Frozen):
-    """`<input type= bus=>`."""
+    """`<input type= bus=>`.
 
-    type: Literal["tablet", "mouse", "keyboard"]
+    'passthrough' hands a host evdev device to the guest (virtio-input-host-pci); 'evdev' feeds
+    a host keyboard or mouse to the guest's own input devices (QEMU's input-linux object).
+    """
+
+    type: Literal["tablet", "mouse", "keyboard", "passthrough", "evdev"]
     bus: Literal["usb", "ps2", "virtio"] = "ps2"
     usb_port: Annotated[str, Field(pattern=r"^[1-9][0-9]?(\.[1-9][0-9]?){0,4}$")] | None = None
     address: PciAddress | None = None
     virtio: VirtioOptions = VirtioOptions()
+    evdev: Annotated[str, Field(pattern=r"^/[^\x00-\x1f]*$")] | None = None
+    """passthrough: `<source evdev=>`; evdev: `<source dev=>` (a /dev/input/event* file)."""
+    grab: Literal["all"] | None = None
+    """evdev: `<source grab='all'>`: the grab takes every host input device."""
+    grab_toggle: Literal["ctrl-ctrl", "alt-alt", "shift-shift", "meta-meta", "scrolllock",
+                         "ctrl-scrolllock"] | None = None
+    repeat: bool | None = None
+
+    @model_validator(mode="after")
+    def _host_devices(self) -> Input:
+        """Guarantee a host device for passthrough (virtio) and evdev, and only for them."""
+        host = self.type in ("passthrough", "evdev")
+        if host != (self.evdev is not None):
+            raise ValueError(f"type='{self.type}' " + ("needs <source> naming the host's "
+                             "/dev/input/event* device" if host else "takes no <source>"))
+        if self.type == "passthrough" and self.bus != "virtio":
+            raise ValueError("type='passthrough' is on bus='virtio' (virtio-input-host-pci)")
+        if self.type == "evdev" and (self.bus != "ps2" or self.address or self.usb_port):
+            raise ValueError("type='evdev' is no guest device: it takes no bus= or <address>")
+        if self.type != "evdev" and (self.grab or self.grab_toggle or self.repeat is not None):
+            raise ValueError("grab, grabToggle and repeat are for type='evdev'")
+        return self
 
     @model_validator(mode="after")
     def _ps2_has_no_tablet(self) -> Input:
@@ -542,14 +727,24 @@ class Rng(Frozen):
 
     model: Literal["virtio"] = "virtio"
     backend: str = "/dev/urandom"
-    backend_model: Literal["random", "builtin"] = "random"
-    """'builtin': QEMU's own generator (rng-builtin), no host device."""
+    backend_model: Literal["random", "builtin", "egd"] = "random"
+    """'builtin': QEMU's own generator (rng-builtin), no host device; 'egd': an EGD daemon."""
+    egd: CharSource | None = None
+    """egd only: `<backend model='egd' type=>` with its source, where the daemon listens."""
     virtio: VirtioOptions = VirtioOptions()
     rate_bytes: Annotated[int, Field(ge=1, le=2**63 - 1)] | None = None
     """QEMU's `max-bytes`: below 2**63."""
     rate_period: Annotated[int, Field(ge=1, le=2**32 - 1)] | None = None
     """QEMU's `period` in ms: a uint32."""
     address: PciAddress | None = None
+
+    @model_validator(mode="after")
+    def _egd_has_source(self) -> Rng:
+        """Guarantee an egd backend has its character device, and only an egd backend."""
+        if (self.backend_model == "egd") != (self.egd is not None):
+            raise ValueError("<backend model='egd'> needs type= and its <source> (and only egd "
+                             "takes them)")
+        return self
 
 
 class Tpm(Frozen):
@@ -562,7 +757,7 @@ class Tpm(Frozen):
 class Controller(Frozen):
     """`<controller type= index= model= ports=>`: USB, SCSI, virtio-serial and PCI bridges and ports."""
 
-    type: Literal["usb", "scsi", "ide", "sata", "pci", "virtio-serial", "fdc"]
+    type: Literal["usb", "scsi", "ide", "sata", "pci", "virtio-serial", "fdc", "ccid"]
     index: NonNegative = 0
     model: str | None = None
     ports: Annotated[int, Field(ge=1, le=31)] | None = None
@@ -575,29 +770,52 @@ class Controller(Frozen):
 
 
 class Channel(Frozen):
-    """`<channel type='unix'|'spicevmc'|'pty'><target type='virtio' name=/>`: a virtio-serial port."""
+    """`<channel type=><target type='virtio' name=/>`: a virtio-serial port.
 
-    type: Literal["unix", "spicevmc", "pty"]
+    unix (its socket in the runtime folder unless `path`), spicevmc (the spice agent), pty,
+    qemu-vdagent (QEMU's own clipboard/mouse agent, for VNC), or any other character device
+    (tcp, udp, file, null, dev, pipe) held in `source`.
+    """
+
+    type: Literal["unix", "spicevmc", "pty", "qemu-vdagent", "tcp", "udp", "file", "null", "dev",
+                  "pipe", "spiceport"]
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")] | None = None
     path: str | None = None
-    """unix only; None means the runtime folder's `<name>` socket (libvirt's channel dir)."""
+    """unix only; None means the runtime folder's `<name>` socket (libvirt's channel dir), or
+    `channel<N>.sock` for nameless channel N."""
     mode: Literal["bind", "connect"] = "bind"
+    reconnect: Annotated[int, Field(ge=0, le=2**31 - 1)] | None = None
+    """unix with mode='connect': `<reconnect>` seconds (0: enabled='no')."""
+    source: CharSource | None = None
+    """tcp, udp, file, null, dev and pipe channels: the character device."""
+    vdagent_clipboard: bool | None = None
+    """qemu-vdagent: `<source><clipboard copypaste=>`."""
+    vdagent_mouse: Literal["client", "server"] | None = None
+    """qemu-vdagent: `<source><mouse mode=>` ('client': the agent reports absolute positions)."""
     controller: NonNegative = 0
     port: Annotated[int, Field(ge=1, le=30)] | None = None
     """The virtio-serial port (`nr`); None assigns the next free one, as libvirt does."""
 
     @model_validator(mode="after")
     def _name_fits_type(self) -> Channel:
-        """Guarantee a name (spicevmc defaults to spice's agent channel), and no path without unix."""
-        if self.type == "spicevmc" and self.name not in (None, "com.redhat.spice.0"):
-            raise ValueError("a spicevmc channel is the spice agent's: name it "
+        """Guarantee a spicevmc/vdagent name, a connecting socket's path, settings per type."""
+        if self.type in ("spicevmc", "qemu-vdagent") and self.name not in (None,
+                                                                          "com.redhat.spice.0"):
+            raise ValueError(f"a {self.type} channel is the spice agent's: name it "
                              "'com.redhat.spice.0' or leave the name out")
-        if self.type != "spicevmc" and self.name is None:
-            raise ValueError("<target name=> is required, e.g. 'org.qemu.guest_agent.0'")
         if self.type != "unix" and self.path is not None:
             raise ValueError(f"type='{self.type}' takes no <source path>")
         if self.type == "unix" and self.path is None and self.mode == "connect":
             raise ValueError("mode='connect' needs <source path='...'/>: the socket to connect to")
+        if self.reconnect is not None and (self.type != "unix" or self.mode != "connect"):
+            raise ValueError("<reconnect> is for tcp and unix sources with mode='connect'")
+        relayed = self.type in ("tcp", "udp", "file", "null", "dev", "pipe", "spiceport")
+        if relayed != (self.source is not None) or (self.source is not None
+                                                    and self.source.type != self.type):
+            raise ValueError(f"type='{self.type}' and its character device disagree")
+        if self.type != "qemu-vdagent" and (self.vdagent_clipboard is not None
+                                            or self.vdagent_mouse is not None):
+            raise ValueError("<source><clipboard>/<mouse> are for type='qemu-vdagent'")
         return self
 
 
@@ -662,9 +880,68 @@ class Audio(Frozen):
 
 
 class Redirdev(Frozen):
-    """`<redirdev bus='usb' type='spicevmc'>`: a USB device of the spice client, passed through."""
+    """`<redirdev bus='usb' type=>`: a USB device redirected into the guest (QEMU `usb-redir`).
+
+    `source` None is type 'spicevmc' (the spice client's devices); else a usbredir peer on a
+    character device (tcp, unix...), e.g. `usbredirserver` on the host or another machine.
+    """
 
     usb_port: Annotated[str, Field(pattern=r"^[1-9][0-9]?(\.[1-9][0-9]?){0,4}$")] | None = None
+    source: CharSource | None = None
+    boot_order: BootOrder | None = None
+
+
+class UsbFilterRule(Frozen):
+    """`<redirfilter><usbdev class= vendor= product= version= allow=/>`: one usbredir filter rule.
+
+    None matches any value (libvirt's -1); `version` is the device's BCD release (0x0110 for
+    '1.10').
+    """
+
+    usb_class: Annotated[int, Field(ge=0, le=0xFF)] | None = None
+    vendor: Annotated[int, Field(ge=0, le=0xFFFF)] | None = None
+    product: Annotated[int, Field(ge=0, le=0xFFFF)] | None = None
+    version: Annotated[int, Field(ge=0, le=0xFFFF)] | None = None
+    allow: bool
+
+
+class Smartcard(Frozen):
+    """`<smartcard mode=>` on a USB CCID reader (QEMU `usb-ccid`).
+
+    'host' and 'host-certificates' emulate a card from the host's NSS database
+    (`ccid-card-emulated`); 'passthrough' relays a remote card over `source` (None: spicevmc,
+    the spice client's card) with `ccid-card-passthru`.
+    """
+
+    mode: Literal["host", "host-certificates", "passthrough"]
+    certificates: tuple[Annotated[str, Field(min_length=1, pattern=r"^[^\x00-\x1f,]+$")], ...] = ()
+    """host-certificates: the three NSS certificate nicknames."""
+    database: str | None = None
+    """host-certificates: the NSS database folder (None: /etc/pki/nssdb, as libvirt)."""
+    source: CharSource | None = None
+
+    @model_validator(mode="after")
+    def _mode_settings(self) -> Smartcard:
+        """Guarantee three certificates exactly for host-certificates, a source only to relay."""
+        if self.mode == "host-certificates" and len(self.certificates) != 3:
+            raise ValueError("mode='host-certificates' needs exactly three <certificate>s")
+        if self.mode != "host-certificates" and (self.certificates or self.database):
+            raise ValueError("<certificate> and <database> are for mode='host-certificates'")
+        if self.mode != "passthrough" and self.source is not None:
+            raise ValueError(f"mode='{self.mode}' takes no type= or <source>; the card is the "
+                             "host's")
+        return self
+
+
+class Vsock(Frozen):
+    """`<vsock model='virtio'><cid auto= address=/>`: a host-guest socket (vhost-vsock-pci).
+
+    `cid` None is `auto='yes'`: qemud derives a stable context id from the domain's uuid
+    (`model.argv.vsock_cid`) instead of probing the host for a free one as libvirt does.
+    """
+
+    cid: Annotated[int, Field(ge=3, le=2**32 - 2)] | None = None
+    address: PciAddress | None = None
 
 
 class Watchdog(Frozen):
@@ -743,6 +1020,9 @@ class Devices(Frozen):
     displays: tuple[Display, ...] = ()
     """egl-headless and dbus `<graphics>` (at most one)."""
     serials: tuple[Serial, ...] = ()
+    consoles: tuple[Console, ...] = ()
+    """Virtio consoles only (a `<console>` with a serial target is one of `serials`)."""
+    parallels: tuple[Parallel, ...] = ()
     videos: tuple[Video, ...] = ()
     inputs: tuple[Input, ...] = ()
     controllers: tuple[Controller, ...] = ()
@@ -756,6 +1036,10 @@ class Devices(Frozen):
     sounds: tuple[Sound, ...] = ()
     audios: tuple[Audio, ...] = ()
     redirdevs: tuple[Redirdev, ...] = ()
+    redirfilter: tuple[UsbFilterRule, ...] = ()
+    """The filter of every `<redirdev>`'s USB devices, rules in order (none: all allowed)."""
+    smartcards: tuple[Smartcard, ...] = ()
+    vsocks: Annotated[tuple[Vsock, ...], Field(max_length=1)] = ()
     watchdogs: tuple[Watchdog, ...] = ()
     shmems: tuple[Shmem, ...] = ()
     tpms: Annotated[tuple[Tpm, ...], Field(max_length=1)] = ()

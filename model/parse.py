@@ -32,7 +32,9 @@ from model.domain import (
     Audio,
     BootDev,
     Channel,
+    CharSource,
     Clock,
+    Console,
     Controller,
     Cpu,
     CpuFeature,
@@ -50,24 +52,29 @@ from model.domain import (
     Input,
     Interface,
     MemoryBacking,
+    NicDriver,
     NumaCell,
     NumaMemory,
     Numatune,
     Os,
+    Parallel,
     PciAddress,
     PowerManagement,
     Redirdev,
     Rng,
     Serial,
     Shmem,
+    Smartcard,
     Sound,
     Sysinfo,
     Timer,
     Topology,
     Tpm,
+    UsbFilterRule,
     Vcpu,
     Video,
     VirtioOptions,
+    Vsock,
     Watchdog,
     uuid_for_name,
 )
@@ -79,12 +86,9 @@ M = TypeVar("M", bound=BaseModel)
 UNSUPPORTED_DEVICES = {
     "hostdev": "passing a host device through needs VFIO setup and privileges qemud does not "
                "manage",
-    "smartcard": "smartcards need a host NSS database or a spice client qemud does not set up",
     "hub": "USB hubs are not needed: qemu-xhci has up to 15 ports per speed (ports=)",
-    "vsock": "vsock needs the host's vhost-vsock device and a context id qemud does not assign",
     "iommu": "an IOMMU is not supported by qemud yet",
     "memory": "memory hotplug needs <maxMemory> slots, which qemud does not support",
-    "parallel": "QEMU's parallel port is not supported by qemud",
     "lease": "leases belong to libvirt's lock manager, which qemud does not have",
     "crypto": "crypto devices need a backend qemud does not set up",
 }
@@ -960,10 +964,76 @@ def _network_bridge(ctx: _Context, source: Node, fields: _Fields) -> None:
                  "else the network's name)")
 
 
+_SOCKET_NICS = ("server", "client", "mcast", "udp")
+_HOST_OFFLOADS = ("csum", "gso", "tso4", "tso6", "ecn", "ufo", "mrg_rxbuf")
+_GUEST_OFFLOADS = ("csum", "tso4", "tso6", "ecn", "ufo")
+_NIC_REFUSED = {
+    "vlan": "VLAN tags are set by libvirt on an Open vSwitch or SR-IOV port, which qemud does "
+            "not manage; tag the traffic on the host bridge instead",
+    "virtualport": "802.1Qbg/bh and Open vSwitch ports are set up by libvirt, which qemud does "
+                   "not do; join a Linux bridge (type='bridge') instead",
+    "bandwidth": "traffic shaping is applied by libvirt with tc, which qemud does not run",
+    "filterref": "libvirt's network filters (nwfilter) are not available to qemud",
+    "teaming": "failover teaming needs a hostdev interface, which qemud does not pass through",
+    "ip": "qemud does not configure addresses for the guest or the host's tap; configure them "
+          "in the guest (or the <script> of a type='ethernet' tap)",
+    "route": "qemud does not add host routes for a tap; add them in the <script>",
+    "portForward": "port forwarding belongs to passt, which qemud does not run",
+}
+"""`<interface>` children qemud cannot honour, each with why (refused at their line)."""
+
+
+def _read_nic_driver(ctx: _Context, driver: Node, fields: _Fields) -> None:
+    """`<driver name= txmode= queues= ...>` with `<host>`/`<guest>` offloads into `driver`."""
+    _virtio_options(ctx, driver, fields)
+    data: dict[str, object] = {}
+    for key in ("name", "txmode"):
+        if driver.attr(key) is not None:
+            data[key] = driver.attr(key)
+    for key in ("queues", "rx_queue_size", "tx_queue_size"):
+        if driver.attr(key) is not None:
+            value = _int(ctx, driver, key)
+            if value is not None:
+                data[key] = value
+    for key in ("ioeventfd", "event_idx", "rss", "rss_hash_report"):
+        value = _flag(ctx, driver, key, ("on", "off"))
+        if value is not None:
+            data[key] = value
+    for tag, names in (("host", _HOST_OFFLOADS), ("guest", _GUEST_OFFLOADS)):
+        kid = driver.child(tag)
+        if kid is not None:
+            pairs = [(n, _flag(ctx, kid, n, ("on", "off"))) for n in names if kid.attr(n)]
+            data[tag] = tuple((n, v) for n, v in pairs if v is not None)
+            _leftovers(ctx, kid)
+    _leftovers(ctx, driver)
+    try:
+        fields.put("driver", NicDriver.model_validate(data), "<driver>", driver.line)
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False):
+            where = str(err["loc"][0]) if err["loc"] else ""
+            ctx.error(driver.line, _say(err, f"<driver {where}>" if where else "<driver>"))
+        fields.fail("driver")
+
+
+_NIC_TYPES_REFUSED = {
+    "direct": "macvtap devices are created by libvirt, which qemud does not do; use "
+              "type='bridge' (or type='ethernet' with a tap you created)",
+    "hostdev": "passing an SR-IOV function through needs VFIO, which qemud does not manage",
+    "vdpa": "vDPA devices need host setup qemud does not do",
+    "vhostuser": "qemud does not start or manage vhost-user backends (DPDK, Open vSwitch)",
+}
+
+
 def _read_interface(ctx: _Context, node: Node) -> Interface | None:
-    """`<interface type=>` with mac, model, source, boot."""
+    """`<interface type=>` with mac, model, source, boot, driver, rom and (ethernet) the tap."""
     fields = _Fields(node)
     typ = node.attr("type")
+    if typ in _NIC_TYPES_REFUSED:
+        ctx.error(node.line, f"<interface type='{typ}'> is not supported: "
+                  f"{_NIC_TYPES_REFUSED[typ]}")
+        node.ignore(*(k.tag for k in node.kids()))
+        node.ignore_attrs("managed", "trustGuestRxFilters")
+        return None
     fields.put("type", typ, "<interface type>")
     mac = node.child("mac")
     if mac is not None:
@@ -974,7 +1044,23 @@ def _read_interface(ctx: _Context, node: Node) -> Interface | None:
         fields.attr("model", "type", model)
         _leftovers(ctx, model)
     source = node.child("source")
-    if source is not None:
+    if source is not None and typ in _SOCKET_NICS:
+        fields.attr("socket_address", "address", source)
+        fields.attr("socket_port", "port", source)
+        local = source.child("local")
+        if local is not None and typ == "udp":
+            fields.attr("local_address", "address", local)
+            fields.attr("local_port", "port", local)
+            _leftovers(ctx, local)
+        _leftovers(ctx, source)
+    elif source is not None and typ == "ethernet":
+        for kid in source.kids():
+            if kid.tag in _NIC_REFUSED:
+                source.consume(kid)
+                ctx.error(kid.line, f"<{kid.tag}> inside <source> is not supported: "
+                          f"{_NIC_REFUSED[kid.tag]}")
+        _leftovers(ctx, source)
+    elif source is not None:
         key = {"bridge": "bridge", "network": "network"}.get(typ or "", "bridge")
         source.ignore_attrs("portid")
         fields.put("source", source.attr(key), f"<source {key}>", source.line)
@@ -985,7 +1071,40 @@ def _read_interface(ctx: _Context, node: Node) -> Interface | None:
     if boot is not None:
         fields.put("boot_order", boot.attr("order"), "<boot order>", boot.line)
         _leftovers(ctx, boot)
-    _driver_only_virtio(ctx, node, fields)
+    driver = node.child("driver")
+    if driver is not None:
+        _read_nic_driver(ctx, driver, fields)
+    rom = node.child("rom")
+    if rom is not None:
+        fields.put("rom_bar", _flag(ctx, rom, "bar", ("on", "off")), "<rom bar>", rom.line)
+        fields.put("rom_enabled", _flag(ctx, rom, "enabled"), "<rom enabled>", rom.line)
+        fields.attr("rom_file", "file", rom)
+        _leftovers(ctx, rom)
+    if typ == "ethernet":
+        target = node.child("target")
+        if target is not None:
+            fields.attr("target_dev", "dev", target)
+            fields.put("target_managed", _flag(ctx, target, "managed"), "<target managed>",
+                       target.line)
+            _leftovers(ctx, target)
+        for tag in ("script", "downscript"):
+            script = node.child(tag)
+            if script is not None:
+                fields.attr(tag, "path", script)
+                _leftovers(ctx, script)
+    for ip in node.children("ip") if typ == "user" else ():
+        family = ip.attr("family") or "ipv4"
+        if family not in ("ipv4", "ipv6"):
+            ctx.error(ip.line, f"<ip family>: {family!r} is not allowed; use 'ipv4' or 'ipv6'")
+        prefix = ip.attr("prefix") or ("24" if family == "ipv4" else "64")
+        fields.put(f"user_{family}" if family in ("ipv4", "ipv6") else "user_ipv4",
+                   f"{ip.attr('address')}/{prefix}", "<ip address>", ip.line)
+        _leftovers(ctx, ip)
+    for kid in node.kids():
+        if kid.tag in _NIC_REFUSED and not (kid.tag == "ip" and typ == "user"):
+            node.consume(kid)
+            ctx.error(kid.line, f"<{kid.tag}> inside <interface> is not supported: "
+                      f"{_NIC_REFUSED[kid.tag]}")
     fields.put("address", _address(ctx, node), "<address>")
     _leftovers(ctx, node, (*IGNORED_EVERYWHERE, "target", "actual"))
     return _make(ctx, Interface, fields)
@@ -1139,21 +1258,134 @@ def _char_fields(ctx: _Context, node: Node, source_extras: tuple[str, ...] = ())
     return fields
 
 
+_CHAR_SOURCE_TYPES = ("pty", "file", "unix", "null", "dev", "tcp", "udp", "pipe", "spiceport")
+_CHAR_REFUSED = {
+    "vc": "a virtual console needs a graphical QEMU window, which qemud does not open; use 'pty'",
+    "stdio": "QEMU's standard input and output are qemud's, not a terminal; use 'pty'",
+    "nmdm": "nmdm is FreeBSD's; use 'pty'",
+    "spicevmc": "a spicevmc data channel is only for <channel>, <redirdev> and <smartcard>",
+    "qemu-vdagent": "use 'pty' or 'unix' (the QEMU vdagent is only for <channel>)",
+}
+
+
+def _char_source(ctx: _Context, node: Node) -> _Fields | None:
+    """Read a character device's host side into `CharSource` fields, as libvirt does.
+
+    `type=`; `<source path= mode= host= service= append=>` (udp: a 'bind' and a 'connect'
+    `<source>`); `<protocol type='raw'|'telnet'>`; `<source><reconnect enabled= timeout=>`.
+    libvirt's default mode is 'connect' for tcp, 'bind' for unix (qemud's long-standing reading).
+    Returns None (after reporting) for a type qemud does not render.
+    """
+    fields = _Fields(node)
+    typ = node.attr("type") or "pty"
+    node.ignore_attrs("tty")
+    if typ in _CHAR_REFUSED or typ not in _CHAR_SOURCE_TYPES:
+        why = _CHAR_REFUSED.get(typ, "use one of " + ", ".join(repr(t) for t in
+                                                               _CHAR_SOURCE_TYPES))
+        ctx.error(node.line, f"<{node.tag} type>: {typ!r} is not supported; {why}")
+        return None
+    fields.put("type", typ, f"<{node.tag} type>")
+    sources = list(node.children("source"))
+    if typ != "udp" and len(sources) > 1:
+        ctx.error(sources[1].line, f"<{node.tag} type='{typ}'> takes one <source>; remove the "
+                  "others")
+    for source in sources:
+        mode = source.attr("mode")
+        if mode not in (None, "bind", "connect"):
+            ctx.error(source.line, f"<source mode>: {mode!r} is not allowed; use one of 'bind' "
+                      "or 'connect'")
+            mode = None
+        if typ == "udp":
+            bind = mode == "bind"
+            fields.put("bind_host" if bind else "host", source.attr("host"), "<source host>",
+                       source.line)
+            fields.put("bind_service" if bind else "service", source.attr("service"),
+                       "<source service>", source.line)
+        else:
+            if typ == "tcp":
+                fields.put("mode", mode or "connect", "<source mode>", source.line)
+                fields.attr("host", node=source)
+                fields.attr("service", node=source)
+            elif typ == "spiceport":
+                fields.attr("spice_channel", "channel", source)
+            else:
+                fields.put("mode", mode, "<source mode>", source.line)
+            fields.attr("path", node=source)
+            append = _flag(ctx, source, "append", ("on", "off"))
+            if append is not None and typ != "file":
+                ctx.error(source.line, "<source append> is for type='file' only; remove it")
+            else:
+                fields.put("append", append, "<source append>", source.line)
+            if typ == "tcp" and _flag(ctx, source, "tls"):
+                ctx.error(source.line, "<source tls='yes'>: TLS needs x509 certificates qemud "
+                          "does not configure; remove tls (or set it to 'no')")
+        reconnect = source.child("reconnect")
+        if reconnect is not None:
+            enabled = _flag(ctx, reconnect, "enabled")
+            timeout = _int(ctx, reconnect, "timeout")
+            dials = (mode or ("connect" if typ == "tcp" else "bind")) == "connect"
+            if typ not in ("tcp", "unix") or not dials:
+                ctx.error(reconnect.line, "<reconnect> is for tcp and unix sources with "
+                          "mode='connect' (a listening socket has nothing to reconnect to)")
+                enabled = None
+            elif enabled is None:
+                ctx.error(reconnect.line, "<reconnect> needs enabled='yes' (with timeout=) or "
+                          "enabled='no'")
+            elif enabled and not timeout:
+                ctx.error(reconnect.line, "<reconnect enabled='yes'> needs timeout= (seconds, "
+                          "at least 1)")
+            if enabled is not None:
+                fields.put("reconnect", (timeout or None) if enabled else 0, "<reconnect>",
+                           reconnect.line)
+            _leftovers(ctx, reconnect)
+        _leftovers(ctx, source, ("seclabel",))
+    if typ == "tcp" and not sources:
+        fields.put("mode", "connect", "<source mode>")
+    protocol = node.child("protocol")
+    if protocol is not None:
+        kind = protocol.attr("type")
+        if kind not in ("raw", "telnet"):
+            ctx.error(protocol.line, f"<protocol type>: {kind!r} is not supported; use 'raw' or "
+                      "'telnet' (TLS needs certificates qemud does not configure)")
+        if kind == "telnet" and typ != "tcp":
+            ctx.error(protocol.line, "<protocol type='telnet'> is for type='tcp' only; remove it")
+        else:
+            fields.put("telnet", kind == "telnet" or None, "<protocol type>", protocol.line)
+        _leftovers(ctx, protocol)
+    return fields
+
+
 def _read_serial(ctx: _Context, node: Node) -> Serial | None:
-    """`<serial>` or `<console>` with source, target port and log."""
-    fields = _char_fields(ctx, node)
+    """`<serial>` or `<console>` with source, target port and type, ISA address and log."""
+    fields = _char_source(ctx, node)
+    if fields is None:
+        node.ignore("source", "protocol", "target", "log", "address")
+        _leftovers(ctx, node, IGNORED_EVERYWHERE)
+        return None
     target = node.child("target")
     if target is not None:
         ttype = target.attr("type")
-        if ttype not in (None, "serial", "isa-serial"):
-            ctx.error(target.line, f"<target type>: {ttype!r} is not supported; use 'serial'")
+        if ttype not in (None, "serial", "isa-serial", "isa-debug"):
+            ctx.error(target.line, f"<target type>: {ttype!r} is not supported; use 'serial' "
+                      "or 'isa-debug'" + (" (or 'virtio' on a <console>)"
+                                          if node.tag == "console" else ""))
+        if ttype == "isa-debug":
+            fields.put("target_type", "isa-debug", "<target type>", target.line)
         fields.attr("port", node=target)
         model = target.child("model")
         if model is not None:
-            if model.attr("name") not in (None, "isa-serial"):
-                ctx.error(model.line, "<model name>: only 'isa-serial' is supported")
+            expected = "isa-debugcon" if ttype == "isa-debug" else "isa-serial"
+            if model.attr("name") not in (None, expected):
+                ctx.error(model.line, f"<model name>: only {expected!r} is supported")
             _leftovers(ctx, model)
         _leftovers(ctx, target)
+    addr = node.child("address")
+    if addr is not None and addr.attr("type") == "isa":
+        if addr.attr("iobase") is not None:
+            fields.put("iobase", _hex(ctx, addr, "iobase", 0), "<address iobase>", addr.line)
+        if addr.attr("irq") is not None:
+            fields.put("irq", _hex(ctx, addr, "irq", 0), "<address irq>", addr.line)
+    _address(ctx, node, ("isa",))
     log = node.child("log")
     if log is not None:
         fields.attr("log", "file", log)
@@ -1161,6 +1393,38 @@ def _read_serial(ctx: _Context, node: Node) -> Serial | None:
         _leftovers(ctx, log)
     _leftovers(ctx, node, IGNORED_EVERYWHERE)
     return _make(ctx, Serial, fields)
+
+
+def _read_console(ctx: _Context, node: Node) -> Console | None:
+    """`<console>` with `<target type='virtio'>`: a virtio console on virtio-serial controller 0."""
+    fields = _char_source(ctx, node)
+    target = node.child("target")
+    if target is not None:
+        target.ignore_attrs("type", "port")  # port: libvirt's console index, not a setting
+        _leftovers(ctx, target)
+    if fields is None:
+        node.ignore("source", "protocol", "log")
+        _leftovers(ctx, node, IGNORED_EVERYWHERE)
+        return None
+    _address(ctx, node, ("virtio-serial",))
+    _leftovers(ctx, node, IGNORED_EVERYWHERE)
+    return _make(ctx, Console, fields)
+
+
+def _read_parallel(ctx: _Context, node: Node) -> Parallel | None:
+    """`<parallel type=>` with its source and `<target port=>`: an isa-parallel port."""
+    fields = _char_source(ctx, node)
+    if fields is None:
+        node.ignore("source", "protocol", "target", "address")
+        _leftovers(ctx, node, IGNORED_EVERYWHERE)
+        return None
+    target = node.child("target")
+    if target is not None:
+        fields.attr("port", node=target)
+        _leftovers(ctx, target)
+    _address(ctx, node, ("isa",))
+    _leftovers(ctx, node, IGNORED_EVERYWHERE)
+    return _make(ctx, Parallel, fields)
 
 
 def _read_video(ctx: _Context, node: Node) -> Video | None:
@@ -1194,20 +1458,26 @@ def _read_video(ctx: _Context, node: Node) -> Video | None:
 
 
 def _read_rng(ctx: _Context, node: Node) -> Rng | None:
-    """`<rng model='virtio'>` with a random backend and an optional rate."""
+    """`<rng model='virtio'>` with a random, builtin or egd backend and an optional rate."""
     fields = _Fields(node)
     fields.attr("model")
     backend = node.child("backend")
     if backend is not None:
         kind = backend.attr("model")
-        if kind not in ("random", "builtin"):
+        if kind not in ("random", "builtin", "egd"):
             ctx.error(backend.line, f"<backend model>: {kind!r} is not supported; use 'random' "
-                      "(a host device) or 'builtin' (QEMU's own)")
+                      "(a host device), 'builtin' (QEMU's own) or 'egd' (an EGD daemon)")
         elif kind == "builtin" and (backend.text or "").strip():
             ctx.error(backend.line, "<backend model='builtin'> takes no device path; remove it")
-        fields.put("backend_model", kind if kind == "builtin" else None, "<backend model>",
-                   backend.line)
-        if kind != "builtin":
+        fields.put("backend_model", kind if kind in ("builtin", "egd") else None,
+                   "<backend model>", backend.line)
+        if kind == "egd":
+            relay = _char_source(ctx, backend)
+            made = _make(ctx, CharSource, relay) if relay is not None else None
+            fields.put("egd", made, "<backend>", backend.line)
+            if made is None:
+                fields.fail("egd")
+        elif kind != "builtin":
             fields.put("backend", backend.text, "<backend>", backend.line)
         _leftovers(ctx, backend)
     rate = node.child("rate")
@@ -1218,6 +1488,8 @@ def _read_rng(ctx: _Context, node: Node) -> Rng | None:
     fields.put("address", _address(ctx, node), "<address>")
     _driver_only_virtio(ctx, node, fields)
     _leftovers(ctx, node, IGNORED_EVERYWHERE)
+    if "egd" in fields.failed:
+        return None  # its character device was reported
     return _make(ctx, Rng, fields)
 
 
@@ -1374,9 +1646,61 @@ def _read_model_only(ctx: _Context, node: Node,
     return value, address
 
 
+_RELAYED_CHANNELS = ("tcp", "udp", "file", "null", "dev", "pipe", "spiceport")
+
+
+def _channel_source(ctx: _Context, node: Node) -> _Fields:
+    """The host side of a `<channel>`, by its type (see `Channel`)."""
+    typ = node.attr("type")
+    if typ in _RELAYED_CHANNELS:
+        fields = _Fields(node)
+        fields.put("type", typ, "<channel type>")
+        relay = _char_source(ctx, node)
+        if relay is None:
+            fields.fail("source")
+        else:
+            made = _make(ctx, CharSource, relay)
+            fields.put("source", made, "<source>")
+            if made is None:
+                fields.fail("source")
+        return fields
+    if typ == "qemu-vdagent":
+        fields = _Fields(node)
+        fields.put("type", typ, "<channel type>")
+        source = node.child("source")
+        if source is not None:
+            clip = source.child("clipboard")
+            if clip is not None:
+                fields.put("vdagent_clipboard", _flag(ctx, clip, "copypaste"),
+                           "<clipboard copypaste>", clip.line)
+                _leftovers(ctx, clip)
+            mouse = source.child("mouse")
+            if mouse is not None:
+                fields.attr("vdagent_mouse", "mode", mouse)
+                _leftovers(ctx, mouse)
+            _leftovers(ctx, source)
+        return fields
+    fields = _char_fields(ctx, node, ("seclabel", "reconnect"))
+    source = node.child("source")
+    reconnect = source.child("reconnect") if source is not None else None
+    if reconnect is not None:
+        enabled = _flag(ctx, reconnect, "enabled")
+        timeout = _int(ctx, reconnect, "timeout")
+        if enabled is None:
+            ctx.error(reconnect.line, "<reconnect> needs enabled='yes' (with timeout=) or "
+                      "enabled='no'")
+        elif enabled and not timeout:
+            ctx.error(reconnect.line, "<reconnect enabled='yes'> needs timeout= (seconds, "
+                      "at least 1)")
+        else:
+            fields.put("reconnect", timeout if enabled else 0, "<reconnect>", reconnect.line)
+        _leftovers(ctx, reconnect)
+    return fields
+
+
 def _read_channel(ctx: _Context, node: Node) -> Channel | None:
-    """`<channel type='unix'|'spicevmc'|'pty'>` with `<source>` and `<target type='virtio'>`."""
-    fields = _char_fields(ctx, node, ("seclabel",))
+    """`<channel type=>` with its host side (see `Channel`) and `<target type='virtio'>`."""
+    fields = _channel_source(ctx, node)
     target = node.child("target")
     if target is None:
         ctx.error(node.line, "<channel> needs <target type='virtio' name='...'/>")
@@ -1385,6 +1709,7 @@ def _read_channel(ctx: _Context, node: Node) -> Channel | None:
     if ttype != "virtio":
         ctx.error(target.line, f"<channel><target type>: {ttype!r} is not supported; use "
                   "'virtio' (guestfwd needs user networking rules qemud does not write)")
+        target.ignore_attrs("address", "port")  # guestfwd's, refused as a whole above
     target.ignore_attrs("state")  # the guest agent's connection state, written by libvirt
     fields.attr("name", node=target)
     _leftovers(ctx, target)
@@ -1397,6 +1722,8 @@ def _read_channel(ctx: _Context, node: Node) -> Channel | None:
         fields.put("port", _hex(ctx, addr, "port", 0) or None, "<address port>", addr.line)
     _address(ctx, node, ("virtio-serial",))
     _leftovers(ctx, node, IGNORED_EVERYWHERE)
+    if "source" in fields.failed:
+        return None  # its character device was reported
     return _make(ctx, Channel, fields)
 
 
@@ -1516,20 +1843,44 @@ def _read_audio(ctx: _Context, node: Node) -> Audio | None:
     return _make(ctx, Audio, fields)
 
 
+def _read_relay(ctx: _Context, node: Node) -> CharSource | None:
+    """The character device a redirdev or passthrough smartcard talks over.
+
+    None for spicevmc, or for a type qemud does not render (then reported).
+    """
+    if node.attr("type") == "spicevmc":
+        for tag in ("source", "protocol"):
+            kid = node.child(tag)
+            if kid is not None:
+                ctx.error(kid.line, f"<{node.tag} type='spicevmc'> takes no <{tag}>; remove it")
+        return None
+    fields = _char_source(ctx, node)
+    if fields is None:
+        node.ignore("source", "protocol")
+        return None
+    return _make(ctx, CharSource, fields)
+
+
 def _read_redirdev(ctx: _Context, node: Node) -> Redirdev | None:
-    """`<redirdev bus='usb' type='spicevmc'>`."""
+    """`<redirdev bus='usb' type=>`: spicevmc, or a usbredir peer on a character device."""
     fields = _Fields(node)
     ok = True
     if node.attr("bus") not in (None, "usb"):
         ctx.error(node.line, "<redirdev bus>: only 'usb' exists")
         ok = False
-    if node.attr("type") != "spicevmc":
-        ctx.error(node.line, f"<redirdev type>: {node.attr('type')!r} is not supported; use "
-                  "'spicevmc' (USB redirection through the spice client)")
+    if node.attr("type") is None:
+        ctx.error(node.line, "<redirdev> needs type= ('spicevmc', 'tcp', 'unix'...)")
         ok = False
+    relay = _read_relay(ctx, node) if node.attr("type") is not None else None
+    if node.attr("type") not in (None, "spicevmc") and relay is None:
+        ok = False
+    fields.put("source", relay, "<source>")
+    boot = node.child("boot")
+    if boot is not None:
+        fields.put("boot_order", boot.attr("order"), "<boot order>", boot.line)
+        _leftovers(ctx, boot)
     _usb_port(ctx, node, fields)
     _address(ctx, node, ("usb",))
-    node.ignore("boot")
     _leftovers(ctx, node, IGNORED_EVERYWHERE)
     return _make(ctx, Redirdev, fields) if ok else None
 
@@ -1571,6 +1922,102 @@ def _read_shmem(ctx: _Context, node: Node) -> Shmem | None:
     fields.put("address", _address(ctx, node), "<address>")
     _leftovers(ctx, node, IGNORED_EVERYWHERE)
     return _make(ctx, Shmem, fields)
+
+
+def _usb_version(ctx: _Context, node: Node) -> int | None:
+    """A `<usbdev version='M.mm'>` as its BCD number, as libvirt reads it ('9.4' is 0x0940)."""
+    value = node.attr("version")
+    if value in (None, "-1"):
+        return None
+    major, dot, minor = (value or "").partition(".")
+    if not (major.isdigit() and len(major) <= 2 and (not dot or (minor.isdigit()
+                                                                 and len(minor) <= 2))):
+        ctx.error(node.line, f"<usbdev version>: {value!r} is not a USB release such as '1.10'")
+        return None
+    return int(f"{int(major):02d}{minor.ljust(2, '0') if dot else '00'}", 16)
+
+
+def _read_redirfilter(ctx: _Context, node: Node) -> tuple[UsbFilterRule, ...] | None:
+    """`<redirfilter>` with its `<usbdev>` rules (class, vendor, product: hex or -1)."""
+    rules = []
+    ok = True
+    for dev in node.children("usbdev"):
+        fields = _Fields(dev)
+        for name, key in (("class", "usb_class"), ("vendor", "vendor"), ("product", "product")):
+            value = dev.attr(name)
+            if value not in (None, "-1"):
+                fields.put(key, _hex(ctx, dev, name, -1), f"<usbdev {name}>", dev.line)
+        fields.put("version", _usb_version(ctx, dev), "<usbdev version>", dev.line)
+        fields.put("allow", _flag(ctx, dev, "allow"), "<usbdev allow>", dev.line)
+        _leftovers(ctx, dev)
+        rule = _make(ctx, UsbFilterRule, fields)
+        ok = ok and rule is not None
+        if rule is not None:
+            rules.append(rule)
+    _leftovers(ctx, node)
+    return tuple(rules) if ok else None
+
+
+def _read_smartcard(ctx: _Context, node: Node) -> Smartcard | None:
+    """`<smartcard mode=>`: host, host-certificates or passthrough (with type= and a source).
+
+    `<address type='ccid'>` is accepted for the one reader qemud renders.
+    """
+    fields = _Fields(node)
+    fields.attr("mode")
+    mode = node.attr("mode")
+    if mode == "passthrough":
+        if node.attr("type") is None:
+            ctx.error(node.line, "<smartcard mode='passthrough'> needs type= ('spicevmc', "
+                      "'tcp', 'unix'...)")
+            return None
+        relay = _read_relay(ctx, node)
+        if node.attr("type") != "spicevmc" and relay is None:
+            return None
+        fields.put("source", relay, "<source>")
+    certs = list(node.children("certificate"))
+    if certs:
+        fields.put("certificates", tuple(c.text or "" for c in certs), "<certificate>",
+                   certs[0].line)
+        for c in certs:
+            _leftovers(ctx, c)
+    database = node.child("database")
+    if database is not None:
+        fields.put("database", database.text, "<database>", database.line)
+        _leftovers(ctx, database)
+    addr = node.child("address")
+    if addr is not None and addr.attr("type") == "ccid":
+        if addr.attr("controller") not in (None, "0") or addr.attr("slot") not in (None, "0"):
+            ctx.error(addr.line, "<address type='ccid'>: qemud renders one reader with one "
+                      "card, controller='0' slot='0'")
+        addr.ignore_attrs("controller", "slot")
+        node.consume(addr)
+        _leftovers(ctx, addr)
+    else:
+        _address(ctx, node, ("ccid",))
+    _leftovers(ctx, node, IGNORED_EVERYWHERE)
+    return _make(ctx, Smartcard, fields)
+
+
+def _read_vsock(ctx: _Context, node: Node) -> Vsock | None:
+    """`<vsock model='virtio'><cid auto= address=/>`."""
+    fields = _Fields(node)
+    if node.attr("model") not in (None, "virtio"):
+        ctx.error(node.line, f"<vsock model>: {node.attr('model')!r} is not supported; use "
+                  "'virtio'")
+    cid = node.child("cid")
+    if cid is not None:
+        auto = _flag(ctx, cid, "auto")
+        if auto is not True:
+            if cid.attr("address") is None:
+                ctx.error(cid.line, "<cid auto='no'> needs address= (3 or more)")
+            fields.attr("cid", "address", cid)
+        else:
+            cid.ignore_attrs("address")  # a live XML's assigned cid; qemud derives its own
+        _leftovers(ctx, cid)
+    fields.put("address", _address(ctx, node), "<address>")
+    _leftovers(ctx, node, IGNORED_EVERYWHERE)
+    return _make(ctx, Vsock, fields)
 
 
 def _read_watchdog(ctx: _Context, node: Node) -> Watchdog | None:
@@ -1642,8 +2089,15 @@ def _check_devices(ctx: _Context, devices: Devices, lines: dict[int, int | None]
             ctx.error(lines.get(id(g)), f"more than one <graphics type='{g.type}'> is not "
                       "supported; keep one (one VNC and one spice may go together)")
         kinds.add(g.type)
-    needs_spice: list[Channel | Redirdev | Audio] = [
-        *(x for x in devices.channels if x.type == "spicevmc"), *devices.redirdevs,
+    spiceports: list[Any] = [x for x in (*devices.serials, *devices.consoles,
+                                         *devices.parallels) if x.type == "spiceport"]
+    relays: list[Channel | Redirdev | Smartcard] = [*devices.channels, *devices.redirdevs,
+                                                    *devices.smartcards]
+    spiceports += [x for x in relays if x.source is not None and x.source.type == "spiceport"]
+    needs_spice: list[Any] = [*spiceports,
+        *(x for x in devices.channels if x.type == "spicevmc"),
+        *(x for x in devices.redirdevs if x.source is None),
+        *(x for x in devices.smartcards if x.mode == "passthrough" and x.source is None),
         *(x for x in devices.audios if x.type == "spice")]
     if "spice" not in kinds:
         for item in needs_spice:
@@ -1676,7 +2130,8 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
         return Devices()
     found: dict[str, list[Any]] = {}
     lines: dict[int, int | None] = {}
-    serial_ports: dict[int, Node] = {}
+    serial_ports: dict[int, Any] = {}
+    auto_ports: list[Serial] = []
     consoles: list[Node] = []
     emulator: str | None = None
     emulator_line: int | None = None
@@ -1700,6 +2155,10 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
         "shmem": _read_shmem,
         "tpm": _read_tpm,
         "filesystem": _read_filesystem,
+        "parallel": _read_parallel,
+        "smartcard": _read_smartcard,
+        "redirfilter": _read_redirfilter,
+        "vsock": _read_vsock,
     }
     for kid in node.kids():
         node.consume(kid)
@@ -1709,8 +2168,10 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
         elif kid.tag == "serial":
             made = _read_serial(ctx, kid)
             if made is not None:
+                target = kid.child("target")
+                if target is None or target.attr("port") is None:
+                    auto_ports.append(made)
                 found.setdefault("serials", []).append(made)
-                serial_ports[made.port] = kid
                 lines[id(made)] = kid.line
         elif kid.tag == "console":
             consoles.append(kid)
@@ -1729,14 +2190,23 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
             known = ", ".join(sorted({*readers, "serial", "console"}))
             ctx.error(kid.line, f"<{kid.tag}> devices are not supported by qemud; remove it "
                       f"(supported: {known})")
+    found["serials"] = _auto_serial_ports(ctx, found.get("serials", []), auto_ports, lines)
+    serial_ports.update({made.port: made for made in found["serials"]})
     for con in consoles:
+        target = con.child("target")
+        if target is not None and target.attr("type") == "virtio":
+            console = _read_console(ctx, con)
+            if console is not None:
+                found.setdefault("consoles", []).append(console)
+                lines[id(console)] = con.line
+            continue
         made = _read_serial(ctx, con)
         if made is None:
             continue
         if made.port in serial_ports:
             continue  # libvirt mirrors serial port N as a console: the same device
         found.setdefault("serials", []).append(made)
-        serial_ports[made.port] = con
+        serial_ports[made.port] = made
         lines[id(made)] = con.line
     ctx.disk_lines = list(tag_lines.get("disk", []))
     ctx.filesystem_lines = list(tag_lines.get("filesystem", []))
@@ -1756,7 +2226,7 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
         if model in seen_panics:  # one of each model (libvirt's panic-double: hyperv and isa)
             ctx.error(line, f"more than one <panic model='{model}'> is not supported; keep one")
         seen_panics.add(model)
-    for tag in ("memballoon", "tpm"):
+    for tag in ("memballoon", "tpm", "vsock", "redirfilter"):
         for line in tag_lines.get(tag, [])[1:]:  # never keep one silently: say which to remove
             ctx.error(line, f"more than one <{tag}> is not supported; keep one")
     devices = Devices(
@@ -1782,9 +2252,40 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
         shmems=tuple(found.get("shmem", [])),
         tpms=tuple(found.get("tpm", [])[:1]),
         filesystems=tuple(found.get("filesystem", [])),
+        consoles=tuple(found.get("consoles", [])),
+        parallels=tuple(found.get("parallel", [])),
+        smartcards=tuple(found.get("smartcard", [])),
+        redirfilter=found.get("redirfilter", [()])[0],
+        vsocks=tuple(found.get("vsock", [])[:1]),
     )
     _check_devices(ctx, devices, lines, os)
     return devices
+
+
+def _auto_serial_ports(ctx: _Context, serials: list[Serial], auto: list[Serial],
+                       lines: dict[int, int | None]) -> list[Serial]:
+    """Give each `<serial>` written without `<target port>` a port as libvirt does.
+
+    In document order, one more than the highest port of every serial known so far (those with
+    a port anywhere in the file, and those already given one): `<serial/><serial/>` are ports 0
+    and 1. A port beyond COM4 is reported at its line.
+    """
+    autos = {id(a) for a in auto}
+    known = [s.port for s in serials if id(s) not in autos]
+    out = []
+    for serial in serials:
+        made = serial
+        if id(serial) in autos:
+            port = max(known, default=-1) + 1
+            if port > 3:
+                ctx.error(lines.get(id(serial)), "no serial port is left for this <serial> (QEMU "
+                          "has COM1-COM4, <target port='0'> to '3'); remove one")
+                continue
+            made = serial.model_copy(update={"port": port})
+            lines[id(made)] = lines.pop(id(serial))
+            known.append(port)
+        out.append(made)
+    return out
 
 
 def _next_index(controller: Controller, earlier: list[Controller]) -> Controller:
@@ -1800,10 +2301,21 @@ def _next_index(controller: Controller, earlier: list[Controller]) -> Controller
 
 
 def _read_input(ctx: _Context, node: Node) -> Input | None:
-    """`<input type= bus=>`."""
+    """`<input type= bus=>`; passthrough and evdev ones with their `<source>`."""
     fields = _Fields(node)
     fields.attr("type")
     fields.attr("bus")
+    source = node.child("source")
+    if source is not None:
+        if node.attr("type") == "evdev":
+            fields.attr("evdev", "dev", source)
+            fields.attr("grab", node=source)
+            fields.attr("grab_toggle", "grabToggle", source)
+            fields.put("repeat", _flag(ctx, source, "repeat", ("on", "off")), "<source repeat>",
+                       source.line)
+        else:
+            fields.attr("evdev", node=source)
+        _leftovers(ctx, source)
     _usb_port(ctx, node, fields)
     fields.put("address", _address(ctx, node, ("pci", "usb")), "<address>")
     _driver_only_virtio(ctx, node, fields)

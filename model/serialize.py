@@ -8,6 +8,8 @@ from model.domain import (
     NAMESPACE,
     Audio,
     Channel,
+    CharSource,
+    Console,
     Controller,
     Cputune,
     Desired,
@@ -18,11 +20,15 @@ from model.domain import (
     Features,
     Filesystem,
     Graphics,
+    Input,
     Interface,
     Os,
+    Parallel,
     PciAddress,
+    Redirdev,
     Serial,
     Shmem,
+    Smartcard,
     Sysinfo,
     Video,
     VirtioOptions,
@@ -90,33 +96,155 @@ def _virtio_driver(o: VirtioOptions) -> Element | None:
     return Element("driver", _virtio_attrs(o)) if o.any() else None
 
 
+def _nic_driver(nic: Interface) -> Element | None:
+    """The `<driver>` of a NIC: virtio options, virtio-net settings and offloads, or None."""
+    drv = nic.driver
+    on = ("on", "off")
+    if not nic.virtio.any() and not drv.any():
+        return None
+    attrs = {"name": drv.name, "txmode": drv.txmode, "queues": _num(drv.queues),
+             "rx_queue_size": _num(drv.rx_queue_size), "tx_queue_size": _num(drv.tx_queue_size),
+             "ioeventfd": _yn(drv.ioeventfd, on), "event_idx": _yn(drv.event_idx, on),
+             "rss": _yn(drv.rss, on), "rss_hash_report": _yn(drv.rss_hash_report, on),
+             **_virtio_attrs(nic.virtio)}
+    return Element("driver", attrs, [
+        Element("host", {n: _yn(v, on) for n, v in drv.host}) if drv.host else None,
+        Element("guest", {n: _yn(v, on) for n, v in drv.guest}) if drv.guest else None,
+    ])
+
+
+def _nic_source(nic: Interface) -> Element | None:
+    """The `<source>` of a NIC: bridge or network, or a socket netdev's address and port."""
+    if nic.type in ("server", "client", "mcast", "udp"):
+        local = None
+        if nic.type == "udp":
+            local = Element("local", {"address": nic.local_address, "port": _num(nic.local_port)})
+        return Element("source", {"address": nic.socket_address, "port": _num(nic.socket_port)},
+                       [local])
+    key = "network" if nic.type == "network" else "bridge"
+    if not nic.source:
+        return None
+    return Element("source", {key: nic.source, **({"bridge": nic.bridge} if nic.bridge else {})})
+
+
 def _interface(nic: Interface) -> Element:
     """Render one `<interface>`."""
-    key = "network" if nic.type == "network" else "bridge"
+    ips = []
+    for family, value in (("ipv4", nic.user_ipv4), ("ipv6", nic.user_ipv6)):
+        if value is not None:
+            address, _, prefix = value.partition("/")
+            ips.append(Element("ip", {"address": address, "family": family, "prefix": prefix}))
+    rom = None
+    if (nic.rom_bar, nic.rom_file, nic.rom_enabled) != (None, None, None):
+        rom = Element("rom", {"bar": _yn(nic.rom_bar, ("on", "off")), "file": nic.rom_file,
+                              "enabled": _yn(nic.rom_enabled)})
+    target = None
+    if nic.target_dev is not None or nic.target_managed is not None:
+        target = Element("target", {"dev": nic.target_dev,
+                                    "managed": _yn(nic.target_managed)})
     return Element("interface", {"type": nic.type}, [
         Element("mac", {"address": nic.mac}) if nic.mac else None,
-        Element("source", {key: nic.source, **({"bridge": nic.bridge} if nic.bridge else {})})
-        if nic.source else None,
+        _nic_source(nic),
+        *ips,
+        target,
+        Element("script", {"path": nic.script}) if nic.script else None,
+        Element("downscript", {"path": nic.downscript}) if nic.downscript else None,
         Element("model", {"type": nic.model}),
         Element("boot", {"order": _num(nic.boot_order)}) if nic.boot_order else None,
-        _virtio_driver(nic.virtio),
+        _nic_driver(nic),
+        rom,
         _address(nic.address),
     ])
 
 
+def _char_kids(src: CharSource) -> list[Element | None]:
+    """`<source>` (two for udp) and `<protocol>` of a character device, as libvirt writes them."""
+    if src.type == "udp":
+        bind = None
+        if src.bind_host is not None or src.bind_service is not None:
+            bind = Element("source", {"mode": "bind", "host": src.bind_host,
+                                      "service": _num(src.bind_service)})
+        return [bind, Element("source", {"mode": "connect", "host": src.host,
+                                         "service": _num(src.service)})]
+    reconnect = None
+    if src.reconnect is not None:
+        reconnect = Element("reconnect", {"enabled": "yes" if src.reconnect else "no",
+                                          "timeout": _num(src.reconnect or None)})
+    source = None
+    if src.type == "spiceport":
+        source = Element("source", {"channel": src.spice_channel})
+    elif src.type == "tcp":
+        source = Element("source", {"mode": src.mode, "host": src.host,
+                                    "service": _num(src.service)}, [reconnect])
+    elif src.path is not None or src.mode != "bind" or src.append is not None:
+        # keep mode='connect' even without a path
+        source = Element("source", {"path": src.path,
+                                    "mode": src.mode if src.mode != "bind" else None,
+                                    "append": _yn(src.append, ("on", "off"))}, [reconnect])
+    protocol = Element("protocol", {"type": "telnet"}) if src.telnet else None
+    return [source, protocol]
+
+
+def _redirdev(r: Redirdev) -> Element:
+    """Render one `<redirdev>`: spicevmc, or its character device."""
+    kids = _char_kids(r.source) if r.source is not None else []
+    return Element("redirdev", {"bus": "usb", "type": r.source.type if r.source else "spicevmc"},
+                   [*kids, Element("boot", {"order": _num(r.boot_order)})
+                    if r.boot_order is not None else None, _usb(r.usb_port)])
+
+
+def _smartcard(c: Smartcard) -> Element:
+    """Render one `<smartcard>`."""
+    attrs: dict[str, str | None] = {"mode": c.mode}
+    if c.mode == "passthrough":
+        attrs["type"] = c.source.type if c.source is not None else "spicevmc"
+    return Element("smartcard", attrs, [
+        *(_char_kids(c.source) if c.source is not None else []),
+        *(Element("certificate", text=cert) for cert in c.certificates),
+        Element("database", text=c.database) if c.database is not None else None,
+    ])
+
+
+def _input(i: Input) -> Element:
+    """Render one `<input>` (an evdev one has no bus; host devices have their `<source>`)."""
+    source = None
+    if i.type == "evdev":
+        source = Element("source", {"dev": i.evdev, "grab": i.grab, "grabToggle": i.grab_toggle,
+                                    "repeat": _yn(i.repeat, ("on", "off"))})
+    elif i.evdev is not None:
+        source = Element("source", {"evdev": i.evdev})
+    return Element("input", {"type": i.type, "bus": None if i.type == "evdev" else i.bus},
+                   [source, _usb(i.usb_port), _address(i.address), _virtio_driver(i.virtio)])
+
+
 def _serial(port: Serial) -> Element:
     """Render one `<serial>`."""
-    source = None
-    if port.path is not None or port.mode != "bind":  # keep mode='connect' even without a path
-        source = Element("source", {"path": port.path,
-                                    "mode": port.mode if port.mode != "bind" else None})
     log = None
     if port.log is not None or port.log_append:  # keep append='on' even without a file
         log = Element("log", {"file": port.log, "append": _yn(port.log_append or None,
                                                                ("on", "off"))})
+    address = None
+    if port.iobase is not None or port.irq is not None:
+        address = Element("address", {"type": "isa", "iobase": None if port.iobase is None
+                                      else f"{port.iobase:#x}",
+                                      "irq": None if port.irq is None else f"{port.irq:#x}"})
+    target_type = "isa-debug" if port.target_type == "isa-debug" else None
     return Element("serial", {"type": port.type}, [
-        source, Element("target", {"port": str(port.port)}), log,
+        *_char_kids(port), Element("target", {"type": target_type, "port": str(port.port)}),
+        log, address,
     ])
+
+
+def _console(con: Console) -> Element:
+    """Render one virtio `<console>`."""
+    return Element("console", {"type": con.type},
+                   [*_char_kids(con), Element("target", {"type": "virtio"})])
+
+
+def _parallel(par: Parallel) -> Element:
+    """Render one `<parallel>`."""
+    return Element("parallel", {"type": par.type},
+                   [*_char_kids(par), Element("target", {"port": str(par.port)})])
 
 
 def _controller(c: Controller) -> Element:
@@ -190,15 +318,28 @@ def _video(v: Video) -> Element:
 
 def _channel(ch: Channel) -> Element:
     """Render one `<channel>`."""
-    source = None
-    if ch.path is not None or ch.mode != "bind":
-        source = Element("source", {"path": ch.path, "mode": ch.mode if ch.mode != "bind" else None})
+    kids: list[Element | None] = []
+    if ch.source is not None:
+        kids = _char_kids(ch.source)
+    elif ch.type == "qemu-vdagent":
+        if ch.vdagent_clipboard is not None or ch.vdagent_mouse is not None:
+            kids = [Element("source", children=[
+                Element("clipboard", {"copypaste": _yn(ch.vdagent_clipboard)})
+                if ch.vdagent_clipboard is not None else None,
+                Element("mouse", {"mode": ch.vdagent_mouse}) if ch.vdagent_mouse else None])]
+    elif ch.path is not None or ch.mode != "bind" or ch.reconnect is not None:
+        reconnect = None
+        if ch.reconnect is not None:
+            reconnect = Element("reconnect", {"enabled": "yes" if ch.reconnect else "no",
+                                              "timeout": _num(ch.reconnect or None)})
+        kids = [Element("source", {"path": ch.path,
+                                   "mode": ch.mode if ch.mode != "bind" else None}, [reconnect])]
     address = None
     if ch.port is not None or ch.controller:
         address = Element("address", {"type": "virtio-serial", "controller": str(ch.controller),
                                       "bus": "0", "port": _num(ch.port)})
     return Element("channel", {"type": ch.type}, [
-        source, Element("target", {"type": "virtio", "name": ch.name}), address,
+        *kids, Element("target", {"type": "virtio", "name": ch.name}), address,
     ])
 
 
@@ -239,10 +380,10 @@ def _devices(dev: Devices) -> Element:
         *(_filesystem(f) for f in dev.filesystems),
         *(_interface(n) for n in dev.interfaces),
         *(_serial(s) for s in dev.serials),
+        *(_parallel(p) for p in dev.parallels),
+        *(_console(c) for c in dev.consoles),
         *(_channel(c) for c in dev.channels),
-        *(Element("input", {"type": i.type, "bus": i.bus},
-                  [_usb(i.usb_port), _address(i.address), _virtio_driver(i.virtio)])
-          for i in dev.inputs),
+        *(_input(i) for i in dev.inputs),
         *(_graphics(g) for g in dev.graphics),
         *(_local_display(shown) for shown in dev.displays),
         *(Element("sound", {"model": s.model}, [
@@ -252,14 +393,28 @@ def _devices(dev: Devices) -> Element:
         ]) for s in dev.sounds),
         *(_audio(a) for a in dev.audios),
         *(_video(v) for v in dev.videos),
-        *(Element("redirdev", {"bus": "usb", "type": "spicevmc"}, [_usb(r.usb_port)])
-          for r in dev.redirdevs),
+        *(_redirdev(r) for r in dev.redirdevs),
+        Element("redirfilter", children=[
+            Element("usbdev", {
+                "class": None if r.usb_class is None else f"0x{r.usb_class:02X}",
+                "vendor": None if r.vendor is None else f"0x{r.vendor:04X}",
+                "product": None if r.product is None else f"0x{r.product:04X}",
+                "version": None if r.version is None
+                else f"{r.version >> 8:X}.{r.version & 0xFF:02X}",
+                "allow": _yn(r.allow)}) for r in dev.redirfilter]) if dev.redirfilter else None,
+        *(_smartcard(c) for c in dev.smartcards),
+        *(Element("vsock", {"model": "virtio"}, [
+            Element("cid", {"auto": "yes"} if v.cid is None
+                    else {"auto": "no", "address": str(v.cid)}),
+            _address(v.address)]) for v in dev.vsocks),
         *(Element("watchdog", {"model": w.model, "action": w.action}, [_address(w.address)])
           for w in dev.watchdogs),
         Element("memballoon", {"model": dev.memballoon}, [_address(dev.memballoon_address)])
         if dev.memballoon else None,
         *(Element("rng", {"model": r.model}, [
-            Element("backend", {"model": r.backend_model},
+            Element("backend", {"model": r.backend_model,
+                                "type": r.egd.type if r.egd is not None else None},
+                    _char_kids(r.egd) if r.egd is not None else [],
                     text=r.backend if r.backend_model == "random" else None),
             Element("rate", {"bytes": _num(r.rate_bytes), "period": _num(r.rate_period)})
             if r.rate_bytes or r.rate_period else None,

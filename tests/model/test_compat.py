@@ -86,10 +86,11 @@ def test_spicevmc_channel_needs_spice_and_is_the_agent() -> None:
     ("<channel type='unix'><target type='guestfwd' name='x'/></channel>", 7,
      "<channel><target type>: 'guestfwd' is not supported; use 'virtio' (guestfwd needs user "
      "networking rules qemud does not write)"),
-    ("<channel type='unix'><target type='virtio'/></channel>", 7,
-     "<channel>: <target name=> is required, e.g. 'org.qemu.guest_agent.0'"),
     ("<channel type='file'><target type='virtio' name='x'/></channel>", 7,
-     "<channel type>: 'file' is not allowed; use one of 'unix', 'spicevmc' or 'pty'"),
+     "<channel>: type='file' needs <source path='...'/>"),
+    ("<channel type='vc'><target type='virtio' name='x'/></channel>", 7,
+     "<channel type>: 'vc' is not allowed; use one of 'unix', 'spicevmc', 'pty', 'qemu-vdagent', "
+     "'tcp', 'udp', 'file', 'null', 'dev', 'pipe' or 'spiceport'"),
     ("<channel type='unix'><source mode='connect'/><target type='virtio' name='x'/></channel>", 7,
      "<channel>: mode='connect' needs <source path='...'/>: the socket to connect to"),
 ])
@@ -180,8 +181,10 @@ def test_sound_with_spice_defaults_to_spice_audio_and_redirdev_gets_usb_ports() 
      "is not valid (yes/no, a whole number, a format like s16, or a path)"),
     ("<audio id='1' type='alsa'><input bufferCount='3'/></audio>", 7, "<input>: attribute "
      "'bufferCount' is not supported by qemud; remove it or see README for what is"),
-    ("<redirdev bus='usb' type='tcp'/>", 7, "<redirdev type>: 'tcp' is not supported; use "
-     "'spicevmc' (USB redirection through the spice client)"),
+    ("<redirdev bus='usb' type='tcp'/>", 7, "<redirdev>: type='tcp' needs <source "
+     "service='PORT'/>"),
+    ("<redirdev bus='usb' type='vc'/>", 7, "<redirdev type>: 'vc' is not supported; a virtual "
+     "console needs a graphical QEMU window, which qemud does not open; use 'pty'"),
     ("<watchdog model='i6300esb' action='dump'/>", 7, "<watchdog action='dump'> needs a memory "
      "dump qemud cannot take; use 'reset', 'poweroff', 'pause' or 'none'"),
     ("<watchdog model='diag288'/>", 7,

@@ -449,7 +449,7 @@ def _serials(c: _Chooser) -> list[Serial]:
     for port in ports:
         kind = c.pick(("pty", "file", "unix", "null"))
         path = None
-        if kind in ("file", "unix") or c.flag(0.2):
+        if kind in ("file", "unix") or (c.flag(0.2) and kind == "pty"):  # a live pty's path
             path = _path(c, "/var/lib/qemud/serial", ".sock" if kind == "unix" else ".log")
         log = _path(c, "/var/log/qemud", ".log") if c.flag(0.3) else None
         out.append(Serial(type=kind, port=port, path=path,
