@@ -3,7 +3,7 @@
 This package is pure (no processes, no sockets) and never imports `reconciler`.
 """
 
-from model.argv import Runtime, balloon_target, command_line, options
+from model.argv import Runtime, balloon_target, command_line, environment, options
 from model.cpuset import host_cpus
 from model.domain import NAMESPACE, Desired, Domain, uuid_for_name
 from model.errors import InvalidDomainError, Issue, ModelError, RenderError
@@ -22,6 +22,7 @@ __all__ = [
     "Runtime",
     "balloon_target",
     "command_line",
+    "environment",
     "host_cpus",
     "options",
     "parse",

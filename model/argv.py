@@ -1496,7 +1496,14 @@ def options(d: Domain, runtime: Runtime | None = None,
     out += _filesystems(d, runtime, at)
     out += _misc(d, at)
     out += _vsocks(d, at)
+    if d.qemu_commandline is not None:  # libvirt's escape hatch, last as libvirt puts it
+        out += [(arg,) for arg in d.qemu_commandline.args]
     return out
+
+
+def environment(d: Domain) -> dict[str, str]:
+    """The variables `<qemu:commandline>` adds to QEMU's environment (`<qemu:env>`)."""
+    return dict(d.qemu_commandline.env) if d.qemu_commandline is not None else {}
 
 
 def command_line(d: Domain, runtime: Runtime | None = None,

@@ -15,6 +15,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 NAMESPACE = "urn:qemud:1"
+QEMU_NAMESPACE = "http://libvirt.org/schemas/domain/qemu/1.0"
+"""libvirt's QEMU namespace: `<qemu:commandline>`, its escape hatch to QEMU's own options."""
 """XML namespace of the project's `<qemud:desired>` element inside `<metadata>`."""
 
 _NAME_UUID_NS = uuidlib.UUID("6f1c1a4e-2d0b-4e6b-9a53-1b7c0d6e2f10")
@@ -1123,6 +1125,19 @@ class Cputune(Frozen):
         return self
 
 
+EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+
+
+class QemuCommandline(Frozen):
+    """`<qemu:commandline>`: arguments appended to QEMU's command line, and its environment.
+
+    Passed as written (libvirt marks such a domain tainted: qemud cannot check them).
+    """
+
+    args: tuple[str, ...] = ()
+    env: tuple[tuple[EnvName, str], ...] = ()
+
+
 class Domain(Frozen):
     """A whole `<domain>`: the guest's hardware, lifecycle actions and qemud's desired state."""
 
@@ -1149,6 +1164,7 @@ class Domain(Frozen):
     pm: PowerManagement = PowerManagement()
     devices: Devices = Devices()
     sysinfo: Sysinfo | None = None
+    qemu_commandline: QemuCommandline | None = None
     desired: Desired = Desired()
 
     @field_validator("name")

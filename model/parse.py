@@ -28,6 +28,7 @@ from model.argv import (
 from model.cpuset import CpusetError, format_cpuset, parse_cpuset
 from model.domain import (
     NAMESPACE,
+    QEMU_NAMESPACE,
     SMBIOS_FIELDS,
     Audio,
     BootDev,
@@ -60,6 +61,7 @@ from model.domain import (
     Parallel,
     PciAddress,
     PowerManagement,
+    QemuCommandline,
     Redirdev,
     Rng,
     Serial,
@@ -2424,6 +2426,56 @@ def _read_sysinfo(ctx: _Context, nodes: list[Node]) -> Sysinfo | None:
     return _make(ctx, Sysinfo, fields)
 
 
+_QEMU_NS_REFUSED = {
+    "capabilities": "it changes libvirt's own record of QEMU's features, which qemud does not keep",
+    "override": "it changes properties of the devices libvirt generates by their libvirt alias, "
+                "which qemud does not apply",
+    "deprecation": "it sets libvirt's handling of deprecated QEMU features, which qemud does not "
+                   "apply (QEMU's defaults stand)",
+}
+"""The other elements of libvirt's QEMU namespace, and why each is refused."""
+QEMU_OWN_OPTIONS = frozenset({"daemonize", "pidfile", "qmp", "qmp-pretty", "monitor", "mon",
+                              "uuid", "runas", "run-with", "chroot", "incoming"})
+"""QEMU options a `<qemu:arg>` may not add: qemud relies on its own (pidfile, monitor,
+uuid...) to supervise the process, and these would take them over or detach QEMU."""
+
+
+def _read_qemu_commandline(ctx: _Context, nodes: list[Node]) -> QemuCommandline | None:
+    """`<qemu:commandline>`: `<qemu:arg value=>`s and `<qemu:env name= value=>`s, in order.
+
+    The options qemud supervises QEMU by (`QEMU_OWN_OPTIONS`) are refused at their line; a
+    warning says the rest is passed unchecked, as libvirt's taint does.
+    """
+    fields = _Fields(nodes[0])
+    args: list[str] = []
+    env: list[tuple[str | None, str]] = []
+    for node in nodes:
+        for kid in node.kids():
+            node.consume(kid)
+            if kid.namespace != QEMU_NAMESPACE or kid.tag not in ("arg", "env"):
+                ctx.error(kid.line, f"<{kid.tag}> inside <qemu:commandline> is not supported; "
+                          "use <qemu:arg value=> or <qemu:env name= value=>")
+                continue
+            if kid.tag == "arg":
+                value = kid.attr("value")
+                if value is None:
+                    ctx.error(kid.line, "<qemu:arg> needs value=")
+                elif value.startswith("-") and value.lstrip("-") in QEMU_OWN_OPTIONS:
+                    ctx.error(kid.line, f"<qemu:arg value='{value}'>: qemud supervises QEMU "
+                              "through this option itself; remove it")
+                else:
+                    args.append(value)
+            else:
+                env.append((kid.attr("name"), kid.attr("value") or ""))
+            _leftovers(ctx, kid)
+        _leftovers(ctx, node)
+    ctx.warn(nodes[0].line, "<qemu:commandline> passes options to QEMU that qemud does not check "
+             "(libvirt marks such a domain tainted); QEMU's own errors apply at start")
+    fields.put("args", tuple(args), "<qemu:arg>")
+    fields.put("env", tuple(env), "<qemu:env name>")
+    return _make(ctx, QemuCommandline, fields)
+
+
 def _read_text(ctx: _Context, root: Node, tag: str) -> tuple[str | None, int | None]:
     """Read the text of a single top-level element such as `<name>`; report duplicates."""
     found = list(root.children(tag))
@@ -2516,6 +2568,13 @@ def _read_domain(ctx: _Context, root: Node) -> Domain | None:
     devices_node = root.child("devices")
     sub("devices", _read_devices(ctx, devices_node, os), "devices",
         devices_node.line if devices_node else None)
+    commandlines = list(root.children("commandline", QEMU_NAMESPACE))
+    if commandlines:
+        sub("qemu_commandline", _read_qemu_commandline(ctx, commandlines), "qemu:commandline",
+            commandlines[0].line)
+    for tag, why in _QEMU_NS_REFUSED.items():
+        for kid in root.children(tag, QEMU_NAMESPACE):
+            ctx.error(kid.line, f"<qemu:{tag}>: {why}; remove it")
     sysinfos = list(root.children("sysinfo"))
     if sysinfos:
         sub("sysinfo", _read_sysinfo(ctx, sysinfos), "sysinfo", sysinfos[0].line)

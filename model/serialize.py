@@ -6,6 +6,7 @@ from model import units
 from model.cpuset import format_cpuset
 from model.domain import (
     NAMESPACE,
+    QEMU_NAMESPACE,
     Audio,
     Channel,
     CharSource,
@@ -25,6 +26,7 @@ from model.domain import (
     Os,
     Parallel,
     PciAddress,
+    QemuCommandline,
     Redirdev,
     Serial,
     Shmem,
@@ -581,7 +583,20 @@ def to_element(d: Domain) -> Element:
         ]),
         _devices(d.devices),
         *_sysinfo(d.sysinfo),
+        _qemu_commandline(d.qemu_commandline) if d.qemu_commandline is not None else None,
     ])
+
+
+def _qemu_commandline(cmd: QemuCommandline) -> Element:
+    """`<qemu:commandline>` with its args and environment, in libvirt's QEMU namespace."""
+    def qemu(tag: str, attrs: dict[str, str | None]) -> Element:
+        """One element of the namespace."""
+        return Element(tag, attrs, namespace=QEMU_NAMESPACE, prefix="qemu")
+
+    return Element("commandline", children=[
+        *(qemu("arg", {"value": a}) for a in cmd.args),
+        *(qemu("env", {"name": n, "value": v}) for n, v in cmd.env)],
+        namespace=QEMU_NAMESPACE, prefix="qemu")
 
 
 def _sysinfo(info: Sysinfo | None) -> list[Element]:

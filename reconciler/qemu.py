@@ -197,7 +197,9 @@ class Exit:
 
 #: Start ``argv`` detached with stdout/stderr on the given fd, passing it the listed
 #: descriptors (at their numbers), on the given host CPUs (None: any); return its pid.
-Spawner = Callable[[Sequence[str], int, Sequence[int], frozenset[int] | None], int]
+Spawner = Callable[[Sequence[str], int, Sequence[int], frozenset[int] | None,
+                    Mapping[str, str] | None], int]
+"""(argv, log fd, fds to pass, host CPUs or None, environment added or None) -> pid."""
 
 
 @dataclass(frozen=True)
@@ -243,15 +245,18 @@ class QemuProcess:
         on_exit: Callable[[Exit], None] | None = None,
         on_event: Callable[[QmpEvent], None] | None = None,
         cpus: frozenset[int] | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         """Describe a VM's QEMU; nothing happens until `start` (or use `adopt`).
 
-        ``cpus``: the host CPUs QEMU may run on (``<vcpu cpuset>``), None for any.
+        ``cpus``: the host CPUs QEMU may run on (``<vcpu cpuset>``), None for any; ``env``:
+        variables added to QEMU's environment (``<qemu:env>``).
         """
         self.name = name
         self.uuid = canonical_uuid(vm_uuid)
         self.argv: list[str] = list(argv)
         self.cpus = cpus
+        self.env = dict(env) if env else None
         self.paths = paths
         self.timeouts = timeouts or Timeouts()
         self.primitives = primitives or Primitives()
@@ -372,7 +377,7 @@ class QemuProcess:
                 log_file=self.paths.log_file,
             ) from err
         spawning = self._loop.run_in_executor(
-            None, self.primitives.spawn, argv, log_fd, (monitor_fd,), self.cpus)
+            None, self.primitives.spawn, argv, log_fd, (monitor_fd,), self.cpus, self.env)
         try:
             try:
                 pid = await asyncio.shield(spawning)

@@ -170,7 +170,8 @@ class QemuLayer:
         proc = QemuProcess(domain.name, str(uuid),
                            model.command_line(domain, runtime, firmware), paths,
                            timeouts=self.timeouts, primitives=self.primitives,
-                           on_exit=on_exit, on_event=on_event, cpus=cpus)
+                           on_exit=on_exit, on_event=on_event, cpus=cpus,
+                           env=model.environment(domain))
         try:
             proc.prepare()
         except OSError as exc:  # e.g. a full /run: a failed start, reported and retried

@@ -1006,3 +1006,45 @@ def test_cputune_mistakes(tune: str, message: str) -> None:
         model.parse(domain_xml(f"<vcpu>2</vcpu>\n<cputune>{tune}</cputune>\n<devices/>"))
     assert [i.message for i in caught.value.issues if message in i.message], caught.value.issues
     assert all(i.line is not None for i in caught.value.issues)
+
+
+# --- <qemu:commandline> -------------------------------------------------------------------------
+
+QEMU_NS = "xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'"
+
+
+def test_qemu_commandline_renders_as_libvirt_with_a_warning() -> None:
+    """libvirt 9.0's qemu-ns-alt: args appended last, env for QEMU; tainted, so warned."""
+    parsed = model.parse(domain_xml(
+        f"<devices/>\n<qemu:commandline {QEMU_NS}><qemu:arg value='-unknown'/>"
+        "<qemu:arg value='parameter'/><qemu:env name='NS' value='ns'/><qemu:env name='BAR'/>"
+        "</qemu:commandline>"))
+    argv = model.command_line(parsed.domain)
+    assert argv[-2:] == ["-unknown", "parameter"]
+    assert model.environment(parsed.domain) == {"NS": "ns", "BAR": ""}
+    assert [w.line for w in parsed.warnings] == [7]
+    assert model.parse(model.to_xml(parsed.domain)).domain == parsed.domain
+
+
+@pytest.mark.parametrize(("inner", "line", "message"), [
+    ("<qemu:arg value='-daemonize'/>", 8, "<qemu:arg value='-daemonize'>: qemud supervises QEMU "
+     "through this option itself; remove it"),
+    ("<qemu:arg value='--pidfile'/>", 8, "<qemu:arg value='--pidfile'>: qemud supervises QEMU "
+     "through this option itself; remove it"),
+    ("<qemu:env name='1BAD' value='x'/>", 7, "<qemu:env name>"),
+])
+def test_qemu_commandline_refuses_what_would_take_qemu_from_qemud(inner: str, line: int,
+                                                                  message: str) -> None:
+    with pytest.raises(model.InvalidDomainError) as caught:
+        model.parse(domain_xml(f"<devices/>\n<qemu:commandline {QEMU_NS}>\n{inner}\n"
+                               "</qemu:commandline>"))
+    assert [(i.line, i.message) for i in caught.value.issues if message in i.message] and \
+        caught.value.issues[0].line == line, caught.value.issues
+
+
+def test_the_rest_of_libvirts_qemu_namespace_is_refused_with_why() -> None:
+    with pytest.raises(model.InvalidDomainError) as caught:
+        model.parse(domain_xml(f"<devices/>\n<qemu:capabilities {QEMU_NS}><qemu:add "
+                               "capability='vnc-colon'/></qemu:capabilities>"))
+    assert caught.value.issues[0].line == 7
+    assert caught.value.issues[0].message.startswith("<qemu:capabilities>: it changes libvirt's")

@@ -661,7 +661,7 @@ _IGNORES_SIGTERM = "import signal, time; signal.signal(signal.SIGTERM, signal.SI
 
 def test_stop_escalates_to_sigkill_when_sigterm_is_ignored(layout: Layout) -> None:
     # A stand-in process without a monitor that ignores SIGTERM: only SIGKILL ends it.
-    def spawn_stubborn(argv: Any, log_fd: int, pass_fds: Any, cpus: Any) -> int:
+    def spawn_stubborn(argv: Any, log_fd: int, pass_fds: Any, cpus: Any, env: Any) -> int:
         return spawn_detached([sys.executable, "-c", _IGNORES_SIGTERM, str(layout.run_dir)], log_fd)
 
     exits: list[Exit] = []
