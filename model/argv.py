@@ -405,7 +405,7 @@ SCSI_MODELS = {None: "virtio-scsi-pci", "virtio-scsi": "virtio-scsi-pci", "lsilo
 def _usb_needed(d: Domain) -> bool:
     """Whether a device needs the USB bus: USB inputs and sound, and redirected USB devices."""
     return (any(i.bus == "usb" for i in d.devices.inputs) or bool(d.devices.redirdevs)
-            or bool(d.devices.smartcards)
+            or bool(d.devices.smartcards) or bool(d.devices.hubs)
             or any(s.model == "usb" for s in d.devices.sounds)
             or any(disk.target_bus == "usb" for disk in d.devices.disks))
 
@@ -961,7 +961,8 @@ def usb_ports(d: Domain) -> dict[str, str]:
     When they do not fit on the controller's ports, those without an address get none (QEMU then
     chains a usb-hub by itself, where libvirt would declare one).
     """
-    wanted: list[tuple[str, str | None]] = []
+    wanted: list[tuple[str, str | None]] = [(f"hub{i}", h.usb_port)
+                                            for i, h in enumerate(d.devices.hubs)]
     wanted += [(f"usb-disk{disk_index(disk.target_dev)}", None) for disk in d.devices.disks
                if disk.target_bus == "usb"]
     wanted += [("ccid0", None)] if d.devices.smartcards else []
@@ -981,11 +982,38 @@ def usb_ports(d: Domain) -> dict[str, str]:
              and c.ports is not None]
     if controller is not None and "xhci" in controller:  # as many USB 3 ports as USB 2 ones
         top = 2 * (given[0] if given else top)
-    auto = [key for key, port in wanted if port is None]
+    hub_keys = [f"hub{i}" for i in range(len(d.devices.hubs))]
+    for key in hub_keys:  # hubs first, on root ports (or given): devices may then go below them
+        if key not in out:
+            free = [str(n) for n in range(1, top + 1) if str(n) not in out.values()]
+            if free:
+                out[key] = free[0]
+    hubs = sorted((out[k] for k in hub_keys if k in out), key=lambda p: [int(x) for x in
+                                                                        p.split(".")])
+    for key, port in out.items():
+        parent = port.rpartition(".")[0]
+        if parent and parent not in hubs:
+            raise RenderError(f"USB port {port} ({key}) is on port {parent}, where no <hub> is; "
+                              f"add <hub type='usb'><address type='usb' bus='0' port='{parent}'/>"
+                              "</hub> or use a root port")
+    auto = [key for key, port in wanted if port is None and key not in out]
     free = [str(n) for n in range(1, top + 1) if str(n) not in out.values()]
+    free += [f"{hub}.{n}" for hub in hubs for n in range(1, HUB_PORTS + 1)
+             if f"{hub}.{n}" not in out.values()]
     if len(auto) <= len(free):
         out.update(zip(auto, free, strict=False))
     return out
+
+
+HUB_PORTS = 8
+"""Ports of QEMU's usb-hub."""
+
+
+def _hubs(d: Domain, ports: dict[str, str]) -> Iterator[Option]:
+    """`-device usb-hub` for each `<hub>`, on its port."""
+    for i, _ in enumerate(d.devices.hubs):
+        port = f",port={ports[f'hub{i}']}" if f"hub{i}" in ports else ""
+        yield ("-device", f"usb-hub,id=hub{i},bus=usb.0{port}")
 
 
 def _inputs(d: Domain, ports: dict[str, str], at: At) -> Iterator[Option]:
@@ -1484,6 +1512,7 @@ def options(d: Domain, runtime: Runtime | None = None,
     out += _parallels(d)
     out += _consoles(d)
     out += _channels(d, runtime)
+    out += _hubs(d, ports)
     out += _inputs(d, ports, at)
     out += _display(d, runtime)
     out += _videos(d, at)

@@ -871,6 +871,16 @@ class Shmem(Frozen):
         return self
 
 
+UsbPort = Annotated[str, Field(pattern=r"^[1-9][0-9]?(\.[1-9][0-9]?){0,4}$")]
+"""A USB port path: a root port, then the port on each hub below it ('1.2.3')."""
+
+
+class Hub(Frozen):
+    """`<hub type='usb'>`: a USB hub (8 ports) on a root port or on another hub's port."""
+
+    usb_port: UsbPort | None = None
+
+
 class Audio(Frozen):
     """`<audio id= type=>`: where guest sound goes; 'none' drops it, 'spice' sends it to the client."""
 
@@ -1044,6 +1054,7 @@ class Devices(Frozen):
     vsocks: Annotated[tuple[Vsock, ...], Field(max_length=1)] = ()
     watchdogs: tuple[Watchdog, ...] = ()
     shmems: tuple[Shmem, ...] = ()
+    hubs: tuple[Hub, ...] = ()
     tpms: Annotated[tuple[Tpm, ...], Field(max_length=1)] = ()
     filesystems: tuple[Filesystem, ...] = ()
 

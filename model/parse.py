@@ -49,6 +49,7 @@ from model.domain import (
     Filesystem,
     FwCfg,
     Graphics,
+    Hub,
     Hyperv,
     Input,
     Interface,
@@ -88,7 +89,6 @@ M = TypeVar("M", bound=BaseModel)
 UNSUPPORTED_DEVICES = {
     "hostdev": "passing a host device through needs VFIO setup and privileges qemud does not "
                "manage",
-    "hub": "USB hubs are not needed: qemu-xhci has up to 15 ports per speed (ports=)",
     "iommu": "an IOMMU is not supported by qemud yet",
     "memory": "memory hotplug needs <maxMemory> slots, which qemud does not support",
     "lease": "leases belong to libvirt's lock manager, which qemud does not have",
@@ -1738,6 +1738,17 @@ def _usb_port(ctx: _Context, node: Node, fields: _Fields) -> None:
         fields.put("usb_port", addr.attr("port"), "<address port>", addr.line)
 
 
+def _read_hub(ctx: _Context, node: Node) -> Hub | None:
+    """`<hub type='usb'>` with its `<address type='usb' port=>`."""
+    if node.attr("type") not in (None, "usb"):
+        ctx.error(node.line, f"<hub type>: {node.attr('type')!r} is not supported; use 'usb'")
+        return None
+    fields = _Fields(node)
+    _usb_port(ctx, node, fields)
+    _leftovers(ctx, node, IGNORED_EVERYWHERE)
+    return _make(ctx, Hub, fields)
+
+
 def _read_sound(ctx: _Context, node: Node) -> Sound | None:
     """`<sound model=>` with `<codec type=>`s, `<audio id=>` and its address."""
     fields = _Fields(node)
@@ -2155,6 +2166,7 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
         "redirdev": _read_redirdev,
         "watchdog": _read_watchdog,
         "shmem": _read_shmem,
+        "hub": _read_hub,
         "tpm": _read_tpm,
         "filesystem": _read_filesystem,
         "parallel": _read_parallel,
@@ -2252,6 +2264,7 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
         redirdevs=tuple(found.get("redirdev", [])),
         watchdogs=tuple(found.get("watchdog", [])),
         shmems=tuple(found.get("shmem", [])),
+        hubs=tuple(found.get("hub", [])),
         tpms=tuple(found.get("tpm", [])[:1]),
         filesystems=tuple(found.get("filesystem", [])),
         consoles=tuple(found.get("consoles", [])),

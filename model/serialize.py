@@ -428,6 +428,9 @@ def _devices(dev: Devices) -> Element:
         *(Element("tpm", {"model": t.model}, [
             Element("backend", {"type": "emulator", "version": t.version})]) for t in dev.tpms),
         *(_shmem(mem) for mem in dev.shmems),
+        *(Element("hub", {"type": "usb"}, [
+            Element("address", {"type": "usb", "bus": "0", "port": h.usb_port})
+            if h.usb_port is not None else None]) for h in dev.hubs),
     ]
     return Element("devices", children=kids)
 

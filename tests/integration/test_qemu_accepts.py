@@ -195,6 +195,12 @@ COMBOS: dict[str, Domain] = {
     "combo-audio-dbus": _combo(
         """<audio id='1' type='dbus'><output voices='2'/></audio>
           <sound model='ich6'/>"""),
+    # USB hubs, chained, with mice on their ports
+    "combo-usb-hubs": _combo("""<controller type='usb' index='0' model='qemu-xhci'/>
+          <hub type='usb'><address type='usb' bus='0' port='1'/></hub>
+          <hub type='usb'><address type='usb' bus='0' port='1.2'/></hub>
+          <input type='mouse' bus='usb'><address type='usb' bus='0' port='1.2.1'/></input>
+          <input type='tablet' bus='usb'/>"""),
     # shared memory with the host (Looking Glass style), plain, in /dev/shm
     "combo-shmem": _combo("""<shmem name='qemud-accepts-test'><model type='ivshmem-plain'/>
           <size unit='M'>1</size></shmem>"""),

@@ -1048,3 +1048,29 @@ def test_the_rest_of_libvirts_qemu_namespace_is_refused_with_why() -> None:
                                "capability='vnc-colon'/></qemu:capabilities>"))
     assert caught.value.issues[0].line == 7
     assert caught.value.issues[0].message.startswith("<qemu:capabilities>: it changes libvirt's")
+
+
+# --- USB hubs -----------------------------------------------------------------------------------
+
+
+def test_usb_hubs_and_the_ports_below_them_as_libvirt() -> None:
+    """libvirt 9.0's usb-port-autoassign: hubs take root ports first (uhci has two), the
+    devices without an address then go to the first hub's ports."""
+    d = devices("""<controller type='usb' index='0'/>
+      <hub type='usb'><address type='usb' bus='0' port='1'/></hub>
+      <input type='mouse' bus='usb'/><hub type='usb'/>
+      <input type='mouse' bus='usb'/><input type='mouse' bus='usb'/>""")
+    assert [v for v in values(d, "-device") if v.startswith("usb-")] == [
+        "usb-hub,id=hub0,bus=usb.0,port=1", "usb-hub,id=hub1,bus=usb.0,port=2",
+        "usb-mouse,id=input0,bus=usb.0,port=1.1", "usb-mouse,id=input1,bus=usb.0,port=1.2",
+        "usb-mouse,id=input2,bus=usb.0,port=1.3"]
+    assert model.parse(model.to_xml(d)).domain == d
+
+
+def test_a_usb_port_below_a_missing_hub_is_refused() -> None:
+    with pytest.raises(model.InvalidDomainError) as caught:
+        devices("<controller type='usb' index='0'/><input type='mouse' bus='usb'>"
+                "<address type='usb' bus='0' port='2.1'/></input>")
+    [issue] = caught.value.issues
+    assert issue.line is not None
+    assert issue.message.startswith("USB port 2.1 (input0) is on port 2, where no <hub> is")

@@ -43,7 +43,8 @@ def check(data: bytes, expected: list[tuple[int | None, str]]) -> None:
 
 NOT_SUPPORTED = "is not supported by qemud; remove it or see README for what is"
 DEVICES = ("devices are not supported by qemud; remove it (supported: audio, channel, console, "
-           "controller, disk, filesystem, graphics, input, interface, memballoon, panic, parallel, "
+           "controller, disk, filesystem, graphics, hub, input, interface, memballoon, panic, "
+           "parallel, "
            "redirdev, redirfilter, rng, serial, shmem, smartcard, sound, tpm, video, vsock, "
            "watchdog)")
 
@@ -343,8 +344,6 @@ UNSUPPORTED_DEVICES = [
     for tag, snippet, why in [
         ("hostdev", "<hostdev mode='subsystem' type='pci' managed='yes'/>", "passing a host "
          "device through needs VFIO setup and privileges qemud does not manage"),
-        ("hub", "<hub type='usb'/>", "USB hubs are not needed: qemu-xhci has up to 15 ports per "
-         "speed (ports=)"),
         ("iommu", "<iommu model='intel'/>", "an IOMMU is not supported by qemud yet"),
         ("lease", "<lease/>", "leases belong to libvirt's lock manager, which qemud does not have"),
     ]
