@@ -1009,6 +1009,30 @@ HUB_PORTS = 8
 """Ports of QEMU's usb-hub."""
 
 
+_SECURITY_MODEL = {"passthrough": "passthrough", "mapped": "mapped", "squash": "none"}
+
+
+def _shares_9p(d: Domain, at: At) -> Iterator[Option]:
+    """`-fsdev local` + `-device virtio-9p-pci` for each 9p share, as libvirt renders them."""
+    for i, share in enumerate(d.devices.shares_9p, start=len(d.devices.filesystems)):
+        fid = f"fs{i}"
+        parts = ["local", f"security_model={_SECURITY_MODEL[share.accessmode]}"]
+        if share.writeout is not None:
+            parts.append(f"writeout={share.writeout}")
+        if share.multidevs is not None:
+            parts.append(f"multidevs={share.multidevs}")
+        if share.fmode is not None:
+            parts.append(f"fmode={share.fmode:04o}")
+        if share.dmode is not None:
+            parts.append(f"dmode={share.dmode:04o}")
+        parts += [f"id=fsdev-{fid}", f"path={esc(share.source_dir)}"]
+        if share.readonly:
+            parts.append("readonly=on")
+        yield ("-fsdev", ",".join(parts))
+        yield ("-device", f"virtio-9p-pci,id={fid},fsdev=fsdev-{fid},"
+                          f"mount_tag={esc(share.target_dir)}{at(fid)}")
+
+
 def _hubs(d: Domain, ports: dict[str, str]) -> Iterator[Option]:
     """`-device usb-hub` for each `<hub>`, on its port."""
     for i, _ in enumerate(d.devices.hubs):
@@ -1394,6 +1418,8 @@ def _pci_requests(d: Domain) -> list[pci.Request]:
             add(f"virtio-disk{disk_index(disk.target_dev)}", "virtio-blk-pci", disk.address)
     for i, fs in enumerate(d.devices.filesystems):  # libvirt places filesystems after disks
         add(f"fs{i}", "vhost-user-fs-pci", fs.address)
+    for i, share in enumerate(d.devices.shares_9p, start=len(d.devices.filesystems)):
+        add(f"fs{i}", "virtio-9p-pci", share.address)
     if d.devices.memballoon == "virtio":
         add("balloon0", "virtio-balloon-pci", d.devices.memballoon_address)
     for i, rng in enumerate(d.devices.rngs):
@@ -1523,6 +1549,7 @@ def options(d: Domain, runtime: Runtime | None = None,
     out += _shmems(d, at)
     out += _tpms(d, runtime)
     out += _filesystems(d, runtime, at)
+    out += _shares_9p(d, at)
     out += _misc(d, at)
     out += _vsocks(d, at)
     if d.qemu_commandline is not None:  # libvirt's escape hatch, last as libvirt puts it

@@ -964,6 +964,26 @@ class Watchdog(Frozen):
     address: PciAddress | None = None
 
 
+class Share9p(Frozen):
+    """A 9p `<filesystem>`: a host folder QEMU itself serves to the guest (virtio-9p-pci).
+
+    `<driver type='path'>` (or none); accessmode passthrough, mapped or squash as QEMU's
+    security_model; the guest mounts it by its tag.
+    """
+
+    source_dir: Annotated[str, Field(pattern=r"^/[^\x00-\x1f]*$")]
+    target_dir: Annotated[str, Field(min_length=1, max_length=31)]
+    """The 9p mount tag (QEMU allows 31 bytes)."""
+    accessmode: Literal["passthrough", "mapped", "squash"] = "passthrough"
+    readonly: bool = False
+    writeout: Literal["immediate"] | None = None
+    """`<driver wrpolicy='immediate'>`."""
+    multidevs: Literal["default", "remap", "forbid", "warn"] | None = None
+    fmode: Annotated[int, Field(ge=0, le=0o777)] | None = None
+    dmode: Annotated[int, Field(ge=0, le=0o777)] | None = None
+    address: PciAddress | None = None
+
+
 class Filesystem(Frozen):
     """A virtiofs `<filesystem>`: a host folder shared with the guest through a virtiofsd.
 
@@ -1057,6 +1077,8 @@ class Devices(Frozen):
     hubs: tuple[Hub, ...] = ()
     tpms: Annotated[tuple[Tpm, ...], Field(max_length=1)] = ()
     filesystems: tuple[Filesystem, ...] = ()
+    shares_9p: tuple[Share9p, ...] = ()
+    """9p `<filesystem>`s (QEMU's own server), numbered after the virtiofs ones."""
 
 
 class PowerManagement(Frozen):

@@ -66,6 +66,7 @@ from model.domain import (
     Redirdev,
     Rng,
     Serial,
+    Share9p,
     Shmem,
     Smartcard,
     Sound,
@@ -1525,7 +1526,45 @@ def _read_tpm(ctx: _Context, node: Node) -> Tpm | None:
     return _make(ctx, Tpm, fields)
 
 
-def _read_filesystem(ctx: _Context, node: Node) -> Filesystem | None:
+_9P_MODES = {"fmode": "fmode", "dmode": "dmode"}
+
+
+def _read_share_9p(ctx: _Context, node: Node, driver: Node | None) -> Share9p | None:
+    """A 9p `<filesystem type='mount'>` (driver 'path' or none): QEMU's own 9p server."""
+    fields = _Fields(node)
+    if node.attr("type") not in (None, "mount"):
+        ctx.error(node.line, f"<filesystem type>: {node.attr('type')!r} is not supported; use "
+                  "'mount' (a host folder)")
+        return None
+    fields.attr("accessmode")
+    fields.attr("multidevs")
+    for name in _9P_MODES:
+        raw = node.attr(name)
+        if raw is not None:
+            try:
+                fields.put(name, int(raw, 8), f"<filesystem {name}>")
+            except ValueError:
+                ctx.error(node.line, f"<filesystem {name}>: {raw!r} is not an octal mode such "
+                          "as 0644")
+    if driver is not None:
+        fields.put("writeout", driver.attr("wrpolicy"), "<driver wrpolicy>", driver.line)
+        driver.ignore_attrs("type")
+        _leftovers(ctx, driver)
+    source, target = node.child("source"), node.child("target")
+    if source is not None:
+        fields.put("source_dir", source.attr("dir"), "<source dir>", source.line)
+        _leftovers(ctx, source)
+    if target is not None:
+        fields.put("target_dir", target.attr("dir"), "<target dir>", target.line)
+        _leftovers(ctx, target)
+    if node.child("readonly") is not None:
+        fields.put("readonly", True, "<readonly>")
+    fields.put("address", _address(ctx, node), "<address>")
+    _leftovers(ctx, node, IGNORED_EVERYWHERE)
+    return _make(ctx, Share9p, fields)
+
+
+def _read_filesystem(ctx: _Context, node: Node) -> Filesystem | Share9p | None:
     """A virtiofs `<filesystem type='mount' accessmode='passthrough'>`.
 
     `<driver type='virtiofs'/>`, `<source dir=>`, `<target dir=>` and virtiofsd's `<binary>`
@@ -1534,12 +1573,13 @@ def _read_filesystem(ctx: _Context, node: Node) -> Filesystem | None:
     fields = _Fields(node)
     driver = node.child("driver")
     kind = driver.attr("type") if driver is not None else None
+    if kind in (None, "path"):
+        return _read_share_9p(ctx, node, driver)
     if kind != "virtiofs":
-        why = ("9p (type='path' or 'handle') needs QEMU's 9p server, which qemud does not "
-               "render" if kind in (None, "path", "handle") else f"driver {kind!r} is unknown")
-        ctx.error(driver.line if driver is not None else node.line,
-                  f"<filesystem>: {why}; use <driver type='virtiofs'/> (with <memoryBacking>"
-                  "<source type='memfd'/><access mode='shared'/></memoryBacking>)")
+        why = ("QEMU 7.2 has no 9p 'handle' backend any more; use type='path' (or none)"
+               if kind == "handle" else f"driver {kind!r} is unknown; use 'path' (9p) or "
+               "'virtiofs'")
+        ctx.error(driver.line if driver is not None else node.line, f"<filesystem>: {why}")
         return None
     ftype = node.attr("type")
     if ftype not in (None, "mount"):
@@ -2223,7 +2263,9 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
         serial_ports[made.port] = made
         lines[id(made)] = con.line
     ctx.disk_lines = list(tag_lines.get("disk", []))
-    ctx.filesystem_lines = list(tag_lines.get("filesystem", []))
+    ctx.filesystem_lines = [line for fs, line in zip(found.get("filesystem", []),
+                                                     tag_lines.get("filesystem", []),
+                                                     strict=False) if isinstance(fs, Filesystem)]
     ctx.audio_lines = list(tag_lines.get("audio", []))
     if emulator is not None:
         base = Path(emulator).name
@@ -2266,7 +2308,8 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
         shmems=tuple(found.get("shmem", [])),
         hubs=tuple(found.get("hub", [])),
         tpms=tuple(found.get("tpm", [])[:1]),
-        filesystems=tuple(found.get("filesystem", [])),
+        filesystems=tuple(f for f in found.get("filesystem", []) if isinstance(f, Filesystem)),
+        shares_9p=tuple(f for f in found.get("filesystem", []) if isinstance(f, Share9p)),
         consoles=tuple(found.get("consoles", [])),
         parallels=tuple(found.get("parallel", [])),
         smartcards=tuple(found.get("smartcard", [])),

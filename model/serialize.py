@@ -428,6 +428,14 @@ def _devices(dev: Devices) -> Element:
         *(Element("tpm", {"model": t.model}, [
             Element("backend", {"type": "emulator", "version": t.version})]) for t in dev.tpms),
         *(_shmem(mem) for mem in dev.shmems),
+        *(Element("filesystem", {
+            "type": "mount", "accessmode": f.accessmode, "multidevs": f.multidevs,
+            "fmode": f"{f.fmode:04o}" if f.fmode is not None else None,
+            "dmode": f"{f.dmode:04o}" if f.dmode is not None else None}, [
+                Element("driver", {"type": "path", "wrpolicy": f.writeout}),
+                Element("source", {"dir": f.source_dir}), Element("target", {"dir": f.target_dir}),
+                Element("readonly") if f.readonly else None, _address(f.address)])
+          for f in dev.shares_9p),
         *(Element("hub", {"type": "usb"}, [
             Element("address", {"type": "usb", "bus": "0", "port": h.usb_port})
             if h.usb_port is not None else None]) for h in dev.hubs),

@@ -195,6 +195,9 @@ COMBOS: dict[str, Domain] = {
     "combo-audio-dbus": _combo(
         """<audio id='1' type='dbus'><output voices='2'/></audio>
           <sound model='ich6'/>"""),
+    # a 9p share QEMU serves itself (mapped, read-only)
+    "combo-9p": _combo("""<filesystem type='mount' accessmode='mapped'><source dir='/tmp'/>
+          <target dir='tmpshare'/><readonly/></filesystem>"""),
     # USB hubs, chained, with mice on their ports
     "combo-usb-hubs": _combo("""<controller type='usb' index='0' model='qemu-xhci'/>
           <hub type='usb'><address type='usb' bus='0' port='1'/></hub>

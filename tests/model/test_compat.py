@@ -1074,3 +1074,34 @@ def test_a_usb_port_below_a_missing_hub_is_refused() -> None:
     [issue] = caught.value.issues
     assert issue.line is not None
     assert issue.message.startswith("USB port 2.1 (input0) is on port 2, where no <hub> is")
+
+
+# --- 9p shares ----------------------------------------------------------------------------------
+
+
+def test_9p_shares_render_as_libvirt() -> None:
+    """libvirt 9.0's fs9p, virtio-9p-multidevs and virtio-9p-createmode."""
+    d = devices("""<filesystem type='mount'><source dir='/export/a'/><target dir='/a'/>
+      </filesystem>
+      <filesystem accessmode='mapped' multidevs='remap' fmode='644' dmode='0750'>
+        <driver type='path' wrpolicy='immediate'/><source dir='/export/b,c'/>
+        <target dir='b'/><readonly/></filesystem>
+      <filesystem accessmode='squash'><source dir='/export/s'/><target dir='s'/></filesystem>""")
+    assert values(d, "-fsdev") == [
+        "local,security_model=passthrough,id=fsdev-fs0,path=/export/a",
+        "local,security_model=mapped,writeout=immediate,multidevs=remap,fmode=0644,dmode=0750,"
+        "id=fsdev-fs1,path=/export/b,,c,readonly=on",
+        "local,security_model=none,id=fsdev-fs2,path=/export/s"]
+    assert [v for v in values(d, "-device") if v.startswith("virtio-9p")] == [
+        "virtio-9p-pci,id=fs0,fsdev=fsdev-fs0,mount_tag=/a,bus=pci.0,addr=0x2",
+        "virtio-9p-pci,id=fs1,fsdev=fsdev-fs1,mount_tag=b,bus=pci.0,addr=0x3",
+        "virtio-9p-pci,id=fs2,fsdev=fsdev-fs2,mount_tag=s,bus=pci.0,addr=0x4"]
+    assert model.parse(model.to_xml(d)).domain == d
+
+
+def test_the_9p_handle_backend_qemu_dropped_is_refused() -> None:
+    with pytest.raises(model.InvalidDomainError) as caught:
+        devices("<filesystem><driver type='handle'/><source dir='/x'/><target dir='x'/>"
+                "</filesystem>")
+    assert caught.value.issues[0].line == 7
+    assert "no 9p 'handle' backend" in caught.value.issues[0].message

@@ -173,13 +173,10 @@ def test_two_shares_and_a_comma_in_the_tag() -> None:
                   (7, "<memoryBacking><locked> is not supported by qemud")], id="no-source"),
     pytest.param("", "<memoryBacking><source type='memfd'/><access mode='open'/></memoryBacking>",
                  [(6, "<access mode>: 'open' is not allowed")], id="access-mode"),
-    pytest.param("<filesystem type='mount' accessmode='passthrough'>\n<source dir='/a'/>"
+    pytest.param("<filesystem type='mount'>\n<driver type='handle'/>\n<source dir='/a'/>"
                  "<target dir='t'/></filesystem>", SHARED,
-                 [(8, "<filesystem>: 9p (type='path' or 'handle') needs QEMU's 9p server, which "
-                      "qemud does not render; use <driver type='virtiofs'/>")], id="9p-default"),
-    pytest.param("<filesystem type='mount'>\n<driver type='path'/>\n<source dir='/a'/>"
-                 "<target dir='t'/></filesystem>", SHARED,
-                 [(9, "<filesystem>: 9p (type='path' or 'handle')")], id="9p-path"),
+                 [(9, "<filesystem>: QEMU 7.2 has no 9p 'handle' backend any more")],
+                 id="9p-handle"),
     pytest.param("<filesystem type='ram'><driver type='virtiofs'/><source usage='1024'/>"
                  "<target dir='t'/></filesystem>", SHARED,
                  [(8, "<filesystem type>: 'ram' is not supported; use 'mount'")], id="ram"),
