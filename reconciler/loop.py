@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+import model
 from reconciler.daemon import AlreadyRunningError, DaemonServesError, delegate, serve
 from reconciler.desired import Desired, DesiredSet, DiskIdentity
 from reconciler.history import MEMORY_FILE, History
@@ -310,7 +311,30 @@ class Reconciler:
         never used by two threads at once.
         """
         running = self.supervisor.running_files()
-        return await asyncio.get_running_loop().run_in_executor(None, self.scanner.scan, running)
+        owned: dict[str | int, model.Parsed] = {
+            str(own.file): model.Parsed(own.domain, str(own.file))
+            for own in self.supervisor.owned().values()
+            if own.file is not None and own.domain is not None}
+        orphans = self.supervisor.orphans()
+        # crashed VMs due a restart whose runtime folder is gone: their definition's copy
+        recovering = {u for u, ended in self.history.ended.items()
+                      if not ended.held and u not in self.supervisor.vms}
+
+        def scan() -> Scan:
+            """The scan, with every persisted definition known (orphans' read here)."""
+            known = dict(owned)
+            layer = self.supervisor.layer
+            for uuid in sorted(orphans | recovering):
+                domain, file = layer.load_definition(uuid)
+                if domain is not None and file is not None:
+                    parsed = model.Parsed(domain, str(file))
+                    known.setdefault(str(file), parsed)
+                    inode = layer.source_inode(uuid)
+                    if inode is not None:
+                        known.setdefault(inode, parsed)  # the same file, renamed since
+            return self.scanner.scan(running, known)
+
+        return await asyncio.get_running_loop().run_in_executor(None, scan)
 
     def _plan(self, desired: Desired, now: float) -> list[Action]:
         """`plan()` on what is known right now about owned VMs and exits (no orphans left)."""

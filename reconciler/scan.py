@@ -234,6 +234,8 @@ class Scanner:
     """What the host facts a parse depends on look like now (libvirt's network definitions);
     when it changes, invalid files and files that use a libvirt network are read again."""
     _host_seen: object = None
+    _by_inode: dict[int, tuple[str, _Entry]] | None = None
+    """The cache by inode, made when a new name shows up (see `_renamed`); per scan."""
     _vanished: dict[str, float] = field(default_factory=dict)
     _cache: dict[str, _Entry] = field(default_factory=dict)
     _last: tuple[dict[str, _Entry], dict[uuidlib.UUID, Path], Scan] | None = None
@@ -255,6 +257,19 @@ class Scanner:
             return _Entry(key, None, _issues(Path(path), exc), last_good, good_key)
         return _Entry(key, parsed, (), parsed, key)
 
+    def _renamed(self, key: FileKey, path: str) -> _Entry | None:
+        """The entry of a file renamed to `path` (the same inode under another, vanished name).
+
+        Its last valid version comes along (an invalid file renamed keeps meaning what it did),
+        its contribution is made anew under the new name.
+        """
+        if self._by_inode is None:
+            self._by_inode = {e.key.inode: (p, e) for p, e in self._cache.items()}
+        found = self._by_inode.get(key.inode)
+        if found is None or found[0] == path or os.path.lexists(found[0]):
+            return None
+        return replace(found[1], candidate=None)
+
     def reloaded(self) -> Scanner:
         """A scanner that reads every file again but keeps each path's last valid definition.
 
@@ -267,14 +282,20 @@ class Scanner:
                  for path, e in self._cache.items() if e.last_good is not None}
         return replace(self, _vanished={}, _cache=cache, _last=None)
 
-    def scan(self, running: Mapping[uuidlib.UUID, Path] | None = None) -> Scan:
+    def scan(self, running: Mapping[uuidlib.UUID, Path] | None = None,
+             known: Mapping[str | int, model.Parsed] | None = None) -> Scan:
         """One pass: stat every domain file, reparse the changed ones, resolve clashes.
 
         Files whose parse depends on host facts that changed since the last pass (see
-        `host_key`) count as changed.
+        `host_key`) count as changed. `known` maps a file (its path, or its inode: a rename
+        keeps it) to a definition a VM runs (or ran) from it, persisted in its runtime folder:
+        an invalid file with no last valid version of its own (a new scanner, after a daemon
+        restart) takes that one as its last valid, so a reconciler that starts anew decides as
+        the one before it did. A file renamed under this scanner keeps its last valid version.
         """
         seen: dict[str, _Entry] = {}
         parsed = 0
+        self._by_inode = None
         if self.host_key is not None:
             facts = self.host_key()
             if self._host_seen is not None and facts != self._host_seen:
@@ -297,6 +318,8 @@ class Scanner:
                 continue  # vanished between listing and stat: judged on the next pass
             key = FileKey(st.st_mtime_ns, st.st_size, st.st_ino)
             old = self._cache.get(entry.path)
+            if old is None:
+                old = self._renamed(key, entry.path)
             owner = (st.st_mode, st.st_uid) if self.distrust is not None else (0, 0)
             if old is None or old.key != key or old.racy or old.owner != owner:
                 new = self._read(entry.path, key, old)
@@ -308,6 +331,11 @@ class Scanner:
                     new = old  # a racy entry read again, unchanged: keep the same objects
                 new.racy = self.clock_ns() - key.mtime_ns < RACY_NS
                 old = new
+            if old.parsed is None and old.last_good is None and known:
+                persisted = known.get(entry.path) or known.get(key.inode)
+                if persisted is not None:  # its last valid version, from a runtime folder
+                    old.last_good, old.candidate = persisted, None
+                    parsed += 1  # what the file means has changed: resolve again
             seen[entry.path] = old
         wake_at: float | None = None
         expired: frozenset[str] = frozenset()

@@ -30,7 +30,7 @@ from reconciler import sidecars, uefi
 from reconciler.desired import Desired, Identify, Owned, Want
 from reconciler.errors import AdoptError, MonitorError, ReconcilerError, StartError
 from reconciler.history import History
-from reconciler.paths import Layout
+from reconciler.paths import Layout, ensure_private_dir
 from reconciler.plan import Action, Adopt, Live, Phase, Start, Stop, claims
 from reconciler.policy import ExitKind
 from reconciler.qemu import (
@@ -55,6 +55,9 @@ DEFINITION_FILE = "domain.xml"
 SOURCE_FILE = "source"
 """The path of the domain file a VM was started from, in its runtime folder."""
 RESTART_FILE = "restart-pending"
+SOURCE_INODE_FILE = "source-inode"
+"""The inode of the domain file a VM was started from: a fresh reconciler knows that file after
+a rename (an invalid file then keeps the definition in use)."""
 """In a VM's runtime folder while a user's reboot or restart waits for the guest to power off:
 the next reconciler knows that power-off is qemud's doing (like libvirt's fake-reboot flag)."""
 
@@ -125,6 +128,9 @@ class ProcessLayer(Protocol):
 
     def load_definition(self, uuid: uuidlib.UUID) -> tuple[model.Domain | None, Path | None]:
         """What `save_definition` persisted; (None, None) when missing or unreadable."""
+
+    def source_inode(self, uuid: uuidlib.UUID) -> int | None:
+        """The inode its domain file had when `save_definition` ran (a rename keeps it)."""
 
     def age(self, pid: int) -> float | None:
         """Seconds since process `pid` started, if known."""
@@ -261,11 +267,24 @@ class QemuLayer:
         return [uuidlib.UUID(n) for n in names if is_runtime_folder(n)]
 
     def save_definition(self, uuid: uuidlib.UUID, domain: model.Domain, file: Path | None) -> None:
-        """Write `domain.xml` and `source` into the runtime folder (atomic rename, no fsync)."""
-        from reconciler.status import write_atomic
-        vm_dir = self.layout.vm_dir(str(uuid))
-        write_atomic(vm_dir / DEFINITION_FILE, model.to_xml(domain), durable=False)
-        write_atomic(vm_dir / SOURCE_FILE, os.fsencode(str(file or "")), durable=False)
+        """Write the definition into the runtime folder (raises OSError), a copy into the state.
+
+        The copy outlives the run: a VM that crashed while no reconciler ran, whose file is
+        invalid now, is restarted from it once its runtime folder is gone (best effort: a
+        failure to write it does not fail the start).
+        """
+        _write_definition(self.layout.vm_dir(str(uuid)), domain, file)
+        with contextlib.suppress(OSError, ReconcilerError):
+            state = self.layout.state_dir(str(uuid))
+            ensure_private_dir(state)
+            _write_definition(state, domain, file)
+
+    def source_inode(self, uuid: uuidlib.UUID) -> int | None:
+        """The inode recorded in `source-inode` (see `save_definition`), if readable."""
+        for folder in self._definition_folders(uuid):
+            with contextlib.suppress(OSError, ValueError):
+                return int((folder / SOURCE_INODE_FILE).read_bytes())
+        return None
 
     def load_source(self, uuid: uuidlib.UUID) -> Path | None:
         """The domain file recorded in `uuid`'s runtime folder (`source`), if readable."""
@@ -275,16 +294,26 @@ class QemuLayer:
         return None
 
     def load_definition(self, uuid: uuidlib.UUID) -> tuple[model.Domain | None, Path | None]:
-        """Read back `domain.xml` and `source`; anything unreadable counts as missing."""
-        vm_dir = self.layout.vm_dir(str(uuid))
-        domain: model.Domain | None = None
-        with contextlib.suppress(model.ModelError):
-            domain = model.parse_file(vm_dir / DEFINITION_FILE).domain
-        file: Path | None = None
-        with contextlib.suppress(OSError):
-            raw = (vm_dir / SOURCE_FILE).read_bytes()
-            file = Path(os.fsdecode(raw)) if raw else None
-        return domain, file
+        """Read back `domain.xml` and `source`: the runtime folder's, else the state copy.
+
+        Anything unreadable counts as missing.
+        """
+        for folder in self._definition_folders(uuid):
+            domain: model.Domain | None = None
+            with contextlib.suppress(model.ModelError):
+                domain = model.parse_file(folder / DEFINITION_FILE).domain
+            if domain is None:
+                continue
+            file: Path | None = None
+            with contextlib.suppress(OSError):
+                raw = (folder / SOURCE_FILE).read_bytes()
+                file = Path(os.fsdecode(raw)) if raw else None
+            return domain, file
+        return None, None
+
+    def _definition_folders(self, uuid: uuidlib.UUID) -> tuple[Path, Path]:
+        """Where a definition is persisted: the runtime folder, then the state folder."""
+        return self.layout.vm_dir(str(uuid)), self.layout.state_dir(str(uuid))
 
     def age(self, pid: int) -> float | None:
         """Process age from /proc."""
@@ -301,6 +330,17 @@ class QemuLayer:
     def restart_marked(self, uuid: uuidlib.UUID) -> bool:
         """Whether `restart-pending` is in the runtime folder."""
         return (self.layout.vm_dir(str(uuid)) / RESTART_FILE).exists()
+
+
+def _write_definition(folder: Path, domain: model.Domain, file: Path | None) -> None:
+    """`domain.xml`, `source` and `source-inode` in `folder` (atomic rename, no fsync)."""
+    from reconciler.status import write_atomic
+    write_atomic(folder / DEFINITION_FILE, model.to_xml(domain), durable=False)
+    write_atomic(folder / SOURCE_FILE, os.fsencode(str(file or "")), durable=False)
+    inode = b""
+    with contextlib.suppress(OSError):
+        inode = str(os.stat(file).st_ino).encode() if file is not None else b""
+    write_atomic(folder / SOURCE_INODE_FILE, inode, durable=False)
 
 
 def _cpu_list(cpus: Iterable[int]) -> str:

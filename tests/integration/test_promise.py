@@ -247,8 +247,8 @@ def test_edited_into_a_name_clash_both_keep_running(world: World) -> None:
     assert st is not None and (st["state"], st["pid"]) == ("running", pids["beta"]), st
     assert st["file"] == str(b), st
     assert "clash" in (st["reason"] or "") and "stays in effect" in st["reason"], st
-    assert any(str(a) in e["message"] and str(b) in e["message"] and "'alpha'" in e["message"]
-               for e in st["errors"]), st
+    assert any(f"{a}:" in e["message"] and b.name in e["message"] and "'alpha'" in e["message"]
+               and e["file"] == str(b) and e["line"] for e in st["errors"]), st
     winner = world.status("alpha")
     assert winner is not None and (winner["state"], winner["pid"]) == ("running", pids["alpha"])
     for name, pid in pids.items():

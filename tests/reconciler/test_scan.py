@@ -360,7 +360,37 @@ def test_a_renamed_file_keeps_its_uuid(tmp_path: Path, uuid: uuidlib.UUID | None
     scan = scanner.scan()
     assert list(scan.domains) == [expected]
     assert scan.domains[expected].path == new
-    assert scan.parsed == 1
+    assert scan.parsed == 0  # the same inode, unchanged: known without reading it again
+
+
+def test_a_renamed_invalid_file_keeps_its_last_valid_definition(tmp_path: Path) -> None:
+    """An invalid file renamed (mv) still means what it did: its last valid version."""
+    path = write(tmp_path / "a.xml", dom("vm", U1))
+    scanner = Scanner(tmp_path, clock_ns=long_after)
+    scanner.scan()
+    path.write_bytes(NOT_WELL_FORMED)
+    kept = scanner.scan()
+    assert [c.path.name for c in kept.domains.values()] == ["a.xml"]
+    path.rename(tmp_path / "b.xml")
+    scan = scanner.scan()
+    [cand] = scan.domains.values()
+    assert cand.path.name == "b.xml" and cand.uuid == U1 and cand.errors
+
+
+def test_a_new_scanner_takes_a_persisted_definition_for_an_invalid_file(tmp_path: Path) -> None:
+    """A daemon restarted while a running VM's file is invalid: the definition in its runtime
+    folder, known by the file's path or inode, is that file's last valid version."""
+    path = write(tmp_path / "a.xml", dom("vm", U1))
+    definition = Scanner(tmp_path, clock_ns=long_after).scan().domains[U1].parsed
+    path.write_bytes(NOT_WELL_FORMED)
+    assert Scanner(tmp_path, clock_ns=long_after).scan().domains == {}
+    by_path = Scanner(tmp_path, clock_ns=long_after).scan(known={str(path): definition})
+    assert by_path.domains[U1].path == path and by_path.domains[U1].errors
+    moved = tmp_path / "moved.xml"
+    inode = path.stat().st_ino
+    path.rename(moved)
+    by_inode = Scanner(tmp_path, clock_ns=long_after).scan(known={inode: definition})
+    assert by_inode.domains[U1].path == moved
 
 
 def test_a_deleted_file_disappears(tmp_path: Path, counting: CountingParse) -> None:

@@ -142,6 +142,7 @@ class FakeWorld:
     procs: dict[int, FakeQemu] = field(default_factory=dict)
     folders: dict[uuidlib.UUID, int] = field(default_factory=dict)
     definitions: dict[uuidlib.UUID, tuple[model.Domain, Path | None]] = field(default_factory=dict)
+    inodes: dict[uuidlib.UUID, int | None] = field(default_factory=dict)
     gates: list[asyncio.Future[None]] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
     fail_next_start: bool = False
@@ -264,9 +265,16 @@ class FakeLayer:
 
     def save_definition(self, uuid: uuidlib.UUID, domain: model.Domain, file: Path | None) -> None:
         self.world.definitions[uuid] = (domain, file)
+        try:
+            self.world.inodes[uuid] = os.stat(file).st_ino if file is not None else None
+        except OSError:
+            self.world.inodes[uuid] = None
 
     def load_definition(self, uuid: uuidlib.UUID) -> tuple[model.Domain | None, Path | None]:
         return self.world.definitions.get(uuid, (None, None))
+
+    def source_inode(self, uuid: uuidlib.UUID) -> int | None:
+        return self.world.inodes.get(uuid)
 
     def age(self, pid: int) -> float | None:
         return 0.0
