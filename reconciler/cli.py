@@ -552,8 +552,11 @@ def _stale_warning(layout: Layout, updated_at: str | None, resync: float, now: f
 
     lock = DirLock(layout.run_dir / DAEMON_LOCK)
     if lock.held():
+        beat = layout.run_dir / LAST_PASS
         try:
-            quiet = now - (layout.run_dir / LAST_PASS).stat().st_mtime
+            quiet = now - beat.stat().st_mtime
+            with contextlib.suppress(ValueError):  # the daemon's own --resync, when it says
+                resync = float(beat.read_text().strip() or resync)
         except OSError:
             return None  # a daemon of an older version, which keeps no heartbeat
         if quiet <= max(3 * resync, HUNG_AFTER):

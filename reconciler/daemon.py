@@ -27,7 +27,7 @@ from watchdog.observers.api import BaseObserver
 
 from reconciler.control import CONTROL_SOCKET, serve_control
 from reconciler.errors import ReconcilerError
-from reconciler.lock import DAEMON_LOCK, DirLock, LockTimeoutError
+from reconciler.lock import DAEMON_LOCK, LAST_PASS, DirLock, LockTimeoutError
 from reconciler.networks import networks_dir
 from reconciler.scan import is_domain_file
 from reconciler.status import remove_left_over_temp_files, write_atomic
@@ -133,6 +133,8 @@ async def serve(rec: Reconciler, *, resync: float = 30.0, debounce: float = 0.05
         if not daemon_lock.try_acquire():
             raise AlreadyRunningError(daemon_lock.path)
         remove_left_over_temp_files(rec.layout.run_dir, SETTLED_FILE)  # of a daemon killed
+        with contextlib.suppress(OSError):  # its heartbeat says how often it passes at least
+            write_atomic(rec.layout.run_dir / LAST_PASS, f"{resync}\n".encode(), durable=False)
         observer = watch(rec.layout.config_dir, rec.layout.run_dir, notify, (networks_dir(),))
         control_path = rec.layout.run_dir / CONTROL_SOCKET
         control = await serve_control(rec, control_path)

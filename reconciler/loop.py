@@ -121,6 +121,8 @@ class Reconciler:
     layer: ProcessLayer | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     passes: int = 0
+    linger_until: float | None = None
+    """When a domain file missing for a moment (the quiet period) stops counting, if one is."""
     """How many passes have run (tests wait on it instead of sleeping)."""
     booted_at: Callable[[], float | None] = boot_time
     """When the host booted (wall clock), None if unknown: see `_leftovers`."""
@@ -229,6 +231,7 @@ class Reconciler:
             self.supervisor.follow(desired)
             self._record_unseen_crashes(leftovers, seen, desired, now)
         self.supervisor.retry_adoptions()
+        self.linger_until = desired.wake_at
         actions = self._plan(desired, now)
         for action in actions:
             if isinstance(action, Wait):
@@ -412,7 +415,8 @@ class Reconciler:
             ended = history.ended.get(uuid)
             retry = ended.restart.next_retry_at if ended is not None else None
             live = (LiveFacts(sup.live_of(uuid, vm), vm.started_at, vm.vnc,
-                              vm.handle.run_state if vm.handle else None)
+                              vm.handle.run_state if vm.handle else None,
+                              uuid in sup.rebooting)
                     if vm is not None else None)
             return Facts(uuid, desired.wants.get(uuid), live, ended, history.restarts.get(uuid, 0),
                          history.failures.get(uuid), waiting.get(uuid),
@@ -502,10 +506,14 @@ class Reconciler:
                 return result
             for _ in range(10):
                 # a pass that started or stopped anything is followed by one that reports how
-                # it went, even when it is over already (a start can fail before `working`)
+                # it went, even when it is over already (a start can fail before `working`);
+                # a file missing for a moment is waited out (the quiet period), then applied
                 acted = any(isinstance(a, Start | Stop) for a in result.actions)
-                if not acted and not self.supervisor.working:
+                linger = self.linger_until
+                if not acted and not self.supervisor.working and linger is None:
                     break
+                if linger is not None and not acted and not self.supervisor.working:
+                    await asyncio.sleep(max(0.0, linger - self.clock()))
                 await self.settle()
                 result = await self.run_pass()
             return result

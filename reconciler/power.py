@@ -166,7 +166,13 @@ async def _restart(rec: Reconciler, verb: Verb, name: str, uuid: uuidlib.UUID, *
     blocked = _blocked(rec, uuid)
     if blocked is not None and not _running_anew(rec, uuid, old_pid):
         raise PowerError(name, verb, f"it may not start now: {blocked}")
-    return f"{name}: running, pid {sup.vms[uuid].pid}"
+    vm = sup.vms.get(uuid)
+    if vm is None or vm.handle is None:  # its start failed: say how
+        failure = rec.history.failures.get(uuid) or (
+            ended.message if (ended := rec.history.ended.get(uuid)) else "")
+        raise PowerError(name, verb, "it did not start again" + (f": {failure}" if failure
+                                                                 else "; see its log"))
+    return f"{name}: running, pid {vm.pid}"
 
 
 def _blocked(rec: Reconciler, uuid: uuidlib.UUID) -> str | None:

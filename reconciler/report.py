@@ -26,6 +26,8 @@ class LiveFacts:
     started_at: float
     vnc: str | None
     run_state: str | None
+    rebooting: bool = False
+    """A user's reboot is pending: qemud starts it afresh when the guest powers off."""
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,9 @@ class Report:
         elif reason is None and live is not None and live.phase == "paused":
             reason = ("paused through QMP (a 'stop' command, not qemud); resume it with: "
                       f"reconcile monitor {live.name} '{{\"execute\": \"cont\"}}'")
+        if reason is None and vm is not None and vm.rebooting and live is not None:
+            reason = ("reboot pending: the power button was pressed; it starts afresh when the "
+                      f"guest powers off (`reconcile restart {live.name}` does it now)")
         if reason is None and live is not None and live.phase == "stopping" and want is None:
             reason = "its domain file is gone"
         name = live.name if live is not None else (want.name if want else str(fact.uuid))

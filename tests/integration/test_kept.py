@@ -87,3 +87,16 @@ def test_an_invalid_files_vm_that_crashed_while_no_reconciler_ran_comes_back(
     daemon = world.start_daemon()  # a fresh reconciler: the definition's copy in the state
     st = world.wait_status("v1", lambda s: s["state"] == "running", "v1 restarted")
     assert st["pid"] != pid and st["restarts"] == 1 and st["errors"], (st, daemon.text())
+
+
+def test_once_applies_a_deleted_file_after_the_quiet_period(world: World) -> None:
+    """`--once` waits out the quiet period of a file that went missing, then stops its VM (the
+    daemon does the same); it used to report 'missing for a moment' and exit 0 for ever."""
+    world.write("s", light_xml("s"))
+    world.cli("--once")
+    pid = _running(world, "s")
+    world.path("s").unlink()
+    out = world.cli("--once")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "s: stopping (domain file removed)" in out.stderr, out.stderr
+    assert world.qemu(light_uuid("s")) == [] and not alive(pid)

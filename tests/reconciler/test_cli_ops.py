@@ -259,6 +259,11 @@ def test_an_old_status_of_an_idle_daemon_gets_no_warning_unless_the_daemon_is_hu
         assert code == 0 and out.splitlines()[1].startswith("a ")
         assert err.startswith(f"reconcile: warning: the daemon (pid {holder.pid}) serving "), err
         assert "has not completed a pass for 5 min" in err and "may be hung" in err, err
+        # ... unless the daemon said it passes only every 300 s (--resync 300): not yet
+        beat.write_text("300\n")
+        os.utime(beat, (old, old))
+        code, _, err = run("status", "--config-dir", str(tmp_path / "c"))
+        assert (code, err) == (0, ""), err
     finally:
         assert holder.stdin is not None
         holder.stdin.close()

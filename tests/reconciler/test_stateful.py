@@ -146,6 +146,8 @@ class FakeWorld:
     gates: list[asyncio.Future[None]] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
     fail_next_start: bool = False
+    fail_starts: int = 0
+    """How many of the next starts fail (besides `fail_next_start`)."""
     exit_during_adoption: bool = False
     """The next adopted QEMU exits while it is being adopted (after its pid was verified)."""
     slow_hung_adoption: bool = False
@@ -227,8 +229,9 @@ class FakeLayer:
         world.procs[qemu.pid] = qemu
         world.folders[uuid] = qemu.pid
         world.definitions[uuid] = (domain, file)
-        if world.fail_next_start:
+        if world.fail_next_start or world.fail_starts > 0:
             world.fail_next_start = False
+            world.fail_starts -= 1
             world.end(qemu, ExitKind.CRASH)
             raise StartError(domain.name, stage="attach", reason="fake failure",
                              log_file=Path("/dev/null"))
@@ -908,6 +911,39 @@ def test_restart_of_a_disk_conflict_loser_says_why_at_once() -> None:
         with pytest.raises(power.PowerError, match=r"it may not start now: disk image /img/d1.img"):
             task.result()
         assert [q.uuid for q in m.world.live()] == [U1]
+    finally:
+        m.teardown()
+
+
+def test_a_pending_reboot_shows_in_the_status() -> None:
+    m = machine()
+    try:
+        m.write_valid("b.xml", "one", U1, True, None, False)
+        settle(m)
+        m.world.live()[0].hung = True  # the guest ignores the power button for now
+        m.power_verb(0, "reboot")
+        m.run_pass()
+        status = next(s for s in m.rec.publish(m.rec.supervisor.desired, [], m.now)
+                      if s.name == "one")
+        assert status.state == "running" and status.reason is not None
+        assert status.reason.startswith("reboot pending: the power button was pressed")
+    finally:
+        m.teardown()
+
+
+def test_a_restart_whose_new_start_fails_says_why() -> None:
+    """It used to end in a KeyError (the start failed, so no VM was there to name a pid)."""
+    m = machine()
+    try:
+        m.write_valid("b.xml", "one", U1, True, None, False)
+        settle(m)
+        m.world.fail_starts = 100  # its image is locked by some other program, say
+        task = m.loop.create_task(power.carry_out(m.rec, "restart", "one", lambda text: None))
+        settle(m, 3, 0.1)
+        assert task.done()
+        with pytest.raises(power.PowerError, match=r"it did not start again: .*fake failure"):
+            task.result()
+        assert not m.world.violations
     finally:
         m.teardown()
 
