@@ -569,8 +569,8 @@ def _stale_warning(layout: Layout, updated_at: str | None, resync: float, now: f
                 "'reconcile'): its VMs keep running and are adopted\n")
     return (f"reconcile: warning: this status is from {updated_at} ({_ago(age)} ago) and no "
             f"reconciler has updated it since: none serves {layout.config_dir}; start the "
-            "daemon with 'reconcile' (or its systemd service), or refresh the status once with "
-            "'reconcile --once'\n")
+            f"daemon with '{layout.command()}' (or its systemd service), or refresh the status "
+            f"once with '{layout.command()} --once'\n")
 
 
 def _ago(seconds: float) -> str:

@@ -169,13 +169,20 @@ class Reconciler:
         except (OSError, ValueError):
             pass  # a closed or full stderr must not stop the reconciler
 
-    def _say_once(self, topic: str, lines: list[str]) -> None:
-        """Say `lines` unless they are what was said last about `topic` (no repeats every pass)."""
+    def _say_once(self, topic: str, lines: list[str], *, only_new: bool = False) -> None:
+        """Say `lines` unless they are what was said last about `topic` (no repeats every pass).
+
+        With `only_new`, only the lines that were not among the last ones are said (a change to
+        one file does not repeat every other file's errors).
+        """
         text = "\n".join(lines)
-        if self._said.get(topic) != text:
+        previous = self._said.get(topic)
+        if previous != text:
             self._said[topic] = text
+            before = set(previous.split("\n")) if only_new and previous else set()
             for line in lines:
-                self.say(line)
+                if line not in before:
+                    self.say(line)
 
     def _wake_later(self, when: float) -> None:
         """Arrange a pass at wall-clock time `when` (for back-offs and quiet periods)."""
@@ -381,7 +388,7 @@ class Reconciler:
             lines.append(_where(issue.file, issue.line, issue.message))
         for want in desired.wants.values():
             lines += [_where(i.file, i.line, i.message) for i in want.errors]
-        self._say_once("files", lines)
+        self._say_once("files", lines, only_new=True)
 
     def publish(self, desired: Desired, actions: list[Action], now: float
                 ) -> list[DomainStatus]:

@@ -20,6 +20,7 @@ qmp-shell) and QEMU's pidfile (``qemu.pid``); its logs are ``<log>/<name>.log`` 
 from __future__ import annotations
 
 import os
+import shlex
 import stat
 from pathlib import Path
 
@@ -288,6 +289,17 @@ class Layout(_Record):
             system_instance=True,
             state_root=Path("/var/lib/qemud"),
         )
+
+    def command(self) -> str:
+        """How to name this instance in a hint: `reconcile`, with `--system` or `--config-dir`.
+
+        The session default (`~/.qemud`) needs neither.
+        """
+        if self.system_instance:
+            return "reconcile --system"
+        if self.config_dir == Path.home() / ".qemud":
+            return "reconcile"
+        return f"reconcile --config-dir {shlex.quote(str(self.config_dir))}"
 
     def ensure(self) -> None:
         """Create or check all four directories as private (see `ensure_private_dir`).

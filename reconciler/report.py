@@ -115,10 +115,12 @@ class Report:
             reason = f"QEMU paused it: {vm.run_state}" + _PAUSES.get(vm.run_state or "", "")
         elif reason is None and live is not None and live.phase == "paused":
             reason = ("paused through QMP (a 'stop' command, not qemud); resume it with: "
-                      f"reconcile monitor {live.name} '{{\"execute\": \"cont\"}}'")
+                      f"{self.layout.command()} monitor {live.name} "
+                      f"'{{\"execute\": \"cont\"}}'")
         if reason is None and vm is not None and vm.rebooting and live is not None:
             reason = ("reboot pending: the power button was pressed; it starts afresh when the "
-                      f"guest powers off (`reconcile restart {live.name}` does it now)")
+                      f"guest powers off (`{self.layout.command()} restart {live.name}` does it "
+                      "now)")
         if reason is None and live is not None and live.phase == "stopping" and want is None:
             reason = "its domain file is gone"
         name = live.name if live is not None else (want.name if want else str(fact.uuid))

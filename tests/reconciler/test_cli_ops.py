@@ -227,7 +227,9 @@ def test_an_old_status_nobody_updates_gets_a_warning_with_the_fix(tmp_path: Path
     assert err.startswith("reconcile: warning: this status is from ")
     assert "(5 min ago)" in err
     assert "no reconciler has updated it" in err
-    assert "'reconcile'" in err and "'reconcile --once'" in err
+    conf = tmp_path / "c"
+    assert f"'reconcile --config-dir {conf}'" in err and \
+        f"'reconcile --config-dir {conf} --once'" in err  # the directory in use
     # the same with --json: the warning is on stderr, the JSON untouched
     code, out, err2 = run("status", "--config-dir", str(tmp_path / "c"), "--json")
     assert code == 0 and err2 == err

@@ -726,7 +726,8 @@ def test_a_vm_paused_through_qmp_says_so_and_how_to_resume_it() -> None:
                       if s.name == "n1")
         assert status.state == "paused" and status.reason is not None
         assert status.reason.startswith("paused through QMP")
-        assert "reconcile monitor n1" in status.reason and '"cont"' in status.reason
+        assert f"reconcile --config-dir {m.layout.config_dir} monitor n1" in status.reason
+        assert '"cont"' in status.reason
         assert m.world.live()[0].state == "paused"  # left as the user put it
     finally:
         m.teardown()
@@ -911,6 +912,19 @@ def test_restart_of_a_disk_conflict_loser_says_why_at_once() -> None:
         with pytest.raises(power.PowerError, match=r"it may not start now: disk image /img/d1.img"):
             task.result()
         assert [q.uuid for q in m.world.live()] == [U1]
+    finally:
+        m.teardown()
+
+
+def test_the_log_says_each_file_error_once_not_again_at_every_change() -> None:
+    m = machine()
+    try:
+        m.write_invalid("a.xml")
+        settle(m, 1)
+        m.write_invalid("b.xml")
+        settle(m, 1)
+        log = m.rec.out.getvalue()  # type: ignore[attr-defined]
+        assert log.count("a.xml:") == 1 and log.count("b.xml:") == 1, log
     finally:
         m.teardown()
 
