@@ -659,6 +659,13 @@ def cmd_set_state(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return _power(layout, "stop-force", args.name, wait=not args.no_wait, out=out, err=err)
     if not found:
         err.write(f"reconcile: no valid domain named {args.name!r} in {layout.config_dir}\n")
+        for bad in scan.invalid:  # it may be one of these
+            first = bad.errors[0] if bad.errors else None
+            if first is not None:
+                err.write(f"{_where(first.file, first.line)}: {first.message}\n")
+        if scan.invalid and state == "stopped":
+            err.write(f"if {args.name}'s file is among these invalid ones, fix it, or stop its "
+                      f"VM at once with: {layout.command()} stop --force {args.name}\n")
         return EXIT_INVALID
     path = found[0].path
     try:

@@ -46,7 +46,7 @@ class PowerError(ReconcilerError):
         super().__init__(f"{name}: {verb.replace('-', ' --')}: {problem}")
 
 
-def find_vm(rec: Reconciler, name: str) -> tuple[uuidlib.UUID, Vm | None]:
+def find_vm(rec: Reconciler, name: str, verb: str = "find") -> tuple[uuidlib.UUID, Vm | None]:
     """The uuid of the domain called `name` and its live VM (None if none runs).
 
     The desired set's domain of that name comes first (a VM being renamed is found by its new
@@ -62,14 +62,16 @@ def find_vm(rec: Reconciler, name: str) -> tuple[uuidlib.UUID, Vm | None]:
             return uuid, vm
     for conflict in sup.desired.conflicts:
         if conflict.name == name:
-            raise PowerError(name, "find", f"its file lost a clash: {conflict.message()}")
-    raise PowerError(name, "find", f"no domain named {name!r} in {rec.layout.config_dir}")
+            raise PowerError(name, verb, f"its file lost a clash: {conflict.message()}")
+    raise PowerError(name, verb, f"no domain named {name!r} in {rec.layout.config_dir}")
 
 
-def _live(vm: Vm | None, name: str, verb: str) -> Vm:
+def _live(vm: Vm | None, name: str, verb: str, blocked: str | None = None) -> Vm:
     """`vm` if it runs (running or paused, not starting or stopping), else `PowerError`."""
     if vm is None or vm.handle is None or vm.phase != "running":
         state = "not running" if vm is None else vm.phase
+        if blocked is not None:
+            raise PowerError(name, verb, f"the VM is {state}: it may not start now: {blocked}")
         raise PowerError(name, verb, f"the VM is {state}; `reconcile start {name}` starts it")
     return vm
 
@@ -81,9 +83,10 @@ async def carry_out(rec: Reconciler, verb: Verb, name: str, say: Callable[[str],
     with a start by the next pass). Raises `PowerError`.
     """
     sup = rec.supervisor
-    uuid, vm = find_vm(rec, name)
+    uuid, vm = find_vm(rec, name, verb)
     if verb == "reset":
-        live = _live(vm, name, verb)
+        want = sup.desired.wants.get(uuid)
+        live = _live(vm, name, verb, want.blocked if want is not None else None)
         await sup.submit(uuid, lambda: sup.execute(uuid, "system_reset"))
         return f"{name}: reset (pid {live.pid})"
     if verb == "stop-force":

@@ -582,6 +582,17 @@ def test_once_reports_a_clash_at_the_lines_of_both_files_once_each(tmp_path: Pat
     assert loser_row.split()[2] == "running"  # DESIRED: what b.xml asks for
 
 
+def test_stop_of_a_name_whose_file_is_invalid_lists_the_invalid_files_and_the_way_out(
+        tmp_path: Path) -> None:
+    conf = tmp_path / "c"
+    conf.mkdir(mode=0o700)
+    write(conf / "web.xml", INVALID)
+    code, _, err = run("--config-dir", str(conf), "stop", "web")
+    assert code == 1
+    assert re.search(rf"^{conf}/web\.xml:\d+: ", err, re.M), err
+    assert f"reconcile --config-dir {conf} stop --force web" in err, err
+
+
 # --- validate: clashes between the files given, and ACPI --------------------------------------------
 
 
