@@ -3,7 +3,8 @@
 The socket is ``<run>/control.sock`` (mode 0600 in the private run directory). A client sends
 one JSON line, ``{"verb": "reboot", "name": "web", "wait": true}``, and reads JSON lines back:
 ``{"progress": "..."}`` for each step, then ``{"ok": true, "message": "..."}`` or
-``{"ok": false, "error": "..."}``. With ``"wait": false`` the daemon answers
+``{"ok": false, "error": "..."}``, after ``{"ack": true}`` when the daemon takes the request
+(a client that gave up before that is dropped). With ``"wait": false`` the daemon answers
 ``{"ok": true, "accepted": true, ...}`` at once and carries the request out on its own.
 
 The client side (`request`) uses the standard library only, so the CLI stays fast.
@@ -28,6 +29,8 @@ CONTROL_SOCKET = "control.sock"
 
 #: The longest a client waits for the daemon's next line (a graceful stop may take minutes).
 CLIENT_TIMEOUT = 900.0
+#: How long a client waits for the daemon to take its request before it says so.
+ACK_TIMEOUT = 10.0
 
 
 class NoDaemonError(Exception):
@@ -43,17 +46,33 @@ def request(path: Path, verb: str, name: str, *, wait: bool,
     """
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.settimeout(CLIENT_TIMEOUT)
+        sock.settimeout(ACK_TIMEOUT)
         try:
             sock.connect(str(path))
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise NoDaemonError(str(exc)) from exc
         sock.sendall(json.dumps({"verb": verb, "name": name, "wait": wait}).encode() + b"\n")
         with sock.makefile("rb") as lines:
-            for raw in lines:
+            while True:
+                try:
+                    raw = lines.readline()
+                except TimeoutError:
+                    if not wait:
+                        return False, (f"the daemon did not take the request within "
+                                       f"{ACK_TIMEOUT:g}s: it may be hung; nothing was done")
+                    progress(f"the daemon has not taken the request within {ACK_TIMEOUT:g}s: "
+                             "it may be hung (stopped, or stuck in a pass); still waiting "
+                             "(Ctrl-C gives up, and then the request is dropped)")
+                    sock.settimeout(CLIENT_TIMEOUT)
+                    continue
+                if not raw:
+                    break
+                sock.settimeout(CLIENT_TIMEOUT)  # taken: steps may take minutes each
                 try:
                     reply: dict[str, Any] = json.loads(raw)
                 except ValueError:
+                    continue
+                if "ack" in reply:
                     continue
                 if "progress" in reply:
                     progress(str(reply["progress"]))
@@ -70,11 +89,21 @@ def request(path: Path, verb: str, name: str, *, wait: bool,
     return False, "the daemon closed the control socket before answering (did it exit?)"
 
 
+async def _gone(reader: asyncio.StreamReader) -> bool:
+    """Whether the client closed its end (it sends nothing after its request line)."""
+    import asyncio
+
+    try:
+        return await asyncio.wait_for(reader.read(1), timeout=0.01) == b""
+    except TimeoutError:
+        return False
+
+
 async def serve_control(rec: Reconciler, path: Path) -> asyncio.Server:
     """Listen on ``path`` for power requests and carry them out in `rec` (the daemon's loop).
 
     A stale socket file is replaced. Requests run beside the passes; a client that goes away
-    does not cancel its request.
+    once its request is taken does not cancel it, one that gave up before is not carried out.
     """
     import asyncio
 
@@ -109,6 +138,11 @@ async def serve_control(rec: Reconciler, path: Path) -> asyncio.Server:
             if verb not in VERBS:
                 send({"ok": False, "error": f"unknown verb {verb!r}"})
                 return
+            if await _gone(reader):  # it gave up before this daemon read its request
+                rec.say(f"control: {verb} {name} dropped: its client went away before the "
+                        "daemon took it")
+                return
+            send({"ack": True})
             rec.say(f"control: {verb} {name} requested")
 
             def say(text: str) -> None:

@@ -180,3 +180,23 @@ def test_stop_force_of_a_vm_whose_file_was_deleted_skips_the_wait(world: World) 
     assert out.returncode == 0, out.stdout + out.stderr
     assert "no valid domain file" in out.stdout and "gone: stopped" in out.stdout, out.stdout
     world.wait(lambda: not alive(pid), "the VM to stop")
+
+
+def test_a_verb_to_a_hung_daemon_says_so_and_is_dropped_when_given_up(world: World) -> None:
+    """A stopped (SIGSTOP) daemon: `reset --no-wait` says it may be hung and that nothing was
+    done; once the daemon runs again it drops that request instead of carrying it out late."""
+    import signal
+
+    daemon = world.start_daemon()
+    world.write("h", dom("h"))
+    pid = world.wait_running("h")["pid"]
+    daemon.proc.send_signal(signal.SIGSTOP)
+    try:
+        out = world.cli("reset", "h", "--no-wait", timeout=60)
+    finally:
+        daemon.proc.send_signal(signal.SIGCONT)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "it may be hung; nothing was done" in out.stderr, out.stderr
+    world.wait(lambda: daemon.lines("control: reset h dropped"), "the daemon to drop it")
+    assert not daemon.lines("control: reset h requested"), daemon.text()
+    assert world.qemu(light_uuid("h")) == [pid]
