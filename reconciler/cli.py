@@ -79,8 +79,8 @@ def _element_lines(path: Path) -> dict[str, int | None]:
     return lines
 
 
-def _validate_one(path: Path, disks: dict[str, list[tuple[str, int | None, bool]]]
-                  ) -> dict[str, Any]:
+def _validate_one(path: Path, disks: dict[str, list[tuple[str, int | None, bool]]],
+                  identify: Callable[[str], str] = os.path.realpath) -> dict[str, Any]:
     """Parse one file into the record `validate --json` prints for it.
 
     Besides the parser's warnings, a domain without ACPI is warned about: qemud cannot stop it
@@ -102,7 +102,7 @@ def _validate_one(path: Path, disks: dict[str, list[tuple[str, int | None, bool]
         lines = _element_lines(path)
         warnings.append({"line": lines["features"] or lines["domain"], "message": ACPI_WARNING})
     running = domain.desired.state == "running"
-    for index, image in writable_disks(domain, os.path.realpath):
+    for index, image in writable_disks(domain, identify):
         line = parsed.disk_lines[index] if index < len(parsed.disk_lines) else None
         disks.setdefault(image, []).append((str(path), line, running))
     return {"file": str(path), "valid": True, "name": domain.name,
@@ -194,8 +194,11 @@ def cmd_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     invalid too (the reconciler would run only one of them); so are two wanted running that
     write one disk image (two that are not both wanted running get a warning).
     """
+    from reconciler.desired import DiskIdentity
+
     disks: dict[str, list[tuple[str, int | None, bool]]] = {}
-    records = [_validate_one(p, disks) for p in expand(args.paths)]
+    identify = DiskIdentity()  # hard links and symlinks of one image are one image
+    records = [_validate_one(p, disks, identify) for p in expand(args.paths)]
     _mark_clashes(records)
     _mark_disk_clashes(records, disks)
     if args.json:

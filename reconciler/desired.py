@@ -123,26 +123,35 @@ def writable_disks(domain: Domain, identify: Identify = os.path.normpath
 
 
 class DiskIdentity:
-    """Resolves disk paths (symlinks included) to the image they name, remembering answers.
+    """Resolves disk paths to the image they name, remembering answers.
 
-    The cache keeps passes cheap; `forget()` (SIGHUP) drops it, for a symlink retargeted.
-    Hard links and bind mounts of one image are not recognised (QEMU's own image lock still
-    refuses a second writer then).
+    Symlinks are resolved; an existing image is known by its device and inode, so hard links
+    and bind mounts of one image name it by one path (the first seen). The cache keeps passes
+    cheap; `forget()` (SIGHUP) drops it, for a symlink retargeted.
     """
 
     def __init__(self) -> None:
         self._known: dict[str, str] = {}
+        self._by_inode: dict[tuple[int, int], str] = {}
 
     def __call__(self, path: str) -> str:
-        """The resolved, normalised path of `path`."""
+        """The image `path` names: its resolved path, or that of another name of one inode."""
         found = self._known.get(path)
         if found is None:
-            found = self._known[path] = os.path.realpath(path)
+            found = os.path.realpath(path)
+            try:
+                st = os.stat(found)
+            except OSError:
+                pass  # not there (yet): known by its path
+            else:
+                found = self._by_inode.setdefault((st.st_dev, st.st_ino), found)
+            self._known[path] = found
         return found
 
     def forget(self) -> None:
         """Resolve every path afresh from now on."""
         self._known.clear()
+        self._by_inode.clear()
 
 
 INVALID_KEPT = "the file is invalid; the last valid definition stays in effect"

@@ -148,3 +148,13 @@ def test_one_image_through_a_symlink_is_one_image(tmp_path: Path) -> None:
     assert not DesiredSet(0.25).update(scan(a, b), {}, NOW).disk_conflicts  # spelling alone
     resolved = DesiredSet(0.25, DiskIdentity()).update(scan(a, b), {}, NOW)
     assert resolved.wants[U2].blocked is not None and str(image) in resolved.wants[U2].blocked
+
+
+def test_one_image_through_a_hard_link_is_one_image(tmp_path: Path) -> None:
+    image = tmp_path / "shared.img"
+    image.write_bytes(b"")
+    (tmp_path / "hard.img").hardlink_to(image)
+    a = cand("a", U1, disk=str(image))
+    b = cand("b", U2, disk=str(tmp_path / "hard.img"))
+    resolved = DesiredSet(0.25, DiskIdentity()).update(scan(a, b), {}, NOW)
+    assert resolved.wants[U2].blocked is not None and str(image) in resolved.wants[U2].blocked
