@@ -645,6 +645,9 @@ def cmd_set_state(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from reconciler.status import write_atomic
     from reconciler.supervisor import QemuLayer
 
+    if getattr(args, "no_wait", False) and not getattr(args, "force", False):
+        raise UsageError("--no-wait goes with --force (a plain stop is applied by the daemon "
+                         "without waiting anyway)")
     layout = layout_of(args)
     state: Literal["running", "stopped"] = "running" if args.command == "start" else "stopped"
     layout.ensure()
@@ -659,7 +662,8 @@ def cmd_set_state(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         # still run (being stopped after its quiet period, or kept on its last definition)
         out.write(f"{args.name}: no valid domain file in {layout.config_dir}; stopping its VM "
                   "at once if one runs\n")
-        return _power(layout, "stop-force", args.name, wait=not args.no_wait, out=out, err=err)
+        return _power(layout, "stop-force", args.name, wait=not args.no_wait, out=out, err=err,
+                      lock_timeout=args.lock_timeout)
     if not found:
         err.write(f"reconcile: no valid domain named {args.name!r} in {layout.config_dir}\n")
         for bad in scan.invalid:  # it may be one of these
@@ -681,7 +685,8 @@ def cmd_set_state(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     write_atomic(path, new, stat.S_IMODE(path.stat().st_mode))
     out.write(f"{args.name}: desired state is now {state} ({path})\n")
     if getattr(args, "force", False):
-        return _power(layout, "stop-force", args.name, wait=not args.no_wait, out=out, err=err)
+        return _power(layout, "stop-force", args.name, wait=not args.no_wait, out=out, err=err,
+                      lock_timeout=args.lock_timeout)
     if daemon_serves(layout.run_dir):
         out.write("the running daemon applies it\n")
         return EXIT_OK
@@ -710,10 +715,11 @@ def cmd_set_state(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def cmd_power(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """`reconcile restart|reboot|reset NAME`: carried out by the daemon, or here when none runs."""
     return _power(layout_of(args), args.command, args.name, wait=not args.no_wait, out=out,
-                  err=err)
+                  err=err, lock_timeout=args.lock_timeout)
 
 
-def _power(layout: Layout, verb: str, name: str, *, wait: bool, out: TextIO, err: TextIO) -> int:
+def _power(layout: Layout, verb: str, name: str, *, wait: bool, out: TextIO, err: TextIO,
+           lock_timeout: float = 120.0) -> int:
     """Ask the daemon (control socket) to carry out `verb`, printing its progress; else do it.
 
     Without a daemon the verb is carried out in this process (which owns the VMs meanwhile,
@@ -730,18 +736,20 @@ def _power(layout: Layout, verb: str, name: str, *, wait: bool, out: TextIO, err
         ok, message = request(layout.run_dir / CONTROL_SOCKET, verb, name, wait=wait,
                               progress=progress)
     except NoDaemonError:
-        ok, message = _power_here(layout, verb, name, wait=wait, progress=progress, err=err)
+        ok, message = _power_here(layout, verb, name, wait=wait, progress=progress, err=err,
+                                  lock_timeout=lock_timeout)
     (out if ok else err).write(("" if ok else "reconcile: ") + message + "\n")
     return EXIT_OK if ok else EXIT_INVALID
 
 
 def _power_here(layout: Layout, verb: str, name: str, *, wait: bool,
-                progress: Callable[[str], None], err: TextIO) -> tuple[bool, str]:
+                progress: Callable[[str], None], err: TextIO,
+                lock_timeout: float = 120.0) -> tuple[bool, str]:
     """Carry out a power verb in this process (no daemon answers); (ok, final message)."""
     import asyncio
     from typing import cast
 
-    from reconciler.lock import daemon_serves
+    from reconciler.lock import LockTimeoutError, daemon_serves
     from reconciler.loop import Reconciler
     from reconciler.power import PowerError, Verb, carry_out_here
 
@@ -753,8 +761,9 @@ def _power_here(layout: Layout, verb: str, name: str, *, wait: bool,
     layout.ensure()
     rec = Reconciler(layout, out=err)
     try:
-        return True, asyncio.run(carry_out_here(rec, cast(Verb, verb), name, progress))
-    except PowerError as exc:
+        return True, asyncio.run(carry_out_here(rec, cast(Verb, verb), name, progress,
+                                                lock_timeout))
+    except (PowerError, LockTimeoutError) as exc:
         return False, str(exc)
 
 

@@ -196,7 +196,7 @@ def _running_anew(rec: Reconciler, uuid: uuidlib.UUID, old_pid: int | None) -> b
 
 
 async def carry_out_here(rec: Reconciler, verb: Verb, name: str,
-                         say: Callable[[str], None]) -> str:
+                         say: Callable[[str], None], lock_timeout: float = 120.0) -> str:
     """No daemon runs: own the VMs for the time of `verb`, running passes, then let them go.
 
     Takes the pass lock (like ``reconcile --once``), adopts every VM, carries the verb out
@@ -204,7 +204,10 @@ async def carry_out_here(rec: Reconciler, verb: Verb, name: str,
     running). Raises `PowerError` (or the lock's errors).
     """
     rec.prepare()
-    await rec.lock.acquire(120.0)
+    if rec.lock.held_elsewhere():
+        say(f"another reconcile is busy on {rec.layout.config_dir} (a pass, or a verb under "
+            f"way); waiting up to {lock_timeout:g}s for it (--lock-timeout)")
+    await rec.lock.acquire(lock_timeout)
     try:
         if DirLock(rec.layout.run_dir / DAEMON_LOCK).held_elsewhere():
             raise PowerError(name, verb, "a daemon started meanwhile; run the command again "

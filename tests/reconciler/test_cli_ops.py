@@ -593,6 +593,11 @@ def test_stop_of_a_name_whose_file_is_invalid_lists_the_invalid_files_and_the_wa
     assert f"reconcile --config-dir {conf} stop --force web" in err, err
 
 
+def test_stop_no_wait_needs_force(tmp_path: Path) -> None:
+    code, _, err = run("--config-dir", str(tmp_path / "c"), "stop", "web", "--no-wait")
+    assert code == 2 and "--no-wait goes with --force" in err, err
+
+
 # --- validate: clashes between the files given, and ACPI --------------------------------------------
 
 
