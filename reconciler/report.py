@@ -78,7 +78,7 @@ class Report:
             issue = conflict.issue(conflict.loser)
             out.append(DomainStatus(
                 name=conflict.name, uuid=str(conflict.uuid), file=str(conflict.loser),
-                desired=conflict.desired, state="conflict", reason=issue.message, updated_at=stamp,
+                desired=conflict.desired, state="conflict", reason=_where(issue), updated_at=stamp,
                 errors=(_error(issue),)))
         for bad in desired.invalid:
             if str(bad.path) in kept_files:
