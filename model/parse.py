@@ -35,10 +35,12 @@ from model.domain import (
     Features,
     Filesystem,
     Graphics,
+    Hugepage,
     Hyperv,
     Input,
     Interface,
     MemoryBacking,
+    MemoryDevice,
     NumaCell,
     NumaMemory,
     Numatune,
@@ -59,6 +61,8 @@ from model.domain import (
     uuid_for_name,
 )
 from model.errors import InvalidDomainError, Issue, NetworkError, RenderError
+from model.memory import check_domain as memory_check_domain
+from model.memory import memory_device_problem
 from model.xml import Node, XmlError, load
 
 M = TypeVar("M", bound=BaseModel)
@@ -71,7 +75,6 @@ UNSUPPORTED_DEVICES = {
     "shmem": "shared memory needs an ivshmem server qemud does not run",
     "vsock": "vsock needs the host's vhost-vsock device and a context id qemud does not assign",
     "iommu": "an IOMMU is not supported by qemud yet",
-    "memory": "memory hotplug needs <maxMemory> slots, which qemud does not support",
     "parallel": "QEMU's parallel port is not supported by qemud",
     "lease": "leases belong to libvirt's lock manager, which qemud does not have",
     "crypto": "crypto devices need a backend qemud does not set up",
@@ -143,6 +146,7 @@ class _Context:
     disk_lines: list[int | None] = field(default_factory=list)
     filesystem_lines: list[int | None] = field(default_factory=list)
     audio_lines: list[int | None] = field(default_factory=list)
+    memory_lines: list[int | None] = field(default_factory=list)
     machine_line: int | None = None
     name_line: int | None = None
     uuid_line: int | None = None
@@ -465,6 +469,8 @@ def _read_numa(ctx: _Context, node: Node) -> tuple[NumaCell, ...] | None:
             except ValueError as exc:
                 ctx.error(cell.line, f"<cell memory>: {exc}")
                 cf.fail("memory")
+        cf.attr("mem_access", "memAccess")
+        cf.put("discard", _flag(ctx, cell, "discard"), "<cell discard>")
         _leftovers(ctx, cell)
         made = _make(ctx, NumaCell, cf)
         if made is None or cpus is None or memory is None:
@@ -1212,36 +1218,159 @@ def _read_filesystem(ctx: _Context, node: Node) -> Filesystem | None:
     return _make(ctx, Filesystem, fields)
 
 
+def _page_size(ctx: _Context, node: Node, name: str = "size") -> int | None:
+    """A page size attribute `name` (with `unit=`, default KiB) in bytes; None when absent/wrong."""
+    raw = node.attr(name)
+    if raw is None:
+        return None
+    try:
+        return units.to_bytes(raw, node.attr("unit") or "KiB")
+    except ValueError as exc:
+        ctx.error(node.line, f"<{node.tag} {name}>: {exc}")
+        return None
+
+
 def _read_memory_backing(ctx: _Context, node: Node) -> MemoryBacking | None:
-    """`<memoryBacking><source type='memfd'/><access mode='shared'/></memoryBacking>`."""
+    """`<memoryBacking>`: hugepages (per-cell page sizes), source, access, allocation, switches."""
     fields = _Fields(node)
     ok = True
-    for kid in node.kids():
-        if kid.tag not in ("source", "access"):
-            node.consume(kid)
-            ctx.error(kid.line, f"<memoryBacking><{kid.tag}> is not supported by qemud (only "
-                      "<source type='memfd'/> and <access mode=>); remove it")
+    huge = node.child("hugepages")
+    if huge is not None:
+        fields.put("hugepages", True, "<hugepages>", huge.line)
+        pages: list[Hugepage] = []
+        for page in huge.children("page"):
+            size = _page_size(ctx, page)
+            if size is None:
+                if page.attr("size") is None:
+                    ctx.error(page.line, "<page> needs size= (e.g. size='2048' unit='KiB')")
+                ok = False
+                continue
+            nodeset = _nodeset(ctx, page, "nodeset")
+            if nodeset is None and page.attr("nodeset") is not None:
+                ok = False
+            _leftovers(ctx, page)
+            pf = _Fields(page)
+            pf.put("size", size, "<page size>")
+            pf.put("nodeset", nodeset, "<page nodeset>")
+            page_made = _make(ctx, Hugepage, pf)
+            if page_made is None:
+                ok = False
+            else:
+                pages.append(page_made)
+        if sum(1 for p in pages if p.nodeset is None) > 1:
+            ctx.error(huge.line, "<hugepages> has more than one <page> without nodeset=; keep one "
+                      "default page size and give the others a nodeset")
             ok = False
+        fields.put("pages", tuple(pages), "<page>", huge.line)
+        _leftovers(ctx, huge)
     source = node.child("source")
-    if source is None:
-        ctx.error(node.line, "<memoryBacking> without <source type='memfd'/> is not supported "
-                  "(qemud backs guest memory only by a memfd); add <source type='memfd'/> or "
-                  "remove <memoryBacking>")
-        ok = False
-    elif source.attr("type") != "memfd":
-        ctx.error(source.line, f"<memoryBacking>: <source type={source.attr('type')!r}> is not "
-                  "supported; use <source type='memfd'/> (guest memory in a memfd, which "
-                  "virtiofs can share)")
-        ok = False
-    else:
+    if source is not None:
+        fields.attr("source", "type", source)
         _leftovers(ctx, source)
     access = node.child("access")
     if access is not None:
         fields.attr("access", "mode", access)
         _leftovers(ctx, access)
+    allocation = node.child("allocation")
+    if allocation is not None:
+        fields.attr("allocation", "mode", allocation)
+        fields.attr("threads", node=allocation)
+        _leftovers(ctx, allocation)
+    for tag in ("discard", "locked", "nosharepages"):
+        kid = node.child(tag)
+        if kid is not None:
+            fields.put(tag, True, f"<{tag}>", kid.line)
+            _leftovers(ctx, kid)
     _leftovers(ctx, node)
     made = _make(ctx, MemoryBacking, fields)
     return made if ok else None
+
+
+def _read_memory_device(ctx: _Context, node: Node) -> MemoryDevice | None:
+    """`<memory model= access= discard=>` with `<source>`, `<target>` and `<address type='dimm'>`."""
+    fields = _Fields(node)
+    fields.attr("model")
+    fields.attr("access")
+    fields.put("discard", _flag(ctx, node, "discard"), "<memory discard>")
+    source = node.child("source")
+    if source is not None:
+        path, line = _read_text(ctx, source, "path")
+        fields.put("path", path, "<source><path>", line)
+        mask = source.child("nodemask")
+        if mask is not None:
+            try:
+                fields.put("nodemask", parse_cpuset(mask.text or ""), "<nodemask>", mask.line)
+            except CpusetError as exc:
+                ctx.error(mask.line, f"<nodemask>: {exc}")
+                fields.fail("nodemask")
+            _leftovers(ctx, mask)
+        for tag, key in (("pagesize", "pagesize"), ("alignsize", "alignsize")):
+            kid = source.child(tag)
+            if kid is not None:
+                sub_size = _size(ctx, kid)
+                if sub_size is None:
+                    fields.fail(key)
+                fields.put(key, sub_size, f"<{tag}>", kid.line)
+                _leftovers(ctx, kid)
+        pmem = source.child("pmem")
+        if pmem is not None:
+            fields.put("pmem", True, "<pmem>", pmem.line)
+            _leftovers(ctx, pmem)
+        _leftovers(ctx, source)
+    target = node.child("target")
+    if target is None:
+        ctx.error(node.line, "<memory> needs <target> with its <size> (e.g. <size "
+                  "unit='MiB'>512</size>)")
+        return None
+    for tag, key in (("size", "size"), ("block", "block"), ("requested", "requested")):
+        kid = target.child(tag)
+        if kid is not None:
+            sub_size = _size(ctx, kid)
+            if sub_size is None:
+                fields.fail(key)
+            fields.put(key, sub_size, f"<{tag}>", kid.line)
+            _leftovers(ctx, kid)
+    node_text, node_line = _read_text(ctx, target, "node")
+    fields.put("node", node_text, "<node>", node_line)
+    label = target.child("label")
+    if label is not None:
+        label_size = label.child("size")
+        if label_size is not None:
+            value = _size(ctx, label_size)
+            if value is None:
+                fields.fail("label_size")
+            fields.put("label_size", value, "<label><size>", label_size.line)
+            _leftovers(ctx, label_size)
+        _leftovers(ctx, label)
+    readonly = target.child("readonly")
+    if readonly is not None:
+        fields.put("readonly", True, "<readonly>", readonly.line)
+        _leftovers(ctx, readonly)
+    _leftovers(ctx, target)
+    address = node.child("address")
+    if address is not None and address.attr("type") == "dimm":
+        node.consume(address)
+        fields.attr("slot", node=address)
+        base = address.attr("base")
+        if base is not None:
+            try:
+                fields.put("base", int(base, 0), "<address base>", address.line)
+            except ValueError:
+                ctx.error(address.line, f"<address base>: {base!r} is not a number (e.g. "
+                          "0x100000000)")
+                fields.fail("base")
+        _leftovers(ctx, address)
+    elif address is not None:
+        fields.put("address", _address(ctx, node), "<address>")
+    _leftovers(ctx, node, IGNORED_EVERYWHERE)
+    made = _make(ctx, MemoryDevice, fields)
+    if made is None:
+        return None
+    problem = memory_device_problem(made)
+    if problem is not None:
+        ctx.error(node.line, f"<memory model='{made.model}'>: {problem}")
+        return None
+    return made
 
 
 def _read_model_only(ctx: _Context, node: Node,
@@ -1538,6 +1667,7 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
         "watchdog": _read_watchdog,
         "tpm": _read_tpm,
         "filesystem": _read_filesystem,
+        "memory": _read_memory_device,
     }
     for kid in node.kids():
         node.consume(kid)
@@ -1580,6 +1710,7 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
     ctx.disk_lines = list(tag_lines.get("disk", []))
     ctx.filesystem_lines = list(tag_lines.get("filesystem", []))
     ctx.audio_lines = list(tag_lines.get("audio", []))
+    ctx.memory_lines = list(tag_lines.get("memory", []))
     if emulator is not None:
         base = Path(emulator).name
         if base not in EMULATORS:
@@ -1614,6 +1745,7 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
         watchdogs=tuple(found.get("watchdog", [])),
         tpms=tuple(found.get("tpm", [])[:1]),
         filesystems=tuple(found.get("filesystem", [])),
+        memories=tuple(found.get("memory", [])),
     )
     _check_devices(ctx, devices, lines, os)
     return devices
@@ -1691,6 +1823,16 @@ def _read_text(ctx: _Context, root: Node, tag: str) -> tuple[str | None, int | N
     return found[0].text, found[0].line
 
 
+def _read_max_memory(ctx: _Context, node: Node, fields: _Fields) -> None:
+    """`<maxMemory slots= unit=>N</maxMemory>`: the memory hotplug limit and DIMM slots."""
+    size = _size(ctx, node)
+    if size is None:
+        fields.fail("max_memory")
+    fields.put("max_memory", size, "<maxMemory>", node.line)
+    fields.put("max_memory_slots", node.attr("slots"), "<maxMemory slots>", node.line)
+    _leftovers(ctx, node)
+
+
 def _read_domain(ctx: _Context, root: Node) -> Domain | None:
     """Read a whole `<domain>`; returns None when any issue was found."""
     if root.tag != "domain" or root.namespace is not None:
@@ -1739,6 +1881,9 @@ def _read_domain(ctx: _Context, root: Node) -> Domain | None:
             fields.fail(key)
         fields.put(key, value, f"<{tag}>", line)
 
+    max_memory = root.child("maxMemory")
+    if max_memory is not None:
+        _read_max_memory(ctx, max_memory, fields)
     backing = root.child("memoryBacking")
     if backing is not None:
         sub("memory_backing", _read_memory_backing(ctx, backing), "memoryBacking", backing.line)
@@ -1834,6 +1979,18 @@ def _check_filesystems(ctx: _Context, domain: Domain, backing_failed: bool) -> N
         tags.add(fs.target_dir)
 
 
+def _check_memory(ctx: _Context, domain: Domain, fields: _Fields) -> None:
+    """Memory hotplug rules (model/memory.py), each at its device's line or `<maxMemory>`'s."""
+    default = fields.where.get("max_memory", ("", None))[1]
+    if default is None:
+        default = fields.where.get("memory", ("", None))[1]
+    for index, message in memory_check_domain(domain):
+        line = default
+        if index is not None and index < len(ctx.memory_lines):
+            line = ctx.memory_lines[index]
+        ctx.error(line, message)
+
+
 def _check_domain(ctx: _Context, domain: Domain, fields: _Fields) -> None:
     """Whole-domain rules that need several parts: topology, emulator vs arch, CPU vs accel."""
     cpu = domain.cpu
@@ -1867,6 +2024,7 @@ def _check_domain(ctx: _Context, domain: Domain, fields: _Fields) -> None:
             ctx.error(line, f"<driver iothread='{disk.iothread}'>: there are "
                       f"{domain.iothreads} <iothreads>; add <iothreads>{disk.iothread}</iothreads>")
     _check_filesystems(ctx, domain, "memory_backing" in fields.failed)
+    _check_memory(ctx, domain, fields)
     hyperv = domain.features.hyperv
     if domain.type == "qemu" and hyperv is not None:
         kvm_only = [n for n, on in hyperv.enabled if on and n in KVM_ONLY_HYPERV]

@@ -18,6 +18,8 @@ from model.domain import (
     Filesystem,
     Graphics,
     Interface,
+    MemoryBacking,
+    MemoryDevice,
     Os,
     PciAddress,
     Serial,
@@ -248,6 +250,7 @@ def _devices(dev: Devices) -> Element:
         Element("panic", {"model": dev.panic}) if dev.panic else None,
         *(Element("tpm", {"model": t.model}, [
             Element("backend", {"type": "emulator", "version": t.version})]) for t in dev.tpms),
+        *(_memory_device(m) for m in dev.memories),
     ]
     return Element("devices", children=kids)
 
@@ -333,6 +336,59 @@ def _audio(a: Audio) -> Element:
     return Element("audio", {"id": str(a.id), "type": a.type, **top}, kids)
 
 
+def _max_memory(d: Domain) -> Element | None:
+    """`<maxMemory slots= unit=>` (None stays absent)."""
+    if d.max_memory is None:
+        return None
+    text, unit = units.render(d.max_memory)
+    return Element("maxMemory", {"slots": _num(d.max_memory_slots), "unit": unit}, text=text)
+
+
+def _memory_backing(b: MemoryBacking) -> Element:
+    """`<memoryBacking>` with its hugepages, source, access, allocation and switches."""
+    return Element("memoryBacking", children=[
+        Element("hugepages", children=[
+            Element("page", {"size": str(p.size), "unit": "b",
+                             "nodeset": format_cpuset(p.nodeset) if p.nodeset else None})
+            for p in b.pages]) if b.hugepages else None,
+        Element("nosharepages") if b.nosharepages else None,
+        Element("locked") if b.locked else None,
+        Element("source", {"type": b.source}) if b.source else None,
+        Element("access", {"mode": b.access}) if b.access else None,
+        Element("allocation", {"mode": b.allocation, "threads": _num(b.threads)})
+        if b.allocation or b.threads else None,
+        Element("discard") if b.discard else None,
+    ])
+
+
+def _memory_device(m: MemoryDevice) -> Element:
+    """`<memory model=>` with its source, target and DIMM or PCI address."""
+    source = [
+        Element("path", text=m.path) if m.path is not None else None,
+        Element("nodemask", text=format_cpuset(m.nodemask)) if m.nodemask else None,
+        _size("pagesize", m.pagesize) if m.pagesize is not None else None,
+        _size("alignsize", m.alignsize) if m.alignsize is not None else None,
+        Element("pmem") if m.pmem else None,
+    ]
+    target = [
+        _size("size", m.size),
+        Element("node", text=str(m.node)) if m.node is not None else None,
+        Element("label", children=[_size("size", m.label_size)])
+        if m.label_size is not None else None,
+        _size("block", m.block) if m.block is not None else None,
+        _size("requested", m.requested) if m.requested is not None else None,
+        Element("readonly") if m.readonly else None,
+    ]
+    dimm = Element("address", {"type": "dimm", "slot": _num(m.slot),
+                               "base": f"{m.base:#x}" if m.base is not None else None}) \
+        if m.slot is not None or m.base is not None else None
+    return Element("memory", {"model": m.model, "access": m.access, "discard": _yn(m.discard)}, [
+        Element("source", children=source) if any(x is not None for x in source) else None,
+        Element("target", children=target),
+        dimm or _address(m.address),
+    ])
+
+
 def to_element(d: Domain) -> Element:
     """Build the element tree of a domain (see `to_xml`)."""
     os = d.os
@@ -345,11 +401,8 @@ def to_element(d: Domain) -> Element:
         _desired(d.desired),
         _size("memory", d.memory),
         _size("currentMemory", d.current_memory) if d.current_memory is not None else None,
-        Element("memoryBacking", children=[
-            Element("source", {"type": d.memory_backing.source}),
-            Element("access", {"mode": d.memory_backing.access})
-            if d.memory_backing.access else None,
-        ]) if d.memory_backing is not None else None,
+        _max_memory(d),
+        _memory_backing(d.memory_backing) if d.memory_backing is not None else None,
         Element("iothreads", text=str(d.iothreads)) if d.iothreads else None,
         Element("vcpu", {"current": _num(d.vcpu.current),
                          "cpuset": format_cpuset(d.vcpu.cpuset) if d.vcpu.cpuset else None},
@@ -368,7 +421,8 @@ def to_element(d: Domain) -> Element:
                               "mode": cpu.cache}) if cpu.cache else None,
             Element("numa", children=[
                 Element("cell", {"id": str(c.id), "cpus": format_cpuset(c.cpus),
-                                 "memory": str(c.memory), "unit": "b"}) for c in cpu.numa
+                                 "memory": str(c.memory), "unit": "b", "memAccess": c.mem_access,
+                                 "discard": _yn(c.discard)}) for c in cpu.numa
             ]) if cpu.numa else None,
         ]) if cpu is not None else None,
         Element("numatune", children=[
