@@ -99,6 +99,9 @@ def check_domain(d: Domain) -> list[tuple[int | None, str]]:
     slots = d.max_memory_slots or 0
     taken: set[int] = set()
     for i, dev in enumerate(mems):
+        if dev.model in ("dimm", "nvdimm") and not d.features.acpi:
+            out.append((i, f"<memory model='{dev.model}'> needs ACPI (QEMU plugs DIMMs in through "
+                        "it); add <features><acpi/></features>"))
         if dev.node is not None and cells and dev.node >= len(cells):
             out.append((i, f"<target><node> {dev.node} is not a NUMA cell (cells 0-{len(cells) - 1})"))
         if dev.slot is not None:
@@ -108,7 +111,7 @@ def check_domain(d: Domain) -> list[tuple[int | None, str]]:
                 out.append((i, f"<address slot='{dev.slot}'> is used by another memory device"))
             taken.add(dev.slot)
     dimms = sum(1 for m in mems if m.model in ("dimm", "nvdimm"))
-    if dimms > slots:
+    if d.max_memory is not None and dimms > slots:
         out.append((None, f"{dimms} DIMMs need as many <maxMemory slots=>, not {slots}"))
     if d.max_memory is not None and d.max_memory < initial_memory(d) + sum(m.size for m in mems):
         out.append((None, "<maxMemory> is smaller than the memory and the memory devices "
@@ -420,6 +423,11 @@ def hugepages_needed(d: Domain, host: HugepageHost | None) -> dict[int, int]:
         if page is not None and page != SYSTEM_PAGE:
             need[page] = need.get(page, 0) + dev.size
     return need
+
+
+def needs_hugepages(d: Domain) -> bool:
+    """Whether any of the domain's memory is backed by hugepages (the host must be read)."""
+    return bool(hugepages_needed(d, None))
 
 
 def check_host(d: Domain, host: HugepageHost) -> None:
