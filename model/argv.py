@@ -273,8 +273,8 @@ def _numa(d: Domain, runtime: Runtime | None) -> Iterator[Option]:
         region = memory.Region(f"ram-node{cell.id}", units.to_mib(cell.memory) << 20, cell.id,
                                policy=memory.policy_of(d, cell.id))
         yield from memory.backend_objects(d, region, folder, host)
-        cpus = ",".join(f"cpus={r}" for r in qemu_ranges(cell.cpus))
-        yield ("-numa", f"node,nodeid={cell.id},{cpus},memdev=ram-node{cell.id}")
+        cpus = "".join(f",cpus={r}" for r in qemu_ranges(cell.cpus)) if cell.cpus else ""
+        yield ("-numa", f"node,nodeid={cell.id}{cpus},memdev=ram-node{cell.id}")
 
 
 MAX_APIC_ID = 255

@@ -444,20 +444,22 @@ def _nodeset(ctx: _Context, node: Node, name: str) -> frozenset[int] | None:
 
 
 def _read_numa(ctx: _Context, node: Node) -> tuple[NumaCell, ...] | None:
-    """`<numa><cell id= cpus= memory= unit=/>...</numa>`; None when a cell is wrong."""
-    cells: list[NumaCell] = []
+    """`<numa><cell id= cpus= memory= unit= memAccess= discard=/>...</numa>`, ordered by id.
+
+    Cells may be written in any order (libvirt sorts them) but their ids must be 0, 1, 2...
+    without gaps; a cell without cpus= is a memory-only NUMA node. None when a cell is wrong.
+    """
+    cells: list[tuple[NumaCell, int | None]] = []
     ok = True
     for index, cell in enumerate(node.children("cell")):
         cf = _Fields(cell)
         raw_id = cell.attr("id")
         cf.put("id", index if raw_id is None else raw_id, "<cell id>")
         cpus = _nodeset(ctx, cell, "cpus")
-        if cpus is None and cell.attr("cpus") is None:
-            ctx.error(cell.line, "<cell> needs cpus= (e.g. cpus='0-1'): QEMU 7.2 puts every "
-                      "vCPU in a cell")
-        if cpus is None:
+        if cpus is None and cell.attr("cpus") is not None:
             cf.fail("cpus")
-        cf.put("cpus", cpus, "<cell cpus>")
+            ok = False
+        cf.put("cpus", cpus if cpus is not None else frozenset(), "<cell cpus>")
         memory = cell.attr("memory")
         if memory is None:
             ctx.error(cell.line, "<cell> needs memory= (and unit=, default KiB)")
@@ -473,19 +475,22 @@ def _read_numa(ctx: _Context, node: Node) -> tuple[NumaCell, ...] | None:
         cf.put("discard", _flag(ctx, cell, "discard"), "<cell discard>")
         _leftovers(ctx, cell)
         made = _make(ctx, NumaCell, cf)
-        if made is None or cpus is None or memory is None:
+        if made is None or memory is None:
             ok = False
         else:
-            if made.id != index:
-                ctx.error(cell.line, f"<cell id='{made.id}'>: cells must be numbered 0, 1, 2... "
-                          f"in order; this one should be {index}")
-                ok = False
-            cells.append(made)
+            cells.append((made, cell.line))
     _leftovers(ctx, node)
     if not cells and ok:
         ctx.error(node.line, "<numa> has no <cell>; add one per guest NUMA node or remove it")
         ok = False
-    return tuple(cells) if ok else None
+    ordered = sorted(cells, key=lambda c: c[0].id)
+    for index, (made, line) in enumerate(ordered):
+        if made.id != index:
+            ctx.error(line, f"<cell id='{made.id}'>: cell ids must be 0, 1, 2... (each once, "
+                      f"in any order); there is no cell {index}")
+            ok = False
+            break
+    return tuple(c for c, _ in ordered) if ok else None
 
 
 def _read_numatune(ctx: _Context, node: Node) -> Numatune | None:
@@ -1823,6 +1828,21 @@ def _read_text(ctx: _Context, root: Node, tag: str) -> tuple[str | None, int | N
     return found[0].text, found[0].line
 
 
+def _memory_from_cells(ctx: _Context, root: Node, fields: _Fields) -> None:
+    """Without `<memory>`, the NUMA cells' sum is the memory (as libvirt); else it is missing."""
+    if "memory" in fields.data or "memory" in fields.failed:
+        return
+    cpu = fields.data.get("cpu")
+    if isinstance(cpu, Cpu) and cpu.numa:
+        fields.put("memory", sum(c.memory for c in cpu.numa), "<numa>", root.line)
+        return
+    if "cpu" in fields.failed and root.child("cpu") is not None:
+        fields.fail("memory")  # the cells' errors are reported; they may have held the memory
+        return
+    ctx.error(root.line, "<memory> is missing; add e.g. <memory unit='MiB'>512</memory>")
+    fields.fail("memory")
+
+
 def _read_max_memory(ctx: _Context, node: Node, fields: _Fields) -> None:
     """`<maxMemory slots= unit=>N</maxMemory>`: the memory hotplug limit and DIMM slots."""
     size = _size(ctx, node)
@@ -1871,9 +1891,6 @@ def _read_domain(ctx: _Context, root: Node) -> Domain | None:
                   "it can be at most as large")
         del fields.data["current_memory"]
         fields.fail("current_memory")
-    if "memory" not in fields.data and "memory" not in fields.failed:
-        ctx.error(root.line, "<memory> is missing; add e.g. <memory unit='MiB'>512</memory>")
-        fields.fail("memory")
 
     def sub(key: str, value: object, tag: str, line: int | None) -> None:
         """Put a sub-model; a None from a reader means it already reported its errors."""
@@ -1892,6 +1909,7 @@ def _read_domain(ctx: _Context, root: Node) -> Domain | None:
     cpu = root.child("cpu")
     if cpu is not None:
         sub("cpu", _read_cpu(ctx, cpu), "cpu", cpu.line)
+    _memory_from_cells(ctx, root, fields)
     cputune = root.child("cputune")
     if cputune is not None:
         root.ignore("cputune")
@@ -1935,7 +1953,7 @@ def _check_numa(ctx: _Context, domain: Domain, fields: _Fields) -> None:
     cells = domain.cpu.numa if domain.cpu is not None else ()
     seen: set[int] = set()
     for cell in cells:
-        high = max(cell.cpus)
+        high = max(cell.cpus, default=-1)
         if high >= domain.vcpu.count:
             ctx.error(fields.where["cpu"][1], f"<cell id='{cell.id}'> names vCPU {high}, but "
                       f"<vcpu> is {domain.vcpu.count} (vCPUs are numbered from 0)")

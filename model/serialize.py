@@ -420,7 +420,7 @@ def to_element(d: Domain) -> Element:
             Element("cache", {"level": "3" if cpu.cache == "emulate" else None,
                               "mode": cpu.cache}) if cpu.cache else None,
             Element("numa", children=[
-                Element("cell", {"id": str(c.id), "cpus": format_cpuset(c.cpus),
+                Element("cell", {"id": str(c.id), "cpus": format_cpuset(c.cpus) if c.cpus else None,
                                  "memory": str(c.memory), "unit": "b", "memAccess": c.mem_access,
                                  "discard": _yn(c.discard)}) for c in cpu.numa
             ]) if cpu.numa else None,

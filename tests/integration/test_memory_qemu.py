@@ -160,7 +160,8 @@ def test_numa_cells_with_access_discard_policy_and_thread_context(tmp_path: Path
                 "<vcpu>2</vcpu><cpu><numa>"
                 "<cell id='0' cpus='0' memory='32' unit='MiB' memAccess='shared'/>"
                 "<cell id='1' cpus='1' memory='32' unit='MiB' memAccess='private' discard='no'/>"
-                "</numa></cpu>")
+                "<cell id='2' memory='16' unit='MiB'/>"  # memory-only
+                "</numa></cpu>", memory="<memory unit='MiB'>80</memory>")
     runtime = _runtime(tmp_path)
     assert "thread-context,id=tc-ram-node0,node-affinity=0" in model.command_line(d, runtime)
     accepts(d, runtime, tmp_path)

@@ -178,6 +178,23 @@ def test_memfd_hugepages() -> None:
         "size=15032385536,host-nodes=3,policy=preferred,prealloc-context=tc-ram-node0"]
 
 
+def test_cells_in_any_order_memory_only_cells_and_memory_from_cells() -> None:
+    """cpu-numa-no-memory-element.xml and numatune-no-vcpu.xml: libvirt sorts the cells, sums
+    their memory when <memory> is absent and renders a cell without cpus as a memory-only node."""
+    data = domain_xml("<vcpu>2</vcpu><cpu><numa>\n"
+                      "<cell id='2' memory='32' unit='MiB'/>\n"
+                      "<cell id='1' cpus='1' memory='32' unit='MiB'/>\n"
+                      "<cell id='0' cpus='0' memory='64' unit='MiB'/>\n"
+                      "</numa></cpu>", memory=None)
+    d = model.parse(data).domain
+    assert d.memory == 128 << 20
+    assert values(d, "-m") == ["128"]
+    assert values(d, "-numa") == ["node,nodeid=0,cpus=0,memdev=ram-node0",
+                                  "node,nodeid=1,cpus=1,memdev=ram-node1",
+                                  "node,nodeid=2,memdev=ram-node2"]
+    assert model.parse(model.to_xml(d)).domain == d
+
+
 # --- the host's hugepages ----------------------------------------------------------------------
 
 

@@ -83,8 +83,8 @@ ERRORS = [
                  id="cell-cpus-syntax"),
     pytest.param("<vcpu>2</vcpu>\n<cpu>\n<numa>\n<cell id='1' cpus='0-1' memory='64'/>"
                  "\n</numa>\n</cpu>",
-                 [(9, "<cell id='1'>: cells must be numbered 0, 1, 2... in order; this one "
-                      "should be 0")], id="cell-id-order"),
+                 [(9, "<cell id='1'>: cell ids must be 0, 1, 2... (each once, in any order); "
+                      "there is no cell 0")], id="cell-id-gap"),
     pytest.param("<vcpu>2</vcpu>\n<cpu>\n<numa>\n<cell id='0' cpus='0-1' memory='64'>\n"
                  "<distances><sibling id='0' value='10'/></distances>\n</cell>\n</numa>\n</cpu>",
                  [(10, "<distances> inside <cell> is not supported by qemud; remove it or see "
