@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
 import shlex
+import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +32,10 @@ from qemu.qmp.qmp_client import ExecInterruptedError
 
 import model
 from reconciler import hugepages
+from reconciler.loop import Reconciler
+from reconciler.paths import Layout
+from reconciler.process import read_cmdline
+from tests.support.procs import kill_mentioning
 from tests.support.snippets import domain_xml
 
 pytestmark = pytest.mark.qemu
@@ -141,6 +148,34 @@ def test_hugepages_the_host_lacks_stop_the_start(tmp_path: Path) -> None:
     d = _domain("<memoryBacking><hugepages/></memoryBacking>")
     with pytest.raises(model.RenderError, match="needs 32 free 2M hugepages but the host has 0"):
         model.command_line(d, _runtime(tmp_path, host))
+
+
+def test_a_vm_whose_hugepages_the_host_lacks_fails_its_start_and_says_why() -> None:
+    """The daemon's own path: hugepages read from this host, the start refused before QEMU."""
+    if hugepages.host().free.get(1 << 30, 0) > 0:
+        pytest.skip("this host has free 1 GiB hugepages")
+    base = Path(tempfile.mkdtemp(prefix="qdm", dir="/tmp"))
+    os.chmod(base, 0o700)
+    layout = Layout.under(base)
+    try:
+        layout.config_dir.mkdir(mode=0o700, exist_ok=True)
+        (layout.config_dir / "huge.xml").write_text(
+            "<domain type='qemu'><name>huge</name><memory unit='MiB'>64</memory>"
+            "<memoryBacking><hugepages><page size='1' unit='GiB'/></hugepages></memoryBacking>"
+            "<os><type arch='x86_64' machine='pc'>hvm</type></os>"
+            "<metadata><qemud:desired xmlns:qemud='urn:qemud:1' state='running'/></metadata>"
+            "</domain>")
+        out = io.StringIO()
+        result = asyncio.run(Reconciler(layout, out=out).once())
+        assert result.statuses[0].pid is None
+        assert "huge: failed to start (prepare): <hugepages>: the guest needs 1 free 1G " \
+               "hugepages but the host has 0; reserve more" in out.getvalue(), out.getvalue()
+        assert not any(argv and f"{base}/" in " ".join(argv)
+                       for argv in (read_cmdline(int(p)) for p in os.listdir("/proc")
+                                    if p.isdigit()))
+    finally:
+        kill_mentioning(f"{base}/")
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_file_backed_shared_memory_with_prealloc_threads_locked_and_no_ksm(
