@@ -160,8 +160,12 @@ def overcommit(d: Domain) -> Iterator[Option]:
 
 def default_ram(d: Domain) -> bool:
     """Whether guest RAM without NUMA cells gets its own backend object (`pc.ram`), as libvirt."""
+    if d.cpu is not None and d.cpu.numa:
+        return False
+    if d.numatune is not None and d.numatune.memory is not None:
+        return True  # the policy is the backend's (numatune-system-memory.xml)
     b = d.memory_backing
-    if b is None or (d.cpu is not None and d.cpu.numa):
+    if b is None:
         return False
     return (b.hugepages or b.source is not None or b.access is not None or b.discard
             or b.allocation == "immediate")

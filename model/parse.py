@@ -1966,10 +1966,10 @@ def _check_numa(ctx: _Context, domain: Domain, fields: _Fields) -> None:
     if tune is None:
         return
     line = fields.where["numatune"][1]
-    if not cells:
-        ctx.error(line, "<numatune> without <cpu><numa> cells: libvirt applies it with cgroups, "
-                  "which qemud does not manage; add NUMA cells (their memory gets the policy) "
-                  "or remove it")
+    if not cells:  # the default <memory> applies to pc.ram's backend (model/memory.py)
+        if tune.memnodes:
+            ctx.error(line, "<numatune><memnode> needs <cpu><numa> cells (it sets one cell's "
+                      "memory policy); add the cells or remove it")
         return
     for node in tune.memnodes:
         if node.cellid is not None and node.cellid >= len(cells):

@@ -188,6 +188,14 @@ def test_file_backed_shared_memory_with_prealloc_threads_locked_and_no_ksm(
     assert list(runtime.folder.glob("qemu_back_mem*")) == []  # QEMU unlinked its file
 
 
+def test_numatune_without_cells_binds_pc_ram(tmp_path: Path) -> None:
+    d = _domain("<numatune><memory mode='strict' nodeset='0'/></numatune>")
+    runtime = _runtime(tmp_path)
+    assert "memory-backend-ram,id=pc.ram,size=67108864,host-nodes=0,policy=bind" in \
+        model.command_line(d, runtime)
+    accepts(d, runtime, tmp_path)
+
+
 def test_numa_cells_with_access_discard_policy_and_thread_context(tmp_path: Path) -> None:
     d = _domain("<memoryBacking><allocation mode='immediate'/><discard/></memoryBacking>\n"
                 "<numatune><memory mode='strict' nodeset='0'/>"

@@ -95,6 +95,15 @@ def test_backing_without_cells(backing: str, machine: str, backend: str) -> None
     assert memory_values(d) == [backend]
 
 
+def test_numatune_without_cells_is_the_policy_of_pc_ram() -> None:
+    """numatune-system-memory.xml."""
+    d = parse("<numatune><memory mode='strict' nodeset='0'/></numatune>",
+              memory="<memory unit='KiB'>219136</memory>")
+    assert values(d, "-machine") == ["pc,acpi=off,dump-guest-core=off,memory-backend=pc.ram"]
+    assert memory_values(d) == ["memory-backend-ram,id=pc.ram,size=224395264,host-nodes=0,"
+                                "policy=bind"]
+
+
 def test_locked_and_nosharepages() -> None:
     d = parse("<memoryBacking><nosharepages/><locked/></memoryBacking>")
     assert values(d, "-machine") == ["pc,acpi=off,dump-guest-core=off,mem-merge=off"]

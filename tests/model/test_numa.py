@@ -89,10 +89,9 @@ ERRORS = [
                  "<distances><sibling id='0' value='10'/></distances>\n</cell>\n</numa>\n</cpu>",
                  [(10, "<distances> inside <cell> is not supported by qemud; remove it or see "
                        "README for what is")], id="cell-distances-refused"),
-    pytest.param("<numatune>\n<memory mode='strict' nodeset='0'/>\n</numatune>",
-                 [(6, "<numatune> without <cpu><numa> cells: libvirt applies it with cgroups, "
-                      "which qemud does not manage; add NUMA cells (their memory gets the "
-                      "policy) or remove it")], id="numatune-without-cells"),
+    pytest.param("<numatune>\n<memnode cellid='0' mode='strict' nodeset='0'/>\n</numatune>",
+                 [(6, "<numatune><memnode> needs <cpu><numa> cells (it sets one cell's memory "
+                      "policy); add the cells or remove it")], id="memnode-without-cells"),
     pytest.param("<numatune>\n<memory mode='restrictive' nodeset='0'/>\n</numatune>",
                  [(7, "<memory mode='restrictive'>: libvirt applies it with cgroups, which "
                       "qemud does not manage; use strict, preferred or interleave")],
