@@ -275,6 +275,7 @@ def _numa(d: Domain, runtime: Runtime | None) -> Iterator[Option]:
         yield from memory.backend_objects(d, region, folder, host)
         cpus = "".join(f",cpus={r}" for r in qemu_ranges(cell.cpus)) if cell.cpus else ""
         yield ("-numa", f"node,nodeid={cell.id}{cpus},memdev=ram-node{cell.id}")
+    yield from memory.distance_options(d)
 
 
 MAX_APIC_ID = 255

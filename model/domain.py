@@ -110,6 +110,8 @@ class NumaCell(Frozen):
     """`<cell memAccess=>`: whether helpers may map this cell's memory (overrides memoryBacking's)."""
     discard: bool | None = None
     """`<cell discard=>`: free this cell's file-backed memory at exit (overrides `<discard/>`)."""
+    distances: tuple[tuple[NonNegative, Annotated[int, Field(ge=10, le=255)]], ...] = ()
+    """`<distances><sibling id= value=/>`: (cell id, distance) as written (10 is local)."""
 
 
 class Cpu(Frozen):

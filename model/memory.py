@@ -126,6 +126,58 @@ def check_domain(d: Domain) -> list[tuple[int | None, str]]:
     return out
 
 
+def distance_matrix(cells: tuple[NumaCell, ...]) -> dict[tuple[int, int], int]:
+    """NUMA distances as libvirt completes them: each given one both ways, 10 to itself.
+
+    Empty when no cell has `<distances>`; a pair left unset is absent (see
+    `numa_distance_problems`).
+    """
+    if not any(c.distances for c in cells):
+        return {}
+    out: dict[tuple[int, int], int] = {}
+    for cell in cells:
+        for sibling, value in cell.distances:
+            out[(cell.id, sibling)] = value
+    for (src, dst), value in list(out.items()):
+        out.setdefault((dst, src), value)
+    for cell in cells:
+        out.setdefault((cell.id, cell.id), 10)
+    return out
+
+
+def numa_distance_problems(cells: tuple[NumaCell, ...]) -> list[str]:
+    """Why the cells' `<distances>` cannot be rendered: unknown siblings, a gap, a bad local one."""
+    out = []
+    ids = {c.id for c in cells}
+    for cell in cells:
+        for sibling, value in cell.distances:
+            if sibling not in ids:
+                out.append(f"<cell id='{cell.id}'> <sibling id='{sibling}'>: there is no such cell")
+            elif sibling == cell.id and value != 10:
+                out.append(f"<cell id='{cell.id}'> <sibling id='{sibling}'>: a cell's distance to "
+                           "itself is 10")
+            elif sibling != cell.id and value == 10:
+                out.append(f"<cell id='{cell.id}'> <sibling id='{sibling}'>: distances to other "
+                           "cells must be above 10")
+    matrix = distance_matrix(cells)
+    if matrix and not out:
+        missing = [(a, b) for a in sorted(ids) for b in sorted(ids) if (a, b) not in matrix]
+        if missing:
+            a, b = missing[0]
+            out.append(f"<distances>: no distance between cells {a} and {b}; QEMU needs every "
+                       "pair once distances are given (add <sibling> for it)")
+    return out
+
+
+def distance_options(d: Domain) -> list[Option]:
+    """`-numa dist,src=,dst=,val=` for every pair, as libvirt renders a complete matrix."""
+    cells = d.cpu.numa if d.cpu is not None else ()
+    matrix = distance_matrix(cells)
+    return [("-numa", f"dist,src={a},dst={b},val={matrix[(a, b)]}")
+            for a in sorted(c.id for c in cells) for b in sorted(c.id for c in cells)
+            if (a, b) in matrix]
+
+
 def initial_memory(d: Domain) -> int:
     """The boot memory in bytes: the NUMA cells' sum when there are cells, else `<memory>`."""
     cells = d.cpu.numa if d.cpu is not None else ()

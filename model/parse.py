@@ -62,7 +62,7 @@ from model.domain import (
 )
 from model.errors import InvalidDomainError, Issue, NetworkError, RenderError
 from model.memory import check_domain as memory_check_domain
-from model.memory import memory_device_problem
+from model.memory import memory_device_problem, numa_distance_problems
 from model.xml import Node, XmlError, load
 
 M = TypeVar("M", bound=BaseModel)
@@ -443,6 +443,24 @@ def _nodeset(ctx: _Context, node: Node, name: str) -> frozenset[int] | None:
         return None
 
 
+def _read_distances(ctx: _Context, node: Node) -> tuple[tuple[int, int], ...]:
+    """`<distances><sibling id= value=/>...</distances>`: (cell id, distance) pairs."""
+    out = []
+    for sib in node.children("sibling"):
+        sid, value = _int(ctx, sib, "id"), _int(ctx, sib, "value")
+        if sid is None or value is None:
+            if sib.attr("id") is None or sib.attr("value") is None:
+                ctx.error(sib.line, "<sibling> needs id= (a cell) and value= (10-255)")
+        elif not 10 <= value <= 255:
+            ctx.error(sib.line, f"<sibling value>: {value} is out of range; NUMA distances are "
+                      "10 (local) to 255")
+        else:
+            out.append((sid, value))
+        _leftovers(ctx, sib)
+    _leftovers(ctx, node)
+    return tuple(out)
+
+
 def _read_numa(ctx: _Context, node: Node) -> tuple[NumaCell, ...] | None:
     """`<numa><cell id= cpus= memory= unit= memAccess= discard=/>...</numa>`, ordered by id.
 
@@ -473,6 +491,9 @@ def _read_numa(ctx: _Context, node: Node) -> tuple[NumaCell, ...] | None:
                 cf.fail("memory")
         cf.attr("mem_access", "memAccess")
         cf.put("discard", _flag(ctx, cell, "discard"), "<cell discard>")
+        distances = cell.child("distances")
+        if distances is not None:
+            cf.put("distances", _read_distances(ctx, distances), "<sibling>", distances.line)
         _leftovers(ctx, cell)
         made = _make(ctx, NumaCell, cf)
         if made is None or memory is None:
@@ -1962,6 +1983,8 @@ def _check_numa(ctx: _Context, domain: Domain, fields: _Fields) -> None:
                       f"{format_cpuset(cell.cpus & seen)} with an earlier cell; each vCPU "
                       "belongs to one cell")
         seen |= cell.cpus
+    for message in numa_distance_problems(cells):
+        ctx.error(fields.where["cpu"][1], message)
     tune = domain.numatune
     if tune is None:
         return

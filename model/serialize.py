@@ -422,7 +422,11 @@ def to_element(d: Domain) -> Element:
             Element("numa", children=[
                 Element("cell", {"id": str(c.id), "cpus": format_cpuset(c.cpus) if c.cpus else None,
                                  "memory": str(c.memory), "unit": "b", "memAccess": c.mem_access,
-                                 "discard": _yn(c.discard)}) for c in cpu.numa
+                                 "discard": _yn(c.discard)},
+                        [Element("distances", children=[
+                            Element("sibling", {"id": str(i), "value": str(v)})
+                            for i, v in c.distances])] if c.distances else [])
+                for c in cpu.numa
             ]) if cpu.numa else None,
         ]) if cpu is not None else None,
         Element("numatune", children=[

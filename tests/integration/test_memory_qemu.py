@@ -196,13 +196,15 @@ def test_numatune_without_cells_binds_pc_ram(tmp_path: Path) -> None:
     accepts(d, runtime, tmp_path)
 
 
-def test_numa_cells_with_access_discard_policy_and_thread_context(tmp_path: Path) -> None:
+def test_numa_cells_with_access_discard_policy_distances_and_thread_context(tmp_path: Path) -> None:
     d = _domain("<memoryBacking><allocation mode='immediate'/><discard/></memoryBacking>\n"
                 "<numatune><memory mode='strict' nodeset='0'/>"
                 "<memnode cellid='1' mode='preferred' nodeset='0'/></numatune>\n"
                 "<vcpu>2</vcpu><cpu><numa>"
-                "<cell id='0' cpus='0' memory='32' unit='MiB' memAccess='shared'/>"
-                "<cell id='1' cpus='1' memory='32' unit='MiB' memAccess='private' discard='no'/>"
+                "<cell id='0' cpus='0' memory='32' unit='MiB' memAccess='shared'><distances>"
+                "<sibling id='1' value='20'/><sibling id='2' value='30'/></distances></cell>"
+                "<cell id='1' cpus='1' memory='32' unit='MiB' memAccess='private' discard='no'>"
+                "<distances><sibling id='2' value='25'/></distances></cell>"
                 "<cell id='2' memory='16' unit='MiB'/>"  # memory-only
                 "</numa></cpu>", memory="<memory unit='MiB'>80</memory>")
     runtime = _runtime(tmp_path)

@@ -204,6 +204,21 @@ def test_cells_in_any_order_memory_only_cells_and_memory_from_cells() -> None:
     assert model.parse(model.to_xml(d)).domain == d
 
 
+def test_numa_distances_completed_as_libvirt_does() -> None:
+    """numatune-distances.xml: each distance given once, both ways, 10 locally."""
+    d = parse("<vcpu>3</vcpu><cpu><numa>"
+              "<cell id='0' cpus='0' memory='64' unit='MiB'><distances>"
+              "<sibling id='1' value='21'/><sibling id='2' value='31'/></distances></cell>"
+              "<cell id='1' cpus='1' memory='64' unit='MiB'><distances>"
+              "<sibling id='2' value='21'/></distances></cell>"
+              "<cell id='2' cpus='2' memory='64' unit='MiB'/></numa></cpu>")
+    assert values(d, "-numa")[3:] == [
+        "dist,src=0,dst=0,val=10", "dist,src=0,dst=1,val=21", "dist,src=0,dst=2,val=31",
+        "dist,src=1,dst=0,val=21", "dist,src=1,dst=1,val=10", "dist,src=1,dst=2,val=21",
+        "dist,src=2,dst=0,val=31", "dist,src=2,dst=1,val=21", "dist,src=2,dst=2,val=10"]
+    assert model.parse(model.to_xml(d)).domain == d
+
+
 # --- the host's hugepages ----------------------------------------------------------------------
 
 
@@ -371,6 +386,10 @@ def test_round_trip(extra: str) -> None:
     ("<memoryBacking><hugepages>\n<page size='2' unit='MiB'/>\n<page size='1' unit='GiB'/>"
      "</hugepages></memoryBacking>",
      [(6, "<hugepages> has more than one <page> without nodeset=")]),
+    ("<vcpu>2</vcpu><cpu>\n<numa><cell id='0' cpus='0' memory='64' unit='MiB'><distances>"
+     "<sibling id='1' value='20'/></distances></cell>\n<cell id='1' cpus='1' memory='64' "
+     "unit='MiB'/><cell id='2' memory='64' unit='MiB'/></numa></cpu>",
+     [(6, "<distances>: no distance between cells 0 and 2; QEMU needs every pair")]),
     ("<vcpu>2</vcpu><cpu><numa>\n<cell id='0' cpus='0-1' memory='64' unit='MiB' "
      "memAccess='open'/></numa></cpu>",
      [(7, "<cell memAccess>: 'open' is not allowed")]),
