@@ -86,9 +86,9 @@ def memory_device_problem(dev: MemoryDevice) -> str | None:
     return None
 
 
-def check_domain(d: Domain) -> list[tuple[int | None, str]]:
-    """Whole-domain checks of memory hotplug; (device index or None for the domain, sentence)."""
-    out: list[tuple[int | None, str]] = []
+def check_domain(d: Domain) -> list[tuple[int | str | None, str]]:
+    """Whole-domain memory checks: (device index, 'backing' or None for the domain, sentence)."""
+    out: list[tuple[int | str | None, str]] = []
     cells = d.cpu.numa if d.cpu is not None else ()
     mems = d.devices.memories
     if mems and d.max_memory is None:
@@ -117,12 +117,16 @@ def check_domain(d: Domain) -> list[tuple[int | None, str]]:
         out.append((None, "<maxMemory> is smaller than the memory and the memory devices "
                     "together; raise it"))
     backing = d.memory_backing
-    if backing is not None and cells:
-        for page in backing.pages:
-            for node in sorted(page.nodeset or ()):
-                if node >= len(cells):
-                    out.append((None, f"<page nodeset> names NUMA cell {node}, which does not "
-                                "exist"))
+    nodes = len(cells) or 1  # without cells the guest has one node, 0
+    for page in backing.pages if backing is not None else ():
+        for node in sorted(page.nodeset or ()):
+            if node >= nodes:
+                out.append(("backing", f"<page nodeset> names NUMA node {node}, which does not "
+                            "exist" + ("" if cells else " (without <numa> cells there is only "
+                                       "node 0)")))
+    if backing is not None and not cells and len(backing.pages) > 1:
+        out.append(("backing", "without <numa> cells every <page> applies to the one node; keep "
+                    "one page size"))
     return out
 
 

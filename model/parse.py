@@ -2027,8 +2027,10 @@ def _check_memory(ctx: _Context, domain: Domain, fields: _Fields) -> None:
         default = fields.where.get("memory", ("", None))[1]
     for index, message in memory_check_domain(domain):
         line = default
-        if index is not None and index < len(ctx.memory_lines):
+        if isinstance(index, int) and index < len(ctx.memory_lines):
             line = ctx.memory_lines[index]
+        elif index == "backing":
+            line = fields.where["memory_backing"][1]
         ctx.error(line, message)
 
 

@@ -386,6 +386,14 @@ def test_round_trip(extra: str) -> None:
     ("<memoryBacking><hugepages>\n<page size='2' unit='MiB'/>\n<page size='1' unit='GiB'/>"
      "</hugepages></memoryBacking>",
      [(6, "<hugepages> has more than one <page> without nodeset=")]),
+    # hugepages-default-1G-nodeset-2M.xml and hugepages-nodeset-nonexist.xml, refused by libvirt
+    ("<memoryBacking>\n<hugepages><page size='1' unit='GiB'/>"
+     "<page size='2' unit='MiB' nodeset='0'/></hugepages></memoryBacking>",
+     [(6, "without <numa> cells every <page> applies to the one node; keep one page size")]),
+    ("<memoryBacking>\n<hugepages><page size='2' unit='MiB' nodeset='1'/></hugepages>"
+     "</memoryBacking>",
+     [(6, "<page nodeset> names NUMA node 1, which does not exist (without <numa> cells there "
+          "is only node 0)")]),
     ("<vcpu>2</vcpu><cpu>\n<numa><cell id='0' cpus='0' memory='64' unit='MiB'><distances>"
      "<sibling id='1' value='20'/></distances></cell>\n<cell id='1' cpus='1' memory='64' "
      "unit='MiB'/><cell id='2' memory='64' unit='MiB'/></numa></cpu>",
