@@ -149,9 +149,9 @@ class QemuLayer:
                     on_exit: ExitCallback, on_event: EventCallback) -> Handle:
         """Start QEMU for `domain` (the stages of `QemuProcess.start`), persisting it first."""
         paths = self.layout.vm(domain.name, str(uuid))
+        huge = await asyncio.to_thread(hugepages.host) if needs_hugepages(domain) else None
         runtime = model.Runtime(paths.qmp_socket, paths.pidfile, paths.console_log,
-                                state_dir=self.layout.state_dir(str(uuid)),
-                                hugepages=hugepages.host() if needs_hugepages(domain) else None)
+                                state_dir=self.layout.state_dir(str(uuid)), hugepages=huge)
         firmware = uefi.descriptors() if domain.os.firmware == "efi" else None
         cpus = model.host_cpus(domain)
         if cpus is not None and not cpus <= os.sched_getaffinity(0):
