@@ -27,7 +27,7 @@ from typing import Protocol
 import model
 from model.firmware import choose as choose_firmware
 from model.memory import needs_hugepages
-from reconciler import hugepages, sidecars, uefi
+from reconciler import hugepages, memlock, sidecars, uefi
 from reconciler.desired import Desired, Identify, Owned, Want
 from reconciler.errors import AdoptError, MonitorError, ReconcilerError, StartError
 from reconciler.history import History
@@ -167,6 +167,10 @@ class QemuLayer:
         except model.RenderError as exc:
             raise StartError(domain.name, stage="prepare", log_file=paths.log_file,
                              reason=str(exc)) from exc
+        unlockable = memlock.problem(domain)
+        if unlockable is not None:  # <locked/>: QEMU would exit with "locking memory failed"
+            raise StartError(domain.name, stage="prepare", log_file=paths.log_file,
+                             reason=unlockable)
         proc = QemuProcess(domain.name, str(uuid), argv, paths,
                            timeouts=self.timeouts, primitives=self.primitives,
                            on_exit=on_exit, on_event=on_event, cpus=cpus)
