@@ -1864,6 +1864,24 @@ def _memory_from_cells(ctx: _Context, root: Node, fields: _Fields) -> None:
     fields.fail("memory")
 
 
+CGROUP_TUNING = {
+    "memtune": ("memory limits (hard, soft, swap)", "MemoryMax="),
+    "blkiotune": ("block I/O weights and limits", "IOWeight= or IOReadBandwidthMax="),
+}
+"""Top-level tuning libvirt applies with cgroups, which qemud does not manage, and the systemd
+setting of qemud's own service that limits all its VMs instead."""
+
+
+def _refuse_cgroup_tuning(ctx: _Context, root: Node) -> None:
+    """Refuse `<memtune>`/`<blkiotune>` with why: libvirt sets them through cgroups, not QEMU."""
+    for tag, (what, systemd) in CGROUP_TUNING.items():
+        for kid in root.children(tag):
+            ctx.error(kid.line, f"<{tag}>: libvirt applies {what} through cgroups, which qemud "
+                      f"does not manage per VM; remove it (systemd's {systemd} on the qemud "
+                      "service limits all its VMs together)")
+            root.consume(kid)
+
+
 def _read_max_memory(ctx: _Context, node: Node, fields: _Fields) -> None:
     """`<maxMemory slots= unit=>N</maxMemory>`: the memory hotplug limit and DIMM slots."""
     size = _size(ctx, node)
@@ -1922,6 +1940,7 @@ def _read_domain(ctx: _Context, root: Node) -> Domain | None:
     max_memory = root.child("maxMemory")
     if max_memory is not None:
         _read_max_memory(ctx, max_memory, fields)
+    _refuse_cgroup_tuning(ctx, root)
     backing = root.child("memoryBacking")
     if backing is not None:
         sub("memory_backing", _read_memory_backing(ctx, backing), "memoryBacking", backing.line)

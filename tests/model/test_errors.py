@@ -289,8 +289,7 @@ CPUTUNE = [
 
 UNSUPPORTED_TOP = [
     pytest.param(domain(f"<{tag}/>"), [(6, f"<{tag}> inside <domain> {NOT_SUPPORTED}")], id=tag)
-    for tag in ("memtune", "blkiotune",
-                "sysinfo", "keywrap", "launchSecurity", "idmap", "genid", "perf")
+    for tag in ("sysinfo", "keywrap", "launchSecurity", "idmap", "genid", "perf")
 ]
 
 DESIRED = [

@@ -401,6 +401,14 @@ def test_round_trip(extra: str) -> None:
     ("<vcpu>2</vcpu><cpu><numa>\n<cell id='0' cpus='0-1' memory='64' unit='MiB' "
      "memAccess='open'/></numa></cpu>",
      [(7, "<cell memAccess>: 'open' is not allowed")]),
+    ("<memtune><hard_limit unit='KiB'>512000</hard_limit></memtune>",
+     [(6, "<memtune>: libvirt applies memory limits (hard, soft, swap) through cgroups, which "
+          "qemud does not manage per VM; remove it (systemd's MemoryMax= on the qemud service "
+          "limits all its VMs together)")]),
+    ("<blkiotune/>",
+     [(6, "<blkiotune>: libvirt applies block I/O weights and limits through cgroups, which "
+          "qemud does not manage per VM; remove it (systemd's IOWeight= or IOReadBandwidthMax= "
+          "on the qemud service limits all its VMs together)")]),
 ])
 def test_refusals_name_their_line(extra: str, expected: list[tuple[int, str]]) -> None:
     got = issues(domain_xml(extra))
