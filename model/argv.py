@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from model import pci, units
+from model import memory, pci, units
 from model.cpuset import qemu_ranges
 from model.domain import (
     Channel,
@@ -57,6 +57,8 @@ class Runtime:
     console_log: Path
     state_dir: Path | None = None
     """Where the VM's persistent state lives (e.g. ~/.qemud/state/<uuid>/): its UEFI variables."""
+    hugepages: memory.HugepageHost | None = None
+    """The host's hugetlbfs mounts and free pages (read by the caller when the VM needs them)."""
 
     def serial_log(self, port: int) -> Path:
         """The log file of serial port `port` (port 0 is the console log)."""
@@ -130,8 +132,7 @@ def _machine(d: Domain, fw: FirmwareChoice | None) -> Option:
     if speakers:
         parts.append(f"pcspk-audiodev=audio{sound_audiodev(d, speakers[0])}")
     parts.append("dump-guest-core=off")
-    if d.memory_backing is not None and not (d.cpu is not None and d.cpu.numa):
-        parts.append("memory-backend=pc.ram")
+    parts += memory.machine_props(d)
     if fw is not None:
         parts += ["pflash0=pflash0", "pflash1=pflash1"]
     return ("-machine", ",".join(parts))
@@ -271,32 +272,23 @@ def memory_mib(d: Domain) -> int:
     return units.to_mib(d.memory)
 
 
-_POLICY = {"strict": "bind", "preferred": "preferred", "interleave": "interleave"}
-"""libvirt's `<numatune>` modes as QEMU memory-backend policies."""
-
-
-def _numa(d: Domain) -> Iterator[Option]:
+def _numa(d: Domain, runtime: Runtime | None) -> Iterator[Option]:
     """One memory backend and one `-numa node` per `<cell>`, with `<numatune>`'s policy.
 
     As libvirt renders them for QEMU 7.2 machine types (which refuse `-numa node,mem=`):
-    `memory-backend-ram,id=ram-nodeN,size=...[,host-nodes=...,policy=...]` and
-    `node,nodeid=N,cpus=a-b,cpus=c,memdev=ram-nodeN`.
+    `memory-backend-ram|file|memfd,id=ram-nodeN,...,size=...[,host-nodes=...,policy=...]`
+    (model/memory.py) and `node,nodeid=N,cpus=a-b,cpus=c,memdev=ram-nodeN`.
     """
     cells = d.cpu.numa if d.cpu is not None else ()
-    tune = d.numatune
+    folder = runtime.folder if runtime is not None else None
+    host = runtime.hugepages if runtime is not None else None
     for cell in cells:
-        policy = tune.memory if tune is not None else None
-        if tune is not None:
-            policy = next((m for m in tune.memnodes if m.cellid == cell.id), policy)
-        kind = "ram" if d.memory_backing is None else "memfd"
-        backend = (f"memory-backend-{kind},id=ram-node{cell.id}{_share(d)},"
-                   f"size={units.to_mib(cell.memory) << 20}")
-        if policy is not None:
-            nodes = ",".join(f"host-nodes={r}" for r in qemu_ranges(policy.nodeset))
-            backend += f",{nodes},policy={_POLICY[policy.mode]}"
-        yield ("-object", backend)
-        cpus = ",".join(f"cpus={r}" for r in qemu_ranges(cell.cpus))
-        yield ("-numa", f"node,nodeid={cell.id},{cpus},memdev=ram-node{cell.id}")
+        region = memory.Region(f"ram-node{cell.id}", units.to_mib(cell.memory) << 20, cell.id,
+                               policy=memory.policy_of(d, cell.id))
+        yield from memory.backend_objects(d, region, folder, host)
+        cpus = "".join(f",cpus={r}" for r in qemu_ranges(cell.cpus)) if cell.cpus else ""
+        yield ("-numa", f"node,nodeid={cell.id}{cpus},memdev=ram-node{cell.id}")
+    yield from memory.distance_options(d)
 
 
 MAX_APIC_ID = 255
@@ -1283,25 +1275,6 @@ def _filesystems(d: Domain, runtime: Runtime | None, at: At) -> Iterator[Option]
                f"tag={esc(fs.target_dir)}{at(f'fs{i}')}")
 
 
-def memory_backend(d: Domain) -> Option | None:
-    """`<memoryBacking><source type='memfd'>` without NUMA cells: guest RAM as libvirt 9.0 gives it.
-
-    `memory-backend-memfd,id=pc.ram[,share=on|off],x-use-canonical-path-for-ramblock-id=off,
-    size=BYTES`, named by `-machine ...,memory-backend=pc.ram` (libvirt's disk-vhostuser.args).
-    With cells each cell's backend is a memfd instead (see `_numa`).
-    """
-    if d.memory_backing is None or (d.cpu is not None and d.cpu.numa):
-        return None
-    return ("-object", f"memory-backend-memfd,id=pc.ram{_share(d)},"
-            f"x-use-canonical-path-for-ramblock-id=off,size={memory_mib(d) << 20}")
-
-
-def _share(d: Domain) -> str:
-    """`,share=on|off` for `<access mode=>` (absent: QEMU's default, private)."""
-    access = d.memory_backing.access if d.memory_backing is not None else None
-    return "" if access is None else f",share={'on' if access == 'shared' else 'off'}"
-
-
 def _misc(d: Domain, at: At) -> Iterator[Option]:
     """Balloon, random number generators and the panic device."""
     if d.devices.memballoon == "virtio":
@@ -1344,7 +1317,7 @@ _PCIE_DEVICES = frozenset({"virtio-blk-pci", "virtio-net-pci", "virtio-balloon-p
                            "virtio-tablet-pci", "virtio-mouse-pci", "virtio-keyboard-pci",
                            "qemu-xhci", "nec-usb-xhci", "e1000e", "vmxnet3", "bochs-display",
                            "pcie-pci-bridge", "vhost-user-fs-pci", "vhost-vsock-pci",
-                           "virtio-input-host-pci"})
+                           "virtio-input-host-pci", "virtio-mem-pci", "virtio-pmem-pci"})
 """PCI Express endpoints: on 'q35' libvirt puts each behind its own pcie-root-port."""
 
 
@@ -1420,6 +1393,9 @@ def _pci_requests(d: Domain) -> list[pci.Request]:
         add(f"fs{i}", "vhost-user-fs-pci", fs.address)
     for i, share in enumerate(d.devices.shares_9p, start=len(d.devices.filesystems)):
         add(f"fs{i}", "virtio-9p-pci", share.address)
+    for mid, mem in zip(memory.device_ids(d), d.devices.memories, strict=True):
+        if mem.model in ("virtio-mem", "virtio-pmem"):
+            add(mid, memory.DEVICE_DRIVER[mem.model], mem.address)
     if d.devices.memballoon == "virtio":
         add("balloon0", "virtio-balloon-pci", d.devices.memballoon_address)
     for i, rng in enumerate(d.devices.rngs):
@@ -1435,8 +1411,8 @@ def _pci_requests(d: Domain) -> list[pci.Request]:
     for i, inp in enumerate(d.devices.inputs):
         if inp.bus == "virtio":
             add(f"input{i}", _INPUT[(inp.type, inp.bus)], inp.address)
-    for i, mem in enumerate(d.devices.shmems):
-        add(f"shmem{i}", mem.model, mem.address)
+    for i, shared in enumerate(d.devices.shmems):
+        add(f"shmem{i}", shared.model, shared.address)
     return reqs
 
 
@@ -1500,12 +1476,15 @@ def options(d: Domain, runtime: Runtime | None = None,
     out.append(("-accel", ("kvm" if ring is None else f"kvm,dirty-ring-size={ring}")
                 if d.type == "kvm" else "tcg" if tb is None else f"tcg,tb-size={units.to_mib(tb)}"))
     out += _cpu(d)
-    out.append(("-m", str(memory_mib(d))))
-    backend = memory_backend(d)
-    if backend is not None:
-        out.append(backend)
+    folder = runtime.folder if runtime is not None else None
+    host = runtime.hugepages if runtime is not None else None
+    if host is not None:
+        memory.check_host(d, host)
+    out.append(memory.memory_option(d, memory_mib(d)))
+    out += memory.pc_ram(d, memory_mib(d) << 20, folder, host)
+    out += memory.overcommit(d)
     out.append(_smp(d))
-    out += _numa(d)
+    out += _numa(d, runtime)
     out += [("-object", f"iothread,id=iothread{i}") for i in range(1, d.iothreads + 1)]
     out += _clock(d)
     out += _lifecycle(d)
@@ -1550,6 +1529,7 @@ def options(d: Domain, runtime: Runtime | None = None,
     out += _tpms(d, runtime)
     out += _filesystems(d, runtime, at)
     out += _shares_9p(d, at)
+    out += memory.devices(d, folder, host, at)
     out += _misc(d, at)
     out += _vsocks(d, at)
     if d.qemu_commandline is not None:  # libvirt's escape hatch, last as libvirt puts it

@@ -108,6 +108,12 @@ class NumaCell(Frozen):
     id: Annotated[int, Field(ge=0)]
     cpus: frozenset[int]
     memory: Positive
+    mem_access: Literal["shared", "private"] | None = None
+    """`<cell memAccess=>`: whether helpers may map this cell's memory (overrides memoryBacking's)."""
+    discard: bool | None = None
+    """`<cell discard=>`: free this cell's file-backed memory at exit (overrides `<discard/>`)."""
+    distances: tuple[tuple[NonNegative, Annotated[int, Field(ge=10, le=255)]], ...] = ()
+    """`<distances><sibling id= value=/>`: (cell id, distance) as written (10 is local)."""
 
 
 class Cpu(Frozen):
@@ -1032,14 +1038,59 @@ class Filesystem(Frozen):
         return value
 
 
-class MemoryBacking(Frozen):
-    """`<memoryBacking><source type='memfd'/><access mode=/>`: guest RAM in a memfd.
+class Hugepage(Frozen):
+    """`<hugepages><page size= unit= nodeset=/>`: the page size (bytes) of some or all NUMA cells."""
 
-    With `access` 'shared', helpers such as virtiofsd can map it.
+    size: Positive
+    nodeset: frozenset[int] | None = None
+
+
+class MemoryBacking(Frozen):
+    """`<memoryBacking>`: how guest RAM is backed on the host (model/memory.py renders it).
+
+    `hugepages` is `<hugepages>` (its `pages`, or the host's default page size when none);
+    `source` the backing (anonymous RAM, a file in the runtime folder, a memfd); `access`
+    'shared' lets helpers such as virtiofsd map it; `allocation` 'immediate' preallocates it
+    (with `threads`); `discard` frees file-backed memory at exit; `locked` keeps it in RAM;
+    `nosharepages` turns KSM off for the guest.
     """
 
-    source: Literal["memfd"] = "memfd"
+    hugepages: bool = False
+    pages: tuple[Hugepage, ...] = ()
+    source: Literal["anonymous", "file", "memfd"] | None = None
     access: Literal["shared", "private"] | None = None
+    allocation: Literal["immediate", "ondemand"] | None = None
+    threads: Positive | None = None
+    discard: bool = False
+    locked: bool = False
+    nosharepages: bool = False
+
+
+class MemoryDevice(Frozen):
+    """`<memory model=>` in `<devices>`: a DIMM, NVDIMM, virtio-mem or virtio-pmem device.
+
+    Sizes are bytes. `path` is the backing file an nvdimm/virtio-pmem names (`<source><path>`);
+    `nodemask`/`pagesize` the `<source>` of a dimm/virtio-mem; `node`, `label_size`, `block`,
+    `requested`, `readonly` come from `<target>`; `slot`/`base` from `<address type='dimm'>`.
+    """
+
+    model: Literal["dimm", "nvdimm", "virtio-mem", "virtio-pmem"]
+    access: Literal["shared", "private"] | None = None
+    discard: bool | None = None
+    path: str | None = None
+    nodemask: frozenset[int] | None = None
+    pagesize: Positive | None = None
+    pmem: bool = False
+    alignsize: Positive | None = None
+    size: Positive
+    node: NonNegative | None = None
+    label_size: Positive | None = None
+    block: Positive | None = None
+    requested: NonNegative | None = None
+    readonly: bool = False
+    slot: NonNegative | None = None
+    base: NonNegative | None = None
+    address: PciAddress | None = None
 
 
 class Devices(Frozen):
@@ -1079,6 +1130,8 @@ class Devices(Frozen):
     filesystems: tuple[Filesystem, ...] = ()
     shares_9p: tuple[Share9p, ...] = ()
     """9p `<filesystem>`s (QEMU's own server), numbered after the virtiofs ones."""
+    memories: tuple[MemoryDevice, ...] = ()
+    """`<memory model=>` devices (memory hotplug: they need `Domain.max_memory`)."""
 
 
 class PowerManagement(Frozen):
@@ -1182,6 +1235,9 @@ class Domain(Frozen):
     memory: Positive
     current_memory: Positive | None = None
     memory_backing: MemoryBacking | None = None
+    max_memory: Positive | None = None
+    """`<maxMemory slots= unit=>`: the most memory hotplug may reach (bytes)."""
+    max_memory_slots: NonNegative | None = None
     vcpu: Vcpu = Vcpu()
     cpu: Cpu | None = None
     cputune: Cputune | None = None

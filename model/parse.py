@@ -50,10 +50,12 @@ from model.domain import (
     FwCfg,
     Graphics,
     Hub,
+    Hugepage,
     Hyperv,
     Input,
     Interface,
     MemoryBacking,
+    MemoryDevice,
     NicDriver,
     NumaCell,
     NumaMemory,
@@ -83,6 +85,8 @@ from model.domain import (
     uuid_for_name,
 )
 from model.errors import InvalidDomainError, Issue, NetworkError, RenderError
+from model.memory import check_domain as memory_check_domain
+from model.memory import memory_device_problem, numa_distance_problems
 from model.xml import Node, XmlError, load
 
 M = TypeVar("M", bound=BaseModel)
@@ -91,7 +95,6 @@ UNSUPPORTED_DEVICES = {
     "hostdev": "passing a host device through needs VFIO setup and privileges qemud does not "
                "manage",
     "iommu": "an IOMMU is not supported by qemud yet",
-    "memory": "memory hotplug needs <maxMemory> slots, which qemud does not support",
     "lease": "leases belong to libvirt's lock manager, which qemud does not have",
     "crypto": "crypto devices need a backend qemud does not set up",
 }
@@ -164,6 +167,7 @@ class _Context:
     disk_lines: list[int | None] = field(default_factory=list)
     filesystem_lines: list[int | None] = field(default_factory=list)
     audio_lines: list[int | None] = field(default_factory=list)
+    memory_lines: list[int | None] = field(default_factory=list)
     machine_line: int | None = None
     name_line: int | None = None
     uuid_line: int | None = None
@@ -504,21 +508,41 @@ def _read_cputune(ctx: _Context, node: Node) -> Cputune | None:
     return made if ok else None
 
 
+def _read_distances(ctx: _Context, node: Node) -> tuple[tuple[int, int], ...]:
+    """`<distances><sibling id= value=/>...</distances>`: (cell id, distance) pairs."""
+    out = []
+    for sib in node.children("sibling"):
+        sid, value = _int(ctx, sib, "id"), _int(ctx, sib, "value")
+        if sid is None or value is None:
+            if sib.attr("id") is None or sib.attr("value") is None:
+                ctx.error(sib.line, "<sibling> needs id= (a cell) and value= (10-255)")
+        elif not 10 <= value <= 255:
+            ctx.error(sib.line, f"<sibling value>: {value} is out of range; NUMA distances are "
+                      "10 (local) to 255")
+        else:
+            out.append((sid, value))
+        _leftovers(ctx, sib)
+    _leftovers(ctx, node)
+    return tuple(out)
+
+
 def _read_numa(ctx: _Context, node: Node) -> tuple[NumaCell, ...] | None:
-    """`<numa><cell id= cpus= memory= unit=/>...</numa>`; None when a cell is wrong."""
-    cells: list[NumaCell] = []
+    """`<numa><cell id= cpus= memory= unit= memAccess= discard=/>...</numa>`, ordered by id.
+
+    Cells may be written in any order (libvirt sorts them) but their ids must be 0, 1, 2...
+    without gaps; a cell without cpus= is a memory-only NUMA node. None when a cell is wrong.
+    """
+    cells: list[tuple[NumaCell, int | None]] = []
     ok = True
     for index, cell in enumerate(node.children("cell")):
         cf = _Fields(cell)
         raw_id = cell.attr("id")
         cf.put("id", index if raw_id is None else raw_id, "<cell id>")
         cpus = _nodeset(ctx, cell, "cpus")
-        if cpus is None and cell.attr("cpus") is None:
-            ctx.error(cell.line, "<cell> needs cpus= (e.g. cpus='0-1'): QEMU 7.2 puts every "
-                      "vCPU in a cell")
-        if cpus is None:
+        if cpus is None and cell.attr("cpus") is not None:
             cf.fail("cpus")
-        cf.put("cpus", cpus, "<cell cpus>")
+            ok = False
+        cf.put("cpus", cpus if cpus is not None else frozenset(), "<cell cpus>")
         memory = cell.attr("memory")
         if memory is None:
             ctx.error(cell.line, "<cell> needs memory= (and unit=, default KiB)")
@@ -530,21 +554,29 @@ def _read_numa(ctx: _Context, node: Node) -> tuple[NumaCell, ...] | None:
             except ValueError as exc:
                 ctx.error(cell.line, f"<cell memory>: {exc}")
                 cf.fail("memory")
+        cf.attr("mem_access", "memAccess")
+        cf.put("discard", _flag(ctx, cell, "discard"), "<cell discard>")
+        distances = cell.child("distances")
+        if distances is not None:
+            cf.put("distances", _read_distances(ctx, distances), "<sibling>", distances.line)
         _leftovers(ctx, cell)
         made = _make(ctx, NumaCell, cf)
-        if made is None or cpus is None or memory is None:
+        if made is None or memory is None:
             ok = False
         else:
-            if made.id != index:
-                ctx.error(cell.line, f"<cell id='{made.id}'>: cells must be numbered 0, 1, 2... "
-                          f"in order; this one should be {index}")
-                ok = False
-            cells.append(made)
+            cells.append((made, cell.line))
     _leftovers(ctx, node)
     if not cells and ok:
         ctx.error(node.line, "<numa> has no <cell>; add one per guest NUMA node or remove it")
         ok = False
-    return tuple(cells) if ok else None
+    ordered = sorted(cells, key=lambda c: c[0].id)
+    for index, (made, line) in enumerate(ordered):
+        if made.id != index:
+            ctx.error(line, f"<cell id='{made.id}'>: cell ids must be 0, 1, 2... (each once, "
+                      f"in any order); there is no cell {index}")
+            ok = False
+            break
+    return tuple(c for c, _ in ordered) if ok else None
 
 
 def _read_numatune(ctx: _Context, node: Node) -> Numatune | None:
@@ -1642,36 +1674,159 @@ def _read_filesystem(ctx: _Context, node: Node) -> Filesystem | Share9p | None:
     return _make(ctx, Filesystem, fields)
 
 
+def _page_size(ctx: _Context, node: Node, name: str = "size") -> int | None:
+    """A page size attribute `name` (with `unit=`, default KiB) in bytes; None when absent/wrong."""
+    raw = node.attr(name)
+    if raw is None:
+        return None
+    try:
+        return units.to_bytes(raw, node.attr("unit") or "KiB")
+    except ValueError as exc:
+        ctx.error(node.line, f"<{node.tag} {name}>: {exc}")
+        return None
+
+
 def _read_memory_backing(ctx: _Context, node: Node) -> MemoryBacking | None:
-    """`<memoryBacking><source type='memfd'/><access mode='shared'/></memoryBacking>`."""
+    """`<memoryBacking>`: hugepages (per-cell page sizes), source, access, allocation, switches."""
     fields = _Fields(node)
     ok = True
-    for kid in node.kids():
-        if kid.tag not in ("source", "access"):
-            node.consume(kid)
-            ctx.error(kid.line, f"<memoryBacking><{kid.tag}> is not supported by qemud (only "
-                      "<source type='memfd'/> and <access mode=>); remove it")
+    huge = node.child("hugepages")
+    if huge is not None:
+        fields.put("hugepages", True, "<hugepages>", huge.line)
+        pages: list[Hugepage] = []
+        for page in huge.children("page"):
+            size = _page_size(ctx, page)
+            if size is None:
+                if page.attr("size") is None:
+                    ctx.error(page.line, "<page> needs size= (e.g. size='2048' unit='KiB')")
+                ok = False
+                continue
+            nodeset = _nodeset(ctx, page, "nodeset")
+            if nodeset is None and page.attr("nodeset") is not None:
+                ok = False
+            _leftovers(ctx, page)
+            pf = _Fields(page)
+            pf.put("size", size, "<page size>")
+            pf.put("nodeset", nodeset, "<page nodeset>")
+            page_made = _make(ctx, Hugepage, pf)
+            if page_made is None:
+                ok = False
+            else:
+                pages.append(page_made)
+        if sum(1 for p in pages if p.nodeset is None) > 1:
+            ctx.error(huge.line, "<hugepages> has more than one <page> without nodeset=; keep one "
+                      "default page size and give the others a nodeset")
             ok = False
+        fields.put("pages", tuple(pages), "<page>", huge.line)
+        _leftovers(ctx, huge)
     source = node.child("source")
-    if source is None:
-        ctx.error(node.line, "<memoryBacking> without <source type='memfd'/> is not supported "
-                  "(qemud backs guest memory only by a memfd); add <source type='memfd'/> or "
-                  "remove <memoryBacking>")
-        ok = False
-    elif source.attr("type") != "memfd":
-        ctx.error(source.line, f"<memoryBacking>: <source type={source.attr('type')!r}> is not "
-                  "supported; use <source type='memfd'/> (guest memory in a memfd, which "
-                  "virtiofs can share)")
-        ok = False
-    else:
+    if source is not None:
+        fields.attr("source", "type", source)
         _leftovers(ctx, source)
     access = node.child("access")
     if access is not None:
         fields.attr("access", "mode", access)
         _leftovers(ctx, access)
+    allocation = node.child("allocation")
+    if allocation is not None:
+        fields.attr("allocation", "mode", allocation)
+        fields.attr("threads", node=allocation)
+        _leftovers(ctx, allocation)
+    for tag in ("discard", "locked", "nosharepages"):
+        kid = node.child(tag)
+        if kid is not None:
+            fields.put(tag, True, f"<{tag}>", kid.line)
+            _leftovers(ctx, kid)
     _leftovers(ctx, node)
     made = _make(ctx, MemoryBacking, fields)
     return made if ok else None
+
+
+def _read_memory_device(ctx: _Context, node: Node) -> MemoryDevice | None:
+    """`<memory model= access= discard=>` with `<source>`, `<target>` and `<address type='dimm'>`."""
+    fields = _Fields(node)
+    fields.attr("model")
+    fields.attr("access")
+    fields.put("discard", _flag(ctx, node, "discard"), "<memory discard>")
+    source = node.child("source")
+    if source is not None:
+        path, line = _read_text(ctx, source, "path")
+        fields.put("path", path, "<source><path>", line)
+        mask = source.child("nodemask")
+        if mask is not None:
+            try:
+                fields.put("nodemask", parse_cpuset(mask.text or ""), "<nodemask>", mask.line)
+            except CpusetError as exc:
+                ctx.error(mask.line, f"<nodemask>: {exc}")
+                fields.fail("nodemask")
+            _leftovers(ctx, mask)
+        for tag, key in (("pagesize", "pagesize"), ("alignsize", "alignsize")):
+            kid = source.child(tag)
+            if kid is not None:
+                sub_size = _size(ctx, kid)
+                if sub_size is None:
+                    fields.fail(key)
+                fields.put(key, sub_size, f"<{tag}>", kid.line)
+                _leftovers(ctx, kid)
+        pmem = source.child("pmem")
+        if pmem is not None:
+            fields.put("pmem", True, "<pmem>", pmem.line)
+            _leftovers(ctx, pmem)
+        _leftovers(ctx, source)
+    target = node.child("target")
+    if target is None:
+        ctx.error(node.line, "<memory> needs <target> with its <size> (e.g. <size "
+                  "unit='MiB'>512</size>)")
+        return None
+    for tag, key in (("size", "size"), ("block", "block"), ("requested", "requested")):
+        kid = target.child(tag)
+        if kid is not None:
+            sub_size = _size(ctx, kid)
+            if sub_size is None:
+                fields.fail(key)
+            fields.put(key, sub_size, f"<{tag}>", kid.line)
+            _leftovers(ctx, kid)
+    node_text, node_line = _read_text(ctx, target, "node")
+    fields.put("node", node_text, "<node>", node_line)
+    label = target.child("label")
+    if label is not None:
+        label_size = label.child("size")
+        if label_size is not None:
+            value = _size(ctx, label_size)
+            if value is None:
+                fields.fail("label_size")
+            fields.put("label_size", value, "<label><size>", label_size.line)
+            _leftovers(ctx, label_size)
+        _leftovers(ctx, label)
+    readonly = target.child("readonly")
+    if readonly is not None:
+        fields.put("readonly", True, "<readonly>", readonly.line)
+        _leftovers(ctx, readonly)
+    _leftovers(ctx, target)
+    address = node.child("address")
+    if address is not None and address.attr("type") == "dimm":
+        node.consume(address)
+        fields.attr("slot", node=address)
+        base = address.attr("base")
+        if base is not None:
+            try:
+                fields.put("base", int(base, 0), "<address base>", address.line)
+            except ValueError:
+                ctx.error(address.line, f"<address base>: {base!r} is not a number (e.g. "
+                          "0x100000000)")
+                fields.fail("base")
+        _leftovers(ctx, address)
+    elif address is not None:
+        fields.put("address", _address(ctx, node), "<address>")
+    _leftovers(ctx, node, IGNORED_EVERYWHERE)
+    made = _make(ctx, MemoryDevice, fields)
+    if made is None:
+        return None
+    problem = memory_device_problem(made)
+    if problem is not None:
+        ctx.error(node.line, f"<memory model='{made.model}'>: {problem}")
+        return None
+    return made
 
 
 def _read_model_only(ctx: _Context, node: Node,
@@ -2213,6 +2368,7 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
         "smartcard": _read_smartcard,
         "redirfilter": _read_redirfilter,
         "vsock": _read_vsock,
+        "memory": _read_memory_device,
     }
     for kid in node.kids():
         node.consume(kid)
@@ -2267,6 +2423,7 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
                                                      tag_lines.get("filesystem", []),
                                                      strict=False) if isinstance(fs, Filesystem)]
     ctx.audio_lines = list(tag_lines.get("audio", []))
+    ctx.memory_lines = list(tag_lines.get("memory", []))
     if emulator is not None:
         base = Path(emulator).name
         if base not in EMULATORS:
@@ -2315,6 +2472,7 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
         smartcards=tuple(found.get("smartcard", [])),
         redirfilter=found.get("redirfilter", [()])[0],
         vsocks=tuple(found.get("vsock", [])[:1]),
+        memories=tuple(found.get("memory", [])),
     )
     _check_devices(ctx, devices, lines, os)
     return devices
@@ -2543,6 +2701,49 @@ def _read_text(ctx: _Context, root: Node, tag: str) -> tuple[str | None, int | N
     return found[0].text, found[0].line
 
 
+def _memory_from_cells(ctx: _Context, root: Node, fields: _Fields) -> None:
+    """Without `<memory>`, the NUMA cells' sum is the memory (as libvirt); else it is missing."""
+    if "memory" in fields.data or "memory" in fields.failed:
+        return
+    cpu = fields.data.get("cpu")
+    if isinstance(cpu, Cpu) and cpu.numa:
+        fields.put("memory", sum(c.memory for c in cpu.numa), "<numa>", root.line)
+        return
+    if "cpu" in fields.failed and root.child("cpu") is not None:
+        fields.fail("memory")  # the cells' errors are reported; they may have held the memory
+        return
+    ctx.error(root.line, "<memory> is missing; add e.g. <memory unit='MiB'>512</memory>")
+    fields.fail("memory")
+
+
+CGROUP_TUNING = {
+    "memtune": ("memory limits (hard, soft, swap)", "MemoryMax="),
+    "blkiotune": ("block I/O weights and limits", "IOWeight= or IOReadBandwidthMax="),
+}
+"""Top-level tuning libvirt applies with cgroups, which qemud does not manage, and the systemd
+setting of qemud's own service that limits all its VMs instead."""
+
+
+def _refuse_cgroup_tuning(ctx: _Context, root: Node) -> None:
+    """Refuse `<memtune>`/`<blkiotune>` with why: libvirt sets them through cgroups, not QEMU."""
+    for tag, (what, systemd) in CGROUP_TUNING.items():
+        for kid in root.children(tag):
+            ctx.error(kid.line, f"<{tag}>: libvirt applies {what} through cgroups, which qemud "
+                      f"does not manage per VM; remove it (systemd's {systemd} on the qemud "
+                      "service limits all its VMs together)")
+            root.consume(kid)
+
+
+def _read_max_memory(ctx: _Context, node: Node, fields: _Fields) -> None:
+    """`<maxMemory slots= unit=>N</maxMemory>`: the memory hotplug limit and DIMM slots."""
+    size = _size(ctx, node)
+    if size is None:
+        fields.fail("max_memory")
+    fields.put("max_memory", size, "<maxMemory>", node.line)
+    fields.put("max_memory_slots", node.attr("slots"), "<maxMemory slots>", node.line)
+    _leftovers(ctx, node)
+
+
 def _read_domain(ctx: _Context, root: Node) -> Domain | None:
     """Read a whole `<domain>`; returns None when any issue was found."""
     if root.tag != "domain" or root.namespace is not None:
@@ -2581,9 +2782,6 @@ def _read_domain(ctx: _Context, root: Node) -> Domain | None:
                   "it can be at most as large")
         del fields.data["current_memory"]
         fields.fail("current_memory")
-    if "memory" not in fields.data and "memory" not in fields.failed:
-        ctx.error(root.line, "<memory> is missing; add e.g. <memory unit='MiB'>512</memory>")
-        fields.fail("memory")
 
     def sub(key: str, value: object, tag: str, line: int | None) -> None:
         """Put a sub-model; a None from a reader means it already reported its errors."""
@@ -2591,6 +2789,10 @@ def _read_domain(ctx: _Context, root: Node) -> Domain | None:
             fields.fail(key)
         fields.put(key, value, f"<{tag}>", line)
 
+    max_memory = root.child("maxMemory")
+    if max_memory is not None:
+        _read_max_memory(ctx, max_memory, fields)
+    _refuse_cgroup_tuning(ctx, root)
     backing = root.child("memoryBacking")
     if backing is not None:
         sub("memory_backing", _read_memory_backing(ctx, backing), "memoryBacking", backing.line)
@@ -2599,6 +2801,7 @@ def _read_domain(ctx: _Context, root: Node) -> Domain | None:
     cpu = root.child("cpu")
     if cpu is not None:
         sub("cpu", _read_cpu(ctx, cpu), "cpu", cpu.line)
+    _memory_from_cells(ctx, root, fields)
     cputune = root.child("cputune")
     if cputune is not None:
         sub("cputune", _read_cputune(ctx, cputune), "cputune", cputune.line)
@@ -2685,7 +2888,7 @@ def _check_numa(ctx: _Context, domain: Domain, fields: _Fields) -> None:
     cells = domain.cpu.numa if domain.cpu is not None else ()
     seen: set[int] = set()
     for cell in cells:
-        high = max(cell.cpus)
+        high = max(cell.cpus, default=-1)
         if high >= domain.vcpu.count:
             ctx.error(fields.where["cpu"][1], f"<cell id='{cell.id}'> names vCPU {high}, but "
                       f"<vcpu> is {domain.vcpu.count} (vCPUs are numbered from 0)")
@@ -2694,14 +2897,16 @@ def _check_numa(ctx: _Context, domain: Domain, fields: _Fields) -> None:
                       f"{format_cpuset(cell.cpus & seen)} with an earlier cell; each vCPU "
                       "belongs to one cell")
         seen |= cell.cpus
+    for message in numa_distance_problems(cells):
+        ctx.error(fields.where["cpu"][1], message)
     tune = domain.numatune
     if tune is None:
         return
     line = fields.where["numatune"][1]
-    if not cells:
-        ctx.error(line, "<numatune> without <cpu><numa> cells: libvirt applies it with cgroups, "
-                  "which qemud does not manage; add NUMA cells (their memory gets the policy) "
-                  "or remove it")
+    if not cells:  # the default <memory> applies to pc.ram's backend (model/memory.py)
+        if tune.memnodes:
+            ctx.error(line, "<numatune><memnode> needs <cpu><numa> cells (it sets one cell's "
+                      "memory policy); add the cells or remove it")
         return
     for node in tune.memnodes:
         if node.cellid is not None and node.cellid >= len(cells):
@@ -2727,6 +2932,20 @@ def _check_filesystems(ctx: _Context, domain: Domain, backing_failed: bool) -> N
             ctx.error(line, f"two <filesystem> have <target dir='{fs.target_dir}'>; each needs "
                       "its own tag")
         tags.add(fs.target_dir)
+
+
+def _check_memory(ctx: _Context, domain: Domain, fields: _Fields) -> None:
+    """Memory hotplug rules (model/memory.py), each at its device's line or `<maxMemory>`'s."""
+    default = fields.where.get("max_memory", ("", None))[1]
+    if default is None:
+        default = fields.where.get("memory", ("", None))[1]
+    for index, message in memory_check_domain(domain):
+        line = default
+        if isinstance(index, int) and index < len(ctx.memory_lines):
+            line = ctx.memory_lines[index]
+        elif index == "backing":
+            line = fields.where["memory_backing"][1]
+        ctx.error(line, message)
 
 
 def _check_domain(ctx: _Context, domain: Domain, fields: _Fields) -> None:
@@ -2776,6 +2995,7 @@ def _check_domain(ctx: _Context, domain: Domain, fields: _Fields) -> None:
             ctx.error(line, f"<driver iothread='{disk.iothread}'>: there are "
                       f"{domain.iothreads} <iothreads>; add <iothreads>{disk.iothread}</iothreads>")
     _check_filesystems(ctx, domain, "memory_backing" in fields.failed)
+    _check_memory(ctx, domain, fields)
     hyperv = domain.features.hyperv
     if domain.type == "qemu" and hyperv is not None:
         kvm_only = [n for n, on in hyperv.enabled if on and n in KVM_ONLY_HYPERV]

@@ -23,6 +23,8 @@ from model.domain import (
     Graphics,
     Input,
     Interface,
+    MemoryBacking,
+    MemoryDevice,
     Os,
     Parallel,
     PciAddress,
@@ -439,6 +441,7 @@ def _devices(dev: Devices) -> Element:
         *(Element("hub", {"type": "usb"}, [
             Element("address", {"type": "usb", "bus": "0", "port": h.usb_port})
             if h.usb_port is not None else None]) for h in dev.hubs),
+        *(_memory_device(m) for m in dev.memories),
     ]
     return Element("devices", children=kids)
 
@@ -533,6 +536,59 @@ def _audio(a: Audio) -> Element:
     return Element("audio", {"id": str(a.id), "type": a.type, **top}, kids)
 
 
+def _max_memory(d: Domain) -> Element | None:
+    """`<maxMemory slots= unit=>` (None stays absent)."""
+    if d.max_memory is None:
+        return None
+    text, unit = units.render(d.max_memory)
+    return Element("maxMemory", {"slots": _num(d.max_memory_slots), "unit": unit}, text=text)
+
+
+def _memory_backing(b: MemoryBacking) -> Element:
+    """`<memoryBacking>` with its hugepages, source, access, allocation and switches."""
+    return Element("memoryBacking", children=[
+        Element("hugepages", children=[
+            Element("page", {"size": str(p.size), "unit": "b",
+                             "nodeset": format_cpuset(p.nodeset) if p.nodeset else None})
+            for p in b.pages]) if b.hugepages else None,
+        Element("nosharepages") if b.nosharepages else None,
+        Element("locked") if b.locked else None,
+        Element("source", {"type": b.source}) if b.source else None,
+        Element("access", {"mode": b.access}) if b.access else None,
+        Element("allocation", {"mode": b.allocation, "threads": _num(b.threads)})
+        if b.allocation or b.threads else None,
+        Element("discard") if b.discard else None,
+    ])
+
+
+def _memory_device(m: MemoryDevice) -> Element:
+    """`<memory model=>` with its source, target and DIMM or PCI address."""
+    source = [
+        Element("path", text=m.path) if m.path is not None else None,
+        Element("nodemask", text=format_cpuset(m.nodemask)) if m.nodemask else None,
+        _size("pagesize", m.pagesize) if m.pagesize is not None else None,
+        _size("alignsize", m.alignsize) if m.alignsize is not None else None,
+        Element("pmem") if m.pmem else None,
+    ]
+    target = [
+        _size("size", m.size),
+        Element("node", text=str(m.node)) if m.node is not None else None,
+        Element("label", children=[_size("size", m.label_size)])
+        if m.label_size is not None else None,
+        _size("block", m.block) if m.block is not None else None,
+        _size("requested", m.requested) if m.requested is not None else None,
+        Element("readonly") if m.readonly else None,
+    ]
+    dimm = Element("address", {"type": "dimm", "slot": _num(m.slot),
+                               "base": f"{m.base:#x}" if m.base is not None else None}) \
+        if m.slot is not None or m.base is not None else None
+    return Element("memory", {"model": m.model, "access": m.access, "discard": _yn(m.discard)}, [
+        Element("source", children=source) if any(x is not None for x in source) else None,
+        Element("target", children=target),
+        dimm or _address(m.address),
+    ])
+
+
 def to_element(d: Domain) -> Element:
     """Build the element tree of a domain (see `to_xml`)."""
     os = d.os
@@ -545,11 +601,8 @@ def to_element(d: Domain) -> Element:
         _desired(d.desired),
         _size("memory", d.memory),
         _size("currentMemory", d.current_memory) if d.current_memory is not None else None,
-        Element("memoryBacking", children=[
-            Element("source", {"type": d.memory_backing.source}),
-            Element("access", {"mode": d.memory_backing.access})
-            if d.memory_backing.access else None,
-        ]) if d.memory_backing is not None else None,
+        _max_memory(d),
+        _memory_backing(d.memory_backing) if d.memory_backing is not None else None,
         Element("iothreads", text=str(d.iothreads)) if d.iothreads else None,
         Element("vcpu", {"current": _num(d.vcpu.current),
                          "cpuset": format_cpuset(d.vcpu.cpuset) if d.vcpu.cpuset else None},
@@ -568,8 +621,13 @@ def to_element(d: Domain) -> Element:
             Element("cache", {"level": "3" if cpu.cache == "emulate" else None,
                               "mode": cpu.cache}) if cpu.cache else None,
             Element("numa", children=[
-                Element("cell", {"id": str(c.id), "cpus": format_cpuset(c.cpus),
-                                 "memory": str(c.memory), "unit": "b"}) for c in cpu.numa
+                Element("cell", {"id": str(c.id), "cpus": format_cpuset(c.cpus) if c.cpus else None,
+                                 "memory": str(c.memory), "unit": "b", "memAccess": c.mem_access,
+                                 "discard": _yn(c.discard)},
+                        [Element("distances", children=[
+                            Element("sibling", {"id": str(i), "value": str(v)})
+                            for i, v in c.distances])] if c.distances else [])
+                for c in cpu.numa
             ]) if cpu.numa else None,
         ]) if cpu is not None else None,
         Element("numatune", children=[

@@ -26,7 +26,8 @@ from typing import Protocol
 
 import model
 from model.firmware import choose as choose_firmware
-from reconciler import sidecars, uefi
+from model.memory import needs_hugepages
+from reconciler import hugepages, memlock, sidecars, uefi
 from reconciler.desired import Desired, Identify, Owned, Want
 from reconciler.errors import AdoptError, MonitorError, ReconcilerError, StartError
 from reconciler.history import History
@@ -154,8 +155,9 @@ class QemuLayer:
                     on_exit: ExitCallback, on_event: EventCallback) -> Handle:
         """Start QEMU for `domain` (the stages of `QemuProcess.start`), persisting it first."""
         paths = self.layout.vm(domain.name, str(uuid))
+        huge = await asyncio.to_thread(hugepages.host) if needs_hugepages(domain) else None
         runtime = model.Runtime(paths.qmp_socket, paths.pidfile, paths.console_log,
-                                state_dir=self.layout.state_dir(str(uuid)))
+                                state_dir=self.layout.state_dir(str(uuid)), hugepages=huge)
         firmware = uefi.descriptors() if domain.os.firmware == "efi" else None
         cpus = model.host_cpus(domain)
         usable = os.sched_getaffinity(0)
@@ -173,8 +175,16 @@ class QemuLayer:
                                  f"not use here (it may use {_cpu_list(usable)}); fix the cpuset")
         cars: list[sidecars.Running] = []  # sidecars: stopped once QEMU has exited
         on_exit = sidecars.after(cars, on_exit)
-        proc = QemuProcess(domain.name, str(uuid),
-                           model.command_line(domain, runtime, firmware), paths,
+        try:  # hugepages the host has not mounted or reserved: refused before QEMU runs
+            argv = model.command_line(domain, runtime, firmware)
+        except model.RenderError as exc:
+            raise StartError(domain.name, stage="prepare", log_file=paths.log_file,
+                             reason=str(exc)) from exc
+        unlockable = memlock.problem(domain)
+        if unlockable is not None:  # <locked/>: QEMU would exit with "locking memory failed"
+            raise StartError(domain.name, stage="prepare", log_file=paths.log_file,
+                             reason=unlockable)
+        proc = QemuProcess(domain.name, str(uuid), argv, paths,
                            timeouts=self.timeouts, primitives=self.primitives,
                            on_exit=on_exit, on_event=on_event, cpus=cpus,
                            env=model.environment(domain))

@@ -43,10 +43,9 @@ def check(data: bytes, expected: list[tuple[int | None, str]]) -> None:
 
 NOT_SUPPORTED = "is not supported by qemud; remove it or see README for what is"
 DEVICES = ("devices are not supported by qemud; remove it (supported: audio, channel, console, "
-           "controller, disk, filesystem, graphics, hub, input, interface, memballoon, panic, "
-           "parallel, "
-           "redirdev, redirfilter, rng, serial, shmem, smartcard, sound, tpm, video, vsock, "
-           "watchdog)")
+           "controller, disk, filesystem, graphics, hub, input, interface, memballoon, memory, "
+           "panic, parallel, redirdev, redirfilter, rng, serial, shmem, smartcard, sound, tpm, "
+           "video, vsock, watchdog)")
 
 # --- the domain, its identity and its sizes ----------------------------------------------------
 
@@ -296,8 +295,7 @@ SYSINFO = [
 
 UNSUPPORTED_TOP = [
     pytest.param(domain(f"<{tag}/>"), [(6, f"<{tag}> inside <domain> {NOT_SUPPORTED}")], id=tag)
-    for tag in ("memtune", "blkiotune",
-                "keywrap", "launchSecurity", "idmap", "genid", "perf")
+    for tag in ("keywrap", "launchSecurity", "idmap", "genid", "perf")
 ]
 
 DESIRED = [

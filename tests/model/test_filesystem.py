@@ -163,14 +163,14 @@ def test_two_shares_and_a_comma_in_the_tag() -> None:
     pytest.param(FS, "<memoryBacking><source type='memfd'/></memoryBacking>",
                  [(8, "<filesystem> with <driver type='virtiofs'> needs guest memory")],
                  id="memfd-not-shared"),
-    pytest.param("", "<memoryBacking><hugepages/><source type='memfd'/></memoryBacking>",
-                 [(6, "<memoryBacking><hugepages> is not supported by qemud")], id="hugepages"),
+    pytest.param("", "<memoryBacking><hugepages>\n<page unit='KiB'/></hugepages>"
+                 "<source type='memfd'/></memoryBacking>",
+                 [(7, "<page> needs size= (e.g. size='2048' unit='KiB')")], id="hugepages"),
     pytest.param(FS, "<memoryBacking><source type='file'/></memoryBacking>",
-                 [(6, "<memoryBacking>: <source type='file'> is not supported; use <source "
-                      "type='memfd'/>")], id="file-backed"),
-    pytest.param("", "<memoryBacking>\n<access mode='shared'/><locked/></memoryBacking>",
-                 [(6, "<memoryBacking> without <source type='memfd'/> is not supported"),
-                  (7, "<memoryBacking><locked> is not supported by qemud")], id="no-source"),
+                 [(8, "<filesystem> with <driver type='virtiofs'> needs guest memory")],
+                 id="file-backed-private"),
+    pytest.param("", "<memoryBacking>\n<allocation mode='sometimes'/><locked/></memoryBacking>",
+                 [(7, "<allocation mode>: 'sometimes' is not allowed")], id="allocation"),
     pytest.param("", "<memoryBacking><source type='memfd'/><access mode='open'/></memoryBacking>",
                  [(6, "<access mode>: 'open' is not allowed")], id="access-mode"),
     pytest.param("<filesystem type='mount'>\n<driver type='handle'/>\n<source dir='/a'/>"

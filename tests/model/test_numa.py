@@ -83,16 +83,15 @@ ERRORS = [
                  id="cell-cpus-syntax"),
     pytest.param("<vcpu>2</vcpu>\n<cpu>\n<numa>\n<cell id='1' cpus='0-1' memory='64'/>"
                  "\n</numa>\n</cpu>",
-                 [(9, "<cell id='1'>: cells must be numbered 0, 1, 2... in order; this one "
-                      "should be 0")], id="cell-id-order"),
+                 [(9, "<cell id='1'>: cell ids must be 0, 1, 2... (each once, in any order); "
+                      "there is no cell 0")], id="cell-id-gap"),
     pytest.param("<vcpu>2</vcpu>\n<cpu>\n<numa>\n<cell id='0' cpus='0-1' memory='64'>\n"
-                 "<distances><sibling id='0' value='10'/></distances>\n</cell>\n</numa>\n</cpu>",
-                 [(10, "<distances> inside <cell> is not supported by qemud; remove it or see "
-                       "README for what is")], id="cell-distances-refused"),
-    pytest.param("<numatune>\n<memory mode='strict' nodeset='0'/>\n</numatune>",
-                 [(6, "<numatune> without <cpu><numa> cells: libvirt applies it with cgroups, "
-                      "which qemud does not manage; add NUMA cells (their memory gets the "
-                      "policy) or remove it")], id="numatune-without-cells"),
+                 "<distances><sibling id='1' value='20'/></distances>\n</cell>\n</numa>\n</cpu>",
+                 [(7, "<cell id='0'> <sibling id='1'>: there is no such cell")],
+                 id="cell-distance-to-nowhere"),
+    pytest.param("<numatune>\n<memnode cellid='0' mode='strict' nodeset='0'/>\n</numatune>",
+                 [(6, "<numatune><memnode> needs <cpu><numa> cells (it sets one cell's memory "
+                      "policy); add the cells or remove it")], id="memnode-without-cells"),
     pytest.param("<numatune>\n<memory mode='restrictive' nodeset='0'/>\n</numatune>",
                  [(7, "<memory mode='restrictive'>: libvirt applies it with cgroups, which "
                       "qemud does not manage; use strict, preferred or interleave")],
