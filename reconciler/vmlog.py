@@ -46,11 +46,14 @@ class VmLog:
         logger.info("VM %s: %s", self.name, text)
         line = format_log_line(self.wall_clock(), text)
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as err:
             self._failed(err)
             return
         try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                line = "\n" + line  # QEMU's last output was cut short: our line on its own
             os.write(fd, line.encode())
         except OSError as err:
             self._failed(err)

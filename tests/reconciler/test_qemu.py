@@ -875,6 +875,19 @@ def test_a_log_write_that_fails_never_escapes(layout: Layout) -> None:
     vm._log("exited status=0 kind=stopped")  # would raise OSError(ENOSPC) if not handled
 
 
+def test_a_lifecycle_line_after_cut_short_output_starts_on_its_own_line(tmp_path: Path) -> None:
+    """QEMU's output cut mid-line (a full disk) is not glued to qemud's next line (the crash
+    reason quotes the VM log's last QEMU line)."""
+    from reconciler.vmlog import VmLog
+
+    log = tmp_path / "vm.log"
+    log.write_bytes(b"qemu-system-x86_64: Failed to wr")
+    VmLog(log, "vm", lambda: 0.0).write("exited status=1")
+    lines = log.read_text().splitlines()
+    assert lines[0] == "qemu-system-x86_64: Failed to wr"
+    assert lines[1].endswith("exited status=1") and len(lines) == 2
+
+
 @pytest.mark.qemu
 def test_a_qemu_never_resumed_is_resumed_by_adoption(layout: Layout) -> None:
     """A reconciler killed between the -S launch and `cont` leaves QEMU in prelaunch: the next
