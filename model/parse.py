@@ -264,6 +264,22 @@ def _flag(ctx: _Context, node: Node, name: str, truth: tuple[str, str] = ("yes",
     return None
 
 
+def _switch(ctx: _Context, fields: _Fields, parent: Node, tag: str, key: str | None = None, *,
+            bare: bool | None = True, ignore_children: Iterable[str] = ()) -> Node | None:
+    """Read a `<tag state='on|off'/>` child of `parent` into field `key` (default: the tag).
+
+    A child without `state` means `bare` (True: on; None: the model's default). Its other attributes
+    and children are reported unless listed in `ignore_children`. Returns the child, None if absent.
+    """
+    kid = parent.child(tag)
+    if kid is None:
+        return None
+    state = _flag(ctx, kid, "state", ("on", "off"))
+    fields.put(key or tag, bare if state is None else state, f"<{tag} state>", kid.line)
+    _leftovers(ctx, kid, ignore_children)
+    return kid
+
+
 def _int(ctx: _Context, node: Node, name: str) -> int | None:
     """Read a whole-number attribute; report anything else and return None."""
     value = node.attr(name)
@@ -788,11 +804,7 @@ def _read_features(ctx: _Context, node: Node | None) -> Features | None:
     if kvm is not None:
         for tag, key in (("hidden", "kvm_hidden"), ("hint-dedicated", "kvm_hint_dedicated"),
                          ("poll-control", "kvm_poll_control"), ("pv-ipi", "kvm_pv_ipi")):
-            kid = kvm.child(tag)
-            if kid is not None:
-                fields.put(key, _flag(ctx, kid, "state", ("on", "off")), f"<{tag} state>",
-                           kid.line)
-                _leftovers(ctx, kid)
+            _switch(ctx, fields, kvm, tag, key, bare=None)
         ring = kvm.child("dirty-ring")
         if ring is not None:
             if _flag(ctx, ring, "state", ("on", "off")):
@@ -802,31 +814,17 @@ def _read_features(ctx: _Context, node: Node | None) -> Features | None:
                 ring.ignore_attrs("size")
             _leftovers(ctx, ring)
         _leftovers(ctx, kvm)
-    pmu = node.child("pmu")
-    if pmu is not None:
-        state = _flag(ctx, pmu, "state", ("on", "off"))
-        fields.put("pmu", True if state is None else state, "<pmu state>", pmu.line)
-        _leftovers(ctx, pmu)
-    for tag in ("pvspinlock", "smm"):
-        kid = node.child(tag)
-        if kid is not None:
-            state = _flag(ctx, kid, "state", ("on", "off"))
-            fields.put(tag, True if state is None else state, f"<{tag} state>", kid.line)
-            if tag == "smm" and kid.child("tseg") is not None:
-                ctx.error(kid.line, "<smm><tseg> is not supported by qemud; remove it")
-            _leftovers(ctx, kid, ("tseg",))
+    for tag in ("pmu", "pvspinlock", "vmcoreinfo"):
+        _switch(ctx, fields, node, tag)
+    smm = _switch(ctx, fields, node, "smm", ignore_children=("tseg",))
+    if smm is not None and smm.child("tseg") is not None:
+        ctx.error(smm.line, "<smm><tseg> is not supported by qemud; remove it")
     for name in ("acpi", "apic", "pae"):
         kid = node.child(name)
         if kid is not None:
             kid.ignore_attrs("eoi")
             fields.put(name, True, f"<{name}>", kid.line)
             _leftovers(ctx, kid)
-    vmcore = node.child("vmcoreinfo")
-    if vmcore is not None:
-        state = _flag(ctx, vmcore, "state", ("on", "off"))
-        fields.put("vmcoreinfo", True if state is None else state, "<vmcoreinfo state>",
-                   vmcore.line)
-        _leftovers(ctx, vmcore)
     tcg = node.child("tcg")
     if tcg is not None:
         cache = tcg.child("tb-cache")
@@ -835,10 +833,7 @@ def _read_features(ctx: _Context, node: Node | None) -> Features | None:
             fields.put("tb_cache", size, "<tb-cache>", cache.line)
             _leftovers(ctx, cache)
         _leftovers(ctx, tcg)
-    vmport = node.child("vmport")
-    if vmport is not None:
-        fields.put("vmport", _flag(ctx, vmport, "state", ("on", "off")), "<vmport>", vmport.line)
-        _leftovers(ctx, vmport)
+    _switch(ctx, fields, node, "vmport", bare=None)
     _leftovers(ctx, node)
     return _make(ctx, Features, fields)
 

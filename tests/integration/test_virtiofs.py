@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
-import json
 import os
-import select
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import uuid as uuidlib
 from collections.abc import Iterator
@@ -21,11 +16,10 @@ import pytest
 
 import model
 from reconciler import sidecars
-from reconciler.loop import Reconciler
 from reconciler.paths import Layout
 from reconciler.process import read_cmdline
 from reconciler.supervisor import QemuLayer
-from tests.support.procs import kill_mentioning
+from tests.support.onevm import monitor, once, private_layout, wait_gone
 
 VIRTIOFSD = sidecars.virtiofsd_binary()
 pytestmark = [pytest.mark.qemu,
@@ -58,21 +52,11 @@ def fs_xml(state: str, shared: Path) -> str:
 @pytest.fixture
 def layout() -> Iterator[Layout]:
     """A short private config dir; every virtiofsd and QEMU of it ends afterwards."""
-    base = Path(tempfile.mkdtemp(prefix="qdv", dir="/tmp"))
-    os.chmod(base, 0o700)
-    yield Layout.under(base)
-    kill_mentioning(f"{base}/")  # QEMU
-    for pid in virtiofsds(base):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    shutil.rmtree(base, ignore_errors=True)
-
-
-def once(layout: Layout) -> str:
-    """One `reconcile --once`, in process (a fresh reconciler each time); the domain's state."""
-    result = asyncio.run(Reconciler(layout, out=io.StringIO()).once())
-    status = result.statuses[0]
-    return f"{status.state}" if status.state == "running" else f"{status.state}: {status.reason}"
+    with private_layout("qdv") as made:
+        yield made
+        for pid in virtiofsds(made.config_dir):  # private_layout kills QEMU
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def _procs(match: str, name: str, env: bool) -> list[int]:
@@ -113,26 +97,6 @@ def qemus(base: Path) -> list[int]:
     return _procs(f"{base}/", "qemu-system-x86_64", env=False)
 
 
-def monitor(layout: Layout, command: dict[str, object]) -> object:
-    """One QMP command on the VM's user monitor, through `reconcile monitor`."""
-    done = subprocess.run([sys.executable, "-m", "reconciler", "--config-dir",
-                           str(layout.config_dir), "monitor", "fsvm", json.dumps(command)],
-                          capture_output=True, text=True, timeout=30, check=True)
-    return json.loads(done.stdout)
-
-
-def wait_gone(pid: int) -> None:
-    """Wait (on its pidfd, bounded) until `pid` has exited."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return
-    try:
-        assert select.select([fd], [], [], 10)[0], f"process {pid} still runs"
-    finally:
-        os.close(fd)
-
-
 def test_virtiofsd_is_started_adopted_and_stopped_with_its_vm(layout: Layout) -> None:
     config = layout.config_dir
     config.mkdir(mode=0o700, exist_ok=True)
@@ -150,11 +114,11 @@ def test_virtiofsd_is_started_adopted_and_stopped_with_its_vm(layout: Layout) ->
         assert "failed to stat source" not in layout.log_file("fsvm").read_text()
         assert (layout.vm_dir(UUID) / "fs0-fs.sock").exists()
         assert (layout.vm_dir(UUID) / "fs0.sidecar.pid").read_text().strip() == str(first[0])
-        peripherals = monitor(layout, {"execute": "qom-list",
+        peripherals = monitor(layout, "fsvm", {"execute": "qom-list",
                                        "arguments": {"path": "/machine/peripheral"}})
         assert {"name": "fs0", "type": "child<vhost-user-fs-pci>"} in \
             peripherals["return"]  # type: ignore[index]
-        tag = monitor(layout, {"execute": "qom-get", "arguments": {
+        tag = monitor(layout, "fsvm", {"execute": "qom-get", "arguments": {
             "path": "/machine/peripheral/fs0/virtio-backend", "property": "tag"}})
         assert tag == {"return": "share"}
         [qemu] = qemus(base)
