@@ -34,11 +34,12 @@ import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from tests.faults.support import ProcWatch, light, qemus_under, rss_kib
-from tests.integration.test_loop import Daemon, World, light_uuid
+from tests.faults.support import ProcWatch, qemus_under, rss_kib
+from tests.integration.test_loop import Daemon, World, light_uuid, light_xml
 from tests.support.procs import alive, pids_mentioning, proc_state
 
 CONVERGE = 60.0
@@ -76,7 +77,7 @@ class Spec:
 
     def text(self) -> str:
         """The file's text."""
-        return light(self.name, uuid=self.uuid, state=self.state, disk=self.disk,
+        return light_xml(self.name, uuid=self.uuid, state=self.state, disk=self.disk,
                      description=self.description)
 
     def claims(self) -> set[str]:
@@ -270,26 +271,24 @@ class Soak:
         self.put(self._fname(slot), Spec(slot, light_uuid(slot), state, disk).text())
         return True
 
-    def _op_edit(self, _: list[str]) -> bool:
+    def _rewrite_valid(self, change: Callable[[Spec], Spec]) -> bool:
+        """Rewrite one randomly chosen valid file with `change` applied to its spec; False if none."""
         valid = self.valid()
         if not valid:
             return False
         fname = self.rng.choice(valid)
         spec = self.files[fname].spec
         assert spec is not None
-        self.put(fname, replace(spec, description=f"v{self.rng.randrange(1000)}").text())
+        self.put(fname, change(spec).text())
         return True
 
+    def _op_edit(self, _: list[str]) -> bool:
+        return self._rewrite_valid(
+            lambda spec: replace(spec, description=f"v{self.rng.randrange(1000)}"))
+
     def _op_toggle(self, _: list[str]) -> bool:
-        valid = self.valid()
-        if not valid:
-            return False
-        fname = self.rng.choice(valid)
-        spec = self.files[fname].spec
-        assert spec is not None
-        self.put(fname, replace(spec, state="stopped" if spec.state == "running" else "running")
-                 .text())
-        return True
+        return self._rewrite_valid(
+            lambda spec: replace(spec, state="stopped" if spec.state == "running" else "running"))
 
     def _op_rename(self, _: list[str]) -> bool:
         if not self.files:

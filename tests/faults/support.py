@@ -16,30 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.integration.test_loop import light_uuid
 from tests.support.procs import alive, cmdline_of, proc_state
-
-
-def light(name: str, *, uuid: str | None = None, state: str = "running", disk: Path | None = None,
-          description: str = "v1") -> str:
-    """A light TCG domain without kernel (QEMU idles in the BIOS); optional writable raw disk."""
-    devices = ""
-    if disk is not None:
-        devices = (f"\n  <devices>\n    <disk type='file' device='disk'>\n"
-                   f"      <driver name='qemu' type='raw'/>\n      <source file='{disk}'/>\n"
-                   f"      <target dev='vda' bus='virtio'/>\n    </disk>\n  </devices>")
-    return f"""<domain type='qemu'>
-  <name>{name}</name>
-  <uuid>{uuid or light_uuid(name)}</uuid>
-  <description>{description}</description>
-  <memory unit='MiB'>32</memory>
-  <os><type arch='x86_64' machine='pc'>hvm</type></os>{devices}
-  <metadata>
-    <qemud:desired xmlns:qemud='urn:qemud:1' state='{state}' shutdown-timeout='1'/>
-  </metadata>
-</domain>
-"""
-
 
 # ------------------------------------------------------------------------------------------ /proc
 

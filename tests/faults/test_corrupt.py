@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from reconciler.history import MEMORY_FILE
-from tests.faults.support import decoy, light, qemus_under, signals_seen, untouched
-from tests.integration.test_loop import World, light_uuid, world
+from tests.faults.support import decoy, qemus_under, signals_seen, untouched
+from tests.integration.test_loop import World, light_uuid, light_xml, world
 from tests.support.procs import pids_mentioning
 
 __all__ = ["world"]  # the fixture, imported for the tests below
@@ -65,8 +65,8 @@ def _assert_recovered(world: World, pids: dict[str, int], stopped: tuple[str, ..
 def test_corrupt_status_files_while_serving_are_rewritten_on_sighup(world: World) -> None:
     """Status files damaged while the daemon serves: SIGHUP rewrites every one of them."""
     daemon = world.start_daemon()
-    world.write("a", light("a"))
-    world.write("s", light("s", state="stopped"))
+    world.write("a", light_xml("a"))
+    world.write("s", light_xml("s", state="stopped"))
     pids = _running(world, ("a",))
     world.wait_status("s", lambda s: s["state"] == "stopped", "stopped")
     status = world.layout.status_dir
@@ -85,8 +85,8 @@ def test_corrupt_pidfiles_exits_and_status_across_a_restart(world: World, tmp_pa
     removes the stale runtime folders, and the decoy naming a VM's uuid gets no signal."""
     first = world.start_daemon()
     for name in ("a", "b", "c"):
-        world.write(name, light(name))
-    world.write("s", light("s", state="stopped"))
+        world.write(name, light_xml(name))
+    world.write("s", light_xml("s", state="stopped"))
     pids = _running(world, ("a", "b", "c"))
     world.wait_status("s", lambda s: s["state"] == "stopped", "stopped")
     first.proc.send_signal(signal.SIGTERM)

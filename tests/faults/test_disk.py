@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from reconciler.daemon import SETTLED_FILE
-from tests.faults.support import bind_read_only, fill, light, mount_tmpfs, unmount, untouched
-from tests.integration.test_loop import World, light_uuid, world
+from tests.faults.support import bind_read_only, fill, mount_tmpfs, unmount, untouched
+from tests.integration.test_loop import World, light_uuid, light_xml, world
 from tests.support.procs import kill_mentioning, pids_mentioning
 
 __all__ = ["world"]  # the fixture, imported for the tests below
@@ -84,12 +84,12 @@ def test_read_only_status_dir(world: World, ro_status: Path) -> None:
     running one keeps its QEMU, the daemon log names the file and 'Read-only file system'; once
     writable again every status file comes back by itself."""
     daemon = world.start_daemon()
-    world.write("a", light("a"))
+    world.write("a", light_xml("a"))
     pid = world.wait_running("a")["pid"]
     _mount_or_skip("bind-mount read-only", lambda: bind_read_only(ro_status))
     with pytest.raises(OSError):
         (ro_status / "probe").write_text("x")
-    world.write("b", light("b"))
+    world.write("b", light_xml("b"))
     world.wait(lambda: world.qemu(light_uuid("b")), "b's QEMU, without a writable status dir")
     said = world.wait(lambda: daemon.lines(f"cannot write {ro_status}/"), "the write failure said")
     assert any("Read-only file system" in line for line in said), said
@@ -115,11 +115,11 @@ def test_full_disk(tmpfs_world: World) -> None:
     on; once space is back the new VM starts and every status file and exits.json are right."""
     world = tmpfs_world
     daemon = world.start_daemon()
-    world.write("a", light("a"))
-    world.write("b", light("b"))
+    world.write("a", light_xml("a"))
+    world.write("b", light_xml("b"))
     pids = {n: world.wait_running(n)["pid"] for n in ("a", "b")}
     pending = world.config / ".c.pending"  # written while there is room, renamed in when full
-    pending.write_text(light("c"))
+    pending.write_text(light_xml("c"))
     filler = fill(world.config)
     with pytest.raises(OSError):
         (world.config / "probe.bin").write_bytes(b"\0" * 8192)

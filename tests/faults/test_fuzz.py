@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 import model
-from tests.faults.support import light, qemus_under, untouched
-from tests.integration.test_loop import World, light_uuid, world
+from tests.faults.support import qemus_under, untouched
+from tests.integration.test_loop import World, light_uuid, light_xml, world
 from tests.support.domains import random_domain
 
 __all__ = ["world"]  # the fixture, imported for the tests below
@@ -113,7 +113,7 @@ def test_a_thousand_damaged_files(world: World) -> None:
     status (the broken ones their error, naming the file), the running VMs keep their QEMUs."""
     daemon = world.start_daemon()
     for name in ("calm1", "calm2"):
-        world.write(name, light(name))
+        world.write(name, light_xml(name))
     pids = {n: world.wait_running(n)["pid"] for n in ("calm1", "calm2")}
     stage = world.root / "stage"
     stage.mkdir()

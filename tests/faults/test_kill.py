@@ -22,8 +22,8 @@ import pytest
 
 from reconciler.status import temp_files
 from reconciler.supervisor import is_runtime_folder
-from tests.faults.support import ProcWatch, light, qemus_under
-from tests.integration.test_loop import REPO, World, light_uuid, qmp_query
+from tests.faults.support import ProcWatch, qemus_under
+from tests.integration.test_loop import REPO, World, light_uuid, light_xml, qmp_query
 from tests.support.procs import pids_mentioning
 
 pytestmark = [pytest.mark.qemu]
@@ -120,7 +120,7 @@ def _round(worlds: list[World], kind: str, when: str | int | float) -> None:
     worlds.append(world)
     names = [f"k{i}" for i in range(VMS)]
     for name in names:
-        world.write(name, light(name))
+        world.write(name, light_xml(name))
     reached = _kill_at(world, kind, when)
     try:
         _check_recovered(world, names)

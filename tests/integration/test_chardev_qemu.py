@@ -15,7 +15,6 @@ command lines.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 import os
@@ -23,18 +22,15 @@ import shlex
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from qemu.qmp import QMPClient
 
 import model
+from tests.support.qmp import query_paused
 
 pytestmark = pytest.mark.qemu
-
-START_TIMEOUT = 30.0
 
 
 def _free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -261,38 +257,6 @@ CASES: dict[str, Case] = {
 }
 
 
-async def _run(argv: list[str], qmp_path: Path, stderr: Path) -> tuple[str, set[str]]:
-    """Start QEMU, return (query-status, chardev labels); always stop it."""
-    qmp = QMPClient("chardev")
-    with stderr.open("wb") as err:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"QEMU exited with {proc.returncode}: "
-                                     f"{stderr.read_text()}\n{shlex.join(argv)}")
-            if qmp_path.exists():
-                with contextlib.suppress(OSError):
-                    await qmp.connect(str(qmp_path))
-                    break
-            assert time.monotonic() < deadline, f"no QMP: {stderr.read_text()}"
-            await asyncio.sleep(0.05)
-        status = await qmp.execute("query-status")
-        chardevs = await qmp.execute("query-chardev")
-        assert isinstance(status, dict) and isinstance(chardevs, list)
-        with contextlib.suppress(Exception):
-            await qmp.execute("quit")
-        await asyncio.to_thread(proc.wait, 15)
-        return str(status["status"]), {str(c["label"]) for c in chardevs}
-    finally:
-        with contextlib.suppress(Exception):
-            await qmp.disconnect()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=15)
-
-
 @pytest.mark.parametrize("label", sorted(CASES))
 def test_qemu_runs_character_devices(label: str, tmp_path: Path) -> None:
     work = tmp_path
@@ -309,8 +273,10 @@ def test_qemu_runs_character_devices(label: str, tmp_path: Path) -> None:
         argv = [*model.command_line(domain, runtime), "-S"]
         names = {v.split(",")[1].removeprefix("id=") for o, v in itertools.pairwise(argv)
                  if o == "-chardev"}
-        status, labels = asyncio.run(_run(argv, runtime.qmp_socket, work / "stderr"))
-    assert status == "prelaunch", shlex.join(argv)
+        status, chardevs = query_paused(argv, runtime.qmp_socket, work / "stderr",
+                                        ["query-status", "query-chardev"])
+    labels = {str(c["label"]) for c in chardevs}
+    assert status["status"] == "prelaunch", shlex.join(argv)
     assert names <= labels, (names - labels, shlex.join(argv))
     complaints = (work / "stderr").read_text()
     assert "Could not" not in complaints and "warning" not in complaints, complaints

@@ -64,24 +64,37 @@ def light_uuid(name: str) -> str:
     return str(uuidlib.uuid5(uuidlib.NAMESPACE_URL, f"qemud-loop-test/{name}"))
 
 
-def light_xml(name: str, *, uuid: str | None = None, state: str = "running",
-              description: str = "v1", shutdown_timeout: int = 1, acpi: bool = False) -> str:
-    """A diskless domain without a kernel: QEMU starts in ~0.1 s and idles in the BIOS.
+def light_xml(name: str, *, uuid: str | None = "", state: str = "running", description: str = "v1",
+              shutdown_timeout: int = 1, acpi: bool = False, disk: Path | None = None) -> str:
+    """A domain without a kernel: QEMU starts in ~0.1 s and idles in the BIOS.
 
     Without `acpi` a stop quits QEMU at once (no power button to press); with it, the BIOS
     ignores the button, so a graceful stop waits `shutdown_timeout` s, then QMP `quit` ends it.
+    `uuid=""` (the default) gives `light_uuid(name)`; `uuid=None` leaves `<uuid>` out, so the
+    uuid is derived from the name. `disk` adds a writable raw virtio disk on that image; its
+    `<disk>` element is always on line `DISK_LINE`.
     """
+    uuid_line = "" if uuid is None else f"\n  <uuid>{uuid or light_uuid(name)}</uuid>"
+    features = "<features><acpi/></features>" if acpi else ""
+    devices = ""
+    if disk is not None:
+        devices = (f"\n  <devices>\n    <disk type='file' device='disk'>\n"
+                   f"      <driver name='qemu' type='raw'/>\n      <source file='{disk}'/>\n"
+                   f"      <target dev='vda' bus='virtio'/>\n    </disk>\n  </devices>")
     return f"""<domain type='qemu'>
-  <name>{name}</name>
-  <uuid>{uuid or light_uuid(name)}</uuid>
+  <name>{name}</name>{uuid_line}
   <description>{description}</description>
   <memory unit='MiB'>32</memory>
-  <os><type arch='x86_64' machine='pc'>hvm</type></os>{"<features><acpi/></features>" if acpi else ""}
+  <os><type arch='x86_64' machine='pc'>hvm</type></os>{features}{devices}
   <metadata>
     <qemud:desired xmlns:qemud='urn:qemud:1' state='{state}' shutdown-timeout='{shutdown_timeout}'/>
   </metadata>
 </domain>
 """
+
+
+DISK_LINE = 8
+"""The line of `<disk>` in a `light_xml(..., disk=...)` file with a `<uuid>`."""
 
 
 # ---------------------------------------------------------------------------------------- processes

@@ -14,21 +14,15 @@ private hugetlbfs under the test's temporary directory, then restores the host's
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import os
-import shlex
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from qemu.qmp import QMPClient
-from qemu.qmp.protocol import ConnectError
-from qemu.qmp.qmp_client import ExecInterruptedError
 
 import model
 from reconciler import hugepages
@@ -36,13 +30,13 @@ from reconciler.loop import Reconciler
 from reconciler.paths import Layout
 from reconciler.process import read_cmdline
 from tests.support.procs import kill_mentioning
+from tests.support.qmp import query_paused
 from tests.support.snippets import domain_xml
 
 pytestmark = pytest.mark.qemu
 
 NR_2M = Path("/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages")
 PAGES = 48
-START_TIMEOUT = 30.0
 
 
 def _domain(extra: str, memory: str = "<memory unit='MiB'>64</memory>") -> model.Domain:
@@ -58,46 +52,14 @@ def _runtime(work: Path, host: hugepages.HugepageHost | None = None) -> model.Ru
                          hugepages=host)
 
 
-async def _run(argv: list[str], qmp_socket: Path, log: Path,
-               command: str | None) -> tuple[str, object]:
-    """Start QEMU paused; return (query-status's status, the reply to `command`), then quit."""
-    qmp = QMPClient("memory")
-    with log.open("wb") as err:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"QEMU exited with {proc.returncode}: {log.read_text()}\n"
-                                     f"{shlex.join(argv)}")
-            if qmp_socket.exists():
-                with contextlib.suppress(ConnectError):
-                    await qmp.connect(str(qmp_socket))
-                    break
-            assert time.monotonic() < deadline, f"no QMP: {log.read_text()}"
-            await asyncio.sleep(0.05)
-        status = await qmp.execute("query-status")
-        assert isinstance(status, dict)
-        reply = await qmp.execute(command) if command else None
-        with contextlib.suppress(ExecInterruptedError):
-            await qmp.execute("quit")
-        assert await asyncio.to_thread(proc.wait, 30) == 0
-        return str(status["status"]), reply
-    finally:
-        with contextlib.suppress(Exception):
-            await qmp.disconnect()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
-
-
 def accepts(domain: model.Domain, runtime: model.Runtime, work: Path,
             command: str | None = None) -> object:
     """Assert real QEMU starts `domain` paused; the reply to `command` (a QMP query)."""
     argv = [*model.command_line(domain, runtime), "-S"]
-    status, reply = asyncio.run(_run(argv, runtime.qmp_socket, work / "qemu.log", command))
-    assert status == "prelaunch", status
-    return reply
+    replies = query_paused(argv, runtime.qmp_socket, work / "qemu.log",
+                           ["query-status", *([command] if command else [])])
+    assert replies[0]["status"] == "prelaunch", replies[0]
+    return replies[1] if command else None
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ import pytest
 from model.domain import uuid_for_name
 from reconciler.loop import ADOPT_RETRY, Reconciler
 from reconciler.qemu import Timeouts
-from tests.integration.test_loop import TIMEOUT, World, light_uuid, world
+from tests.integration.test_loop import DISK_LINE, TIMEOUT, World, light_uuid, light_xml, world
 from tests.support.procs import alive, cmdline_of, proc_state
 
 __all__ = ["world"]  # the fixture, imported for the tests below
@@ -37,37 +37,6 @@ pytestmark = [pytest.mark.qemu]
 
 
 # ---------------------------------------------------------------------------------------- domains
-
-
-def dom(name: str, *, uuid: str | None = "", state: str = "running", acpi: bool = False,
-        shutdown_timeout: int = 1, disk: Path | None = None, description: str = "v1") -> str:
-    """A light domain (diskless unless `disk`, no kernel: QEMU idles in the BIOS).
-
-    `uuid=""` (the default) gives `light_uuid(name)`; `uuid=None` leaves `<uuid>` out, so the
-    uuid is derived from the name. `disk` adds a writable raw virtio disk on that image; its
-    `<disk>` element is always on line `DISK_LINE`.
-    """
-    uuid_line = "" if uuid is None else f"\n  <uuid>{uuid or light_uuid(name)}</uuid>"
-    features = "<features><acpi/></features>" if acpi else ""
-    devices = ""
-    if disk is not None:
-        devices = (f"\n  <devices>\n    <disk type='file' device='disk'>\n"
-                   f"      <driver name='qemu' type='raw'/>\n      <source file='{disk}'/>\n"
-                   f"      <target dev='vda' bus='virtio'/>\n    </disk>\n  </devices>")
-    return f"""<domain type='qemu'>
-  <name>{name}</name>{uuid_line}
-  <description>{description}</description>
-  <memory unit='MiB'>32</memory>
-  <os><type arch='x86_64' machine='pc'>hvm</type></os>{features}{devices}
-  <metadata>
-    <qemud:desired xmlns:qemud='urn:qemud:1' state='{state}' shutdown-timeout='{shutdown_timeout}'/>
-  </metadata>
-</domain>
-"""
-
-
-DISK_LINE = 8
-"""The line of `<disk>` in a `dom(..., disk=...)` file with a `<uuid>`."""
 
 
 def line_of(text: str, needle: str) -> int:
@@ -87,7 +56,7 @@ def marker_pass(world: World) -> None:
     for the other domains in that pass (a start, a stop) has been decided and shown by then.
     """
     name = f"zz-mark{next(_markers)}"
-    world.write(name, dom(name, state="stopped"))
+    world.write(name, light_xml(name, state="stopped"))
     world.wait_status(name, lambda s: s["state"] == "stopped", "a marker pass")
 
 
@@ -174,7 +143,7 @@ TYPO = "  <memory unit='MiB'>32</memroy>"
 
 def _typo(world: World, name: str) -> tuple[Path, int]:
     """Break `name`'s file with a typo in a closing tag; return the file and the typo's line."""
-    bad = dom(name).replace("  <memory unit='MiB'>32</memory>", TYPO)
+    bad = light_xml(name).replace("  <memory unit='MiB'>32</memory>", TYPO)
     return world.write(name, bad), line_of(bad, TYPO)
 
 
@@ -189,7 +158,7 @@ def test_sighup_with_a_typo_keeps_the_vm(world: World) -> None:
     """SIGHUP (the parse cache is dropped) while a running VM's file has a typo: the VM keeps
     running with the same pid, and its status keeps naming the typo and the definition in use."""
     daemon = world.start_daemon()
-    world.write("hup", dom("hup"))
+    world.write("hup", light_xml("hup"))
     pid = world.wait_running("hup")["pid"]
     path, line = _typo(world, "hup")
     st = world.wait_status("hup", lambda s: any(e["line"] for e in s["errors"]),
@@ -212,7 +181,7 @@ def test_restart_with_a_typo_adopts_and_keeps_the_vm(world: World) -> None:
     """The daemon restarted (SIGTERM, start again) while a running VM's file has a typo: the new
     daemon adopts the VM and keeps it running on the definition in use."""
     first = world.start_daemon()
-    world.write("rst", dom("rst"))
+    world.write("rst", light_xml("rst"))
     pid = world.wait_running("rst")["pid"]
     path, line = _typo(world, "rst")
     world.wait_status("rst", lambda s: any(e["line"] for e in s["errors"]), "the typo")
@@ -237,10 +206,10 @@ def test_edited_into_a_name_clash_both_keep_running(world: World) -> None:
     """Two running VMs; one file is edited to take the other's name: both keep running with
     their pids, the loser's status explains the clash; fixing the file clears it."""
     world.start_daemon()
-    a = world.write("a", dom("alpha"))
-    b = world.write("b", dom("beta"))
+    a = world.write("a", light_xml("alpha"))
+    b = world.write("b", light_xml("beta"))
     pids = {n: world.wait_running(n)["pid"] for n in ("alpha", "beta")}
-    world.write("b", dom("alpha", uuid=light_uuid("beta")))  # b.xml: now named alpha too
+    world.write("b", light_xml("alpha", uuid=light_uuid("beta")))  # b.xml: now named alpha too
     world.wait_status("beta", lambda s: bool(s["errors"]), "the clash in beta's status")
     marker_pass(world)
     st = world.status("beta")
@@ -254,7 +223,7 @@ def test_edited_into_a_name_clash_both_keep_running(world: World) -> None:
     for name, pid in pids.items():
         assert world.qemu(light_uuid(name)) == [pid], name
         assert "stopping" not in world.vm_log(name), name
-    world.write("b", dom("beta"))
+    world.write("b", light_xml("beta"))
     st = world.wait_status("beta", lambda s: not s["errors"], "the clash cleared")
     assert (st["state"], st["pid"], st["reason"]) == ("running", pids["beta"], None), st
     marker_pass(world)
@@ -271,12 +240,12 @@ def test_rename_without_uuid_stops_the_old_identity_before_the_new_starts(world:
     QEMUs for the file, and exactly one under the new name at the end."""
     daemon = world.start_daemon()
     old_uuid, new_uuid = str(uuid_for_name("before")), str(uuid_for_name("after"))
-    world.write("r", dom("before", uuid=None, acpi=True, shutdown_timeout=2))
+    world.write("r", light_xml("before", uuid=None, acpi=True, shutdown_timeout=2))
     st = world.wait_running("before")
     assert st["uuid"] == old_uuid
     old_pid = st["pid"]
     with Watch([old_uuid, new_uuid]) as watch:
-        world.write("r", dom("after", uuid=None, acpi=True, shutdown_timeout=2))
+        world.write("r", light_xml("after", uuid=None, acpi=True, shutdown_timeout=2))
         st = world.wait_running("after")
         world.wait(lambda: world.status("before") is None, "before.json to go")
         marker_pass(world)
@@ -301,11 +270,11 @@ def test_shared_writable_disk_never_runs_twice(world: World) -> None:
     world.start_daemon()
     image = world.root / "shared.img"
     subprocess.run(["truncate", "-s", "1M", str(image)], check=True)
-    p1 = world.write("d1", dom("disk1", disk=image))
+    p1 = world.write("d1", light_xml("disk1", disk=image))
     st1 = world.wait_running("disk1")
     u1, u2 = light_uuid("disk1"), light_uuid("disk2")
     with Watch([u1, u2]) as watch:
-        p2 = world.write("d2", dom("disk2", disk=image))
+        p2 = world.write("d2", light_xml("disk2", disk=image))
         st2 = world.wait_status("disk2", lambda s: s["state"] == "conflict" and bool(s["errors"]),
                                 "disk2 blocked by the disk conflict")
         st1 = world.wait_status("disk1", lambda s: bool(s["errors"]), "disk1 told of the conflict")
@@ -337,10 +306,10 @@ def test_shared_writable_disk_through_a_symlink_is_a_conflict(world: World) -> N
     subprocess.run(["truncate", "-s", "1M", str(image)], check=True)
     link = world.root / "link.img"
     link.symlink_to(image)
-    p1 = world.write("d1", dom("disk1", disk=image))
+    p1 = world.write("d1", light_xml("disk1", disk=image))
     world.wait_running("disk1")
     with Watch([light_uuid("disk2")]) as watch:
-        world.write("d2", dom("disk2", disk=link))
+        world.write("d2", light_xml("disk2", disk=link))
         marker_pass(world)
     st = world.status("disk2")
     assert watch.seen[light_uuid("disk2")] == set(), "a QEMU was launched on the shared image"
@@ -356,7 +325,7 @@ def test_stop_then_start_within_the_shutdown_timeout(world: World) -> None:
     running on a new QEMU started after the old one exited; never two at once."""
     world.start_daemon()
     uuid = light_uuid("x")
-    world.write("x", dom("x", acpi=True, shutdown_timeout=5))
+    world.write("x", light_xml("x", acpi=True, shutdown_timeout=5))
     old = world.wait_running("x")["pid"]
     with Watch([uuid]) as watch:
         out = world.cli("stop", "x")
@@ -386,7 +355,7 @@ CJK_NAME = "".join(chr(0x4E00 + i) for i in range(90))  # 90 characters, 270 byt
 def _cjk(world: World) -> Path:
     """A valid-looking domain file whose name is 90 CJK characters; its `<name>` is on line 2."""
     path = world.path("cjk")
-    path.write_text(dom(CJK_NAME, uuid=light_uuid("cjk")), encoding="utf-8")
+    path.write_text(light_xml(CJK_NAME, uuid=light_uuid("cjk")), encoding="utf-8")
     return path
 
 
@@ -402,14 +371,14 @@ def test_overlong_cjk_name_is_invalid_and_the_daemon_serves_on(world: World) -> 
     """With the daemon running, the same file shows as invalid with file and line; the daemon
     keeps running, the other VM keeps its QEMU, and later changes are still served."""
     world.start_daemon()
-    world.write("calm", dom("calm"))
+    world.write("calm", light_xml("calm"))
     pid = world.wait_running("calm")["pid"]
     path = _cjk(world)
     st = world.wait_status("cjk", lambda s: s["state"] == "invalid", "cjk.json invalid")
     alive_daemons(world)
     assert [(e["file"], e["line"]) for e in st["errors"]] == [(str(path), 2)], st
     assert world.qemu(light_uuid("cjk")) == []
-    world.write("later", dom("later"))
+    world.write("later", light_xml("later"))
     world.wait_running("later")
     alive_daemons(world)
     assert world.wait_running("calm")["pid"] == pid
@@ -421,10 +390,10 @@ def test_status_directory_deleted_or_blocked_while_serving(world: World) -> None
     reconciling. Once the path is free again, SIGHUP brings every status file back."""
     daemon = world.start_daemon()
     status_dir = world.layout.status_dir
-    world.write("s1", dom("s1"))
+    world.write("s1", light_xml("s1"))
     pid = world.wait_running("s1")["pid"]
     shutil.rmtree(status_dir)
-    world.write("s2", dom("s2"))
+    world.write("s2", light_xml("s2"))
     world.wait_running("s2")
     assert world.wait_running("s1")["pid"] == pid  # every file is written again
     assert (status_dir.stat().st_mode & 0o777) == 0o700
@@ -432,7 +401,7 @@ def test_status_directory_deleted_or_blocked_while_serving(world: World) -> None
 
     shutil.rmtree(status_dir)
     status_dir.write_text("in the way\n")
-    world.write("s3", dom("s3"))
+    world.write("s3", light_xml("s3"))
     world.wait(lambda: world.qemu(light_uuid("s3")), "s3's QEMU, without a status directory")
     world.wait(lambda: daemon.lines(f"cannot write {status_dir}/"), "the write failure said")
     alive_daemons(world)
@@ -453,7 +422,7 @@ def test_qemu_inherits_nothing_from_daemons_started_and_restarted(world: World) 
     """Each daemon holds an inotify instance (watchdog) and its locks and control socket: a QEMU
     it started, and one it adopted after a restart, hold none of them, only what QEMU needs."""
     first = world.start_daemon()
-    world.write("fd", dom("fd"))
+    world.write("fd", light_xml("fd"))
     pid = world.wait_running("fd")["pid"]
     first.proc.send_signal(signal.SIGTERM)
     assert first.proc.wait(timeout=10) == 0, first.text()
@@ -485,7 +454,7 @@ def test_unresponsive_qemu_is_not_doubled_and_adopted_on_retry(
     it (in-process reconciler, with a clock moved past `ADOPT_RETRY`)."""
     first = world.start_daemon()
     uuid = light_uuid("hung")
-    world.write("hung", dom("hung"))
+    world.write("hung", light_xml("hung"))
     pid = world.wait_running("hung")["pid"]
     first.proc.send_signal(signal.SIGTERM)
     assert first.proc.wait(timeout=10) == 0, first.text()

@@ -64,7 +64,8 @@ from qemu.qmp.qmp_client import ExecInterruptedError
 
 import model
 from model.domain import Disk, Domain, Graphics, Interface, Rng, Serial
-from model.firmware import Descriptor, choose, parse_descriptor
+from model.firmware import choose
+from reconciler.uefi import descriptors
 from tests.support.domains import edge_domains, random_domain
 from tests.support.guest import Guest
 from tests.support.procs import kill_mentioning, pids_mentioning
@@ -74,17 +75,6 @@ pytestmark = pytest.mark.qemu
 SAMPLES = sorted((Path(__file__).resolve().parents[2] / "samples").glob("*.xml"))
 VIRT_INSTALL = sorted((Path(__file__).resolve().parents[2] / "tests" / "data" / "virt-install")
                       .glob("*.xml"))
-FIRMWARE_DIR = Path("/usr/share/qemu/firmware")
-
-
-def descriptors() -> list[Descriptor]:
-    """QEMU's UEFI firmware descriptors on this machine, in file-name order (as libvirt reads)."""
-    out = []
-    for path in sorted(FIRMWARE_DIR.glob("*.json")):
-        desc = parse_descriptor(path.name, path.read_text())
-        if desc is not None:
-            out.append(desc)
-    return out
 
 
 def _combo(body: str, machine: str = "q35", kind: str = "kvm", features: str = "",

@@ -6,8 +6,6 @@ import asyncio
 import io
 import os
 import shutil
-import signal
-import uuid as uuidlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,8 +15,7 @@ import model
 from reconciler.loop import Reconciler
 from reconciler.paths import Layout
 from reconciler.process import read_cmdline
-from reconciler.supervisor import QemuLayer
-from tests.support.onevm import monitor, once, private_layout, wait_gone
+from tests.support.onevm import helper_death_spares_qemu, monitor, once, private_layout, wait_gone
 
 pytestmark = [pytest.mark.qemu,
               pytest.mark.skipif(shutil.which("swtpm") is None, reason="needs swtpm")]
@@ -109,26 +106,8 @@ def test_a_dead_swtpm_is_logged_and_the_guest_keeps_running(layout: Layout) -> N
     layout.ensure()
     domain = model.parse(tpm_xml("running").encode()).domain
     assert domain is not None
-    log = layout.log_file("tpmvm")
-
-    async def scenario() -> None:
-        """Start through the real process layer, kill swtpm, wait for the log line, stop."""
-        exits: list[object] = []
-        handle = await QemuLayer(layout).start(uuidlib.UUID(UUID), domain, None, exits.append,
-                                               lambda _event: None)
-        assert handle.pid is not None
-        [pid] = swtpms(layout.state_dir(UUID) / "tpm")
-        os.kill(pid, signal.SIGKILL)
-        for _ in range(400):  # bounded: the line comes after `DEATH_GRACE`
-            if log.exists() and "exited while QEMU runs" in log.read_text():
-                break
-            await asyncio.sleep(0.05)
-        assert "exited while QEMU runs" in log.read_text()
-        assert not exits and os.path.exists(f"/proc/{handle.pid}")  # QEMU untouched
-        await handle.stop(reason="test", shutdown_timeout=1, graceful=False)
-        assert len(exits) == 1
-
-    asyncio.run(scenario())
+    helper_death_spares_qemu(layout, UUID, domain, "tpmvm",
+                             lambda: swtpms(layout.state_dir(UUID) / "tpm"))
 
 
 def test_a_qemu_that_fails_to_start_takes_its_swtpm_with_it(layout: Layout) -> None:

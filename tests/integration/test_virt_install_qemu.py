@@ -45,7 +45,7 @@ from typing import Any
 import pytest
 
 import model
-from model.firmware import Descriptor, parse_descriptor
+from reconciler.uefi import descriptors
 from tests.support.qmp import Qmp
 
 pytestmark = pytest.mark.qemu
@@ -53,7 +53,6 @@ pytestmark = pytest.mark.qemu
 DATA = Path(__file__).resolve().parents[1] / "data" / "virt-install"
 FILES = sorted(DATA.glob("*.xml"))
 NAMES = [p.name.removesuffix(".xml") for p in FILES]
-FIRMWARE_DIR = Path("/usr/share/qemu/firmware")
 QEMU = "/usr/bin/qemu-system-x86_64"
 START_TIMEOUT = 30.0
 EXIT_TIMEOUT = 15.0
@@ -83,16 +82,6 @@ def kvm_runs() -> bool:
                           input=b'{"execute":"qmp_capabilities"}\n{"execute":"quit"}\n',
                           capture_output=True, timeout=START_TIMEOUT, check=False)
     return proc.returncode == 0
-
-
-def descriptors() -> list[Descriptor]:
-    """QEMU's UEFI firmware descriptors on this machine, in file-name order (as libvirt reads)."""
-    out = []
-    for path in sorted(FIRMWARE_DIR.glob("*.json")):
-        desc = parse_descriptor(path.name, path.read_text())
-        if desc is not None:
-            out.append(desc)
-    return out
 
 
 def keyval(text: str) -> list[tuple[str, str]]:

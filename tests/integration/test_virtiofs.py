@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import shutil
 import signal
 import tempfile
-import uuid as uuidlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,8 +16,7 @@ import model
 from reconciler import sidecars
 from reconciler.paths import Layout
 from reconciler.process import read_cmdline
-from reconciler.supervisor import QemuLayer
-from tests.support.onevm import monitor, once, private_layout, wait_gone
+from tests.support.onevm import helper_death_spares_qemu, monitor, once, private_layout, wait_gone
 
 VIRTIOFSD = sidecars.virtiofsd_binary()
 pytestmark = [pytest.mark.qemu,
@@ -174,26 +171,8 @@ def test_a_dead_virtiofsd_is_logged_and_the_guest_keeps_running(layout: Layout) 
     """virtiofsd killed under a running QEMU: the VM log says so; QEMU is not stopped for it."""
     layout.ensure()
     domain = model.parse(fs_xml("running", Path("/tmp")).encode()).domain
-    log = layout.log_file("fsvm")
-
-    async def scenario() -> None:
-        """Start through the real process layer, kill virtiofsd, wait for the log line, stop."""
-        exits: list[object] = []
-        handle = await QemuLayer(layout).start(uuidlib.UUID(UUID), domain, None, exits.append,
-                                               lambda _event: None)
-        assert handle.pid is not None
-        [pid] = virtiofsds(layout.config_dir)
-        os.kill(pid, signal.SIGKILL)
-        for _ in range(400):  # bounded: the line comes after `DEATH_GRACE`
-            if log.exists() and "exited while QEMU runs" in log.read_text():
-                break
-            await asyncio.sleep(0.05)
-        assert "exited while QEMU runs" in log.read_text()
-        assert not exits and os.path.exists(f"/proc/{handle.pid}")  # QEMU untouched
-        await handle.stop(reason="test", shutdown_timeout=1, graceful=False)
-        assert len(exits) == 1
-
-    asyncio.run(scenario())
+    assert domain is not None
+    helper_death_spares_qemu(layout, UUID, domain, "fsvm", lambda: virtiofsds(layout.config_dir))
 
 
 def test_a_missing_shared_folder_fails_the_start_and_says_so(layout: Layout) -> None:

@@ -20,11 +20,12 @@ politely or by SIGKILL mid-operation. The promise is checked at every step:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 import shutil
 import uuid as uuidlib
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,7 +43,7 @@ from reconciler.paths import Layout
 from reconciler.policy import ExitKind
 from reconciler.power import Verb, carry_out
 from reconciler.qemu import Exit, VncInfo
-from reconciler.status import read_status
+from reconciler.status import DomainStatus, read_status
 from reconciler.supervisor import EventCallback, ExitCallback, Handle
 
 PATHS = ("a.xml", "b.xml", "c.xml", "d.xml")
@@ -556,9 +557,19 @@ U1, U2 = UUIDS[0], UUIDS[1]
 assert U1 is not None and U2 is not None
 
 
-def machine() -> ReconcilerMachine:
-    """A fresh machine for a hand-written sequence."""
-    return ReconcilerMachine()
+@contextlib.contextmanager
+def machine() -> Iterator[ReconcilerMachine]:
+    """A fresh machine for a hand-written sequence, torn down after it (failed or not)."""
+    m = ReconcilerMachine()
+    try:
+        yield m
+    finally:
+        m.teardown()
+
+
+def status_of(m: ReconcilerMachine, name: str) -> DomainStatus:
+    """The status the reconciler would publish now for domain `name`."""
+    return next(s for s in m.rec.publish(m.rec.supervisor.desired, [], m.now) if s.name == name)
 
 
 def settle(m: ReconcilerMachine, rounds: int = 4, dt: float = 2.0) -> None:
@@ -570,8 +581,7 @@ def settle(m: ReconcilerMachine, rounds: int = 4, dt: float = 2.0) -> None:
 
 
 def test_a_clash_winner_missing_for_a_moment_does_not_rename_the_loser() -> None:
-    m = machine()
-    try:
+    with machine() as m:
         m.write_valid("a.xml", "n1", U1, True, None, False)
         m.write_valid("b.xml", "n2", U2, True, None, False)
         settle(m)
@@ -584,13 +594,10 @@ def test_a_clash_winner_missing_for_a_moment_does_not_rename_the_loser() -> None
         m.write_valid("a.xml", "n1", U1, True, None, False)
         settle(m, 6, 400.0)
         assert m.world.stops == 0 and sorted(q.pid for q in m.world.live()) == pids
-    finally:
-        m.teardown()
 
 
 def test_a_uuid_clashing_copy_never_takes_over_while_the_original_is_missing() -> None:
-    m = machine()
-    try:
+    with machine() as m:
         m.write_valid("a.xml", "web", U1, True, None, False)
         settle(m)
         m.write_valid("b.xml", "web2", U1, True, None, False)  # a clone keeping the uuid: loses
@@ -601,13 +608,10 @@ def test_a_uuid_clashing_copy_never_takes_over_while_the_original_is_missing() -
         m.write_valid("a.xml", "web", U1, True, None, False)
         settle(m, 6, 400.0)
         assert m.world.stops == 0 and [q.domain.name for q in m.world.live()] == ["web"]
-    finally:
-        m.teardown()
 
 
 def test_a_vm_from_an_older_qemud_is_kept_while_its_unknown_file_may_be_the_invalid_one() -> None:
-    m = machine()
-    try:
+    with machine() as m:
         m.write_valid("a.xml", "n1", U1, True, None, False)
         settle(m)
         domain, _ = m.world.definitions[U1]
@@ -616,13 +620,10 @@ def test_a_vm_from_an_older_qemud_is_kept_while_its_unknown_file_may_be_the_inva
         m.world.definitions[U1] = (domain, None)  # an older runtime folder: no `source`
         settle(m)
         assert m.world.stops == 0 and len(m.world.live()) == 1
-    finally:
-        m.teardown()
 
 
 def test_an_image_goes_to_the_domain_that_can_use_it_now() -> None:
-    m = machine()
-    try:
+    with machine() as m:
         m.write_valid("b.xml", "one", U1, True, "/img/d1.img", False)
         m.write_valid("a.xml", "two", U2, True, "/img/d2.img", False)
         settle(m)
@@ -636,13 +637,10 @@ def test_an_image_goes_to_the_domain_that_can_use_it_now() -> None:
         settle(m, 6, 400.0)
         assert {q.uuid for q in m.world.live()} == {U1, U2}  # d1 is free: 'one' runs again
         assert not m.world.violations
-    finally:
-        m.teardown()
 
 
 def test_a_start_that_fails_in_any_way_is_a_failed_start_never_starting_for_ever() -> None:
-    m = machine()
-    try:
+    with machine() as m:
         layer = m.rec.supervisor.layer
         assert isinstance(layer, FakeLayer)
         real_start = layer.start
@@ -660,13 +658,10 @@ def test_a_start_that_fails_in_any_way_is_a_failed_start_never_starting_for_ever
         assert not m.rec.vms and "No space left" in (m.rec.history.ended[U1].message)
         settle(m, 3, 400.0)  # after the back-off: started for real
         assert len(calls) == 2 and [q.uuid for q in m.world.live()] == [U1]
-    finally:
-        m.teardown()
 
 
 def test_an_adoption_that_fails_in_any_way_keeps_the_uuid_busy() -> None:
-    m = machine()
-    try:
+    with machine() as m:
         m.write_valid("a.xml", "n1", U1, True, "/img/d1.img", False)
         settle(m)
         m.restart_daemon(kill=True)
@@ -682,60 +677,46 @@ def test_an_adoption_that_fails_in_any_way_keeps_the_uuid_busy() -> None:
         m.finish_all()
         assert m.rec.vms[U1].phase == "unresponsive"
         assert len(m.world.live()) == 1 and not m.world.violations  # no second QEMU, no disk
-    finally:
-        m.teardown()
 
 
 def test_a_deleted_run_directory_is_made_again_not_fatal() -> None:
     from reconciler.daemon import _take
 
-    m = machine()
-    try:
+    with machine() as m:
         m.rec.prepare()
         shutil.rmtree(m.layout.run_dir)
         assert _take(m.rec) and m.layout.run_dir.is_dir()
         m.rec.lock.release()
-    finally:
-        m.teardown()
 
 
 def test_a_vm_paused_by_qemu_shows_why_and_what_to_do() -> None:
-    m = machine()
-    try:
+    with machine() as m:
         m.write_valid("a.xml", "n1", U1, True, None, False)
         settle(m)
         m.world.live()[0].state = "io-error"  # QEMU stopped the vCPUs (werror=stop)
         m.run_pass()
-        status = next(s for s in m.rec.publish(m.rec.supervisor.desired, [], m.now)
-                      if s.name == "n1")
+        status = status_of(m, "n1")
         assert status.state == "paused" and status.reason is not None
         assert status.reason.startswith("QEMU paused it: io-error (a disk reported")
-    finally:
-        m.teardown()
 
 
 def test_a_vm_paused_through_qmp_says_so_and_how_to_resume_it() -> None:
     """A user's `stop` on the users' monitor: qemud leaves the guest paused and says why."""
-    m = machine()
-    try:
+    with machine() as m:
         m.write_valid("a.xml", "n1", U1, True, None, False)
         settle(m)
         m.world.live()[0].state = "paused"
         m.run_pass()
-        status = next(s for s in m.rec.publish(m.rec.supervisor.desired, [], m.now)
-                      if s.name == "n1")
+        status = status_of(m, "n1")
         assert status.state == "paused" and status.reason is not None
         assert status.reason.startswith("paused through QMP")
         assert f"reconcile --config-dir {m.layout.config_dir} monitor n1" in status.reason
         assert '"cont"' in status.reason
         assert m.world.live()[0].state == "paused"  # left as the user put it
-    finally:
-        m.teardown()
 
 
 def test_a_vm_whose_file_became_another_domain_stays_with_the_copy_that_still_defines_it() -> None:
-    m = machine()
-    try:
+    with machine() as m:
         m.write_valid("c.xml", "n3", None, True, None, False)
         settle(m)
         m.write_valid("d.xml", "n3", None, True, None, False)  # a copy: same derived uuid, loses
@@ -745,16 +726,13 @@ def test_a_vm_whose_file_became_another_domain_stays_with_the_copy_that_still_de
         settle(m, 6, 400.0)
         assert m.world.stops == 0 and [q.pid for q in m.world.live()] == [pid]
         assert not m.world.violations
-    finally:
-        m.teardown()
 
 
 def test_a_vm_that_crashed_keeps_its_last_good_definition_across_a_reload() -> None:
     """Crashed, waiting for its restart back-off, file broken meanwhile, then SIGHUP: the
     reload does not change what the broken file means; the VM restarts from its last valid
     definition, as it would have without the reload."""
-    m = machine()
-    try:
+    with machine() as m:
         m.write_valid("a.xml", "n1", U1, True, None, False)
         settle(m)
         m.kill_qemu(0)
@@ -764,13 +742,10 @@ def test_a_vm_that_crashed_keeps_its_last_good_definition_across_a_reload() -> N
         settle(m, 4, 400.0)
         assert [q.uuid for q in m.world.live()] == [U1]
         assert m.rec.history.restarts.get(U1) == 1
-    finally:
-        m.teardown()
 
 
 def test_an_exit_during_adoption_is_recorded_and_restarted_not_left_unresponsive() -> None:
-    m = machine()
-    try:
+    with machine() as m:
         m.write_valid("a.xml", "n1", U1, True, None, False)
         settle(m)
         m.restart_daemon(kill=False)
@@ -781,15 +756,12 @@ def test_an_exit_during_adoption_is_recorded_and_restarted_not_left_unresponsive
         settle(m, 3, 400.0)
         assert [q.uuid for q in m.world.live()] == [U1]
         assert m.rec.history.restarts.get(U1) == 1
-    finally:
-        m.teardown()
 
 
 def test_retrying_a_hung_adoption_does_not_hold_up_the_pass() -> None:
     """A SIGSTOPped QEMU: its retried adoption runs in its worker while passes go on, and its
     uuid and disk stay claimed meanwhile (a clash on its disk does not start)."""
-    m = machine()
-    try:
+    with machine() as m:
         m.write_valid("a.xml", "n1", U1, True, "/img/shared.qcow2", False)
         settle(m)
         m.world.live()[0].hung = True
@@ -809,13 +781,10 @@ def test_retrying_a_hung_adoption_does_not_hold_up_the_pass() -> None:
         m.drain()
         assert not m.rec.supervisor.busy(U1) and m.rec.vms[U1].phase == "unresponsive"
         assert not m.world.violations
-    finally:
-        m.teardown()
 
 
 def test_power_verbs_go_through_the_worker_and_restart_from_the_current_definition() -> None:
-    m = machine()
-    try:
+    with machine() as m:
         m.write_valid("a.xml", "n1", U1, True, None, False)
         settle(m)
         first = m.world.live()[0].pid
@@ -836,8 +805,6 @@ def test_power_verbs_go_through_the_worker_and_restart_from_the_current_definiti
         assert again.pid != now.pid and m.power[-1].result() == f"n1: running, pid {again.pid}"
         assert m.rec.history.restarts.get(U1, 0) == 0, "a reboot's power-off is not a crash"
         assert not m.world.violations
-    finally:
-        m.teardown()
 
 
 # ---------------------------------------------------------------- review of the power verbs
@@ -846,8 +813,7 @@ def test_power_verbs_go_through_the_worker_and_restart_from_the_current_definiti
 def test_restart_of_a_clash_winner_brings_back_the_same_vm() -> None:
     """`web` runs from b.xml; a.xml, added later with the same name and another uuid, lost.
     `restart web` (its stop ending before any pass) brings back the same VM, not a.xml's."""
-    m = machine()
-    try:
+    with machine() as m:
         m.write_valid("b.xml", "web", U1, True, None, False)
         settle(m)
         m.write_valid("a.xml", "web", U2, True, None, False)
@@ -857,13 +823,10 @@ def test_restart_of_a_clash_winner_brings_back_the_same_vm() -> None:
         settle(m)
         assert [q.uuid for q in m.world.live()] == [U1]
         assert m.power[-1].result().startswith("web: running, pid")
-    finally:
-        m.teardown()
 
 
 def test_reboot_or_crash_of_a_clash_winner_brings_back_the_same_vm() -> None:
-    m = machine()
-    try:
+    with machine() as m:
         m.write_valid("b.xml", "web", U1, True, None, False)
         settle(m)
         m.write_valid("a.xml", "web", U2, True, None, False)
@@ -874,13 +837,10 @@ def test_reboot_or_crash_of_a_clash_winner_brings_back_the_same_vm() -> None:
         m.kill_qemu(0)
         settle(m, 6, 400.0)
         assert [q.uuid for q in m.world.live()] == [U1], "a crash handed the name to a.xml"
-    finally:
-        m.teardown()
 
 
 def test_restart_of_a_disk_holder_keeps_its_disk() -> None:
-    m = machine()
-    try:
+    with machine() as m:
         m.write_valid("b.xml", "one", U1, True, "/img/d1.img", False)
         settle(m)
         m.write_valid("a.xml", "two", U2, True, "/img/d1.img", False)  # blocked: 'one' runs
@@ -893,15 +853,12 @@ def test_restart_of_a_disk_holder_keeps_its_disk() -> None:
         settle(m, 6, 400.0)
         assert [q.uuid for q in m.world.live()] == [U1], "a crash gave the disk to 'two'"
         assert not m.world.violations
-    finally:
-        m.teardown()
 
 
 def test_restart_of_a_disk_conflict_loser_says_why_at_once() -> None:
     """'two' may not start while 'one' holds their disk: `restart two` says so at once (it
     used to wait its whole start timeout and say nothing)."""
-    m = machine()
-    try:
+    with machine() as m:
         m.write_valid("b.xml", "one", U1, True, "/img/d1.img", False)
         settle(m)
         m.write_valid("a.xml", "two", U2, True, "/img/d1.img", False)
@@ -912,43 +869,33 @@ def test_restart_of_a_disk_conflict_loser_says_why_at_once() -> None:
         with pytest.raises(power.PowerError, match=r"it may not start now: disk image /img/d1.img"):
             task.result()
         assert [q.uuid for q in m.world.live()] == [U1]
-    finally:
-        m.teardown()
 
 
 def test_the_log_says_each_file_error_once_not_again_at_every_change() -> None:
-    m = machine()
-    try:
+    with machine() as m:
         m.write_invalid("a.xml")
         settle(m, 1)
         m.write_invalid("b.xml")
         settle(m, 1)
         log = m.rec.out.getvalue()  # type: ignore[attr-defined]
         assert log.count("a.xml:") == 1 and log.count("b.xml:") == 1, log
-    finally:
-        m.teardown()
 
 
 def test_a_pending_reboot_shows_in_the_status() -> None:
-    m = machine()
-    try:
+    with machine() as m:
         m.write_valid("b.xml", "one", U1, True, None, False)
         settle(m)
         m.world.live()[0].hung = True  # the guest ignores the power button for now
         m.power_verb(0, "reboot")
         m.run_pass()
-        status = next(s for s in m.rec.publish(m.rec.supervisor.desired, [], m.now)
-                      if s.name == "one")
+        status = status_of(m, "one")
         assert status.state == "running" and status.reason is not None
         assert status.reason.startswith("reboot pending: the power button was pressed")
-    finally:
-        m.teardown()
 
 
 def test_a_restart_whose_new_start_fails_says_why() -> None:
     """It used to end in a KeyError (the start failed, so no VM was there to name a pid)."""
-    m = machine()
-    try:
+    with machine() as m:
         m.write_valid("b.xml", "one", U1, True, None, False)
         settle(m)
         m.world.fail_starts = 100  # its image is locked by some other program, say
@@ -958,13 +905,10 @@ def test_a_restart_whose_new_start_fails_says_why() -> None:
         with pytest.raises(power.PowerError, match=r"it did not start again: .*fake failure"):
             task.result()
         assert not m.world.violations
-    finally:
-        m.teardown()
 
 
 def test_a_second_restart_under_way_is_refused_and_the_first_keeps_its_claims() -> None:
-    m = machine()
-    try:
+    with machine() as m:
         m.write_valid("b.xml", "one", U1, True, "/img/d1.img", False)
         settle(m)
         m.world.live()[0].hung = True  # the stop takes its time: the first restart is under way
@@ -980,25 +924,19 @@ def test_a_second_restart_under_way_is_refused_and_the_first_keeps_its_claims() 
         settle(m, 6, 400.0)
         assert first.done() and first.result().startswith("one: running, pid")
         assert not m.world.violations
-    finally:
-        m.teardown()
 
 
 def test_a_verb_on_the_name_of_a_clash_loser_says_it_lost() -> None:
-    m = machine()
-    try:
+    with machine() as m:
         m.write_valid("b.xml", "one", U1, True, None, False)
         m.write_valid("c.xml", "other", U1, True, None, False)  # same uuid, loses to b.xml
         settle(m)
         with pytest.raises(power.PowerError, match=r"its file lost a clash: uuid .* is also used"):
             power.find_vm(m.rec, "other")
-    finally:
-        m.teardown()
 
 
 def test_after_a_daemon_restart_with_an_invalid_file_a_crash_or_restart_comes_back() -> None:
-    m = machine()
-    try:
+    with machine() as m:
         m.write_valid("a.xml", "n1", U1, True, None, False)
         settle(m)
         m.write_invalid("a.xml")
@@ -1011,13 +949,10 @@ def test_after_a_daemon_restart_with_an_invalid_file_a_crash_or_restart_comes_ba
         m.finish_all()
         settle(m, 6, 100.0)
         assert [q.uuid for q in m.world.live()] == [U1], "restart stopped it for good"
-    finally:
-        m.teardown()
 
 
 def test_a_reboot_whose_guest_powers_off_late_still_restarts_it() -> None:
-    m = machine()
-    try:
+    with machine() as m:
         m.write_valid("a.xml", "n1", U1, True, None, False)
         settle(m)
         q = m.world.live()[0]
@@ -1032,8 +967,6 @@ def test_a_reboot_whose_guest_powers_off_late_still_restarts_it() -> None:
         m.run(late_poweroff())
         settle(m, 6, 400.0)
         assert [x.uuid for x in m.world.live()] == [U1], "reboot ended with the VM stopped"
-    finally:
-        m.teardown()
 
 
 def test_a_forced_stop_that_does_not_happen_leaves_no_hard_stop_behind(
@@ -1051,8 +984,7 @@ def test_a_forced_stop_that_does_not_happen_leaves_no_hard_stop_behind(
 
     monkeypatch.setattr(FakeHandle, "stop", spy)
     monkeypatch.setattr(power, "STOP_WAIT", 0.2)
-    m = machine()
-    try:
+    with machine() as m:
         m.write_valid("a.xml", "web", U1, True, None, False)
         settle(m)
         task = m.loop.create_task(carry_out(m.rec, "stop-force", "web", lambda text: None))
@@ -1063,15 +995,12 @@ def test_a_forced_stop_that_does_not_happen_leaves_no_hard_stop_behind(
         m.write_valid("a.xml", "web", U1, False, None, False)  # a plain stop
         settle(m)
         assert graceful == [True], graceful
-    finally:
-        m.teardown()
 
 
 def test_a_reconciler_that_exits_lets_starts_under_way_finish() -> None:
     """SIGTERM (or the end of --once, or of a verb) while a VM is between QEMU's launch and its
     `cont`: the start is let finish, so no guest is left paused until a reconciler runs again."""
-    m = machine()
-    try:
+    with machine() as m:
         m.write_valid("a.xml", "n1", U1, True, None, False)
         m.run_pass()
         [qemu] = m.world.live()
@@ -1083,13 +1012,10 @@ def test_a_reconciler_that_exits_lets_starts_under_way_finish() -> None:
         m.drain()
         m.loop.run_until_complete(asyncio.wait_for(leaving, 5))
         assert qemu.alive and qemu.state == "running"
-    finally:
-        m.teardown()
 
 
 def test_a_reboot_marker_never_turns_a_crash_into_a_restart_by_qemud() -> None:
-    m = machine()
-    try:
+    with machine() as m:
         m.write_valid("a.xml", "n1", U1, True, None, False)
         settle(m)
         m.world.live()[0].hung = True  # the guest ignores the button
@@ -1098,15 +1024,12 @@ def test_a_reboot_marker_never_turns_a_crash_into_a_restart_by_qemud() -> None:
         m.kill_qemu(0)  # then it crashes
         m.run_pass()
         assert m.rec.history.ended[U1].kind is ExitKind.CRASH
-    finally:
-        m.teardown()
 
 
 def test_deleting_a_file_stops_its_vm_within_the_latest_definitions_timeout() -> None:
     """The shutdown timeout edited after the start (no restart needed) applies when the file
     is deleted: the newest valid definition of the file, not the one the VM started with."""
-    m = machine()
-    try:
+    with machine() as m:
         m.write_valid("a.xml", "n1", U1, True, None, False)
         settle(m)
         spec = m.files["a.xml"].valid
@@ -1118,15 +1041,12 @@ def test_deleting_a_file_stops_its_vm_within_the_latest_definitions_timeout() ->
         m.delete("a.xml")
         settle(m, 4, 400.0)
         assert m.world.stop_timeouts == [2]
-    finally:
-        m.teardown()
 
 
 def test_a_pending_reboot_survives_a_daemon_restart() -> None:
     """reboot; the guest is slower than the timeout; the daemon restarts; then the guest powers
     off: the new daemon knows that power-off is the reboot's and starts the VM again."""
-    m = machine()
-    try:
+    with machine() as m:
         m.write_valid("a.xml", "n1", U1, True, None, False)
         settle(m)
         q = m.world.live()[0]
@@ -1144,5 +1064,3 @@ def test_a_pending_reboot_survives_a_daemon_restart() -> None:
         settle(m, 4, 400.0)
         live = m.world.live()
         assert [x.uuid for x in live] == [U1] and live[0].pid != q.pid
-    finally:
-        m.teardown()

@@ -14,14 +14,18 @@ import json
 import os
 import select
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+import uuid as uuidlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import model
 from reconciler.loop import Reconciler
 from reconciler.paths import Layout
+from reconciler.supervisor import QemuLayer
 from tests.support.procs import kill_mentioning
 
 
@@ -67,3 +71,32 @@ def wait_gone(pid: int, timeout: float = 10.0) -> None:
         assert select.select([fd], [], [], timeout)[0], f"process {pid} still runs"
     finally:
         os.close(fd)
+
+
+def helper_death_spares_qemu(layout: Layout, uuid: str, domain: model.Domain, name: str,
+                             helpers: Callable[[], list[int]]) -> None:
+    """Start `domain` through the real process layer, SIGKILL its one helper (`helpers()` lists it).
+
+    Checks that VM `name`'s log says the helper "exited while QEMU runs", that QEMU is untouched
+    (no exit reported, the process alive), and that a stop then reports exactly one exit.
+    """
+    log = layout.log_file(name)
+
+    async def scenario() -> None:
+        """Start, kill the helper, wait (bounded) for the log line, check QEMU, stop."""
+        exits: list[object] = []
+        handle = await QemuLayer(layout).start(uuidlib.UUID(uuid), domain, None, exits.append,
+                                               lambda _event: None)
+        assert handle.pid is not None
+        [pid] = helpers()
+        os.kill(pid, signal.SIGKILL)
+        for _ in range(400):  # bounded: the line comes after the supervisor's death grace
+            if log.exists() and "exited while QEMU runs" in log.read_text():
+                break
+            await asyncio.sleep(0.05)
+        assert "exited while QEMU runs" in log.read_text()
+        assert not exits and os.path.exists(f"/proc/{handle.pid}")  # QEMU untouched
+        await handle.stop(reason="test", shutdown_timeout=1, graceful=False)
+        assert len(exits) == 1
+
+    asyncio.run(scenario())

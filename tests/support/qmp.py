@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shlex
 import socket
 import subprocess
 from pathlib import Path
@@ -58,3 +59,31 @@ class Qmp:
         """Close the connection."""
         self.file.close()
         self.sock.close()
+
+
+def query_paused(argv: list[str], qmp_path: Path, log: Path, commands: list[str],
+                 timeout: float = 30.0) -> list[Any]:
+    """Start QEMU (`argv`, with `-S`), run the QMP `commands`, `quit`; their replies in order.
+
+    QEMU's output goes to `log` (quoted, with the command line, when it exits early). Fails unless
+    QEMU exits 0 after the `quit`; QEMU never outlives the call.
+    """
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+    try:
+        try:
+            qmp = Qmp(qmp_path, proc, timeout)
+        except RuntimeError as e:
+            raise AssertionError(f"{e}: {log.read_text()}\n{shlex.join(argv)}") from None
+        try:
+            replies = [qmp.execute(command) for command in commands]
+            with contextlib.suppress(RuntimeError, OSError):
+                qmp.execute("quit")
+        finally:
+            qmp.close()
+        assert proc.wait(timeout) == 0, log.read_text()
+        return replies
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout)
