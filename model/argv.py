@@ -25,6 +25,7 @@ from model.domain import (
     Domain,
     Input,
     Interface,
+    IoTune,
     PciAddress,
     Serial,
     Video,
@@ -488,6 +489,8 @@ def _disk(d: Domain, disk: Disk, at: At) -> Iterator[Option]:
             drive.append(f"discard={disk.discard}")
         if disk.detect_zeroes is not None:
             drive.append(f"detect-zeroes={disk.detect_zeroes}")
+        if disk.iotune is not None:
+            drive += _throttling(disk.iotune)
     yield ("-drive", ",".join(drive))
     dev += [f"drive=drive-{alias}", f"id={alias}"]
     if disk.boot_order is not None and bus == "fdc":  # QEMU's floppy has no bootindex; the fdc has
@@ -504,6 +507,29 @@ def _disk(d: Domain, disk: Disk, at: At) -> Iterator[Option]:
     if bus == "usb":
         dev.append(f"removable={_on(bool(disk.removable))}")
     yield ("-device", ",".join(dev))
+
+
+_THROTTLING = (("total_bytes_sec", "bps-total"), ("read_bytes_sec", "bps-read"),
+               ("write_bytes_sec", "bps-write"), ("total_iops_sec", "iops-total"),
+               ("read_iops_sec", "iops-read"), ("write_iops_sec", "iops-write"))
+"""libvirt's `<iotune>` rates and QEMU's `-drive throttling.` names, in libvirt's order."""
+
+
+def _throttling(tune: IoTune) -> list[str]:
+    """`throttling.*` options of `-drive` for `<iotune>`; unset (0) values are left out.
+
+    In libvirt's order: rates, burst rates, the operation size, the group, burst lengths.
+    """
+    v = tune.limits()
+    out = [f"throttling.{q}={v[k]}" for k, q in _THROTTLING if k in v]
+    out += [f"throttling.{q}-max={v[k + '_max']}" for k, q in _THROTTLING if k + "_max" in v]
+    if "size_iops_sec" in v:
+        out.append(f"throttling.iops-size={v['size_iops_sec']}")
+    if tune.group_name is not None:
+        out.append(f"throttling.group={esc(tune.group_name)}")
+    out += [f"throttling.{q}-max-length={v[k + '_max_length']}" for k, q in _THROTTLING
+            if k + "_max_length" in v]
+    return out
 
 
 _NIC_DEVICES = {"virtio": "virtio-net-pci", "e1000": "e1000", "e1000e": "e1000e",

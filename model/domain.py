@@ -305,6 +305,79 @@ def _virtio_only(options: VirtioOptions, is_virtio: bool) -> None:
                          "them or use the virtio model/bus")
 
 
+THROTTLE_MAX = 10**15
+"""QEMU's largest throttling rate or burst (THROTTLE_VALUE_MAX)."""
+Throttle = Annotated[int, Field(ge=0, le=THROTTLE_MAX)]
+"""One `<iotune>` value; 0 means no limit, as in libvirt."""
+IOTUNE_RATES = ("total_bytes_sec", "read_bytes_sec", "write_bytes_sec",
+                "total_iops_sec", "read_iops_sec", "write_iops_sec")
+"""The six `<iotune>` rates; each also has `<NAME_max>` (a burst rate) and `<NAME_max_length>` (s)."""
+
+
+class IoTune(Frozen):
+    """`<iotune>` of a disk: QEMU's I/O throttling (rates, burst rates and lengths, a group).
+
+    Values are libvirt's: bytes or operations per second, burst lengths in seconds; 0 or absent
+    means no limit. Disks naming the same `group_name` share one set of limits in QEMU.
+    """
+
+    total_bytes_sec: Throttle = 0
+    read_bytes_sec: Throttle = 0
+    write_bytes_sec: Throttle = 0
+    total_iops_sec: Throttle = 0
+    read_iops_sec: Throttle = 0
+    write_iops_sec: Throttle = 0
+    total_bytes_sec_max: Throttle = 0
+    read_bytes_sec_max: Throttle = 0
+    write_bytes_sec_max: Throttle = 0
+    total_iops_sec_max: Throttle = 0
+    read_iops_sec_max: Throttle = 0
+    write_iops_sec_max: Throttle = 0
+    total_bytes_sec_max_length: Throttle = 0
+    read_bytes_sec_max_length: Throttle = 0
+    write_bytes_sec_max_length: Throttle = 0
+    total_iops_sec_max_length: Throttle = 0
+    read_iops_sec_max_length: Throttle = 0
+    write_iops_sec_max_length: Throttle = 0
+    size_iops_sec: Throttle = 0
+    group_name: Annotated[str, Field(min_length=1, max_length=200,
+                                     pattern=r"^[^\x00-\x1f\x7f]+$")] | None = None
+
+    def limits(self) -> dict[str, int]:
+        """The values set (non-zero), by libvirt element name, group name left out."""
+        return {name: value for name, value in self if name != "group_name" and value}
+
+    @model_validator(mode="after")
+    def _as_qemu_accepts(self) -> IoTune:
+        """Guarantee QEMU's rules: total or read/write, a burst needs its rate, lengths a burst."""
+        v = self.limits()
+        for unit in ("bytes", "iops"):
+            for suffix in ("", "_max", "_max_length"):
+                total, read, write = (f"{k}_{unit}_sec{suffix}" for k in ("total", "read", "write"))
+                if total in v and (read in v or write in v):
+                    raise ValueError(f"<{total}> and <{read}>/<{write}> cannot be set together "
+                                     "(QEMU refuses it); keep the total or the read/write pair")
+        for rate in IOTUNE_RATES:
+            base, burst, length = v.get(rate, 0), v.get(f"{rate}_max", 0), v.get(f"{rate}_max_length", 0)
+            if burst and not base:
+                raise ValueError(f"<{rate}_max> needs <{rate}> (a burst rate above a rate)")
+            if burst and burst < base:
+                raise ValueError(f"<{rate}_max> ({burst}) is below <{rate}> ({base}); a burst "
+                                 "rate cannot be lower than the rate")
+            if length and not burst:
+                raise ValueError(f"<{rate}_max_length> needs <{rate}_max> (the burst it lasts)")
+            if length and burst and length > THROTTLE_MAX // burst:
+                raise ValueError(f"<{rate}_max_length> is too long for <{rate}_max> "
+                                 f"(their product must stay within {THROTTLE_MAX})")
+        if self.size_iops_sec and not any(f"{k}_iops_sec" in v for k in ("total", "read", "write")):
+            raise ValueError("<size_iops_sec> needs an operations limit (<total_iops_sec>, "
+                             "<read_iops_sec> or <write_iops_sec>) to count against")
+        if self.group_name is not None and not v:
+            raise ValueError("<group_name> without any limit has no effect in QEMU; add a limit "
+                             "or remove it")
+        return self
+
+
 class Disk(Frozen):
     """`<disk type= device=>`: a file or block device seen by the guest as a disk, cdrom or floppy."""
 
@@ -330,6 +403,8 @@ class Disk(Frozen):
     serial: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.+\- ]{1,20}$")] | None = None
     shareable: bool = False
     wwn: Annotated[str, Field(pattern=r"^(0x)?[0-9a-fA-F]{16}$")] | None = None
+    iotune: IoTune | None = None
+    """`<iotune>`: I/O throttling of this disk (or of its group)."""
     address: PciAddress | None = None
 
     @model_validator(mode="after")
@@ -348,6 +423,9 @@ class Disk(Frozen):
         if self.io == "native" and self.cache not in ("none", "directsync"):
             raise ValueError("io='native' needs cache='none' or 'directsync' (QEMU needs O_DIRECT "
                              "for it)")
+        if self.iotune is not None and self.source is None:
+            raise ValueError("<iotune> on an empty drive has no effect (QEMU throttles media, "
+                             "and there is none); add a <source> or remove <iotune>")
         if self.detect_zeroes == "unmap" and self.discard != "unmap":
             raise ValueError("detect_zeroes='unmap' needs discard='unmap' (QEMU refuses it "
                              "otherwise); or use detect_zeroes='on'")

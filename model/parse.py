@@ -54,6 +54,7 @@ from model.domain import (
     Hyperv,
     Input,
     Interface,
+    IoTune,
     MemoryBacking,
     MemoryDevice,
     NicDriver,
@@ -962,9 +963,24 @@ def _read_disk(ctx: _Context, node: Node) -> Disk | None:
     wwn = node.child("wwn")
     if wwn is not None:
         fields.put("wwn", wwn.text, "<wwn>", wwn.line)
+    iotune = node.child("iotune")
+    if iotune is not None:
+        fields.put("iotune", _read_iotune(ctx, iotune), "<iotune>", iotune.line)
     fields.put("address", _address(ctx, node, ("pci", "drive")), "<address>")
     _leftovers(ctx, node, (*IGNORED_EVERYWHERE, "backingStore"))
     return _make(ctx, Disk, fields)
+
+
+def _read_iotune(ctx: _Context, node: Node) -> IoTune | None:
+    """`<iotune>`: one child element a limit (libvirt's names), each reported at its own line."""
+    fields = _Fields(node)
+    for name in IoTune.model_fields:
+        kid = node.child(name)
+        if kid is not None:
+            fields.put(name, kid.text, f"<iotune><{name}>", kid.line)
+            _leftovers(ctx, kid)
+    _leftovers(ctx, node)
+    return _make(ctx, IoTune, fields)
 
 
 def _network_bridge(ctx: _Context, source: Node, fields: _Fields) -> None:
@@ -2240,10 +2256,14 @@ def _read_watchdog(ctx: _Context, node: Node) -> Watchdog | None:
 
 def _check_devices(ctx: _Context, devices: Devices, lines: dict[int, int | None],
                    os: Os | None) -> None:
-    """Cross-device rules: unique targets, bus and device fit, the machine has the bus."""
+    """Cross-device rules: unique targets, bus and device fit, the machine has the bus.
+
+    Disks of one I/O throttling group must state the same limits.
+    """
     q35 = os is not None and os.machine is not None and "q35" in os.machine
     seen: dict[str, int] = {}
     units: dict[tuple[str, int], str] = {}
+    groups: dict[str, Disk] = {}
     for i, disk in enumerate(devices.disks):
         line = lines.get(id(disk))
         if disk.target_dev in seen:
@@ -2271,6 +2291,15 @@ def _check_devices(ctx: _Context, devices: Devices, lines: dict[int, int | None]
             ctx.error(line, "SATA has 6 ports (sda-sdf)")
         if disk.target_bus == "fdc" and (q35 or index > 1):
             ctx.error(line, "floppies are fda and fdb, and only on machine 'pc'")
+        tune = disk.iotune
+        if tune is not None and tune.group_name is not None:
+            leader = groups.setdefault(tune.group_name, disk)
+            assert leader.iotune is not None
+            if leader.iotune.limits() != tune.limits():  # QEMU would keep the last disk's
+                ctx.error(line, f"<iotune><group_name>{tune.group_name}</group_name>: disks of "
+                          "one group share their limits, and this disk's differ from "
+                          f"<target dev='{leader.target_dev}'>'s; make them equal or use "
+                          "another group")
     ports: set[int] = set()
     for port in devices.serials:  # reported at the second device of a pair
         if port.port in ports:

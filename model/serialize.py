@@ -23,6 +23,7 @@ from model.domain import (
     Graphics,
     Input,
     Interface,
+    IoTune,
     MemoryBacking,
     MemoryDevice,
     Os,
@@ -84,8 +85,18 @@ def _disk(disk: Disk) -> Element:
         Element("serial", text=disk.serial) if disk.serial is not None else None,
         Element("shareable") if disk.shareable else None,
         Element("wwn", text=disk.wwn) if disk.wwn is not None else None,
+        _iotune(disk.iotune),
         _address(disk.address),
     ])
+
+
+def _iotune(tune: IoTune | None) -> Element | None:
+    """`<iotune>` with one child a limit set (and the group), or None."""
+    if tune is None:
+        return None
+    group = [Element("group_name", text=tune.group_name)] if tune.group_name is not None else []
+    return Element("iotune", {}, [*(Element(name, text=str(value))
+                                    for name, value in tune.limits().items()), *group])
 
 
 def _virtio_attrs(o: VirtioOptions) -> dict[str, str | None]:

@@ -258,6 +258,31 @@ def test_disk_driver_options_shareable_and_wwn() -> None:
                                         "wwn=0x5000c50015ea71ad,share-rw=on")
 
 
+def test_iotune_becomes_drive_throttling_in_libvirts_order() -> None:
+    """libvirt (before -blockdev) wrote `<iotune>` as `-drive throttling.*`; so does qemud.
+
+    libvirt 9.0 sets the same limits over QMP (block_set_io_throttle) before the guest runs.
+    """
+    d = devices("""
+        <disk><source file='/a'/><target dev='vda' bus='virtio'/><iotune>
+          <read_bytes_sec>5000</read_bytes_sec><write_bytes_sec>5500</write_bytes_sec>
+          <total_iops_sec>6000</total_iops_sec><read_bytes_sec_max>6000</read_bytes_sec_max>
+          <total_iops_sec_max>7000</total_iops_sec_max><size_iops_sec>2000</size_iops_sec>
+          <read_bytes_sec_max_length>3</read_bytes_sec_max_length>
+          <total_iops_sec_max_length>5</total_iops_sec_max_length><write_iops_sec>0</write_iops_sec>
+          <group_name>a,b</group_name></iotune></disk>
+        <disk><source file='/b'/><target dev='vdb' bus='virtio'/><iotune>
+          <total_bytes_sec>1</total_bytes_sec></iotune></disk>""")
+    assert values(d, "-drive") == [
+        "file=/a,format=raw,if=none,id=drive-virtio-disk0,throttling.bps-read=5000,"
+        "throttling.bps-write=5500,throttling.iops-total=6000,throttling.bps-read-max=6000,"
+        "throttling.iops-total-max=7000,throttling.iops-size=2000,throttling.group=a,,b,"
+        "throttling.bps-read-max-length=3,throttling.iops-total-max-length=5",
+        "file=/b,format=raw,if=none,id=drive-virtio-disk1,throttling.bps-total=1"]
+    text = model.to_xml(d)
+    assert text.count(b"<iotune>") == 2 and model.parse(text).domain == d
+
+
 # --- PCI topology --------------------------------------------------------------------------------
 
 

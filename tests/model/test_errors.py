@@ -424,6 +424,52 @@ DISKS = [
                          "  <source file='/a'/>\n  <target dev='vda'/>\n</disk>"),
                  [(7, "<disk>: detect_zeroes='unmap' needs discard='unmap' (QEMU refuses it "
                       "otherwise); or use detect_zeroes='on'")], id="disk-detect-zeroes"),
+    pytest.param(devices("<disk>\n  <source file='/a'/>\n  <target dev='vda'/>\n  <iotune>\n"
+                         "    <total_bytes_sec>5</total_bytes_sec>\n"
+                         "    <read_bytes_sec>5</read_bytes_sec>\n  </iotune>\n</disk>"),
+                 [(10, "<iotune>: <total_bytes_sec> and <read_bytes_sec>/<write_bytes_sec> cannot "
+                       "be set together (QEMU refuses it); keep the total or the read/write pair")],
+                 id="iotune-total-and-read"),
+    pytest.param(devices("<disk>\n  <source file='/a'/>\n  <target dev='vda'/>\n  <iotune>\n"
+                         "    <read_iops_sec_max>5</read_iops_sec_max>\n  </iotune>\n</disk>"),
+                 [(10, "<iotune>: <read_iops_sec_max> needs <read_iops_sec> (a burst rate above "
+                       "a rate)")], id="iotune-burst-without-rate"),
+    pytest.param(devices("<disk>\n  <source file='/a'/>\n  <target dev='vda'/>\n  <iotune>\n"
+                         "    <total_iops_sec>50</total_iops_sec>\n"
+                         "    <total_iops_sec_max>5</total_iops_sec_max>\n  </iotune>\n</disk>"),
+                 [(10, "<iotune>: <total_iops_sec_max> (5) is below <total_iops_sec> (50); a "
+                       "burst rate cannot be lower than the rate")], id="iotune-burst-below-rate"),
+    pytest.param(devices("<disk>\n  <source file='/a'/>\n  <target dev='vda'/>\n  <iotune>\n"
+                         "    <total_bytes_sec>5</total_bytes_sec>\n"
+                         "    <total_bytes_sec_max_length>3</total_bytes_sec_max_length>\n"
+                         "  </iotune>\n</disk>"),
+                 [(10, "<iotune>: <total_bytes_sec_max_length> needs <total_bytes_sec_max> (the "
+                       "burst it lasts)")], id="iotune-length-without-burst"),
+    pytest.param(devices("<disk>\n  <source file='/a'/>\n  <target dev='vda'/>\n  <iotune>\n"
+                         "    <group_name>g</group_name>\n  </iotune>\n</disk>"),
+                 [(10, "<iotune>: <group_name> without any limit has no effect in QEMU; add a "
+                       "limit or remove it")], id="iotune-group-alone"),
+    pytest.param(devices("<disk>\n  <source file='/a'/>\n  <target dev='vda'/>\n  <iotune>\n"
+                         "    <total_bytes_sec>-1</total_bytes_sec>\n"
+                         "    <total_iops_sec>x</total_iops_sec>\n"
+                         "    <burst>1</burst>\n  </iotune>\n</disk>"),
+                 [(11, "<iotune><total_bytes_sec>: '-1' is too small; the minimum is 0"),
+                  (12, "<iotune><total_iops_sec>: 'x' is not a whole number"),
+                  (13, "<burst> inside <iotune> is not supported by qemud; remove it or see "
+                       "README for what is")], id="iotune-values"),
+    pytest.param(devices("<disk device='cdrom'>\n  <target dev='sda' bus='sata'/>\n"
+                         "  <iotune><total_bytes_sec>5</total_bytes_sec></iotune>\n</disk>"),
+                 [(7, "<disk>: <iotune> on an empty drive has no effect (QEMU throttles media, "
+                      "and there is none); add a <source> or remove <iotune>")],
+                 id="iotune-empty-drive"),
+    pytest.param(devices("<disk>\n  <source file='/a'/>\n  <target dev='vda'/>\n"
+                         "  <iotune><total_bytes_sec>5</total_bytes_sec><group_name>g</group_name>"
+                         "</iotune>\n</disk>\n<disk>\n  <source file='/b'/>\n  <target dev='vdb'/>\n"
+                         "  <iotune><total_bytes_sec>6</total_bytes_sec><group_name>g</group_name>"
+                         "</iotune>\n</disk>"),
+                 [(12, "<iotune><group_name>g</group_name>: disks of one group share their "
+                       "limits, and this disk's differ from <target dev='vda'>'s; make them equal "
+                       "or use another group")], id="iotune-group-differs"),
     pytest.param(devices("<disk>\n  <driver name='qemu' discard='yes'/>\n  <source file='/a'/>\n"
                          "  <target dev='vda'/>\n</disk>"),
                  [(8, "<driver discard>: 'yes' is not allowed; use one of 'unmap' or 'ignore'")],
@@ -472,9 +518,6 @@ DISKS = [
     pytest.param(devices("<disk>\n  <source file='/a' startupPolicy='optional' foo='1'/>\n"
                          "  <target dev='vda'/>\n</disk>"),
                  [(8, f"<source>: attribute 'foo' {NOT_SUPPORTED}")], id="disk-source-attr"),
-    pytest.param(devices("<disk>\n  <source file='/a'/>\n  <target dev='vda'/>\n"
-                         "  <iotune><total_bytes_sec>1</total_bytes_sec></iotune>\n</disk>"),
-                 [(10, f"<iotune> inside <disk> {NOT_SUPPORTED}")], id="disk-iotune"),
     pytest.param(devices("<disk>\n  <source file='/a'/>\n  <target dev='vda'/>\n"
                          "  <wwn>12</wwn>\n</disk>"),
                  [(10, "<wwn>: '12' has characters or a form that is not allowed here")],

@@ -48,6 +48,7 @@ from model.domain import (
     Graphics,
     Input,
     Interface,
+    IoTune,
     Os,
     PowerManagement,
     Rng,
@@ -408,6 +409,12 @@ def _disks(c: _Chooser, q35: bool, scsi_limit: int) -> list[Disk]:
         else:
             source = None
         readonly = (device != "disk" or bus not in ("ide", "sata")) and c.flag(0.3)
+        iotune = None
+        if source is not None and c.flag(0.15):
+            rate = c.int(1, 10**9)
+            iotune = IoTune(total_bytes_sec=rate, total_bytes_sec_max=rate + c.int(0, 10**6),
+                            read_iops_sec=c.int(0, 10**5), write_iops_sec=c.int(1, 10**5),
+                            group_name=f"group-{name}" if c.flag(0.3) else None)
         disks.append(Disk(
             type=kind, device=device, source=source, target_dev=name,
             target_bus=bus,
@@ -417,6 +424,7 @@ def _disks(c: _Chooser, q35: bool, scsi_limit: int) -> list[Disk]:
             discard=c.pick(("unmap", "ignore")) if c.flag(0.3) else None,
             readonly=readonly,
             serial=c.text("serial") if c.flag(0.3) else None,
+            iotune=iotune,
         ))
     return disks
 
