@@ -132,6 +132,8 @@ def _machine(d: Domain, fw: FirmwareChoice | None) -> Option:
     speakers = [i for i, snd in enumerate(d.devices.sounds) if snd.model == "pcspk"]
     if speakers:
         parts.append(f"pcspk-audiodev=audio{sound_audiodev(d, speakers[0])}")
+    if d.features.ioapic is not None:
+        parts.append("kernel_irqchip=" + ("split" if d.features.ioapic == "qemu" else "on"))
     parts.append("dump-guest-core=off")
     parts += memory.machine_props(d)
     if fw is not None:
@@ -1323,6 +1325,26 @@ def _misc(d: Domain, at: At) -> Iterator[Option]:
         yield ("-device", "vmcoreinfo")
 
 
+def _iommu(d: Domain, at: Callable[[str], str]) -> Iterator[Option]:
+    """`<iommu>`: intel-iommu with its switches (libvirt's order), or virtio-iommu on bus 0.
+
+    First of the devices, as libvirt puts it: QEMU wants the IOMMU before the PCI devices it
+    translates for.
+    """
+    iommu = d.devices.iommu
+    if iommu is None:
+        return
+    if iommu.model == "virtio":
+        yield ("-device", f"virtio-iommu,id=iommu0{at('iommu0')}")
+        return
+    props = [("intremap", iommu.intremap), ("caching-mode", iommu.caching_mode),
+             ("eim", iommu.eim), ("device-iotlb", iommu.iotlb)]
+    text = "".join(f",{k}={_on(v)}" for k, v in props if v is not None)
+    if iommu.aw_bits is not None:
+        text += f",aw-bits={iommu.aw_bits}"
+    yield ("-device", f"intel-iommu,id=iommu0{text}")
+
+
 def balloon_target(d: Domain) -> int | None:
     """The balloon target in bytes to set after start (QMP `balloon`), or None.
 
@@ -1377,6 +1399,9 @@ def _pci_requests(d: Domain) -> list[pci.Request]:
     if shown and shown[0].model != "ramfb":
         add("video0", _VIDEO[shown[0].model][0], shown[0].address,
             PciAddress(slot=1 if q35 else 2))
+    iommu = d.devices.iommu
+    if iommu is not None and iommu.model == "virtio":  # conventional kind: on the root bus
+        reqs.append(pci.Request("iommu0", "pci", iommu.address))
     for i, nic in enumerate(d.devices.interfaces):
         add(f"net{i}", _NIC_DEVICES[nic.model], nic.address)
     for i, snd in enumerate(d.devices.sounds):
@@ -1517,6 +1542,7 @@ def options(d: Domain, runtime: Runtime | None = None,
     out += _pm(d)
     out += _boot(d)
     out += _kernel(d)
+    out += _iommu(d, at)
     out += _pci_bridges(d, placement, at)
     usb = _usb_controller(d)
     ports = usb_ports(d)

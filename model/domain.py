@@ -247,6 +247,8 @@ class Features(Frozen):
     """`<pmu state=>`: the guest's performance monitoring unit."""
     kvm_dirty_ring: Annotated[int, Field(ge=1024, le=65536)] | None = None
     """`<kvm><dirty-ring state='on' size=>`: KVM's dirty ring size (entries; KVM only)."""
+    ioapic: Literal["qemu", "kvm"] | None = None
+    """`<ioapic driver=>`: the I/O APIC emulated by QEMU (kernel_irqchip=split) or by KVM."""
 
     @field_validator("kvm_dirty_ring")
     @classmethod
@@ -269,10 +271,25 @@ class Timer(Frozen):
     """tsc only: accepted as libvirt does (its QEMU driver renders nothing for it)."""
 
     @model_validator(mode="after")
-    def _tsc_settings(self) -> Timer:
-        """Guarantee frequency and mode only on the tsc timer."""
+    def _as_qemu_has_it(self) -> Timer:
+        """Guarantee what QEMU can do: frequency and mode on tsc, tick policies it implements.
+
+        As libvirt's QEMU driver: no 'platform' timer; rtc takes delay or catchup, pit delay,
+        catchup or discard; the other timers take no tick policy.
+        """
         if self.name != "tsc" and (self.frequency is not None or self.mode is not None):
             raise ValueError("only the tsc timer takes frequency and mode")
+        if self.name == "platform":
+            raise ValueError("QEMU has no 'platform' timer (libvirt's QEMU driver refuses it "
+                             "too); remove it")
+        allowed = {"rtc": ("delay", "catchup"), "pit": ("delay", "catchup", "discard")}
+        policy = self.tickpolicy
+        if policy is not None and policy not in allowed.get(self.name, ()):
+            can = allowed.get(self.name)
+            raise ValueError(
+                f"the {self.name} timer cannot take tickpolicy='{policy}' in QEMU; " + (
+                    "use " + " or ".join(f"'{p}'" for p in can) if can else
+                    "only rtc and pit have a tick policy; remove it"))
         return self
 
 
@@ -1171,6 +1188,40 @@ class MemoryDevice(Frozen):
     address: PciAddress | None = None
 
 
+class Iommu(Frozen):
+    """`<iommu model=>`: the guest's IOMMU, Intel's VT-d (intel-iommu) or virtio-iommu.
+
+    The `<driver>` switches are intel-iommu's: interrupt remapping, caching mode, extended
+    interrupt mode, device IOTLB and the address width in bits. A virtio IOMMU sits on the root
+    PCI bus (libvirt calls it an integrated device).
+    """
+
+    model: Literal["intel", "virtio"]
+    intremap: bool | None = None
+    caching_mode: bool | None = None
+    eim: bool | None = None
+    iotlb: bool | None = None
+    aw_bits: Literal[39, 48] | None = None
+    address: PciAddress | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Iommu:
+        """Guarantee driver switches only on intel, eim only with intremap, virtio on bus 0."""
+        switches = (self.intremap, self.caching_mode, self.eim, self.iotlb, self.aw_bits)
+        if self.model == "virtio" and any(v is not None for v in switches):
+            raise ValueError("<iommu model='virtio'> has no <driver> settings (they are "
+                             "intel-iommu's); remove them")
+        if self.model == "intel" and self.address is not None:
+            raise ValueError("<iommu model='intel'> is not a PCI device; remove <address>")
+        if self.eim and not self.intremap:
+            raise ValueError("<driver eim='on'> needs intremap='on' (extended interrupt mode "
+                             "is part of interrupt remapping)")
+        if self.address is not None and self.address.bus != 0:
+            raise ValueError("a virtio IOMMU must sit on the root bus (bus='0x00'), as libvirt "
+                             "requires")
+        return self
+
+
 class Devices(Frozen):
     """`<devices>`: everything qemud renders, in document order within each kind."""
 
@@ -1210,6 +1261,7 @@ class Devices(Frozen):
     """9p `<filesystem>`s (QEMU's own server), numbered after the virtiofs ones."""
     memories: tuple[MemoryDevice, ...] = ()
     """`<memory model=>` devices (memory hotplug: they need `Domain.max_memory`)."""
+    iommu: Iommu | None = None
 
 
 class PowerManagement(Frozen):
@@ -1350,6 +1402,18 @@ class Domain(Frozen):
         if size > MAX_NAME_BYTES:
             raise ValueError(f"name is {size} bytes in UTF-8; at most {MAX_NAME_BYTES} fit in the "
                              "file names qemud derives from it (logs, status); shorten it")
+        return value
+
+    @field_validator("on_poweroff", "on_reboot")
+    @classmethod
+    def _qemu_lifecycle(cls, value: str) -> str:
+        """Refuse what QEMU cannot do on a power-off or reboot: keep a stopped guest, rename one.
+
+        libvirt's QEMU driver refuses them too; `<on_crash>preserve` (pause the guest) is kept.
+        """
+        if value in ("preserve", "rename-restart"):
+            raise ValueError(f"'{value}' is not supported by qemud (nor by libvirt's QEMU "
+                             "driver); use 'destroy' or 'restart'")
         return value
 
     @model_validator(mode="after")

@@ -18,11 +18,14 @@ from pydantic import BaseModel, ValidationError
 
 from model import units
 from model.argv import (
+    PCI_CONTROLLER_MODELS,
+    SCSI_MODELS,
     SPICE_X509_DIR,
     USB_MODELS,
     balloon_target,
     disk_index,
     emulator,
+    is_q35,
     options,
 )
 from model.cpuset import CpusetError, format_cpuset, parse_cpuset
@@ -54,6 +57,7 @@ from model.domain import (
     Hyperv,
     Input,
     Interface,
+    Iommu,
     IoTune,
     MemoryBacking,
     MemoryDevice,
@@ -95,7 +99,6 @@ M = TypeVar("M", bound=BaseModel)
 UNSUPPORTED_DEVICES = {
     "hostdev": "passing a host device through needs VFIO setup and privileges qemud does not "
                "manage",
-    "iommu": "an IOMMU is not supported by qemud yet",
     "lease": "leases belong to libvirt's lock manager, which qemud does not have",
     "crypto": "crypto devices need a backend qemud does not set up",
 }
@@ -170,6 +173,7 @@ class _Context:
     audio_lines: list[int | None] = field(default_factory=list)
     memory_lines: list[int | None] = field(default_factory=list)
     machine_line: int | None = None
+    iommu_line: int | None = None
     name_line: int | None = None
     uuid_line: int | None = None
     host: HostFacts = HostFacts()
@@ -835,6 +839,10 @@ def _read_features(ctx: _Context, node: Node | None) -> Features | None:
             _leftovers(ctx, cache)
         _leftovers(ctx, tcg)
     _switch(ctx, fields, node, "vmport", bare=None)
+    ioapic = node.child("ioapic")
+    if ioapic is not None:
+        fields.put("ioapic", ioapic.attr("driver"), "<ioapic driver>", ioapic.line)
+        _leftovers(ctx, ioapic)
     _leftovers(ctx, node)
     return _make(ctx, Features, fields)
 
@@ -2239,6 +2247,22 @@ def _read_vsock(ctx: _Context, node: Node) -> Vsock | None:
     return _make(ctx, Vsock, fields)
 
 
+def _read_iommu(ctx: _Context, node: Node) -> Iommu | None:
+    """`<iommu model=>` with intel-iommu's `<driver>` switches and a virtio one's `<address>`."""
+    fields = _Fields(node)
+    fields.attr("model")
+    driver = node.child("driver")
+    if driver is not None:
+        for name in ("intremap", "caching_mode", "eim", "iotlb"):
+            fields.put(name, _flag(ctx, driver, name, ("on", "off")), f"<driver {name}>",
+                       driver.line)
+        fields.put("aw_bits", _int(ctx, driver, "aw_bits"), "<driver aw_bits>", driver.line)
+        _leftovers(ctx, driver)
+    fields.put("address", _address(ctx, node, ("pci",)), "<address>")
+    _leftovers(ctx, node, IGNORED_EVERYWHERE)
+    return _make(ctx, Iommu, fields)
+
+
 def _read_watchdog(ctx: _Context, node: Node) -> Watchdog | None:
     """`<watchdog model= action=>`."""
     fields = _Fields(node)
@@ -2393,6 +2417,7 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
         "redirfilter": _read_redirfilter,
         "vsock": _read_vsock,
         "memory": _read_memory_device,
+        "iommu": _read_iommu,
     }
     for kid in node.kids():
         node.consume(kid)
@@ -2463,7 +2488,7 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
         if model in seen_panics:  # one of each model (libvirt's panic-double: hyperv and isa)
             ctx.error(line, f"more than one <panic model='{model}'> is not supported; keep one")
         seen_panics.add(model)
-    for tag in ("memballoon", "tpm", "vsock", "redirfilter"):
+    for tag in ("memballoon", "tpm", "vsock", "redirfilter", "iommu"):
         for line in tag_lines.get(tag, [])[1:]:  # never keep one silently: say which to remove
             ctx.error(line, f"more than one <{tag}> is not supported; keep one")
     devices = Devices(
@@ -2497,7 +2522,9 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
         redirfilter=found.get("redirfilter", [()])[0],
         vsocks=tuple(found.get("vsock", [])[:1]),
         memories=tuple(found.get("memory", [])),
+        iommu=found.get("iommu", [None])[0],
     )
+    ctx.iommu_line = tag_lines.get("iommu", [None])[0]
     _check_devices(ctx, devices, lines, os)
     return devices
 
@@ -2563,6 +2590,16 @@ def _read_input(ctx: _Context, node: Node) -> Input | None:
     return _make(ctx, Input, fields)
 
 
+CONTROLLER_MODELS: dict[str, tuple[str, ...]] = {
+    "pci": PCI_CONTROLLER_MODELS,
+    "scsi": tuple(m for m in SCSI_MODELS if m is not None),
+    "ide": ("piix3", "piix4", "ich6"),  # libvirt's names for the chipset's own IDE
+    "virtio-serial": ("virtio",),
+    "sata": (), "fdc": (), "ccid": (),
+}
+"""The `<controller model=>` values qemud renders, by type (usb: `USB_MODELS`)."""
+
+
 def _read_controller(ctx: _Context, node: Node) -> Controller | None:
     """`<controller type= index= model=>`: accepted; USB and SCSI models are rendered."""
     fields = _Fields(node)
@@ -2575,6 +2612,13 @@ def _read_controller(ctx: _Context, node: Node) -> Controller | None:
         ctx.error(node.line, f"<controller type='usb' model>: {model!r} is not supported; use "
                   "one of " + ", ".join(repr(m) for m in USB_MODELS))
         fields.fail("model")
+    kind = node.attr("type") or ""
+    allowed = CONTROLLER_MODELS.get(kind)
+    if kind != "usb" and model is not None and allowed is not None and model not in allowed:
+        ctx.error(node.line, f"<controller type='{kind}' model>: {model!r} is not supported by "
+                  "qemud; " + ("use one of " + ", ".join(repr(m) for m in allowed) if allowed
+                               else "remove it (this controller has no models)"))
+        fields.data.pop("model", None)  # reported here, not again where it would be rendered
     if node.attr("type") in ("usb", "virtio-serial"):
         fields.attr("ports")
     node.ignore_attrs("ports", "vectors")
@@ -2972,6 +3016,29 @@ def _check_memory(ctx: _Context, domain: Domain, fields: _Fields) -> None:
         ctx.error(line, message)
 
 
+def _check_iommu(ctx: _Context, domain: Domain, fields: _Fields) -> None:
+    """`<iommu>` against the machine, ACPI, the I/O APIC and the accelerator (libvirt's rules)."""
+    iommu = domain.devices.iommu
+    line = ctx.iommu_line
+    if iommu is None:
+        return
+    if not is_q35(domain):
+        ctx.error(line, f"<iommu model='{iommu.model}'> needs machine 'q35' (the PC machine "
+                  "has no IOMMU)")
+    if iommu.model == "virtio" and not domain.features.acpi:
+        ctx.error(line, "<iommu model='virtio'> needs ACPI (the guest finds it through its "
+                  "VIOT table); add <features><acpi/></features>")
+    if iommu.model == "intel" and not domain.features.acpi:
+        ctx.warn(line, "<iommu model='intel'> without <features><acpi/>: the guest cannot "
+                 "find the IOMMU (its DMAR table is ACPI) and runs without it")
+    if iommu.intremap and domain.features.ioapic != "qemu":
+        ctx.error(line, "<driver intremap='on'> needs the I/O APIC emulated by QEMU; add "
+                  "<ioapic driver='qemu'/> to <features>")
+    if iommu.eim and domain.type != "kvm":
+        ctx.error(line, "<driver eim='on'> needs KVM (QEMU refuses extended interrupt mode "
+                  "under <domain type='qemu'>); use type='kvm' or remove it")
+
+
 def _check_domain(ctx: _Context, domain: Domain, fields: _Fields) -> None:
     """Whole-domain rules that need several parts: topology, emulator vs arch, CPU vs accel."""
     cpu = domain.cpu
@@ -3027,6 +3094,7 @@ def _check_domain(ctx: _Context, domain: Domain, fields: _Fields) -> None:
             ctx.error(fields.where["features"][1], f"<hyperv> {', '.join(kvm_only)} need KVM "
                       "(QEMU cannot emulate them under <domain type='qemu'>); use type='kvm' or "
                       "turn them off")
+    _check_iommu(ctx, domain, fields)
     if balloon_target(domain) is not None and domain.devices.memballoon != "virtio":
         ctx.error(fields.where["current_memory"][1], "<currentMemory> below <memory> is set "
                   "through the balloon device; add <memballoon model='virtio'/> to <devices> "

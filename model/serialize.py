@@ -23,6 +23,7 @@ from model.domain import (
     Graphics,
     Input,
     Interface,
+    Iommu,
     IoTune,
     MemoryBacking,
     MemoryDevice,
@@ -453,8 +454,22 @@ def _devices(dev: Devices) -> Element:
             Element("address", {"type": "usb", "bus": "0", "port": h.usb_port})
             if h.usb_port is not None else None]) for h in dev.hubs),
         *(_memory_device(m) for m in dev.memories),
+        _iommu(dev.iommu),
     ]
     return Element("devices", children=kids)
+
+
+def _iommu(iommu: Iommu | None) -> Element | None:
+    """`<iommu model=>` with its `<driver>` switches and `<address>`, or None."""
+    if iommu is None:
+        return None
+    on = ("on", "off")
+    driver = {"intremap": _yn(iommu.intremap, on), "caching_mode": _yn(iommu.caching_mode, on),
+              "eim": _yn(iommu.eim, on), "iotlb": _yn(iommu.iotlb, on),
+              "aw_bits": _num(iommu.aw_bits)}
+    return Element("iommu", {"model": iommu.model}, [
+        Element("driver", driver) if any(v is not None for v in driver.values()) else None,
+        _address(iommu.address)])
 
 
 def _desired(desired: Desired) -> Element:
@@ -531,6 +546,7 @@ def _features(f: Features) -> Element:
         state("pmu", f.pmu),
         Element("tcg", children=[Element("tb-cache", {"unit": "b"}, text=str(f.tb_cache))])
         if f.tb_cache is not None else None,
+        Element("ioapic", {"driver": f.ioapic}) if f.ioapic is not None else None,
     ])
 
 

@@ -186,6 +186,13 @@ COMBOS: dict[str, Domain] = {
         """<audio id='1' type='dbus'><output voices='2'/></audio>
           <sound model='ich6'/>"""),
     # a 9p share QEMU serves itself (mapped, read-only)
+    # an IOMMU with interrupt remapping (the I/O APIC emulated by QEMU), a device behind it
+    "combo-intel-iommu": _combo(
+        """<iommu model='intel'><driver intremap='on' caching_mode='on' iotlb='on'
+             aw_bits='48'/></iommu>
+           <interface type='user'><model type='virtio'/><driver iommu='on' ats='on'/></interface>""",
+        features="<ioapic driver='qemu'/>"),
+    "combo-virtio-iommu": _combo("<video><model type='vga'/></video><iommu model='virtio'/>"),
     "combo-9p": _combo("""<filesystem type='mount' accessmode='mapped'><source dir='/tmp'/>
           <target dir='tmpshare'/><readonly/></filesystem>"""),
     # USB hubs, chained, with mice on their ports

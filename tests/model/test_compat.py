@@ -283,6 +283,63 @@ def test_iotune_becomes_drive_throttling_in_libvirts_order() -> None:
     assert text.count(b"<iotune>") == 2 and model.parse(text).domain == d
 
 
+def test_intel_iommu_first_of_the_devices_with_libvirts_switches() -> None:
+    d = devices("""
+        <interface type='user'><model type='virtio'/></interface>
+        <iommu model='intel'><driver intremap='on' caching_mode='on' iotlb='off'
+          aw_bits='48'/></iommu>""", machine="q35",
+                extra="<features><acpi/><ioapic driver='qemu'/></features>")
+    argv = model.command_line(d)
+    assert "q35,kernel_irqchip=split,dump-guest-core=off" in argv
+    first = argv.index("-device")
+    assert argv[first + 1] == ("intel-iommu,id=iommu0,intremap=on,caching-mode=on,"
+                               "device-iotlb=off,aw-bits=48")
+    assert model.parse(model.to_xml(d)).domain == d
+
+
+def test_virtio_iommu_is_an_integrated_device_after_the_video() -> None:
+    d = devices("<video><model type='vga'/></video><iommu model='virtio'/>", machine="q35",
+                extra="<features><acpi/><ioapic driver='kvm'/></features>")
+    assert "virtio-iommu,id=iommu0,bus=pcie.0,addr=0x2" in values(d, "-device")
+    assert "q35,kernel_irqchip=on,dump-guest-core=off" in values(d, "-machine")
+    assert model.parse(model.to_xml(d)).domain == d
+
+
+@pytest.mark.parametrize(("snippet", "machine", "extra", "kind", "expected"), [
+    ("<iommu model='intel'/>", "pc", "<features><acpi/></features>", "kvm",
+     (7, "<iommu model='intel'> needs machine 'q35' (the PC machine has no IOMMU)")),
+    ("<iommu model='virtio'/>", "q35", "", "kvm",
+     (7, "<iommu model='virtio'> needs ACPI (the guest finds it through its VIOT table); add "
+         "<features><acpi/></features>")),
+    ("<iommu model='intel'><driver intremap='on'/></iommu>", "q35", "<features><acpi/></features>",
+     "kvm", (7, "<driver intremap='on'> needs the I/O APIC emulated by QEMU; add "
+                "<ioapic driver='qemu'/> to <features>")),
+    ("<iommu model='intel'><driver intremap='on' eim='on'/></iommu>", "q35",
+     "<features><acpi/><ioapic driver='qemu'/></features>", "qemu",
+     (7, "<driver eim='on'> needs KVM (QEMU refuses extended interrupt mode under <domain "
+         "type='qemu'>); use type='kvm' or remove it")),
+    ("<iommu model='intel'><driver eim='on'/></iommu>", "q35", "<features><acpi/></features>",
+     "kvm", (7, "<iommu>: <driver eim='on'> needs intremap='on' (extended interrupt mode is "
+                "part of interrupt remapping)")),
+    ("<iommu model='virtio'><driver caching_mode='on'/></iommu>", "q35",
+     "<features><acpi/></features>", "kvm",
+     (7, "<iommu>: <iommu model='virtio'> has no <driver> settings (they are intel-iommu's); "
+         "remove them")),
+    ("<iommu model='intel'><driver aw_bits='40'/></iommu>", "q35", "<features><acpi/></features>",
+     "kvm", (8, "<driver aw_bits>: 40 is not allowed; use one of 39 or 48")),
+    ("<iommu model='virtio'/><iommu model='virtio'/>", "q35", "<features><acpi/></features>",
+     "kvm", (8, "more than one <iommu> is not supported; keep one")),
+    ("<iommu model='smmuv3'/>", "q35", "<features><acpi/></features>", "kvm",
+     (7, "<iommu model>: 'smmuv3' is not allowed; use one of 'intel' or 'virtio'")),
+])
+def test_iommu_rules_name_the_line(snippet: str, machine: str, extra: str, kind: str,
+                                   expected: tuple[int, str]) -> None:
+    data = domain_xml(extra + "<devices>\n" + snippet.replace("/><", "/>\n<")
+                      .replace("><driver", ">\n<driver") + "\n</devices>", kind=kind,
+                      os=f"<os><type machine='{machine}'>hvm</type></os>")
+    assert expected in issues(data)
+
+
 # --- PCI topology --------------------------------------------------------------------------------
 
 

@@ -43,7 +43,7 @@ def check(data: bytes, expected: list[tuple[int | None, str]]) -> None:
 
 NOT_SUPPORTED = "is not supported by qemud; remove it or see README for what is"
 DEVICES = ("devices are not supported by qemud; remove it (supported: audio, channel, console, "
-           "controller, disk, filesystem, graphics, hub, input, interface, memballoon, memory, "
+           "controller, disk, filesystem, graphics, hub, input, interface, iommu, memballoon, memory, "
            "panic, parallel, redirdev, redirfilter, rng, serial, shmem, smartcard, sound, tpm, "
            "video, vsock, watchdog)")
 
@@ -342,7 +342,6 @@ UNSUPPORTED_DEVICES = [
     for tag, snippet, why in [
         ("hostdev", "<hostdev mode='subsystem' type='pci' managed='yes'/>", "passing a host "
          "device through needs VFIO setup and privileges qemud does not manage"),
-        ("iommu", "<iommu model='intel'/>", "an IOMMU is not supported by qemud yet"),
         ("lease", "<lease/>", "leases belong to libvirt's lock manager, which qemud does not have"),
     ]
 ]
@@ -424,6 +423,26 @@ DISKS = [
                          "  <source file='/a'/>\n  <target dev='vda'/>\n</disk>"),
                  [(7, "<disk>: detect_zeroes='unmap' needs discard='unmap' (QEMU refuses it "
                       "otherwise); or use detect_zeroes='on'")], id="disk-detect-zeroes"),
+    pytest.param(domain("<on_poweroff>preserve</on_poweroff>\n<on_reboot>rename-restart</on_reboot>"),
+                 [(6, "<on_poweroff>: 'preserve' is not supported by qemud (nor by libvirt's QEMU "
+                      "driver); use 'destroy' or 'restart'"),
+                  (7, "<on_reboot>: 'rename-restart' is not supported by qemud (nor by libvirt's "
+                      "QEMU driver); use 'destroy' or 'restart'")], id="lifecycle-preserve"),
+    pytest.param(domain("<clock>\n<timer name='platform'/>\n<timer name='rtc' tickpolicy='merge'/>\n"
+                        "<timer name='pit' tickpolicy='merge'/>\n"
+                        "<timer name='hpet' tickpolicy='delay'/>\n</clock>"),
+                 [(7, "<timer>: QEMU has no 'platform' timer (libvirt's QEMU driver refuses it too); "
+                      "remove it"),
+                  (8, "<timer>: the rtc timer cannot take tickpolicy='merge' in QEMU; use 'delay' "
+                      "or 'catchup'"),
+                  (9, "<timer>: the pit timer cannot take tickpolicy='merge' in QEMU; use 'delay' "
+                      "or 'catchup' or 'discard'"),
+                  (10, "<timer>: the hpet timer cannot take tickpolicy='delay' in QEMU; only rtc "
+                       "and pit have a tick policy; remove it")], id="timers-qemu-lacks"),
+    pytest.param(devices("<controller type='pci' index='1' model='pci-expander-bus'/>"),
+                 [(7, "<controller type='pci' model>: 'pci-expander-bus' is not supported by "
+                      "qemud; use one of 'pci-root', 'pcie-root', 'pcie-root-port', "
+                      "'pci-bridge', 'pcie-to-pci-bridge'")], id="controller-pci-model"),
     pytest.param(devices("<disk>\n  <source file='/a'/>\n  <target dev='vda'/>\n  <iotune>\n"
                          "    <total_bytes_sec>5</total_bytes_sec>\n"
                          "    <read_bytes_sec>5</read_bytes_sec>\n  </iotune>\n</disk>"),
@@ -721,8 +740,8 @@ OTHER_DEVICES = [
                  id="controller-usb-model"),
     pytest.param(devices("<controller type='scsi' model='buslogic'/>\n"
                          "<disk><source file='/a'/><target dev='sda' bus='scsi'/></disk>"),
-                 [(6, "SCSI controller model 'buslogic' is not supported; use 'virtio-scsi' or "
-                      "'lsilogic'")], id="controller-scsi-model"),
+                 [(7, "<controller type='scsi' model>: 'buslogic' is not supported by qemud; use "
+                      "one of 'virtio-scsi', 'lsilogic', 'auto'")], id="controller-scsi-model"),
     pytest.param(devices("<controller type='usb' model='none'/>\n"
                          "<input type='tablet' bus='usb'/>"),
                  [(6, "USB devices (inputs, redirdev, usb sound) need a USB controller, but it "

@@ -274,7 +274,7 @@ def test_clock(xml: str, clock: Clock) -> None:
     ("<on_poweroff>restart</on_poweroff><on_reboot>destroy</on_reboot><on_crash>restart</on_crash>",
      ("restart", "destroy", "restart")),
     ("<on_crash>preserve</on_crash>", ("destroy", "restart", "preserve")),
-    ("<on_reboot>rename-restart</on_reboot>", ("destroy", "rename-restart", "destroy")),
+    ("<on_crash>rename-restart</on_crash>", ("destroy", "restart", "rename-restart")),
 ])
 def test_lifecycle_actions(xml: str, expected: tuple[str, str, str]) -> None:
     d = parse(domain(xml))

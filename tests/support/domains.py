@@ -87,10 +87,10 @@ USB_MODELS: tuple[str | None, ...] = (
 )
 SCSI_MODELS: tuple[str | None, ...] = (None, "virtio-scsi", "lsilogic", "auto")
 OTHER_CONTROLLERS: dict[str, tuple[str | None, ...]] = {
-    "ide": (None, "piix3", "piix4"),
+    "ide": (None, "piix3", "piix4", "ich6"),
     "sata": (None,),
     "pci": ("pci-root", "pcie-root", "pcie-root-port", "pci-bridge"),
-    "virtio-serial": (None,),
+    "virtio-serial": (None, "virtio"),
     "fdc": (None,),
 }
 LISTENS = ("127.0.0.1", "0.0.0.0", "::1", "::", "localhost")
@@ -178,7 +178,6 @@ _TEXTS: dict[str, st.SearchStrategy[str]] = {
     "bridge": st.from_regex(r"\A[A-Za-z0-9_.:\-]{1,15}\Z"),
     "cpu_name": st.one_of(st.sampled_from(CPU_MODELS), st.from_regex(r"\A[A-Za-z0-9_.\-]+\Z")),
     "flag_name": st.one_of(st.sampled_from(CPU_FLAGS), st.from_regex(r"\A[A-Za-z0-9_.\-]+\Z")),
-    "controller_model": st.one_of(st.none(), _stripped(_xml_chars(), 1, 20)),
 }
 """Hypothesis text strategies by kind (wide: any XML-safe unicode)."""
 
@@ -195,7 +194,6 @@ _POOLS: dict[str, tuple[str, ...]] = {
     "bridge": ("br0", "virbr0", "default", "lan.10", "br-ext"),
     "cpu_name": CPU_MODELS,
     "flag_name": CPU_FLAGS,
-    "controller_model": (),
 }
 """Plain pools by kind for `random_domain` (realistic, still with commas, spaces and unicode)."""
 
@@ -364,10 +362,7 @@ def _controllers(c: _Chooser) -> tuple[list[Controller], str | None, str | None]
         out.append(Controller(type="scsi", index=0, model=scsi_model))
     for _ in range(c.int(0, 2)):
         kind = c.pick(tuple(OTHER_CONTROLLERS))
-        if c.wide and c.flag(0.3):
-            chosen = c.text("controller_model") or None
-        else:
-            chosen = c.pick(OTHER_CONTROLLERS[kind])
+        chosen = c.pick(OTHER_CONTROLLERS[kind])
         index = c.int(0, 3)
         if not any(x.type == kind and x.index == index for x in out):
             out.append(Controller(type=kind, index=index, model=chosen))
@@ -546,11 +541,13 @@ def _build(c: _Chooser, name: str | None = None) -> Domain:
     if boot_mode == "device":
         disks, nics = _boot_orders(c, disks, nics)
     memory, current = _memory(c)
-    timers = tuple(
-        Timer(name=c.pick(("rtc", "pit", "hpet", "kvmclock", "tsc", "hypervclock", "platform")),
-              tickpolicy=c.pick((None, "delay", "catchup", "merge", "discard")),
-              present=c.pick((None, True, False)))
-        for _ in range(c.int(0, 3)))
+    policies: dict[str, tuple[str | None, ...]] = {
+        "rtc": (None, "delay", "catchup"), "pit": (None, "delay", "catchup", "discard")}
+    timers = []
+    for _ in range(c.int(0, 3)):
+        timer = c.pick(("rtc", "pit", "hpet", "kvmclock", "tsc", "hypervclock"))
+        timers.append(Timer(name=timer, tickpolicy=c.pick(policies.get(timer, (None,))),
+                            present=c.pick((None, True, False))))
     devices = Devices(
         emulator=emulator,
         disks=tuple(disks),
@@ -569,7 +566,7 @@ def _build(c: _Chooser, name: str | None = None) -> Domain:
         panic=c.pick((None, "isa")),
         rngs=tuple(_rngs(c)),
     )
-    lifecycle = ("destroy", "restart", "preserve", "rename-restart")
+    lifecycle = ("destroy", "restart")
     return Domain(
         type=c.pick(("qemu", "kvm")),
         name=name if name is not None else c.text("name"),
@@ -583,10 +580,10 @@ def _build(c: _Chooser, name: str | None = None) -> Domain:
         os=_os(c, machine, arch, boot_mode),
         features=Features(acpi=c.flag(0.7), apic=c.flag(0.7), pae=c.flag(0.3),
                           vmport=c.pick((None, True, False))),
-        clock=Clock(offset=c.pick(("utc", "localtime")), timers=timers),
+        clock=Clock(offset=c.pick(("utc", "localtime")), timers=tuple(timers)),
         on_poweroff=c.pick(lifecycle),
         on_reboot=c.pick(lifecycle),
-        on_crash=c.pick(lifecycle),
+        on_crash=c.pick((*lifecycle, "preserve", "rename-restart")),
         pm=PowerManagement(suspend_to_mem=c.pick((None, True, False)),
                            suspend_to_disk=c.pick((None, True, False))),
         devices=devices,
