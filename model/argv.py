@@ -1305,8 +1305,13 @@ def _filesystems(d: Domain, runtime: Runtime | None, at: At) -> Iterator[Option]
 
 def _misc(d: Domain, at: At) -> Iterator[Option]:
     """Balloon, random number generators and the panic device."""
-    if d.devices.memballoon == "virtio":
-        yield ("-device", f"virtio-balloon-pci{at('balloon0')},id=balloon0")
+    devs = d.devices
+    if devs.memballoon == "virtio":
+        extra = "".join(f",{k}={_on(v)}" for k, v in (
+            ("deflate-on-oom", devs.memballoon_deflate),
+            ("free-page-reporting", devs.memballoon_free_page_reporting)) if v is not None)
+        yield ("-device", f"virtio-balloon-pci{virtio_props(devs.memballoon_virtio)}"
+               f"{at('balloon0')},id=balloon0{extra}")
     for i, rng in enumerate(d.devices.rngs):
         if rng.backend_model == "builtin":
             yield ("-object", f"rng-builtin,id=objrng{i}")

@@ -1240,6 +1240,11 @@ class Devices(Frozen):
     controllers: tuple[Controller, ...] = ()
     memballoon: Literal["virtio", "none"] | None = None
     memballoon_address: PciAddress | None = None
+    memballoon_deflate: bool | None = None
+    """`<memballoon autodeflate=>`: the guest deflates the balloon when it runs out of memory."""
+    memballoon_free_page_reporting: bool | None = None
+    """`<memballoon freePageReporting=>`: the guest reports free pages to the host."""
+    memballoon_virtio: VirtioOptions = VirtioOptions()
     panic: Literal["isa"] | None = None
     hyperv_panic: bool = False
     """`<panic model='hyperv'>`: the Hyper-V crash MSRs (a CPU property, beside an isa one)."""

@@ -1850,16 +1850,49 @@ def _read_memory_device(ctx: _Context, node: Node) -> MemoryDevice | None:
 
 def _read_model_only(ctx: _Context, node: Node,
                      allowed: tuple[str, ...]) -> tuple[str, PciAddress | None] | None:
-    """Read `<memballoon model=>` / `<panic model=>`: a model among `allowed`, and an address."""
+    """Read `<panic model=>`: a model among `allowed`, and an address."""
     value = node.attr("model") or allowed[0]
-    node.ignore_attrs("autodeflate", "freePageReporting")
-    address = _address(ctx, node, ("pci",) if node.tag == "memballoon" else ("isa",))
+    address = _address(ctx, node, ("isa",))
     if value not in allowed:
         ctx.error(node.line, f"<{node.tag} model>: {value!r} is not supported; use "
                   + " or ".join(repr(a) for a in allowed))
         return None
-    _leftovers(ctx, node, (*IGNORED_EVERYWHERE, "stats", "driver"))
+    _leftovers(ctx, node, IGNORED_EVERYWHERE)
     return value, address
+
+
+def _read_memballoon(ctx: _Context, node: Node) -> dict[str, Any] | None:
+    """`<memballoon model= autodeflate= freePageReporting=>` with virtio options and address.
+
+    The `Devices` fields it sets, by name. `<stats period=>` is accepted: libvirt sets the
+    polling period over QMP while the guest runs, a statistic qemud does not collect.
+    """
+    value = node.attr("model") or "virtio"
+    if value not in ("virtio", "none"):
+        ctx.error(node.line, f"<memballoon model>: {value!r} is not supported; use 'virtio' or "
+                  "'none'")
+        return None
+    out: dict[str, Any] = {"memballoon": value,
+                           "memballoon_address": _address(ctx, node, ("pci",))}
+    for attr, key in (("autodeflate", "memballoon_deflate"),
+                      ("freePageReporting", "memballoon_free_page_reporting")):
+        out[key] = _flag(ctx, node, attr, ("on", "off"))
+    driver = node.child("driver")
+    if driver is not None:
+        virtio = _Fields(driver)
+        _virtio_options(ctx, driver, virtio)
+        out["memballoon_virtio"] = virtio.data.get("virtio", VirtioOptions())
+        _leftovers(ctx, driver)
+    stats = node.child("stats")
+    if stats is not None:
+        stats.ignore_attrs("period")
+        _leftovers(ctx, stats)
+    if value == "none" and any(out[k] is not None for k in ("memballoon_deflate",
+                                                            "memballoon_free_page_reporting")):
+        ctx.error(node.line, "<memballoon model='none'> has no balloon to deflate or report "
+                  "through; remove autodeflate and freePageReporting")
+    _leftovers(ctx, node, IGNORED_EVERYWHERE)
+    return out
 
 
 _RELAYED_CHANNELS = ("tcp", "udp", "file", "null", "dev", "pipe", "spiceport")
@@ -2401,7 +2434,7 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
         "rng": _read_rng,
         "input": _read_input,
         "controller": _read_controller,
-        "memballoon": lambda c, n: _read_model_only(c, n, ("virtio", "none")),
+        "memballoon": _read_memballoon,
         "panic": lambda c, n: _read_model_only(c, n, ("isa", "hyperv")),
         "channel": _read_channel,
         "sound": _read_sound,
@@ -2501,8 +2534,7 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
         videos=tuple(found.get("video", [])),
         inputs=tuple(found.get("input", [])),
         controllers=tuple(found.get("controller", [])),
-        memballoon=balloons[-1][0] if balloons else None,
-        memballoon_address=balloons[-1][1] if balloons else None,
+        **(balloons[-1] if balloons else {}),
         panic="isa" if "isa" in panics else None,
         hyperv_panic="hyperv" in panics,
         rngs=tuple(found.get("rng", [])),

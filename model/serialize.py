@@ -425,7 +425,11 @@ def _devices(dev: Devices) -> Element:
             _address(v.address)]) for v in dev.vsocks),
         *(Element("watchdog", {"model": w.model, "action": w.action}, [_address(w.address)])
           for w in dev.watchdogs),
-        Element("memballoon", {"model": dev.memballoon}, [_address(dev.memballoon_address)])
+        Element("memballoon", {"model": dev.memballoon,
+                               "autodeflate": _yn(dev.memballoon_deflate, ("on", "off")),
+                               "freePageReporting": _yn(dev.memballoon_free_page_reporting,
+                                                        ("on", "off"))},
+                [_virtio_driver(dev.memballoon_virtio), _address(dev.memballoon_address)])
         if dev.memballoon else None,
         *(Element("rng", {"model": r.model}, [
             Element("backend", {"model": r.backend_model,

@@ -340,6 +340,18 @@ def test_iommu_rules_name_the_line(snippet: str, machine: str, extra: str, kind:
     assert expected in issues(data)
 
 
+def test_memballoon_options_as_libvirt_renders_them() -> None:
+    d = devices("""<memballoon model='virtio' autodeflate='on' freePageReporting='off'>
+        <stats period='10'/><driver iommu='on' packed='on'/></memballoon>""")
+    assert values(d, "-device")[-1] == ("virtio-balloon-pci,iommu_platform=on,packed=on,"
+                                        "bus=pci.0,addr=0x2,id=balloon0,deflate-on-oom=on,"
+                                        "free-page-reporting=off")
+    assert model.parse(model.to_xml(d)).domain == d
+    data = domain_xml("<devices>\n<memballoon model='none' autodeflate='on'/>\n</devices>")
+    assert issues(data) == [(7, "<memballoon model='none'> has no balloon to deflate or report "
+                                "through; remove autodeflate and freePageReporting")]
+
+
 # --- PCI topology --------------------------------------------------------------------------------
 
 

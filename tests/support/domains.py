@@ -548,6 +548,9 @@ def _build(c: _Chooser, name: str | None = None) -> Domain:
         timer = c.pick(("rtc", "pit", "hpet", "kvmclock", "tsc", "hypervclock"))
         timers.append(Timer(name=timer, tickpolicy=c.pick(policies.get(timer, (None,))),
                             present=c.pick((None, True, False))))
+    # <currentMemory> below <memory> is applied through the balloon: it needs one
+    balloon = "virtio" if current is not None and current < memory else c.pick(
+        (None, "virtio", "none"))
     devices = Devices(
         emulator=emulator,
         disks=tuple(disks),
@@ -560,9 +563,8 @@ def _build(c: _Chooser, name: str | None = None) -> Domain:
         videos=tuple(_videos(c)),
         inputs=tuple(_inputs(c, usb_model != "none")),
         controllers=tuple(controllers),
-        # <currentMemory> below <memory> is applied through the balloon: it needs one
-        memballoon="virtio" if current is not None and current < memory else c.pick(
-            (None, "virtio", "none")),
+        memballoon=balloon,
+        memballoon_deflate=c.pick((True, False)) if balloon == "virtio" and c.flag(0.2) else None,
         panic=c.pick((None, "isa")),
         rngs=tuple(_rngs(c)),
     )
