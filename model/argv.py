@@ -862,6 +862,8 @@ def _display(d: Domain, runtime: Runtime | None) -> Iterator[Option]:
                 vnc = f"{host}:0,to=99"
             else:
                 vnc = f"{host}:{g.port - 5900}"
+            if g.share_policy is not None:
+                vnc += f",share={g.share_policy}"
             if g.passwd is not None:
                 yield _secret("vnc-secret", g.passwd)
                 vnc += ",password-secret=vnc-secret"

@@ -631,6 +631,8 @@ class Graphics(Frozen):
     rendernode: Annotated[str, Field(pattern=r"^/[^\x00-\x1f]*$")] | None = None
     audio: Positive | None = None
     """VNC only: `<audio id=>`, the audiodev whose sound VNC clients hear."""
+    share_policy: Literal["allow-exclusive", "force-shared", "ignore"] | None = None
+    """VNC only: `sharePolicy=`, how QEMU treats a client asking for exclusive access."""
 
     @model_validator(mode="after")
     def _spice_options_need_spice(self) -> Graphics:
@@ -643,6 +645,8 @@ class Graphics(Frozen):
             raise ValueError("image, jpeg, zlib, playback, streaming, mouse, clipboard, "
                              "filetransfer, tlsPort, defaultMode, channel and gl are spice "
                              "settings; VNC has none of them")
+        if self.type == "spice" and self.share_policy is not None:
+            raise ValueError("sharePolicy is a VNC setting; spice has none")
         if self.type == "spice" and self.audio is not None:
             raise ValueError("<audio id=> in <graphics> is for VNC; spice carries sound with "
                              "<audio type='spice'>")

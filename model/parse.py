@@ -1220,7 +1220,8 @@ def _read_graphics(ctx: _Context, node: Node) -> Graphics | Display | None:
     fields = _Fields(node)
     fields.attr("type")
     fields.attr("passwd")
-    node.ignore_attrs("keymap", "sharePolicy")
+    node.ignore_attrs("keymap")
+    fields.attr("share_policy", "sharePolicy")
     if node.attr("keymap") not in (None, "en-us"):
         ctx.error(node.line, "<graphics keymap>: QEMU's keymaps are deprecated; remove it and "
                   "let the client send scancodes")

@@ -297,7 +297,7 @@ def _graphics(g: Graphics) -> Element:
     return Element("graphics", {"type": g.type, "port": _num(g.port),
                                 "tlsPort": _num(g.tls_port), "defaultMode": g.default_mode,
                                 "autoport": "no" if g.port else "yes", "listen": g.listen,
-                                "passwd": g.passwd}, kids)
+                                "passwd": g.passwd, "sharePolicy": g.share_policy}, kids)
 
 
 def _shmem(mem: Shmem) -> Element:

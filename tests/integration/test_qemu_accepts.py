@@ -100,7 +100,7 @@ COMBOS: dict[str, Domain] = {
         <jpeg compression='never'/><zlib compression='always'/><playback compression='off'/>
         <streaming mode='filter'/><mouse mode='client'/><clipboard copypaste='no'/>
         <filetransfer enable='no'/></graphics>
-      <graphics type='vnc' port='5931' passwd='secret'/>
+      <graphics type='vnc' port='5931' passwd='secret' sharePolicy='force-shared'/>
       <audio id='1' type='spice'/><audio id='2' type='none'/>
       <sound model='ich9'><codec type='micro'/><audio id='2'/></sound>
       <sound model='ich6'><codec type='output'/><codec type='duplex'/></sound>

@@ -352,6 +352,15 @@ def test_memballoon_options_as_libvirt_renders_them() -> None:
                                 "through; remove autodeflate and freePageReporting")]
 
 
+def test_vnc_share_policy() -> None:
+    d = devices("<graphics type='vnc' port='5901' sharePolicy='ignore'/>")
+    assert values(d, "-vnc") == ["127.0.0.1:1,share=ignore"]
+    assert model.parse(model.to_xml(d)).domain == d
+    data = domain_xml("<devices>\n<graphics type='spice' port='5901' sharePolicy='ignore'/>\n"
+                      "</devices>")
+    assert issues(data) == [(7, "<graphics>: sharePolicy is a VNC setting; spice has none")]
+
+
 # --- PCI topology --------------------------------------------------------------------------------
 
 
