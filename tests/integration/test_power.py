@@ -8,8 +8,8 @@ import uuid as uuidlib
 
 import pytest
 
-from tests.integration.test_loop import World, light_uuid, world
-from tests.integration.test_promise import Watch, dom, marker_pass
+from tests.integration.test_loop import World, light_uuid, light_xml, world
+from tests.integration.test_promise import Watch, marker_pass
 from tests.support import vms
 from tests.support.guest import Guest
 from tests.support.procs import alive
@@ -23,7 +23,7 @@ def test_stop_force_does_not_wait_for_the_guest(world: World) -> None:
     """A guest that ignores ACPI, with a 600 s shutdown timeout: `stop --force` sets the desired
     state and stops it at once (QMP quit), even while a graceful stop is already waiting."""
     world.start_daemon()
-    path = world.write("f", dom("f", acpi=True, shutdown_timeout=600))
+    path = world.write("f", light_xml("f", acpi=True, shutdown_timeout=600))
     pid = world.wait_running("f")["pid"]
     out = world.cli("stop", "f", "--force", timeout=60)  # 600 s if it waited for the guest
     assert out.returncode == 0, out.stdout + out.stderr
@@ -37,7 +37,7 @@ def test_stop_force_does_not_wait_for_the_guest(world: World) -> None:
 
 def test_stop_force_cuts_short_a_graceful_stop_under_way(world: World) -> None:
     world.start_daemon()
-    world.write("g", dom("g", acpi=True, shutdown_timeout=600))
+    world.write("g", light_xml("g", acpi=True, shutdown_timeout=600))
     pid = world.wait_running("g")["pid"]
     out = world.cli("stop", "g")
     assert out.returncode == 0, out.stdout + out.stderr
@@ -54,7 +54,7 @@ def test_restart_runs_a_new_qemu_and_keeps_the_desired_state(world: World) -> No
     """`restart` stops the VM (after its shutdown timeout: the guest ignores ACPI) and the
     daemon starts it again: a new pid, never two at once, the file untouched."""
     world.start_daemon()
-    path = world.write("r", dom("r", acpi=True, shutdown_timeout=1))
+    path = world.write("r", light_xml("r", acpi=True, shutdown_timeout=1))
     text = path.read_text()
     old = world.wait_running("r")["pid"]
     with Watch([light_uuid("r")]) as watch:
@@ -71,7 +71,7 @@ def test_restart_runs_a_new_qemu_and_keeps_the_desired_state(world: World) -> No
 
 def test_restart_no_wait_returns_at_once_and_the_daemon_carries_it_out(world: World) -> None:
     world.start_daemon()
-    world.write("n", dom("n", acpi=True, shutdown_timeout=1))
+    world.write("n", light_xml("n", acpi=True, shutdown_timeout=1))
     old = world.wait_running("n")["pid"]
     out = world.cli("restart", "n", "--no-wait")
     assert out.returncode == 0, out.stdout + out.stderr
@@ -83,7 +83,7 @@ def test_restart_no_wait_returns_at_once_and_the_daemon_carries_it_out(world: Wo
 
 def test_reboot_of_a_guest_that_ignores_acpi_fails_and_leaves_it_running(world: World) -> None:
     world.start_daemon()
-    world.write("i", dom("i", acpi=True, shutdown_timeout=1))
+    world.write("i", light_xml("i", acpi=True, shutdown_timeout=1))
     pid = world.wait_running("i")["pid"]
     out = world.cli("reboot", "i")
     assert out.returncode == 1, out.stdout + out.stderr
@@ -95,8 +95,8 @@ def test_reboot_of_a_guest_that_ignores_acpi_fails_and_leaves_it_running(world: 
 
 def test_reset_keeps_the_qemu_and_verbs_on_stopped_vms_say_what_to_do(world: World) -> None:
     world.start_daemon()
-    world.write("z", dom("z"))
-    world.write("off", dom("off", state="stopped"))
+    world.write("z", light_xml("z"))
+    world.write("off", light_xml("off", state="stopped"))
     pid = world.wait_running("z")["pid"]
     out = world.cli("reset", "z")
     assert out.returncode == 0, out.stdout + out.stderr
@@ -112,7 +112,7 @@ def test_reset_keeps_the_qemu_and_verbs_on_stopped_vms_say_what_to_do(world: Wor
 
 def test_verbs_without_a_daemon_are_carried_out_here(world: World) -> None:
     """No daemon: `restart` owns the VMs for its time (adopting them), then lets them go."""
-    world.write("h", dom("h", acpi=True, shutdown_timeout=1))
+    world.write("h", light_xml("h", acpi=True, shutdown_timeout=1))
     out = world.cli("--once")
     assert out.returncode == 0, out.stdout + out.stderr
     old = world.status("h")["pid"]  # type: ignore[index]
@@ -156,10 +156,10 @@ def test_stop_on_a_name_clash_edits_the_file_of_the_vm_that_runs(world: World) -
     """`web` runs from b.xml; a.xml (same name, another uuid) lost the clash. `stop web` (and
     `stop --force web`) edit b.xml, the one the running VM comes from, not a.xml."""
     world.start_daemon()
-    b = world.write("b", dom("web", uuid=light_uuid("b")))
+    b = world.write("b", light_xml("web", uuid=light_uuid("b")))
     pid = world.wait_running("web")["pid"]
     a = world.path("a")
-    a.write_text(dom("web", uuid=light_uuid("a")))
+    a.write_text(light_xml("web", uuid=light_uuid("a")))
     marker_pass(world)
     out = world.cli("stop", "web", "--force")
     assert out.returncode == 0, out.stdout + out.stderr
@@ -172,7 +172,7 @@ def test_stop_force_of_a_vm_whose_file_was_deleted_skips_the_wait(world: World) 
     """The file is gone, so the VM is being stopped gracefully (600 s ACPI wait): `stop --force`
     has no file to edit but still cuts the wait short."""
     world.start_daemon()
-    path = world.write("gone", dom("gone", acpi=True, shutdown_timeout=600))
+    path = world.write("gone", light_xml("gone", acpi=True, shutdown_timeout=600))
     pid = world.wait_running("gone")["pid"]
     path.unlink()
     world.wait(lambda: "waiting up to 600s" in world.vm_log("gone"), "the ACPI wait to begin")
@@ -188,7 +188,7 @@ def test_a_verb_to_a_hung_daemon_says_so_and_is_dropped_when_given_up(world: Wor
     import signal
 
     daemon = world.start_daemon()
-    world.write("h", dom("h"))
+    world.write("h", light_xml("h"))
     pid = world.wait_running("h")["pid"]
     daemon.proc.send_signal(signal.SIGSTOP)
     try:
