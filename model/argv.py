@@ -963,6 +963,8 @@ def _videos(d: Domain, at: At) -> Iterator[Option]:
             parts.append(f"vgamem_mb={(video.vgamem or QXL_VGAMEM_KIB) // 1024}")
         elif video.model in ("vga", "bochs") and video.vram is not None:
             parts.append(f"vgamem_mb={video.vram // 1024}")
+        if video.resolution is not None:
+            parts += [f"xres={video.resolution[0]}", f"yres={video.resolution[1]}"]
         yield ("-device", ",".join(parts))
 
 

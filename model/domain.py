@@ -782,7 +782,18 @@ class Video(Frozen):
     vram: Annotated[int, Field(ge=1024, le=2**22)] | None = None
     ram: Annotated[int, Field(ge=1024, le=2**22)] | None = None
     vgamem: Annotated[int, Field(ge=1024, le=2**22)] | None = None
+    resolution: tuple[Annotated[int, Field(ge=1, le=16384)],
+                      Annotated[int, Field(ge=1, le=16384)]] | None = None
+    """`<model><resolution x= y=/>`: the display size the guest starts with (qxl, virtio)."""
     address: PciAddress | None = None
+
+    @model_validator(mode="after")
+    def _resolution_where_qemu_has_it(self) -> Video:
+        """Guarantee a resolution only on qxl and virtio, the adapters with xres/yres."""
+        if self.resolution is not None and self.model not in ("qxl", "virtio"):
+            raise ValueError(f"<resolution> is for qxl and virtio video; QEMU's {self.model} "
+                             "has no settable resolution (the guest picks it); remove it")
+        return self
 
 
 class Input(Frozen):

@@ -1503,7 +1503,16 @@ def _read_video(ctx: _Context, node: Node) -> Video | None:
             _leftovers(ctx, accel)
         resolution = model.child("resolution")
         if resolution is not None:
-            ctx.error(resolution.line, "<resolution> is not supported by qemud; remove it")
+            x, y = _int(ctx, resolution, "x"), _int(ctx, resolution, "y")
+            kind = model.attr("type") or "vga"
+            if x is None or y is None:
+                ctx.error(resolution.line, "<resolution> needs x= and y= (pixels)")
+            elif kind not in ("qxl", "virtio"):  # the model's rule, said at this line
+                ctx.error(resolution.line, f"<resolution> is for qxl and virtio video; QEMU's "
+                          f"{kind} has no settable resolution (the guest picks it); remove it")
+            else:
+                fields.put("resolution", (x, y), "<resolution>", resolution.line)
+            _leftovers(ctx, resolution)
     fields.put("address", _address(ctx, node), "<address>")
     driver = node.child("driver")
     if driver is not None:

@@ -327,7 +327,9 @@ def _video(v: Video) -> Element:
     """Render one `<video>`."""
     return Element("video", children=[
         Element("model", {"type": v.model, "heads": _num(v.heads), "vram": _num(v.vram),
-                          "ram": _num(v.ram), "vgamem": _num(v.vgamem)}),
+                          "ram": _num(v.ram), "vgamem": _num(v.vgamem)},
+                [Element("resolution", {"x": str(v.resolution[0]), "y": str(v.resolution[1])})
+                 if v.resolution is not None else None]),
         _address(v.address),
     ])
 

@@ -111,8 +111,9 @@ COMBOS: dict[str, Domain] = {
       <channel type='pty'><target type='virtio' name='org.example.pty'/></channel>
       <channel type='spicevmc'><target type='virtio' name='com.redhat.spice.0'/></channel>
       <watchdog model='i6300esb' action='poweroff'/><watchdog model='ib700' action='poweroff'/>
-      <video><model type='qxl' ram='65536' vram='65536' vgamem='16384' heads='1'/></video>
-      <video><model type='virtio' heads='2'/></video>
+      <video><model type='qxl' ram='65536' vram='65536' vgamem='16384' heads='1'>
+        <resolution x='1280' y='720'/></model></video>
+      <video><model type='virtio' heads='2'><resolution x='800' y='600'/></model></video>
       <memballoon model='virtio'/>"""),
     # pc: a pci-bridge with devices addressed behind it, disk driver options, Hyper-V and KVM
     # features, all timers, smm (vpindex and what rests on it need KVM: not launchable here)

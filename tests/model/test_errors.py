@@ -784,17 +784,22 @@ def test_messages_are_in_the_users_language(data: bytes, expected: list[tuple[in
         assert message[0] in "<'\"" or message[0].isalpha()
 
 
-def test_video_acceleration_off_is_accepted_but_3d_and_resolution_are_refused() -> None:
-    # accel3d='no' is QEMU's default; 3D (virgl) and a resolution would be silently dropped
+def test_video_acceleration_off_is_accepted_but_3d_is_refused() -> None:
+    # accel3d='no' is QEMU's default; 3D (virgl) would be silently dropped
     data = devices("<video>\n  <model type='virtio'>\n    <acceleration accel3d='no'/>\n"
-                   "  </model>\n</video>")
-    assert model.parse(data).domain.devices.videos == (Video(model="virtio"),)
-    data = devices("<video>\n  <model type='virtio'>\n    <acceleration accel3d='yes'/>\n"
                    "    <resolution x='1024' y='768'/>\n  </model>\n</video>")
+    assert model.parse(data).domain.devices.videos == (Video(model="virtio",
+                                                             resolution=(1024, 768)),)
+    data = devices("<video>\n  <model type='virtio'>\n    <acceleration accel3d='yes'/>\n"
+                   "    <resolution x='1024'/>\n  </model>\n</video>\n"
+                   "<video>\n  <model type='vga'>\n    <resolution x='1024' y='768'/>\n"
+                   "  </model>\n</video>")
     assert issues(data) == [
         (9, "<acceleration accel3d='yes'> needs virgl and a host GPU (egl-headless), which qemud "
             "does not set up; remove it"),
-        (10, "<resolution> is not supported by qemud; remove it"),
+        (10, "<resolution> needs x= and y= (pixels)"),
+        (15, "<resolution> is for qxl and virtio video; QEMU's vga has no settable resolution "
+             "(the guest picks it); remove it"),
     ]
 
 
