@@ -1365,8 +1365,12 @@ def balloon_target(d: Domain) -> int | None:
     return d.current_memory
 
 
-_BRIDGES = {"pcie-root-port": ("pcie-root-port", "root-port"), "pci-bridge": ("pci-bridge", "bridge"),
-            "pcie-to-pci-bridge": ("pcie-pci-bridge", "bridge")}
+_BRIDGES: dict[str, tuple[str, pci.Kind]] = {
+    "pcie-root-port": ("pcie-root-port", "root-port"), "pci-bridge": ("pci-bridge", "bridge"),
+    "pcie-to-pci-bridge": ("pcie-pci-bridge", "bridge"),
+    "dmi-to-pci-bridge": ("i82801b11-bridge", "dmi-bridge")}
+PCIE_ONLY_CONTROLLERS = ("pcie-root", "pcie-root-port", "pcie-to-pci-bridge", "dmi-to-pci-bridge")
+"""PCI controller models that need the PCI Express root of machine 'q35'."""
 PCI_CONTROLLER_MODELS = ("pci-root", "pcie-root", *_BRIDGES)
 """`<controller type='pci' model=>` values qemud renders."""
 _PCIE_DEVICES = frozenset({"virtio-blk-pci", "virtio-net-pci", "virtio-balloon-pci", "virtio-rng-pci",
@@ -1385,7 +1389,7 @@ def _pci_controllers(d: Domain) -> list[Controller]:
     """
     q35 = is_q35(d)
     return sorted((c for c in d.devices.controllers if c.type == "pci" and c.index > 0
-                   and c.model in _BRIDGES and (q35 or c.model != "pcie-root-port")),
+                   and c.model in _BRIDGES and (q35 or c.model not in PCIE_ONLY_CONTROLLERS)),
                   key=lambda c: c.index)
 
 
@@ -1402,8 +1406,8 @@ def _pci_requests(d: Domain) -> list[pci.Request]:
 
     for c in _pci_controllers(d):
         _, kind = _BRIDGES[c.model or ""]
-        reqs.append(pci.Request(f"pci.{c.index}", "root-port" if kind == "root-port" else "bridge",
-                                c.address, None, c.index))
+        home = PciAddress(slot=0x1E) if kind == "dmi-bridge" else None  # ICH9's own, as libvirt
+        reqs.append(pci.Request(f"pci.{c.index}", kind, c.address, home, c.index))
     shown = shown_videos(d)
     if shown and shown[0].model != "ramfb":
         add("video0", _VIDEO[shown[0].model][0], shown[0].address,
@@ -1493,6 +1497,8 @@ def _pci_bridges(d: Domain, placement: pci.Placement, at: At) -> Iterator[Option
         elif driver == "pci-bridge":
             chassis = c.chassis if c.chassis is not None else c.index
             yield ("-device", f"pci-bridge,chassis_nr={chassis},id={pid}{at(pid)}")
+        elif kind == "dmi-bridge":
+            yield ("-device", f"i82801b11-bridge,id={pid}{at(pid)}")
         else:
             yield ("-device", f"pcie-pci-bridge,id={pid}{at(pid)}")
 

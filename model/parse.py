@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from model import units
 from model.argv import (
     PCI_CONTROLLER_MODELS,
+    PCIE_ONLY_CONTROLLERS,
     SCSI_MODELS,
     SPICE_X509_DIR,
     USB_MODELS,
@@ -2367,6 +2368,19 @@ def _check_devices(ctx: _Context, devices: Devices, lines: dict[int, int | None]
                           "one group share their limits, and this disk's differ from "
                           f"<target dev='{leader.target_dev}'>'s; make them equal or use "
                           "another group")
+    for c in devices.controllers:
+        if c.type != "pci" or c.model is None:
+            continue
+        if not q35 and c.model in PCIE_ONLY_CONTROLLERS:
+            ctx.error(lines.get(id(c)), f"<controller type='pci' model='{c.model}'> needs the PCI "
+                      "Express root of machine 'q35'; on 'pc' use model=" +
+                      ("'pci-root'" if c.model == "pcie-root" else "'pci-bridge'"))
+        elif q35 and c.model == "pci-root":
+            ctx.error(lines.get(id(c)), "machine 'q35' has a PCI Express root: use "
+                      "model='pcie-root' for the controller with index='0'")
+        elif c.model in ("pci-root", "pcie-root") and c.index != 0:
+            ctx.error(lines.get(id(c)), f"<controller model='{c.model}'> is the root bus: its "
+                      "index is 0")
     ports: set[int] = set()
     for port in devices.serials:  # reported at the second device of a pair
         if port.port in ports:

@@ -12,7 +12,8 @@ give the guest the same topology:
 * pcie-root-ports are packed eight to a slot of the root bus (multifunction);
 * on 'q35', a PCI Express device goes alone on the first free pcie-root-port (one is added when
   none is free, plus a spare one for hotplug, as libvirt does); a conventional PCI device goes
-  on the root bus (libvirt would add a pcie-to-pci-bridge for it: the one difference);
+  behind a declared bridge (dmi-to-pci-bridge at 00:1e.0, pcie-to-pci-bridge, pci-bridge),
+  else on the root bus (libvirt would add a pcie-to-pci-bridge for it: the one difference);
 * on 'pc', every device takes the next free slot of bus 0, then of pci-bridges.
 """
 
@@ -25,9 +26,10 @@ from typing import Literal
 from model.domain import PciAddress
 from model.errors import RenderError
 
-Kind = Literal["pcie", "pci", "root-port", "bridge"]
+Kind = Literal["pcie", "pci", "root-port", "bridge", "dmi-bridge"]
 """pcie: a PCI Express endpoint; pci: conventional PCI; root-port: pcie-root-port;
-bridge: pci-bridge or pcie-to-pci-bridge (a bus of 32 slots for conventional devices)."""
+bridge: pci-bridge or pcie-to-pci-bridge (a bus of 32 slots for conventional devices, slot 0
+its own); dmi-bridge: dmi-to-pci-bridge (ICH9's i82801b11, every slot of its bus free)."""
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,7 @@ def assign(requests: Sequence[Request], q35: bool) -> Placement:
     """Place every request; raise RenderError for a clash or an address on a missing bus."""
     buses: dict[int, _Bus] = {0: _Bus(0, "root")}
     for req in requests:
-        if req.kind in ("root-port", "bridge") and req.index is not None:
+        if req.kind in ("root-port", "bridge", "dmi-bridge") and req.index is not None:
             buses[req.index] = _Bus(req.index, "root-port" if req.kind == "root-port" else "bridge")
             if req.kind == "bridge":  # a bridge's slot 0 is its own (SHPC); libvirt never uses it
                 buses[req.index].used.update((0, f) for f in range(8))
@@ -156,7 +158,7 @@ def assign(requests: Sequence[Request], q35: bool) -> Placement:
             buses[index].used.add((0, 0))
             out[req.id] = PciAddress(bus=index, slot=0)
         else:
-            out[req.id] = _next_slot(buses, req.id)
+            out[req.id] = _next_slot(buses, req.id, bridges_first=q35)
     if len(added) > implicit:  # libvirt leaves one empty root port for hotplug when it adds any
         added.append(next_index)
     _pack_root_ports(root, [f"pci.{i}" for i in added[implicit:]], out)
@@ -178,9 +180,14 @@ def _pack_root_ports(root: _Bus, ids: list[str], out: dict[str, PciAddress]) -> 
                                   multifunction=function == 0 and len(group) > 1)
 
 
-def _next_slot(buses: dict[int, _Bus], what: str) -> PciAddress:
-    """The first free slot (function 0, whole slot free) of bus 0, then of the pci-bridges."""
-    for index, bus in sorted(buses.items()):
+def _next_slot(buses: dict[int, _Bus], what: str, bridges_first: bool = False) -> PciAddress:
+    """The first free slot (function 0, whole slot free) of bus 0, then of the pci-bridges.
+
+    With `bridges_first` ('q35', whose PCI Express root takes no conventional device in
+    libvirt's rules) the bridges' buses come before the root bus.
+    """
+    order = sorted(buses.items(), key=lambda kv: (bridges_first and kv[1].kind == "root", kv[0]))
+    for index, bus in order:
         if bus.kind == "root-port":
             continue
         for slot in range(32):

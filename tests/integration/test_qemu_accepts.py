@@ -194,6 +194,12 @@ COMBOS: dict[str, Domain] = {
            <interface type='user'><model type='virtio'/><driver iommu='on' ats='on'/></interface>""",
         features="<ioapic driver='qemu'/>"),
     "combo-virtio-iommu": _combo("<video><model type='vga'/></video><iommu model='virtio'/>"),
+    # libvirt's older q35 layout: a dmi-to-pci-bridge with a pci-bridge and a NIC behind it
+    "combo-dmi-bridge": _combo(
+        """<controller type='pci' model='pcie-root'/>
+           <controller type='pci' model='dmi-to-pci-bridge'/>
+           <controller type='pci' model='pci-bridge'/>
+           <interface type='user'><model type='e1000'/></interface>"""),
     "combo-9p": _combo("""<filesystem type='mount' accessmode='mapped'><source dir='/tmp'/>
           <target dir='tmpshare'/><readonly/></filesystem>"""),
     # USB hubs, chained, with mice on their ports

@@ -361,6 +361,38 @@ def test_vnc_share_policy() -> None:
     assert issues(data) == [(7, "<graphics>: sharePolicy is a VNC setting; spice has none")]
 
 
+def test_dmi_to_pci_bridge_at_ich9s_slot_with_conventional_devices_behind_it() -> None:
+    """libvirt's older q35 layout (q35-pcie.xml): i82801b11 at 00:1e.0, a pci-bridge on it."""
+    d = devices("""
+        <controller type='pci' model='pcie-root'/>
+        <controller type='pci' model='dmi-to-pci-bridge'/>
+        <controller type='pci' model='pci-bridge'/>
+        <interface type='user'><model type='e1000'/></interface>""", machine="q35")
+    devs = values(d, "-device")
+    assert "i82801b11-bridge,id=pci.1,bus=pcie.0,addr=0x1e" in devs
+    assert "pci-bridge,chassis_nr=2,id=pci.2,bus=pci.1,addr=0x0" in devs
+    assert any(v.startswith("e1000,") and "bus=pci.1,addr=0x1" in v for v in devs), devs
+
+
+@pytest.mark.parametrize(("machine", "snippet", "expected"), [
+    ("pc", "<controller type='pci' index='1' model='pcie-root-port'/>",
+     "<controller type='pci' model='pcie-root-port'> needs the PCI Express root of machine "
+     "'q35'; on 'pc' use model='pci-bridge'"),
+    ("pc", "<controller type='pci' index='0' model='pcie-root'/>",
+     "<controller type='pci' model='pcie-root'> needs the PCI Express root of machine 'q35'; on "
+     "'pc' use model='pci-root'"),
+    ("q35", "<controller type='pci' index='0' model='pci-root'/>",
+     "machine 'q35' has a PCI Express root: use model='pcie-root' for the controller with "
+     "index='0'"),
+    ("q35", "<controller type='pci' index='2' model='pcie-root'/>",
+     "<controller model='pcie-root'> is the root bus: its index is 0"),
+])
+def test_pci_controllers_fit_the_machine(machine: str, snippet: str, expected: str) -> None:
+    data = domain_xml("<devices>\n" + snippet + "\n</devices>",
+                      os=f"<os><type machine='{machine}'>hvm</type></os>")
+    assert issues(data) == [(7, expected)]
+
+
 # --- PCI topology --------------------------------------------------------------------------------
 
 

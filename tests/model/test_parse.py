@@ -33,7 +33,7 @@ from model.domain import (
     Vcpu,
     Video,
 )
-from tests.support.snippets import SAMPLES, UUID, domain_xml
+from tests.support.snippets import PARTS, SAMPLES, UUID, domain_xml
 
 domain = domain_xml
 
@@ -585,7 +585,10 @@ def test_memballoon_panic_rng(snippet: str, field: str, value: Any) -> None:
      (Controller(type="sata"), Controller(type="virtio-serial"), Controller(type="fdc"))),
 ])
 def test_controllers_are_accepted(snippet: str, controllers: tuple[Controller, ...]) -> None:
-    assert parse(devices(snippet)).devices.controllers == controllers
+    q35 = "pcie-root" in snippet  # PCI Express controllers need machine 'q35'
+    data = domain_xml("<devices>\n" + textwrap.dedent(snippet).strip("\n") + "\n</devices>",
+                      os="<os><type machine='q35'>hvm</type></os>" if q35 else PARTS["os"])
+    assert parse(data).devices.controllers == controllers
 
 
 @pytest.mark.parametrize("model_name", ["piix3-uhci", "piix4-uhci", "ehci", "ich9-ehci1",

@@ -349,7 +349,7 @@ def _os(c: _Chooser, machine: str | None, arch: str | None, boot_mode: str) -> O
               cmdline=cmdline)
 
 
-def _controllers(c: _Chooser) -> tuple[list[Controller], str | None, str | None]:
+def _controllers(c: _Chooser, q35: bool) -> tuple[list[Controller], str | None, str | None]:
     """Controllers, plus the USB and SCSI models that rule what other devices may do."""
     out: list[Controller] = []
     usb_model: str | None = None
@@ -363,7 +363,9 @@ def _controllers(c: _Chooser) -> tuple[list[Controller], str | None, str | None]
     for _ in range(c.int(0, 2)):
         kind = c.pick(tuple(OTHER_CONTROLLERS))
         chosen = c.pick(OTHER_CONTROLLERS[kind])
-        index = c.int(0, 3)
+        if kind == "pci":  # the root bus the machine has (index 0), ports only on q35's
+            chosen = c.pick(("pcie-root", "pcie-root-port") if q35 else ("pci-root", "pci-bridge"))
+        index = c.int(0, 3) if chosen not in ("pci-root", "pcie-root") else 0
         if not any(x.type == kind and x.index == index for x in out):
             out.append(Controller(type=kind, index=index, model=chosen))
     return out, usb_model, scsi_model
@@ -533,7 +535,7 @@ def _build(c: _Chooser, name: str | None = None) -> Domain:
         directory = c.pick(EMULATOR_DIRS) if not c.wide or c.flag() else _path(c, "/opt")
         emulator = f"{directory}/{c.pick(binaries)}"
     vcpu = _vcpu(c)
-    controllers, usb_model, scsi_model = _controllers(c)
+    controllers, usb_model, scsi_model = _controllers(c, q35)
     scsi_limit = MAX_TARGET["lsi" if scsi_model == "lsilogic" else "virtio-scsi-pci"]
     disks = _disks(c, q35, scsi_limit if c.wide else min(scsi_limit, 7))
     nics = _interfaces(c)
