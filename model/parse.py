@@ -914,8 +914,25 @@ def _read_desired(ctx: _Context, metadata: Node | None) -> Desired | None:
 _BUS_FOR_PREFIX = {"hd": "ide", "sd": "sata", "vd": "virtio", "fd": "fdc"}
 
 
+_UNSUPPORTED_DISKS = {
+    "network": "network storage (rbd, iSCSI, NBD, gluster, http...) needs QEMU's network block "
+               "drivers and secrets qemud does not manage; use a local file or block device",
+    "volume": "a storage-pool volume needs libvirt's storage driver to find its path; use "
+              "<disk type='file'> (or 'block') with the path `virsh vol-path` gives",
+    "nvme": "passing an NVMe controller through needs VFIO, which qemud does not manage",
+    "dir": "a host folder as a virtual FAT disk is not supported; use <filesystem> to share it",
+    "vhostuser": "a vhost-user disk needs a storage daemon qemud does not run",
+}
+"""libvirt disk types qemud refuses, each with the sentence that says why."""
+
+
 def _read_disk(ctx: _Context, node: Node) -> Disk | None:
     """`<disk type= device=>` with driver, source, target, readonly, boot, serial."""
+    kind = node.attr("type")
+    if kind in _UNSUPPORTED_DISKS:  # one sentence for the whole element, not one per part
+        ctx.error(node.line, f"<disk type='{kind}'> is not supported: {_UNSUPPORTED_DISKS[kind]}")
+        node.ignore(*(k.tag for k in node.kids()))
+        return None
     fields = _Fields(node)
     fields.attr("type")
     fields.attr("device")

@@ -493,11 +493,21 @@ DISKS = [
                          "  <target dev='vda'/>\n</disk>"),
                  [(8, "<driver discard>: 'yes' is not allowed; use one of 'unmap' or 'ignore'")],
                  id="disk-driver-discard"),
-    pytest.param(devices("<disk type='network' device='lun'>\n  <target dev='sda' bus='scsi'/>\n"
-                         "</disk>"),
-                 [(7, "<disk type>: 'network' is not allowed; use one of 'file' or 'block'"),
-                  (7, "<disk device>: 'lun' is not allowed; use one of 'disk', 'cdrom' or "
-                      "'floppy'")], id="disk-network-lun"),
+    pytest.param(devices("<disk type='network' device='disk'>\n"
+                         "  <source protocol='rbd' name='pool/image'><host name='mon'/></source>\n"
+                         "  <auth username='u'/>\n  <target dev='sda' bus='scsi'/>\n</disk>"),
+                 [(7, "<disk type='network'> is not supported: network storage (rbd, iSCSI, NBD, "
+                      "gluster, http...) needs QEMU's network block drivers and secrets qemud "
+                      "does not manage; use a local file or block device")], id="disk-network"),
+    pytest.param(devices("<disk type='volume'>\n  <source pool='default' volume='a.qcow2'/>\n"
+                         "  <target dev='vda'/>\n</disk>"),
+                 [(7, "<disk type='volume'> is not supported: a storage-pool volume needs "
+                      "libvirt's storage driver to find its path; use <disk type='file'> (or "
+                      "'block') with the path `virsh vol-path` gives")], id="disk-volume"),
+    pytest.param(devices("<disk type='file' device='lun'>\n  <source file='/a'/>\n"
+                         "  <target dev='sda' bus='scsi'/>\n</disk>"),
+                 [(7, "<disk device>: 'lun' is not allowed; use one of 'disk', 'cdrom' or "
+                      "'floppy'")], id="disk-lun"),
     pytest.param(devices("<disk>\n  <source file='/a'/>\n  <target dev='xda' bus='xen'/>\n"
                          "</disk>"),
                  [(9, "<target dev>: 'xda' has characters or a form that is not allowed here"),
