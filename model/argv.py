@@ -1328,6 +1328,8 @@ def _misc(d: Domain, at: At) -> Iterator[Option]:
         if rng.rate_bytes is not None:
             dev += f",max-bytes={rng.rate_bytes},period={rng.rate_period or 1000}"
         yield ("-device", dev)
+    if d.genid is not None:
+        yield ("-device", f"vmgenid,guid={d.genid},id=vmgenid0")
     if d.devices.panic == "isa":
         yield ("-device", "pvpanic")
     if d.features.vmcoreinfo:

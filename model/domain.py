@@ -1382,6 +1382,9 @@ class Domain(Frozen):
     uuid: uuidlib.UUID
     title: str | None = None
     description: str | None = None
+    genid: uuidlib.UUID | None = None
+    """`<genid>`: the VM generation ID the guest sees (vmgenid); change it to tell the guest it
+    was cloned or restored."""
     memory: Positive
     current_memory: Positive | None = None
     memory_backing: MemoryBacking | None = None

@@ -112,6 +112,18 @@ IGNORED_EVERYWHERE = ("alias",)
 IGNORED_TOP = ("seclabel", "resource")
 """Top-level elements of a `virsh dumpxml` that do not change the guest."""
 
+REFUSED_TOP = {
+    "idmap": "it maps user ids for containers (libvirt's LXC driver); a QEMU guest has no use "
+             "for it",
+    "keywrap": "AES/DEA key wrapping is for s390 guests; qemud runs x86 ones",
+    "launchSecurity": "memory encryption (AMD SEV) needs host firmware and keys qemud does not "
+                      "manage",
+    "iothreadids": "qemud numbers I/O threads 1 to N itself (<iothreads>N</iothreads>)",
+    "vcpus": "per-vCPU hotplug settings are not supported; use <vcpu current=>",
+    "defaultiothread": "tuning the default I/O thread's pool is not supported",
+}
+"""Top-level libvirt elements qemud refuses, each with the sentence that says why."""
+
 MACHINE = re.compile(r"^(pc|q35|pc-i440fx-[A-Za-z0-9][A-Za-z0-9.]*|pc-q35-[A-Za-z0-9][A-Za-z0-9.]*)$")
 """The machine families qemud renders (i440FX and Q35, any version, RHEL's `pc-q35-rhel9.2.0`
 too); which versions exist is the emulator's to say (see `MachineCheck`)."""
@@ -2978,7 +2990,19 @@ def _read_domain(ctx: _Context, root: Node) -> Domain | None:
     sysinfos = list(root.children("sysinfo"))
     if sysinfos:
         sub("sysinfo", _read_sysinfo(ctx, sysinfos), "sysinfo", sysinfos[0].line)
-    _leftovers(ctx, root, IGNORED_TOP)
+    for tag, why in REFUSED_TOP.items():
+        for kid in root.children(tag):
+            ctx.error(kid.line, f"<{tag}> is not supported: {why}; remove it")
+    genid = root.child("genid")
+    if genid is not None:
+        guid = (genid.text or "").strip()
+        if not guid:  # libvirt makes one up and keeps it in its copy; qemud never writes yours
+            ctx.error(genid.line, "<genid/> without a value: qemud does not write to your "
+                      "file; give the GUID (e.g. from uuidgen): <genid>GUID</genid>")
+        else:
+            fields.put("genid", guid, "<genid>", genid.line)
+        _leftovers(ctx, genid)
+    _leftovers(ctx, root, (*IGNORED_TOP, *REFUSED_TOP))
     domain = _make(ctx, Domain, fields)
     if domain is not None:
         _check_domain(ctx, domain, fields)

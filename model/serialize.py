@@ -631,6 +631,7 @@ def to_element(d: Domain) -> Element:
         Element("uuid", text=str(d.uuid)),
         Element("title", text=d.title) if d.title is not None else None,
         Element("description", text=d.description) if d.description is not None else None,
+        Element("genid", text=str(d.genid)) if d.genid is not None else None,
         _desired(d.desired),
         _size("memory", d.memory),
         _size("currentMemory", d.current_memory) if d.current_memory is not None else None,

@@ -195,6 +195,8 @@ COMBOS: dict[str, Domain] = {
         features="<ioapic driver='qemu'/>"),
     "combo-virtio-iommu": _combo("<video><model type='vga'/></video><iommu model='virtio'/>"),
     # libvirt's older q35 layout: a dmi-to-pci-bridge with a pci-bridge and a NIC behind it
+    "combo-genid": _combo("<video><model type='vga'/></video>",
+                          top="<genid>e9392370-2917-565e-692b-d057f46512d6</genid>"),
     "combo-dmi-bridge": _combo(
         """<controller type='pci' model='pcie-root'/>
            <controller type='pci' model='dmi-to-pci-bridge'/>

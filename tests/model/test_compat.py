@@ -393,6 +393,21 @@ def test_pci_controllers_fit_the_machine(machine: str, snippet: str, expected: s
     assert issues(data) == [(7, expected)]
 
 
+def test_genid_and_refused_top_level_elements() -> None:
+    d = model.parse(domain_xml("<genid>e9392370-2917-565e-692b-d057f46512d6</genid>")).domain
+    assert "vmgenid,guid=e9392370-2917-565e-692b-d057f46512d6,id=vmgenid0" in values(d, "-device")
+    assert model.parse(model.to_xml(d)).domain == d
+    data = domain_xml("<genid/>\n<idmap><uid start='0' target='1000' count='10'/></idmap>\n"
+                      "<launchSecurity type='sev'/>")
+    assert issues(data) == [
+        (6, "<genid/> without a value: qemud does not write to your file; give the GUID (e.g. "
+            "from uuidgen): <genid>GUID</genid>"),
+        (7, "<idmap> is not supported: it maps user ids for containers (libvirt's LXC driver); "
+            "a QEMU guest has no use for it; remove it"),
+        (8, "<launchSecurity> is not supported: memory encryption (AMD SEV) needs host firmware "
+            "and keys qemud does not manage; remove it")]
+
+
 # --- PCI topology --------------------------------------------------------------------------------
 
 

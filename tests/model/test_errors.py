@@ -15,6 +15,7 @@ import pytest
 
 import model
 from model.domain import Domain, Video
+from model.parse import REFUSED_TOP
 from model.xml import MAX_BYTES
 from tests.support.snippets import UUID, domain_xml
 
@@ -295,7 +296,11 @@ SYSINFO = [
 
 UNSUPPORTED_TOP = [
     pytest.param(domain(f"<{tag}/>"), [(6, f"<{tag}> inside <domain> {NOT_SUPPORTED}")], id=tag)
-    for tag in ("keywrap", "launchSecurity", "idmap", "genid", "perf")
+    for tag in ("perf", "throttlegroups")
+] + [
+    pytest.param(domain(f"<{tag}/>"), [(6, f"<{tag}> is not supported: {why}; remove it")],
+                 id=tag)
+    for tag, why in REFUSED_TOP.items()
 ]
 
 DESIRED = [
