@@ -118,7 +118,6 @@ REFUSED_TOP = {
     "keywrap": "AES/DEA key wrapping is for s390 guests; qemud runs x86 ones",
     "launchSecurity": "memory encryption (AMD SEV) needs host firmware and keys qemud does not "
                       "manage",
-    "iothreadids": "qemud numbers I/O threads 1 to N itself (<iothreads>N</iothreads>)",
     "vcpus": "per-vCPU hotplug settings are not supported; use <vcpu current=>",
     "defaultiothread": "tuning the default I/O thread's pool is not supported",
 }
@@ -2897,6 +2896,33 @@ def _read_max_memory(ctx: _Context, node: Node, fields: _Fields) -> None:
     _leftovers(ctx, node)
 
 
+def _read_iothreadids(ctx: _Context, node: Node, count: str | None, fields: _Fields) -> None:
+    """`<iothreadids>`: accepted when it lists threads 1 to N (what `<iothreads>N` gives).
+
+    libvirt writes it after `virsh iothreadadd`; other ids, or thread pool sizes, are refused
+    at their line (qemud names its I/O threads iothread1..N).
+    """
+    listed: list[int] = []
+    for thread in node.children("iothread"):
+        number = _int(ctx, thread, "id")
+        for attr in ("thread_pool_min", "thread_pool_max"):
+            if thread.attr(attr) is not None:
+                ctx.error(thread.line, f"<iothread {attr}>: I/O thread pool sizes are not "
+                          "supported by qemud; remove it")
+            thread.ignore_attrs(attr)
+        _leftovers(ctx, thread)
+        if number is not None:
+            listed.append(number)
+    _leftovers(ctx, node)
+    total = int(count) if count is not None and count.isdigit() else len(listed)
+    if sorted(listed) != list(range(1, len(listed) + 1)) or len(listed) > total:
+        ctx.error(node.line, "<iothreadids>: qemud names its I/O threads 1 to N; list ids 1 to "
+                  f"{max(total, 1)} or remove <iothreadids> and keep <iothreads>{total}"
+                  "</iothreads>")
+    elif count is None:
+        fields.put("iothreads", total, "<iothreadids>", node.line)
+
+
 def _read_domain(ctx: _Context, root: Node) -> Domain | None:
     """Read a whole `<domain>`; returns None when any issue was found."""
     if root.tag != "domain" or root.namespace is not None:
@@ -2960,6 +2986,9 @@ def _read_domain(ctx: _Context, root: Node) -> Domain | None:
         sub("cputune", _read_cputune(ctx, cputune), "cputune", cputune.line)
     iothreads, iothreads_line = _read_text(ctx, root, "iothreads")
     fields.put("iothreads", iothreads, "<iothreads>", iothreads_line)
+    ids = root.child("iothreadids")
+    if ids is not None:
+        _read_iothreadids(ctx, ids, iothreads, fields)
     numatune = root.child("numatune")
     if numatune is not None:
         sub("numatune", _read_numatune(ctx, numatune), "numatune", numatune.line)

@@ -408,6 +408,24 @@ def test_genid_and_refused_top_level_elements() -> None:
             "and keys qemud does not manage; remove it")]
 
 
+@pytest.mark.parametrize(("extra", "iothreads"), [
+    ("<iothreadids><iothread id='1'/><iothread id='2'/></iothreadids>", 2),
+    ("<iothreads>4</iothreads><iothreadids><iothread id='2'/><iothread id='1'/></iothreadids>", 4),
+])
+def test_iothreadids_naming_threads_one_to_n_are_accepted(extra: str, iothreads: int) -> None:
+    assert model.parse(domain_xml(extra)).domain.iothreads == iothreads
+
+
+def test_other_iothreadids_are_refused_with_why() -> None:
+    data = domain_xml("<iothreads>2</iothreads>\n<iothreadids>\n<iothread id='5'/>\n"
+                      "<iothread id='6' thread_pool_max='4'/>\n</iothreadids>")
+    assert issues(data) == [
+        (7, "<iothreadids>: qemud names its I/O threads 1 to N; list ids 1 to 2 or remove "
+            "<iothreadids> and keep <iothreads>2</iothreads>"),
+        (9, "<iothread thread_pool_max>: I/O thread pool sizes are not supported by qemud; "
+            "remove it")]
+
+
 # --- PCI topology --------------------------------------------------------------------------------
 
 
