@@ -506,6 +506,8 @@ def _disk(d: Domain, disk: Disk, at: At) -> Iterator[Option]:
         dev.append(f"wwn=0x{wwn}")
     if disk.shareable:
         dev.append("share-rw=on")
+    if disk.rotation_rate is not None:
+        dev.append(f"rotation_rate={disk.rotation_rate}")
     if bus == "usb":
         dev.append(f"removable={_on(bool(disk.removable))}")
     yield ("-device", ",".join(dev))

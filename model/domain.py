@@ -415,6 +415,8 @@ class Disk(Frozen):
     target_bus: Literal["ide", "sata", "scsi", "virtio", "fdc", "usb"]
     removable: bool | None = None
     """`<target removable='on'|'off'>` (USB disks only): the guest sees removable media."""
+    rotation_rate: Annotated[int, Field(ge=1, le=65534)] | None = None
+    """`<target rotation_rate=>` (ide, sata, scsi disks): 1 reports an SSD, else the rpm."""
     readonly: bool = False
     boot_order: BootOrder | None = None
     serial: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.+\- ]{1,20}$")] | None = None
@@ -440,6 +442,10 @@ class Disk(Frozen):
         if self.io == "native" and self.cache not in ("none", "directsync"):
             raise ValueError("io='native' needs cache='none' or 'directsync' (QEMU needs O_DIRECT "
                              "for it)")
+        if self.rotation_rate is not None and (self.target_bus not in ("ide", "sata", "scsi")
+                                               or self.device != "disk"):
+            raise ValueError("<target rotation_rate> is for ide, sata and scsi hard disks (QEMU "
+                             "has it on ide-hd and scsi-hd only); remove it")
         if self.iotune is not None and self.source is None:
             raise ValueError("<iotune> on an empty drive has no effect (QEMU throttles media, "
                              "and there is none); add a <source> or remove <iotune>")

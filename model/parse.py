@@ -973,7 +973,8 @@ def _read_disk(ctx: _Context, node: Node) -> Disk | None:
         return None
     dev = target.attr("dev")
     bus = target.attr("bus") or _BUS_FOR_PREFIX.get((dev or "")[:2])
-    target.ignore_attrs("tray", "rotation_rate")
+    target.ignore_attrs("tray")  # a live XML's tray state; QEMU starts with it closed
+    fields.attr("rotation_rate", node=target)
     fields.put("target_dev", dev, "<target dev>", target.line)
     fields.put("target_bus", bus, "<target bus>", target.line)
     if target.attr("removable") is not None:

@@ -132,7 +132,7 @@ COMBOS: dict[str, Domain] = {
       </disk>
       <disk type='file' device='disk'>
         <driver name='qemu' type='raw' io='threads' detect_zeroes='on'/>
-        <source file='/images/b.raw'/><target dev='sda' bus='scsi'/>
+        <source file='/images/b.raw'/><target dev='sda' bus='scsi' rotation_rate='1'/>
         <shareable/><wwn>0x5000c50015ea71ad</wwn><serial>B1</serial>
       </disk>
       <interface type='user'><model type='e1000'/>

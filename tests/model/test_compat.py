@@ -426,6 +426,19 @@ def test_other_iothreadids_are_refused_with_why() -> None:
             "remove it")]
 
 
+def test_rotation_rate_on_ide_sata_and_scsi_hard_disks() -> None:
+    d = devices("""<disk><source file='/a'/><target dev='sda' bus='scsi' rotation_rate='7200'/></disk>
+        <disk><source file='/b'/><target dev='hda' bus='ide' rotation_rate='1'/></disk>""")
+    devs = values(d, "-device")
+    assert any(v.startswith("scsi-hd,") and v.endswith(",rotation_rate=7200") for v in devs)
+    assert any(v.startswith("ide-hd,") and v.endswith(",rotation_rate=1") for v in devs)
+    assert model.parse(model.to_xml(d)).domain == d
+    data = domain_xml("<devices>\n<disk><source file='/a'/><target dev='vda' bus='virtio' "
+                      "rotation_rate='1'/></disk>\n</devices>")
+    assert issues(data) == [(7, "<disk>: <target rotation_rate> is for ide, sata and scsi hard "
+                                "disks (QEMU has it on ide-hd and scsi-hd only); remove it")]
+
+
 # --- PCI topology --------------------------------------------------------------------------------
 
 
