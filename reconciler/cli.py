@@ -684,9 +684,9 @@ def cmd_set_state(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return EXIT_INVALID
     write_atomic(path, new, stat.S_IMODE(path.stat().st_mode))
     out.write(f"{args.name}: desired state is now {state} ({path})\n")
-    if getattr(args, "force", False):
+    if getattr(args, "force", False):  # that VM, even if a clash loser takes the name next
         return _power(layout, "stop-force", args.name, wait=not args.no_wait, out=out, err=err,
-                      lock_timeout=args.lock_timeout)
+                      lock_timeout=args.lock_timeout, uuid=str(found[0].uuid))
     if daemon_serves(layout.run_dir):
         out.write("the running daemon applies it\n")
         return EXIT_OK
@@ -719,11 +719,12 @@ def cmd_power(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _power(layout: Layout, verb: str, name: str, *, wait: bool, out: TextIO, err: TextIO,
-           lock_timeout: float = 120.0) -> int:
+           lock_timeout: float = 120.0, uuid: str | None = None) -> int:
     """Ask the daemon (control socket) to carry out `verb`, printing its progress; else do it.
 
     Without a daemon the verb is carried out in this process (which owns the VMs meanwhile,
-    like `reconcile --once`), so `--no-wait` cannot apply: it is said and ignored.
+    like `reconcile --once`), so `--no-wait` cannot apply: it is said and ignored. `uuid`
+    names the VM exactly (see `reconciler.control.request`).
     """
     from reconciler.control import CONTROL_SOCKET, NoDaemonError, request
 
@@ -734,19 +735,20 @@ def _power(layout: Layout, verb: str, name: str, *, wait: bool, out: TextIO, err
 
     try:
         ok, message = request(layout.run_dir / CONTROL_SOCKET, verb, name, wait=wait,
-                              progress=progress)
+                              progress=progress, uuid=uuid)
     except NoDaemonError:
         ok, message = _power_here(layout, verb, name, wait=wait, progress=progress, err=err,
-                                  lock_timeout=lock_timeout)
+                                  lock_timeout=lock_timeout, uuid=uuid)
     (out if ok else err).write(("" if ok else "reconcile: ") + message + "\n")
     return EXIT_OK if ok else EXIT_INVALID
 
 
 def _power_here(layout: Layout, verb: str, name: str, *, wait: bool,
                 progress: Callable[[str], None], err: TextIO,
-                lock_timeout: float = 120.0) -> tuple[bool, str]:
+                lock_timeout: float = 120.0, uuid: str | None = None) -> tuple[bool, str]:
     """Carry out a power verb in this process (no daemon answers); (ok, final message)."""
     import asyncio
+    import uuid as uuidlib
     from typing import cast
 
     from reconciler.lock import LockTimeoutError, daemon_serves
@@ -762,7 +764,8 @@ def _power_here(layout: Layout, verb: str, name: str, *, wait: bool,
     rec = Reconciler(layout, out=err)
     try:
         return True, asyncio.run(carry_out_here(rec, cast(Verb, verb), name, progress,
-                                                lock_timeout))
+                                                lock_timeout,
+                                                uuid=uuidlib.UUID(uuid) if uuid else None))
     except (PowerError, LockTimeoutError) as exc:
         return False, str(exc)
 

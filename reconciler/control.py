@@ -1,7 +1,8 @@
 """The daemon's control socket: one-shot power requests from the CLI, answered with progress.
 
 The socket is ``<run>/control.sock`` (mode 0600 in the private run directory). A client sends
-one JSON line, ``{"verb": "reboot", "name": "web", "wait": true}``, and reads JSON lines back:
+one JSON line, ``{"verb": "reboot", "name": "web", "wait": true}`` (and ``"uuid"`` to name the
+VM exactly), and reads JSON lines back:
 ``{"progress": "..."}`` for each step, then ``{"ok": true, "message": "..."}`` or
 ``{"ok": false, "error": "..."}``, after ``{"ack": true}`` when the daemon takes the request
 (a client that gave up before that is dropped). With ``"wait": false`` the daemon answers
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import uuid as uuidlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,9 +40,11 @@ class NoDaemonError(Exception):
 
 
 def request(path: Path, verb: str, name: str, *, wait: bool,
-            progress: Callable[[str], None]) -> tuple[bool, str]:
+            progress: Callable[[str], None], uuid: str | None = None) -> tuple[bool, str]:
     """Send one power request to the daemon at ``path``; return (ok, final message).
 
+    ``uuid``, when given, names the VM exactly (the one whose file the CLI just edited), so
+    that a clash over ``name`` resolved otherwise meanwhile cannot redirect the request.
     Each progress line is given to ``progress`` as it arrives. Raises `NoDaemonError` when no
     daemon listens; a daemon that goes away mid-request is a failure with that message.
     """
@@ -51,7 +55,8 @@ def request(path: Path, verb: str, name: str, *, wait: bool,
             sock.connect(str(path))
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise NoDaemonError(str(exc)) from exc
-        sock.sendall(json.dumps({"verb": verb, "name": name, "wait": wait}).encode() + b"\n")
+        sock.sendall(json.dumps({"verb": verb, "name": name, "wait": wait,
+                                 **({"uuid": uuid} if uuid else {})}).encode() + b"\n")
         with sock.makefile("rb") as lines:
             while True:
                 try:
@@ -132,7 +137,8 @@ async def serve_control(rec: Reconciler, path: Path) -> asyncio.Server:
             try:
                 req = json.loads(await reader.readline())
                 verb, name, wait = str(req["verb"]), str(req["name"]), bool(req.get("wait", True))
-            except (ValueError, KeyError, TypeError):
+                exact = uuidlib.UUID(str(req["uuid"])) if req.get("uuid") else None
+            except (ValueError, KeyError, TypeError, AttributeError):
                 send({"ok": False, "error": "malformed request"})
                 return
             if verb not in VERBS:
@@ -150,7 +156,7 @@ async def serve_control(rec: Reconciler, path: Path) -> asyncio.Server:
                 rec.say(text)
                 send({"progress": text})
 
-            task = asyncio.ensure_future(carry_out(rec, verb, name, say))
+            task = asyncio.ensure_future(carry_out(rec, verb, name, say, uuid=exact))
             background.add(task)
             task.add_done_callback(finished)
             if not wait:

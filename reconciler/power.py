@@ -76,14 +76,20 @@ def _live(vm: Vm | None, name: str, verb: str, blocked: str | None = None) -> Vm
     return vm
 
 
-async def carry_out(rec: Reconciler, verb: Verb, name: str, say: Callable[[str], None]) -> str:
+async def carry_out(rec: Reconciler, verb: Verb, name: str, say: Callable[[str], None], *,
+                    uuid: uuidlib.UUID | None = None) -> str:
     """Carry out `verb` on the VM `name` in the running reconciler `rec`; return the outcome line.
 
-    Runs on `rec`'s loop, beside its passes (which must keep running: restart and reboot end
-    with a start by the next pass). Raises `PowerError`.
+    With `uuid` the VM is that one, whatever now holds the name (`stop --force` after the CLI
+    edited that VM's file: a stop the daemon already made must not turn the request onto a clash
+    loser that takes the name next). Runs on `rec`'s loop, beside its passes (which must keep
+    running: restart and reboot end with a start by the next pass). Raises `PowerError`.
     """
     sup = rec.supervisor
-    uuid, vm = find_vm(rec, name, verb)
+    if uuid is not None:
+        vm = sup.vms.get(uuid)
+    else:
+        uuid, vm = find_vm(rec, name, verb)
     if verb == "reset":
         want = sup.desired.wants.get(uuid)
         live = _live(vm, name, verb, want.blocked if want is not None else None)
@@ -196,7 +202,8 @@ def _running_anew(rec: Reconciler, uuid: uuidlib.UUID, old_pid: int | None) -> b
 
 
 async def carry_out_here(rec: Reconciler, verb: Verb, name: str,
-                         say: Callable[[str], None], lock_timeout: float = 120.0) -> str:
+                         say: Callable[[str], None], lock_timeout: float = 120.0, *,
+                         uuid: uuidlib.UUID | None = None) -> str:
     """No daemon runs: own the VMs for the time of `verb`, running passes, then let them go.
 
     Takes the pass lock (like ``reconcile --once``), adopts every VM, carries the verb out
@@ -213,7 +220,7 @@ async def carry_out_here(rec: Reconciler, verb: Verb, name: str,
             raise PowerError(name, verb, "a daemon started meanwhile; run the command again "
                              "(the daemon carries it out)")
         await rec.run_pass()  # adopts every VM; a stop it decides may be under way (--force)
-        task = asyncio.ensure_future(carry_out(rec, verb, name, say))
+        task = asyncio.ensure_future(carry_out(rec, verb, name, say, uuid=uuid))
         while not task.done():
             waker = asyncio.ensure_future(rec.wake.wait())
             await asyncio.wait({task, waker}, return_when=asyncio.FIRST_COMPLETED)

@@ -997,6 +997,26 @@ def test_a_forced_stop_that_does_not_happen_leaves_no_hard_stop_behind(
         assert graceful == [True], graceful
 
 
+def test_stop_force_by_uuid_never_turns_onto_the_clash_loser_that_takes_the_name() -> None:
+    """`stop --force web` edits b.xml (the VM that runs); the daemon may stop that VM before
+    the request comes, and a.xml (same name, lost the clash) then takes the name and starts.
+    The request names b's uuid, so it ends at once and a's VM is left alone."""
+    with machine() as m:
+        m.write_valid("b.xml", "web", U2, True, None, False)
+        settle(m)
+        m.write_valid("a.xml", "web", U1, True, None, False)  # loses: b's VM runs
+        settle(m)
+        m.write_valid("b.xml", "web", U2, False, None, False)  # the CLI's edit, applied first
+        settle(m)
+        running = {u for u, vm in m.rec.supervisor.vms.items() if vm.phase == "running"}
+        assert running == {U1}  # the loser took the name once b's VM was stopped
+        task = m.loop.create_task(carry_out(m.rec, "stop-force", "web", lambda text: None,
+                                            uuid=U2))
+        settle(m, 2, 0.1)
+        assert task.result() == "web: not running"
+        assert U1 in m.rec.supervisor.vms and not m.world.violations
+
+
 def test_a_reconciler_that_exits_lets_starts_under_way_finish() -> None:
     """SIGTERM (or the end of --once, or of a verb) while a VM is between QEMU's launch and its
     `cont`: the start is let finish, so no guest is left paused until a reconciler runs again."""
