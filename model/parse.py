@@ -150,6 +150,8 @@ class HostFacts:
     """
 
     check_machine: MachineCheck | None = None
+    check_emulator: Callable[[str], str | None] | None = None
+    """(`<emulator>` path) -> None when it is a program this process can run, else why not."""
     network_bridge: BridgeLookup | None = None
     check_module: ModuleCheck | None = None
     spice_certificates: Callable[[str], str | None] | None = None
@@ -157,6 +159,8 @@ class HostFacts:
 
 
 EMULATORS = {"qemu-system-x86_64": "x86_64", "qemu-system-i386": "i686"}
+"""Debian's x86 emulators by name; any other program (RHEL's /usr/libexec/qemu-kvm, a build of
+your own) is taken on its word, checked by running it (`HostFacts`)."""
 
 
 @dataclass(frozen=True)
@@ -186,6 +190,7 @@ class _Context:
     memory_lines: list[int | None] = field(default_factory=list)
     machine_line: int | None = None
     iommu_line: int | None = None
+    emulator_line: int | None = None
     name_line: int | None = None
     uuid_line: int | None = None
     host: HostFacts = HostFacts()
@@ -2559,12 +2564,16 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
                                                      strict=False) if isinstance(fs, Filesystem)]
     ctx.audio_lines = list(tag_lines.get("audio", []))
     ctx.memory_lines = list(tag_lines.get("memory", []))
+    ctx.emulator_line = emulator_line
     if emulator is not None:
         base = Path(emulator).name
-        if base not in EMULATORS:
-            ctx.error(emulator_line, f"<emulator>: {base!r} is not supported; use "
-                      "/usr/bin/qemu-system-x86_64 or /usr/bin/qemu-system-i386")
-        elif os is not None and os.arch == "x86_64" and EMULATORS[base] == "i686":
+        if "/" in emulator and not emulator.startswith("/"):  # a bare name is found in $PATH
+            ctx.error(emulator_line, f"<emulator>: {emulator!r} is a relative path; give the "
+                      "QEMU binary's full path (e.g. /usr/bin/qemu-system-x86_64)")
+        elif base.startswith("qemu-system-") and base not in EMULATORS:
+            ctx.error(emulator_line, f"<emulator>: {base} emulates another architecture; qemud "
+                      "runs x86 guests: use /usr/bin/qemu-system-x86_64")
+        elif os is not None and os.arch == "x86_64" and EMULATORS.get(base) == "i686":
             ctx.error(emulator_line, "<emulator> qemu-system-i386 cannot run arch='x86_64'; "
                       "use qemu-system-x86_64")
     balloons = found.get("memballoon", [])
@@ -3193,7 +3202,13 @@ def _check_domain(ctx: _Context, domain: Domain, fields: _Fields) -> None:
     if domain.features.tb_cache is not None and domain.type != "qemu":
         ctx.error(fields.where["features"][1], "<tcg><tb-cache> is a TCG setting; it needs "
                   "<domain type='qemu'>")
-    if ctx.host.check_machine is not None and domain.os.machine is not None:
+    runnable = True
+    if ctx.host.check_emulator is not None and domain.devices.emulator is not None:
+        why = ctx.host.check_emulator(domain.devices.emulator)
+        if why is not None:
+            runnable = False
+            ctx.error(ctx.emulator_line, f"<emulator>: {why}")
+    if runnable and ctx.host.check_machine is not None and domain.os.machine is not None:
         why = ctx.host.check_machine(emulator(domain), domain.os.machine)
         if why is not None:
             ctx.error(ctx.machine_line, f"<type machine>: {why}")

@@ -39,6 +39,22 @@ def check_module(emulator: str, module: str, module_dir: Path = MODULE_DIR) -> s
             f"install Debian's {package} package")
 
 
+def check_emulator(path: str) -> str | None:
+    """None when `<emulator>` `path` is a program this process may execute, else why not.
+
+    A bare name is looked up in $PATH.
+    """
+    if "/" not in path:
+        return None if shutil.which(path) else (f"{path} is not found in $PATH; install it, or "
+                                                "give the QEMU binary's full path")
+    if not os.path.exists(path):
+        return (f"{path} does not exist; install that QEMU, or give the path of one that is "
+                "installed (Debian: /usr/bin/qemu-system-x86_64)")
+    if os.path.isdir(path) or not os.access(path, os.X_OK):
+        return f"{path} is not an executable program; give the QEMU binary's path"
+    return None
+
+
 SPICE_FILES = ("ca-cert.pem", "server-cert.pem", "server-key.pem")
 """What QEMU reads from spice's x509-dir (as libvirt's spice_tls_x509_cert_dir holds them)."""
 
@@ -71,12 +87,13 @@ def host_key() -> tuple[tuple[str, int], ...]:
 
 
 def host_facts() -> HostFacts:
-    """The process's host facts: the shared machine catalog, libvirt's networks, QEMU's modules.
+    """The process's host facts: the emulator, machine types, libvirt's networks, modules.
 
     The networks folder is `$QEMUD_LIBVIRT_NETWORKS` as it is at each call.
     """
-    return HostFacts(check_machine=default_catalog().check, network_bridge=Networks().bridge,
-                     check_module=check_module, spice_certificates=spice_certificates)
+    return HostFacts(check_machine=default_catalog().check, check_emulator=check_emulator,
+                     network_bridge=Networks().bridge, check_module=check_module,
+                     spice_certificates=spice_certificates)
 
 
 def parse_checked(data: bytes, file: str | Path | None = None) -> model.Parsed:

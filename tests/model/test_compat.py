@@ -439,6 +439,28 @@ def test_rotation_rate_on_ide_sata_and_scsi_hard_disks() -> None:
                                 "disks (QEMU has it on ide-hd and scsi-hd only); remove it")]
 
 
+def test_any_emulator_binary_is_taken_and_checked_through_host_facts() -> None:
+    """RHEL's /usr/libexec/qemu-kvm, as any other program: the host facts say if it runs."""
+    data = domain_xml("<devices>\n<emulator>/usr/libexec/qemu-kvm</emulator>\n</devices>",
+                      os="<os><type machine='pc-q35-rhel9.2.0'>hvm</type></os>")
+    asked: list[tuple[str, str]] = []
+
+    def machines(emulator: str, machine: str) -> str | None:
+        asked.append((emulator, machine))
+        return None
+
+    facts = HostFacts(check_machine=machines, check_emulator=lambda path: None)
+    d = model.parse(data, host=facts).domain
+    assert model.command_line(d)[0] == "/usr/libexec/qemu-kvm"
+    assert asked == [("/usr/libexec/qemu-kvm", "pc-q35-rhel9.2.0")]
+    missing = HostFacts(check_machine=machines, check_emulator=lambda path: f"{path} is gone")
+    with pytest.raises(model.InvalidDomainError) as info:
+        model.parse(data, host=missing)
+    assert [(i.line, i.message) for i in info.value.issues] == [
+        (7, "<emulator>: /usr/libexec/qemu-kvm is gone")]
+    assert len(asked) == 1  # a program that cannot run is not asked for its machine types
+
+
 # --- PCI topology --------------------------------------------------------------------------------
 
 

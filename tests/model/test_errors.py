@@ -762,11 +762,12 @@ OTHER_DEVICES = [
                  [(6, "USB devices (inputs, redirdev, usb sound) need a USB controller, but it "
                       "is model='none'")],
                  id="controller-usb-none-with-usb-input"),
-    pytest.param(devices("<emulator>/usr/bin/qemu-kvm</emulator>"),
-                 [(7, "<emulator>: 'qemu-kvm' is not supported; use /usr/bin/qemu-system-x86_64 "
-                      "or /usr/bin/qemu-system-i386")], id="emulator-unknown"),
+    pytest.param(devices("<emulator>bin/qemu-kvm</emulator>"),
+                 [(7, "<emulator>: 'bin/qemu-kvm' is a relative path; give the QEMU binary's "
+                      "full path (e.g. /usr/bin/qemu-system-x86_64)")], id="emulator-relative"),
     pytest.param(devices("<emulator>/usr/bin/qemu-system-aarch64</emulator>"),
-                 [(7, "<emulator>: 'qemu-system-aarch64' is not supported")],
+                 [(7, "<emulator>: qemu-system-aarch64 emulates another architecture; qemud runs "
+                      "x86 guests: use /usr/bin/qemu-system-x86_64")],
                  id="emulator-aarch64"),
     pytest.param(devices("<emulator>/usr/bin/qemu-system-i386</emulator>"),
                  [(7, "<emulator> qemu-system-i386 cannot run arch='x86_64'; use "
