@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from model import memory, pci, units
@@ -18,6 +19,7 @@ from model.cpuset import qemu_ranges
 from model.domain import (
     Channel,
     CharSource,
+    Clock,
     Controller,
     Cpu,
     Disk,
@@ -351,9 +353,35 @@ def _kernel(d: Domain) -> Iterator[Option]:
         yield ("-acpitable", f"sig={kind.upper()},file={esc(path)}")
 
 
-def _clock(d: Domain) -> Iterator[Option]:
-    """`-rtc` and the PIT tick policy."""
-    rtc = f"base={d.clock.offset}"
+RTC_TRACK = {"guest": "vm", "wall": "host", "realtime": "rt"}
+"""`<timer name='rtc' track=>` -> QEMU's `-rtc clock=`, as libvirt maps it."""
+
+
+def rtc_base(clock: Clock, now: datetime) -> str:
+    """QEMU's `-rtc base=` for `clock` when the VM starts at `now` (aware, the host's zone).
+
+    As libvirt: utc and localtime are QEMU's own words (timezone is localtime with `TZ` set,
+    see `environment`); variable is the host's UTC (basis utc) or local time (basis localtime)
+    moved by the adjustment; absolute is its start second; both as `YYYY-MM-DDTHH:MM:SS`.
+    """
+    if clock.offset in ("utc", "localtime"):
+        return clock.offset
+    if clock.offset == "timezone":
+        return "localtime"
+    if clock.offset == "absolute":
+        then = datetime.fromtimestamp(clock.start or 0, UTC)
+    else:
+        local = (now.utcoffset() or timedelta()) if clock.basis == "localtime" else timedelta()
+        then = now.astimezone(UTC) + local + timedelta(seconds=clock.adjustment or 0)
+    return then.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _clock(d: Domain, now: datetime) -> Iterator[Option]:
+    """`-rtc` (base, the rtc timer's track and catchup) and the PIT tick policy."""
+    rtc = f"base={rtc_base(d.clock, now)}"
+    for t in d.clock.timers:
+        if t.name == "rtc" and t.track is not None:
+            rtc += f",clock={RTC_TRACK[t.track]}"
     if any(t.name == "rtc" and t.tickpolicy == "catchup" for t in d.clock.timers):
         rtc += ",driftfix=slew"
     yield ("-rtc", rtc)
@@ -1508,7 +1536,8 @@ def _pci_bridges(d: Domain, placement: pci.Placement, at: At) -> Iterator[Option
 
 
 def options(d: Domain, runtime: Runtime | None = None,
-            firmware: Sequence[Descriptor] | None = None) -> list[Option]:
+            firmware: Sequence[Descriptor] | None = None,
+            now: datetime | None = None) -> list[Option]:
     """The command line grouped by option: the emulator first, then one tuple per option.
 
     With `runtime`, the QMP monitors (the daemon's, then the users'), the pidfile and console
@@ -1516,7 +1545,9 @@ def options(d: Domain, runtime: Runtime | None = None,
     domxml-to-native`. `firmware` is QEMU's firmware descriptors (`/usr/share/qemu/firmware/
     *.json`, read by the caller with `model.firmware.parse_descriptor`): `<os firmware='efi'>`
     picks from them. None means they were not read: the firmware is then shown as a
-    placeholder path (fine for `reconcile argv`; QEMU refuses to start with it).
+    placeholder path (fine for `reconcile argv`; QEMU refuses to start with it). `now` is when
+    the VM starts (an aware datetime in the host's zone; the current time when None): a
+    variable `<clock>` is counted from it.
     """
     q35 = is_q35(d)
     fw = choose(d, firmware, runtime.state_dir if runtime is not None else None)
@@ -1556,7 +1587,7 @@ def options(d: Domain, runtime: Runtime | None = None,
     out.append(_smp(d))
     out += _numa(d, runtime)
     out += [("-object", f"iothread,id=iothread{i}") for i in range(1, d.iothreads + 1)]
-    out += _clock(d)
+    out += _clock(d, now if now is not None else datetime.now().astimezone())
     out += _lifecycle(d)
     out += _pm(d)
     out += _boot(d)
@@ -1609,11 +1640,16 @@ def options(d: Domain, runtime: Runtime | None = None,
 
 
 def environment(d: Domain) -> dict[str, str]:
-    """The variables `<qemu:commandline>` adds to QEMU's environment (`<qemu:env>`)."""
-    return dict(d.qemu_commandline.env) if d.qemu_commandline is not None else {}
+    """The variables QEMU's environment gets (`<qemu:env>` last, so it wins).
+
+    `TZ` for a timezone `<clock>`, as libvirt sets it; then `<qemu:commandline>`'s `<qemu:env>`.
+    """
+    env = {"TZ": d.clock.timezone} if d.clock.offset == "timezone" and d.clock.timezone else {}
+    return env | (dict(d.qemu_commandline.env) if d.qemu_commandline is not None else {})
 
 
 def command_line(d: Domain, runtime: Runtime | None = None,
-                 firmware: Sequence[Descriptor] | None = None) -> list[str]:
+                 firmware: Sequence[Descriptor] | None = None,
+                 now: datetime | None = None) -> list[str]:
     """The QEMU argv (a list, never a shell string) for domain `d`; see `options`."""
-    return [arg for option in options(d, runtime, firmware) for arg in option]
+    return [arg for option in options(d, runtime, firmware, now) for arg in option]

@@ -269,6 +269,9 @@ class Timer(Frozen):
     """tsc only: the guest's TSC frequency in Hz."""
     mode: Literal["auto", "native", "emulate", "paravirt", "smpsafe"] | None = None
     """tsc only: accepted as libvirt does (its QEMU driver renders nothing for it)."""
+    track: Literal["guest", "wall", "realtime"] | None = None
+    """rtc only: what the RTC follows (QEMU's `-rtc clock=vm|host|rt`). libvirt's 'boot' is
+    refused by its QEMU driver too, so it is not a value here."""
 
     @model_validator(mode="after")
     def _as_qemu_has_it(self) -> Timer:
@@ -279,6 +282,8 @@ class Timer(Frozen):
         """
         if self.name != "tsc" and (self.frequency is not None or self.mode is not None):
             raise ValueError("only the tsc timer takes frequency and mode")
+        if self.name != "rtc" and self.track is not None:
+            raise ValueError("only the rtc timer takes track (QEMU's -rtc clock=); remove it")
         if self.name == "platform":
             raise ValueError("QEMU has no 'platform' timer (libvirt's QEMU driver refuses it "
                              "too); remove it")
@@ -293,11 +298,52 @@ class Timer(Frozen):
         return self
 
 
-class Clock(Frozen):
-    """`<clock offset=>` with timers."""
+MAX_RTC_START = 253402300799
+"""9999-12-31T23:59:59 UTC: the last second a QEMU `-rtc base=` date (and libvirt) can name."""
+MAX_RTC_ADJUSTMENT = 100 * 366 * 86400
+"""A century, in seconds: the furthest a variable clock may be set from the host's."""
 
-    offset: Literal["utc", "localtime"] = "utc"
+
+class Clock(Frozen):
+    """`<clock offset= adjustment= basis= start= timezone=>` with timers, as libvirt reads it.
+
+    - utc, localtime: the guest's RTC starts at the host's UTC or local time (`reset`: libvirt's
+      adjustment='reset', which QEMU does on every start anyway);
+    - variable: `adjustment` seconds from the host's UTC (basis utc) or local time (basis
+      localtime) at each start, the guest free to move it while it runs;
+    - absolute: the RTC starts at `start` (seconds since the epoch, UTC) on every start;
+    - timezone: the host's clock in time zone `timezone` (QEMU's localtime with `TZ` set).
+    A numeric adjustment on utc or localtime is libvirt's shorthand for variable with that basis;
+    the parser turns it into that.
+    """
+
+    offset: Literal["utc", "localtime", "variable", "absolute", "timezone"] = "utc"
     timers: tuple[Timer, ...] = ()
+    adjustment: Annotated[int, Field(ge=-MAX_RTC_ADJUSTMENT, le=MAX_RTC_ADJUSTMENT)] | None = None
+    basis: Literal["utc", "localtime"] | None = None
+    reset: bool = False
+    start: Annotated[int, Field(ge=0, le=MAX_RTC_START)] | None = None
+    timezone: Annotated[str, Field(min_length=1, max_length=255,
+                                   pattern=r"^[A-Za-z0-9_+\-:/.,<>]+$")] | None = None
+
+    @model_validator(mode="after")
+    def _fits_offset(self) -> Clock:
+        """Guarantee each attribute goes with the offset that uses it, and what it needs is set."""
+        uses = (("adjustment", self.adjustment, ("variable",)),
+                ("basis", self.basis, ("variable",)), ("start", self.start, ("absolute",)),
+                ("timezone", self.timezone, ("timezone",)),
+                ("adjustment='reset'", self.reset or None, ("utc", "localtime")))
+        for name, value, offsets in uses:
+            if value is not None and self.offset not in offsets:
+                raise ValueError(f"{name} goes with offset='{offsets[0]}'" + (
+                    f" or '{offsets[1]}'" if len(offsets) > 1 else "") + f", not "
+                    f"'{self.offset}'; remove it")
+        if self.offset == "absolute" and self.start is None:
+            raise ValueError("offset='absolute' needs start= (seconds since 1970 UTC, the RTC's "
+                             "time at every start)")
+        if self.offset == "timezone" and self.timezone is None:
+            raise ValueError("offset='timezone' needs timezone= (like 'Europe/Paris')")
+        return self
 
 
 Lifecycle = Literal["destroy", "restart", "preserve", "rename-restart"]

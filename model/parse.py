@@ -870,6 +870,17 @@ def _read_clock(ctx: _Context, node: Node | None) -> Clock | None:
         return Clock()
     fields = _Fields(node)
     fields.attr("offset")
+    fields.attr("basis")
+    fields.attr("start")
+    fields.attr("timezone")
+    adjustment = node.attr("adjustment")
+    if adjustment == "reset":
+        fields.put("reset", True, "<clock adjustment>")
+    elif adjustment is not None:
+        fields.put("adjustment", adjustment, "<clock adjustment>")
+        if node.attr("offset") in ("utc", "localtime"):  # libvirt's shorthand for variable
+            fields.put("offset", "variable", "<clock offset>")
+            fields.put("basis", node.attr("offset"), "<clock adjustment>")
     timers = []
     for timer in node.children("timer"):
         tf = _Fields(timer)
@@ -878,6 +889,7 @@ def _read_clock(ctx: _Context, node: Node | None) -> Clock | None:
         tf.put("present", _flag(ctx, timer, "present"), "<timer present>")
         tf.attr("frequency")
         tf.attr("mode")
+        tf.attr("track")
         catchup = timer.child("catchup")
         if catchup is not None:  # libvirt's QEMU driver renders nothing for the catchup tuning
             catchup.ignore_attrs("threshold", "slew", "limit")

@@ -671,10 +671,12 @@ def to_element(d: Domain) -> Element:
                      "nodeset": format_cpuset(m.nodeset)})
             for m in ([d.numatune.memory] if d.numatune.memory else []) + list(d.numatune.memnodes)
         ]) if d.numatune is not None else None,
-        Element("clock", {"offset": d.clock.offset}, [
+        Element("clock", {"offset": d.clock.offset, "timezone": d.clock.timezone,
+                          "adjustment": "reset" if d.clock.reset else _num(d.clock.adjustment),
+                          "basis": d.clock.basis, "start": _num(d.clock.start)}, [
             Element("timer", {"name": t.name, "tickpolicy": t.tickpolicy,
                               "present": _yn(t.present), "frequency": _num(t.frequency),
-                              "mode": t.mode}) for t in d.clock.timers
+                              "mode": t.mode, "track": t.track}) for t in d.clock.timers
         ]),
         Element("on_poweroff", text=d.on_poweroff),
         Element("on_reboot", text=d.on_reboot),

@@ -246,6 +246,9 @@ def cmd_argv(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         json.dump(model.command_line(parsed.domain, firmware=firmware), out)
         out.write("\n")
     else:
+        import shlex  # QEMU's environment first, as assignments a shell reads (libvirt's too)
+        out.write("".join(f"{k}={shlex.quote(v)} \\\n"
+                          for k, v in model.environment(parsed.domain).items()))
         out.write(format_argv(model.options(parsed.domain, firmware=firmware)))
     return EXIT_OK
 

@@ -283,7 +283,7 @@ def features(d: Domain) -> set[str]:
     out |= {"kernel"} if d.os.kernel else set()
     out |= {"initrd"} if d.os.initrd else set()
     out |= {f"pm:{d.pm.suspend_to_mem}:{d.pm.suspend_to_disk}"}
-    out |= {f"timer:{t.name}:{t.tickpolicy}:{t.present}" for t in d.clock.timers
+    out |= {f"timer:{t.name}:{t.tickpolicy}:{t.present}:{t.track}" for t in d.clock.timers
             if t.name in ("rtc", "hpet")}
     for disk in dev.disks:
         out |= {f"disk:{disk.device}:{disk.target_bus}", f"cache:{disk.cache}",

@@ -7,12 +7,13 @@ JSON -device values written as QEMU's key=value), except where a comment says wh
 from __future__ import annotations
 
 import textwrap
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 import model
-from model import pci
+from model import pci, serialize
 from model.argv import balloon_target
 from model.domain import Domain, PciAddress
 from model.firmware import choose, parse_descriptor
@@ -233,6 +234,67 @@ def test_cpu_properties(features: str, clock: str, cpu: str) -> None:
 def test_pit_tick_policies(timers: str, globals_: list[str]) -> None:
     d = model.parse(domain_xml(f"<clock offset='utc'>{timers}</clock>")).domain
     assert values(d, "-global") == globals_
+
+
+# --- clock offsets: libvirt's clock-variable, -absolute, -france, -realtime ----------------
+
+PARIS_NOW = datetime(2009, 2, 14, 0, 31, 30, tzinfo=timezone(timedelta(hours=1)))
+"""libvirt's test clock (1234567890, 2009-02-13T23:31:30Z) seen from a host at UTC+1."""
+
+
+@pytest.mark.parametrize(("clock", "rtc", "env"), [
+    ("<clock offset='variable' adjustment='123456' basis='utc'/>",
+     "base=2009-02-15T09:49:06", {}),  # libvirt's clock-variable.args
+    ("<clock offset='variable' adjustment='123456'/>", "base=2009-02-15T09:49:06", {}),
+    ("<clock offset='variable' adjustment='3600' basis='localtime'/>",
+     "base=2009-02-14T01:31:30", {}),  # the host's local time (UTC+1) plus an hour
+    ("<clock offset='variable' adjustment='-86400'/>", "base=2009-02-12T23:31:30", {}),
+    ("<clock offset='utc' adjustment='60'/>", "base=2009-02-13T23:32:30", {}),  # = variable
+    ("<clock offset='localtime' adjustment='60'/>", "base=2009-02-14T00:32:30", {}),
+    ("<clock offset='utc' adjustment='reset'/>", "base=utc", {}),
+    ("<clock offset='absolute' start='253402300799'/>", "base=9999-12-31T23:59:59", {}),
+    ("<clock offset='absolute' start='0'/>", "base=1970-01-01T00:00:00", {}),
+    ("<clock offset='timezone' timezone='Europe/Paris'/>", "base=localtime",
+     {"TZ": "Europe/Paris"}),  # libvirt's clock-france.args: TZ=Europe/Paris, base=localtime
+    ("<clock offset='utc'><timer name='rtc' track='realtime'/></clock>", "base=utc,clock=rt", {}),
+    ("<clock offset='utc'><timer name='rtc' track='wall' tickpolicy='catchup'/></clock>",
+     "base=utc,clock=host,driftfix=slew", {}),
+    ("<clock offset='localtime'><timer name='rtc' track='guest'/></clock>",
+     "base=localtime,clock=vm", {}),
+])
+def test_clock_offsets(clock: str, rtc: str, env: dict[str, str]) -> None:
+    d = model.parse(domain_xml(clock)).domain
+    assert [o[1] for o in model.options(d, now=PARIS_NOW) if o[0] == "-rtc"] == [rtc]
+    assert model.environment(d) == env
+    again = model.parse(serialize.to_xml(d)).domain  # what the runtime folder keeps
+    assert again == d
+
+
+@pytest.mark.parametrize(("clock", "message"), [
+    ("<clock offset='absolute'/>", "<clock>: offset='absolute' needs start= (seconds since "
+     "1970 UTC, the RTC's time at every start)"),
+    ("<clock offset='absolute' start='253402300800'/>",
+     "<clock start>: '253402300800' is too large; the maximum is 253402300799"),
+    ("<clock offset='timezone'/>",
+     "<clock>: offset='timezone' needs timezone= (like 'Europe/Paris')"),
+    ("<clock offset='timezone' timezone='Europe/Paris; rm'/>",
+     "<clock timezone>: 'Europe/Paris; rm' has characters or a form that is not allowed here"),
+    ("<clock offset='utc' timezone='Europe/Paris'/>",
+     "<clock>: timezone goes with offset='timezone', not 'utc'; remove it"),
+    ("<clock offset='utc' start='5'/>",
+     "<clock>: start goes with offset='absolute', not 'utc'; remove it"),
+    ("<clock offset='variable' adjustment='reset'/>",
+     "<clock>: adjustment='reset' goes with offset='utc' or 'localtime', not 'variable'; remove it"),
+    ("<clock offset='utc' adjustment='soon'/>", "<clock adjustment>: 'soon' is not a whole number"),
+    ("<clock offset='variable' adjustment='99999999999'/>",
+     "<clock adjustment>: '99999999999' is too large; the maximum is 3162240000"),
+    ("<clock offset='utc'><timer name='pit' track='wall'/></clock>",
+     "<timer>: only the rtc timer takes track (QEMU's -rtc clock=); remove it"),
+    ("<clock offset='utc'><timer name='rtc' track='boot'/></clock>",
+     "<timer track>: 'boot' is not allowed; use one of 'guest', 'wall' or 'realtime'"),
+])
+def test_clock_offset_refusals(clock: str, message: str) -> None:
+    assert issues(domain_xml("\n" + clock)) == [(6, message)]
 
 
 def test_smm_and_kvm_only_hyperv() -> None:

@@ -253,10 +253,10 @@ FEATURES_CLOCK_LIFECYCLE = [
                  id="features-vmport"),
     pytest.param(domain("<features>\n  <acpi foo='1'/>\n</features>"),
                  [(7, f"<acpi>: attribute 'foo' {NOT_SUPPORTED}")], id="features-acpi-attr"),
-    pytest.param(domain("<clock offset='timezone' timezone='Europe/Paris'/>"),
-                 [(6, f"<clock>: attribute 'timezone' {NOT_SUPPORTED}"),
-                  (6, "<clock offset>: 'timezone' is not allowed; use one of 'utc' or "
-                      "'localtime'")], id="clock-timezone"),
+    pytest.param(domain("<clock offset='sundial' zone='here'/>"),
+                 [(6, f"<clock>: attribute 'zone' {NOT_SUPPORTED}"),
+                  (6, "<clock offset>: 'sundial' is not allowed; use one of 'utc', 'localtime', "
+                      "'variable', 'absolute' or 'timezone'")], id="clock-offset"),
     pytest.param(domain("<clock offset='utc'>\n  <timer name='foo'/>\n</clock>"),
                  [(7, "<timer name>: 'foo' is not allowed")], id="clock-timer-name"),
     pytest.param(domain("<clock offset='utc'>\n  <timer name='hpet' present='maybe'/>\n</clock>"),

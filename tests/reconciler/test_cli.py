@@ -247,6 +247,22 @@ def test_argv_prints_one_option_per_line_like_virsh_domxml_to_native(tmp_path: P
     assert out == MINIMAL_ARGV
 
 
+def test_argv_starts_with_the_environment_like_libvirt(tmp_path: Path) -> None:
+    path = write(tmp_path / "t.xml", domain_xml(extra=
+        "<clock offset='timezone' timezone='&lt;+03>-3'/>"
+        "<qemu:commandline xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>"
+        "<qemu:env name='A' value='b c'/></qemu:commandline>"))
+    code, out, err = run("argv", str(path))
+    assert code == 0 and "warning: <qemu:commandline>" in err
+    lines = out.splitlines()
+    assert lines[:3] == ["TZ='<+03>-3' \\", "A='b c' \\", "qemu-system-x86_64 \\"]
+    assert "-rtc base=localtime \\" in lines
+    # a shell runs it with that environment (the emulator swapped for a function printing it)
+    script = 'f() { printf "%s|%s" "$TZ" "$A"; }\n' + out.replace("qemu-system-x86_64", "f", 1)
+    shell = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
+    assert shell.stdout == "<+03>-3|b c"
+
+
 def test_argv_quotes_for_the_shell(tmp_path: Path) -> None:
     path = write(tmp_path / "t.xml", domain_xml(
         name="my vm", devices="<disk><source file='/a,b c.img'/><target dev='vda'/></disk>"))

@@ -36,6 +36,8 @@ from hypothesis import strategies as st
 import model
 from model import units
 from model.domain import (
+    MAX_RTC_ADJUSTMENT,
+    MAX_RTC_START,
     Clock,
     Controller,
     Cpu,
@@ -503,6 +505,19 @@ def _rngs(c: _Chooser) -> list[Rng]:
     return out
 
 
+def _clock(c: _Chooser, timers: tuple[Timer, ...]) -> Clock:
+    """A `<clock>` of any offset libvirt has, with what that offset takes."""
+    offset = c.pick(("utc", "localtime", "variable", "absolute", "timezone"))
+    return Clock(offset=offset, timers=timers,
+                 reset=offset in ("utc", "localtime") and c.flag(0.2),
+                 adjustment=c.int(-MAX_RTC_ADJUSTMENT, MAX_RTC_ADJUSTMENT)
+                 if offset == "variable" and c.flag(0.8) else None,
+                 basis=c.pick((None, "utc", "localtime")) if offset == "variable" else None,
+                 start=c.int(0, MAX_RTC_START) if offset == "absolute" else None,
+                 timezone=c.pick(("Europe/Paris", "UTC", "America/New_York", "EST5EDT",
+                                  "<+03>-3")) if offset == "timezone" else None)
+
+
 def _boot_orders(c: _Chooser, disks: list[Disk], nics: list[Interface]
                  ) -> tuple[list[Disk], list[Interface]]:
     """Give some disks and NICs distinct `<boot order>`s."""
@@ -549,7 +564,9 @@ def _build(c: _Chooser, name: str | None = None) -> Domain:
     for _ in range(c.int(0, 3)):
         timer = c.pick(("rtc", "pit", "hpet", "kvmclock", "tsc", "hypervclock"))
         timers.append(Timer(name=timer, tickpolicy=c.pick(policies.get(timer, (None,))),
-                            present=c.pick((None, True, False))))
+                            present=c.pick((None, True, False)),
+                            track=c.pick((None, "guest", "wall", "realtime")) if timer == "rtc"
+                            else None))
     # <currentMemory> below <memory> is applied through the balloon: it needs one
     balloon = "virtio" if current is not None and current < memory else c.pick(
         (None, "virtio", "none"))
@@ -584,7 +601,7 @@ def _build(c: _Chooser, name: str | None = None) -> Domain:
         os=_os(c, machine, arch, boot_mode),
         features=Features(acpi=c.flag(0.7), apic=c.flag(0.7), pae=c.flag(0.3),
                           vmport=c.pick((None, True, False))),
-        clock=Clock(offset=c.pick(("utc", "localtime")), timers=tuple(timers)),
+        clock=_clock(c, tuple(timers)),
         on_poweroff=c.pick(lifecycle),
         on_reboot=c.pick(lifecycle),
         on_crash=c.pick((*lifecycle, "preserve", "rename-restart")),

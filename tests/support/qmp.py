@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shlex
 import socket
 import subprocess
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,22 +63,26 @@ class Qmp:
         self.sock.close()
 
 
-def query_paused(argv: list[str], qmp_path: Path, log: Path, commands: list[str],
-                 timeout: float = 30.0) -> list[Any]:
+def query_paused(argv: list[str], qmp_path: Path, log: Path,
+                 commands: Sequence[str | tuple[str, dict[str, Any]]], timeout: float = 30.0,
+                 env: Mapping[str, str] | None = None) -> list[Any]:
     """Start QEMU (`argv`, with `-S`), run the QMP `commands`, `quit`; their replies in order.
 
-    QEMU's output goes to `log` (quoted, with the command line, when it exits early). Fails unless
+    A command is its name, or (name, arguments). `env` is added to QEMU's environment. QEMU's
+    output goes to `log` (quoted, with the command line, when it exits early). Fails unless
     QEMU exits 0 after the `quit`; QEMU never outlives the call.
     """
     with log.open("wb") as out:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                env={**os.environ, **(env or {})})
     try:
         try:
             qmp = Qmp(qmp_path, proc, timeout)
         except RuntimeError as e:
             raise AssertionError(f"{e}: {log.read_text()}\n{shlex.join(argv)}") from None
         try:
-            replies = [qmp.execute(command) for command in commands]
+            replies = [qmp.execute(c) if isinstance(c, str) else qmp.execute(c[0], **c[1])
+                       for c in commands]
             with contextlib.suppress(RuntimeError, OSError):
                 qmp.execute("quit")
         finally:
