@@ -171,7 +171,8 @@ class Parsed:
     file: str | None
     warnings: tuple[Issue, ...] = ()
     disk_lines: tuple[int | None, ...] = ()
-    """The line of each `<disk>`, in the order of `domain.devices.disks` (for conflict reports)."""
+    """The line of each `<disk>`, in the order of `domain.devices.disks`, then of `<nvram>` when
+    there is one: the images the guest writes (for conflict reports; see `writable_images`)."""
     name_line: int | None = None
     """The line of `<name>` (for name clash reports)."""
     uuid_line: int | None = None
@@ -185,6 +186,7 @@ class _Context:
     issues: list[Issue] = field(default_factory=list)
     warnings: list[Issue] = field(default_factory=list)
     disk_lines: list[int | None] = field(default_factory=list)
+    nvram_line: int | None = None
     filesystem_lines: list[int | None] = field(default_factory=list)
     audio_lines: list[int | None] = field(default_factory=list)
     memory_lines: list[int | None] = field(default_factory=list)
@@ -761,6 +763,7 @@ def _read_os(ctx: _Context, node: Node | None, line: int | None = None) -> Os | 
     nvram = node.child("nvram")
     if nvram is not None:
         fields.put("nvram", nvram.text, "<nvram>", nvram.line)
+        ctx.nvram_line = nvram.line
         fields.attr("nvram_template", "template", nvram)
         _leftovers(ctx, nvram)
     if fields.data.get("kernel") is None:
@@ -3283,7 +3286,8 @@ def parse(data: bytes, file: str | Path | None = None, host: HostFacts | None = 
         issues = ctx.issues or [Issue(None, "the domain is not valid")]
         raise InvalidDomainError(file, sorted(issues, key=lambda i: (i.line or 0)))
     return Parsed(domain, None if file is None else str(file), tuple(ctx.warnings),
-                  tuple(ctx.disk_lines), ctx.name_line, ctx.uuid_line or ctx.name_line)
+                  (*ctx.disk_lines, *([ctx.nvram_line] if domain.os.nvram else [])),
+                  ctx.name_line, ctx.uuid_line or ctx.name_line)
 
 
 def parse_file(path: str | Path, host: HostFacts | None = None) -> Parsed:

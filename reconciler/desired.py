@@ -115,11 +115,19 @@ Identify = Callable[[str], str]
 
 def writable_disks(domain: Domain, identify: Identify = os.path.normpath
                    ) -> Iterable[tuple[int, str]]:
-    """(index, identity) of each disk image the guest may write and nobody may share."""
+    """(index, identity) of each image the guest may write and nobody may share.
+
+    The disks (index: their place in `devices.disks`), then an explicit `<nvram>` (index: one
+    past the disks, as in `Parsed.disk_lines`): QEMU writes the UEFI variable store as a
+    pflash drive and does not lock it against a second QEMU. A store qemud keeps in the
+    domain's state folder is its own.
+    """
     for i, disk in enumerate(domain.devices.disks):
         if disk.source is None or disk.device != "disk" or disk.readonly or disk.shareable:
             continue
         yield i, identify(disk.source)
+    if domain.os.nvram is not None:
+        yield len(domain.devices.disks), identify(domain.os.nvram)
 
 
 class DiskIdentity:

@@ -684,6 +684,25 @@ def test_validate_reports_a_disk_image_two_files_write(
             in err)
 
 
+def test_validate_reports_a_uefi_variable_store_two_files_write(tmp_path: Path) -> None:
+    """A copied domain file keeps the first one's <nvram>: QEMU would not stop two writers."""
+    store = tmp_path / "shared_VARS.fd"
+    os_ = ("<os><type arch='x86_64' machine='q35'>hvm</type>\n"
+           "    <loader readonly='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE_4M.fd</loader>\n"
+           f"    <nvram>{store}</nvram></os>")
+    files = []
+    for name in ("a", "b"):
+        text = domain_xml(name, uuid=uuid_of(name), extra=RUNNING, devices=disk(
+            tmp_path / f"{name}.img")).replace(
+            "<os><type arch='x86_64' machine='pc'>hvm</type></os>", os_)
+        files.append(write(tmp_path / f"{name}.xml", text))
+    a, b = files
+    code, _, err = run("validate", str(a), str(b))
+    assert code == 1
+    assert f"{a}:7: error: disk image {store} is also written by {b}:7" in err
+    assert f"{b}:7: error: disk image {store} is also written by {a}:7" in err
+
+
 def test_validate_warns_about_a_domain_without_acpi(tmp_path: Path) -> None:
     bare = write(tmp_path / "bare.xml", domain_xml("bare", acpi=False))
     code, out, err = run("validate", str(bare))

@@ -17,15 +17,18 @@ NOW = 1000.0
 
 
 def parsed(name: str, uuid: uuidlib.UUID, *, state: str = "running", disk: str | None = None,
-           readonly: bool = False, shareable: bool = False) -> model.Parsed:
+           readonly: bool = False, shareable: bool = False,
+           nvram: str | None = None) -> model.Parsed:
     devices = ""
+    firmware = ("" if nvram is None else "<loader readonly='yes' type='pflash'>/fw/CODE.fd"
+                f"</loader>\n<nvram>{nvram}</nvram>")
     if disk is not None:
         devices = (f"\n<disk type='file' device='disk'><driver name='qemu' type='raw' "
                    f"cache='none'/><source file='{disk}'/><target dev='vda' bus='virtio'/>"
                    f"{'<readonly/>' if readonly else ''}{'<shareable/>' if shareable else ''}"
                    "</disk>")
     text = (f"<domain type='qemu'><name>{name}</name><uuid>{uuid}</uuid>"
-            "<memory unit='MiB'>64</memory><os><type arch='x86_64'>hvm</type></os>"
+            f"<memory unit='MiB'>64</memory><os><type arch='x86_64'>hvm</type>{firmware}</os>"
             f"<devices>{devices}</devices><metadata><qemud:desired xmlns:qemud='urn:qemud:1' "
             f"state='{state}'/></metadata></domain>")
     return model.parse(text.encode(), f"/c/{name}.xml")
@@ -93,6 +96,22 @@ def test_a_writable_image_named_twice_blocks_the_second_and_both_report_it() -> 
     assert "/c/a.xml:2" in desired.wants[U2].errors[0].message
     running_b = DesiredSet(0.25).update(scan(a, b), owned("b", U2, disk="/img/x.img"), NOW)
     assert running_b.wants[U1].blocked is not None and running_b.wants[U2].blocked is None
+
+
+def test_a_uefi_variable_store_named_twice_is_a_disk_conflict() -> None:
+    """QEMU writes <nvram> as a pflash drive and does not lock it against a second QEMU."""
+    a = cand("a", U1, nvram="/vars/x_VARS.fd")
+    b = cand("b", U2, nvram="/vars/x_VARS.fd")
+    desired = DesiredSet(0.25).update(scan(a, b), {}, NOW)
+    assert desired.wants[U1].blocked is None and desired.wants[U2].blocked is not None
+    assert desired.wants[U2].errors[0].line == 2  # the <nvram> line
+    assert "disk image /vars/x_VARS.fd is also used by 'a' (/c/a.xml:2)" in (
+        desired.wants[U2].errors[0].message)
+    image = DesiredSet(0.25).update(scan(a, cand("b", U2, disk="/vars/x_VARS.fd")), {}, NOW)
+    assert image.wants[U2].blocked is not None  # nor may a disk be another VM's store
+    running = Observed({U2: live("b", U2, "/c/b.xml", nvram="/vars/x_VARS.fd")})
+    wants = DesiredSet(0.25).update(scan(a, b), owned("b", U2, nvram="/vars/x_VARS.fd"), NOW).wants
+    assert [type(x) for x in plan(wants, running, NOW)] == [Blocked]  # b runs on it: a waits
 
 
 def test_read_only_images_may_be_shared_and_a_stopped_domain_never_blocks_a_running_one() -> None:
