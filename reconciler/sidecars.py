@@ -256,8 +256,84 @@ def start(spec: Spec, log_fd: int,
     return running
 
 
+PROGRAMS = ("swtpm", "virtiofsd")
+"""The sidecar programs (by file name): what `strays` may stop."""
+STRAY_GRACE = 3.0
+"""Seconds a stray sidecar gets to exit after SIGTERM before SIGKILL."""
+
+
+def strays(folder: Path, keep: Sequence[int] = ()) -> list[int]:
+    """Pids of sidecars started for runtime folder `folder` that nobody holds (not in `keep`).
+
+    A sidecar carries its pidfile's path (`QEMUD_SIDECAR=<folder>/<name>.sidecar.pid`) in
+    its environment from the moment it runs, so one left by a reconciler killed between its
+    spawn and QEMU's (with or without a pidfile written) is found here. Reads /proc; never
+    raises.
+    """
+    prefix = f"{MARK}={folder}/"
+    marked: list[int] = []
+    try:
+        pids = [int(n) for n in os.listdir("/proc") if n.isdigit()]
+    except OSError:
+        return []
+    for pid in pids:
+        argv = read_cmdline(pid)
+        if not argv or Path(argv[0]).name not in PROGRAMS:
+            continue
+        if any(v.startswith(prefix) and v.endswith(".sidecar.pid") for v in read_environ(pid)):
+            marked.append(pid)
+    # a sidecar's own children (virtiofsd forks its sandboxed worker) inherit the mark: only
+    # the top of each family is a sidecar, and its children end with it
+    return [pid for pid in marked if pid not in keep and _parent(pid) not in marked]
+
+
+def _parent(pid: int) -> int | None:
+    """The parent pid of `pid` (`/proc/PID/stat`), or None if unreadable."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+        return int(stat.rpartition(")")[2].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def stop_strays(folder: Path, keep: Sequence[int] = (), grace: float = STRAY_GRACE) -> list[int]:
+    """Stop the stray sidecars of `folder` (see `strays`) and wait until they are gone.
+
+    SIGTERM through a pidfd (then SIGKILL after `grace` seconds), re-checked once the pidfd
+    pins the process, so a recycled pid is never signalled. Waiting matters: swtpm locks its
+    state folder, which the next swtpm of the VM needs. Returns the pids stopped. Blocking.
+    """
+    import select
+    stopped: list[int] = []
+    for pid in strays(folder, keep):
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            continue
+        try:
+            if pid not in strays(folder, keep):
+                continue  # gone, or another process by now
+            with contextlib.suppress(OSError):
+                signal.pidfd_send_signal(pidfd, signal.SIGTERM)
+            if not select.select([pidfd], [], [], grace)[0]:
+                with contextlib.suppress(OSError):
+                    signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                select.select([pidfd], [], [], grace)
+            stopped.append(pid)
+        finally:
+            os.close(pidfd)
+    return stopped
+
+
 def start_all(domain: model.Domain, runtime: model.Runtime, log_fd: int) -> list[Running]:
-    """Start every sidecar of `domain`; on any failure the ones started are stopped again."""
+    """Start every sidecar of `domain`; on any failure the ones started are stopped again.
+
+    Strays of the same runtime folder (a reconciler killed after starting them, before QEMU
+    ran) are stopped first: a VM never gets a second swtpm or virtiofsd.
+    """
+    for pid in stop_strays(runtime.folder):
+        os.write(log_fd, f"stopped stray sidecar pid {pid} (left by an interrupted start)\n"
+                 .encode())
     started: list[Running] = []
     try:
         for spec in specs(domain, runtime):

@@ -254,18 +254,26 @@ class QemuLayer:
                                          timeouts=self.timeouts, primitives=self.primitives,
                                          on_exit=on_exit, on_event=on_event,
                                          balloon=model.balloon_target(domain) if domain else None)
+        folder = self.layout.vm_dir(str(uuid))
+        stopped: list[int] = []
         if (handle is not None and domain is not None  # ---- sidecars (not after a cleanup)
-                and self.layout.vm_dir(str(uuid)).is_dir()):
+                and folder.is_dir()):
             runtime = model.Runtime(self.layout.qmp_socket(str(uuid)),
                                     self.layout.pidfile(str(uuid)), Path(os.devnull),
                                     state_dir=self.layout.state_dir(str(uuid)))
             found, missing = sidecars.adopt_all(domain, runtime)
             cars += found
+            stopped = await asyncio.to_thread(sidecars.stop_strays, folder, [c.pid for c in found])
             log = VmLog(self.layout.log_file(name), name, time.time)
             for car in missing:
                 log.write(f"the sidecar for {car} is not running (adopted QEMU without it); "
                           "restart the VM (reconcile restart NAME) to get it back")
             sidecars.watch(found, log)
+        elif handle is None:  # a stale folder: what a start interrupted before QEMU ran goes too
+            stopped = await asyncio.to_thread(sidecars.stop_strays, folder)
+        for pid in stopped:
+            VmLog(self.layout.log_file(name), name, time.time).write(
+                f"stopped stray sidecar pid {pid} (left by an interrupted start)")
         return handle
 
     def runtime_folders(self) -> list[uuidlib.UUID]:

@@ -12,10 +12,18 @@ from pathlib import Path
 import pytest
 
 import model
+from reconciler import sidecars
 from reconciler.loop import Reconciler
 from reconciler.paths import Layout
 from reconciler.process import read_cmdline
-from tests.support.onevm import helper_death_spares_qemu, monitor, once, private_layout, wait_gone
+from tests.support.onevm import (
+    helper_death_spares_qemu,
+    interrupted_start,
+    monitor,
+    once,
+    private_layout,
+    wait_gone,
+)
 
 pytestmark = [pytest.mark.qemu,
               pytest.mark.skipif(shutil.which("swtpm") is None, reason="needs swtpm")]
@@ -126,3 +134,30 @@ def test_a_qemu_that_fails_to_start_takes_its_swtpm_with_it(layout: Layout) -> N
     for pid in swtpms(tpm_state):
         wait_gone(pid)
     assert swtpms(tpm_state) == []
+
+
+
+@pytest.mark.parametrize("pidfile", [True, False])
+def test_a_swtpm_left_by_an_interrupted_start_is_stopped_before_the_next(
+        layout: Layout, pidfile: bool) -> None:
+    stray = interrupted_start(layout, UUID, tpm_xml("running"), pidfile=pidfile)
+    assert sidecars.strays(layout.vm_dir(UUID)) == [stray]
+    (layout.config_dir / "tpmvm.xml").write_text(tpm_xml("running"))
+    assert once(layout) == "running"
+    wait_gone(stray)
+    tpm_state = layout.state_dir(UUID) / "tpm"
+    (now,) = swtpms(tpm_state)  # exactly one swtpm: the new VM's
+    assert now != stray
+    assert "stopped stray sidecar pid" in layout.log_file("tpmvm").read_text()
+    assert once(layout) == "running"  # adopted: the running VM's own swtpm is no stray
+    assert swtpms(tpm_state) == [now]
+    (layout.config_dir / "tpmvm.xml").write_text(tpm_xml("stopped"))
+    assert once(layout).startswith("stopped")
+
+
+def test_a_swtpm_left_by_an_interrupted_start_goes_with_its_stale_folder(layout: Layout) -> None:
+    stray = interrupted_start(layout, UUID, tpm_xml("running"), pidfile=True)
+    (layout.config_dir / "tpmvm.xml").write_text(tpm_xml("stopped"))
+    assert once(layout).startswith("stopped")  # the folder is stale (no QEMU): removed
+    wait_gone(stray)
+    assert swtpms(layout.state_dir(UUID) / "tpm") == []

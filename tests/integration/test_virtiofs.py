@@ -16,7 +16,14 @@ import model
 from reconciler import sidecars
 from reconciler.paths import Layout
 from reconciler.process import read_cmdline
-from tests.support.onevm import helper_death_spares_qemu, monitor, once, private_layout, wait_gone
+from tests.support.onevm import (
+    helper_death_spares_qemu,
+    interrupted_start,
+    monitor,
+    once,
+    private_layout,
+    wait_gone,
+)
 
 VIRTIOFSD = sidecars.virtiofsd_binary()
 pytestmark = [pytest.mark.qemu,
@@ -183,3 +190,29 @@ def test_a_missing_shared_folder_fails_the_start_and_says_so(layout: Layout) -> 
     assert f"the shared folder {config}/nowhere (<source dir>) is not a folder" in state, state
     assert qemus(config) == [] and virtiofsds(config) == []
     assert not layout.pidfile(UUID).exists()
+
+
+@pytest.mark.parametrize("pidfile", [True, False])
+def test_a_virtiofsd_left_by_an_interrupted_start_is_stopped_before_the_next(
+        layout: Layout, pidfile: bool) -> None:
+    """The reconciler killed after virtiofsd ran, before QEMU: never a second virtiofsd."""
+    shared = Path(tempfile.mkdtemp(prefix="qdv-stray", dir="/tmp"))
+    try:
+        stray = interrupted_start(layout, UUID, fs_xml("running", shared), pidfile=pidfile)
+        assert virtiofsds(layout.config_dir) == [stray]
+        (layout.config_dir / "fsvm.xml").write_text(fs_xml("running", shared))
+        assert once(layout) == "running"
+        wait_gone(stray)
+        (now,) = virtiofsds(layout.config_dir)
+        assert now != stray
+        assert once(layout) == "running"  # adopted with its own virtiofsd (and its child)
+        assert virtiofsds(layout.config_dir) == [now]
+        (layout.config_dir / "fsvm.xml").write_text(fs_xml("stopped", shared))
+        assert once(layout).startswith("stopped")
+        wait_gone(now)
+        stray = interrupted_start(layout, UUID, fs_xml("running", shared), pidfile=pidfile)
+        assert once(layout).startswith("stopped")  # its folder is stale: it goes with it
+        wait_gone(stray)
+        assert virtiofsds(layout.config_dir) == []
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)

@@ -100,3 +100,28 @@ def helper_death_spares_qemu(layout: Layout, uuid: str, domain: model.Domain, na
         assert len(exits) == 1
 
     asyncio.run(scenario())
+
+
+def interrupted_start(layout: Layout, uuid: str, xml: str, *, pidfile: bool) -> int:
+    """What a reconciler killed between starting a VM's sidecar and its QEMU leaves behind.
+
+    The domain's only sidecar is started the way a start does (`sidecars.start`: its pidfile
+    written, or removed again when `pidfile` is false, as if killed before writing it); no
+    QEMU, nobody holding it. Returns its pid.
+    """
+    from reconciler import sidecars
+    layout.ensure()
+    domain = model.parse(xml.encode()).domain
+    layout.vm_dir(uuid).mkdir(mode=0o700)
+    runtime = model.Runtime(layout.qmp_socket(uuid), layout.pidfile(uuid), Path(os.devnull),
+                            state_dir=layout.state_dir(uuid))
+    (spec,) = sidecars.specs(domain, runtime)
+    log_fd = os.open(os.devnull, os.O_WRONLY)
+    try:
+        car = sidecars.start(spec, log_fd)
+    finally:
+        os.close(log_fd)
+    os.close(car.pidfd)  # the reconciler is gone: nobody holds it
+    if not pidfile:
+        spec.pidfile.unlink()
+    return car.pid
