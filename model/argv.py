@@ -136,7 +136,7 @@ def _machine(d: Domain, fw: FirmwareChoice | None) -> Option:
         parts.append(f"pcspk-audiodev=audio{sound_audiodev(d, speakers[0])}")
     if d.features.ioapic is not None:
         parts.append("kernel_irqchip=" + ("split" if d.features.ioapic == "qemu" else "on"))
-    parts.append("dump-guest-core=off")
+    parts.append("dump-guest-core=" + _on(d.dump_core is True))
     parts += memory.machine_props(d)
     if fw is not None:
         parts += ["pflash0=pflash0", "pflash1=pflash1"]
@@ -180,6 +180,8 @@ def _cpu_props(d: Domain) -> list[str]:
         elif t.name == "tsc" and t.frequency is not None:
             props.append(f"tsc-frequency={t.frequency}")
     f = d.features
+    if f.apic_eoi is not None:
+        props.append(f"kvm-pv-eoi={_on(f.apic_eoi)}")
     if f.hyperv is not None:
         if f.hyperv.mode == "passthrough":
             props.append("hv-passthrough=on")

@@ -249,6 +249,15 @@ class Features(Frozen):
     """`<kvm><dirty-ring state='on' size=>`: KVM's dirty ring size (entries; KVM only)."""
     ioapic: Literal["qemu", "kvm"] | None = None
     """`<ioapic driver=>`: the I/O APIC emulated by QEMU (kernel_irqchip=split) or by KVM."""
+    apic_eoi: bool | None = None
+    """`<apic eoi=>`: KVM's paravirtual end-of-interrupt (`-cpu ...,kvm-pv-eoi=`)."""
+
+    @model_validator(mode="after")
+    def _eoi_on_apic(self) -> Features:
+        """Guarantee eoi only with the APIC it belongs to (`<apic eoi=>`)."""
+        if self.apic_eoi is not None and not self.apic:
+            raise ValueError("eoi is an attribute of <apic>")
+        return self
 
     @field_validator("kvm_dirty_ring")
     @classmethod
@@ -1438,6 +1447,9 @@ class Domain(Frozen):
     """`<genid>`: the VM generation ID the guest sees (vmgenid); change it to tell the guest it
     was cloned or restored."""
     memory: Positive
+    dump_core: bool | None = None
+    """`<memory dumpCore=>`: whether the guest's memory goes into QEMU's core dumps
+    (`-machine dump-guest-core=`; off unless 'on', as libvirt renders it)."""
     current_memory: Positive | None = None
     memory_backing: MemoryBacking | None = None
     max_memory: Positive | None = None

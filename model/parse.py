@@ -328,7 +328,6 @@ def _leftovers(ctx: _Context, node: Node, ignore_children: Iterable[str] = ()) -
 
 def _size(ctx: _Context, node: Node) -> int | None:
     """Read `<memory unit=>N</memory>`-style sizes into bytes."""
-    node.ignore_attrs("dumpCore")
     try:
         return units.to_bytes(node.text or "", node.attr("unit"))
     except ValueError as exc:
@@ -847,7 +846,9 @@ def _read_features(ctx: _Context, node: Node | None) -> Features | None:
     for name in ("acpi", "apic", "pae"):
         kid = node.child(name)
         if kid is not None:
-            kid.ignore_attrs("eoi")
+            if name == "apic":  # paravirtual end-of-interrupt (KVM's kvm-pv-eoi)
+                fields.put("apic_eoi", _flag(ctx, kid, "eoi", ("on", "off")), "<apic eoi>",
+                           kid.line)
             fields.put(name, True, f"<{name}>", kid.line)
             _leftovers(ctx, kid)
     tcg = node.child("tcg")
@@ -1322,8 +1323,17 @@ def _read_graphics(ctx: _Context, node: Node) -> Graphics | Display | None:
         fields.put("port", port, "<graphics port>")
     listen = node.attr("listen")
     listen_type = None
-    for kid in node.children("listen"):
+    listens = list(node.children("listen"))
+    for extra in listens[1:]:  # libvirt's QEMU driver refuses them too
+        ctx.error(extra.line, "a second <listen>: QEMU serves a display on one address only; "
+                  "keep one <listen>")
+    for kid in listens:
         kind = kid.attr("type")
+        first = node.attr("listen")
+        if kind in ("address", None) and first and kid.attr("address") not in (None, first):
+            ctx.error(kid.line, f"<graphics listen='{first}'> and <listen address="
+                      f"'{kid.attr('address')}'> disagree (libvirt refuses this too); make them "
+                      "the same, or drop one")
         if kind not in ("address", "none", "socket", None):
             ctx.error(kid.line, f"<listen type>: {kind!r} is not supported; use 'address', "
                       "'socket' or 'none' (a libvirt network's address is not known to qemud)")
@@ -2979,6 +2989,9 @@ def _read_domain(ctx: _Context, root: Node) -> Domain | None:
             if size is None:
                 fields.fail(key)
             fields.put(key, size, f"<{tag}>", found[0].line)
+            if tag == "memory":
+                fields.put("dump_core", _flag(ctx, found[0], "dumpCore", ("on", "off")),
+                           "<memory dumpCore>", found[0].line)
             _leftovers(ctx, found[0])
     current = fields.data.get("current_memory")
     if current is not None and current > fields.data.get("memory", current):

@@ -54,10 +54,10 @@ def _num(value: int | None) -> str | None:
     return None if value is None else str(value)
 
 
-def _size(tag: str, size: int) -> Element:
-    """Render a byte count in the largest exact binary unit."""
+def _size(tag: str, size: int, **attrs: str | None) -> Element:
+    """Render a byte count in the largest exact binary unit (with other `attrs`)."""
     text, unit = units.render(size)
-    return Element(tag, {"unit": unit}, text=text)
+    return Element(tag, {"unit": unit, **attrs}, text=text)
 
 
 def _address(a: PciAddress | None) -> Element | None:
@@ -541,7 +541,7 @@ def _features(f: Features) -> Element:
            if f.kvm_dirty_ring is not None else None]
     return Element("features", children=[
         Element("acpi") if f.acpi else None,
-        Element("apic") if f.apic else None,
+        Element("apic", {"eoi": _yn(f.apic_eoi, ("on", "off"))}) if f.apic else None,
         Element("pae") if f.pae else None,
         hyperv,
         Element("kvm", children=kvm) if any(k is not None for k in kvm) else None,
@@ -634,7 +634,7 @@ def to_element(d: Domain) -> Element:
         Element("description", text=d.description) if d.description is not None else None,
         Element("genid", text=str(d.genid)) if d.genid is not None else None,
         _desired(d.desired),
-        _size("memory", d.memory),
+        _size("memory", d.memory, dumpCore=_yn(d.dump_core, ("on", "off"))),
         _size("currentMemory", d.current_memory) if d.current_memory is not None else None,
         _max_memory(d),
         _memory_backing(d.memory_backing) if d.memory_backing is not None else None,

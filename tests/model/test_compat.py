@@ -297,6 +297,50 @@ def test_clock_offset_refusals(clock: str, message: str) -> None:
     assert issues(domain_xml("\n" + clock)) == [(6, message)]
 
 
+@pytest.mark.parametrize(("graphics", "found"), [
+    ("<graphics type='vnc' port='5905'>\n<listen type='address' address='127.0.0.1'/>\n"
+     "<listen type='address' address='0.0.0.0'/></graphics>",
+     [(9, "a second <listen>: QEMU serves a display on one address only; keep one <listen>")]),
+    ("<graphics type='vnc' port='5905' listen='127.0.0.1'>\n"
+     "<listen type='address' address='0.0.0.0'/></graphics>",
+     [(8, "<graphics listen='127.0.0.1'> and <listen address='0.0.0.0'> disagree (libvirt "
+          "refuses this too); make them the same, or drop one")]),
+    ("<graphics type='vnc' port='5905' listen='127.0.0.1'>\n"
+     "<listen type='address' address='127.0.0.1'/></graphics>", "127.0.0.1:5"),
+    ("<graphics type='vnc' port='5905' listen='127.0.0.1'>\n<listen type='address'/></graphics>",
+     "127.0.0.1:5"),
+])
+def test_a_display_listens_on_one_address(graphics: str, found: object) -> None:
+    """A local-only display never ends up on another address (libvirt refuses these too)."""
+    data = domain_xml("<devices>\n" + graphics + "\n</devices>")
+    if isinstance(found, str):
+        assert values(model.parse(data).domain, "-vnc") == [found]
+    else:
+        assert issues(data) == found
+
+
+@pytest.mark.parametrize(("memory", "apic", "machine", "cpu"), [  # libvirt's eoi-*, machine-core-*
+    ("<memory unit='MiB' dumpCore='on'>64</memory>", "<apic eoi='on'/>",
+     "pc,acpi=off,dump-guest-core=on", ["qemu64,kvm-pv-eoi=on"]),
+    ("<memory unit='MiB' dumpCore='off'>64</memory>", "<apic eoi='off'/>",
+     "pc,acpi=off,dump-guest-core=off", ["qemu64,kvm-pv-eoi=off"]),
+    ("<memory unit='MiB'>64</memory>", "<apic/>", "pc,acpi=off,dump-guest-core=off", []),
+])
+def test_dump_core_and_apic_eoi(memory: str, apic: str, machine: str, cpu: list[str]) -> None:
+    d = model.parse(domain_xml(f"<features>{apic}</features>", memory=memory)).domain
+    assert values(d, "-machine") == [machine]
+    assert values(d, "-cpu") == cpu
+    assert model.parse(serialize.to_xml(d)).domain == d
+
+
+def test_dump_core_and_eoi_refuse_other_words() -> None:
+    assert issues(domain_xml("\n<features><apic eoi='yes'/></features>")) == [
+        (6, "<apic eoi>: 'yes' is not allowed; use 'on' or 'off'")]
+    assert issues(domain_xml("\n<features><acpi eoi='on'/></features>")) == [
+        (6, "<acpi>: attribute 'eoi' is not supported by qemud; remove it or see README for "
+            "what is")]
+
+
 def test_smm_and_kvm_only_hyperv() -> None:
     d = model.parse(domain_xml("<features><smm state='on'/></features>")).domain
     assert values(d, "-machine") == ["pc,acpi=off,smm=on,dump-guest-core=off"]

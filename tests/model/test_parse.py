@@ -245,7 +245,7 @@ def test_os(xml: str, os_: Os) -> None:
     ("<features><apic/></features>", Features(apic=True)),
     ("<features><pae/></features>", Features(pae=True)),
     ("<features><acpi/><apic eoi='on'/><pae/></features>", Features(acpi=True, apic=True,
-                                                                   pae=True)),
+                                                                   pae=True, apic_eoi=True)),
     ("<features><vmport state='off'/></features>", Features(vmport=False)),
     ("<features><vmport state='on'/></features>", Features(vmport=True)),
 ])

@@ -505,6 +505,14 @@ def _rngs(c: _Chooser) -> list[Rng]:
     return out
 
 
+def _features(c: _Chooser) -> Features:
+    """acpi, apic (with its eoi), pae and vmport, each in any state."""
+    apic = c.flag(0.7)
+    return Features(acpi=c.flag(0.7), apic=apic, pae=c.flag(0.3),
+                    apic_eoi=c.pick((None, True, False)) if apic else None,
+                    vmport=c.pick((None, True, False)))
+
+
 def _clock(c: _Chooser, timers: tuple[Timer, ...]) -> Clock:
     """A `<clock>` of any offset libvirt has, with what that offset takes."""
     offset = c.pick(("utc", "localtime", "variable", "absolute", "timezone"))
@@ -595,12 +603,12 @@ def _build(c: _Chooser, name: str | None = None) -> Domain:
         title=c.text("title") if c.flag(0.3) else None,
         description=c.text("prose") if c.flag(0.3) else None,
         memory=memory,
+        dump_core=c.pick((None, True, False)),
         current_memory=current,
         vcpu=vcpu,
         cpu=_cpu(c, vcpu.count),
         os=_os(c, machine, arch, boot_mode),
-        features=Features(acpi=c.flag(0.7), apic=c.flag(0.7), pae=c.flag(0.3),
-                          vmport=c.pick((None, True, False))),
+        features=_features(c),
         clock=_clock(c, tuple(timers)),
         on_poweroff=c.pick(lifecycle),
         on_reboot=c.pick(lifecycle),
