@@ -25,6 +25,7 @@ from model.domain import (
     Disk,
     Display,
     Domain,
+    DriveAddress,
     Input,
     Interface,
     IoTune,
@@ -400,11 +401,14 @@ def _lifecycle(d: Domain) -> Iterator[Option]:
 
 
 def _pm(d: Domain) -> Iterator[Option]:
-    """`<pm>` as the chipset's S3/S4 switches."""
+    """`<pm>` as the chipset's S3/S4 switches; pci-root's `<target hotplug='off'>` (ACPI)."""
     chip = "ICH9-LPC" if is_q35(d) else "PIIX4_PM"
     for value, prop in ((d.pm.suspend_to_mem, "disable_s3"), (d.pm.suspend_to_disk, "disable_s4")):
         if value is not None:
             yield ("-global", f"{chip}.{prop}={0 if value else 1}")
+    root = next((c for c in d.devices.controllers if c.model == "pci-root"), None)
+    if root is not None and root.hotplug is not None:
+        yield ("-global", f"PIIX4_PM.acpi-root-pci-hotplug={_on(root.hotplug)}")
 
 
 _USB_MODELS = {
@@ -415,29 +419,62 @@ _USB_MODELS = {
     "ich9-ehci1": "ich9-usb-ehci1",
     "qemu-xhci": "qemu-xhci",
     "nec-xhci": "nec-usb-xhci",
-    "ich9-uhci1": None,
-    "ich9-uhci2": None,
-    "ich9-uhci3": None,
+    "ich9-uhci1": "ich9-usb-uhci1",  # alone; beside an ich9-ehci1 with <master>: a companion
+    "ich9-uhci2": "ich9-usb-uhci2",
+    "ich9-uhci3": "ich9-usb-uhci3",
     "none": None,
 }
 USB_MODELS = tuple(m for m in _USB_MODELS if m is not None)
-SCSI_TARGETS = {"virtio-scsi-pci": (255, "sdiv"), "lsi": (7, "sdh")}
-"""Highest SCSI id (`scsi-id=`, from the dev name) each adapter takes, and that dev name."""
-SCSI_MODELS = {None: "virtio-scsi-pci", "virtio-scsi": "virtio-scsi-pci", "lsilogic": "lsi",
-               "auto": "virtio-scsi-pci"}
+USB_COMPANIONS = {"ich9-uhci1": "ich9-usb-uhci1", "ich9-uhci2": "ich9-usb-uhci2",
+                  "ich9-uhci3": "ich9-usb-uhci3"}
+"""The USB 1.1 companions of an ich9-ehci1 (`<master startport=>`), and QEMU's drivers."""
+SCSI_MODELS = {None: "lsi", "auto": "lsi", "lsilogic": "lsi", "virtio-scsi": "virtio-scsi-pci"}
+"""libvirt's SCSI controller models and QEMU's drivers; without a model libvirt picks
+lsilogic on x86 (when QEMU has it, as Debian's does), and so does qemud."""
+
+
+def has_ccid(d: Domain) -> bool:
+    """Whether the guest has a USB smartcard reader: a `<smartcard>`, or a declared ccid one."""
+    return bool(d.devices.smartcards) or any(c.type == "ccid" for c in d.devices.controllers)
 
 
 def _usb_needed(d: Domain) -> bool:
     """Whether a device needs the USB bus: USB inputs and sound, and redirected USB devices."""
     return (any(i.bus == "usb" for i in d.devices.inputs) or bool(d.devices.redirdevs)
-            or bool(d.devices.smartcards) or bool(d.devices.hubs)
+            or has_ccid(d) or bool(d.devices.hubs)
             or any(s.model == "usb" for s in d.devices.sounds)
             or any(disk.target_bus == "usb" for disk in d.devices.disks))
 
 
+def companion_port(controllers: Sequence[Controller], c: Controller) -> int | None:
+    """The first port of USB companion `c` on its ich9-ehci1, or None if `c` is no companion.
+
+    A companion has `<master startport=>`; without it, an ich9-uhciN beside an ich9-ehci1 is
+    one all the same, on ports (N-1)*2 on, as libvirt assigns them.
+    """
+    if c.type != "usb" or c.model not in USB_COMPANIONS:
+        return None
+    if c.master is not None:
+        return c.master
+    if any(x.type == "usb" and x.model == "ich9-ehci1" for x in controllers):
+        return (int((c.model or "1")[-1]) - 1) * 2
+    return None
+
+
+def usb_companions(d: Domain) -> list[Controller]:
+    """The ich9-uhci companions of USB controller 0 (see `companion_port`), in document order."""
+    return [c for c in d.devices.controllers if companion_port(d.devices.controllers, c) is not None]
+
+
+def usb_mains(controllers: Sequence[Controller]) -> list[Controller]:
+    """The USB controllers at index 0 that are no companion (qemud renders the first)."""
+    return [c for c in controllers
+            if c.type == "usb" and c.index == 0 and companion_port(controllers, c) is None]
+
+
 def _usb_controller(d: Domain) -> str | None:
     """The USB host controller device to add, or None when the guest has no USB."""
-    usb = [c for c in d.devices.controllers if c.type == "usb" and c.index == 0]
+    usb = usb_mains(d.devices.controllers)
     needed = _usb_needed(d)
     if usb:
         models = [c.model for c in usb]
@@ -454,22 +491,98 @@ def _usb_controller(d: Domain) -> str | None:
     return "qemu-xhci" if is_q35(d) else "piix3-usb-uhci"
 
 
-def _scsi_controller(d: Domain) -> str | None:
-    """The SCSI host adapter device to add, or None when no disk is on bus='scsi'."""
-    if not any(disk.target_bus == "scsi" for disk in d.devices.disks):
-        return None
-    scsi: list[Controller] = [c for c in d.devices.controllers if c.type == "scsi" and c.index == 0]
-    model = scsi[0].model if scsi else None
-    if model not in SCSI_MODELS:
-        raise RenderError(f"SCSI controller model {model!r} is not supported; use 'virtio-scsi' "
-                          "or 'lsilogic'")
-    adapter = SCSI_MODELS[model]
-    top, last = SCSI_TARGETS[adapter]
-    for disk in d.devices.disks:
-        if disk.target_bus == "scsi" and disk_index(disk.target_dev) > top:
-            raise RenderError(f"<target dev='{disk.target_dev}'>: the {model or 'virtio-scsi'} "
-                              f"SCSI controller has targets sda to {last}; use one of those")
-    return adapter
+def drive_of(disk: Disk) -> DriveAddress:
+    """Where `disk` sits on its controller: its `<address type='drive'>`, else libvirt's default.
+
+    libvirt's defaults from the target dev's index: IDE 2 units on 2 buses per controller,
+    SATA 6 ports, SCSI 7 units (one controller more for every 7 disks), floppy 2 units.
+    """
+    if disk.drive is not None:
+        return disk.drive
+    idx = disk_index(disk.target_dev)
+    if disk.target_bus == "ide":
+        return DriveAddress(controller=idx // 4, bus=idx % 4 // 2, unit=idx % 2)
+    if disk.target_bus == "sata":
+        return DriveAddress(controller=idx // 6, unit=idx % 6)
+    if disk.target_bus == "scsi":
+        return DriveAddress(controller=idx // 7, unit=idx % 7)
+    if disk.target_bus == "fdc":
+        return DriveAddress(controller=idx // 2, unit=idx % 2)
+    return DriveAddress()
+
+
+def scsi_controllers(d: Domain) -> list[Controller]:
+    """The SCSI controllers: those declared, then one for each index a disk needs.
+
+    As libvirt adds them: of its default model, for each controller index a SCSI disk sits on
+    that no `<controller type='scsi'>` declares.
+    """
+    declared = [c for c in d.devices.controllers if c.type == "scsi"]
+    have = {c.index for c in declared}
+    used = {drive_of(disk).controller for disk in d.devices.disks if disk.target_bus == "scsi"}
+    return declared + [Controller(type="scsi", index=i) for i in sorted(used - have)]
+
+
+def drive_problems(d: Domain) -> list[tuple[int, str]]:
+    """(disk number, sentence) for each drive address QEMU's controllers cannot hold.
+
+    IDE: the chipset's one controller, buses 0-1, units 0-1; SATA: one AHCI, ports 0-5;
+    floppy: units 0-1; SCSI: virtio-scsi has one channel, ids 0-255 and LUNs 0-16383, lsi one
+    bus of ids 0-7. Two disks at one address are refused too (QEMU would).
+    """
+    models = {c.index: c.model for c in scsi_controllers(d)}
+    out: list[tuple[int, str]] = []
+    seen: dict[tuple[str, int, int, int, int], int] = {}
+    for i, disk in enumerate(d.devices.disks):
+        bus = disk.target_bus
+        if bus not in ("ide", "sata", "scsi", "fdc"):
+            continue
+        a = drive_of(disk)
+        where = (f"<address type='drive' controller='{a.controller}' bus='{a.bus}' "
+                 f"target='{a.target}' unit='{a.unit}'>" if disk.drive is not None
+                 else f"<target dev='{disk.target_dev}'> (controller {a.controller}, unit "
+                 f"{a.unit})")
+        limits = {"ide": (0, 1, 0, 1), "sata": (0, 0, 0, 5), "fdc": (0, 0, 0, 1)}.get(bus)
+        if bus == "scsi":  # QEMU's virtio-scsi: one channel; lsi: ids 0-7 (7 is its last)
+            limits = (255, 0, 255, 16383) if SCSI_MODELS[models.get(a.controller)] != "lsi" \
+                else (255, 0, 0, 7)
+        assert limits is not None
+        top_c, top_b, top_t, top_u = limits
+        if disk.drive is None:
+            pass  # a default address: the target dev name's own check says what is wrong
+        elif a.controller > top_c:
+            out.append((i, f"{where}: a {bus} disk goes on controller 0 (QEMU's machine has one "
+                           f"{bus.upper()} controller); use controller='0'"))
+        elif a.bus > top_b or a.target > top_t or a.unit > top_u:
+            out.append((i, f"{where}: the {bus} controller has bus 0-{top_b}, target "
+                           f"0-{top_t} and unit 0-{top_u}; use an address inside those"))
+        key = (bus, a.controller, a.bus, a.target, a.unit)
+        if key in seen:
+            other = d.devices.disks[seen[key]].target_dev
+            out.append((i, f"{where}: disk {other} sits at the same address; give each disk "
+                           "its own unit"))
+        seen.setdefault(key, i)
+    return out
+
+
+def has_ahci(d: Domain) -> bool:
+    """Whether the guest has an AHCI controller: a SATA disk, or a declared one (q35's is built in)."""
+    return (any(disk.target_bus == "sata" for disk in d.devices.disks)
+            or any(c.type == "sata" for c in d.devices.controllers))
+
+
+def _scsi_device(c: Controller, at: At) -> str:
+    """`-device` of SCSI controller `c`: lsi, or virtio-scsi-pci with its `<driver>` options."""
+    driver = SCSI_MODELS[c.model]
+    if driver == "lsi":
+        return f"lsi{at(f'scsi{c.index}')},id=scsi{c.index}"
+    opts = "".join(f",{name}={value}" for name, value in (
+        ("num_queues", c.queues), ("cmd_per_lun", c.cmd_per_lun),
+        ("max_sectors", c.max_sectors),
+        ("ioeventfd", None if c.ioeventfd is None else _on(c.ioeventfd))) if value is not None)
+    thread = f",iothread=iothread{c.iothread}" if c.iothread is not None else ""
+    return (f"virtio-scsi-pci{virtio_props(c.virtio)}{thread}{at(f'scsi{c.index}')},"
+            f"id=scsi{c.index}{opts}")
 
 
 def disk_index(dev: str) -> int:
@@ -485,16 +598,23 @@ def _disk(d: Domain, disk: Disk, at: At) -> Iterator[Option]:
     idx = disk_index(disk.target_dev)
     cd = disk.device == "cdrom"
     bus = disk.target_bus
+    a = drive_of(disk)
     if bus == "ide":
-        alias = f"ide0-{idx // 2}-{idx % 2}"
-        dev = [("ide-cd" if cd else "ide-hd"), f"bus=ide.{idx // 2}", f"unit={idx % 2}"]
+        alias = f"ide{a.controller}-{a.bus}-{a.unit}"
+        dev = [("ide-cd" if cd else "ide-hd"), f"bus=ide.{a.bus}", f"unit={a.unit}"]
     elif bus == "sata":
-        alias = f"sata0-0-{idx}"
-        dev = [("ide-cd" if cd else "ide-hd"), f"bus={'ide' if is_q35(d) else 'sata0'}.{idx}"]
+        alias = f"sata{a.controller}-{a.bus}-{a.unit}"
+        dev = [("ide-cd" if cd else "ide-hd"), f"bus={'ide' if is_q35(d) else 'sata0'}.{a.unit}"]
     elif bus == "scsi":
-        alias = f"scsi0-0-0-{idx}"
-        dev = [("scsi-cd" if cd else "scsi-hd"), "bus=scsi0.0", "channel=0", f"scsi-id={idx}",
-               "lun=0"]
+        c = a.controller
+        model = next((x.model for x in scsi_controllers(d) if x.index == c), None)
+        if SCSI_MODELS[model] == "lsi":  # libvirt: one bus, the unit is the SCSI id
+            alias = f"scsi{c}-{a.bus}-{a.unit}"
+            dev = [("scsi-cd" if cd else "scsi-hd"), f"bus=scsi{c}.{a.bus}", f"scsi-id={a.unit}"]
+        else:
+            alias = f"scsi{c}-{a.bus}-{a.target}-{a.unit}"
+            dev = [("scsi-cd" if cd else "scsi-hd"), f"bus=scsi{c}.0", f"channel={a.bus}",
+                   f"scsi-id={a.target}", f"lun={a.unit}"]
     elif bus == "usb":  # libvirt 9.0's disk-usb-device
         alias = f"usb-disk{idx}"
         port = usb_ports(d).get(alias)
@@ -504,8 +624,8 @@ def _disk(d: Domain, disk: Disk, at: At) -> Iterator[Option]:
         thread = f",iothread=iothread{disk.iothread}" if disk.iothread is not None else ""
         dev = ["virtio-blk-pci" + virtio_props(disk.virtio) + thread + at(alias)]
     else:
-        alias = f"fdc0-0-{idx}"
-        dev = ["floppy", f"unit={idx}"]
+        alias = f"fdc0-0-{a.unit}"
+        dev = ["floppy", f"unit={a.unit}"]
     drive = [f"file={esc(disk.source)}"] if disk.source is not None else []
     if disk.source is not None:
         drive.append(f"format={disk.driver_type or 'raw'}")
@@ -526,12 +646,12 @@ def _disk(d: Domain, disk: Disk, at: At) -> Iterator[Option]:
     yield ("-drive", ",".join(drive))
     dev += [f"drive=drive-{alias}", f"id={alias}"]
     if disk.boot_order is not None and bus == "fdc":  # QEMU's floppy has no bootindex; the fdc has
-        yield ("-global", f"isa-fdc.bootindex{'AB'[idx]}={disk.boot_order}")
+        yield ("-global", f"isa-fdc.bootindex{'AB'[a.unit]}={disk.boot_order}")
     elif disk.boot_order is not None:
         dev.append(f"bootindex={disk.boot_order}")
     if disk.serial is not None and bus != "fdc":
         dev.append(f"serial={esc(disk.serial)}")
-    if disk.wwn is not None and not cd:
+    if disk.wwn is not None and (not cd or bus == "scsi"):  # libvirt: scsi-cd takes one too
         wwn = disk.wwn.lower().removeprefix("0x")
         dev.append(f"wwn=0x{wwn}")
     if disk.shareable:
@@ -1021,7 +1141,7 @@ def usb_ports(d: Domain) -> dict[str, str]:
                                             for i, h in enumerate(d.devices.hubs)]
     wanted += [(f"usb-disk{disk_index(disk.target_dev)}", None) for disk in d.devices.disks
                if disk.target_bus == "usb"]
-    wanted += [("ccid0", None)] if d.devices.smartcards else []
+    wanted += [("ccid0", None)] if has_ccid(d) else []
     wanted += [(f"input{i}", inp.usb_port) for i, inp in enumerate(d.devices.inputs)
                if inp.bus == "usb"]
     wanted += [(f"sound{i}", None) for i, s in enumerate(d.devices.sounds) if s.model == "usb"]
@@ -1237,7 +1357,7 @@ def _smartcards(d: Domain, ports: dict[str, str]) -> Iterator[Option]:
     with cert1-3 and `db=` (libvirt's default /etc/pki/nssdb); passthrough: a chardev
     (spicevmc name=smartcard, or the relay's) and `ccid-card-passthru`.
     """
-    if not d.devices.smartcards:
+    if not has_ccid(d):
         return
     port = f",port={ports['ccid0']}" if "ccid0" in ports else ""
     yield ("-device", f"usb-ccid,id=ccid0,bus=usb.0{port}")
@@ -1346,6 +1466,8 @@ def _misc(d: Domain, at: At) -> Iterator[Option]:
         extra = "".join(f",{k}={_on(v)}" for k, v in (
             ("deflate-on-oom", devs.memballoon_deflate),
             ("free-page-reporting", devs.memballoon_free_page_reporting)) if v is not None)
+        if devs.memballoon_stats is not None:  # libvirt sets it over QMP; the same property
+            extra += f",guest-stats-polling-interval={devs.memballoon_stats}"
         yield ("-device", f"virtio-balloon-pci{virtio_props(devs.memballoon_virtio)}"
                f"{at('balloon0')},id=balloon0{extra}")
     for i, rng in enumerate(d.devices.rngs):
@@ -1456,21 +1578,30 @@ def _pci_requests(d: Domain) -> list[pci.Request]:
             home = PciAddress(slot=0x1B) if q35 and snd.model == "ich9" else None
             add(f"sound{i}", _SOUND[snd.model], snd.address, home)
     usb = _usb_controller(d)
-    usb_decl = next((c for c in d.devices.controllers if c.type == "usb" and c.index == 0), None)
-    scsi = _scsi_controller(d)
-    scsi_decl = next((c for c in d.devices.controllers if c.type == "scsi" and c.index == 0), None)
+    usb_decl = next(iter(usb_mains(d.devices.controllers)), None)
+    companions = usb_companions(d)
+    companion_ids = {id(c): i for i, c in enumerate(companions)}
     serials = virtio_serial_controllers(d)
-    ahci = not q35 and any(disk.target_bus == "sata" for disk in d.devices.disks)
+    ahci = not q35 and has_ahci(d)
     sata_decl = next((c for c in d.devices.controllers if c.type == "sata" and c.index == 0), None)
     done: set[str] = set()
-    for c in [*d.devices.controllers, *serials]:  # document order; implicit ones after
-        if c.type == "usb" and c.index == 0 and usb is not None and "usb" not in done:
+    for c in [*d.devices.controllers, *serials, *scsi_controllers(d)]:  # document order first
+        if id(c) in companion_ids and usb is not None:
+            i = companion_ids[id(c)]  # by identity: two companions may be equal
+            if f"usb-companion{i}" not in done:  # on q35, libvirt's USB slot 0x1d, as ICH9's
+                home = PciAddress(slot=0x1D, function=int((c.model or "1")[-1]) - 1,
+                                  multifunction=c.model == "ich9-uhci1") if q35 else None
+                add(f"usb-companion{i}", USB_COMPANIONS[c.model or ""], c.address, home)
+                done.add(f"usb-companion{i}")
+        elif c.type == "usb" and c.index == 0 and usb is not None and "usb" not in done:
             home = PciAddress(slot=1, function=2) if not q35 and usb == "piix3-usb-uhci" else None
+            if q35 and usb == "ich9-usb-ehci1" and companions:
+                home = PciAddress(slot=0x1D, function=7)
             add("usb", usb, usb_decl.address if usb_decl else None, home)
             done.add("usb")
-        elif c.type == "scsi" and c.index == 0 and scsi is not None and "scsi0" not in done:
-            add("scsi0", scsi, c.address)
-            done.add("scsi0")
+        elif c.type == "scsi" and f"scsi{c.index}" not in done:
+            add(f"scsi{c.index}", SCSI_MODELS[c.model], c.address)
+            done.add(f"scsi{c.index}")
         elif c.type == "virtio-serial" and f"virtio-serial{c.index}" not in done:
             add(f"virtio-serial{c.index}", "virtio-serial-pci", c.address)
             done.add(f"virtio-serial{c.index}")
@@ -1480,8 +1611,6 @@ def _pci_requests(d: Domain) -> list[pci.Request]:
     if usb is not None and "usb" not in done:
         add("usb", usb, None,
             PciAddress(slot=1, function=2) if not q35 and usb == "piix3-usb-uhci" else None)
-    if scsi is not None and "scsi0" not in done:
-        add("scsi0", scsi, scsi_decl.address if scsi_decl else None)
     if ahci and "sata0" not in done:
         add("sata0", "ahci", sata_decl.address if sata_decl else None)
     for disk in d.devices.disks:
@@ -1527,7 +1656,9 @@ def _pci_bridges(d: Domain, placement: pci.Placement, at: At) -> Iterator[Option
             a = placement.addresses[pid]
             port = c.port if c.port is not None else (a.slot << 3 | a.function)
             chassis = c.chassis if c.chassis is not None else c.index
-            yield ("-device", f"pcie-root-port,port={port:#x},chassis={chassis},id={pid}{at(pid)}")
+            hotplug = f",hotplug={_on(c.hotplug)}" if c.hotplug is not None else ""
+            yield ("-device", f"pcie-root-port,port={port:#x},chassis={chassis},id={pid}"
+                              f"{hotplug}{at(pid)}")
         elif driver == "pci-bridge":
             chassis = c.chassis if c.chassis is not None else c.index
             yield ("-device", f"pci-bridge,chassis_nr={chassis},id={pid}{at(pid)}")
@@ -1605,14 +1736,17 @@ def options(d: Domain, runtime: Runtime | None = None,
         if usb_decl is not None and "xhci" in usb:
             extra = f",p2={usb_decl.ports},p3={usb_decl.ports}"
         out.append(("-device", f"{usb}{at('usb')},id=usb{extra}"))
-    scsi = _scsi_controller(d)
-    if scsi is not None:
-        out.append(("-device", f"{scsi}{at('scsi0')},id=scsi0"))
+        for i, c in enumerate(usb_companions(d)):
+            out.append(("-device", f"{USB_COMPANIONS[c.model or '']},masterbus=usb.0,"
+                        f"firstport={companion_port(d.devices.controllers, c)}{at(f'usb-companion{i}')}"))
+    for c in scsi_controllers(d):
+        out.append(("-device", _scsi_device(c, at)))
     for c in virtio_serial_controllers(d):
         extra = f",max_ports={c.ports}" if c.ports is not None else ""
-        out.append(("-device", f"virtio-serial-pci{at(f'virtio-serial{c.index}')},"
-                    f"id=virtio-serial{c.index}{extra}"))
-    if not q35 and any(disk.target_bus == "sata" for disk in d.devices.disks):
+        extra += f",vectors={c.vectors}" if c.vectors is not None else ""
+        out.append(("-device", f"virtio-serial-pci{virtio_props(c.virtio)}"
+                    f"{at(f'virtio-serial{c.index}')},id=virtio-serial{c.index}{extra}"))
+    if not q35 and has_ahci(d):
         out.append(("-device", f"ahci{at('sata0')},id=sata0"))
     for disk in d.devices.disks:
         out += _disk(d, disk, at)

@@ -62,6 +62,20 @@ class PciAddress(Frozen):
     multifunction: bool = False
 
 
+class DriveAddress(Frozen):
+    """`<address type='drive' controller= bus= target= unit=>`: where a disk sits on its controller.
+
+    Controller N is `<controller type='ide|sata|scsi|fdc' index='N'>`; what each number means
+    (an IDE bus and unit, an AHCI port, a SCSI channel, id and LUN) is the bus's business
+    (`model.argv.drive_of`, which also gives libvirt's default for a disk without one).
+    """
+
+    controller: Annotated[int, Field(ge=0, le=255)] = 0
+    bus: Annotated[int, Field(ge=0, le=255)] = 0
+    target: Annotated[int, Field(ge=0, le=255)] = 0
+    unit: Annotated[int, Field(ge=0, le=16383)] = 0
+
+
 class Desired(Frozen):
     """`<qemud:desired state= restart= shutdown-timeout=>`: what the reconciler should make true."""
 
@@ -480,6 +494,9 @@ class Disk(Frozen):
     iotune: IoTune | None = None
     """`<iotune>`: I/O throttling of this disk (or of its group)."""
     address: PciAddress | None = None
+    drive: DriveAddress | None = None
+    """`<address type='drive'>` of an ide, sata, scsi or fdc disk; None: libvirt's default
+    from the target dev name (`model.argv.drive_of`)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> Disk:
@@ -492,6 +509,9 @@ class Disk(Frozen):
         if self.address is not None and self.target_bus != "virtio":
             raise ValueError(f"a disk on bus='{self.target_bus}' has no PCI address of its own; "
                              "remove <address type='pci'>")
+        if self.drive is not None and self.target_bus not in ("ide", "sata", "scsi", "fdc"):
+            raise ValueError(f"a disk on bus='{self.target_bus}' has no drive address; remove "
+                             "<address type='drive'>")
         if self.wwn is not None and self.target_bus not in ("ide", "sata", "scsi"):
             raise ValueError("<wwn> is only for ide, sata and scsi disks")
         if self.io == "native" and self.cache not in ("none", "directsync"):
@@ -945,7 +965,42 @@ class Controller(Frozen):
     """pcie-root-port and pci-bridge `<target chassis=>` (chassisNr for a bridge)."""
     port: Annotated[int, Field(ge=0, le=255)] | None = None
     """pcie-root-port `<target port=>`."""
+    hotplug: bool | None = None
+    """pcie-root-port and pci-root `<target hotplug=>` (off: the guest cannot hot-plug there)."""
+    master: Annotated[int, Field(ge=0, le=15)] | None = None
+    """A USB companion controller's `<master startport=>` (ich9-uhci1..3 beside ich9-ehci1)."""
+    queues: Annotated[int, Field(ge=1, le=1024)] | None = None
+    """virtio-scsi `<driver queues=>` (num_queues)."""
+    cmd_per_lun: Annotated[int, Field(ge=1, le=2**32 - 1)] | None = None
+    max_sectors: Annotated[int, Field(ge=1, le=2**32 - 1)] | None = None
+    ioeventfd: bool | None = None
+    iothread: Annotated[int, Field(ge=1, le=MAX_IOTHREADS)] | None = None
+    """virtio-scsi `<driver iothread=>`: the I/O thread serving the controller."""
+    vectors: Annotated[int, Field(ge=0, le=1024)] | None = None
+    """virtio-serial `vectors=` (MSI-X vectors)."""
+    virtio: VirtioOptions = VirtioOptions()
     address: PciAddress | None = None
+
+    @model_validator(mode="after")
+    def _options_of_its_kind(self) -> Controller:
+        """Guarantee each option is on the controller that has it."""
+        scsi = self.type == "scsi" and self.model == "virtio-scsi"
+        if not scsi and any(v is not None for v in (self.queues, self.cmd_per_lun,
+                                                    self.max_sectors, self.ioeventfd,
+                                                    self.iothread)):
+            raise ValueError("<driver> queues, cmd_per_lun, max_sectors, ioeventfd and "
+                             "iothread are options of a virtio-scsi controller; give "
+                             "model='virtio-scsi' or remove them")
+        if self.vectors is not None and self.type != "virtio-serial":
+            raise ValueError("vectors= is an option of the virtio-serial controller")
+        virtio = self.type == "virtio-serial" or (self.type == "scsi" and self.model == "virtio-scsi")
+        _virtio_only(self.virtio, virtio)
+        if self.master is not None and self.model not in ("ich9-uhci1", "ich9-uhci2",
+                                                          "ich9-uhci3"):
+            raise ValueError("<master> is for the ich9-uhci1..3 companions of an ich9-ehci1")
+        if self.hotplug is not None and self.model not in ("pcie-root-port", "pci-root"):
+            raise ValueError("<target hotplug> is for pcie-root-port and pci-root controllers")
+        return self
 
 
 class Channel(Frozen):
@@ -1321,6 +1376,9 @@ class Devices(Frozen):
     memballoon_free_page_reporting: bool | None = None
     """`<memballoon freePageReporting=>`: the guest reports free pages to the host."""
     memballoon_virtio: VirtioOptions = VirtioOptions()
+    memballoon_stats: Annotated[int, Field(ge=0, le=2**31 - 1)] | None = None
+    """`<memballoon><stats period=>`: seconds between the guest's memory statistics (QEMU's
+    guest-stats-polling-interval; read them with `qom-get ... guest-stats`); 0: none."""
     panic: Literal["isa"] | None = None
     hyperv_panic: bool = False
     """`<panic model='hyperv'>`: the Hyper-V crash MSRs (a CPU property, beside an isa one)."""

@@ -22,12 +22,15 @@ from model.argv import (
     PCIE_ONLY_CONTROLLERS,
     SCSI_MODELS,
     SPICE_X509_DIR,
+    USB_COMPANIONS,
     USB_MODELS,
     balloon_target,
     disk_index,
+    drive_problems,
     emulator,
     is_q35,
     options,
+    usb_mains,
 )
 from model.cpuset import CpusetError, format_cpuset, parse_cpuset
 from model.domain import (
@@ -49,6 +52,7 @@ from model.domain import (
     Disk,
     Display,
     Domain,
+    DriveAddress,
     Features,
     Filesystem,
     FwCfg,
@@ -404,6 +408,17 @@ def _address(ctx: _Context, node: Node, kinds: tuple[str, ...] = ("pci",)) -> Pc
         fields.put(n, v, f"<address {n}>")
     fields.put("multifunction", multi, "<address multifunction>")
     return _make(ctx, PciAddress, fields)
+
+
+def _drive_address(ctx: _Context, node: Node) -> DriveAddress | None:
+    """`<address type='drive' controller= bus= target= unit=>` of a disk, else None."""
+    addr = node.child("address")
+    if addr is None or addr.attr("type") != "drive":
+        return None
+    fields = _Fields(addr)
+    for name in ("controller", "bus", "target", "unit"):
+        fields.attr(name)
+    return _make(ctx, DriveAddress, fields)
 
 
 def _read_vcpu(ctx: _Context, node: Node | None) -> Vcpu | None:
@@ -1026,6 +1041,7 @@ def _read_disk(ctx: _Context, node: Node) -> Disk | None:
     if iotune is not None:
         fields.put("iotune", _read_iotune(ctx, iotune), "<iotune>", iotune.line)
     fields.put("address", _address(ctx, node, ("pci", "drive")), "<address>")
+    fields.put("drive", _drive_address(ctx, node), "<address type='drive'>")
     _leftovers(ctx, node, (*IGNORED_EVERYWHERE, "backingStore"))
     return _make(ctx, Disk, fields)
 
@@ -1934,8 +1950,7 @@ def _read_model_only(ctx: _Context, node: Node,
 def _read_memballoon(ctx: _Context, node: Node) -> dict[str, Any] | None:
     """`<memballoon model= autodeflate= freePageReporting=>` with virtio options and address.
 
-    The `Devices` fields it sets, by name. `<stats period=>` is accepted: libvirt sets the
-    polling period over QMP while the guest runs, a statistic qemud does not collect.
+    The `Devices` fields it sets, by name.
     """
     value = node.attr("model") or "virtio"
     if value not in ("virtio", "none"):
@@ -1955,12 +1970,14 @@ def _read_memballoon(ctx: _Context, node: Node) -> dict[str, Any] | None:
         _leftovers(ctx, driver)
     stats = node.child("stats")
     if stats is not None:
-        stats.ignore_attrs("period")
+        period = _Fields(stats)
+        period.attr("memballoon_stats", "period")
+        out["memballoon_stats"] = period.data.get("memballoon_stats")
         _leftovers(ctx, stats)
-    if value == "none" and any(out[k] is not None for k in ("memballoon_deflate",
-                                                            "memballoon_free_page_reporting")):
+    if value == "none" and any(out.get(k) is not None for k in (
+            "memballoon_deflate", "memballoon_free_page_reporting", "memballoon_stats")):
         ctx.error(node.line, "<memballoon model='none'> has no balloon to deflate or report "
-                  "through; remove autodeflate and freePageReporting")
+                  "through; remove autodeflate, freePageReporting and <stats>")
     _leftovers(ctx, node, IGNORED_EVERYWHERE)
     return out
 
@@ -2410,7 +2427,9 @@ def _check_devices(ctx: _Context, devices: Devices, lines: dict[int, int | None]
             ctx.error(line, "a floppy goes on bus='fdc', and only a floppy does")
         if disk.device == "cdrom" and disk.target_bus == "virtio":
             ctx.error(line, "a cdrom cannot be on bus='virtio'; use 'sata', 'ide' or 'scsi'")
-        index = disk_index(disk.target_dev)
+        # without a drive address the name is the place (libvirt's default); with one, the
+        # address is checked instead (`drive_problems`)
+        index = disk_index(disk.target_dev) if disk.drive is None else 0
         if disk.target_bus == "ide" and (q35 or index > 3):
             ctx.error(line, "IDE has 4 units (hda-hdd) and only on machine 'pc'"
                       if not q35 else "machine 'q35' has no IDE bus; use bus='sata'")
@@ -2427,7 +2446,24 @@ def _check_devices(ctx: _Context, devices: Devices, lines: dict[int, int | None]
                           "one group share their limits, and this disk's differ from "
                           f"<target dev='{leader.target_dev}'>'s; make them equal or use "
                           "another group")
+    mains = usb_mains(devices.controllers)
+    for c in mains[1:]:
+        ctx.error(lines.get(id(c)), f"<controller type='usb' model='{c.model}'>: a second USB "
+                  "controller at index 0 is a companion of the first: give it <master "
+                  "startport=> (as virt-manager writes ich9-uhci1..3), or remove it")
+    if any(c.master is not None for c in devices.controllers) and (
+            not mains or mains[0].model != "ich9-ehci1"):  # startport of what, then?
+        ctx.error(lines.get(id(next(c for c in devices.controllers if c.master is not None))),
+                  "<master startport>: companions go beside an ich9-ehci1 USB controller; add "
+                  "<controller type='usb' index='0' model='ich9-ehci1'/>")
     for c in devices.controllers:
+        if c.type in ("sata", "ide", "fdc", "usb", "ccid") and c.index > 0:
+            ctx.error(lines.get(id(c)), f"<controller type='{c.type}' index='{c.index}'>: qemud "
+                      f"renders one {c.type.upper()} controller, index 0 (a second one would be "
+                      "dropped); put its devices on index 0 or remove it")
+        if q35 and c.type in ("ide", "fdc"):  # libvirt refuses them on q35 too
+            ctx.error(lines.get(id(c)), f"<controller type='{c.type}'>: machine 'q35' has no "
+                      f"{c.type.upper()} controller; use SATA (built in) or remove it")
         if c.type != "pci" or c.model is None:
             continue
         if not q35 and c.model in PCIE_ONLY_CONTROLLERS:
@@ -2677,8 +2713,14 @@ def _auto_serial_ports(ctx: _Context, serials: list[Serial], auto: list[Serial],
 def _next_index(controller: Controller, earlier: list[Controller]) -> Controller:
     """Give a controller written without index= the next free index of its type, as libvirt does.
 
-    virt-install writes fourteen pcie-root-ports without indexes: they become 1 to 14.
+    virt-install writes fourteen pcie-root-ports without indexes: they become 1 to 14. A USB
+    companion (ich9-uhci1..3) takes the index of the ich9-ehci1 before it, as in libvirt.
     """
+    if controller.type == "usb" and controller.model in USB_COMPANIONS:
+        master = next((c for c in reversed(earlier)
+                       if c.type == "usb" and c.model == "ich9-ehci1"), None)
+        if master is not None:
+            return controller.model_copy(update={"index": master.index})
     taken = {c.index for c in earlier if c.type == controller.type}
     if controller.type == "pci" and controller.model not in ("pci-root", "pcie-root"):
         taken.add(0)  # index 0 is the root bus, even when written after its ports
@@ -2740,7 +2782,7 @@ def _read_controller(ctx: _Context, node: Node) -> Controller | None:
         fields.data.pop("model", None)  # reported here, not again where it would be rendered
     if node.attr("type") in ("usb", "virtio-serial"):
         fields.attr("ports")
-    node.ignore_attrs("ports", "vectors")
+    fields.attr("vectors")
     target = node.child("target")
     if target is not None:
         fields.attr("chassis", node=target)
@@ -2748,18 +2790,34 @@ def _read_controller(ctx: _Context, node: Node) -> Controller | None:
             fields.attr("chassis", "chassisNr", target)
         fields.put("port", _hex(ctx, target, "port", -1) if target.attr("port") else None,
                    "<target port>", target.line)
-        target.ignore_attrs("busNr", "hotplug")
+        fields.put("hotplug", _flag(ctx, target, "hotplug", ("on", "off")), "<target hotplug>",
+                   target.line)
+        target.ignore_attrs("busNr")  # pci-bridge/pcie-root-port bus numbering: QEMU's own
         _leftovers(ctx, target)
+    master = node.child("master")
+    if master is not None:
+        fields.put("master", master.attr("startport"), "<master startport>", master.line)
+        _leftovers(ctx, master)
+    driver = node.child("driver")
+    if driver is not None:
+        for option in ("queues", "cmd_per_lun", "max_sectors", "iothread"):
+            fields.attr(option, node=driver)
+        fields.put("ioeventfd", _flag(ctx, driver, "ioeventfd", ("on", "off")),
+                   "<driver ioeventfd>", driver.line)
+        _virtio_options(ctx, driver, fields)
+        _leftovers(ctx, driver)
     name = node.child("model")
     if name is not None:
         expected = {"pcie-root-port": "pcie-root-port", "pci-bridge": "pci-bridge",
-                    "pcie-to-pci-bridge": "pcie-pci-bridge"}.get(model or "")
+                    "pcie-to-pci-bridge": "pcie-pci-bridge",
+                    "dmi-to-pci-bridge": "i82801b11-bridge"}.get(model or "")
         if name.attr("name") != expected:
             ctx.error(name.line, f"<model name>: {name.attr('name')!r} is not supported for "
-                      f"model {model!r}; use {expected!r}")
+                      f"model {model!r}; " + (f"use {expected!r}" if expected else
+                                              "this model takes no <model name>; remove it"))
         _leftovers(ctx, name)
     fields.put("address", _address(ctx, node), "<address>")
-    _leftovers(ctx, node, (*IGNORED_EVERYWHERE, "driver", "master"))
+    _leftovers(ctx, node, IGNORED_EVERYWHERE)
     return _make(ctx, Controller, fields)
 
 
@@ -3246,6 +3304,8 @@ def _check_domain(ctx: _Context, domain: Domain, fields: _Fields) -> None:
             why = ctx.host.check_module(emulator(domain), module) if module else None
             if why is not None:
                 ctx.error(line, f"<audio type='{audio.type}'>: {why}")
+    for index, why in drive_problems(domain):
+        ctx.error(ctx.disk_lines[index] if index < len(ctx.disk_lines) else None, why)
     for disk, line in zip(domain.devices.disks, ctx.disk_lines, strict=False):
         if disk.iothread is None:
             continue

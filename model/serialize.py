@@ -89,6 +89,9 @@ def _disk(disk: Disk) -> Element:
         Element("wwn", text=disk.wwn) if disk.wwn is not None else None,
         _iotune(disk.iotune),
         _address(disk.address),
+        Element("address", {"type": "drive", "controller": str(disk.drive.controller),
+                            "bus": str(disk.drive.bus), "target": str(disk.drive.target),
+                            "unit": str(disk.drive.unit)}) if disk.drive is not None else None,
     ])
 
 
@@ -266,9 +269,15 @@ def _parallel(par: Parallel) -> Element:
 
 def _controller(c: Controller) -> Element:
     """Render one `<controller>`."""
-    target = {"chassis": _num(c.chassis), "port": f"{c.port:#x}" if c.port is not None else None}
+    target = {"chassis": _num(c.chassis), "port": f"{c.port:#x}" if c.port is not None else None,
+              "hotplug": _yn(c.hotplug, ("on", "off"))}
+    driver = {"queues": _num(c.queues), "cmd_per_lun": _num(c.cmd_per_lun),
+              "max_sectors": _num(c.max_sectors), "ioeventfd": _yn(c.ioeventfd, ("on", "off")),
+              "iothread": _num(c.iothread), **_virtio_attrs(c.virtio)}
     return Element("controller", {"type": c.type, "index": str(c.index), "model": c.model,
-                                  "ports": _num(c.ports)}, [
+                                  "ports": _num(c.ports), "vectors": _num(c.vectors)}, [
+        Element("master", {"startport": str(c.master)}) if c.master is not None else None,
+        Element("driver", driver) if any(v is not None for v in driver.values()) else None,
         Element("target", target) if any(v is not None for v in target.values()) else None,
         _address(c.address),
     ])
@@ -432,7 +441,10 @@ def _devices(dev: Devices) -> Element:
                                "autodeflate": _yn(dev.memballoon_deflate, ("on", "off")),
                                "freePageReporting": _yn(dev.memballoon_free_page_reporting,
                                                         ("on", "off"))},
-                [_virtio_driver(dev.memballoon_virtio), _address(dev.memballoon_address)])
+                [_virtio_driver(dev.memballoon_virtio),
+                 Element("stats", {"period": str(dev.memballoon_stats)})
+                 if dev.memballoon_stats is not None else None,
+                 _address(dev.memballoon_address)])
         if dev.memballoon else None,
         *(Element("rng", {"model": r.model}, [
             Element("backend", {"model": r.backend_model,

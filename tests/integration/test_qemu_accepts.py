@@ -94,6 +94,36 @@ def _combo(body: str, machine: str = "q35", kind: str = "kvm", features: str = "
 
 
 COMBOS: dict[str, Domain] = {
+    # drive addresses on several SCSI controllers (virtio-scsi with its <driver> options, lsi),
+    # IDE and AHCI, USB companions beside an ich9-ehci1, a ccid reader, balloon stats, eoi,
+    # dumpCore, a pci-root without hotplug (libvirt's controller-virtio-scsi, usb-ich9-companion)
+    "combo-pc-drives-controllers": _combo("""
+      <controller type='pci' index='0' model='pci-root'><target hotplug='off'/></controller>
+      <controller type='scsi' index='0' model='virtio-scsi'>
+        <driver queues='2' cmd_per_lun='50' max_sectors='512' ioeventfd='on' iothread='1'/>
+      </controller>
+      <controller type='scsi' index='2' model='lsilogic'/>
+      <controller type='sata' index='0'/>
+      <controller type='ccid' index='0'/>
+      <controller type='virtio-serial' index='0' ports='4' vectors='4'/>
+      <controller type='usb' index='0' model='ich9-ehci1'>
+        <address type='pci' domain='0' bus='0' slot='9' function='7'/></controller>
+      <controller type='usb' index='0' model='ich9-uhci1'><master startport='0'/>
+        <address type='pci' domain='0' bus='0' slot='9' function='0' multifunction='on'/>
+      </controller>
+      <controller type='usb' index='0' model='ich9-uhci2'><master startport='2'/>
+        <address type='pci' domain='0' bus='0' slot='9' function='1'/></controller>
+      <disk type='file' device='disk'><source file='/images/a.img'/><target dev='sda' bus='scsi'/>
+        <address type='drive' controller='0' bus='0' target='3' unit='5'/></disk>
+      <disk type='file' device='disk'><source file='/images/b.img'/><target dev='sdb' bus='scsi'/>
+        <address type='drive' controller='2' bus='0' target='0' unit='6'/></disk>
+      <disk type='file' device='cdrom'><target dev='sdc' bus='scsi'/><readonly/></disk>
+      <disk type='file' device='disk'><source file='/images/c.img'/><target dev='hdb' bus='ide'/>
+        <address type='drive' controller='0' bus='1' target='0' unit='0'/></disk>
+      <disk type='file' device='disk'><source file='/images/d.img'/><target dev='sdq' bus='sata'/>
+        <address type='drive' controller='0' bus='0' target='0' unit='3'/></disk>
+      <memballoon model='virtio'><stats period='5'/></memballoon>""", machine="pc",
+        features="", top="<iothreads>1</iothreads>").model_copy(update={"dump_core": True}),
     # spice and VNC together, passwords, every sound model, audio none, watchdog, pty channel
     "combo-spice-vnc-sound": _combo("""
       <graphics type='spice' port='5930' passwd='secret'><image compression='auto_glz'/>

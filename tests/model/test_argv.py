@@ -316,12 +316,12 @@ def test_power_management(machine: str, pm: str, globals_: list[str]) -> None:
     ("<disk><source file='/a'/><target dev='sda' bus='sata'/></disk>",
      "file=/a,format=raw,if=none,id=drive-sata0-0-0",
      "ide-hd,bus=sata0.0,drive=drive-sata0-0-0,id=sata0-0-0"),
-    ("<disk><source file='/a'/><target dev='sdc' bus='scsi'/></disk>",
-     "file=/a,format=raw,if=none,id=drive-scsi0-0-0-2",
-     "scsi-hd,bus=scsi0.0,channel=0,scsi-id=2,lun=0,drive=drive-scsi0-0-0-2,id=scsi0-0-0-2"),
+    ("<disk><source file='/a'/><target dev='sdc' bus='scsi'/></disk>",  # libvirt's lsi default
+     "file=/a,format=raw,if=none,id=drive-scsi0-0-2",
+     "scsi-hd,bus=scsi0.0,scsi-id=2,drive=drive-scsi0-0-2,id=scsi0-0-2"),
     ("<disk device='cdrom'><target dev='sda' bus='scsi'/></disk>",
-     "if=none,id=drive-scsi0-0-0-0,readonly=on",
-     "scsi-cd,bus=scsi0.0,channel=0,scsi-id=0,lun=0,drive=drive-scsi0-0-0-0,id=scsi0-0-0-0"),
+     "if=none,id=drive-scsi0-0-0,readonly=on",
+     "scsi-cd,bus=scsi0.0,scsi-id=0,drive=drive-scsi0-0-0,id=scsi0-0-0"),
     ("<disk device='floppy'><source file='/f.img'/><target dev='fda' bus='fdc'/></disk>",
      "file=/f.img,format=raw,if=none,id=drive-fdc0-0-0",
      "floppy,unit=0,drive=drive-fdc0-0-0,id=fdc0-0-0"),
@@ -339,7 +339,7 @@ def test_disk(snippet: str, drive: str, device: str) -> None:
     ("pc", "sata", ["ahci,bus=pci.0,addr=0x2,id=sata0"]),
     ("q35", "sata", []),  # AHCI is built into Q35
     ("pc", "virtio", []),
-    ("pc", "scsi", ["virtio-scsi-pci,bus=pci.0,addr=0x2,id=scsi0"]),
+    ("pc", "scsi", ["lsi,bus=pci.0,addr=0x2,id=scsi0"]),
 ])
 def test_disk_bus_controllers(machine: str, bus: str, controller: list[str]) -> None:
     d = devices(f"<disk><source file='/a'/><target dev='{'vda' if bus == 'virtio' else 'sda'}' "
@@ -354,11 +354,11 @@ def test_sata_on_q35_uses_the_builtin_ide_bus() -> None:
 
 
 @pytest.mark.parametrize(("controller", "device"), [
-    ("", "virtio-scsi-pci,bus=pci.0,addr=0x2,id=scsi0"),
+    ("", "lsi,bus=pci.0,addr=0x2,id=scsi0"),  # libvirt's default on x86: lsilogic
     ("<controller type='scsi' index='0' model='virtio-scsi'/>",
      "virtio-scsi-pci,bus=pci.0,addr=0x2,id=scsi0"),
     ("<controller type='scsi' index='0' model='lsilogic'/>", "lsi,bus=pci.0,addr=0x2,id=scsi0"),
-    ("<controller type='scsi' index='0' model='auto'/>", "virtio-scsi-pci,bus=pci.0,addr=0x2,id=scsi0"),
+    ("<controller type='scsi' index='0' model='auto'/>", "lsi,bus=pci.0,addr=0x2,id=scsi0"),
 ])
 def test_scsi_controller_model(controller: str, device: str) -> None:
     d = devices(controller + "<disk><source file='/a'/><target dev='sda' bus='scsi'/></disk>")
@@ -609,14 +609,13 @@ def test_graphics_without_video_get_the_default_adapter(snippet: str, expected: 
     ("pc", "<controller type='usb' model='piix4-uhci'/>",
      ["piix4-usb-uhci,bus=pci.0,addr=0x2,id=usb"]),
     ("pc", "<controller type='usb' model='nec-xhci'/>", ["nec-usb-xhci,bus=pci.0,addr=0x2,id=usb"]),
-    ("q35", "<controller type='usb' model='ich9-ehci1'/><controller type='usb' model='ich9-uhci1'/>",
-     ["ich9-usb-ehci1,bus=pcie.0,addr=0x1,id=usb"]),
+    ("q35", "<controller type='usb' model='ich9-ehci1'/><controller type='usb' model='ich9-uhci1'>"
+            "<master startport='0'/></controller>",
+     ["ich9-usb-ehci1,bus=pcie.0,addr=0x1d.0x7,id=usb",  # libvirt's q35-usb2: ICH9's USB slot
+      "ich9-usb-uhci1,masterbus=usb.0,firstport=0,bus=pcie.0,addr=0x1d,multifunction=on"]),
     ("q35", "<controller type='usb' model='ich9-uhci1'/>",
-     ["pcie-root-port,port=0x8,chassis=1,id=pci.1,bus=pcie.0,addr=0x1,multifunction=on",
-      "pcie-root-port,port=0x9,chassis=2,id=pci.2,bus=pcie.0,addr=0x1.0x1",
-      "qemu-xhci,bus=pci.1,addr=0x0,id=usb"]),
+     ["ich9-usb-uhci1,bus=pcie.0,addr=0x1,id=usb"]),
     ("pc", "<controller type='usb' model='none'/>", []),
-    ("pc", "<controller type='usb' index='1' model='qemu-xhci'/>", []),
 ])
 def test_input_and_usb(machine: str, snippet: str, expected: list[str]) -> None:
     d = devices(snippet, os=f"<os><type machine='{machine}'>hvm</type></os>")

@@ -790,7 +790,8 @@ def test_channels_overflow_to_a_new_controller_as_libvirt() -> None:
         f"<channel type='pty'><target type='virtio' name='org.linux-kvm.port.{n}'/></channel>"
         for n in ("0", "foo", "bar", "wizz", "ooh", "lla")))
     got = values(d, "-device")
-    assert got[:2] == ["virtio-serial-pci,bus=pci.0,addr=0x2,id=virtio-serial0,max_ports=4",
+    assert got[:2] == ["virtio-serial-pci,bus=pci.0,addr=0x2,id=virtio-serial0,max_ports=4,"
+                       "vectors=4",  # libvirt's channel-virtio-auto.args
                        "virtio-serial-pci,bus=pci.0,addr=0x3,id=virtio-serial1"]
     assert [v.split(",chardev")[0] for v in got[2:]] == [
         "virtserialport,bus=virtio-serial0.0,nr=1", "virtserialport,bus=virtio-serial0.0,nr=2",

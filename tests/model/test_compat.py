@@ -354,7 +354,8 @@ def test_smm_and_kvm_only_hyperv() -> None:
 
 
 def test_disk_driver_options_shareable_and_wwn() -> None:
-    d = devices("<disk><driver name='qemu' cache='none' io='native' discard='unmap' "
+    d = devices("<controller type='scsi' model='virtio-scsi'/>"
+                "<disk><driver name='qemu' cache='none' io='native' discard='unmap' "
                 "detect_zeroes='unmap'/><source file='/a'/><target dev='sda' bus='scsi'/>"
                 "<shareable/><wwn>5000C50015EA71AD</wwn></disk>")
     assert values(d, "-drive") == ["file=/a,format=raw,if=none,id=drive-scsi0-0-0-0,cache=none,"
@@ -362,6 +363,149 @@ def test_disk_driver_options_shareable_and_wwn() -> None:
     assert values(d, "-device")[-1] == ("scsi-hd,bus=scsi0.0,channel=0,scsi-id=0,lun=0,"
                                         "drive=drive-scsi0-0-0-0,id=scsi0-0-0-0,"
                                         "wwn=0x5000c50015ea71ad,share-rw=on")
+
+
+# --- drive addresses and controllers (libvirt's controller-virtio-scsi, usb-ich9-companion) ---
+
+
+def test_drive_addresses_and_scsi_controllers_as_libvirt() -> None:
+    d = devices("""
+        <controller type='scsi' index='0' model='virtio-scsi'/>
+        <controller type='scsi' index='1' model='virtio-scsi'><driver queues='8'/></controller>
+        <controller type='scsi' index='2' model='virtio-scsi'>
+          <driver cmd_per_lun='50' max_sectors='512' ioeventfd='on' iothread='1' iommu='on'/>
+        </controller>
+        <controller type='scsi' index='3' model='lsilogic'/>
+        <disk><source file='/a'/><target dev='sda' bus='scsi'/>
+          <address type='drive' controller='1' bus='0' target='2' unit='3'/></disk>
+        <disk><source file='/b'/><target dev='sdb' bus='scsi'/>
+          <address type='drive' controller='3' bus='0' target='0' unit='5'/></disk>
+        <disk><source file='/c'/><target dev='sdc' bus='scsi'/>
+          <address type='drive' controller='2' bus='0' target='0' unit='0'/></disk>
+        <disk><source file='/d'/><target dev='sdh' bus='scsi'/></disk>
+        <disk><source file='/e'/><target dev='hdc' bus='ide'/>
+          <address type='drive' controller='0' bus='1' target='0' unit='1'/></disk>
+        <disk><source file='/f'/><target dev='sdz' bus='sata'/>
+          <address type='drive' controller='0' bus='0' target='0' unit='4'/></disk>
+    """, extra="<iothreads>1</iothreads>")
+    got = values(d, "-device")
+    assert got[:5] == [
+        "virtio-scsi-pci,bus=pci.0,addr=0x2,id=scsi0",
+        "virtio-scsi-pci,bus=pci.0,addr=0x3,id=scsi1,num_queues=8",
+        "virtio-scsi-pci,iommu_platform=on,iothread=iothread1,bus=pci.0,addr=0x4,id=scsi2,"
+        "cmd_per_lun=50,max_sectors=512,ioeventfd=on",
+        "lsi,bus=pci.0,addr=0x5,id=scsi3",
+        "ahci,bus=pci.0,addr=0x6,id=sata0"]
+    disks = [v for v in got if v.startswith(("scsi-hd", "ide-hd"))]
+    assert [v.split(",drive=")[0] for v in disks] == [
+        "scsi-hd,bus=scsi1.0,channel=0,scsi-id=2,lun=3",
+        "scsi-hd,bus=scsi3.0,scsi-id=5",
+        "scsi-hd,bus=scsi2.0,channel=0,scsi-id=0,lun=0",
+        "scsi-hd,bus=scsi1.0,channel=0,scsi-id=0,lun=0",  # sdh: controller 1, unit 0 (7 a bus)
+        "ide-hd,bus=ide.1,unit=1",
+        "ide-hd,bus=sata0.4"]
+    assert [v.rsplit(",id=", 1)[1] for v in disks] == [
+        "scsi1-0-2-3", "scsi3-0-5", "scsi2-0-0-0", "scsi1-0-0-0", "ide0-1-1", "sata0-0-4"]
+    assert model.parse(serialize.to_xml(d)).domain == d
+
+
+def test_a_scsi_disk_on_an_undeclared_controller_gets_one_of_libvirts_default_model() -> None:
+    d = devices("<disk><source file='/a'/><target dev='sdi' bus='scsi'/></disk>")
+    assert values(d, "-device")[:2] == ["lsi,bus=pci.0,addr=0x2,id=scsi1",
+                                        "scsi-hd,bus=scsi1.0,scsi-id=1,drive=drive-scsi1-0-1,"
+                                        "id=scsi1-0-1"]
+
+
+@pytest.mark.parametrize(("snippet", "message"), [
+    ("<disk><source file='/a'/><target dev='sda' bus='scsi'/>"
+     "<address type='drive' controller='0' bus='0' target='0' unit='8'/></disk>",
+     "<address type='drive' controller='0' bus='0' target='0' unit='8'>: the scsi controller "
+     "has bus 0-0, target 0-0 and unit 0-7; use an address inside those"),
+    ("<disk><source file='/a'/><target dev='sda' bus='sata'/>"
+     "<address type='drive' controller='1' bus='0' target='0' unit='0'/></disk>",
+     "<address type='drive' controller='1' bus='0' target='0' unit='0'>: a sata disk goes on "
+     "controller 0 (QEMU's machine has one SATA controller); use controller='0'"),
+    ("<disk><source file='/a'/><target dev='hda' bus='ide'/>"
+     "<address type='drive' controller='0' bus='2' target='0' unit='0'/></disk>",
+     "<address type='drive' controller='0' bus='2' target='0' unit='0'>: the ide controller "
+     "has bus 0-1, target 0-0 and unit 0-1; use an address inside those"),
+    ("<disk><source file='/a'/><target dev='sdb' bus='scsi'/></disk>"
+     "<disk><source file='/b'/><target dev='sdc' bus='scsi'/>"
+     "<address type='drive' controller='0' bus='0' target='0' unit='1'/></disk>",
+     "<address type='drive' controller='0' bus='0' target='0' unit='1'>: disk sdb sits at the "
+     "same address; give each disk its own unit"),
+    ("<disk><source file='/a'/><target dev='vda' bus='virtio'/>"
+     "<address type='drive' controller='0' bus='0' target='0' unit='1'/></disk>",
+     "<disk>: a disk on bus='virtio' has no drive address; remove <address type='drive'>"),
+])
+def test_drive_addresses_qemu_cannot_hold_are_refused(snippet: str, message: str) -> None:
+    found = issues(domain_xml("<devices>\n" + snippet + "\n</devices>"))
+    assert [m for _, m in found] == [message]
+
+
+def test_usb_companions_as_virt_manager_wrote_them() -> None:
+    d = devices("""
+        <controller type='usb' index='0' model='ich9-ehci1'>
+          <address type='pci' domain='0' bus='0' slot='4' function='7'/></controller>
+        <controller type='usb' index='0' model='ich9-uhci1'><master startport='0'/>
+          <address type='pci' domain='0' bus='0' slot='4' function='0' multifunction='on'/>
+        </controller>
+        <controller type='usb' index='0' model='ich9-uhci2'><master startport='2'/>
+          <address type='pci' domain='0' bus='0' slot='4' function='1'/></controller>
+        <controller type='usb' index='0' model='ich9-uhci3'><master startport='4'/>
+          <address type='pci' domain='0' bus='0' slot='4' function='2'/></controller>
+    """)
+    assert values(d, "-device") == [  # libvirt's usb-ich9-companion.args
+        "ich9-usb-ehci1,bus=pci.0,addr=0x4.0x7,id=usb",
+        "ich9-usb-uhci1,masterbus=usb.0,firstport=0,bus=pci.0,addr=0x4,multifunction=on",
+        "ich9-usb-uhci2,masterbus=usb.0,firstport=2,bus=pci.0,addr=0x4.0x1",
+        "ich9-usb-uhci3,masterbus=usb.0,firstport=4,bus=pci.0,addr=0x4.0x2"]
+    assert model.parse(serialize.to_xml(d)).domain == d
+
+
+@pytest.mark.parametrize(("machine", "snippet", "message"), [
+    ("pc", "<controller type='sata' index='1'/>", "<controller type='sata' index='1'>: qemud "
+     "renders one SATA controller, index 0 (a second one would be dropped); put its devices "
+     "on index 0 or remove it"),
+    ("pc", "<controller type='usb' index='2' model='ehci'/>", "<controller type='usb' "
+     "index='2'>: qemud renders one USB controller, index 0 (a second one would be dropped); "
+     "put its devices on index 0 or remove it"),
+    ("q35", "<controller type='ide' index='0'/>", "<controller type='ide'>: machine 'q35' has "
+     "no IDE controller; use SATA (built in) or remove it"),
+    ("pc", "<controller type='usb' model='ich9-ehci1'/><controller type='usb' index='0' "
+     "model='ehci'/>", "<controller type='usb' model='ehci'>: a second USB controller at index "
+     "0 is a companion of the first: give it <master startport=> (as virt-manager writes "
+     "ich9-uhci1..3), or remove it"),
+    ("pc", "<controller type='usb' model='ich9-ehci1'/><controller type='usb' model='ehci'/>",
+     "<controller type='usb' index='1'>: qemud renders one USB controller, index 0 (a second "
+     "one would be dropped); put its devices on index 0 or remove it"),  # libvirt's autoindex
+    ("pc", "<controller type='usb' model='qemu-xhci'/><controller type='usb' index='0' "
+     "model='ich9-uhci1'><master startport='0'/></controller>", "<master startport>: companions go beside an "
+     "ich9-ehci1 USB controller; add <controller type='usb' index='0' model='ich9-ehci1'/>"),
+])
+def test_controllers_qemud_would_drop_are_refused(machine: str, snippet: str,
+                                                   message: str) -> None:
+    found = issues(domain_xml("<devices>\n" + snippet + "\n</devices>",
+                              os=f"<os><type machine='{machine}'>hvm</type></os>"))
+    assert [m for _, m in found] == [message]
+
+
+def test_declared_controllers_are_rendered_without_devices_on_them() -> None:
+    """libvirt renders a declared AHCI, virtio-scsi with its options and a ccid reader."""
+    d = devices("<controller type='sata' index='0'/><controller type='ccid' index='0'/>"
+                "<controller type='scsi' model='virtio-scsi'><driver queues='4'/></controller>"
+                "<controller type='pci' index='0' model='pci-root'><target hotplug='off'/>"
+                "</controller>")
+    got = values(d, "-device")
+    assert "virtio-scsi-pci,bus=pci.0,addr=0x3,id=scsi0,num_queues=4" in got
+    assert any(v.startswith("ahci,") for v in got)
+    assert any(v.startswith("usb-ccid,id=ccid0,bus=usb.0") for v in got)
+    assert values(d, "-global") == ["PIIX4_PM.acpi-root-pci-hotplug=off"]
+    q35 = devices("<controller type='pci' index='0' model='pcie-root'/>"
+                  "<controller type='pci' index='1' model='pcie-root-port'><target hotplug='off'/>"
+                  "</controller>", machine="q35")
+    assert values(q35, "-device")[0].startswith("pcie-root-port,port=0x8,chassis=1,id=pci.1,"
+                                               "hotplug=off,")
 
 
 def test_iotune_becomes_drive_throttling_in_libvirts_order() -> None:
@@ -451,11 +595,12 @@ def test_memballoon_options_as_libvirt_renders_them() -> None:
         <stats period='10'/><driver iommu='on' packed='on'/></memballoon>""")
     assert values(d, "-device")[-1] == ("virtio-balloon-pci,iommu_platform=on,packed=on,"
                                         "bus=pci.0,addr=0x2,id=balloon0,deflate-on-oom=on,"
-                                        "free-page-reporting=off")
+                                        "free-page-reporting=off,"
+                                        "guest-stats-polling-interval=10")
     assert model.parse(model.to_xml(d)).domain == d
     data = domain_xml("<devices>\n<memballoon model='none' autodeflate='on'/>\n</devices>")
     assert issues(data) == [(7, "<memballoon model='none'> has no balloon to deflate or report "
-                                "through; remove autodeflate and freePageReporting")]
+                                "through; remove autodeflate, freePageReporting and <stats>")]
 
 
 def test_vnc_share_policy() -> None:

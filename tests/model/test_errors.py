@@ -756,7 +756,7 @@ OTHER_DEVICES = [
     pytest.param(devices("<controller type='scsi' model='buslogic'/>\n"
                          "<disk><source file='/a'/><target dev='sda' bus='scsi'/></disk>"),
                  [(7, "<controller type='scsi' model>: 'buslogic' is not supported by qemud; use "
-                      "one of 'virtio-scsi', 'lsilogic', 'auto'")], id="controller-scsi-model"),
+                      "one of 'auto', 'lsilogic', 'virtio-scsi'")], id="controller-scsi-model"),
     pytest.param(devices("<controller type='usb' model='none'/>\n"
                          "<input type='tablet' bus='usb'/>"),
                  [(6, "USB devices (inputs, redirdev, usb sound) need a USB controller, but it "

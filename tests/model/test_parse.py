@@ -582,7 +582,8 @@ def test_memballoon_panic_rng(snippet: str, field: str, value: Any) -> None:
       Controller(type="usb", index=0, model="qemu-xhci"))),
     ("<controller type='sata' index='0'/><controller type='virtio-serial' index='0' vectors='4'/>"
      "<controller type='fdc' index='0'/>",
-     (Controller(type="sata"), Controller(type="virtio-serial"), Controller(type="fdc"))),
+     (Controller(type="sata"), Controller(type="virtio-serial", vectors=4),
+      Controller(type="fdc"))),
 ])
 def test_controllers_are_accepted(snippet: str, controllers: tuple[Controller, ...]) -> None:
     q35 = "pcie-root" in snippet  # PCI Express controllers need machine 'q35'

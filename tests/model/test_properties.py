@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import model
-from model.domain import Domain
+from model.domain import Domain, DriveAddress
 from tests.support.domains import domains, edge_domains, random_domain, write_domains
 
 SAMPLES = sorted((Path(__file__).resolve().parents[2] / "samples").glob("*.xml"))
@@ -287,8 +287,8 @@ BEYOND = {
     "serial port 4": _with(PC, serials=(*PC.devices.serials[:3],
                                         PC.devices.serials[3].model_copy(update={"port": 4}))),
     # QEMU: "bad scsi device id: 256" / "bad scsi device id: 8"
-    "virtio-scsi id 256": _disk(PC, "sdiv", target_dev="sdiw"),
-    "lsilogic id 8": _disk(Q35, "sdh", target_dev="sdi"),
+    "virtio-scsi id 256": _disk(PC, "sdiv", drive=DriveAddress.model_construct(target=256)),
+    "lsilogic id 8": _disk(Q35, "sdh", drive=DriveAddress(unit=8)),
     # QEMU: "duplicate fw_cfg file name: vgaroms/vgabios-ramfb.bin"
     "two ramfb": _with(PC, videos=(*PC.devices.videos, PC.devices.videos[1])),
     # QEMU: "Block node is read-only"

@@ -46,6 +46,7 @@ from model.domain import (
     Devices,
     Disk,
     Domain,
+    DriveAddress,
     Features,
     Graphics,
     Input,
@@ -367,7 +368,11 @@ def _controllers(c: _Chooser, q35: bool) -> tuple[list[Controller], str | None, 
         chosen = c.pick(OTHER_CONTROLLERS[kind])
         if kind == "pci":  # the root bus the machine has (index 0), ports only on q35's
             chosen = c.pick(("pcie-root", "pcie-root-port") if q35 else ("pci-root", "pci-bridge"))
-        index = c.int(0, 3) if chosen not in ("pci-root", "pcie-root") else 0
+        # one IDE, SATA or floppy controller (index 0) is all a machine has
+        index = c.int(0, 3) if kind in ("pci", "virtio-serial") and chosen not in (
+            "pci-root", "pcie-root") else 0
+        if q35 and kind in ("ide", "fdc"):
+            continue  # q35 has neither
         if not any(x.type == kind and x.index == index for x in out):
             out.append(Controller(type=kind, index=index, model=chosen))
     return out, usb_model, scsi_model
@@ -637,10 +642,10 @@ def edge_domains() -> dict[str, Domain]:
     """Domains at the model's limits, which QEMU must still accept (`tests/integration`).
 
     * `edge-pc`: 255 vCPUs, 3 `<boot dev>`s, an empty IDE cdrom with cache and discard set, the
-      last IDE (hdd), SATA (sdf), floppy (fdb) and virtio-scsi (sdiv, id 255) units, a 3-letter
+      last IDE (hdd), SATA (sdf), floppy (fdb) and virtio-scsi (id 255, LUN 16383) units, a 3-letter
       virtio disk (vdzzz), serial ports 0-3, VNC on port 65535, rng rate at QEMU's maxima.
     * `edge-q35`: 254 vCPUs in 127 sockets of 2 cores (APIC ID 253), lsilogic's last target
-      (sdh, id 7), boot orders 2**31-1 and 1.
+      (id 7), boot orders 2**31-1 and 1.
     * `edge-pci-full`: exactly 30 PCI devices (the root bus's free slots) and a floppy with a
       boot order (rendered as `-global isa-fdc.bootindexA`).
     """
@@ -657,7 +662,8 @@ def edge_domains() -> dict[str, Domain]:
                 _edge_disk("hdd", "ide", driver_type="qcow2", serial="A" * 20),
                 _edge_disk("sdf", "sata", driver_type="raw", cache="writeback"),
                 _edge_disk("fdb", "fdc", "floppy"),
-                _edge_disk("sdiv", "scsi", readonly=True),
+                _edge_disk("sdiv", "scsi", readonly=True,
+                           drive=DriveAddress(target=255, unit=16383)),
                 _edge_disk("vdzzz", "virtio", driver_type="qcow2", readonly=True),
             ),
             interfaces=(Interface(type="user", model="e1000"),),
@@ -669,7 +675,8 @@ def edge_domains() -> dict[str, Domain]:
             videos=(Video(model="vga"), Video(model="ramfb"), Video(model="virtio")),
             inputs=(Input(type="tablet", bus="usb"), Input(type="keyboard", bus="usb"),
                     Input(type="mouse", bus="usb")),
-            controllers=(Controller(type="usb", model="qemu-xhci"),),
+            controllers=(Controller(type="usb", model="qemu-xhci"),
+                         Controller(type="scsi", model="virtio-scsi")),
             rngs=(Rng(rate_bytes=2**63 - 1, rate_period=2**32 - 1),),
         ),
     )
@@ -681,7 +688,8 @@ def edge_domains() -> dict[str, Domain]:
         devices=Devices(
             disks=(
                 _edge_disk("sda", "scsi", "cdrom", empty=True),
-                _edge_disk("sdh", "scsi", driver_type="qcow2", boot_order=2**31 - 1),
+                _edge_disk("sdh", "scsi", driver_type="qcow2", boot_order=2**31 - 1,
+                           drive=DriveAddress(unit=7)),
                 _edge_disk("sdf", "sata", "cdrom", readonly=True),
             ),
             interfaces=(Interface(type="user", model="virtio", boot_order=1),),
