@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 from model.errors import Issue, NetworkError
-from model.xml import XmlError, load
+from model.xml import Node, XmlError, load
 
 BRIDGE = re.compile(r"^[A-Za-z0-9_.:\-]{1,15}$")
 """A Linux interface name (at most 15 bytes), as `Interface.bridge` takes it."""
@@ -49,7 +49,41 @@ def network_bridge(name: str, data: bytes, file: str | Path) -> str:
     if not BRIDGE.match(value):
         raise NetworkError(name, f"{file}:{bridge.line}: <bridge name={value!r}> is not an "
                            "interface name (1-15 letters, digits, '_', '.', ':', '-')")
+    _per_guest_settings(name, root, file)
     return value
+
+
+PER_GUEST = {
+    "port": "port isolation (guests on the bridge kept from each other)",
+    "virtualport": "an Open vSwitch or 802.1Qbh port",
+    "vlan": "a VLAN tag",
+    "mtu": "an MTU for each guest's link",
+}
+"""What a network definition sets on each guest's tap (libvirt does, when the guest starts),
+which joining the bridge through qemu-bridge-helper cannot do: refused, never dropped."""
+
+
+def _per_guest_settings(name: str, root: Node, file: str | Path) -> None:
+    """Raise `NetworkError` for a setting libvirt would apply to each guest's port.
+
+    Host-side settings (`<forward>`, `<ip>`, `<dns>`, the bridge's own `<bandwidth>`, ...) are
+    in effect once libvirt has started the network, and need nothing from qemud.
+    """
+    for tag, what in PER_GUEST.items():
+        node = root.child(tag)
+        if node is None or (tag == "port" and node.attr("isolated") != "yes"):
+            continue
+        raise NetworkError(name, f"{file}:{node.line}: network {name!r} gives each guest "
+                           f"{what} (<{tag}>), which qemud cannot set up when it joins the "
+                           "bridge; use <interface type='bridge'> on a bridge set up for it, or "
+                           "remove the setting from the network")
+    for group in root.children("portgroup"):
+        if group.attr("default") == "yes" and any(group.child(t) is not None for t in (
+                "bandwidth", "vlan", "virtualport")):
+            raise NetworkError(name, f"{file}:{group.line}: network {name!r}'s default "
+                               "<portgroup> sets bandwidth, VLAN or virtualport for each "
+                               "guest, which qemud cannot set up; use <interface "
+                               "type='bridge'>, or remove them from the portgroup")
 
 
 def _where(file: str | Path, issue: Issue) -> str:
