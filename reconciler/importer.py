@@ -7,7 +7,8 @@ Each is given qemud's desired state with `model.edit.set_state` (every other byt
 validated as the reconciler would (the machine type against the emulator too) before it is
 written. Nothing is overwritten: a file of the same name in the config directory, or a domain
 whose name or uuid another file there already uses, is left out and reported. Every domain
-that could not be carried over is reported as `file:line: message`.
+that could not be carried over is reported as `file:line: message`. libvirt's UEFI variables
+and TPM state of each domain written are copied into its qemud state folder (`carry_state`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ from reconciler.errors import ReconcilerError
 from reconciler.paths import Layout
 
 LIBVIRT_CONFIG = Path("/etc/libvirt/qemu")
+LIBVIRT_STATE = Path("/var/lib/libvirt")
+"""Where libvirt keeps what a domain file does not hold: `qemu/nvram/<name>_VARS.fd` (a UEFI
+domain's variables when its `<nvram>` names no file) and `swtpm/<uuid>/tpm2|tpm1.2/` (an
+emulated TPM's state)."""
 VIRSH_TIMEOUT_S = 30.0
 
 
@@ -55,6 +60,54 @@ class Report:
 
     imported: list[Imported] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """The state carried over (UEFI variables, TPM), or said to be fresh."""
+
+
+def carry_state(d: model.Domain, origin: str, libvirt: Path, state_dir: Path,
+                report: Report) -> None:
+    """Copy libvirt's UEFI variables and TPM state of `d` into its qemud state folder.
+
+    Copies, so libvirt's own files stay as they were; never over a file qemud already has.
+    A store that is not there is said to be fresh; one that cannot be copied is a problem.
+    """
+    from reconciler.paths import ensure_private_dir
+
+    def copy(src: Path, dst: Path, what: str) -> None:
+        """Copy one file (0600) unless `dst` exists; report the outcome."""
+        if dst.exists():
+            report.notes.append(f"{d.name}: {what}: {dst} exists already; kept")
+            return
+        try:
+            ensure_private_dir(dst.parent)
+            data = src.read_bytes()
+            fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            report.problems.append(f"{origin}: {what}: cannot copy {src} to {dst}: "
+                                   f"{exc.strerror}; the VM would start with a fresh one")
+            return
+        report.notes.append(f"{d.name}: {what} copied from {src} into {dst}")
+
+    efi = d.os.firmware == "efi" or d.os.loader is not None
+    if efi and d.os.nvram is None:
+        src = libvirt / "qemu" / "nvram" / f"{d.name}_VARS.fd"
+        if src.is_file():
+            copy(src, state_dir / "VARS.fd", "UEFI variables")
+        else:
+            report.notes.append(f"{d.name}: no UEFI variables at {src} (never started by "
+                                "libvirt?): it starts with fresh ones from the template")
+    for tpm in d.devices.tpms[:1]:
+        folder = libvirt / "swtpm" / str(d.uuid) / ("tpm2" if tpm.version == "2.0" else "tpm1.2")
+        files = sorted(folder.glob("*")) if folder.is_dir() else []
+        if not files:
+            report.notes.append(f"{d.name}: no TPM state at {folder}: its TPM starts empty")
+        for src in files:
+            if src.is_file():
+                copy(src, state_dir / "tpm" / src.name, "TPM state")
 
 
 class SourceError(ReconcilerError):
@@ -141,18 +194,22 @@ def _write_new(target: Path, data: bytes) -> None:
 
 def import_domains(sources: Iterable[Source], config_dir: Path,
                    host: HostFacts | None = None,
-                   write: Callable[[Path, bytes], None] = _write_new) -> Report:
+                   write: Callable[[Path, bytes], None] = _write_new, *,
+                   state: Callable[[str], Path] | None = None,
+                   libvirt: Path = LIBVIRT_STATE) -> Report:
     """Write a qemud file for each source into `config_dir`; report what could not be carried.
 
     Guarantees: no existing file is replaced; no file is written that is invalid or whose name
-    or uuid is already used in `config_dir` (or by an earlier source of this import).
+    or uuid is already used in `config_dir` (or by an earlier source of this import). With
+    `state` (a uuid's state folder), libvirt's UEFI variables and TPM state of each domain
+    written are copied there (`carry_state`).
     """
     report = Report()
     names, uuids = _taken(config_dir)
     for src in sources:
-        state: Literal["running", "stopped"] = "running" if src.autostart else "stopped"
+        wanted: Literal["running", "stopped"] = "running" if src.autostart else "stopped"
         try:
-            data = set_state(src.data, state, src.origin)
+            data = set_state(src.data, wanted, src.origin)
             parsed = model.parse(data, src.origin, host)
         except model.InvalidDomainError as exc:
             report.problems += [i.render(src.origin) for i in exc.issues]
@@ -178,7 +235,9 @@ def import_domains(sources: Iterable[Source], config_dir: Path,
                 continue
             names[d.name] = str(target)
             uuids[d.uuid] = str(target)
-            report.imported.append(Imported(d.name, target, state, src.origin))
+            report.imported.append(Imported(d.name, target, wanted, src.origin))
+            if state is not None:
+                carry_state(d, src.origin, libvirt, state(str(d.uuid)), report)
     return report
 
 
@@ -195,10 +254,12 @@ def cmd_import(args: Any, out: TextIO, err: TextIO, layout: Layout) -> int:
         sources = from_virsh(args.uri)
     else:
         sources = from_folder(Path(args.source) if args.source else LIBVIRT_CONFIG)
-    report = import_domains(sources, layout.config_dir, host_facts())
+    report = import_domains(sources, layout.config_dir, host_facts(), state=layout.state_dir)
     for done in report.imported:
         out.write(f"imported {done.name} from {done.origin} into {done.file} "
                   f"(desired {done.state})\n")
+    for note in report.notes:
+        out.write(f"{note}\n")
     for problem in report.problems:
         err.write(f"{problem}\n")
     total = len(sources)

@@ -17,7 +17,7 @@ import pytest
 import model
 from model.parse import HostFacts
 from reconciler.cli import main
-from reconciler.importer import SourceError, from_folder, from_virsh, import_domains
+from reconciler.importer import Source, SourceError, from_folder, from_virsh, import_domains
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "virt-install"
 LIBVIRT_HEADER = b"""<!--
@@ -150,3 +150,48 @@ def test_virsh_that_does_not_answer() -> None:
         raise subprocess.CalledProcessError(1, argv, "", "error: failed to connect")
     with pytest.raises(SourceError, match="did not answer: error: failed to connect"):
         from_virsh("qemu:///system", fail)
+
+
+NETS = HostFacts(network_bridge=lambda name: "virbr0")
+"""libvirt's default network, as if defined on this host."""
+
+
+def test_uefi_variables_and_tpm_state_are_copied_from_libvirt(tmp_path: Path) -> None:
+    """A Windows 11 guest keeps its boot entries and its TPM (BitLocker) when it moves over."""
+    win11 = (DATA / "win11.dumpxml.xml").read_bytes().replace(
+        b"</devices>", b"<tpm model='tpm-crb'><backend type='emulator' version='2.0'/></tpm>"
+                       b"</devices>")
+    uuid = model.parse(win11).domain.uuid
+    libvirt = tmp_path / "var-lib-libvirt"
+    (libvirt / "qemu" / "nvram").mkdir(parents=True)
+    (libvirt / "qemu" / "nvram" / "win11_VARS.fd").write_bytes(b"vars of win11")
+    tpm = libvirt / "swtpm" / str(uuid) / "tpm2"
+    tpm.mkdir(parents=True)
+    (tpm / "tpm2-00.permall").write_bytes(b"the TPM")
+    config = tmp_path / "config"
+    config.mkdir()
+    state = tmp_path / "state"
+    sources = [Source("/etc/libvirt/qemu/win11.xml", win11, False)]
+    report = import_domains(sources, config, NETS, state=lambda u: state / u, libvirt=libvirt)
+    assert report.problems == []
+    mine = state / str(uuid)
+    assert (mine / "VARS.fd").read_bytes() == b"vars of win11"
+    assert (mine / "tpm" / "tpm2-00.permall").read_bytes() == b"the TPM"
+    assert (mine.stat().st_mode & 0o777, (mine / "VARS.fd").stat().st_mode & 0o777) == (0o700,
+                                                                                     0o600)
+    assert any("UEFI variables copied from" in n for n in report.notes)
+    assert any("TPM state copied from" in n for n in report.notes)
+    # qemud's own copy is never replaced by a second import (of a renamed file, say)
+    (mine / "VARS.fd").write_bytes(b"changed by the guest since")
+    (config / "win11.xml").unlink()
+    again = import_domains(sources, config, NETS, state=lambda u: state / u, libvirt=libvirt)
+    assert (mine / "VARS.fd").read_bytes() == b"changed by the guest since"
+    assert any("exists already; kept" in n for n in again.notes)
+
+
+def test_a_uefi_domain_libvirt_never_started_is_said_to_start_fresh(tmp_path: Path) -> None:
+    report = import_domains([Source("x.xml", (DATA / "debian12-uefi.dumpxml.xml").read_bytes(),
+                                    False)], tmp_path, NETS,
+                            state=lambda u: tmp_path / "state" / u, libvirt=tmp_path / "none")
+    assert report.problems == []
+    assert any("no UEFI variables at" in n and "fresh ones" in n for n in report.notes)
