@@ -3096,6 +3096,13 @@ def _read_domain(ctx: _Context, root: Node) -> Domain | None:
         sub(key, reader(ctx, kid), key, kid.line if kid else None)
     for tag in ("on_poweroff", "on_reboot", "on_crash"):
         text, line = _read_text(ctx, root, tag)
+        if tag == "on_crash" and text in ("coredump-destroy", "coredump-restart"):
+            ctx.error(line, f"<on_crash>{text}</on_crash>: libvirt dumps the guest's memory "
+                      "to a file first, which qemud does not do; use "
+                      f"{text.removeprefix('coredump-')!r} (or 'preserve', to dump it yourself "
+                      "with QMP dump-guest-memory)")
+            fields.fail(tag)
+            continue
         fields.put(tag, text, f"<{tag}>", line)
     metadata = root.child("metadata")
     if metadata is not None:

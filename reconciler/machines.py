@@ -66,11 +66,32 @@ Runner = Callable[[str], str]
 subprocess errors when it cannot)."""
 
 
+MAX_HELP_BYTES = 1 << 20
+"""The most of `-machine help` read (QEMU's is a few KiB): a program that is not QEMU and
+prints without end (`yes`) is cut off there, never read into memory whole."""
+
+
 def run_machine_help(binary: str) -> str:
-    """Run `binary -machine help` (no display, no accelerator: it only prints)."""
-    done = subprocess.run([binary, "-machine", "help"], capture_output=True, text=True,
-                          timeout=RUN_TIMEOUT_S, check=True, stdin=subprocess.DEVNULL)
-    return done.stdout
+    """Run `binary -machine help` (no display, no accelerator: it only prints).
+
+    At most `MAX_HELP_BYTES` of its output are read and it gets `RUN_TIMEOUT_S` seconds; it is
+    killed after either. Raises OSError, or CalledProcessError when it exits non-zero.
+    """
+    with subprocess.Popen([binary, "-machine", "help"], stdin=subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as proc:
+        assert proc.stdout is not None
+        timer = threading.Timer(RUN_TIMEOUT_S, proc.kill)
+        timer.start()
+        try:
+            out = proc.stdout.read(MAX_HELP_BYTES)
+            if len(out) >= MAX_HELP_BYTES:
+                proc.kill()
+            code = proc.wait()
+        finally:
+            timer.cancel()
+    if code != 0 and len(out) < MAX_HELP_BYTES:
+        raise subprocess.CalledProcessError(code, [binary, "-machine", "help"])
+    return out.decode("utf-8", errors="replace")
 
 
 @dataclass
@@ -105,10 +126,12 @@ class MachineCatalog:
             if machines is None:
                 try:
                     machines = parse_machine_help(self.run(real))
+                except subprocess.CalledProcessError:
+                    return Machines(frozenset())  # it ran and failed: no machine types
                 except (OSError, subprocess.SubprocessError, UnicodeDecodeError):
                     return None
                 if not machines.names:
-                    return None
+                    return machines  # not cached: a later QEMU build may answer
                 self._store(real, key, machines)
             self._memory[real] = (key, machines)
             return machines
@@ -118,6 +141,10 @@ class MachineCatalog:
         machines = self.machines(emulator)
         if machines is None or machine in machines.names:
             return None
+        if not machines.names:
+            return (f"{emulator} lists no machine types (`{emulator} -machine help` printed "
+                    "none, or failed): it is not a QEMU system emulator; name one in "
+                    "<emulator>, e.g. /usr/bin/qemu-system-x86_64")
         close = difflib.get_close_matches(machine, sorted(machines.names), n=3, cutoff=0.6)
         hint = (f"did you mean {', '.join(repr(c) for c in close)}?" if close
                 else f"see `{emulator} -machine help`")

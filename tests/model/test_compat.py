@@ -341,6 +341,14 @@ def test_dump_core_and_eoi_refuse_other_words() -> None:
             "what is")]
 
 
+@pytest.mark.parametrize("action", ["coredump-destroy", "coredump-restart"])
+def test_coredump_on_crash_is_refused_with_why(action: str) -> None:
+    assert issues(domain_xml(f"\n<on_crash>{action}</on_crash>")) == [
+        (6, f"<on_crash>{action}</on_crash>: libvirt dumps the guest's memory to a file first, "
+            f"which qemud does not do; use {action.removeprefix('coredump-')!r} (or 'preserve', "
+            "to dump it yourself with QMP dump-guest-memory)")]
+
+
 def test_smm_and_kvm_only_hyperv() -> None:
     d = model.parse(domain_xml("<features><smm state='on'/></features>")).domain
     assert values(d, "-machine") == ["pc,acpi=off,smm=on,dump-guest-core=off"]

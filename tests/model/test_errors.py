@@ -268,8 +268,8 @@ FEATURES_CLOCK_LIFECYCLE = [
     pytest.param(domain("<clock offset='utc'>\n  <timer name='hpet' frequency='10'/>\n</clock>"),
                  [(7, "<timer>: only the tsc timer takes frequency and mode")],
                  id="clock-timer-frequency"),
-    pytest.param(domain("<on_crash>coredump-destroy</on_crash>"),
-                 [(6, "<on_crash>: 'coredump-destroy' is not allowed; use one of 'destroy', "
+    pytest.param(domain("<on_crash>explode</on_crash>"),
+                 [(6, "<on_crash>: 'explode' is not allowed; use one of 'destroy', "
                       "'restart', 'preserve' or 'rename-restart'")], id="on-crash"),
     pytest.param(domain("<on_poweroff>halt</on_poweroff>"),
                  [(6, "<on_poweroff>: 'halt' is not allowed")], id="on-poweroff"),

@@ -12,7 +12,7 @@ import pytest
 
 import model
 from model.parse import HostFacts
-from reconciler.machines import MachineCatalog, parse_machine_help
+from reconciler.machines import MAX_HELP_BYTES, MachineCatalog, parse_machine_help, run_machine_help
 from tests.support.snippets import domain_xml
 
 HELP = """Supported machines are:
@@ -115,3 +115,21 @@ def test_real_qemu_list(tmp_path: Path) -> None:
     message = catalog.check("qemu-system-x86_64", "pc-q53-7.2")
     assert message is not None and "'pc-q35-7.2'" in message
     assert os.stat(tmp_path / "c.json").st_size > 0
+
+
+@pytest.mark.parametrize("program", ["true", "false", "yes", "cat"])
+def test_a_program_that_is_not_qemu_is_refused(tmp_path: Path, program: str) -> None:
+    """Reviewed: /bin/true or /usr/bin/yes as <emulator> passed unchecked; yes never ends."""
+    found = shutil.which(program)
+    assert found is not None
+    catalog = MachineCatalog(cache=tmp_path / "c.json")
+    message = catalog.check(found, "pc")
+    assert message is not None and "lists no machine types" in message
+    assert not (tmp_path / "c.json").exists()  # never cached: a later build may answer
+
+
+def test_endless_output_is_cut_off(tmp_path: Path) -> None:
+    chatty = tmp_path / "chatty"
+    chatty.write_text("#!/bin/sh\nwhile :; do echo 'pc-i440fx-7.2 Standard PC'; done\n")
+    chatty.chmod(0o755)
+    assert len(run_machine_help(str(chatty))) == MAX_HELP_BYTES
