@@ -754,7 +754,7 @@ def _power_here(layout: Layout, verb: str, name: str, *, wait: bool,
     import uuid as uuidlib
     from typing import cast
 
-    from reconciler.lock import LockTimeoutError, daemon_serves
+    from reconciler.lock import PASS_LOCK, DirLock, LockTimeoutError, daemon_serves
     from reconciler.loop import Reconciler
     from reconciler.power import PowerError, Verb, carry_out_here
 
@@ -764,6 +764,9 @@ def _power_here(layout: Layout, verb: str, name: str, *, wait: bool,
     if not wait:
         progress("no daemon runs: carrying it out here (--no-wait does not apply)")
     layout.ensure()
+    if verb == "stop-force" and uuid is not None and DirLock(
+            layout.run_dir / PASS_LOCK).held_elsewhere():
+        return _force_through(layout, name, uuid, progress)
     rec = Reconciler(layout, out=err)
     try:
         return True, asyncio.run(carry_out_here(rec, cast(Verb, verb), name, progress,
@@ -771,6 +774,50 @@ def _power_here(layout: Layout, verb: str, name: str, *, wait: bool,
                                                 uuid=uuidlib.UUID(uuid) if uuid else None))
     except (PowerError, LockTimeoutError) as exc:
         return False, str(exc)
+
+
+def _force_through(layout: Layout, name: str, uuid: str,
+                   progress: Callable[[str], None], timeout: float = 30.0) -> tuple[bool, str]:
+    """`stop --force` while another reconcile (a graceful `stop`, say) holds the pass lock.
+
+    The file already says stopped, so that reconcile stops the VM too; forcing means not
+    waiting for it: QEMU is told to `quit` through its users' monitor, and that reconcile sees
+    an ordinary exit. Waits on QEMU's pidfd (at most `timeout` s); (ok, final message).
+    """
+    import select
+
+    from reconciler.process import read_pidfile
+    from reconciler.usermonitor import (
+        MonitorUnavailableError,
+        QmpCommandError,
+        QmpProtocolError,
+        execute,
+        qemu_runs,
+    )
+
+    pidfile = layout.pidfile(uuid)
+    pid = read_pidfile(pidfile)
+    try:
+        pidfd = os.pidfd_open(pid) if pid is not None else -1
+    except OSError:
+        pidfd = -1
+    if pidfd < 0 or not qemu_runs(pidfile, uuid):  # checked once the pidfd pins the process
+        if pidfd >= 0:
+            os.close(pidfd)
+        return True, f"{name}: not running"
+    try:
+        progress(f"another reconcile is busy on {layout.config_dir} (a graceful stop under "
+                 f"way?); quitting {name}'s QEMU at once through its own monitor")
+        try:
+            execute(layout.user_qmp_socket(uuid), name, {"execute": "quit"}, timeout=10.0)
+        except (MonitorUnavailableError, QmpCommandError, QmpProtocolError) as exc:
+            if not select.select([pidfd], [], [], 0)[0]:
+                return False, f"{name}: could not quit it: {exc}"
+        if not select.select([pidfd], [], [], timeout)[0]:
+            return False, f"{name}: QEMU was told to quit but still runs after {timeout:g}s"
+        return True, f"{name}: stopped"
+    finally:
+        os.close(pidfd)
 
 
 # ---------------------------------------------------------------------------- logs and console

@@ -128,11 +128,27 @@ class DirLock:
             os.close(fd)
 
     def held_elsewhere(self) -> bool:
-        """Whether another process holds the lock right now (never takes it to find out)."""
+        """Whether another holder has the lock right now (never takes it to find out).
+
+        The kernel's word (`F_OFD_GETLK`): the pass lock records no pid, and is held elsewhere
+        all the same. A recorded pid that is ours means this process holds it (through another
+        `DirLock`), which is not elsewhere.
+        """
         if self._fd is not None:
             return False
-        holder = self.owner()
-        return holder is not None and holder != os.getpid()
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            if not _locked(fd):
+                return False
+            text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            return not (text.isdigit() and int(text) == os.getpid())
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
 
 
 def _locked(fd: int) -> bool:

@@ -4,11 +4,13 @@ button) stand for guests that ignore ACPI; the test guest for the ones that powe
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid as uuidlib
 
 import pytest
 
-from tests.integration.test_loop import World, light_uuid, light_xml, world
+from tests.integration.test_loop import REPO, World, light_uuid, light_xml, world
 from tests.integration.test_promise import Watch, marker_pass
 from tests.support import vms
 from tests.support.guest import Guest
@@ -124,6 +126,35 @@ def test_verbs_without_a_daemon_are_carried_out_here(world: World) -> None:
     out = world.cli("stop", "h", "--force")
     assert out.returncode == 0, out.stdout + out.stderr
     assert world.qemu(light_uuid("h")) == []
+
+
+def test_stop_force_without_a_daemon_cuts_short_a_graceful_stop_under_way(world: World) -> None:
+    """Reviewed: without a daemon, `stop --force` waited for a plain `stop` holding the pass
+    lock through its whole ACPI wait, printing nothing. Now it quits QEMU through its own
+    monitor at once, and the plain `stop` sees an ordinary exit."""
+    world.write("w", light_xml("w", acpi=True, shutdown_timeout=600))
+    assert world.cli("--once").returncode == 0
+    pid = world.status("w")["pid"]  # type: ignore[index]
+    graceful = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "--config-dir", str(world.config), "stop", "w"],
+        cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True)
+    try:
+        assert graceful.stdout is not None
+        for line in graceful.stdout:  # an event: it has begun its ACPI wait
+            if "then up to 600s" in line:
+                break
+        out = world.cli("stop", "w", "--force", timeout=60)  # 600 s if it waited
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "quitting w's QEMU at once through its own monitor" in out.stdout, out.stdout
+        assert "w: stopped" in out.stdout
+        assert graceful.wait(timeout=60) == 0  # its stop ended with the QEMU, not the timeout
+    finally:
+        if graceful.poll() is None:
+            graceful.kill()
+            graceful.wait()
+    assert not alive(pid)
+    assert world.status("w")["state"] == "stopped"  # type: ignore[index]
 
 
 @pytest.mark.guest

@@ -19,7 +19,7 @@ HOLD = """
 import sys, time
 from pathlib import Path
 from reconciler.lock import DirLock
-assert DirLock(Path(sys.argv[1]), record_pid=True).try_acquire()
+assert DirLock(Path(sys.argv[1]), record_pid=sys.argv[2] == "pid").try_acquire()
 print("locked", flush=True)
 time.sleep(60)
 """
@@ -35,7 +35,8 @@ def test_the_holder_is_another_process_found_by_the_kernel(tmp_path: Path) -> No
     path = tmp_path / "daemon.lock"
     lock = DirLock(path)
     assert lock.owner() is None and not lock.held_elsewhere()
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(path)], stdout=subprocess.PIPE)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(path), "pid"],
+                              stdout=subprocess.PIPE)
     try:
         assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
         assert lock.owner() == holder.pid
@@ -88,3 +89,21 @@ assert not heavy, heavy
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, check=False)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_lock_held_without_a_pid_is_held_elsewhere(tmp_path: Path) -> None:
+    """The pass lock records no pid (`--dry-run` writes nothing); the kernel still knows.
+
+    Reviewed: `stop --force` without a daemon waited silently behind a plain `stop`, because
+    this said "not held" for want of a pid.
+    """
+    path = tmp_path / "reconcile.lock"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(path), "nopid"],
+                              stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
+        assert DirLock(path).held_elsewhere()
+        assert path.read_bytes() == b""
+    finally:
+        holder.kill()
+        holder.wait()
