@@ -123,8 +123,8 @@ def writable_disks(domain: Domain, identify: Identify = os.path.normpath
     domain's state folder is its own.
     """
     for i, disk in enumerate(domain.devices.disks):
-        if disk.source is None or disk.device != "disk" or disk.readonly or disk.shareable:
-            continue
+        if disk.source is None or disk.device == "cdrom" or disk.readonly or disk.shareable:
+            continue  # a floppy is written like a disk
         yield i, identify(disk.source)
     if domain.os.nvram is not None:
         yield len(domain.devices.disks), identify(domain.os.nvram)

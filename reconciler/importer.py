@@ -2,7 +2,7 @@
 
 The domains come from libvirt's config folder (`/etc/libvirt/qemu/*.xml`, default; a domain
 whose `autostart/<name>.xml` link exists is wanted running, the others stopped), or from
-`virsh -c URI dumpxml --inactive` when a URI is given (autostart from `virsh list --autostart`).
+`virsh -c URI dumpxml --inactive --security-info` when a URI is given (autostart from `virsh list --autostart`).
 Each is given qemud's desired state with `model.edit.set_state` (every other byte kept), then
 validated as the reconciler would (the machine type against the emulator too) before it is
 written. Nothing is overwritten: a file of the same name in the config directory, or a domain
@@ -151,8 +151,11 @@ def from_virsh(uri: str, run: Runner = run_virsh) -> list[Source]:
         names = [n for n in run([*base, "list", "--all", "--name"]).splitlines() if n.strip()]
         auto = {n.strip() for n in run([*base, "list", "--all", "--autostart", "--name"])
                 .splitlines() if n.strip()}
+        # --security-info: without it libvirt leaves out the VNC/spice passwords, and the
+        # display would come back open
         return [Source(f"virsh -c {uri} dumpxml {n}",
-                       run([*base, "dumpxml", "--inactive", n]).encode(), n in auto)
+                       run([*base, "dumpxml", "--inactive", "--security-info", n]).encode(),
+                       n in auto)
                 for n in (x.strip() for x in names)]
     except (OSError, subprocess.SubprocessError) as exc:
         detail = getattr(exc, "stderr", None) or str(exc)

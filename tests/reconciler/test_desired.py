@@ -6,7 +6,7 @@ import uuid as uuidlib
 from pathlib import Path
 
 import model
-from reconciler.desired import INVALID_KEPT, DesiredSet, DiskIdentity, Owned
+from reconciler.desired import INVALID_KEPT, DesiredSet, DiskIdentity, Owned, writable_disks
 from reconciler.plan import Blocked, Live, Observed, Start, Stop, plan
 from reconciler.scan import Candidate, Conflict, FileIssue, FileKey, Invalid, Scan
 
@@ -177,3 +177,16 @@ def test_one_image_through_a_hard_link_is_one_image(tmp_path: Path) -> None:
     b = cand("b", U2, disk=str(tmp_path / "hard.img"))
     resolved = DesiredSet(0.25, DiskIdentity()).update(scan(a, b), {}, NOW)
     assert resolved.wants[U2].blocked is not None and str(image) in resolved.wants[U2].blocked
+
+
+def test_a_writable_floppy_is_an_image_only_one_vm_may_write() -> None:
+    """Reviewed: two domains sharing a floppy image were both started; QEMU refused the second."""
+    text = ("<domain type='qemu'><name>f</name><memory unit='MiB'>64</memory><os><type "
+            "machine='pc'>hvm</type></os><devices><disk type='file' device='floppy'>"
+            "<source file='/img/fl.img'/><target dev='fda' bus='fdc'/>{ro}</disk><disk "
+            "type='file' device='cdrom'><source file='/img/cd.iso'/><target dev='hdc' "
+            "bus='ide'/></disk></devices></domain>")
+    floppy = model.parse(text.format(ro="").encode()).domain
+    assert list(writable_disks(floppy)) == [(0, "/img/fl.img")]
+    readonly = model.parse(text.format(ro="<readonly/>").encode()).domain
+    assert list(writable_disks(readonly)) == []

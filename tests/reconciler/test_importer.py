@@ -142,7 +142,7 @@ def test_from_virsh_uses_dumpxml_and_autostart() -> None:
         ("virsh -c qemu:///system dumpxml debian12", False),
         ("virsh -c qemu:///system dumpxml headless", True)]
     assert calls[-1] == ["virsh", "-q", "-c", "qemu:///system", "dumpxml", "--inactive",
-                         "headless"]
+                         "--security-info", "headless"]  # the display passwords too
 
 
 def test_virsh_that_does_not_answer() -> None:
