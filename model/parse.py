@@ -1558,6 +1558,12 @@ def _read_parallel(ctx: _Context, node: Node) -> Parallel | None:
     return _make(ctx, Parallel, fields)
 
 
+def _primary(ctx: _Context, node: Node) -> bool:
+    """Whether `<video><model primary='yes'>` makes this adapter the primary (VGA) one."""
+    model = node.child("model")
+    return model is not None and _flag(ctx, model, "primary") is True
+
+
 def _read_video(ctx: _Context, node: Node) -> Video | None:
     """`<video><model type= vram= heads= primary=/></video>`."""
     model = node.child("model")
@@ -1566,7 +1572,7 @@ def _read_video(ctx: _Context, node: Node) -> Video | None:
         fields.attr("model", "type", model)
         for name in ("heads", "vram", "ram", "vgamem"):
             fields.attr(name, node=model)
-        model.ignore_attrs("primary")
+        model.ignore_attrs("primary")  # read by `_primary`: it orders the adapters
         if model.attr("vram64") not in (None, "0"):
             ctx.error(model.line, "<model vram64>: 64-bit qxl VRAM is not supported by qemud; "
                       "remove it")
@@ -2446,6 +2452,11 @@ def _check_devices(ctx: _Context, devices: Devices, lines: dict[int, int | None]
                           "one group share their limits, and this disk's differ from "
                           f"<target dev='{leader.target_dev}'>'s; make them equal or use "
                           "another group")
+    if len(devices.videos) > 1:
+        for video in devices.videos:
+            if video.model == "none":  # libvirt refuses it too
+                ctx.error(lines.get(id(video)), "<video><model type='none'> means no adapter at "
+                          "all: it cannot be beside others; remove it")
     mains = usb_mains(devices.controllers)
     for c in mains[1:]:
         ctx.error(lines.get(id(c)), f"<controller type='usb' model='{c.model}'>: a second USB "
@@ -2571,6 +2582,7 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
         "memory": _read_memory_device,
         "iommu": _read_iommu,
     }
+    primary_line: int | None = None
     for kid in node.kids():
         node.consume(kid)
         if kid.tag == "emulator":
@@ -2590,7 +2602,16 @@ def _read_devices(ctx: _Context, node: Node | None, os: Os | None) -> Devices | 
             read = readers[kid.tag](ctx, kid)
             if read is not None and kid.tag == "controller" and kid.attr("index") is None:
                 read = _next_index(read, found.get("controller", []))
-            if read is not None:
+            primary = kid.tag == "video" and read is not None and _primary(ctx, kid)
+            if primary and primary_line is not None:
+                ctx.error(kid.line, "a second <video> with primary='yes' (libvirt refuses "
+                          f"it too; the first is at line {primary_line}); keep one")
+            elif primary:  # libvirt moves the primary adapter first: it is the VGA one
+                primary_line = kid.line
+                found.setdefault("video", []).insert(0, read)
+                tag_lines.setdefault("video", []).insert(0, kid.line)
+                lines[id(read)] = kid.line
+            elif read is not None:
                 found.setdefault(kid.tag, []).append(read)
                 tag_lines.setdefault(kid.tag, []).append(kid.line)
                 lines[id(read)] = kid.line

@@ -349,6 +349,23 @@ def test_coredump_on_crash_is_refused_with_why(action: str) -> None:
             "to dump it yourself with QMP dump-guest-memory)")]
 
 
+def test_the_primary_video_is_the_vga_one_as_libvirt_orders_it() -> None:
+    """libvirt moves the `primary='yes'` adapter first (the VGA the firmware and VNC show)."""
+    d = devices("<video><model type='virtio' heads='1'/></video>"
+                "<video><model type='vga' primary='yes'/></video>")
+    assert [v.split(",")[0] for v in values(d, "-device")] == ["VGA", "virtio-gpu-pci"]
+    assert model.parse(serialize.to_xml(d)).domain == d
+    assert [m for _, m in issues(domain_xml(
+        "<devices>\n<video><model type='vga' primary='yes'/></video>\n"
+        "<video><model type='qxl' primary='yes'/></video>\n</devices>"))] == [
+        "a second <video> with primary='yes' (libvirt refuses it too; the first is at line "
+        "7); keep one"]
+    assert [m for _, m in issues(domain_xml(
+        "<devices>\n<video><model type='qxl'/></video>\n<video><model type='none'/></video>"
+        "\n</devices>"))] == ["<video><model type='none'> means no adapter at all: it cannot "
+                              "be beside others; remove it"]
+
+
 def test_smm_and_kvm_only_hyperv() -> None:
     d = model.parse(domain_xml("<features><smm state='on'/></features>")).domain
     assert values(d, "-machine") == ["pc,acpi=off,smm=on,dump-guest-core=off"]

@@ -470,10 +470,13 @@ def _serials(c: _Chooser) -> list[Serial]:
 
 
 def _videos(c: _Chooser) -> list[Video]:
+    """Up to three adapters, or the one 'none' (which stands alone, as in libvirt)."""
+    if c.flag(0.1):
+        return [Video(model="none")]
     out: list[Video] = []
     shown = 0
     for _ in range(c.int(0, 3)):
-        choices = ["vga", "virtio", "qxl", "bochs", "none"]
+        choices = ["vga", "virtio", "qxl", "bochs"]
         if shown == 0:
             choices.append("cirrus")
         if not any(v.model == "ramfb" for v in out):
