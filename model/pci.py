@@ -162,7 +162,20 @@ def assign(requests: Sequence[Request], q35: bool) -> Placement:
     if len(added) > implicit:  # libvirt leaves one empty root port for hotplug when it adds any
         added.append(next_index)
     _pack_root_ports(root, [f"pci.{i}" for i in added[implicit:]], out)
+    _mark_multifunction(out)
     return Placement(out, tuple(added), tuple(bridges))
+
+
+def _mark_multifunction(out: dict[str, PciAddress]) -> None:
+    """Turn on multifunction for function 0 of every slot whose other functions are in use.
+
+    QEMU refuses a device at function N>0 of a slot whose function 0 is a single-function
+    device; libvirt sets the bit on function 0 the same way when the file leaves it out.
+    """
+    shared = {(a.bus, a.slot) for a in out.values() if a.function != 0}
+    for rid, a in out.items():
+        if a.function == 0 and not a.multifunction and (a.bus, a.slot) in shared:
+            out[rid] = a.model_copy(update={"multifunction": True})
 
 
 def _pack_root_ports(root: _Bus, ids: list[str], out: dict[str, PciAddress]) -> None:

@@ -94,6 +94,14 @@ def _combo(body: str, machine: str = "q35", kind: str = "kvm", features: str = "
 
 
 COMBOS: dict[str, Domain] = {
+    # two functions of one slot, function 0 not marked multifunction in the file (libvirt sets
+    # the bit; QEMU refuses function 1 otherwise)
+    "combo-pc-multifunction": _combo("""
+      <interface type='user'><model type='virtio'/>
+        <address type='pci' domain='0x0000' bus='0x00' slot='0x05' function='0x0'/></interface>
+      <interface type='user'><model type='e1000'/>
+        <address type='pci' domain='0x0000' bus='0x00' slot='0x05' function='0x1'/></interface>
+      """, machine="pc"),
     # drive addresses on several SCSI controllers (virtio-scsi with its <driver> options, lsi),
     # IDE and AHCI, USB companions beside an ich9-ehci1, a ccid reader, balloon stats, eoi,
     # dumpCore, a pci-root without hotplug (libvirt's controller-virtio-scsi, usb-ich9-companion)

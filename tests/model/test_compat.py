@@ -366,6 +366,15 @@ def test_the_primary_video_is_the_vga_one_as_libvirt_orders_it() -> None:
                               "be beside others; remove it"]
 
 
+def test_function_zero_of_a_shared_slot_is_multifunction_as_libvirt_sets_it() -> None:
+    d = devices("<interface type='user'><model type='virtio'/><address type='pci' domain='0' "
+                "bus='0' slot='5' function='0'/></interface><interface type='user'><model "
+                "type='e1000'/><address type='pci' domain='0' bus='0' slot='5' function='1'/>"
+                "</interface>")
+    nics = [v for v in values(d, "-device") if "netdev=" in v]
+    assert "addr=0x5,multifunction=on," in nics[0] and "addr=0x5.0x1," in nics[1]
+
+
 def test_smm_and_kvm_only_hyperv() -> None:
     d = model.parse(domain_xml("<features><smm state='on'/></features>")).domain
     assert values(d, "-machine") == ["pc,acpi=off,smm=on,dump-guest-core=off"]
