@@ -585,6 +585,27 @@ def _scsi_device(c: Controller, at: At) -> str:
             f"id=scsi{c.index}{opts}")
 
 
+def ordered_disks(d: Domain) -> list[Disk]:
+    """The disks in libvirt's order, which sorts each bus's disks by target name.
+
+    Each disk goes after the last disk of its bus whose target comes before it (libvirt's
+    `virDomainDiskInsertPreAlloced`), so `vdb` written before `vda` still gets the later PCI
+    slot, and the guest's /dev/vda is the file's vda.
+    """
+    out: list[Disk] = []
+    for disk in d.devices.disks:
+        at = -1
+        for i in range(len(out) - 1, -1, -1):
+            if out[i].target_bus != disk.target_bus:
+                continue
+            if disk_index(out[i].target_dev) > disk_index(disk.target_dev):
+                at = i
+            elif at == -1:
+                at = i + 1
+        out.insert(len(out) if at == -1 else at, disk)
+    return out
+
+
 def disk_index(dev: str) -> int:
     """Index of a target dev name: hda -> 0, hdb -> 1, vdz -> 25, sdaa -> 26 (libvirt's scheme)."""
     index = 0
@@ -1139,7 +1160,7 @@ def usb_ports(d: Domain) -> dict[str, str]:
     """
     wanted: list[tuple[str, str | None]] = [(f"hub{i}", h.usb_port)
                                             for i, h in enumerate(d.devices.hubs)]
-    wanted += [(f"usb-disk{disk_index(disk.target_dev)}", None) for disk in d.devices.disks
+    wanted += [(f"usb-disk{disk_index(disk.target_dev)}", None) for disk in ordered_disks(d)
                if disk.target_bus == "usb"]
     wanted += [("ccid0", None)] if has_ccid(d) else []
     wanted += [(f"input{i}", inp.usb_port) for i, inp in enumerate(d.devices.inputs)
@@ -1613,7 +1634,7 @@ def _pci_requests(d: Domain) -> list[pci.Request]:
             PciAddress(slot=1, function=2) if not q35 and usb == "piix3-usb-uhci" else None)
     if ahci and "sata0" not in done:
         add("sata0", "ahci", sata_decl.address if sata_decl else None)
-    for disk in d.devices.disks:
+    for disk in ordered_disks(d):
         if disk.target_bus == "virtio":
             add(f"virtio-disk{disk_index(disk.target_dev)}", "virtio-blk-pci", disk.address)
     for i, fs in enumerate(d.devices.filesystems):  # libvirt places filesystems after disks
@@ -1748,7 +1769,7 @@ def options(d: Domain, runtime: Runtime | None = None,
                     f"{at(f'virtio-serial{c.index}')},id=virtio-serial{c.index}{extra}"))
     if not q35 and has_ahci(d):
         out.append(("-device", f"ahci{at('sata0')},id=sata0"))
-    for disk in d.devices.disks:
+    for disk in ordered_disks(d):
         out += _disk(d, disk, at)
     out += _nics(d, at)
     out += _serials(d, runtime)

@@ -365,12 +365,12 @@ def test_scsi_controller_model(controller: str, device: str) -> None:
     assert values(d, "-device")[0] == device
 
 
-def test_disks_keep_document_order() -> None:
+def test_disks_of_a_bus_come_in_target_order_as_libvirt_sorts_them() -> None:
     d = devices("""
         <disk><source file='/b'/><target dev='vdb'/></disk>
         <disk><source file='/a'/><target dev='vda'/></disk>""")
-    assert values(d, "-drive") == ["file=/b,format=raw,if=none,id=drive-virtio-disk1",
-                                   "file=/a,format=raw,if=none,id=drive-virtio-disk0"]
+    assert values(d, "-drive") == ["file=/a,format=raw,if=none,id=drive-virtio-disk0",
+                                   "file=/b,format=raw,if=none,id=drive-virtio-disk1"]
 
 
 @pytest.mark.parametrize(("path", "drive"), [

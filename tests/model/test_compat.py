@@ -375,6 +375,20 @@ def test_function_zero_of_a_shared_slot_is_multifunction_as_libvirt_sets_it() ->
     assert "addr=0x5,multifunction=on," in nics[0] and "addr=0x5.0x1," in nics[1]
 
 
+def test_disks_are_placed_in_libvirts_target_order() -> None:
+    """libvirt's disk-order: vdb written before vda still gets the later slot (the guest's
+    /dev/vda stays the file's vda); IDE disks likewise, on the command line too."""
+    d = devices("<disk device='cdrom'><target dev='hdc' bus='ide'/></disk>"
+                "<disk><source file='/b'/><target dev='vdb' bus='virtio'/></disk>"
+                "<disk><source file='/a'/><target dev='hda' bus='ide'/></disk>"
+                "<disk><source file='/v'/><target dev='vda' bus='virtio'/></disk>")
+    assert [v.split(",drive=")[0] for v in values(d, "-device")] == [
+        "ide-hd,bus=ide.0,unit=0", "ide-cd,bus=ide.1,unit=0",
+        "virtio-blk-pci,bus=pci.0,addr=0x2", "virtio-blk-pci,bus=pci.0,addr=0x3"]
+    assert [v.rsplit("id=", 1)[1] for v in values(d, "-device")][2:] == ["virtio-disk0",
+                                                                         "virtio-disk1"]
+
+
 def test_smm_and_kvm_only_hyperv() -> None:
     d = model.parse(domain_xml("<features><smm state='on'/></features>")).domain
     assert values(d, "-machine") == ["pc,acpi=off,smm=on,dump-guest-core=off"]
