@@ -2,7 +2,8 @@
 
 The domains come from libvirt's config folder (`/etc/libvirt/qemu/*.xml`, default; a domain
 whose `autostart/<name>.xml` link exists is wanted running, the others stopped), or from
-`virsh -c URI dumpxml --inactive --security-info` when a URI is given (autostart from `virsh list --autostart`).
+`virsh -c URI dumpxml --inactive --security-info` when a URI is given (autostart from
+`virsh list --autostart`).
 Each is given qemud's desired state with `model.edit.set_state` (every other byte kept), then
 validated as the reconciler would (the machine type against the emulator too) before it is
 written. Nothing is overwritten: a file of the same name in the config directory, or a domain

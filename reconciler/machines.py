@@ -11,11 +11,13 @@ never. A binary that cannot be found or run is not checked (None): the start rep
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import threading
 from collections.abc import Callable
@@ -23,7 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 _ALIAS = re.compile(r"\(alias of (\S+)\)")
-RUN_TIMEOUT_S = 20.0
+RUN_TIMEOUT_S = 2.0
+"""How long `-machine help` may take (QEMU answers in ~20 ms): the scan waits for it, and the
+daemon's loop for the scan, so a program that hangs must not hold the other VMs up. One that
+does not answer in time is not asked again until it changes (`MachineCatalog._unanswered`)."""
 
 
 @dataclass(frozen=True)
@@ -74,21 +79,38 @@ prints without end (`yes`) is cut off there, never read into memory whole."""
 def run_machine_help(binary: str) -> str:
     """Run `binary -machine help` (no display, no accelerator: it only prints).
 
-    At most `MAX_HELP_BYTES` of its output are read and it gets `RUN_TIMEOUT_S` seconds; it is
-    killed after either. Raises OSError, or CalledProcessError when it exits non-zero.
+    At most `MAX_HELP_BYTES` of its output are read and it gets `RUN_TIMEOUT_S` seconds; then
+    it is killed, with whatever it started (its own session: a wrapper's `sleep` holding the
+    pipe goes too). Raises OSError, TimeoutExpired when it did not answer in time, or
+    CalledProcessError when it exits non-zero.
     """
+    fired = threading.Event()
     with subprocess.Popen([binary, "-machine", "help"], stdin=subprocess.DEVNULL,
-                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as proc:
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                          start_new_session=True) as proc:
         assert proc.stdout is not None
-        timer = threading.Timer(RUN_TIMEOUT_S, proc.kill)
+
+        def kill() -> None:
+            """End the whole session of the program (it may have children)."""
+            with contextlib.suppress(OSError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+        def expire() -> None:
+            """The time is up: say so, then kill."""
+            fired.set()
+            kill()
+
+        timer = threading.Timer(RUN_TIMEOUT_S, expire)
         timer.start()
         try:
             out = proc.stdout.read(MAX_HELP_BYTES)
             if len(out) >= MAX_HELP_BYTES:
-                proc.kill()
+                kill()
             code = proc.wait()
         finally:
             timer.cancel()
+    if fired.is_set():
+        raise subprocess.TimeoutExpired([binary, "-machine", "help"], RUN_TIMEOUT_S)
     if code != 0 and len(out) < MAX_HELP_BYTES:
         raise subprocess.CalledProcessError(code, [binary, "-machine", "help"])
     return out.decode("utf-8", errors="replace")
@@ -105,6 +127,8 @@ class MachineCatalog:
     run: Runner = run_machine_help
     which: Callable[[str], str | None] = shutil.which
     _memory: dict[str, tuple[list[object], Machines]] = field(default_factory=dict)
+    _unanswered: dict[str, list[object]] = field(default_factory=dict)
+    """Binaries (by version key) that did not answer in time: their machine types go unchecked."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def machines(self, emulator: str) -> Machines | None:
@@ -124,10 +148,15 @@ class MachineCatalog:
                 return held[1]
             machines = _from_json(self._load().get(real), key)
             if machines is None:
+                if self._unanswered.get(real) == key:
+                    return None
                 try:
                     machines = parse_machine_help(self.run(real))
                 except subprocess.CalledProcessError:
                     return Machines(frozenset())  # it ran and failed: no machine types
+                except subprocess.TimeoutExpired:
+                    self._unanswered[real] = key
+                    return None
                 except (OSError, subprocess.SubprocessError, UnicodeDecodeError):
                     return None
                 if not machines.names:

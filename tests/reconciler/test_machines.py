@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -133,3 +134,25 @@ def test_endless_output_is_cut_off(tmp_path: Path) -> None:
     chatty.write_text("#!/bin/sh\nwhile :; do echo 'pc-i440fx-7.2 Standard PC'; done\n")
     chatty.chmod(0o755)
     assert len(run_machine_help(str(chatty))) == MAX_HELP_BYTES
+
+
+def test_an_emulator_that_does_not_answer_in_time_is_not_checked_nor_asked_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reviewed: a slow `-machine help` (a wrapper, a hung mount) held the whole daemon up;
+    its child holding the pipe is killed with it, and the next scan does not ask again."""
+    slow = tmp_path / "slowqemu"
+    slow.write_text("#!/bin/sh\nsleep 30\n")
+    slow.chmod(0o755)
+    monkeypatch.setattr("reconciler.machines.RUN_TIMEOUT_S", 0.3)
+    asked: list[str] = []
+
+    def run(binary: str) -> str:
+        asked.append(binary)
+        return run_machine_help(binary)
+
+    catalog = MachineCatalog(cache=tmp_path / "c.json", run=run)
+    assert catalog.check(str(slow), "pc") is None  # unchecked, not refused
+    assert catalog.check(str(slow), "pc") is None
+    assert asked == [str(slow)]
+    with pytest.raises(subprocess.TimeoutExpired):
+        run_machine_help(str(slow))
