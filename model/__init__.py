@@ -3,7 +3,14 @@
 This package is pure (no processes, no sockets) and never imports `reconciler`.
 """
 
-from model.argv import Runtime, balloon_target, command_line, environment, options
+from model.argv import (
+    Runtime,
+    balloon_target,
+    command_line,
+    environment,
+    options,
+    without_missing,
+)
 from model.cpuset import host_cpus
 from model.domain import NAMESPACE, Desired, Domain, uuid_for_name
 from model.errors import InvalidDomainError, Issue, ModelError, RenderError
@@ -29,4 +36,5 @@ __all__ = [
     "parse_file",
     "to_xml",
     "uuid_for_name",
+    "without_missing",
 ]

@@ -585,6 +585,22 @@ def _scsi_device(c: Controller, at: At) -> str:
             f"id=scsi{c.index}{opts}")
 
 
+def without_missing(d: Domain, exists: Callable[[str], bool]) -> tuple[Domain, list[Disk]]:
+    """`d` for a start, with its missing optional images left out; and the disks they were.
+
+    Each `startupPolicy='optional'` image that `exists` says is missing is taken out of its
+    drive, which is left empty, as libvirt does. Pure given `exists` (the process layer
+    passes `os.path.exists`).
+    """
+    dropped = [disk for disk in d.devices.disks if disk.startup_policy == "optional"
+               and disk.source is not None and not exists(disk.source)]
+    if not dropped:
+        return d, []
+    disks = tuple(disk.model_copy(update={"source": None}) if disk in dropped else disk
+                  for disk in d.devices.disks)
+    return d.model_copy(update={"devices": d.devices.model_copy(update={"disks": disks})}), dropped
+
+
 def ordered_disks(d: Domain) -> list[Disk]:
     """The disks in libvirt's order, which sorts each bus's disks by target name.
 

@@ -497,6 +497,10 @@ class Disk(Frozen):
     drive: DriveAddress | None = None
     """`<address type='drive'>` of an ide, sata, scsi or fdc disk; None: libvirt's default
     from the target dev name (`model.argv.drive_of`)."""
+    startup_policy: Literal["mandatory", "requisite", "optional"] | None = None
+    """`<source startupPolicy=>` of a cdrom or floppy: 'optional' starts the VM with the drive
+    empty when the image is missing (`model.argv.without_missing`); the others (every start
+    is a cold boot) need it."""
 
     @model_validator(mode="after")
     def _consistent(self) -> Disk:
@@ -509,6 +513,9 @@ class Disk(Frozen):
         if self.address is not None and self.target_bus != "virtio":
             raise ValueError(f"a disk on bus='{self.target_bus}' has no PCI address of its own; "
                              "remove <address type='pci'>")
+        if self.startup_policy not in (None, "mandatory") and self.device == "disk":
+            raise ValueError("startupPolicy 'requisite' and 'optional' are for a cdrom or "
+                             "floppy (libvirt refuses them on a disk too); remove it")
         if self.drive is not None and self.target_bus not in ("ide", "sata", "scsi", "fdc"):
             raise ValueError(f"a disk on bus='{self.target_bus}' has no drive address; remove "
                              "<address type='drive'>")

@@ -999,7 +999,8 @@ def _read_disk(ctx: _Context, node: Node) -> Disk | None:
         _leftovers(ctx, driver)
     source = node.child("source")
     if source is not None:
-        source.ignore_attrs("startupPolicy", "index")
+        source.ignore_attrs("index")  # libvirt's own numbering of the image chain
+        fields.attr("startup_policy", "startupPolicy", source)
         key = "dev" if node.attr("type") == "block" else "file"
         fields.put("source", source.attr(key), f"<source {key}>", source.line)
         _leftovers(ctx, source, IGNORED_EVERYWHERE)

@@ -78,7 +78,8 @@ def _disk(disk: Disk) -> Element:
               **_virtio_attrs(disk.virtio)}
     return Element("disk", {"type": disk.type, "device": disk.device}, [
         Element("driver", driver),
-        Element("source", {key: disk.source}) if disk.source is not None else None,
+        Element("source", {key: disk.source, "startupPolicy": disk.startup_policy})
+        if disk.source is not None else None,
         Element("target", {"dev": disk.target_dev, "bus": disk.target_bus,
                            "removable": _yn(disk.removable, ("on", "off")),
                            "rotation_rate": _num(disk.rotation_rate)}),

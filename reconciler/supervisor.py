@@ -175,8 +175,13 @@ class QemuLayer:
                                  f"not use here (it may use {_cpu_list(usable)}); fix the cpuset")
         cars: list[sidecars.Running] = []  # sidecars: stopped once QEMU has exited
         on_exit = sidecars.after(cars, on_exit)
+        started, absent = await asyncio.to_thread(model.without_missing, domain, os.path.exists)
+        for disk in absent:  # startupPolicy='optional': the drive starts empty, as libvirt
+            VmLog(paths.log_file, domain.name, time.time).write(
+                f"{disk.target_dev}: {disk.source} is missing; startupPolicy='optional': "
+                "starting with the drive empty")
         try:  # hugepages the host has not mounted or reserved: refused before QEMU runs
-            argv = model.command_line(domain, runtime, firmware)
+            argv = model.command_line(started, runtime, firmware)
         except model.RenderError as exc:
             raise StartError(domain.name, stage="prepare", log_file=paths.log_file,
                              reason=str(exc)) from exc

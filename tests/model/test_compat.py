@@ -389,6 +389,26 @@ def test_disks_are_placed_in_libvirts_target_order() -> None:
                                                                          "virtio-disk1"]
 
 
+def test_an_optional_image_that_is_missing_leaves_its_drive_empty() -> None:
+    """libvirt's startupPolicy='optional': a deleted install ISO does not keep the VM down."""
+    d = devices("<disk device='cdrom'><source file='/gone.iso' startupPolicy='optional'/>"
+                "<target dev='hdc' bus='ide'/></disk>"
+                "<disk device='cdrom'><source file='/here.iso' startupPolicy='optional'/>"
+                "<target dev='hdd' bus='ide'/></disk>")
+    started, dropped = model.without_missing(d, lambda path: path == "/here.iso")
+    assert [x.target_dev for x in dropped] == ["hdc"]
+    assert values(started, "-drive") == ["if=none,id=drive-ide0-1-0,readonly=on",
+                                         "file=/here.iso,format=raw,if=none,id=drive-ide0-1-1,"
+                                         "readonly=on"]
+    assert model.without_missing(d, lambda path: True) == (d, [])
+    assert model.parse(serialize.to_xml(d)).domain == d
+    assert [m for _, m in issues(domain_xml(
+        "<devices>\n<disk><source file='/a' startupPolicy='optional'/><target dev='vda'/>"
+        "</disk>\n</devices>"))] == ["<disk>: startupPolicy 'requisite' and 'optional' are for "
+                                      "a cdrom or floppy (libvirt refuses them on a disk too); "
+                                      "remove it"]
+
+
 def test_smm_and_kvm_only_hyperv() -> None:
     d = model.parse(domain_xml("<features><smm state='on'/></features>")).domain
     assert values(d, "-machine") == ["pc,acpi=off,smm=on,dump-guest-core=off"]

@@ -549,7 +549,7 @@ DISKS = [
                          "  <serial>a/b</serial>\n</disk>"),
                  [(10, "<serial>: 'a/b' has characters or a form that is not allowed here")],
                  id="disk-serial"),
-    pytest.param(devices("<disk>\n  <source file='/a' startupPolicy='optional' foo='1'/>\n"
+    pytest.param(devices("<disk>\n  <source file='/a' startupPolicy='mandatory' foo='1'/>\n"
                          "  <target dev='vda'/>\n</disk>"),
                  [(8, f"<source>: attribute 'foo' {NOT_SUPPORTED}")], id="disk-source-attr"),
     pytest.param(devices("<disk>\n  <source file='/a'/>\n  <target dev='vda'/>\n"
