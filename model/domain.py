@@ -513,6 +513,9 @@ class Disk(Frozen):
         if self.address is not None and self.target_bus != "virtio":
             raise ValueError(f"a disk on bus='{self.target_bus}' has no PCI address of its own; "
                              "remove <address type='pci'>")
+        if self.shareable and self.driver_type == "qcow2" and not self.readonly:
+            raise ValueError("<shareable/> needs a raw image: two guests writing one qcow2 "
+                             "corrupt it (libvirt and QEMU refuse it too); use type='raw'")
         if self.startup_policy not in (None, "mandatory") and self.device == "disk":
             raise ValueError("startupPolicy 'requisite' and 'optional' are for a cdrom or "
                              "floppy (libvirt refuses them on a disk too); remove it")

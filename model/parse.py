@@ -2458,6 +2458,15 @@ def _check_devices(ctx: _Context, devices: Devices, lines: dict[int, int | None]
             if video.model == "none":  # libvirt refuses it too
                 ctx.error(lines.get(id(video)), "<video><model type='none'> means no adapter at "
                           "all: it cannot be beside others; remove it")
+    seen_index: dict[tuple[str, int], Controller] = {}
+    for c in devices.controllers:
+        if c.type == "usb":
+            continue  # companions share their ich9-ehci1's index; the rest: `usb_mains` below
+        if (c.type, c.index) in seen_index:
+            ctx.error(lines.get(id(c)), f"a second <controller type='{c.type}' "
+                      f"index='{c.index}'> (libvirt refuses it too; QEMU would see one id "
+                      "twice); give it another index or remove it")
+        seen_index.setdefault((c.type, c.index), c)
     mains = usb_mains(devices.controllers)
     for c in mains[1:]:
         ctx.error(lines.get(id(c)), f"<controller type='usb' model='{c.model}'>: a second USB "

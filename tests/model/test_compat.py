@@ -409,6 +409,14 @@ def test_an_optional_image_that_is_missing_leaves_its_drive_empty() -> None:
                                       "remove it"]
 
 
+def test_a_shareable_qcow2_is_refused_as_libvirt_does() -> None:
+    assert [m for _, m in issues(domain_xml(
+        "<devices>\n<disk><driver name='qemu' type='qcow2'/><source file='/a.qcow2'/>"
+        "<target dev='vda'/><shareable/></disk>\n</devices>"))] == [
+        "<disk>: <shareable/> needs a raw image: two guests writing one qcow2 corrupt it "
+        "(libvirt and QEMU refuse it too); use type='raw'"]
+
+
 def test_smm_and_kvm_only_hyperv() -> None:
     d = model.parse(domain_xml("<features><smm state='on'/></features>")).domain
     assert values(d, "-machine") == ["pc,acpi=off,smm=on,dump-guest-core=off"]
@@ -532,6 +540,9 @@ def test_usb_companions_as_virt_manager_wrote_them() -> None:
 
 
 @pytest.mark.parametrize(("machine", "snippet", "message"), [
+    ("pc", "<controller type='pci' index='1' model='pci-bridge'/><controller type='pci' "
+     "index='1' model='pci-bridge'/>", "a second <controller type='pci' index='1'> (libvirt "
+     "refuses it too; QEMU would see one id twice); give it another index or remove it"),
     ("pc", "<controller type='sata' index='1'/>", "<controller type='sata' index='1'>: qemud "
      "renders one SATA controller, index 0 (a second one would be dropped); put its devices "
      "on index 0 or remove it"),
