@@ -14,6 +14,7 @@ from model.argv import (
 from model.cpuset import host_cpus
 from model.domain import NAMESPACE, Desired, Domain, uuid_for_name
 from model.errors import InvalidDomainError, Issue, ModelError, RenderError
+from model.firmware import uses_uefi
 from model.parse import Parsed, parse, parse_file
 from model.serialize import to_xml
 
@@ -35,6 +36,7 @@ __all__ = [
     "parse",
     "parse_file",
     "to_xml",
+    "uses_uefi",
     "uuid_for_name",
     "without_missing",
 ]

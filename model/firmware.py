@@ -104,21 +104,30 @@ def _fits(desc: Descriptor, d: Domain) -> bool:
     return all((name in desc.features) == wanted for name, wanted in d.os.firmware_features)
 
 
+def uses_uefi(d: Domain) -> bool:
+    """Whether `d` boots UEFI: `<os firmware='efi'>`, or an explicit `<loader>`."""
+    return d.os.firmware == "efi" or d.os.loader is not None
+
+
 def choose(d: Domain, descriptors: Sequence[Descriptor] | None,
            state_dir: Path | None) -> FirmwareChoice | None:
     """The UEFI firmware for `d`, or None for BIOS (SeaBIOS, QEMU's default).
 
     An explicit `<loader>` wins; else the first fitting descriptor. The variable store is
-    `<nvram>` when given, else `VARS_FILE` in `state_dir` (shown relative without one).
+    `<nvram>` when given, else `VARS_FILE` in `state_dir` (shown relative without one). An
+    explicit loader without `<nvram template=>` takes the template of the descriptor whose
+    code it is, as libvirt does, so a store that does not exist yet can be made.
     """
     os = d.os
     if os.firmware != "efi" and os.loader is None:
         return None
     vars_path = Path(os.nvram) if os.nvram else (state_dir or Path()) / VARS_FILE
     if os.loader is not None:
+        template = os.nvram_template or next(
+            (desc.template for desc in descriptors or () if desc.code == os.loader
+             and desc.template), None)
         return FirmwareChoice(Path(os.loader), "raw", vars_path, "raw",
-                              Path(os.nvram_template) if os.nvram_template else None,
-                              bool(os.loader_secure))
+                              Path(template) if template else None, bool(os.loader_secure))
     if descriptors is None:
         return FirmwareChoice(PLACEHOLDER, "raw", vars_path, "raw", None, False)
     for desc in descriptors:

@@ -241,7 +241,7 @@ def cmd_argv(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     for warning in parsed.warnings:
         err.write(f"{_where(str(args.file), warning.line)}: warning: {warning.message}\n")
     from reconciler import uefi
-    firmware = uefi.descriptors() if parsed.domain.os.firmware == "efi" else None
+    firmware = uefi.descriptors() if model.uses_uefi(parsed.domain) else None
     if args.json:
         json.dump(model.command_line(parsed.domain, firmware=firmware), out)
         out.write("\n")

@@ -158,7 +158,7 @@ class QemuLayer:
         huge = await asyncio.to_thread(hugepages.host) if needs_hugepages(domain) else None
         runtime = model.Runtime(paths.qmp_socket, paths.pidfile, paths.console_log,
                                 state_dir=self.layout.state_dir(str(uuid)), hugepages=huge)
-        firmware = uefi.descriptors() if domain.os.firmware == "efi" else None
+        firmware = uefi.descriptors() if model.uses_uefi(domain) else None
         cpus = model.host_cpus(domain)
         usable = os.sched_getaffinity(0)
         pins = [("<vcpu cpuset>", cpus)]

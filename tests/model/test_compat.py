@@ -920,6 +920,23 @@ def test_efi_picks_the_first_fitting_descriptor_like_libvirt() -> None:
     assert fw is not None and fw.template == Path("/fw/VARS.ms.fd")
 
 
+def test_an_explicit_loader_takes_its_descriptors_template_as_libvirt_does() -> None:
+    """Reviewed: `<loader>` + an `<nvram>` not made yet (no template=) failed every start."""
+    os_ = ("<os><type machine='q35'>hvm</type><loader readonly='yes' type='pflash'>/fw/CODE.fd"
+           "</loader><nvram>/vms/a_VARS.fd</nvram></os>")
+    d = model.parse(domain_xml(os=os_)).domain
+    assert model.uses_uefi(d)
+    fw = choose(d, DESCRIPTORS, None)
+    assert fw is not None and (fw.template, fw.vars) == (Path("/fw/VARS.fd"),
+                                                         Path("/vms/a_VARS.fd"))
+    own = model.parse(domain_xml(os=os_.replace("<nvram>", "<nvram template='/t.fd'>"))).domain
+    fw = choose(own, DESCRIPTORS, None)
+    assert fw is not None and fw.template == Path("/t.fd")  # the file's own wins
+    other = model.parse(domain_xml(os=os_.replace("/fw/CODE.fd", "/mine/CODE.fd"))).domain
+    fw = choose(other, DESCRIPTORS, None)
+    assert fw is not None and fw.template is None  # no descriptor names it
+
+
 def test_efi_feature_wishes_and_machine_choose_the_descriptor() -> None:
     no_sb = efi("q35", "<firmware><feature enabled='no' name='secure-boot'/></firmware>")
     assert "driver=file,filename=/fw/CODE.fd,node-name=pflash0-file,read-only=on" in \
