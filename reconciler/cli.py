@@ -685,7 +685,12 @@ def cmd_set_state(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         for issue in exc.issues:
             err.write(f"{_where(str(path), issue.line)}: error: {issue.message}\n")
         return EXIT_INVALID
-    write_atomic(path, new, stat.S_IMODE(path.stat().st_mode))
+    try:
+        write_atomic(path, new, stat.S_IMODE(path.stat().st_mode))
+    except OSError as exc:  # a full disk, a read-only folder: the file is left as it was
+        err.write(f"reconcile: cannot write {path}: {exc.strerror}; nothing changed (free "
+                  "some space, or make the folder writable, and run it again)\n")
+        return EXIT_INVALID
     out.write(f"{args.name}: desired state is now {state} ({path})\n")
     if getattr(args, "force", False):  # that VM, even if a clash loser takes the name next
         return _power(layout, "stop-force", args.name, wait=not args.no_wait, out=out, err=err,

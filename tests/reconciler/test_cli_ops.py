@@ -944,3 +944,23 @@ def test_the_daemon_stamps_its_lines_unless_the_journal_does(
     else:
         assert first == said
     assert rest and all(bool(re.match(stamp, line)) is stamped for line in rest), rest
+
+
+def test_start_and_stop_on_a_full_disk_say_so_and_change_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reviewed: `stop` on a full disk ended in an OSError traceback."""
+    import errno
+
+    import reconciler.status
+
+    def full(*_: object, **__: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    path = write(tmp_path / "a.xml", domain_xml("a", extra=RUNNING))
+    before = path.read_bytes()
+    monkeypatch.setattr(reconciler.status, "write_atomic", full)
+    code, out, err = run("--config-dir", str(tmp_path), "stop", "a")
+    assert code == 1 and out == ""
+    assert err == (f"reconcile: cannot write {path}: No space left on device; nothing changed "
+                   "(free some space, or make the folder writable, and run it again)\n")
+    assert path.read_bytes() == before
