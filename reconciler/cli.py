@@ -410,6 +410,12 @@ def cmd_reconcile(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     out.write(format_table(domains))
     for line in _file_errors(domains):
         out.write(line + "\n")
+    import time
+
+    unwritten = unwritten_warning(layout, time.time())
+    if unwritten is not None:  # the table may be the daemon's old files: not "converged"
+        err.write(unwritten)
+        return EXIT_INVALID
     return exit_code(result)
 
 
@@ -542,6 +548,24 @@ HUNG_AFTER = 90.0
 """A daemon that has not completed a pass for this long (or three resync periods) is hung."""
 
 
+def unwritten_warning(layout: Layout, now: float) -> str | None:
+    """The warning for status files a reconciler cannot write (see `STATUS_UNWRITTEN`), or None.
+
+    A read-only or full status folder keeps the old table on disk; it must not pass for the
+    truth. Reads one small file.
+    """
+    from reconciler.lock import STATUS_UNWRITTEN
+
+    try:
+        since, _, reason = (layout.run_dir / STATUS_UNWRITTEN).read_text().partition("\n")
+        age = _ago(max(0.0, now - float(since)))
+    except (OSError, ValueError):
+        return None
+    return (f"reconcile: warning: the status files could not be written for {age} "
+            f"({reason.strip()}): this table may be out of date; make {layout.status_dir} "
+            "writable (or free space); the VMs themselves are unaffected\n")
+
+
 def _stale_warning(layout: Layout, updated_at: str | None, resync: float, now: float
                    ) -> str | None:
     """The warning for a status no reconciler keeps up to date, or None when it is current.
@@ -614,6 +638,9 @@ def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         warning = _stale_warning(layout, current.get("updated_at"), args.resync, time.time())
         if warning is not None:
             err.write(warning)
+    unwritten = unwritten_warning(layout, time.time())
+    if unwritten is not None:
+        err.write(unwritten)
     domains: list[dict[str, Any]] = list(current["domains"]) if current else []
     if args.name is not None:
         domains = [d for d in domains if d.get("name") == args.name]

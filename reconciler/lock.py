@@ -22,6 +22,10 @@ DAEMON_LOCK = "daemon.lock"
 """Held by the daemon for its whole life; holds its pid (for `reconcile --once` to signal)."""
 PASS_LOCK = "reconcile.lock"
 """Held while a pass acts, by the daemon or by `reconcile --once`."""
+STATUS_UNWRITTEN = "status-unwritten"
+"""In the runtime folder while the status files cannot be written (a read-only or full status
+folder): when that began and the first reason. `reconcile status` and `--once` say the table
+may be out of date; it goes once a pass writes them again."""
 LAST_PASS = "last-pass"
 """Touched by every pass of a reconciler: a daemon that holds its lock but has not touched it for
 several resync periods is hung (`reconcile status` warns)."""

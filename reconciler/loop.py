@@ -32,7 +32,14 @@ from reconciler.daemon import AlreadyRunningError, DaemonServesError, delegate, 
 from reconciler.desired import Desired, DesiredSet, DiskIdentity
 from reconciler.history import MEMORY_FILE, History
 from reconciler.hostfacts import host_key
-from reconciler.lock import DAEMON_LOCK, LAST_PASS, PASS_LOCK, DirLock, LockTimeoutError
+from reconciler.lock import (
+    DAEMON_LOCK,
+    LAST_PASS,
+    PASS_LOCK,
+    STATUS_UNWRITTEN,
+    DirLock,
+    LockTimeoutError,
+)
 from reconciler.paths import Layout, untrusted_file
 from reconciler.plan import (
     Action,
@@ -447,6 +454,12 @@ class Reconciler:
         saved = self.history.write(history_data) if history_data is not None else None
         with contextlib.suppress(OSError):  # the heartbeat `reconcile status` checks
             (self.layout.run_dir / LAST_PASS).touch(mode=0o600)
+        marker = self.layout.run_dir / STATUS_UNWRITTEN
+        with contextlib.suppress(OSError):  # what `status` says while the table cannot be kept
+            if writer.errors and not marker.exists():
+                marker.write_text(f"{now}\n{writer.errors[0]}\n")
+            elif not writer.errors:
+                marker.unlink(missing_ok=True)
         return out, list(writer.errors), saved
 
     def _published(self, out: list[DomainStatus], problems: list[str], saved: OSError | None

@@ -16,6 +16,7 @@ Every step is announced through ``say`` (the CLI prints it as progress). Failure
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid as uuidlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal, get_args
@@ -25,6 +26,7 @@ from reconciler.lock import DAEMON_LOCK, DirLock
 
 if TYPE_CHECKING:
     from reconciler.loop import Reconciler
+    from reconciler.paths import Layout
     from reconciler.supervisor import Vm
 
 Verb = Literal["stop-force", "restart", "reboot", "reset"]
@@ -76,6 +78,29 @@ def _live(vm: Vm | None, name: str, verb: str, blocked: str | None = None) -> Vm
     return vm
 
 
+ROOM_TO_START = 1 << 20
+"""Bytes a fresh QEMU needs free in the runtime and log folders (pidfile, sockets, log lines)."""
+
+
+def room_to_start(layout: Layout) -> str | None:
+    """Why a VM stopped now could not start again for want of disk space, or None.
+
+    Asked before `restart` and `reboot` take a running VM down: on a full disk QEMU cannot
+    write its pidfile, and the guest would stay down until space is freed. Two statvfs calls
+    on the local runtime and log folders: cheap enough for the loop.
+    """
+    for folder in (layout.run_dir, layout.log_dir):
+        try:
+            st = os.statvfs(folder)
+        except OSError:
+            continue
+        free = st.f_bavail * st.f_frsize
+        if free < ROOM_TO_START:
+            return (f"only {free // 1024} KiB are free in {folder}, too little to start QEMU "
+                    "again after stopping it")
+    return None
+
+
 async def carry_out(rec: Reconciler, verb: Verb, name: str, say: Callable[[str], None], *,
                     uuid: uuidlib.UUID | None = None) -> str:
     """Carry out `verb` on the VM `name` in the running reconciler `rec`; return the outcome line.
@@ -122,6 +147,10 @@ async def carry_out(rec: Reconciler, verb: Verb, name: str, say: Callable[[str],
                          "it (`reconcile status`)")
     if want.blocked is not None and (vm is None or vm.handle is None):
         raise PowerError(name, verb, f"it may not start now: {want.blocked}")
+    short = room_to_start(rec.layout)  # one statvfs of local folders: no await before the claim
+    if short is not None and vm is not None:  # a full disk: QEMU could not start again
+        raise PowerError(name, verb, f"{short}; it keeps running (free some space and run it "
+                         "again)")
     old_pid = vm.pid if vm is not None else None
     sup.restarting.add(uuid)  # its file's place and disks stay its own while it comes back
     try:

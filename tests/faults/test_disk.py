@@ -98,6 +98,11 @@ def test_read_only_status_dir(world: World, ro_status: Path) -> None:
     assert daemon.proc.poll() is None, daemon.text()
     world.wait(lambda: daemon.lines("b: running"), "b's start to end")
     settled(world, time.time())  # a pass that began after everything, all of it failing to write
+    shown = world.cli("status")  # reviewed: the old table passed for the truth
+    assert "the status files could not be written" in shown.stderr, shown.stderr
+    assert "Read-only file system" in shown.stderr and "may be out of date" in shown.stderr
+    once = world.cli("--once")
+    assert once.returncode == 1 and "may be out of date" in once.stderr, once.stderr
 
     unmount(ro_status)
     st_b = world.wait_running("b")
@@ -107,6 +112,7 @@ def test_read_only_status_dir(world: World, ro_status: Path) -> None:
     assert daemon.proc.poll() is None, daemon.text()
     assert world.qemu(light_uuid("b")) == [st_b["pid"]]
     assert daemon.lines(f"status files written again in {ro_status}")
+    assert "could not be written" not in world.cli("status").stderr
 
 
 def test_full_disk(tmpfs_world: World) -> None:
@@ -128,6 +134,16 @@ def test_full_disk(tmpfs_world: World) -> None:
                                if "c" in line], "the full disk said")
     world.wait(lambda: daemon.lines("cannot write"), "a failed status write said")
     assert world.qemu(light_uuid("c")) == []
+    for name, pid in pids.items():
+        assert world.qemu(light_uuid(name)) == [pid] and untouched(pid), name
+    # reviewed: restart stopped a healthy VM that could then not start again; stop gave a
+    # traceback. Both refuse, saying why, and leave the VMs alone
+    refused = world.cli("restart", "a")
+    assert refused.returncode == 1 and "too little to start QEMU again" in refused.stderr, (
+        refused.stdout + refused.stderr)
+    refused = world.cli("stop", "b")
+    assert refused.returncode == 1 and "No space left on device; nothing changed" in (
+        refused.stderr), refused.stdout + refused.stderr
     for name, pid in pids.items():
         assert world.qemu(light_uuid(name)) == [pid] and untouched(pid), name
     os.kill(daemon.proc.pid, signal.SIGHUP)  # a full rescan on a full disk changes nothing
