@@ -170,8 +170,8 @@ async def _restart(rec: Reconciler, verb: Verb, name: str, uuid: uuidlib.UUID, *
             raise PowerError(name, verb, "the domain has no <acpi/> in <features>, so the guest "
                              f"never sees a power button; `reconcile restart {name}` restarts it")
         timeout = (live.domain or want.domain).desired.shutdown_timeout
-        # like libvirt's fake reboot, the reboot stays pending until the guest powers off,
-        # even after this command has given up waiting (the exit clears it)
+        # pending while this command waits; called off when it gives up, so a power-off the
+        # guest makes hours later is its own again, not turned into a start
         sup.mark_restart(uuid)
         try:
             await sup.submit(uuid, lambda: sup.execute(uuid, "system_powerdown"))
@@ -181,9 +181,11 @@ async def _restart(rec: Reconciler, verb: Verb, name: str, uuid: uuidlib.UUID, *
         say(f"{name}: ACPI power button pressed; waiting up to {timeout:g}s for the guest "
             "to power off")
         if not await sup.until(lambda: live.exited, timeout):
-            raise PowerError(name, verb, f"the guest did not power off within {timeout:g}s "
-                             "(does it handle ACPI?); it restarts when it does power off; "
-                             f"`reconcile restart {name}` forces it now")
+            if not live.exited:  # it may have powered off just now: then the start goes on
+                sup.unmark_restart(uuid)
+                raise PowerError(name, verb, f"the guest did not power off within {timeout:g}s "
+                                 "(does it handle ACPI?); the reboot is called off, it keeps "
+                                 f"running; `reconcile restart {name}` restarts it at once")
         say(f"{name}: powered off; starting it again")
     elif vm is not None and vm.handle is not None:
         sup.mark_restart(uuid)  # a daemon restarted during the stop still starts it again

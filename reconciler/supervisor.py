@@ -627,6 +627,15 @@ class Supervisor:
             self.say(f"cannot record the pending restart of {uuid} in its runtime folder "
                      f"({exc}); a daemon restarted before the guest powers off forgets it")
 
+    def unmark_restart(self, uuid: uuidlib.UUID) -> None:
+        """The pending reboot is called off: a later power-off is the guest's own again."""
+        self.rebooting.discard(uuid)
+        try:
+            self.layer.mark_restart(uuid, False)
+        except OSError as exc:
+            self.say(f"cannot remove the pending restart of {uuid} from its runtime folder "
+                     f"({exc})")
+
     def force_stop(self, uuid: uuidlib.UUID) -> None:
         """Have `uuid`'s stop skip the ACPI wait: the next one, and one already waiting."""
         self.forced.add(uuid)
