@@ -701,8 +701,9 @@ def cmd_set_state(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             if first is not None:
                 err.write(f"{_where(first.file, first.line)}: {first.message}\n")
         if scan.invalid and state == "stopped":
-            err.write(f"if {args.name}'s file is among these invalid ones, fix it, or stop its "
-                      f"VM at once with: {layout.command()} stop --force {args.name}\n")
+            err.write(f"if {args.name}'s file is among these invalid ones: its VM keeps running "
+                      "on its last valid definition; fix the file (with state='stopped' to stop "
+                      "the VM), or delete the file to stop the VM\n")
         return EXIT_INVALID
     path = found[0].path
     try:
@@ -758,7 +759,7 @@ def _power(layout: Layout, verb: str, name: str, *, wait: bool, out: TextIO, err
     """Ask the daemon (control socket) to carry out `verb`, printing its progress; else do it.
 
     Without a daemon the verb is carried out in this process (which owns the VMs meanwhile,
-    like `reconcile --once`), so `--no-wait` cannot apply: it is said and ignored. `uuid`
+    like `reconcile --once`), so `--no-wait` cannot apply: it is refused (exit 2). `uuid`
     names the VM exactly (see `reconciler.control.request`).
     """
     from reconciler.control import CONTROL_SOCKET, NoDaemonError, request
@@ -793,8 +794,10 @@ def _power_here(layout: Layout, verb: str, name: str, *, wait: bool,
     if daemon_serves(layout.run_dir):
         return False, (f"a daemon serves {layout.config_dir} but does not answer on its control "
                        "socket; restart it (an older daemon has none)")
-    if not wait:
-        progress("no daemon runs: carrying it out here (--no-wait does not apply)")
+    if not wait:  # a script that asked not to wait must not sit through a shutdown timeout
+        raise UsageError(f"--no-wait needs the daemon to carry it out, and none serves "
+                         f"{layout.config_dir}: start it ('reconcile'), or run the command "
+                         "without --no-wait (it is then carried out here, waiting)")
     layout.ensure()
     if verb == "stop-force" and uuid is not None and DirLock(
             layout.run_dir / PASS_LOCK).held_elsewhere():

@@ -57,34 +57,40 @@ def request(path: Path, verb: str, name: str, *, wait: bool,
             raise NoDaemonError(str(exc)) from exc
         sock.sendall(json.dumps({"verb": verb, "name": name, "wait": wait,
                                  **({"uuid": uuid} if uuid else {})}).encode() + b"\n")
-        with sock.makefile("rb") as lines:
-            while True:
-                try:
-                    raw = lines.readline()
-                except TimeoutError:
-                    if not wait:
-                        return False, (f"the daemon did not take the request within "
-                                       f"{ACK_TIMEOUT:g}s: it may be hung; nothing was done")
+        lines = _LineReader(sock)  # not makefile(): its reader is dead after one timeout
+        taken = said = False
+        while True:
+            try:
+                raw = lines.readline()
+            except TimeoutError:
+                if taken:
+                    raise
+                if not wait:
+                    return False, (f"the daemon did not take the request within "
+                                   f"{ACK_TIMEOUT:g}s: it may be hung; nothing was done")
+                if not said:
                     progress(f"the daemon has not taken the request within {ACK_TIMEOUT:g}s: "
                              "it may be hung (stopped, or stuck in a pass); still waiting "
                              "(Ctrl-C gives up, and then the request is dropped)")
-                    sock.settimeout(CLIENT_TIMEOUT)
-                    continue
-                if not raw:
-                    break
-                sock.settimeout(CLIENT_TIMEOUT)  # taken: steps may take minutes each
-                try:
-                    reply: dict[str, Any] = json.loads(raw)
-                except ValueError:
-                    continue
-                if "ack" in reply:
-                    continue
-                if "progress" in reply:
-                    progress(str(reply["progress"]))
-                elif reply.get("ok"):
-                    return True, str(reply.get("message", ""))
-                else:
-                    return False, str(reply.get("error", "failed"))
+                    said = True
+                sock.settimeout(CLIENT_TIMEOUT)
+                continue
+            if not raw:
+                break
+            taken = True
+            sock.settimeout(CLIENT_TIMEOUT)  # taken: steps may take minutes each
+            try:
+                reply: dict[str, Any] = json.loads(raw)
+            except ValueError:
+                continue
+            if "ack" in reply:
+                continue
+            if "progress" in reply:
+                progress(str(reply["progress"]))
+            elif reply.get("ok"):
+                return True, str(reply.get("message", ""))
+            else:
+                return False, str(reply.get("error", "failed"))
     except TimeoutError:
         return False, f"the daemon did not answer within {CLIENT_TIMEOUT:g}s"
     except OSError as exc:
@@ -92,6 +98,29 @@ def request(path: Path, verb: str, name: str, *, wait: bool,
     finally:
         sock.close()
     return False, "the daemon closed the control socket before answering (did it exit?)"
+
+
+class _LineReader:
+    """Lines from a socket whose timeout may expire and be changed between reads.
+
+    (`socket.makefile` refuses every read after a first timeout: "cannot read from timed out
+    object".) A line comes back with its newline; b"" at the end of the stream.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = b""
+
+    def readline(self) -> bytes:
+        """The next line; raises TimeoutError (nothing lost) when the socket's timeout expires."""
+        while b"\n" not in self.buffer:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                rest, self.buffer = self.buffer, b""
+                return rest
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return line + b"\n"
 
 
 async def _gone(reader: asyncio.StreamReader) -> bool:

@@ -123,6 +123,11 @@ async def carry_out(rec: Reconciler, verb: Verb, name: str, say: Callable[[str],
     if verb == "stop-force":
         if vm is None:
             return f"{name}: not running"
+        want = sup.desired.wants.get(uuid)
+        if want is not None and want.running and want.kept is not None:
+            raise PowerError(name, verb, "its file is invalid, so the VM keeps running on its "
+                             "last valid definition, which wants it running; fix the file "
+                             "(with state='stopped' to stop it), or delete the file to stop it")
         say(f"{name}: stopping at once (no ACPI wait)")
         sup.force_stop(uuid)
         rec.wake.set()
@@ -180,12 +185,12 @@ async def _restart(rec: Reconciler, verb: Verb, name: str, uuid: uuidlib.UUID, *
             raise
         say(f"{name}: ACPI power button pressed; waiting up to {timeout:g}s for the guest "
             "to power off")
-        if not await sup.until(lambda: live.exited, timeout):
-            if not live.exited:  # it may have powered off just now: then the start goes on
-                sup.unmark_restart(uuid)
-                raise PowerError(name, verb, f"the guest did not power off within {timeout:g}s "
-                                 "(does it handle ACPI?); the reboot is called off, it keeps "
-                                 f"running; `reconcile restart {name}` restarts it at once")
+        # (one that powered off just as the wait ended is started again all the same)
+        if not await sup.until(lambda: live.exited, timeout) and not live.exited:
+            sup.unmark_restart(uuid)
+            raise PowerError(name, verb, f"the guest did not power off within {timeout:g}s "
+                             "(does it handle ACPI?); the reboot is called off, it keeps "
+                             f"running; `reconcile restart {name}` restarts it at once")
         say(f"{name}: powered off; starting it again")
     elif vm is not None and vm.handle is not None:
         sup.mark_restart(uuid)  # a daemon restarted during the stop still starts it again

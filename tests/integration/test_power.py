@@ -124,6 +124,9 @@ def test_verbs_without_a_daemon_are_carried_out_here(world: World) -> None:
     st = world.status("h")
     assert st is not None and st["state"] == "running" and st["pid"] != old
     assert world.qemu(light_uuid("h")) == [st["pid"]] and not alive(old)
+    out = world.cli("restart", "h", "--no-wait")  # reviewed: it waited, ignoring --no-wait
+    assert out.returncode == 2 and "--no-wait needs the daemon" in out.stderr, out.stderr
+    assert world.qemu(light_uuid("h")) == [st["pid"]]
     out = world.cli("stop", "h", "--force")
     assert out.returncode == 0, out.stdout + out.stderr
     assert world.qemu(light_uuid("h")) == []

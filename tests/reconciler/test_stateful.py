@@ -1090,3 +1090,20 @@ def test_a_pending_reboot_survives_a_daemon_restart() -> None:
         settle(m, 4, 400.0)
         live = m.world.live()
         assert [x.uuid for x in live] == [U1] and live[0].pid != q.pid
+
+
+def test_stop_force_of_a_vm_whose_file_is_invalid_says_why_before_doing_anything() -> None:
+    """Reviewed: it printed "stopping at once", then refused; `stop` pointed at it meanwhile."""
+    with machine() as m:
+        m.write_valid("a.xml", "web", U1, True, None, False)
+        settle(m)
+        pid = m.world.live()[0].pid
+        m.write_invalid("a.xml")
+        settle(m)
+        said: list[str] = []
+        task = m.loop.create_task(carry_out(m.rec, "stop-force", "web", said.append))
+        settle(m, 2)
+        with pytest.raises(power.PowerError, match="its file is invalid, so the VM keeps running"):
+            task.result()
+        assert said == []  # nothing claimed that did not happen
+        assert [q.pid for q in m.world.live()] == [pid]
