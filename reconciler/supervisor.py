@@ -870,7 +870,10 @@ class Supervisor:
         want = self.desired.wants.get(uuid)
         domain = want.domain if want is not None else (vm.latest or vm.domain)
         timeout = domain.desired.shutdown_timeout if domain is not None else 60
-        graceful = uuid not in self.forced and (domain is None or domain.features.acpi)
+        # whether the guest can hear a power button is the running QEMU's affair, not the
+        # edited file's: a file that dropped <acpi/> (a pending restart) must not pull the plug
+        running = vm.domain or domain
+        graceful = uuid not in self.forced and (running is None or running.features.acpi)
         self.say(f"{vm.name}: stopping ({action.reason})")
         vm.phase, vm.stop_reason = "stopping", action.reason
         try:

@@ -1107,3 +1107,29 @@ def test_stop_force_of_a_vm_whose_file_is_invalid_says_why_before_doing_anything
             task.result()
         assert said == []  # nothing claimed that did not happen
         assert [q.pid for q in m.world.live()] == [pid]
+
+
+def test_a_stop_presses_the_button_of_a_guest_running_with_acpi_whatever_the_file_says_now(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reviewed: a file that dropped <acpi/> (a pending restart) turned the graceful stop of a
+    guest running with ACPI into a QMP quit: the plug pulled on a guest that would shut down."""
+    graceful: list[bool] = []
+    real = FakeHandle.stop
+
+    async def spy(self: FakeHandle, *, reason: str, shutdown_timeout: float,
+                  graceful_: bool = True, **kw: bool) -> Exit:
+        flag = kw.get("graceful", graceful_)
+        graceful.append(flag)
+        return await real(self, reason=reason, shutdown_timeout=shutdown_timeout, graceful=flag)
+
+    monkeypatch.setattr(FakeHandle, "stop", spy)
+    with machine() as m:
+        m.write_valid("a.xml", "web", U1, True, None, False)
+        settle(m)
+        text = (m.dir / "a.xml").read_text().replace("<features><acpi/></features>", "")
+        m._write("a.xml", text, m.files["a.xml"].valid)
+        settle(m)
+        m._write("a.xml", text.replace("state='running'", "state='stopped'"),
+                 m.files["a.xml"].valid)
+        settle(m, 6, 400.0)
+        assert graceful == [True]
