@@ -428,9 +428,12 @@ USB_MODELS = tuple(m for m in _USB_MODELS if m is not None)
 USB_COMPANIONS = {"ich9-uhci1": "ich9-usb-uhci1", "ich9-uhci2": "ich9-usb-uhci2",
                   "ich9-uhci3": "ich9-usb-uhci3"}
 """The USB 1.1 companions of an ich9-ehci1 (`<master startport=>`), and QEMU's drivers."""
-SCSI_MODELS = {None: "lsi", "auto": "lsi", "lsilogic": "lsi", "virtio-scsi": "virtio-scsi-pci"}
-"""libvirt's SCSI controller models and QEMU's drivers; without a model libvirt picks
-lsilogic on x86 (when QEMU has it, as Debian's does), and so does qemud."""
+SCSI_MODELS = {None: "virtio-scsi-pci", "auto": "virtio-scsi-pci", "lsilogic": "lsi",
+               "virtio-scsi": "virtio-scsi-pci"}
+"""libvirt's SCSI controller models and QEMU's drivers. Without a model qemud has always used
+virtio-scsi, and keeps it: libvirt would pick lsilogic, but switching would give the running
+guests of older files another disk controller at their next start (a Windows guest has no
+LSI driver). `virsh dumpxml` writes the model, so libvirt's files are rendered as libvirt does."""
 
 
 def has_ccid(d: Domain) -> bool:

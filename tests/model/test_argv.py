@@ -316,12 +316,12 @@ def test_power_management(machine: str, pm: str, globals_: list[str]) -> None:
     ("<disk><source file='/a'/><target dev='sda' bus='sata'/></disk>",
      "file=/a,format=raw,if=none,id=drive-sata0-0-0",
      "ide-hd,bus=sata0.0,drive=drive-sata0-0-0,id=sata0-0-0"),
-    ("<disk><source file='/a'/><target dev='sdc' bus='scsi'/></disk>",  # libvirt's lsi default
-     "file=/a,format=raw,if=none,id=drive-scsi0-0-2",
-     "scsi-hd,bus=scsi0.0,scsi-id=2,drive=drive-scsi0-0-2,id=scsi0-0-2"),
+    ("<disk><source file='/a'/><target dev='sdc' bus='scsi'/></disk>",  # libvirt: unit 2, LUN 2
+     "file=/a,format=raw,if=none,id=drive-scsi0-0-0-2",
+     "scsi-hd,bus=scsi0.0,channel=0,scsi-id=0,lun=2,drive=drive-scsi0-0-0-2,id=scsi0-0-0-2"),
     ("<disk device='cdrom'><target dev='sda' bus='scsi'/></disk>",
-     "if=none,id=drive-scsi0-0-0,readonly=on",
-     "scsi-cd,bus=scsi0.0,scsi-id=0,drive=drive-scsi0-0-0,id=scsi0-0-0"),
+     "if=none,id=drive-scsi0-0-0-0,readonly=on",
+     "scsi-cd,bus=scsi0.0,channel=0,scsi-id=0,lun=0,drive=drive-scsi0-0-0-0,id=scsi0-0-0-0"),
     ("<disk device='floppy'><source file='/f.img'/><target dev='fda' bus='fdc'/></disk>",
      "file=/f.img,format=raw,if=none,id=drive-fdc0-0-0",
      "floppy,unit=0,drive=drive-fdc0-0-0,id=fdc0-0-0"),
@@ -339,7 +339,7 @@ def test_disk(snippet: str, drive: str, device: str) -> None:
     ("pc", "sata", ["ahci,bus=pci.0,addr=0x2,id=sata0"]),
     ("q35", "sata", []),  # AHCI is built into Q35
     ("pc", "virtio", []),
-    ("pc", "scsi", ["lsi,bus=pci.0,addr=0x2,id=scsi0"]),
+    ("pc", "scsi", ["virtio-scsi-pci,bus=pci.0,addr=0x2,id=scsi0"]),
 ])
 def test_disk_bus_controllers(machine: str, bus: str, controller: list[str]) -> None:
     d = devices(f"<disk><source file='/a'/><target dev='{'vda' if bus == 'virtio' else 'sda'}' "
@@ -354,11 +354,12 @@ def test_sata_on_q35_uses_the_builtin_ide_bus() -> None:
 
 
 @pytest.mark.parametrize(("controller", "device"), [
-    ("", "lsi,bus=pci.0,addr=0x2,id=scsi0"),  # libvirt's default on x86: lsilogic
+    ("", "virtio-scsi-pci,bus=pci.0,addr=0x2,id=scsi0"),  # qemud's (libvirt: lsilogic)
     ("<controller type='scsi' index='0' model='virtio-scsi'/>",
      "virtio-scsi-pci,bus=pci.0,addr=0x2,id=scsi0"),
     ("<controller type='scsi' index='0' model='lsilogic'/>", "lsi,bus=pci.0,addr=0x2,id=scsi0"),
-    ("<controller type='scsi' index='0' model='auto'/>", "lsi,bus=pci.0,addr=0x2,id=scsi0"),
+    ("<controller type='scsi' index='0' model='auto'/>",
+     "virtio-scsi-pci,bus=pci.0,addr=0x2,id=scsi0"),
 ])
 def test_scsi_controller_model(controller: str, device: str) -> None:
     d = devices(controller + "<disk><source file='/a'/><target dev='sda' bus='scsi'/></disk>")

@@ -485,15 +485,17 @@ def test_drive_addresses_and_scsi_controllers_as_libvirt() -> None:
     assert model.parse(serialize.to_xml(d)).domain == d
 
 
-def test_a_scsi_disk_on_an_undeclared_controller_gets_one_of_libvirts_default_model() -> None:
+def test_a_scsi_disk_on_an_undeclared_controller_gets_one_as_libvirt_adds_them() -> None:
+    """sdi is libvirt's controller 1, unit 1; qemud's default model stays virtio-scsi."""
     d = devices("<disk><source file='/a'/><target dev='sdi' bus='scsi'/></disk>")
-    assert values(d, "-device")[:2] == ["lsi,bus=pci.0,addr=0x2,id=scsi1",
-                                        "scsi-hd,bus=scsi1.0,scsi-id=1,drive=drive-scsi1-0-1,"
-                                        "id=scsi1-0-1"]
+    assert values(d, "-device")[:2] == ["virtio-scsi-pci,bus=pci.0,addr=0x2,id=scsi1",
+                                        "scsi-hd,bus=scsi1.0,channel=0,scsi-id=0,lun=1,"
+                                        "drive=drive-scsi1-0-0-1,id=scsi1-0-0-1"]
 
 
 @pytest.mark.parametrize(("snippet", "message"), [
-    ("<disk><source file='/a'/><target dev='sda' bus='scsi'/>"
+    ("<controller type='scsi' model='lsilogic'/><disk><source file='/a'/>"
+     "<target dev='sda' bus='scsi'/>"
      "<address type='drive' controller='0' bus='0' target='0' unit='8'/></disk>",
      "<address type='drive' controller='0' bus='0' target='0' unit='8'>: the scsi controller "
      "has bus 0-0, target 0-0 and unit 0-7; use an address inside those"),
