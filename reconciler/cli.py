@@ -680,6 +680,11 @@ def cmd_set_state(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                          "without waiting anyway)")
     layout = layout_of(args)
     state: Literal["running", "stopped"] = "running" if args.command == "start" else "stopped"
+    if getattr(args, "no_wait", False) and not daemon_serves(layout.run_dir):
+        # refused before the file is touched: exit 2 means nothing changed
+        raise UsageError(f"--no-wait needs the daemon to carry it out, and none serves "
+                         f"{layout.config_dir}: start it ('reconcile'), or run the command "
+                         "without --no-wait (it is then carried out here, waiting)")
     layout.ensure()
     # the files running VMs were started from win their clashes, as in the daemon's own scan:
     # the file edited is the one the VM of that name runs from

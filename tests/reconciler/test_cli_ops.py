@@ -965,3 +965,13 @@ def test_start_and_stop_on_a_full_disk_say_so_and_change_nothing(
     assert err == (f"reconcile: cannot write {path}: No space left on device; nothing changed "
                    "(free some space, or make the folder writable, and run it again)\n")
     assert path.read_bytes() == before
+
+
+def test_stop_force_no_wait_without_a_daemon_is_refused_before_the_file_changes(
+        tmp_path: Path) -> None:
+    """Reviewed: it wrote state='stopped', then refused with exit 2 (which says nothing changed)."""
+    path = write(tmp_path / "a.xml", domain_xml("a", extra=RUNNING))
+    before = path.read_bytes()
+    code, out, err = run("--config-dir", str(tmp_path), "stop", "--force", "a", "--no-wait")
+    assert code == 2 and "--no-wait needs the daemon" in err, err
+    assert out == "" and path.read_bytes() == before
