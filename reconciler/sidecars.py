@@ -365,12 +365,33 @@ def identify(spec: Spec, pid: int) -> bool:
     return f"{MARK}={spec.pidfile}" in read_environ(pid)
 
 
+def _marked(spec: Spec) -> int | None:
+    """The live sidecar carrying `spec`'s pidfile as its mark (`QEMUD_SIDECAR`), if one runs.
+
+    How a sidecar is found when its pidfile is gone or damaged: its environment still names it.
+    """
+    mark = f"{MARK}={spec.pidfile}"
+    candidates = [pid for pid in strays(spec.pidfile.parent) if mark in read_environ(pid)]
+    return next((pid for pid in candidates if identify(spec, pid)), None)
+
+
 def adopt_all(domain: model.Domain, runtime: model.Runtime) -> tuple[list[Running], list[str]]:
-    """Take over the live sidecars named by the pidfiles; also say which ones are missing."""
+    """Take over the live sidecars of a running QEMU; also say which ones are missing.
+
+    Each is found by its pidfile, or, when that is gone or damaged, by its mark (the pidfile
+    is then written again): a sidecar serving a live QEMU is never taken for a stray.
+    """
     found: list[Running] = []
     missing: list[str] = []
     for spec in specs(domain, runtime):
         pid = read_pidfile(spec.pidfile)
+        if pid is None or not identify(spec, pid):
+            pid = _marked(spec)
+            if pid is not None:
+                with contextlib.suppress(OSError):
+                    tmp = spec.pidfile.with_suffix(".tmp")
+                    tmp.write_text(f"{pid}\n", encoding="ascii")
+                    os.replace(tmp, spec.pidfile)
         if pid is None or not identify(spec, pid):
             missing.append(spec.name)
             continue

@@ -266,9 +266,9 @@ class QemuLayer:
             runtime = model.Runtime(self.layout.qmp_socket(str(uuid)),
                                     self.layout.pidfile(str(uuid)), Path(os.devnull),
                                     state_dir=self.layout.state_dir(str(uuid)))
-            found, missing = sidecars.adopt_all(domain, runtime)
+            # a live QEMU's sidecars are its own, pidfile or not: adopted, never stopped here
+            found, missing = await asyncio.to_thread(sidecars.adopt_all, domain, runtime)
             cars += found
-            stopped = await asyncio.to_thread(sidecars.stop_strays, folder, [c.pid for c in found])
             log = VmLog(self.layout.log_file(name), name, time.time)
             for car in missing:
                 log.write(f"the sidecar for {car} is not running (adopted QEMU without it); "

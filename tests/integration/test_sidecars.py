@@ -161,3 +161,31 @@ def test_a_swtpm_left_by_an_interrupted_start_goes_with_its_stale_folder(layout:
     assert once(layout).startswith("stopped")  # the folder is stale (no QEMU): removed
     wait_gone(stray)
     assert swtpms(layout.state_dir(UUID) / "tpm") == []
+
+
+@pytest.mark.parametrize("damage", ["garbage\n", None])
+def test_a_running_vms_swtpm_with_a_damaged_pidfile_is_adopted_not_stopped(
+        layout: Layout, damage: str | None) -> None:
+    """Re-review: a corrupt (or missing) pidfile made the next reconciler stop the swtpm of
+    a running VM as a stray. Its mark names it: it is adopted and its pidfile written again."""
+    config = layout.config_dir
+    config.mkdir(mode=0o700, exist_ok=True)
+    (config / "tpmvm.xml").write_text(tpm_xml("running"))
+    assert once(layout) == "running"
+    tpm_state = layout.state_dir(UUID) / "tpm"
+    (first,) = swtpms(tpm_state)
+    pidfile = layout.vm_dir(UUID) / "tpm0.sidecar.pid"
+    if damage is None:
+        pidfile.unlink()
+    else:
+        pidfile.write_text(damage)
+    assert once(layout) == "running"
+    assert swtpms(tpm_state) == [first]
+    assert pidfile.read_text().strip() == str(first)
+    log = layout.log_file("tpmvm").read_text()
+    assert "stray" not in log and "is not running" not in log, log
+    reply = monitor(layout, "tpmvm", "query-tpm")
+    assert reply["return"][0]["model"] == "tpm-crb"  # type: ignore[index]
+    (config / "tpmvm.xml").write_text(tpm_xml("stopped"))
+    assert once(layout).startswith("stopped")
+    wait_gone(first)  # stopped with its VM, as an adopted sidecar is

@@ -112,7 +112,7 @@ def interrupted_start(layout: Layout, uuid: str, xml: str, *, pidfile: bool) -> 
     from reconciler import sidecars
     layout.ensure()
     domain = model.parse(xml.encode()).domain
-    layout.vm_dir(uuid).mkdir(mode=0o700)
+    layout.vm_dir(uuid).mkdir(mode=0o700, exist_ok=True)
     runtime = model.Runtime(layout.qmp_socket(uuid), layout.pidfile(uuid), Path(os.devnull),
                             state_dir=layout.state_dir(uuid))
     (spec,) = sidecars.specs(domain, runtime)
