@@ -188,6 +188,7 @@ async def _restart(rec: Reconciler, verb: Verb, name: str, uuid: uuidlib.UUID, *
         # (one that powered off just as the wait ended is started again all the same)
         if not await sup.until(lambda: live.exited, timeout) and not live.exited:
             sup.unmark_restart(uuid)
+            rec.wake.set()  # a pass writes the status without "reboot pending" at once
             raise PowerError(name, verb, f"the guest did not power off within {timeout:g}s "
                              "(does it handle ACPI?); the reboot is called off, it keeps "
                              f"running; `reconcile restart {name}` restarts it at once")
