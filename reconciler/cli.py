@@ -695,8 +695,8 @@ def cmd_set_state(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if not found and getattr(args, "force", False):
         # its file is gone (or invalid): no desired state to edit, but a VM of that name may
         # still run (being stopped after its quiet period, or kept on its last definition)
-        out.write(f"{args.name}: no valid domain file in {layout.config_dir}; stopping its VM "
-                  "at once if one runs\n")
+        out.write(f"{args.name}: no valid domain file in {layout.config_dir}; asking for a "
+                  "VM of that name to stop at once\n")
         return _power(layout, "stop-force", args.name, wait=not args.no_wait, out=out, err=err,
                       lock_timeout=args.lock_timeout)
     if not found:

@@ -20,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,37 +80,41 @@ prints without end (`yes`) is cut off there, never read into memory whole."""
 def run_machine_help(binary: str) -> str:
     """Run `binary -machine help` (no display, no accelerator: it only prints).
 
-    At most `MAX_HELP_BYTES` of its output are read and it gets `RUN_TIMEOUT_S` seconds; then
-    it is killed, with whatever it started (its own session: a wrapper's `sleep` holding the
-    pipe goes too). Raises OSError, TimeoutExpired when it did not answer in time, or
-    CalledProcessError when it exits non-zero.
+    At most `MAX_HELP_BYTES` of its output are read, for at most `RUN_TIMEOUT_S` seconds
+    (whatever holds the pipe: even a grandchild in a session of its own cannot make it wait
+    longer); then the program is killed, with its own session. Raises OSError,
+    TimeoutExpired when it did not answer in time, or CalledProcessError when it exits non-zero.
     """
-    fired = threading.Event()
+    import select
+
+    deadline = time.monotonic() + RUN_TIMEOUT_S
     with subprocess.Popen([binary, "-machine", "help"], stdin=subprocess.DEVNULL,
                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                           start_new_session=True) as proc:
         assert proc.stdout is not None
-
-        def kill() -> None:
-            """End the whole session of the program (it may have children)."""
+        fd = proc.stdout.fileno()
+        out = b""
+        timed_out = False
+        while len(out) < MAX_HELP_BYTES:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                timed_out = True
+                break
+            chunk = os.read(fd, MAX_HELP_BYTES - len(out))
+            if not chunk:
+                break
+            out += chunk
+        if timed_out or len(out) >= MAX_HELP_BYTES:
             with contextlib.suppress(OSError):
                 os.killpg(proc.pid, signal.SIGKILL)
-
-        def expire() -> None:
-            """The time is up: say so, then kill."""
-            fired.set()
-            kill()
-
-        timer = threading.Timer(RUN_TIMEOUT_S, expire)
-        timer.start()
         try:
-            out = proc.stdout.read(MAX_HELP_BYTES)
-            if len(out) >= MAX_HELP_BYTES:
-                kill()
+            code = proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(OSError):
+                os.killpg(proc.pid, signal.SIGKILL)
             code = proc.wait()
-        finally:
-            timer.cancel()
-    if fired.is_set():
+            timed_out = True
+    if timed_out:
         raise subprocess.TimeoutExpired([binary, "-machine", "help"], RUN_TIMEOUT_S)
     if code != 0 and len(out) < MAX_HELP_BYTES:
         raise subprocess.CalledProcessError(code, [binary, "-machine", "help"])

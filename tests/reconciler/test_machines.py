@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,17 @@ def test_an_emulator_that_does_not_answer_in_time_is_not_checked_nor_asked_again
     assert asked == [str(slow)]
     with pytest.raises(subprocess.TimeoutExpired):
         run_machine_help(str(slow))
+
+
+def test_a_grandchild_holding_the_pipe_cannot_hold_the_probe(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Re-review: `setsid sleep 25` (its own session, so not killed with the program) kept the
+    pipe open and the probe waited 25 s for its end."""
+    escapee = tmp_path / "escapee"
+    escapee.write_text("#!/bin/sh\nsetsid sleep 30 &\nexec sleep 30\n")
+    escapee.chmod(0o755)
+    monkeypatch.setattr("reconciler.machines.RUN_TIMEOUT_S", 0.3)
+    began = time.monotonic()
+    with pytest.raises(subprocess.TimeoutExpired):
+        run_machine_help(str(escapee))
+    assert time.monotonic() - began < 10  # bounded by the timeout, not by the sleep's 30 s
