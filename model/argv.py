@@ -1595,10 +1595,11 @@ def _pci_requests(d: Domain) -> list[pci.Request]:
     reqs: list[pci.Request] = []
 
     def add(rid: str, driver: str, address: PciAddress | None,
-            home: PciAddress | None = None) -> None:
+            home: PciAddress | None = None, *, function: int = 0,
+            follows: str | None = None) -> None:
         """Queue one device; its kind follows from the QEMU driver."""
         kind: pci.Kind = "pcie" if driver in _PCIE_DEVICES else "pci"
-        reqs.append(pci.Request(rid, kind, address, home))
+        reqs.append(pci.Request(rid, kind, address, home, function=function, follows=follows))
 
     for c in _pci_controllers(d):
         _, kind = _BRIDGES[c.model or ""]
@@ -1629,15 +1630,18 @@ def _pci_requests(d: Domain) -> list[pci.Request]:
         if id(c) in companion_ids and usb is not None:
             i = companion_ids[id(c)]  # by identity: two companions may be equal
             if f"usb-companion{i}" not in done:  # on q35, libvirt's USB slot 0x1d, as ICH9's
-                home = PciAddress(slot=0x1D, function=int((c.model or "1")[-1]) - 1,
+                function = int((c.model or "1")[-1]) - 1
+                home = PciAddress(slot=0x1D, function=function,
                                   multifunction=c.model == "ich9-uhci1") if q35 else None
-                add(f"usb-companion{i}", USB_COMPANIONS[c.model or ""], c.address, home)
+                add(f"usb-companion{i}", USB_COMPANIONS[c.model or ""], c.address, home,
+                    function=function, follows="usb")  # in its EHCI's slot, as libvirt
                 done.add(f"usb-companion{i}")
         elif c.type == "usb" and c.index == 0 and usb is not None and "usb" not in done:
             home = PciAddress(slot=1, function=2) if not q35 and usb == "piix3-usb-uhci" else None
             if q35 and usb == "ich9-usb-ehci1" and companions:
                 home = PciAddress(slot=0x1D, function=7)
-            add("usb", usb, usb_decl.address if usb_decl else None, home)
+            add("usb", usb, usb_decl.address if usb_decl else None, home,
+                function=7 if usb == "ich9-usb-ehci1" and companions else 0)
             done.add("usb")
         elif c.type == "scsi" and f"scsi{c.index}" not in done:
             add(f"scsi{c.index}", SCSI_MODELS[c.model], c.address)

@@ -977,7 +977,7 @@ class Controller(Frozen):
     """pcie-root-port `<target port=>`."""
     hotplug: bool | None = None
     """pcie-root-port and pci-root `<target hotplug=>` (off: the guest cannot hot-plug there)."""
-    master: Annotated[int, Field(ge=0, le=15)] | None = None
+    master: Annotated[int, Field(ge=0, le=4)] | None = None
     """A USB companion controller's `<master startport=>` (ich9-uhci1..3 beside ich9-ehci1)."""
     queues: Annotated[int, Field(ge=1, le=1024)] | None = None
     """virtio-scsi `<driver queues=>` (num_queues)."""

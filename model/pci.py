@@ -43,6 +43,10 @@ class Request:
     """Where libvirt puts it when free (primary video, ich9 sound, piix3-uhci)."""
     index: int | None = None
     """For root ports and bridges: the controller index, i.e. the bus number behind it."""
+    function: int = 0
+    """The function it takes in a slot of its own (an ich9-ehci1 takes 7, as libvirt puts it)."""
+    follows: str | None = None
+    """The id of a device whose slot it shares, at `function` (a USB companion and its EHCI)."""
 
 
 @dataclass(frozen=True)
@@ -157,8 +161,13 @@ def assign(requests: Sequence[Request], q35: bool) -> Placement:
             index = free_ports.pop(0)
             buses[index].used.add((0, 0))
             out[req.id] = PciAddress(bus=index, slot=0)
+        elif req.follows is not None and req.follows in out and buses[
+                out[req.follows].bus].free(out[req.follows].slot, req.function):
+            lead = out[req.follows]  # libvirt: "all companions in the same slot"
+            buses[lead.bus].used.add((lead.slot, req.function))
+            out[req.id] = PciAddress(bus=lead.bus, slot=lead.slot, function=req.function)
         else:
-            out[req.id] = _next_slot(buses, req.id, bridges_first=q35)
+            out[req.id] = _next_slot(buses, req.id, bridges_first=q35, function=req.function)
     if len(added) > implicit:  # libvirt leaves one empty root port for hotplug when it adds any
         added.append(next_index)
     _pack_root_ports(root, [f"pci.{i}" for i in added[implicit:]], out)
@@ -193,7 +202,8 @@ def _pack_root_ports(root: _Bus, ids: list[str], out: dict[str, PciAddress]) -> 
                                   multifunction=function == 0 and len(group) > 1)
 
 
-def _next_slot(buses: dict[int, _Bus], what: str, bridges_first: bool = False) -> PciAddress:
+def _next_slot(buses: dict[int, _Bus], what: str, bridges_first: bool = False,
+               function: int = 0) -> PciAddress:
     """The first free slot (function 0, whole slot free) of bus 0, then of the pci-bridges.
 
     With `bridges_first` ('q35', whose PCI Express root takes no conventional device in
@@ -205,7 +215,7 @@ def _next_slot(buses: dict[int, _Bus], what: str, bridges_first: bool = False) -
             continue
         for slot in range(32):
             if bus.slot_free(slot):
-                bus.used.add((slot, 0))
-                return PciAddress(bus=index, slot=slot)
+                bus.used.add((slot, function))
+                return PciAddress(bus=index, slot=slot, function=function)
     raise RenderError(f"device {what}: no free PCI slot left; add a "
                       "<controller type='pci' model='pci-bridge'> or remove devices")

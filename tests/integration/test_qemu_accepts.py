@@ -94,6 +94,13 @@ def _combo(body: str, machine: str = "q35", kind: str = "kvm", features: str = "
 
 
 COMBOS: dict[str, Domain] = {
+    # an ich9-ehci1 and its companions without addresses: packed in one slot, as libvirt does
+    "combo-pc-usb2-companions": _combo("""
+      <controller type='usb' index='0' model='ich9-ehci1'/>
+      <controller type='usb' index='0' model='ich9-uhci1'/>
+      <controller type='usb' index='0' model='ich9-uhci2'/>
+      <controller type='usb' index='0' model='ich9-uhci3'/>
+      <input type='tablet' bus='usb'/>""", machine="pc"),
     # two functions of one slot, function 0 not marked multifunction in the file (libvirt sets
     # the bit; QEMU refuses function 1 otherwise)
     "combo-pc-multifunction": _combo("""

@@ -589,6 +589,23 @@ def test_declared_controllers_are_rendered_without_devices_on_them() -> None:
                                                "hotplug=off,")
 
 
+def test_usb_companions_without_addresses_share_their_ehcis_slot_as_libvirt_packs_them() -> None:
+    """libvirt's usb-ich9-ehci-addr: the EHCI at function 7, the UHCIs at 0-2 of one slot."""
+    d = devices("<controller type='usb' index='0' model='ich9-ehci1'/>"
+                "<controller type='usb' index='0' model='ich9-uhci1'/>"
+                "<controller type='usb' index='0' model='ich9-uhci2'/>"
+                "<controller type='usb' index='0' model='ich9-uhci3'/>")
+    assert values(d, "-device") == [
+        "ich9-usb-ehci1,bus=pci.0,addr=0x2.0x7,id=usb",
+        "ich9-usb-uhci1,masterbus=usb.0,firstport=0,bus=pci.0,addr=0x2,multifunction=on",
+        "ich9-usb-uhci2,masterbus=usb.0,firstport=2,bus=pci.0,addr=0x2.0x1",
+        "ich9-usb-uhci3,masterbus=usb.0,firstport=4,bus=pci.0,addr=0x2.0x2"]
+    assert [m for _, m in issues(domain_xml(
+        "<devices>\n<controller type='usb' index='0' model='ich9-ehci1'/>\n<controller "
+        "type='usb' index='0' model='ich9-uhci1'><master startport='8'/></controller>\n"
+        "</devices>"))] == ["<master startport>: '8' is too large; the maximum is 4"]
+
+
 def test_iotune_becomes_drive_throttling_in_libvirts_order() -> None:
     """libvirt (before -blockdev) wrote `<iotune>` as `-drive throttling.*`; so does qemud.
 
