@@ -994,16 +994,16 @@ class Controller(Frozen):
     @model_validator(mode="after")
     def _options_of_its_kind(self) -> Controller:
         """Guarantee each option is on the controller that has it."""
-        scsi = self.type == "scsi" and self.model == "virtio-scsi"
+        scsi = self.type == "scsi" and self.model in (None, "auto", "virtio-scsi")  # the default
         if not scsi and any(v is not None for v in (self.queues, self.cmd_per_lun,
                                                     self.max_sectors, self.ioeventfd,
                                                     self.iothread)):
             raise ValueError("<driver> queues, cmd_per_lun, max_sectors, ioeventfd and "
-                             "iothread are options of a virtio-scsi controller; give "
-                             "model='virtio-scsi' or remove them")
+                             "iothread are options of a virtio-scsi controller (the default "
+                             "model); remove them or the other model")
         if self.vectors is not None and self.type != "virtio-serial":
             raise ValueError("vectors= is an option of the virtio-serial controller")
-        virtio = self.type == "virtio-serial" or (self.type == "scsi" and self.model == "virtio-scsi")
+        virtio = self.type == "virtio-serial" or scsi
         _virtio_only(self.virtio, virtio)
         if self.master is not None and self.model not in ("ich9-uhci1", "ich9-uhci2",
                                                           "ich9-uhci3"):

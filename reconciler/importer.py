@@ -29,6 +29,8 @@ from reconciler.errors import ReconcilerError
 from reconciler.paths import Layout
 
 LIBVIRT_CONFIG = Path("/etc/libvirt/qemu")
+LIBVIRT_RUN = Path("/run/libvirt/qemu")
+"""Where libvirt's QEMU driver keeps `<name>.xml` (and `.pid`) for each domain it runs."""
 LIBVIRT_STATE = Path("/var/lib/libvirt")
 """Where libvirt keeps what a domain file does not hold: `qemu/nvram/<name>_VARS.fd` (a UEFI
 domain's variables when its `<nvram>` names no file) and `swtpm/<uuid>/tpm2|tpm1.2/` (an
@@ -43,6 +45,8 @@ class Source:
     origin: str
     data: bytes
     autostart: bool
+    running: bool = False
+    """libvirt runs it now: importing it would give the guest a second QEMU."""
 
 
 @dataclass(frozen=True)
@@ -119,8 +123,11 @@ class SourceError(ReconcilerError):
         super().__init__(message)
 
 
-def from_folder(folder: Path) -> list[Source]:
-    """The domains of libvirt's config folder: `*.xml`, autostart when `autostart/<file>` exists."""
+def from_folder(folder: Path, running: Path = LIBVIRT_RUN) -> list[Source]:
+    """The domains of libvirt's config folder: `*.xml`, autostart when `autostart/<file>` exists.
+
+    A domain whose status file is in `running` (libvirt's run folder) is one libvirt runs now.
+    """
     if not folder.is_dir():
         raise SourceError(f"{folder} is not a directory (libvirt keeps its QEMU domains in "
                            f"{LIBVIRT_CONFIG}); use --from DIR")
@@ -131,7 +138,8 @@ def from_folder(folder: Path) -> list[Source]:
         except OSError as exc:
             raise SourceError(f"{path}: cannot read it: {exc.strerror}") from exc
         auto = (folder / "autostart" / path.name)
-        out.append(Source(str(path), data, os.path.lexists(auto)))
+        live = (running / path.name).exists() or (running / f"{path.stem}.pid").exists()
+        out.append(Source(str(path), data, os.path.lexists(auto), live))
     return out
 
 
@@ -152,11 +160,13 @@ def from_virsh(uri: str, run: Runner = run_virsh) -> list[Source]:
         names = [n for n in run([*base, "list", "--all", "--name"]).splitlines() if n.strip()]
         auto = {n.strip() for n in run([*base, "list", "--all", "--autostart", "--name"])
                 .splitlines() if n.strip()}
+        live = {n.strip() for n in run([*base, "list", "--state-running", "--state-paused",
+                                         "--name"]).splitlines() if n.strip()}
         # --security-info: without it libvirt leaves out the VNC/spice passwords, and the
         # display would come back open
         return [Source(f"virsh -c {uri} dumpxml {n}",
                        run([*base, "dumpxml", "--inactive", "--security-info", n]).encode(),
-                       n in auto)
+                       n in auto, n in live)
                 for n in (x.strip() for x in names)]
     except (OSError, subprocess.SubprocessError) as exc:
         detail = getattr(exc, "stderr", None) or str(exc)
@@ -219,6 +229,12 @@ def import_domains(sources: Iterable[Source], config_dir: Path,
             report.problems += [i.render(src.origin) for i in exc.issues]
             continue
         d = parsed.domain
+        if src.running:  # one guest, two QEMUs: never
+            report.problems.append(
+                f"{src.origin}: libvirt runs {d.name} now; not imported (qemud would start a "
+                f"second QEMU for it): shut it down there (virsh shutdown {d.name}, and virsh "
+                f"autostart --disable {d.name} so libvirt leaves it down), then import again")
+            continue
         target = config_dir / f"{d.name}.xml"
         clash = names.get(d.name) or uuids.get(d.uuid)
         if "/" in d.name or d.name.startswith("."):

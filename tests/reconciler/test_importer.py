@@ -135,6 +135,8 @@ def test_from_virsh_uses_dumpxml_and_autostart() -> None:
             return "debian12\nheadless\n\n"
         if argv[4:] == ["list", "--all", "--autostart", "--name"]:
             return "headless\n"
+        if argv[4:] == ["list", "--state-running", "--state-paused", "--name"]:
+            return ""
         return (DATA / f"{argv[-1]}.dumpxml.xml").read_text()
 
     sources = from_virsh("qemu:///system", fake)
@@ -195,3 +197,22 @@ def test_a_uefi_domain_libvirt_never_started_is_said_to_start_fresh(tmp_path: Pa
                             state=lambda u: tmp_path / "state" / u, libvirt=tmp_path / "none")
     assert report.problems == []
     assert any("no UEFI variables at" in n and "fresh ones" in n for n in report.notes)
+
+
+def test_a_domain_libvirt_runs_is_not_imported(tmp_path: Path) -> None:
+    """Re-review: an autostart domain libvirt was running was written desired running, and
+    qemud's daemon started a second QEMU for it."""
+    folder = tmp_path / "etc-libvirt-qemu"
+    folder.mkdir()
+    (folder / "headless.xml").write_bytes((DATA / "headless.dumpxml.xml").read_bytes())
+    run = tmp_path / "run-libvirt-qemu"
+    run.mkdir()
+    (run / "headless.xml").write_text("<domstatus/>")  # libvirt's status file: it runs
+    sources = from_folder(folder, running=run)
+    assert [s.running for s in sources] == [True]
+    config = tmp_path / "config"
+    config.mkdir()
+    report = import_domains(sources, config, NETS)
+    assert report.imported == [] and list(config.glob("*.xml")) == []
+    assert "libvirt runs headless now; not imported" in report.problems[0]
+    assert "virsh autostart --disable headless" in report.problems[0]
