@@ -483,7 +483,10 @@ def _read_status(status_dir: Path) -> tuple[dict[str, Any], bytes | None] | None
     same = list(data) == ["updated_at", "domains"]
     order = list(dom_fields)
     domains = []
-    for raw_dom in data.get("domains", []):
+    for i, raw_dom in enumerate(data.get("domains", [])):
+        problem = _shape_problem(raw_dom)
+        if problem is not None:  # valid JSON, wrong shape: said, never a traceback
+            raise StatusReadError(path, f"not a status file (domain {i}: {problem})")
         dom = raw_dom if list(raw_dom) == order else _normalise(raw_dom, dom_fields)
         if err_fields and dom.get("errors") and isinstance(dom["errors"], list):
             errors = [_normalise(e, err_fields) for e in dom["errors"]]
@@ -494,6 +497,26 @@ def _read_status(status_dir: Path) -> tuple[dict[str, Any], bytes | None] | None
     data = _normalise(data, fields.get("StatusFile", {}))
     data["domains"] = domains
     return data, (raw if same and raw.endswith(b"}\n") else None)
+
+
+_SHAPE: dict[str, tuple[type, ...]] = {
+    "name": (str,), "state": (str,), "desired": (str, type(None)), "pid": (int, type(None)),
+    "restarts": (int, type(None)), "reason": (str, type(None)), "errors": (list, type(None)),
+    "warnings": (list, type(None)), "file": (str, type(None))}
+"""The types `status` relies on, for the fields a status entry has."""
+
+
+def _shape_problem(entry: object) -> str | None:
+    """What is wrong with one entry of status.json's domains for `status` to show, or None."""
+    if not isinstance(entry, dict):
+        return f"{type(entry).__name__} instead of an object"
+    for key, types in _SHAPE.items():
+        if key in entry and not isinstance(entry[key], types):
+            return f"{key!r} is a {type(entry[key]).__name__}"
+    for item in entry.get("errors") or ():
+        if not isinstance(item, dict):
+            return "an error that is not an object"
+    return None
 
 
 class StatusReadError(ReconcilerError):

@@ -369,7 +369,8 @@ class Reconciler:
         found: list[Action] = []
         for uuid in sorted(self.supervisor.orphans()):
             pid = read_pidfile(self.layout.pidfile(str(uuid)))
-            problem = identify_qemu(pid, str(uuid)) if pid is not None else "no valid pidfile"
+            problem = (identify_qemu(pid, str(uuid), self.layout.vm_dir(str(uuid)))
+                       if pid is not None else "no valid pidfile")
             if problem is not None:
                 found.append(Clean(uuid, problem))
                 continue

@@ -145,13 +145,14 @@ def argv_value(argv: Sequence[str], option: str) -> str | None:
     return None
 
 
-def identify_qemu(pid: int, vm_uuid: str) -> str | None:
-    """Check that ``pid`` is a live QEMU running the VM ``vm_uuid``.
+def identify_qemu(pid: int, vm_uuid: str, vm_dir: Path | None = None) -> str | None:
+    """Check that ``pid`` is a live QEMU running the VM ``vm_uuid`` (out of ``vm_dir``).
 
     Returns None if it is, else why not: the process is gone or a zombie,
     ``/proc/PID/exe`` is not a ``qemu-system-*`` binary (an upgraded binary's
-    `` (deleted)`` suffix is accepted), or its command line lacks
-    ``-uuid <vm_uuid>``.  Reads /proc only; never signals anything.
+    `` (deleted)`` suffix is accepted), its command line lacks ``-uuid <vm_uuid>``, or (with
+    ``vm_dir``) it does not name that runtime folder: another qemud instance's VM of the same
+    uuid is not ours. Reads /proc only; never signals anything.
     """
     fields = _proc_stat_fields(pid)
     if fields is None:
@@ -175,7 +176,25 @@ def identify_qemu(pid: int, vm_uuid: str) -> str | None:
         same = False
     if not same:
         return f"pid {pid} is the QEMU of another VM (-uuid {found})"
+    if vm_dir is not None and not _runs_from(argv, vm_dir):
+        return f"pid {pid} runs this uuid for another qemud (its pidfile is not in {vm_dir})"
     return None
+
+
+def _runs_from(argv: Sequence[str], vm_dir: Path) -> bool:
+    """Whether QEMU's `-pidfile` lies in `vm_dir`, by name or as the same folder.
+
+    By inode: a config directory reached through a symlink or a bind mount is still the same.
+    """
+    pidfile = argv_value(argv, "pidfile")
+    if pidfile is None:
+        return any(str(vm_dir) + "/" in arg for arg in argv)
+    if os.path.dirname(pidfile) == str(vm_dir):
+        return True
+    try:
+        return os.path.samefile(os.path.dirname(pidfile), vm_dir)
+    except OSError:
+        return False
 
 
 def find_qemu(vm_uuid: str, vm_dir: Path, *, proc: Path = Path("/proc")) -> int | None:

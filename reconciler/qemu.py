@@ -333,7 +333,8 @@ class QemuProcess:
         left_behind = self.paths.vm_dir.exists()
         ensure_private_dir(self.paths.vm_dir)
         old_pid = read_pidfile(self.paths.pidfile)
-        if left_behind and (old_pid is None or identify_qemu(old_pid, self.uuid) is not None):
+        if left_behind and (old_pid is None
+                            or identify_qemu(old_pid, self.uuid, self.paths.vm_dir) is not None):
             # a folder left behind: is its QEMU alive anyway (even without a pidfile)?
             old_pid = find_qemu(self.uuid, self.paths.vm_dir)
         if old_pid is not None:
@@ -594,7 +595,7 @@ class QemuProcess:
         if not paths.vm_dir.exists():
             return None
         pid = read_pidfile(paths.pidfile)
-        if pid is None or identify_qemu(pid, self.uuid) is not None:
+        if pid is None or identify_qemu(pid, self.uuid, paths.vm_dir) is not None:
             # no pidfile, or it names no QEMU of ours: is one alive all the same (its
             # reconciler killed before QEMU wrote the pidfile)? Then it is adopted, not lost.
             pid = find_qemu(self.uuid, self.paths.vm_dir) or pid
@@ -610,7 +611,7 @@ class QemuProcess:
             except OSError:
                 problem = f"pid {pid} does not exist"
             else:
-                problem = identify_qemu(pid, self.uuid)
+                problem = identify_qemu(pid, self.uuid, paths.vm_dir)
                 if problem is None and pidfd_exited(pidfd):
                     problem = f"pid {pid} exited while being checked"
         if problem is not None:

@@ -161,6 +161,23 @@ def test_status_of_a_corrupt_file_says_so_and_exits_2(tmp_path: Path) -> None:
     assert "reconcile --once" in err
 
 
+@pytest.mark.parametrize(("text", "why"), [
+    ('{"domains": [5]}', "domain 0: int instead of an object"),
+    ('{"domains": [{"name": "a", "state": "running", "errors": "oops"}]}',
+     "domain 0: 'errors' is a str"),
+    ('{"domains": [{"name": "a", "state": "running", "errors": [3]}]}',
+     "domain 0: an error that is not an object"),
+])
+def test_status_of_valid_json_of_the_wrong_shape_says_so_and_exits_2(
+        tmp_path: Path, text: str, why: str) -> None:
+    """Reviewed: valid JSON with wrong types inside ended in a traceback."""
+    layout = publish(tmp_path / "c", dom("a"))
+    (layout.status_dir / "status.json").write_text(text)
+    code, out, err = run("status", "--config-dir", str(tmp_path / "c"))
+    assert (code, out) == (2, "")
+    assert f"not a status file ({why})" in err, err
+
+
 # --- status: the table ---------------------------------------------------------------------------
 
 

@@ -566,6 +566,10 @@ def test_qemu_survives_sigkilled_reconciler_and_is_adopted(layout: Layout) -> No
     pid = launch_from_doomed_reconciler(layout, name, vm_uuid)
     assert alive(pid), "QEMU must outlive the reconciler that started it"
     assert identify_qemu(pid, vm_uuid) is None
+    assert identify_qemu(pid, vm_uuid, paths.vm_dir) is None
+    # another qemud instance's folder: the same uuid (derived from one name) is not the same VM
+    other = identify_qemu(pid, vm_uuid, layout.run_dir.parent / "elsewhere" / vm_uuid)
+    assert other is not None and "another qemud" in other
 
     async def scenario() -> Exit:
         adopted = await QemuProcess.adopt(name, vm_uuid, paths, timeouts=FAST)
