@@ -579,14 +579,19 @@ def unwritten_warning(layout: Layout, now: float) -> str | None:
     """
     from reconciler.lock import STATUS_UNWRITTEN
 
+    marker = layout.run_dir / STATUS_UNWRITTEN
     try:
-        since, _, reason = (layout.run_dir / STATUS_UNWRITTEN).read_text().partition("\n")
-        age = _ago(max(0.0, now - float(since)))
-    except (OSError, ValueError):
+        since = marker.stat().st_mtime
+        reason = marker.read_text(errors="replace").strip() if since else ""
+    except OSError:
         return None
-    return (f"reconcile: warning: the status files could not be written for {age} "
-            f"({reason.strip()}): this table may be out of date; make {layout.status_dir} "
-            "writable (or free space); the VMs themselves are unaffected\n")
+    if not since:
+        return None
+    why = reason or "see the daemon's log for why"
+    return (f"reconcile: warning: the status files could not be written for "
+            f"{_ago(max(0.0, now - since))} ({why}): this table may be out of date; make "
+            f"{layout.status_dir} writable (or free space); the VMs themselves are "
+            "unaffected\n")
 
 
 def _stale_warning(layout: Layout, updated_at: str | None, resync: float, now: float

@@ -23,9 +23,10 @@ DAEMON_LOCK = "daemon.lock"
 PASS_LOCK = "reconcile.lock"
 """Held while a pass acts, by the daemon or by `reconcile --once`."""
 STATUS_UNWRITTEN = "status-unwritten"
-"""In the runtime folder while the status files cannot be written (a read-only or full status
-folder): when that began and the first reason. `reconcile status` and `--once` say the table
-may be out of date; it goes once a pass writes them again."""
+"""In the runtime folder, made when a reconciler starts: its mtime is 0 while the status files
+are written, and when their writing began to fail otherwise (a read-only or full status folder;
+setting it needs no room, so even a disk out of inodes is told), its text the first reason when
+there was room for it. `reconcile status` and `--once` then say the table may be out of date."""
 LAST_PASS = "last-pass"
 """Touched by every pass of a reconciler: a daemon that holds its lock but has not touched it for
 several resync periods is hung (`reconcile status` warns)."""

@@ -457,10 +457,15 @@ class Reconciler:
             (self.layout.run_dir / LAST_PASS).touch(mode=0o600)
         marker = self.layout.run_dir / STATUS_UNWRITTEN
         with contextlib.suppress(OSError):  # what `status` says while the table cannot be kept
-            if writer.errors and not marker.exists():
-                marker.write_text(f"{now}\n{writer.errors[0]}\n")
-            elif not writer.errors:
-                marker.unlink(missing_ok=True)
+            failing_since = marker.stat().st_mtime
+            if writer.errors and not failing_since:
+                os.utime(marker, (now, now))  # needs neither a block nor an inode
+                with contextlib.suppress(OSError):  # the reason, when there is room for it
+                    marker.write_text(f"{writer.errors[0]}\n")
+                    os.utime(marker, (now, now))
+            elif not writer.errors and failing_since:
+                marker.write_bytes(b"")
+                os.utime(marker, (0, 0))
         return out, list(writer.errors), saved
 
     def _published(self, out: list[DomainStatus], problems: list[str], saved: OSError | None
@@ -499,6 +504,11 @@ class Reconciler:
         Raises `UnsafeDirectoryError` for a directory that is not private.
         """
         self.layout.ensure()
+        marker = self.layout.run_dir / STATUS_UNWRITTEN  # made now, while there is room: a
+        with contextlib.suppress(OSError):  # disk out of inodes must still be able to say so
+            if not marker.exists():
+                marker.touch(mode=0o600)
+                os.utime(marker, (0, 0))  # mtime 0: the status files are being written
         loaded = History.load(self.history.path)
         self.history.ended, self.history.restarts = loaded.ended, loaded.restarts
         self.history.dirty = loaded.dirty  # a damaged exits.json is rewritten by the first pass

@@ -80,6 +80,8 @@ def _live(vm: Vm | None, name: str, verb: str, blocked: str | None = None) -> Vm
 
 ROOM_TO_START = 1 << 20
 """Bytes a fresh QEMU needs free in the runtime and log folders (pidfile, sockets, log lines)."""
+INODES_TO_START = 64
+"""Files (inodes) the same needs: its runtime folder's pidfile, sockets, definition copy."""
 
 
 def room_to_start(layout: Layout) -> str | None:
@@ -97,6 +99,9 @@ def room_to_start(layout: Layout) -> str | None:
         free = st.f_bavail * st.f_frsize
         if free < ROOM_TO_START:
             return (f"only {free // 1024} KiB are free in {folder}, too little to start QEMU "
+                    "again after stopping it")
+        if st.f_files and st.f_favail < INODES_TO_START:  # out of inodes: no new file either
+            return (f"only {st.f_favail} inodes are free in {folder}, too few to start QEMU "
                     "again after stopping it")
     return None
 

@@ -992,3 +992,39 @@ def test_stop_force_no_wait_without_a_daemon_is_refused_before_the_file_changes(
     code, out, err = run("--config-dir", str(tmp_path), "stop", "--force", "a", "--no-wait")
     assert code == 2 and "--no-wait needs the daemon" in err, err
     assert out == "" and path.read_bytes() == before
+
+
+def test_status_warns_when_the_status_files_could_not_be_written_even_without_a_reason(
+        tmp_path: Path) -> None:
+    """Re-review: on a disk out of inodes the marker could not be made; it is now made at
+    start and its mtime alone says since when (its text, the reason, needs room)."""
+    from reconciler.lock import STATUS_UNWRITTEN
+
+    layout = publish(tmp_path / "c", dom("a"))
+    marker = layout.run_dir / STATUS_UNWRITTEN
+    marker.touch()
+    os.utime(marker, (0, 0))
+    assert "could not be written" not in run("status", "--config-dir", str(tmp_path / "c"))[2]
+    when = time.time() - 300
+    os.utime(marker, (when, when))
+    err = run("status", "--config-dir", str(tmp_path / "c"))[2]
+    assert "could not be written for 5 min (see the daemon's log for why)" in err, err
+
+
+def test_a_restart_is_refused_on_a_disk_out_of_inodes(monkeypatch: pytest.MonkeyPatch,
+                                                      tmp_path: Path) -> None:
+    from reconciler import power
+    from reconciler.paths import Layout
+
+    real = os.statvfs
+
+    def no_inodes(path: object) -> os.statvfs_result:
+        st = real(path)  # type: ignore[arg-type]
+        return os.statvfs_result((st.f_bsize, st.f_frsize, st.f_blocks, st.f_bfree,
+                                  st.f_bavail, 1000, 0, 0, st.f_flag, st.f_namemax))
+
+    layout = Layout.under(tmp_path)
+    layout.ensure()
+    assert power.room_to_start(layout) is None
+    monkeypatch.setattr(os, "statvfs", no_inodes)
+    assert "only 0 inodes are free" in (power.room_to_start(layout) or "")
