@@ -498,15 +498,16 @@ class Reconciler:
 
     # ------------------------------------------------------------------ entry points
 
-    def prepare(self) -> None:
+    def prepare(self, *, dry_run: bool = False) -> None:
         """Create (or check) the private directories and recall what earlier runs learnt.
 
-        Raises `UnsafeDirectoryError` for a directory that is not private.
+        Raises `UnsafeDirectoryError` for a directory that is not private. A dry run writes
+        nothing more than the directories.
         """
         self.layout.ensure()
         marker = self.layout.run_dir / STATUS_UNWRITTEN  # made now, while there is room: a
         with contextlib.suppress(OSError):  # disk out of inodes must still be able to say so
-            if not marker.exists():
+            if not dry_run and not marker.exists():
                 marker.touch(mode=0o600)
                 os.utime(marker, (0, 0))  # mtime 0: the status files are being written
         loaded = History.load(self.history.path)
@@ -521,7 +522,7 @@ class Reconciler:
         instead of acting twice, this asks the daemon for a full pass, waits (bounded) until a
         pass that began after the request has settled, and reports the daemon's status files.
         """
-        self.prepare()
+        self.prepare(dry_run=dry_run)
         daemon = DirLock(self.layout.run_dir / DAEMON_LOCK)
         if not dry_run and await delegate(self, daemon, lock_timeout):
             return self._daemon_result()
