@@ -621,20 +621,22 @@ class Supervisor:
         again when the guest powers off (instead of taking that for the guest's own decision).
         """
         self.rebooting.add(uuid)
-        try:
-            self.layer.mark_restart(uuid, True)
-        except OSError as exc:
-            self.say(f"cannot record the pending restart of {uuid} in its runtime folder "
-                     f"({exc}); a daemon restarted before the guest powers off forgets it")
+        self._record_restart(uuid, True)
 
     def unmark_restart(self, uuid: uuidlib.UUID) -> None:
         """The pending reboot is called off: a later power-off is the guest's own again."""
         self.rebooting.discard(uuid)
+        self._record_restart(uuid, False)
+
+    def _record_restart(self, uuid: uuidlib.UUID, pending: bool) -> None:
+        """Write (or remove) the pending restart in the runtime folder; a failure is said."""
         try:
-            self.layer.mark_restart(uuid, False)
+            self.layer.mark_restart(uuid, pending)
         except OSError as exc:
-            self.say(f"cannot remove the pending restart of {uuid} from its runtime folder "
-                     f"({exc})")
+            self.say(f"cannot {'record' if pending else 'remove'} the pending restart of {uuid} "
+                     f"in its runtime folder ({exc})" + ("; a daemon restarted before the "
+                                                         "guest powers off forgets it"
+                                                         if pending else ""))
 
     def force_stop(self, uuid: uuidlib.UUID) -> None:
         """Have `uuid`'s stop skip the ACPI wait: the next one, and one already waiting."""

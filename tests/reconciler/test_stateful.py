@@ -975,20 +975,27 @@ def test_a_reboot_that_gave_up_leaves_a_later_power_off_to_the_guest() -> None:
         assert m.world.live() == [], "the guest's own power-off became a start"
 
 
-def test_a_forced_stop_that_does_not_happen_leaves_no_hard_stop_behind(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """`stop --force` whose stop never comes (the file says running again): the verb fails and
-    a plain stop a day later still waits for the guest."""
+def spy_on_stops(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Record whether each stop of a fake QEMU is graceful (an ACPI wait) or not (quit)."""
     graceful: list[bool] = []
     real = FakeHandle.stop
 
     async def spy(self: FakeHandle, *, reason: str, shutdown_timeout: float,
                   graceful_: bool = True, **kw: bool) -> Exit:
+        """Note the kind of stop, then stop as the fake does."""
         flag = kw.get("graceful", graceful_)
         graceful.append(flag)
         return await real(self, reason=reason, shutdown_timeout=shutdown_timeout, graceful=flag)
 
     monkeypatch.setattr(FakeHandle, "stop", spy)
+    return graceful
+
+
+def test_a_forced_stop_that_does_not_happen_leaves_no_hard_stop_behind(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`stop --force` whose stop never comes (the file says running again): the verb fails and
+    a plain stop a day later still waits for the guest."""
+    graceful = spy_on_stops(monkeypatch)
     monkeypatch.setattr(power, "STOP_WAIT", 0.2)
     with machine() as m:
         m.write_valid("a.xml", "web", U1, True, None, False)
@@ -1113,16 +1120,7 @@ def test_a_stop_presses_the_button_of_a_guest_running_with_acpi_whatever_the_fil
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Reviewed: a file that dropped <acpi/> (a pending restart) turned the graceful stop of a
     guest running with ACPI into a QMP quit: the plug pulled on a guest that would shut down."""
-    graceful: list[bool] = []
-    real = FakeHandle.stop
-
-    async def spy(self: FakeHandle, *, reason: str, shutdown_timeout: float,
-                  graceful_: bool = True, **kw: bool) -> Exit:
-        flag = kw.get("graceful", graceful_)
-        graceful.append(flag)
-        return await real(self, reason=reason, shutdown_timeout=shutdown_timeout, graceful=flag)
-
-    monkeypatch.setattr(FakeHandle, "stop", spy)
+    graceful = spy_on_stops(monkeypatch)
     with machine() as m:
         m.write_valid("a.xml", "web", U1, True, None, False)
         settle(m)
