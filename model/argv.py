@@ -425,9 +425,13 @@ _USB_MODELS = {
     "none": None,
 }
 USB_MODELS = tuple(m for m in _USB_MODELS if m is not None)
-USB_COMPANIONS = {"ich9-uhci1": "ich9-usb-uhci1", "ich9-uhci2": "ich9-usb-uhci2",
-                  "ich9-uhci3": "ich9-usb-uhci3"}
+USB_COMPANIONS = {m: str(_USB_MODELS[m]) for m in ("ich9-uhci1", "ich9-uhci2", "ich9-uhci3")}
 """The USB 1.1 companions of an ich9-ehci1 (`<master startport=>`), and QEMU's drivers."""
+
+
+def companion_function(model: str | None) -> int:
+    """The PCI function of companion ich9-uhciN in its EHCI's slot: N-1, as libvirt puts it."""
+    return int((model or "1")[-1]) - 1
 SCSI_MODELS = {None: "virtio-scsi-pci", "auto": "virtio-scsi-pci", "lsilogic": "lsi",
                "virtio-scsi": "virtio-scsi-pci"}
 """libvirt's SCSI controller models and QEMU's drivers. Without a model qemud has always used
@@ -460,7 +464,7 @@ def companion_port(controllers: Sequence[Controller], c: Controller) -> int | No
     if c.master is not None:
         return c.master
     if any(x.type == "usb" and x.model == "ich9-ehci1" for x in controllers):
-        return (int((c.model or "1")[-1]) - 1) * 2
+        return companion_function(c.model) * 2
     return None
 
 
@@ -1630,7 +1634,7 @@ def _pci_requests(d: Domain) -> list[pci.Request]:
         if id(c) in companion_ids and usb is not None:
             i = companion_ids[id(c)]  # by identity: two companions may be equal
             if f"usb-companion{i}" not in done:  # on q35, libvirt's USB slot 0x1d, as ICH9's
-                function = int((c.model or "1")[-1]) - 1
+                function = companion_function(c.model)
                 home = PciAddress(slot=0x1D, function=function,
                                   multifunction=c.model == "ich9-uhci1") if q35 else None
                 add(f"usb-companion{i}", USB_COMPANIONS[c.model or ""], c.address, home,

@@ -709,10 +709,7 @@ def cmd_set_state(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     layout = layout_of(args)
     state: Literal["running", "stopped"] = "running" if args.command == "start" else "stopped"
     if getattr(args, "no_wait", False) and not daemon_serves(layout.run_dir):
-        # refused before the file is touched: exit 2 means nothing changed
-        raise UsageError(f"--no-wait needs the daemon to carry it out, and none serves "
-                         f"{layout.config_dir}: start it ('reconcile'), or run the command "
-                         "without --no-wait (it is then carried out here, waiting)")
+        raise _no_daemon_to_wait_for(layout)  # before the file is touched: exit 2, no change
     layout.ensure()
     # the files running VMs were started from win their clashes, as in the daemon's own scan:
     # the file edited is the one the VM of that name runs from
@@ -828,9 +825,7 @@ def _power_here(layout: Layout, verb: str, name: str, *, wait: bool,
         return False, (f"a daemon serves {layout.config_dir} but does not answer on its control "
                        "socket; restart it (an older daemon has none)")
     if not wait:  # a script that asked not to wait must not sit through a shutdown timeout
-        raise UsageError(f"--no-wait needs the daemon to carry it out, and none serves "
-                         f"{layout.config_dir}: start it ('reconcile'), or run the command "
-                         "without --no-wait (it is then carried out here, waiting)")
+        raise _no_daemon_to_wait_for(layout)
     layout.ensure()
     if verb == "stop-force" and uuid is not None and DirLock(
             layout.run_dir / PASS_LOCK).held_elsewhere():
@@ -842,6 +837,13 @@ def _power_here(layout: Layout, verb: str, name: str, *, wait: bool,
                                                 uuid=uuidlib.UUID(uuid) if uuid else None))
     except (PowerError, LockTimeoutError) as exc:
         return False, str(exc)
+
+
+def _no_daemon_to_wait_for(layout: Layout) -> UsageError:
+    """The refusal of `--no-wait` when no daemon serves `layout` (it would wait here)."""
+    return UsageError(f"--no-wait needs the daemon to carry it out, and none serves "
+                      f"{layout.config_dir}: start it ('reconcile'), or run the command "
+                      "without --no-wait (it is then carried out here, waiting)")
 
 
 def _force_through(layout: Layout, name: str, uuid: str,

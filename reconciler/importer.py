@@ -76,7 +76,9 @@ def carry_state(d: model.Domain, origin: str, libvirt: Path, state_dir: Path,
     Copies, so libvirt's own files stay as they were; never over a file qemud already has.
     A store that is not there is said to be fresh; one that cannot be copied is a problem.
     """
+    from model.firmware import VARS_FILE
     from reconciler.paths import ensure_private_dir
+    from reconciler.sidecars import TPM_STATE
 
     def copy(src: Path, dst: Path, what: str) -> None:
         """Copy one file (0600) unless `dst` exists; report the outcome."""
@@ -85,23 +87,17 @@ def carry_state(d: model.Domain, origin: str, libvirt: Path, state_dir: Path,
             return
         try:
             ensure_private_dir(dst.parent)
-            data = src.read_bytes()
-            fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
+            _write_new(dst, src.read_bytes())
         except OSError as exc:
             report.problems.append(f"{origin}: {what}: cannot copy {src} to {dst}: "
                                    f"{exc.strerror}; the VM would start with a fresh one")
             return
         report.notes.append(f"{d.name}: {what} copied from {src} into {dst}")
 
-    efi = d.os.firmware == "efi" or d.os.loader is not None
-    if efi and d.os.nvram is None:
+    if model.uses_uefi(d) and d.os.nvram is None:
         src = libvirt / "qemu" / "nvram" / f"{d.name}_VARS.fd"
         if src.is_file():
-            copy(src, state_dir / "VARS.fd", "UEFI variables")
+            copy(src, state_dir / VARS_FILE, "UEFI variables")
         else:
             report.notes.append(f"{d.name}: no UEFI variables at {src} (never started by "
                                 "libvirt?): it starts with fresh ones from the template")
@@ -112,7 +108,7 @@ def carry_state(d: model.Domain, origin: str, libvirt: Path, state_dir: Path,
             report.notes.append(f"{d.name}: no TPM state at {folder}: its TPM starts empty")
         for src in files:
             if src.is_file():
-                copy(src, state_dir / "tpm" / src.name, "TPM state")
+                copy(src, state_dir / TPM_STATE / src.name, "TPM state")
 
 
 class SourceError(ReconcilerError):

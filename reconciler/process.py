@@ -128,6 +128,15 @@ def _proc_stat_fields(pid: int) -> list[str] | None:
     return raw[raw.rfind(b")") + 2 :].decode("ascii", "replace").split()
 
 
+def parent_pid(pid: int) -> int | None:
+    """The parent of process ``pid`` (``/proc/PID/stat``), or None if it cannot be read."""
+    fields = _proc_stat_fields(pid)
+    try:
+        return int(fields[1]) if fields is not None else None
+    except (IndexError, ValueError):
+        return None
+
+
 def read_cmdline(pid: int) -> list[str] | None:
     """The argv of process ``pid`` from ``/proc/PID/cmdline``, or None if unreadable."""
     try:

@@ -33,7 +33,13 @@ import model
 from model.domain import Filesystem
 from reconciler.errors import ReconcilerError
 from reconciler.paths import ensure_private_dir
-from reconciler.process import listening_socket, read_cmdline, read_pidfile, spawn_detached
+from reconciler.process import (
+    listening_socket,
+    parent_pid,
+    read_cmdline,
+    read_pidfile,
+    spawn_detached,
+)
 from reconciler.vmlog import VmLog
 
 _E = TypeVar("_E")
@@ -47,6 +53,8 @@ one of the same name in /usr/share, as for firmware descriptors)."""
 VIRTIOFSD_FALLBACK = "/usr/lib/qemu/virtiofsd"
 """Debian 12's virtiofsd (package qemu-system-common) when no descriptor names one."""
 
+TPM_STATE = "tpm"
+"""swtpm's state folder inside the VM's state folder (`tpm2-00.permall` and the like)."""
 SETUP_TIMEOUT = 30.0
 """Seconds `swtpm_setup` may take to manufacture a TPM state."""
 
@@ -166,7 +174,7 @@ def specs(domain: model.Domain, runtime: model.Runtime,
             package="qemu-system-common", folder=Path(fs.source_dir),
         ))
     for i, tpm in enumerate(domain.devices.tpms):
-        state = runtime.state_dir / "tpm"
+        state = runtime.state_dir / TPM_STATE
         v2 = ["--tpm2"] if tpm.version == "2.0" else []
         out.append(Spec(
             name=f"tpm{i}",
@@ -247,9 +255,7 @@ def start(spec: Spec, log_fd: int,
     pidfd = os.pidfd_open(pid)
     running = Running(spec, pid, pidfd, _reap(pid))
     try:
-        tmp = spec.pidfile.with_suffix(".tmp")
-        tmp.write_text(f"{pid}\n", encoding="ascii")
-        os.replace(tmp, spec.pidfile)
+        _write_pidfile(spec, pid)
     except OSError as exc:
         stop([running])
         raise SidecarError(spec.name, f"cannot write {spec.pidfile}: {exc}") from exc
@@ -284,16 +290,7 @@ def strays(folder: Path, keep: Sequence[int] = ()) -> list[int]:
             marked.append(pid)
     # a sidecar's own children (virtiofsd forks its sandboxed worker) inherit the mark: only
     # the top of each family is a sidecar, and its children end with it
-    return [pid for pid in marked if pid not in keep and _parent(pid) not in marked]
-
-
-def _parent(pid: int) -> int | None:
-    """The parent pid of `pid` (`/proc/PID/stat`), or None if unreadable."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
-        return int(stat.rpartition(")")[2].split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
+    return [pid for pid in marked if pid not in keep and parent_pid(pid) not in marked]
 
 
 def stop_strays(folder: Path, keep: Sequence[int] = (), grace: float = STRAY_GRACE) -> list[int]:
@@ -325,6 +322,18 @@ def stop_strays(folder: Path, keep: Sequence[int] = (), grace: float = STRAY_GRA
     return stopped
 
 
+def _write_pidfile(spec: Spec, pid: int) -> None:
+    """Name `pid` in the sidecar's pidfile, atomically (raises OSError)."""
+    tmp = spec.pidfile.with_suffix(".tmp")
+    tmp.write_text(f"{pid}\n", encoding="ascii")
+    os.replace(tmp, spec.pidfile)
+
+
+def stray_line(pid: int) -> str:
+    """The VM log's line for a stray sidecar stopped (see `stop_strays`)."""
+    return f"stopped stray sidecar pid {pid} (left by an interrupted start)"
+
+
 def start_all(domain: model.Domain, runtime: model.Runtime, log_fd: int) -> list[Running]:
     """Start every sidecar of `domain`; on any failure the ones started are stopped again.
 
@@ -332,8 +341,7 @@ def start_all(domain: model.Domain, runtime: model.Runtime, log_fd: int) -> list
     ran) are stopped first: a VM never gets a second swtpm or virtiofsd.
     """
     for pid in stop_strays(runtime.folder):
-        os.write(log_fd, f"stopped stray sidecar pid {pid} (left by an interrupted start)\n"
-                 .encode())
+        os.write(log_fd, f"{stray_line(pid)}\n".encode())
     started: list[Running] = []
     try:
         for spec in specs(domain, runtime):
@@ -389,9 +397,7 @@ def adopt_all(domain: model.Domain, runtime: model.Runtime) -> tuple[list[Runnin
             pid = _marked(spec)
             if pid is not None:
                 with contextlib.suppress(OSError):
-                    tmp = spec.pidfile.with_suffix(".tmp")
-                    tmp.write_text(f"{pid}\n", encoding="ascii")
-                    os.replace(tmp, spec.pidfile)
+                    _write_pidfile(spec, pid)
         if pid is None or not identify(spec, pid):
             missing.append(spec.name)
             continue

@@ -277,8 +277,7 @@ class QemuLayer:
         elif handle is None:  # a stale folder: what a start interrupted before QEMU ran goes too
             stopped = await asyncio.to_thread(sidecars.stop_strays, folder)
         for pid in stopped:
-            VmLog(self.layout.log_file(name), name, time.time).write(
-                f"stopped stray sidecar pid {pid} (left by an interrupted start)")
+            VmLog(self.layout.log_file(name), name, time.time).write(sidecars.stray_line(pid))
         return handle
 
     def runtime_folders(self) -> list[uuidlib.UUID]:
